@@ -1,0 +1,88 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// Target is one place that consumes a slot's key: a .env file, another
+// Secret Manager secret, and so on. Implementations live in package targets.
+//
+// The rotation calls Read in preflight (which must also prove the target is
+// writable), Write to put the new key in place, and Read again to prove that
+// the write landed. Write must be atomic: after it returns, with or without an
+// error, the target holds either the old value or the new one, never a mix.
+type Target interface {
+	// String names the target for people: no key material.
+	String() string
+	// Read returns the key the target holds now. It fails with an error
+	// wrapping ErrInvalidTarget when the target is missing, unreadable,
+	// not writable or ambiguous.
+	Read(ctx context.Context) (secret.Key, error)
+	// Write replaces the key the target holds. It refuses (ErrTargetChanged)
+	// when the target changed since the last Read.
+	Write(ctx context.Context, key secret.Key) error
+}
+
+// Prober checks a key against the live API. It returns nil when the key
+// works. An error with a Temporary() bool method that returns true is one
+// that propagation of a new key can explain (invalid for now, throttled,
+// server error): the caller retries it until its deadline. Any other error is
+// definite.
+type Prober interface {
+	Probe(ctx context.Context, key secret.Key) error
+}
+
+// Named errors; test them with errors.Is.
+var (
+	// ErrInvalidTarget: a target is missing, unreadable, not writable or
+	// ambiguous. A usage error (exit 2): nothing was changed.
+	ErrInvalidTarget = errors.New("invalid target")
+	// ErrTargetChanged: a target changed between read and write.
+	ErrTargetChanged = errors.New("target changed since it was read")
+	// ErrBadConfig: the slot's configuration cannot work (exit 2).
+	ErrBadConfig = errors.New("bad configuration")
+	// ErrKeyNotFound: an API key does not exist (or is deleted).
+	ErrKeyNotFound = errors.New("API key not found")
+	// ErrSecretNotFound: a Secret Manager secret or version does not exist.
+	ErrSecretNotFound = errors.New("secret not found")
+	// ErrRotationInProgress: another live run holds the slot's lease (exit 4).
+	ErrRotationInProgress = errors.New("rotation in progress")
+	// ErrVerifyFailed: the new key failed live verification and was removed (exit 3).
+	ErrVerifyFailed = errors.New("new key failed live verification")
+	// ErrStoppedPartWay: the run stopped after changing something; both
+	// keys work and the next run resumes (exit 4).
+	ErrStoppedPartWay = errors.New("rotation stopped part-way")
+	// ErrUnrestricted: refusing to create an unrestricted key.
+	ErrUnrestricted = errors.New("refusing to create an unrestricted key")
+)
+
+// hinted carries a hint for people alongside an error.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+func (h *hinted) Hint() string  { return h.hint }
+
+// WithHint attaches a hint (what to do next) to err. The CLI prints it as
+// "keyrotate: hint: ...". It returns nil for a nil err.
+func WithHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &hinted{err: err, hint: hint}
+}
+
+// Hint returns the innermost hint attached to err, or "".
+func Hint(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	return ""
+}
