@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+func planCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "plan",
+		Usage:       "show what rotate would do, without changing anything",
+		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.",
+		Flags: []cli.Flag{
+			slotFlag(),
+			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("plan takes no arguments (got %q); use --slot", c.Args().First())
+			}
+			return runPlan(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), rotate.Options{Force: c.Bool("now")})
+		},
+	}
+}
+
+type planOutput struct {
+	Command string         `json:"command"`
+	Plans   []*rotate.Plan `json:"plans"`
+	Errors  []errorJSON    `json:"errors,omitempty"`
+}
+
+func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotate.Options) error {
+	j, err := newJob(c, h, cfgPath, slots)
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	r := j.rotator(c)
+	r.Events = nil
+	out := planOutput{Command: "plan", Plans: []*rotate.Plan{}}
+	var errs []error
+	for _, s := range j.slots {
+		p, err := r.Plan(c.Context, s, opts)
+		if err != nil {
+			errs = append(errs, err)
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			continue
+		}
+		out.Plans = append(out.Plans, p)
+		if !j.out.json {
+			printPlan(j.out, p)
+		}
+	}
+	if j.out.json {
+		if err := j.out.jsonDoc(out); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func printPlan(o *printer, p *rotate.Plan) {
+	k := p.Current
+	o.note("slot %s", p.Slot)
+	o.note("  secret       %s (latest: %s)", p.Secret, orNone(p.Version))
+	o.note("  current key  %s  %s", k.Fingerprint, k.Name)
+	if k.DisplayName != "" {
+		o.note("  display name %q", k.DisplayName)
+	}
+	bind := k.Type
+	if k.ServiceAccount != "" {
+		bind += ", bound to " + k.ServiceAccount
+	}
+	o.note("  type         %s", bind)
+	if len(k.Restrictions) > 0 {
+		o.note("  restrictions %s", strings.Join(k.Restrictions, "; "))
+	} else {
+		o.note("  restrictions none")
+	}
+	if !k.Created.IsZero() {
+		due := "not due"
+		if p.Due {
+			due = "DUE"
+		}
+		o.note("  created      %s (age %s); %s, due at %s", k.Created.Format(time.RFC3339), age(k.Created), due, p.DueAt.Format(time.RFC3339))
+	}
+	for _, t := range p.Targets {
+		mark := "ok   "
+		if t.Holds == "other key" {
+			mark = "DRIFT"
+		}
+		o.note("  target %s %s  %s (holds the %s)", mark, t.Fingerprint, t.Target, t.Holds)
+	}
+	if p.Blocked != "" {
+		o.note("  rotate would do nothing: %s", p.Blocked)
+	} else {
+		o.note("  rotate would:")
+		for i, a := range p.Actions {
+			o.note("    %d. %s", i+1, a)
+		}
+	}
+	o.note("")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func age(t time.Time) string {
+	d := time.Since(t)
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+	return d.Round(time.Second).String()
+}

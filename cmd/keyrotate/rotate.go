@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+func slotFlag() cli.Flag {
+	return &cli.StringSliceFlag{Name: "slot", Aliases: []string{"s"}, Usage: "rotate only this `SLOT` (repeatable, globs allowed); default all"}
+}
+
+func rotateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "rotate the keys of the slots that are due (or --now)",
+		Description: "Creates a new key with the old key's restrictions and binding, probes it until it works,\n" +
+			"writes it to the secret and every target, reads them back, then deletes the old key\n" +
+			"(or keeps it for --grace). A run that stops part-way resumes on the next run.",
+		Flags: []cli.Flag{
+			slotFlag(),
+			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
+			&cli.StringFlag{Name: "grace", Usage: "keep the old key this long (e.g. 24h, 7d) instead of the config's grace"},
+		},
+		Action: func(c *cli.Context) error {
+			opts := rotate.Options{Force: c.Bool("now")}
+			if c.IsSet("grace") {
+				d, err := config.ParseDuration(c.String("grace"))
+				if err != nil {
+					return usagef("--grace: %v", err)
+				}
+				g := time.Duration(d)
+				opts.Grace = &g
+			}
+			if c.Args().Present() {
+				return usagef("rotate takes no arguments (got %q); use --slot", c.Args().First())
+			}
+			return runRotate(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts)
+		},
+	}
+}
+
+type rotateOutput struct {
+	Command string           `json:"command"`
+	Results []*rotate.Result `json:"results"`
+	Errors  []errorJSON      `json:"errors,omitempty"`
+}
+
+func runRotate(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotate.Options) error {
+	j, err := newJob(c, h, cfgPath, slots)
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	if err := j.cleanTemp(); err != nil {
+		return err
+	}
+	r := j.rotator(c)
+	out := rotateOutput{Command: "rotate", Results: []*rotate.Result{}}
+	var errs []error
+	for _, s := range j.slots {
+		res, err := r.Rotate(c.Context, s, opts)
+		if err != nil {
+			errs = append(errs, err)
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			continue
+		}
+		out.Results = append(out.Results, res)
+		if !j.out.json {
+			printResult(j.out, res)
+		}
+	}
+	if j.out.json {
+		if err := j.out.jsonDoc(out); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func printResult(p *printer, res *rotate.Result) {
+	if !res.Rotated {
+		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		return
+	}
+	p.note("")
+	p.note("%s: rotated (rotation %s%s)", res.Slot, res.RotationID, map[bool]string{true: ", resumed", false: ""}[res.Resumed])
+	p.note("  old key  %s  %s  %s", res.OldKey.Fingerprint, res.OldKey.Name, retired(res))
+	p.note("  new key  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
+	p.note("  secret   %s", res.NewVersion)
+	for _, t := range res.Targets {
+		p.note("  target   %s  %s (%s)", t.Fingerprint, t.Target, t.Action)
+	}
+}
+
+func retired(res *rotate.Result) string {
+	if res.DeleteAfter != nil {
+		return fmt.Sprintf("(kept until %s)", res.DeleteAfter.Format(time.RFC3339))
+	}
+	return "(" + res.Retired + ")"
+}

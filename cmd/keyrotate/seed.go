@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/api/apikeys/v2"
+
+	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// The demo world: one project, one bound Gemini key restricted to the
+// Gemini API, its secret, and an app whose .env holds the key.
+const (
+	demoProject       = "demo-project"
+	demoProjectNumber = 123456789012
+	demoSecretID      = "gemini-api-key"
+	demoKeyID         = "gemini-prod-2026"
+	demoSA            = "gemini-caller@demo-project.iam.gserviceaccount.com"
+)
+
+type seeded struct {
+	dir, config, dotenv string
+	keyName             string
+	key                 secret.Key
+}
+
+// seedDemo seeds srv with the demo world and writes keyrotate.yaml and
+// app/.env into dir.
+func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
+	srv.AddProject(demoProject, demoProjectNumber)
+	srv.RejectStandardKeys(true) // the late-2026 Gemini policy
+	name, keyString, err := srv.SeedKey(demoProject, demoKeyID, &apikeys.V2Key{
+		DisplayName: "Gemini API (prod)",
+		Restrictions: &apikeys.V2Restrictions{
+			ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}},
+		},
+		ServiceAccountEmail: demoSA,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("seed key: %w", err)
+	}
+	secretName, err := srv.SeedSecret(demoProject, demoSecretID, nil)
+	if err != nil {
+		return nil, fmt.Errorf("seed secret: %w", err)
+	}
+	if _, err := srv.SeedSecretVersion(secretName, []byte(keyString)); err != nil {
+		return nil, fmt.Errorf("seed secret version: %w", err)
+	}
+	s := &seeded{dir: dir, keyName: name, key: secret.New(keyString),
+		config: filepath.Join(dir, "keyrotate.yaml"), dotenv: filepath.Join(dir, "app", ".env")}
+	if err := os.MkdirAll(filepath.Dir(s.dotenv), 0o755); err != nil {
+		return nil, err
+	}
+	env := "# Settings for the chat service. Loaded by docker compose and by `source`.\n" +
+		"APP_ENV=production\n" +
+		"LOG_LEVEL=info   # debug when investigating\n" +
+		"\n" +
+		"# Gemini, rotated by keyrotate: do not edit by hand.\n" +
+		"export GEMINI_API_KEY=\"" + keyString + "\"\n" +
+		"GEMINI_MODEL='gemini-2.5-flash'\n" +
+		"DATABASE_URL=postgres://chat@db:5432/chat?sslmode=disable\n"
+	if err := os.WriteFile(s.dotenv, []byte(env), 0o600); err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`version: 1
+defaults:
+  grace: 0s
+  max_age: 90d
+  propagation_timeout: 2m
+  lease_ttl: 15m
+slots:
+  - name: gemini-prod
+    project: %s
+    secret: projects/%s/secrets/%s
+    verify: gemini
+    targets:
+      - type: dotenv
+        path: app/.env
+        var: GEMINI_API_KEY
+`, demoProject, demoProject, demoSecretID)
+	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/targets"
+)
+
+// job is what plan and rotate share: the config, the selected slots, the
+// clients and the output.
+type job struct {
+	cfg     *config.Config
+	slots   []*rotate.Slot
+	dotenvs []string // paths of .env targets
+	clients *clients
+	out     *printer
+}
+
+// newJob loads the config, selects slots and checks every local target,
+// all before any API call: bad input changes nothing and calls nothing.
+func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	selected, err := selectSlots(cfg, slotNames)
+	if err != nil {
+		return nil, err
+	}
+	j := &job{cfg: cfg, out: newPrinter(c)}
+	for _, s := range selected {
+		for _, t := range s.Targets {
+			if t.Type == "dotenv" {
+				d := targets.NewDotEnv(t.Path, t.Var)
+				if _, err := d.Read(c.Context); err != nil {
+					return nil, fmt.Errorf("slot %s: %w", s.Name, err)
+				}
+			}
+		}
+	}
+	if j.clients, err = newClients(c.Context, h); err != nil {
+		return nil, err
+	}
+	for _, s := range selected {
+		j.slots = append(j.slots, j.slot(s))
+	}
+	return j, nil
+}
+
+func (j *job) close() { j.clients.Close() }
+
+func (j *job) slot(s *config.Slot) *rotate.Slot {
+	rs := &rotate.Slot{
+		Name: s.Name, Project: s.Project, Secret: s.Secret, Key: s.Key, ServiceAccount: s.ServiceAccount,
+		Grace:              j.cfg.EffectiveGrace(s),
+		MaxAge:             j.cfg.EffectiveMaxAge(s),
+		PropagationTimeout: time.Duration(j.cfg.Defaults.PropagationTimeout),
+		LeaseTTL:           time.Duration(j.cfg.Defaults.LeaseTTL),
+	}
+	if s.Verify == "gemini" {
+		rs.Prober = j.clients.gemini
+	}
+	for _, t := range s.Targets {
+		switch t.Type {
+		case "dotenv":
+			d := targets.NewDotEnv(t.Path, t.Var)
+			j.dotenvs = append(j.dotenvs, t.Path)
+			rs.Targets = append(rs.Targets, d)
+		case "secretmanager":
+			rs.Targets = append(rs.Targets, targets.NewSecretManager(j.clients.secrets, t.Secret))
+		}
+	}
+	return rs
+}
+
+func (j *job) rotator(c *cli.Context) *rotate.Rotator {
+	return &rotate.Rotator{
+		Keys: j.clients.keys, Secrets: j.clients.secrets,
+		Log:    newLogger(c),
+		Events: j.out.event,
+	}
+}
+
+// selectSlots picks the slots named by --slot (globs allowed), or all.
+func selectSlots(cfg *config.Config, names []string) ([]*config.Slot, error) {
+	if len(names) == 0 {
+		out := make([]*config.Slot, len(cfg.Slots))
+		for i := range cfg.Slots {
+			out[i] = &cfg.Slots[i]
+		}
+		return out, nil
+	}
+	var out []*config.Slot
+	seen := map[string]bool{}
+	for _, pat := range names {
+		if _, err := path.Match(pat, ""); err != nil {
+			return nil, usagef("--slot %q is not a valid pattern: %v", pat, err)
+		}
+		n := 0
+		for i := range cfg.Slots {
+			s := &cfg.Slots[i]
+			if ok, _ := path.Match(pat, s.Name); ok {
+				n++
+				if !seen[s.Name] {
+					seen[s.Name] = true
+					out = append(out, s)
+				}
+			}
+		}
+		if n == 0 {
+			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), "the config's slots are: "+slotNames(cfg))
+		}
+	}
+	return out, nil
+}
+
+func slotNames(cfg *config.Config) string {
+	s := ""
+	for i, sl := range cfg.Slots {
+		if i > 0 {
+			s += ", "
+		}
+		s += sl.Name
+	}
+	return s
+}
+
+// cleanTemp removes temp files of interrupted atomic writes next to each
+// .env target, so that no key string is left in a stray file.
+func (j *job) cleanTemp() error {
+	for _, p := range j.dotenvs {
+		removed, err := targets.CleanTemp(p)
+		if err != nil {
+			return fmt.Errorf("clean temp files of %s: %w", p, err)
+		}
+		for _, r := range removed {
+			j.out.note("removed %s, left by an interrupted write", r)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,404 @@
+// Package emulator is an in-process fake of the Google APIs keyrotate uses:
+// the API Keys API v2 (REST), Secret Manager v1 (gRPC) and the Gemini API's
+// model list (REST), sharing one state. Tests drive Google's own Go clients
+// against it over real loopback connections; `keyrotate demo` and
+// `keyrotate emulator` run it for people.
+//
+// It follows the real APIs where keyrotate depends on them: resource paths,
+// canonical error codes and Google's JSON error bodies, long-running
+// operations that are not done when first returned, etags, soft delete, and
+// project numbers in returned names. It is not a full implementation: IAM,
+// quotas, regional endpoints and most list filters are absent.
+//
+// For tests it offers seeding and inspection helpers, per-method call
+// counters, deterministic fault injection (fail the Nth call of a method with
+// a code), hooks that run before a call (to block it), and an injectable clock.
+package emulator
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Clock tells the emulator the time. The default is the wall clock.
+type Clock interface {
+	Now() time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now().UTC() }
+
+// FakeClock is a Clock that moves only when told to.
+type FakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewFakeClock returns a FakeClock set to t.
+func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{t: t.UTC()} }
+
+// Now returns the clock's time.
+func (c *FakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *FakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// Options configure a Server.
+type Options struct {
+	// Clock defaults to the wall clock.
+	Clock Clock
+	// PropagationDelay is how long after creation a new key starts to work
+	// at the Gemini API (400 API_KEY_INVALID until then). Zero: at once.
+	PropagationDelay time.Duration
+	// OperationPolls is how many operations.get calls see a long-running
+	// operation still running before it is done. Zero means 1: every
+	// operation needs at least one poll, as on the real API.
+	OperationPolls int
+	// Latency is added to every call before it is handled.
+	Latency time.Duration
+}
+
+// Hook runs before the n-th call (1-based) of a method, outside the
+// emulator's lock. A non-nil error fails the call with that error (use
+// status.Error for a specific code). A hook may block, for example until a
+// test has killed the caller.
+type Hook func(ctx context.Context, n int) error
+
+type fault struct {
+	n    int
+	code codes.Code
+	msg  string
+}
+
+type project struct {
+	id     string
+	number int64
+	// disabled services, by name (e.g. "generativelanguage.googleapis.com")
+	disabled map[string]bool
+}
+
+// Server is a running emulator. Create it with Start; Close it when done.
+type Server struct {
+	// APIKeysAddr, SecretManagerAddr and GeminiAddr are the loopback
+	// host:port of each API, the values of APIKEYS_EMULATOR_HOST,
+	// SECRETMANAGER_EMULATOR_HOST and GEMINI_EMULATOR_HOST.
+	APIKeysAddr, SecretManagerAddr, GeminiAddr string
+
+	opts  Options
+	clock Clock
+
+	mu       sync.Mutex
+	projects map[string]*project // by id and by decimal number
+	calls    map[string]int
+	faults   map[string][]fault
+	hooks    map[string]Hook
+	seq      int64 // for ids, uids and etags
+
+	// standardKeysRejected: the Gemini API answers standard keys with 401
+	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
+	standardKeysRejected bool
+
+	keys *keyState    // apikeys.go
+	sm   *secretState // secretmanager.go
+
+	closers []func()
+}
+
+// Start starts the three APIs on loopback ports chosen by the system.
+func Start(opts Options) (*Server, error) {
+	return StartOn("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", opts)
+}
+
+// StartOn starts the three APIs on the given addresses.
+func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*Server, error) {
+	if opts.Clock == nil {
+		opts.Clock = wallClock{}
+	}
+	if opts.OperationPolls <= 0 {
+		opts.OperationPolls = 1
+	}
+	s := &Server{
+		opts:     opts,
+		clock:    opts.Clock,
+		projects: map[string]*project{},
+		calls:    map[string]int{},
+		faults:   map[string][]fault{},
+		hooks:    map[string]Hook{},
+		seq:      1000,
+	}
+	s.keys = newKeyState()
+	s.sm = newSecretState()
+	var err error
+	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysHandler()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start API Keys emulator: %w", err)
+	}
+	if s.SecretManagerAddr, err = s.serveSecretManager(secretManagerAddr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Secret Manager emulator: %w", err)
+	}
+	if s.GeminiAddr, err = s.serveHTTP(geminiAddr, s.geminiHandler()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Gemini emulator: %w", err)
+	}
+	return s, nil
+}
+
+// Close stops all three APIs.
+func (s *Server) Close() error {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+	return nil
+}
+
+// Env returns the environment settings that point keyrotate at this
+// emulator, as NAME=value.
+func (s *Server) Env() []string {
+	return []string{
+		"APIKEYS_EMULATOR_HOST=" + s.APIKeysAddr,
+		"SECRETMANAGER_EMULATOR_HOST=" + s.SecretManagerAddr,
+		"GEMINI_EMULATOR_HOST=" + s.GeminiAddr,
+	}
+}
+
+// Now returns the emulator's time.
+func (s *Server) Now() time.Time { return s.clock.Now().UTC() }
+
+func listen(addr string) (net.Listener, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	return net.Listen("tcp", addr)
+}
+
+// AddProject makes a project known by id and number. Resource names may use
+// either; returned names carry the number.
+func (s *Server) AddProject(id string, number int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &project{id: id, number: number, disabled: map[string]bool{}}
+	s.projects[id] = p
+	s.projects[strconv.FormatInt(number, 10)] = p
+}
+
+// SetServiceEnabled enables or disables an API (for example
+// "generativelanguage.googleapis.com") in a project.
+func (s *Server) SetServiceEnabled(projectID, service string, enabled bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.projects[projectID]; p != nil {
+		p.disabled[service] = !enabled
+	}
+}
+
+// RejectStandardKeys switches the policy under which the Gemini API answers
+// standard keys (not bound to a service account) with 401
+// ACCESS_TOKEN_TYPE_UNSUPPORTED.
+func (s *Server) RejectStandardKeys(reject bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.standardKeysRejected = reject
+}
+
+// project returns the project named by id or number. Call with s.mu held.
+func (s *Server) project(idOrNumber string) *project {
+	return s.projects[idOrNumber]
+}
+
+// nextSeq returns a fresh sequence number. Call with s.mu held.
+func (s *Server) nextSeq() int64 {
+	s.seq++
+	return s.seq
+}
+
+// FailNth makes the n-th call (1-based, counted since Start) of method fail
+// with code. Methods are named "apikeys.CreateKey",
+// "secretmanager.AddSecretVersion", "gemini.ListModels" and so on; see
+// Methods.
+func (s *Server) FailNth(method string, n int, code codes.Code, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if msg == "" {
+		msg = fmt.Sprintf("injected fault: %s call %d", method, n)
+	}
+	s.faults[method] = append(s.faults[method], fault{n: n, code: code, msg: msg})
+}
+
+// FailNext makes the next call of method fail with code.
+func (s *Server) FailNext(method string, code codes.Code, msg string) {
+	s.FailNth(method, s.Calls(method)+1, code, msg)
+}
+
+// ClearFaults removes every pending fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = map[string][]fault{}
+}
+
+// SetHook installs (or, with nil, removes) a hook for method.
+func (s *Server) SetHook(method string, h Hook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h == nil {
+		delete(s.hooks, method)
+		return
+	}
+	s.hooks[method] = h
+}
+
+// Calls returns how many times method was called.
+func (s *Server) Calls(method string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[method]
+}
+
+// CallCounts returns a copy of all call counters.
+func (s *Server) CallCounts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]int, len(s.calls))
+	for k, v := range s.calls {
+		m[k] = v
+	}
+	return m
+}
+
+// ResetCalls sets every call counter to zero. Pending faults keep their
+// absolute call numbers, so reset before injecting.
+func (s *Server) ResetCalls() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = map[string]int{}
+}
+
+// MutatingCalls returns the total number of calls to methods that change
+// state.
+func (s *Server) MutatingCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for m, c := range s.calls {
+		if mutating[m] {
+			n += c
+		}
+	}
+	return n
+}
+
+// mutating lists the methods that change state.
+var mutating = map[string]bool{
+	"apikeys.CreateKey":                  true,
+	"apikeys.UpdateKey":                  true,
+	"apikeys.DeleteKey":                  true,
+	"apikeys.UndeleteKey":                true,
+	"secretmanager.CreateSecret":         true,
+	"secretmanager.UpdateSecret":         true,
+	"secretmanager.DeleteSecret":         true,
+	"secretmanager.AddSecretVersion":     true,
+	"secretmanager.EnableSecretVersion":  true,
+	"secretmanager.DisableSecretVersion": true,
+	"secretmanager.DestroySecretVersion": true,
+}
+
+// Methods returns the names of all methods the emulator counts, sorted;
+// mutating reports whether a method changes state.
+func Methods() (all []string, isMutating func(string) bool) {
+	all = []string{
+		"apikeys.CreateKey", "apikeys.GetKey", "apikeys.GetKeyString", "apikeys.LookupKey",
+		"apikeys.ListKeys", "apikeys.UpdateKey", "apikeys.DeleteKey", "apikeys.UndeleteKey",
+		"apikeys.GetOperation",
+		"secretmanager.CreateSecret", "secretmanager.GetSecret", "secretmanager.ListSecrets",
+		"secretmanager.UpdateSecret", "secretmanager.DeleteSecret", "secretmanager.AddSecretVersion",
+		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
+		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
+		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
+		"gemini.ListModels",
+	}
+	sort.Strings(all)
+	return all, func(m string) bool { return mutating[m] }
+}
+
+// enter counts a call of method, runs its hook and returns the injected
+// fault for this call, if any, as a gRPC status error. Every handler calls
+// it first, without holding s.mu.
+func (s *Server) enter(ctx context.Context, method string) error {
+	if s.opts.Latency > 0 {
+		select {
+		case <-time.After(s.opts.Latency):
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	s.mu.Lock()
+	s.calls[method]++
+	n := s.calls[method]
+	hook := s.hooks[method]
+	var injected error
+	fs := s.faults[method]
+	for i, f := range fs {
+		if f.n == n {
+			injected = status.Error(f.code, f.msg)
+			s.faults[method] = append(fs[:i:i], fs[i+1:]...)
+			break
+		}
+	}
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, n); err != nil {
+			return err
+		}
+	}
+	return injected
+}
+
+// formatTime renders a time as the APIs do (RFC 3339 with nanoseconds, UTC).
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// splitName splits "projects/p/locations/l/keys/k" into its segments and
+// checks the collection words: pattern "projects/*/locations/*/keys/*".
+func splitName(name, pattern string) ([]string, bool) {
+	got := strings.Split(name, "/")
+	want := strings.Split(pattern, "/")
+	if len(got) != len(want) {
+		return nil, false
+	}
+	var vars []string
+	for i, w := range want {
+		if w == "*" {
+			if got[i] == "" {
+				return nil, false
+			}
+			vars = append(vars, got[i])
+		} else if got[i] != w {
+			return nil, false
+		}
+	}
+	return vars, true
+}

@@ -1,0 +1,358 @@
+package rotate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"google.golang.org/grpc/codes"
+)
+
+// recordAnnotation is the secret annotation that holds the rotation record.
+// Secret annotations exist "to let client tools store their own state"; keys
+// may not contain "/", hence the dotted name.
+const recordAnnotation = "keyrotate.rotation"
+
+// Phases of a rotation, in order. The record names the phase the run has
+// reached; a resumed run repeats every step idempotently from the start, so
+// the phase is for people and for abort, not for skipping work.
+const (
+	PhaseLocked      = "locked"      // record written; the new key may not exist yet
+	PhaseVerifying   = "verifying"   // new key created, probing it
+	PhaseDistributed = "distributed" // every target was written and read back
+	PhaseRetiring    = "retiring"    // deleting or marking the old key
+	PhaseFailed      = "verify-failed"
+)
+
+// Record is the rotation record kept in the secret's annotations. It holds
+// resource names and fingerprints, never a key string.
+type Record struct {
+	ID         string    `json:"id"`
+	Slot       string    `json:"slot"`
+	Phase      string    `json:"phase"`
+	OldKey     string    `json:"old_key"`
+	OldVersion string    `json:"old_version,omitempty"`
+	OldFP      string    `json:"old_fingerprint,omitempty"`
+	NewKeyID   string    `json:"new_key_id"`
+	NewKey     string    `json:"new_key,omitempty"`
+	NewFP      string    `json:"new_fingerprint,omitempty"`
+	NewVersion string    `json:"new_version,omitempty"`
+	Done       []string  `json:"targets_done,omitempty"`
+	Grace      string    `json:"grace,omitempty"`
+	Started    time.Time `json:"started"`
+	Holder     Holder    `json:"holder"`
+	Expires    time.Time `json:"expires"`
+}
+
+// Holder identifies the run that holds a lease: the host, the process (pid
+// and its start time, so a reused pid is not mistaken for the holder) and a
+// run id, since one process may run several rotations one after another.
+type Holder struct {
+	Host      string `json:"host,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+	ProcStart string `json:"proc_start,omitempty"`
+	Run       string `json:"run,omitempty"`
+}
+
+func (h Holder) String() string {
+	if h.Run == "" {
+		return "nobody"
+	}
+	return fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+}
+
+func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {
+	raw, ok := sec.GetAnnotations()[recordAnnotation]
+	if !ok {
+		return nil, nil
+	}
+	var r Record
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, fmt.Errorf("secret %s: annotation %s is not a rotation record: %v", sec.GetName(), recordAnnotation, err)
+	}
+	return &r, nil
+}
+
+// self is this process's identity as a lease holder.
+var self = func() Holder {
+	host, _ := os.Hostname()
+	return Holder{Host: host, PID: os.Getpid(), ProcStart: procStart(os.Getpid())}
+}()
+
+// procStart returns a process's start time in clock ticks since boot, from
+// /proc, or "" where that is not available.
+func procStart(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may contain spaces; fields after ")" are fixed.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // field 22: starttime
+}
+
+// active lists the run ids of this process's rotations in flight.
+var active = struct {
+	sync.Mutex
+	runs map[string]bool
+}{runs: map[string]bool{}}
+
+// takeable reports whether a run may take over a lease held by h that
+// expires at exp.
+func takeable(h Holder, exp, now time.Time) bool {
+	if h.Run == "" || !now.Before(exp) {
+		return true // released or expired
+	}
+	if h.Host != self.Host {
+		return false // live, elsewhere: we cannot know better than the expiry
+	}
+	if h.PID == self.PID && h.ProcStart == self.ProcStart {
+		active.Lock()
+		defer active.Unlock()
+		return !active.runs[h.Run] // a finished run of this very process
+	}
+	if h.ProcStart == "" {
+		return false
+	}
+	return procStart(h.PID) != h.ProcStart // the holder process is gone
+}
+
+func newID(now time.Time) string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return now.UTC().Format("20060102150405") + "-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// lease is a held rotation record. Every write of the record goes through it,
+// as a compare-and-swap on the secret's etag; it renews itself in the
+// background until released.
+type lease struct {
+	api  *secretsAPI
+	ttl  time.Duration
+	now  func() time.Time
+	lost context.CancelCauseFunc
+
+	mu  sync.Mutex
+	sec *secretmanagerpb.Secret // as last written by us
+	rec Record
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// errLeaseLost: another run took the lease over; this run must stop.
+var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", ErrRotationInProgress)
+
+// acquire writes rec as the secret's rotation record if no other live run
+// holds one. It returns the record that is now held (a resumed one keeps its
+// id and names) and whether it is a resumed rotation.
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, fresh Record, ttl time.Duration, now func() time.Time) (*lease, bool, error) {
+	run := newID(now())
+	for attempt := 0; ; attempt++ {
+		old, err := parseRecord(sec)
+		if err != nil {
+			return nil, false, err
+		}
+		rec := fresh
+		resumed := false
+		if old != nil {
+			if !takeable(old.Holder, old.Expires, now()) {
+				return nil, false, WithHint(
+					fmt.Errorf("slot %s: %w: rotation %s (phase %s) is held by %s until %s",
+						fresh.Slot, ErrRotationInProgress, old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
+					"wait for it to finish, or run again after the lease expires to resume it; `keyrotate abort` undoes it")
+			}
+			rec, resumed = *old, true
+		}
+		rec.Holder = self
+		rec.Holder.Run = run
+		rec.Expires = now().Add(ttl)
+		l := &lease{api: api, ttl: ttl, now: now, sec: sec, rec: rec}
+		err = l.write(ctx)
+		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
+			// Someone wrote the secret since we read it: look again.
+			if attempt >= 3 {
+				return nil, false, fmt.Errorf("slot %s: %w: the secret keeps changing under us", fresh.Slot, ErrRotationInProgress)
+			}
+			if sec, err = api.get(ctx, sec.GetName()); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		active.Lock()
+		active.runs[run] = true
+		active.Unlock()
+		return l, resumed, nil
+	}
+}
+
+// write stores l.rec with a compare-and-swap. Call with l.mu held or before
+// the lease is shared.
+func (l *lease) write(ctx context.Context) error {
+	b, err := json.Marshal(l.rec)
+	if err != nil {
+		return err
+	}
+	ann := map[string]string{}
+	for k, v := range l.sec.GetAnnotations() {
+		ann[k] = v
+	}
+	ann[recordAnnotation] = string(b)
+	out, err := l.api.update(ctx, &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}, "annotations")
+	if err != nil {
+		return err
+	}
+	l.sec = out
+	return nil
+}
+
+// update changes the record with f and writes it. A compare-and-swap
+// mismatch means somebody else wrote the secret: when the record there is
+// still ours (an unrelated change, such as a label), retry on top of it;
+// otherwise the lease was lost.
+func (l *lease) update(ctx context.Context, f func(*Record)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(&l.rec)
+	l.rec.Expires = l.now().Add(l.ttl)
+	for attempt := 0; ; attempt++ {
+		err := l.write(ctx)
+		if !(isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)) || attempt >= 3 {
+			return err
+		}
+		if err := l.refresh(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// refresh re-reads the secret and checks the record is still ours.
+func (l *lease) refresh(ctx context.Context) error {
+	sec, err := l.api.get(ctx, l.sec.GetName())
+	if err != nil {
+		return err
+	}
+	cur, err := parseRecord(sec)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.ID != l.rec.ID || cur.Holder.Run != l.rec.Holder.Run {
+		if l.lost != nil {
+			l.lost(errLeaseLost)
+		}
+		return errLeaseLost
+	}
+	l.sec = sec
+	return nil
+}
+
+// record returns a copy of the held record.
+func (l *lease) record() Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec
+}
+
+// keepAlive renews the lease every third of its TTL until stopped, and
+// cancels the run (through lost) when the lease is lost.
+func (l *lease) keepAlive(ctx context.Context, lost context.CancelCauseFunc) {
+	l.lost = lost
+	l.stop = make(chan struct{})
+	l.done = make(chan struct{})
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(l.ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := l.update(ctx, func(*Record) {}); err != nil && err == errLeaseLost {
+					return
+				}
+			}
+		}
+	}()
+}
+
+func (l *lease) stopRenewal() {
+	if l.stop != nil {
+		close(l.stop)
+		<-l.done
+		l.stop = nil
+	}
+	active.Lock()
+	delete(active.runs, l.rec.Holder.Run)
+	active.Unlock()
+}
+
+// release keeps the record (so the next run resumes) but gives up the lease.
+func (l *lease) release(ctx context.Context) error {
+	l.stopRenewal()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rec.Holder = Holder{}
+	l.rec.Expires = l.now()
+	return l.write(ctx)
+}
+
+// clear removes the record, and sets extra secret fields in the same write
+// (for example the version aliases): set gets the secret as it stands and
+// the one to write; mask names the extra fields.
+func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.Secret), mask ...string) error {
+	l.stopRenewal()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		ann := map[string]string{}
+		for k, v := range l.sec.GetAnnotations() {
+			if k != recordAnnotation {
+				ann[k] = v
+			}
+		}
+		next := &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}
+		if set != nil {
+			set(l.sec, next)
+		}
+		out, err := l.api.update(ctx, next, append([]string{"annotations"}, mask...)...)
+		if err == nil {
+			l.sec = out
+			return nil
+		}
+		if !(isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)) || attempt >= 3 {
+			return err
+		}
+		if err := l.refresh(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// secret returns the secret as last written.
+func (l *lease) secret() *secretmanagerpb.Secret {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sec
+}

@@ -1,0 +1,189 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/api/apikeys/v2"
+)
+
+// KeyInfo describes an API key for people: names and a fingerprint only.
+type KeyInfo struct {
+	Name           string    `json:"name"`
+	UID            string    `json:"uid,omitempty"`
+	DisplayName    string    `json:"display_name,omitempty"`
+	Fingerprint    string    `json:"fingerprint,omitempty"`
+	ServiceAccount string    `json:"service_account,omitempty"`
+	Type           string    `json:"type"` // "auth key" (bound) or "standard key"
+	Created        time.Time `json:"created,omitzero"`
+	Restrictions   []string  `json:"restrictions,omitempty"`
+	Deleted        bool      `json:"deleted,omitempty"`
+}
+
+// PlanTarget is one target as preflight found it.
+type PlanTarget struct {
+	Target      string `json:"target"`
+	Fingerprint string `json:"fingerprint"`
+	// Holds is "current key", "new key" (of the rotation in progress) or
+	// "other key" (drift: rotating overwrites it).
+	Holds string `json:"holds"`
+}
+
+// Plan is what Rotate would do, learned without any write.
+type Plan struct {
+	Slot       string       `json:"slot"`
+	Secret     string       `json:"secret"`
+	Version    string       `json:"current_version,omitempty"`
+	Current    KeyInfo      `json:"current_key"`
+	Due        bool         `json:"due"`
+	DueAt      time.Time    `json:"due_at,omitzero"`
+	InProgress *Record      `json:"in_progress,omitempty"`
+	Targets    []PlanTarget `json:"targets"`
+	// WillRotate is false when rotate would do nothing or refuse; Blocked
+	// then says why.
+	WillRotate bool     `json:"will_rotate"`
+	Blocked    string   `json:"blocked,omitempty"`
+	Actions    []string `json:"actions"`
+}
+
+// Plan runs the read-only preflight and lists what Rotate would do with the
+// same options. It makes no write of any kind.
+func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, error) {
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Slot: slot.Name, Secret: slot.Secret, Version: pre.latest.Name, InProgress: pre.rec}
+	p.Current = describeKey(pre.old, pre.oldName)
+	if pre.old != nil {
+		p.Current.Fingerprint = pre.oldKey.Fingerprint()
+		p.DueAt = pre.dueAt(slot)
+	} else if pre.rec != nil {
+		p.Current.Fingerprint = pre.rec.OldFP
+	}
+	p.Due = pre.due(slot, r.now())
+	for i, t := range slot.Targets {
+		k := pre.targets[i]
+		holds := "other key"
+		switch {
+		case pre.rec != nil && k.Fingerprint() == pre.rec.NewFP && pre.rec.NewFP != "":
+			holds = "new key"
+		case k.Fingerprint() == p.Current.Fingerprint:
+			holds = "current key"
+		}
+		p.Targets = append(p.Targets, PlanTarget{Target: t.String(), Fingerprint: k.Fingerprint(), Holds: holds})
+	}
+
+	grace := slot.Grace
+	if opts.Grace != nil {
+		grace = *opts.Grace
+	}
+	switch {
+	case pre.rec != nil:
+		p.WillRotate = true
+		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",
+			pre.rec.ID, pre.rec.Phase, pre.rec.Holder, pre.rec.Expires.Format(time.RFC3339)))
+	case !opts.Force && !p.Due:
+		p.Blocked = fmt.Sprintf("not due until %s (max age %s); use --now to rotate anyway", p.DueAt.Format(time.RFC3339), slot.MaxAge)
+		return p, nil
+	case pre.old == nil || !restricted(pre.old.Restrictions):
+		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
+		return p, nil
+	default:
+		p.WillRotate = true
+	}
+	sa := slot.ServiceAccount
+	if sa == "" && pre.old != nil {
+		sa = pre.old.ServiceAccountEmail
+	}
+	bind := "unbound (standard key)"
+	if sa != "" {
+		bind = "bound to " + sa
+		if pre.old != nil && pre.old.ServiceAccountEmail != sa {
+			bind += " (migration to an auth key)"
+		}
+	}
+	parent := keyParent(pre.oldName)
+	p.Actions = append(p.Actions,
+		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, slot.LeaseTTL),
+		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind))
+	if slot.Prober != nil {
+		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API until it works (at most %s); on failure delete it and stop", slot.PropagationTimeout))
+	} else {
+		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
+	}
+	p.Actions = append(p.Actions, fmt.Sprintf("add a version holding the new key to %s", slot.Secret))
+	for _, t := range p.Targets {
+		p.Actions = append(p.Actions, fmt.Sprintf("write the new key to %s (holds the %s)", t.Target, t.Holds))
+	}
+	p.Actions = append(p.Actions, "read the secret and every target back and compare fingerprints")
+	if grace > 0 {
+		p.Actions = append(p.Actions, fmt.Sprintf("keep the old key %s for %s (annotated delete-after), then `keyrotate finalize` deletes it", pre.oldName, grace))
+	} else {
+		p.Actions = append(p.Actions, fmt.Sprintf("delete the old key %s (soft delete, restorable for 30 days)", pre.oldName))
+		if pre.latest.Name != "" {
+			p.Actions = append(p.Actions, fmt.Sprintf("disable the old secret version %s", pre.latest.Name))
+		}
+	}
+	p.Actions = append(p.Actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
+	return p, nil
+}
+
+func trimSlot(s string) string {
+	if len(s) > 38 {
+		return s[:38]
+	}
+	return s
+}
+
+func describeKey(k *apikeys.V2Key, name string) KeyInfo {
+	info := KeyInfo{Name: name, Type: "unknown"}
+	if k == nil {
+		info.Deleted = true
+		return info
+	}
+	info.UID, info.DisplayName, info.ServiceAccount = k.Uid, k.DisplayName, k.ServiceAccountEmail
+	info.Created = parseTime(k.CreateTime)
+	info.Deleted = k.DeleteTime != ""
+	info.Type = "standard key"
+	if k.ServiceAccountEmail != "" {
+		info.Type = "auth key"
+	}
+	info.Restrictions = summarizeRestrictions(k.Restrictions)
+	return info
+}
+
+func summarizeRestrictions(r *apikeys.V2Restrictions) []string {
+	if r == nil {
+		return nil
+	}
+	var out []string
+	for _, t := range r.ApiTargets {
+		s := "api " + t.Service
+		if len(t.Methods) > 0 {
+			s += " (" + strings.Join(t.Methods, ", ") + ")"
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	if b := r.BrowserKeyRestrictions; b != nil {
+		out = append(out, "referrers "+strings.Join(b.AllowedReferrers, ", "))
+	}
+	if s := r.ServerKeyRestrictions; s != nil {
+		out = append(out, "ips "+strings.Join(s.AllowedIps, ", "))
+	}
+	if a := r.AndroidKeyRestrictions; a != nil {
+		var apps []string
+		for _, app := range a.AllowedApplications {
+			apps = append(apps, app.PackageName)
+		}
+		out = append(out, "android apps "+strings.Join(apps, ", "))
+	}
+	if i := r.IosKeyRestrictions; i != nil {
+		out = append(out, "ios apps "+strings.Join(i.AllowedBundleIds, ", "))
+	}
+	return out
+}

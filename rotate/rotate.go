@@ -1,0 +1,566 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"github.com/cenkalti/backoff/v5"
+	"google.golang.org/api/apikeys/v2"
+
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// Slot is one logical credential: a Secret Manager secret holding the
+// current key string, the API key behind it, and the targets that consume it.
+type Slot struct {
+	Name    string
+	Project string // project id or number
+	// Secret is projects/P/secrets/S.
+	Secret string
+	// Key names the current key (projects/P/locations/global/keys/K) for a
+	// first run whose secret has no version yet. Once the secret holds a key,
+	// the secret wins.
+	Key string
+	// ServiceAccount, when set, binds new keys to it: the migration from a
+	// standard key to an auth key.
+	ServiceAccount string
+	// Targets receive the new key after the secret.
+	Targets []Target
+	// Prober checks new keys live; nil skips the live check (verify: none).
+	Prober Prober
+
+	Grace              time.Duration // keep the old key this long (0: delete at once)
+	MaxAge             time.Duration // a key older than this is due
+	PropagationTimeout time.Duration // how long a new key may take to work
+	LeaseTTL           time.Duration // how long the lock lasts without renewal
+}
+
+// Rotator runs the protocol with Google's clients. The zero values of the
+// optional fields are sensible defaults.
+type Rotator struct {
+	Keys    *apikeys.Service
+	Secrets *secretmanager.Client
+
+	// Log receives progress logs; nil discards them.
+	Log *slog.Logger
+	// Events, when set, is told about each step (for a progress display).
+	Events func(Event)
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+	// PollInterval is the first wait between polls of a long-running
+	// operation (default 250ms, doubling to 5s).
+	PollInterval time.Duration
+	// ProbeInterval and ProbeMaxInterval bound the backoff between live
+	// probes of a new key (defaults 2s and 30s).
+	ProbeInterval, ProbeMaxInterval time.Duration
+}
+
+// Event reports a step of a rotation.
+type Event struct {
+	Slot    string
+	Step    string // preflight, lock, create, verify, distribute, readback, retire, done
+	Message string
+	// Wait is set while the run waits for a new key to start working.
+	Wait *Wait
+}
+
+// Wait describes a wait for propagation.
+type Wait struct {
+	Key      string // resource name of the key waited for
+	Started  time.Time
+	Deadline time.Time
+	Attempt  int
+	Last     string // why the last probe failed
+}
+
+// Options change one run.
+type Options struct {
+	// Force rotates even when the key is not due (--now).
+	Force bool
+	// Grace, when not nil, overrides the slot's grace period.
+	Grace *time.Duration
+}
+
+// KeyRef names a key and its fingerprint.
+type KeyRef struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// TargetResult tells what happened to one target.
+type TargetResult struct {
+	Target      string `json:"target"`
+	Action      string `json:"action"` // "written", "already current"
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Result is the outcome of a rotation.
+type Result struct {
+	Slot       string         `json:"slot"`
+	Rotated    bool           `json:"rotated"`
+	Reason     string         `json:"reason,omitempty"` // why nothing was done
+	RotationID string         `json:"rotation_id,omitempty"`
+	Resumed    bool           `json:"resumed,omitempty"`
+	OldKey     KeyRef         `json:"old_key"`
+	NewKey     KeyRef         `json:"new_key,omitempty"`
+	NewVersion string         `json:"new_version,omitempty"`
+	Targets    []TargetResult `json:"targets,omitempty"`
+	// Retired says what happened to the old key: "deleted", or kept until
+	// DeleteAfter.
+	Retired     string     `json:"retired,omitempty"`
+	DeleteAfter *time.Time `json:"delete_after,omitempty"`
+	// Propagation is how long the new key took to start working.
+	Propagation time.Duration `json:"propagation_ns,omitempty"`
+	Probes      int           `json:"probes,omitempty"`
+}
+
+func (r *Rotator) now() time.Time {
+	if r.Now != nil {
+		return r.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (r *Rotator) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (r *Rotator) event(slot, step, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.log().Info(msg, "slot", slot, "step", step)
+	if r.Events != nil {
+		r.Events(Event{Slot: slot, Step: step, Message: msg})
+	}
+}
+
+func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
+	return &keysAPI{svc: r.Keys, poll: r.PollInterval}, &secretsAPI{c: r.Secrets}
+}
+
+// keyID derives the new key's id from the rotation id, so that a retried
+// CreateKey finds the key of the first attempt instead of making another:
+// "<slot>-<rotation id>", within the API's 63 characters.
+func keyID(slot, rotationID string) string {
+	if len(slot) > 38 {
+		slot = slot[:38]
+	}
+	return slot + "-" + rotationID
+}
+
+// Rotate runs the rotation protocol for one slot: preflight, lock, create,
+// verify live, distribute, read back, promote and retire. When the slot's
+// secret holds a rotation record, the rotation it names is resumed.
+//
+// Errors: ErrInvalidTarget or ErrBadConfig (nothing changed, a usage
+// problem); ErrRotationInProgress (another run holds the slot);
+// ErrVerifyFailed (the new key never worked and was removed);
+// ErrStoppedPartWay (both keys work, run again to resume); any other error
+// means nothing was changed.
+func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
+	ka, sa := r.apis()
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Slot: slot.Name, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}}
+	if pre.rec == nil {
+		if !opts.Force && !pre.due(slot, r.now()) {
+			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), slot.MaxAge)
+			r.event(slot.Name, "done", "nothing to do: key %s is %s", pre.oldName, res.Reason)
+			return res, nil
+		}
+		if pre.old == nil {
+			return nil, fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
+		}
+		if !restricted(pre.old.Restrictions) {
+			return nil, WithHint(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
+				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
+		}
+	}
+	grace := slot.Grace
+	if opts.Grace != nil {
+		grace = *opts.Grace
+	}
+
+	// Lock.
+	id := newID(r.now())
+	fresh := Record{
+		ID: id, Slot: slot.Name, Phase: PhaseLocked,
+		OldKey: pre.oldName, OldVersion: pre.latest.Name, OldFP: pre.oldKey.Fingerprint(),
+		NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
+	}
+	l, resumed, err := acquire(ctx, sa, pre.sec, fresh, slot.LeaseTTL, r.now)
+	if err != nil {
+		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+	}
+	rec := l.record()
+	res.RotationID, res.Resumed = rec.ID, resumed
+	if resumed {
+		r.event(slot.Name, "lock", "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
+		if g, err := time.ParseDuration(rec.Grace); err == nil && opts.Grace == nil {
+			grace = g
+		}
+	} else {
+		r.event(slot.Name, "lock", "locked slot (rotation %s)", rec.ID)
+	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.keepAlive(runCtx, cancel)
+
+	st := &run{Rotator: r, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace}
+	err = st.steps(runCtx)
+	if err == nil {
+		return res, nil
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
+		err = fmt.Errorf("%w (%w)", cause, err)
+	}
+	// Undo what can be undone, or leave the record for the next run.
+	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer stop()
+	switch {
+	case errors.Is(err, errLeaseLost):
+		l.stopRenewal()
+		return nil, WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this rotation; let it finish")
+	case !st.mayHaveCreated:
+		if cerr := l.clear(bg, nil); cerr != nil {
+			return nil, WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
+				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
+		}
+		return nil, err
+	case st.undone:
+		return nil, err
+	default:
+		if rerr := l.release(bg); rerr != nil {
+			r.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
+		}
+		return nil, WithHint(fmt.Errorf("%w: slot %s, rotation %s: %w", ErrStoppedPartWay, slot.Name, rec.ID, err),
+			fmt.Sprintf("both keys still work; run `keyrotate rotate --slot %s` again to resume, or `keyrotate abort %s` to undo", slot.Name, slot.Name))
+	}
+}
+
+// run is the state of one rotation past the lock.
+type run struct {
+	*Rotator
+	slot  *Slot
+	pre   *preflight
+	lease *lease
+	rec   Record
+	res   *Result
+	ka    *keysAPI
+	sa    *secretsAPI
+	grace time.Duration
+
+	mayHaveCreated bool // a CreateKey was sent, in this run or an earlier one
+	undone         bool // the new key was removed again and the lock cleared
+
+	newKey  *apikeys.V2Key
+	newStr  secret.Key
+	version string
+}
+
+func (st *run) steps(ctx context.Context) error {
+	// A resumed record may already name a created key.
+	st.mayHaveCreated = st.res.Resumed
+	for _, step := range []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"create", st.create},
+		{"verify", st.verifyLive},
+		{"distribute", st.distribute},
+		{"readback", st.readBack},
+		{"retire", st.retire},
+	} {
+		if err := step.f(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// create makes the new key, or adopts the one an earlier attempt made.
+func (st *run) create(ctx context.Context) error {
+	parent := keyParent(st.rec.OldKey)
+	name := parent + "/keys/" + st.rec.NewKeyID
+	sa := st.slot.ServiceAccount
+	if st.pre.old != nil && sa == "" {
+		sa = st.pre.old.ServiceAccountEmail
+	}
+	var key *apikeys.V2Key
+	if st.pre.old != nil {
+		spec := &apikeys.V2Key{
+			DisplayName:         st.pre.old.DisplayName,
+			Restrictions:        st.pre.old.Restrictions,
+			ServiceAccountEmail: sa,
+			Annotations: map[string]string{
+				annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,
+			},
+		}
+		st.mayHaveCreated = true
+		var err error
+		key, err = st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
+		if err != nil && !errors.Is(err, errAlreadyExists) {
+			if definiteCreateFailure(err) && !st.res.Resumed {
+				st.mayHaveCreated = false
+			}
+			return err
+		}
+		if err == nil {
+			st.event(st.slot.Name, "create", "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+		}
+	}
+	if key == nil || key.Name == "" {
+		// Made by an earlier attempt: adopt it if it is ours.
+		got, err := st.ka.get(ctx, name)
+		if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
+			return fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if got.Annotations[annRotation] != st.rec.ID {
+			return fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
+		}
+		if got.DeleteTime != "" {
+			return fmt.Errorf("key %s of rotation %s was deleted (a failed verification?): %w", name, st.rec.ID, ErrVerifyFailed)
+		}
+		key = got
+		st.event(st.slot.Name, "create", "adopted key %s created by an earlier attempt", key.Name)
+	}
+	st.newKey = key
+	st.newStr = secret.New(key.KeyString)
+	key.KeyString = ""
+	if st.newStr.IsZero() {
+		k, err := st.ka.keyString(ctx, key.Name)
+		if err != nil {
+			return err
+		}
+		st.newStr = k
+	}
+	st.res.NewKey = KeyRef{Name: key.Name, Fingerprint: st.newStr.Fingerprint()}
+	return nil
+}
+
+// definiteCreateFailure reports whether a CreateKey error proves that no key
+// was made (as opposed to a lost answer).
+func definiteCreateFailure(err error) bool {
+	code := httpCode(err)
+	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
+}
+
+// verifyLive probes the new key until it works or the propagation window
+// ends. On a definite failure, or at the deadline, it removes the new key.
+func (st *run) verifyLive(ctx context.Context) error {
+	if st.slot.Prober == nil {
+		st.event(st.slot.Name, "verify", "live verification is off for this slot (verify: none)")
+		return nil
+	}
+	start := st.now()
+	deadline := start.Add(st.slot.PropagationTimeout)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = orDefault(st.ProbeInterval, 2*time.Second)
+	b.MaxInterval = orDefault(st.ProbeMaxInterval, 30*time.Second)
+	wait := &Wait{Key: st.newKey.Name, Started: start, Deadline: deadline}
+	var last error
+	for {
+		wait.Attempt++
+		st.res.Probes++
+		err := st.slot.Prober.Probe(ctx, st.newStr)
+		if err == nil {
+			st.res.Propagation = st.now().Sub(start)
+			st.event(st.slot.Name, "verify", "new key works (after %d probe(s), %s)", wait.Attempt, st.res.Propagation.Round(time.Millisecond))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("verify key %s: %w", st.newKey.Name, context.Cause(ctx))
+		}
+		last = err
+		var tmp interface{ Temporary() bool }
+		if !errors.As(err, &tmp) || !tmp.Temporary() {
+			break
+		}
+		wait.Last = err.Error()
+		next := b.NextBackOff()
+		if st.now().Add(next).After(deadline) {
+			if rest := deadline.Sub(st.now()); rest > 0 {
+				next = rest
+			} else {
+				last = fmt.Errorf("still failing after %s (propagation_timeout): %w", st.slot.PropagationTimeout, err)
+				break
+			}
+		}
+		st.log().Info("new key not working yet", "slot", st.slot.Name, "key", st.newKey.Name, "attempt", wait.Attempt, "error", err)
+		if st.Events != nil {
+			w := *wait
+			st.Events(Event{Slot: st.slot.Name, Step: "verify", Message: "waiting for the new key to work", Wait: &w})
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("verify key %s: %w", st.newKey.Name, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+	return st.removeNew(ctx, last)
+}
+
+// removeNew deletes the new key after a failed verification, clears the
+// lock and reports ErrVerifyFailed.
+func (st *run) removeNew(ctx context.Context, cause error) error {
+	failed := fmt.Errorf("%w: key %s: %w", ErrVerifyFailed, st.newKey.Name, cause)
+	st.event(st.slot.Name, "verify", "new key failed live verification; deleting it")
+	if err := st.lease.update(ctx, func(r *Record) { r.Phase = PhaseFailed; r.NewKey = st.newKey.Name }); err != nil {
+		return fmt.Errorf("%w; record the failure: %w", failed, err)
+	}
+	if err := st.ka.delete(ctx, st.newKey.Name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		return fmt.Errorf("%w; delete the new key: %w", failed, err)
+	}
+	if err := st.lease.clear(ctx, nil); err != nil {
+		return fmt.Errorf("%w; clear the lock: %w", failed, err)
+	}
+	st.undone = true
+	hint := "the old key still works and nothing was changed; " + hintFor(cause)
+	return WithHint(failed, hint)
+}
+
+func hintFor(err error) string {
+	if h := Hint(err); h != "" {
+		return h
+	}
+	return "check the key's restrictions and project, then run again"
+}
+
+// distribute writes the new key to the secret, then to every target.
+func (st *run) distribute(ctx context.Context) error {
+	if st.pre.latest.Key.Equal(st.newStr) {
+		st.version = st.pre.latest.Name
+	} else {
+		v, err := AddVersion(ctx, st.Secrets, st.slot.Secret, st.newStr)
+		if err != nil {
+			return err
+		}
+		st.version = v
+		st.event(st.slot.Name, "distribute", "added secret version %s", v)
+	}
+	for i, t := range st.slot.Targets {
+		held := st.pre.targets[i]
+		if held.Equal(st.newStr) {
+			st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "already current", Fingerprint: held.Fingerprint()})
+			continue
+		}
+		if err := t.Write(ctx, st.newStr); err != nil {
+			return fmt.Errorf("write %s: %w", t, err)
+		}
+		st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "written", Fingerprint: st.newStr.Fingerprint()})
+		st.event(st.slot.Name, "distribute", "wrote %s", t)
+	}
+	return nil
+}
+
+// readBack proves that the secret and every target hold the new key.
+func (st *run) readBack(ctx context.Context) error {
+	want := st.newStr.Fingerprint()
+	v, err := AccessVersion(ctx, st.Secrets, st.slot.Secret+"/versions/latest")
+	if err != nil {
+		return err
+	}
+	if !v.Key.Equal(st.newStr) {
+		return fmt.Errorf("read back %s: latest version %s holds %s, want %s", st.slot.Secret, v.Name, v.Key, want)
+	}
+	st.version = v.Name
+	var done []string
+	for _, t := range st.slot.Targets {
+		got, err := t.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("read back %s: %w", t, err)
+		}
+		if !got.Equal(st.newStr) {
+			return fmt.Errorf("read back %s: holds %s, want %s", t, got, want)
+		}
+		done = append(done, t.String())
+	}
+	st.res.NewVersion = st.version
+	st.event(st.slot.Name, "readback", "secret and %d target(s) hold %s", len(st.slot.Targets), want)
+	return st.lease.update(ctx, func(r *Record) {
+		r.Phase, r.NewKey, r.NewFP, r.NewVersion, r.Done = PhaseDistributed, st.newKey.Name, want, st.version, done
+	})
+}
+
+// retire deletes the old key (or marks it for a later finalize), disables
+// its secret version once the key is gone, moves the aliases and clears the
+// lock.
+func (st *run) retire(ctx context.Context) error {
+	old := st.pre.old
+	switch {
+	case old == nil || old.DeleteTime != "":
+		st.res.Retired = "deleted"
+	case st.grace > 0:
+		after := st.now().Add(st.grace).Truncate(time.Second)
+		if old.Annotations[annDeleteAfter] == "" {
+			ann := map[string]string{}
+			for k, v := range old.Annotations {
+				ann[k] = v
+			}
+			ann[annDeleteAfter] = after.Format(time.RFC3339)
+			ann[annSuperseded] = st.newKey.Name
+			if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
+				return err
+			}
+		} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
+			after = t
+		}
+		st.res.Retired, st.res.DeleteAfter = "kept", &after
+		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s); `keyrotate finalize` deletes it then", old.Name, after.Format(time.RFC3339), st.grace)
+	default:
+		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+		st.res.Retired = "deleted"
+		st.event(st.slot.Name, "retire", "deleted old key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
+	}
+	// The old version holds a dead key now; never disable the newest.
+	oldV := st.rec.OldVersion
+	if st.res.Retired == "deleted" && oldV != "" && versionNumber(oldV) != versionNumber(st.version) {
+		if err := st.sa.disable(ctx, oldV); err != nil && !errors.Is(err, ErrSecretNotFound) {
+			return err
+		}
+	}
+	err := st.lease.clear(ctx, func(cur, next *secretmanagerpb.Secret) {
+		aliases := map[string]int64{}
+		for k, v := range cur.GetVersionAliases() {
+			aliases[k] = v
+		}
+		if n, ok := parseVersion(st.version); ok {
+			aliases["current"] = n
+		}
+		if n, ok := parseVersion(oldV); ok && oldV != st.version {
+			aliases["previous"] = n
+		}
+		next.VersionAliases = aliases
+	}, "version_aliases")
+	if err != nil {
+		return err
+	}
+	st.res.Rotated = true
+	st.event(st.slot.Name, "done", "rotated: %s -> %s", st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

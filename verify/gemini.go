@@ -1,0 +1,292 @@
+// Package verify proves that an API key works against the live Gemini API
+// and explains why it does not.
+//
+// The probe is the cheapest authenticated call, GET /v1beta/models?pageSize=1,
+// with the key in the x-goog-api-key header (never in the URL, where proxies
+// and access logs would keep it). Failures are classified by the
+// google.rpc.ErrorInfo reason of Google's error body into causes that a
+// person can act on, and into temporary ones that the propagation of a new
+// key (1–10 minutes) can explain.
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// DefaultBaseURL is the Gemini API's endpoint.
+const DefaultBaseURL = "https://generativelanguage.googleapis.com"
+
+// EmulatorHostEnv names the variable that points the probe at an emulator
+// (plain HTTP, host:port).
+const EmulatorHostEnv = "GEMINI_EMULATOR_HOST"
+
+// Gemini probes keys against the Gemini API.
+type Gemini struct {
+	// BaseURL is the API's scheme and host, without a trailing slash.
+	BaseURL string
+	// Client sends the requests; nil means a client with a 30s timeout.
+	Client *http.Client
+}
+
+// NewGemini returns a probe for the real API, or for the emulator named by
+// GEMINI_EMULATOR_HOST when that is set.
+func NewGemini() *Gemini {
+	base := DefaultBaseURL
+	if h := os.Getenv(EmulatorHostEnv); h != "" {
+		base = "http://" + h
+	}
+	return &Gemini{BaseURL: base}
+}
+
+// Probe lists one model with key. It returns nil when the key works, and
+// otherwise a *ProbeError.
+func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
+	client := g.Client
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.BaseURL+"/v1beta/models?pageSize=1", nil)
+	if err != nil {
+		return fmt.Errorf("build Gemini probe: %w", err)
+	}
+	req.Header.Set("x-goog-api-key", key.Reveal())
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The error text of net/http names the URL, never a header.
+		return &ProbeError{Cause: CauseNetwork, Message: err.Error()}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return &ProbeError{Cause: CauseNetwork, HTTPStatus: resp.StatusCode, Message: "read response: " + err.Error()}
+	}
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	pe := Classify(resp.StatusCode, body)
+	pe.Message = redact(pe.Message, key)
+	return pe
+}
+
+func redact(s string, key secret.Key) string {
+	if k := key.Reveal(); k != "" && strings.Contains(s, k) {
+		s = strings.ReplaceAll(s, k, key.Fingerprint())
+	}
+	return s
+}
+
+// Cause is what a failed probe means.
+type Cause int
+
+// The causes, from Google's error reasons.
+const (
+	CauseUnknown Cause = iota
+	// CauseInvalid: 400 API_KEY_INVALID — invalid, deleted, expired, or a
+	// new key that has not propagated yet.
+	CauseInvalid
+	// CauseStandardKeyRejected: 401 ACCESS_TOKEN_TYPE_UNSUPPORTED — a
+	// standard key where Gemini requires an auth key (bound to a service
+	// account).
+	CauseStandardKeyRejected
+	// CauseServiceBlocked: 403 API_KEY_SERVICE_BLOCKED — the key's API
+	// restrictions exclude generativelanguage.googleapis.com.
+	CauseServiceBlocked
+	// CauseServiceDisabled: 403 SERVICE_DISABLED — the Gemini API is not
+	// enabled in the key's project.
+	CauseServiceDisabled
+	// CauseSuspended: 403 CONSUMER_SUSPENDED — suspended, typically as leaked.
+	CauseSuspended
+	// CauseClientBlocked: 403 API_KEY_*_BLOCKED — a referrer, IP or app
+	// restriction excludes this caller.
+	CauseClientBlocked
+	// CauseThrottled: 429 — the key works, it is rate limited.
+	CauseThrottled
+	// CauseServer: 5xx from Google.
+	CauseServer
+	// CauseNetwork: no answer.
+	CauseNetwork
+	// CauseUnauthenticated: another 401 or 403 (for example no key at all).
+	CauseUnauthenticated
+)
+
+var causeNames = map[Cause]string{
+	CauseUnknown:             "unknown",
+	CauseInvalid:             "invalid",
+	CauseStandardKeyRejected: "standard-key-rejected",
+	CauseServiceBlocked:      "service-blocked",
+	CauseServiceDisabled:     "service-disabled",
+	CauseSuspended:           "suspended",
+	CauseClientBlocked:       "client-blocked",
+	CauseThrottled:           "throttled",
+	CauseServer:              "server-error",
+	CauseNetwork:             "network",
+	CauseUnauthenticated:     "unauthenticated",
+}
+
+func (c Cause) String() string { return causeNames[c] }
+
+// MarshalText encodes the cause's name.
+func (c Cause) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// ProbeError is a failed probe.
+type ProbeError struct {
+	Cause      Cause
+	HTTPStatus int
+	Status     string // google.rpc status name, e.g. "INVALID_ARGUMENT"
+	Reason     string // google.rpc.ErrorInfo reason, e.g. "API_KEY_INVALID"
+	Message    string // Google's message, with any key string redacted
+	Metadata   map[string]string
+}
+
+func (e *ProbeError) Error() string {
+	var b strings.Builder
+	b.WriteString("gemini probe: ")
+	if e.HTTPStatus != 0 {
+		fmt.Fprintf(&b, "%d ", e.HTTPStatus)
+	}
+	if e.Reason != "" {
+		b.WriteString(e.Reason)
+	} else if e.Status != "" {
+		b.WriteString(e.Status)
+	} else {
+		b.WriteString(e.Cause.String())
+	}
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	}
+	return b.String()
+}
+
+// Temporary reports whether propagation of a new key, throttling or a
+// passing outage can explain the failure, so that a retry may succeed.
+func (e *ProbeError) Temporary() bool {
+	switch e.Cause {
+	case CauseInvalid, CauseStandardKeyRejected, CauseThrottled, CauseServer, CauseNetwork:
+		return true
+	}
+	return false
+}
+
+// Hint says what to do about the failure.
+func (e *ProbeError) Hint() string {
+	switch e.Cause {
+	case CauseInvalid:
+		return "the key is invalid, deleted or expired — or new and not yet propagated (allow up to 10 minutes)"
+	case CauseStandardKeyRejected:
+		return "Gemini requires an auth key bound to a service account: set service_account on the slot and rotate to migrate"
+	case CauseServiceBlocked:
+		return "the key's API restrictions exclude generativelanguage.googleapis.com: add it to the key's API targets"
+	case CauseServiceDisabled:
+		if u := e.Metadata["activationUrl"]; u != "" {
+			return "enable the Generative Language API in the key's project: " + u
+		}
+		return "enable the Generative Language API (generativelanguage.googleapis.com) in the key's project"
+	case CauseSuspended:
+		return "the key was suspended, typically because it leaked: rotate it now with `keyrotate rotate --now`"
+	case CauseClientBlocked:
+		return "the key's referrer, IP or app restrictions exclude this caller"
+	case CauseThrottled:
+		return "the key works but is rate limited; retry later"
+	case CauseServer, CauseNetwork:
+		return "the Gemini API could not be reached or failed; retry later"
+	}
+	return ""
+}
+
+// Is lets errors.Is match a ProbeError against a cause sentinel.
+func (e *ProbeError) Is(target error) bool {
+	var c *ProbeError
+	if errors.As(target, &c) && c != e {
+		return c.Cause == e.Cause && c.Reason == "" && c.HTTPStatus == 0
+	}
+	return false
+}
+
+// Sentinels for errors.Is(err, verify.ErrInvalid) and so on.
+var (
+	ErrInvalid             error = &ProbeError{Cause: CauseInvalid}
+	ErrStandardKeyRejected error = &ProbeError{Cause: CauseStandardKeyRejected}
+	ErrServiceBlocked      error = &ProbeError{Cause: CauseServiceBlocked}
+	ErrServiceDisabled     error = &ProbeError{Cause: CauseServiceDisabled}
+	ErrSuspended           error = &ProbeError{Cause: CauseSuspended}
+	ErrThrottled           error = &ProbeError{Cause: CauseThrottled}
+)
+
+type errorBody struct {
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Status  string `json:"status"`
+		Details []struct {
+			Type     string            `json:"@type"`
+			Reason   string            `json:"reason"`
+			Domain   string            `json:"domain"`
+			Metadata map[string]string `json:"metadata"`
+		} `json:"details"`
+	} `json:"error"`
+}
+
+// Classify turns an HTTP status and Google's JSON error body into a
+// ProbeError.
+func Classify(httpStatus int, body []byte) *ProbeError {
+	pe := &ProbeError{HTTPStatus: httpStatus}
+	var eb errorBody
+	if json.Unmarshal(body, &eb) == nil {
+		pe.Status = eb.Error.Status
+		pe.Message = eb.Error.Message
+		for _, d := range eb.Error.Details {
+			if strings.HasSuffix(d.Type, "google.rpc.ErrorInfo") {
+				pe.Reason = d.Reason
+				pe.Metadata = d.Metadata
+				break
+			}
+		}
+	}
+	pe.Cause = classify(httpStatus, pe.Reason)
+	return pe
+}
+
+func classify(httpStatus int, reason string) Cause {
+	switch reason {
+	case "API_KEY_INVALID", "API_KEY_EXPIRED":
+		return CauseInvalid
+	case "ACCESS_TOKEN_TYPE_UNSUPPORTED":
+		return CauseStandardKeyRejected
+	case "API_KEY_SERVICE_BLOCKED":
+		return CauseServiceBlocked
+	case "SERVICE_DISABLED":
+		return CauseServiceDisabled
+	case "CONSUMER_SUSPENDED":
+		return CauseSuspended
+	case "RATE_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED":
+		return CauseThrottled
+	}
+	if strings.HasPrefix(reason, "API_KEY_") && strings.HasSuffix(reason, "_BLOCKED") {
+		return CauseClientBlocked
+	}
+	switch {
+	case httpStatus == http.StatusTooManyRequests:
+		return CauseThrottled
+	case httpStatus >= 500:
+		return CauseServer
+	case httpStatus == http.StatusBadRequest && reason == "":
+		return CauseUnknown
+	case httpStatus == http.StatusUnauthorized || httpStatus == http.StatusForbidden:
+		return CauseUnauthenticated
+	}
+	return CauseUnknown
+}
