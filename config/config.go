@@ -1,0 +1,149 @@
+// Package config reads and validates keyrotate.yaml, the file that names
+// the slots keyrotate rotates: for each slot, the Secret Manager secret that
+// holds the current key string, optionally the API key behind it and the
+// service account to bind new keys to, and the targets that consume the key.
+//
+// Parsing is validation only: it opens no file besides the configuration
+// and makes no network call, so a Config that parses may still name a secret
+// that does not exist (the rotation's preflight finds that out). What it does
+// guarantee is that every name is well formed, every duration is in range,
+// defaults are filled in, dotenv paths are resolved against the directory of
+// the configuration file, and no two places in the file write the same
+// secret or the same variable of the same file.
+//
+// A file with problems yields every problem at once, not just the first: the
+// error returned joins one *Error per problem, each with the file, the line
+// (and column) and a hint saying how to fix it. All of them wrap ErrInvalid.
+// Values that look like API key strings are never repeated in messages.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Defaults that apply when the file does not set them.
+const (
+	DefaultGrace              = Duration(0)
+	DefaultMaxAge             = Duration(90 * day)
+	DefaultPropagationTimeout = Duration(10 * time.Minute)
+	DefaultLeaseTTL           = Duration(15 * time.Minute)
+	DefaultVerify             = VerifyGemini
+)
+
+// Values of Slot.Verify.
+const (
+	VerifyGemini = "gemini" // probe the Gemini API with the new key before distributing it
+	VerifyNone   = "none"   // skip the live check
+)
+
+// Values of Target.Type.
+const (
+	TargetDotEnv        = "dotenv"
+	TargetSecretManager = "secretmanager"
+)
+
+// Config is a parsed and validated keyrotate.yaml.
+type Config struct {
+	Path     string   `yaml:"-"` // the file it came from
+	Version  int      `yaml:"version"`
+	Defaults Defaults `yaml:"defaults"`
+	Slots    []Slot   `yaml:"slots"`
+}
+
+// Defaults apply to every slot that does not override them.
+type Defaults struct {
+	Grace              Duration `yaml:"grace"`               // keep the old key this long after success (0: delete at once)
+	MaxAge             Duration `yaml:"max_age"`             // a key older than this is due
+	PropagationTimeout Duration `yaml:"propagation_timeout"` // how long the live probe may wait for a new key
+	LeaseTTL           Duration `yaml:"lease_ttl"`           // how long a rotation's lock lasts without renewal
+}
+
+// Slot is one logical credential: a secret holding the current key string,
+// the key behind it, and the targets that consume it.
+type Slot struct {
+	Name           string    `yaml:"name"`
+	Project        string    `yaml:"project"`                   // project id or number that owns the keys
+	Secret         string    `yaml:"secret"`                    // projects/P/secrets/S
+	Key            string    `yaml:"key,omitempty"`             // projects/P/locations/global/keys/K, or "": find it from the secret
+	ServiceAccount string    `yaml:"service_account,omitempty"` // bind new keys to this account, or "": copy the old key's binding
+	Verify         string    `yaml:"verify"`                    // VerifyGemini or VerifyNone
+	Grace          *Duration `yaml:"grace,omitempty"`           // nil: Defaults.Grace
+	MaxAge         *Duration `yaml:"max_age,omitempty"`         // nil: Defaults.MaxAge
+	Targets        []Target  `yaml:"targets,omitempty"`
+	Line           int       `yaml:"-"` // line of the slot in the file
+}
+
+// Target is one more place that receives the key, besides the slot's secret.
+type Target struct {
+	Type   string `yaml:"type"`             // TargetDotEnv or TargetSecretManager
+	Path   string `yaml:"path,omitempty"`   // dotenv: the file, resolved against the config file's directory
+	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
+	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S
+	Line   int    `yaml:"-"`
+}
+
+// Load reads the file at path and parses it with Parse. An unreadable file is
+// reported as such (errors.Is(err, fs.ErrNotExist) works), not as ErrInvalid.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		hint := "check the path and its permissions"
+		if errors.Is(err, fs.ErrNotExist) {
+			hint = "create the file, or name it with --config or KEYROTATE_CONFIG"
+		}
+		return nil, &loadError{err: fmt.Errorf("read config: %w", err), hint: hint}
+	}
+	return Parse(path, data)
+}
+
+type loadError struct {
+	err  error
+	hint string
+}
+
+func (e *loadError) Error() string { return e.err.Error() }
+func (e *loadError) Unwrap() error { return e.err }
+func (e *loadError) Hint() string  { return e.hint }
+
+// Parse parses and validates data, the content of the file at path. path is
+// used in messages and to resolve relative dotenv paths; it is not opened.
+// On any problem it returns a nil Config and every problem found (see Error).
+func Parse(path string, data []byte) (*Config, error) {
+	p := newParser(path)
+	cfg := p.parse(data)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Slot returns the slot with the given name.
+func (c *Config) Slot(name string) (*Slot, bool) {
+	for i := range c.Slots {
+		if c.Slots[i].Name == name {
+			return &c.Slots[i], true
+		}
+	}
+	return nil, false
+}
+
+// EffectiveGrace returns the slot's grace period: its own, else the default.
+func (c *Config) EffectiveGrace(s *Slot) time.Duration {
+	if s != nil && s.Grace != nil {
+		return time.Duration(*s.Grace)
+	}
+	return time.Duration(c.Defaults.Grace)
+}
+
+// EffectiveMaxAge returns the slot's maximum key age: its own, else the
+// default.
+func (c *Config) EffectiveMaxAge(s *Slot) time.Duration {
+	if s != nil && s.MaxAge != nil {
+		return time.Duration(*s.MaxAge)
+	}
+	return time.Duration(c.Defaults.MaxAge)
+}
