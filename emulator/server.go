@@ -285,6 +285,17 @@ func (s *Server) CallCounts() map[string]int {
 	return m
 }
 
+// CallsTotal returns the number of calls of all methods.
+func (s *Server) CallsTotal() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.calls {
+		n += c
+	}
+	return n
+}
+
 // ResetCalls sets every call counter to zero. Pending faults keep their
 // absolute call numbers, so reset before injecting.
 func (s *Server) ResetCalls() {

@@ -109,6 +109,16 @@ func report(w io.Writer, err error) int {
 		return exitOK
 	}
 	code := exitCode(err)
+	if errs := config.Errors(err); len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintf(w, "keyrotate: error: %s\n", e.Error())
+			if h := e.Hint(); h != "" {
+				fmt.Fprintf(w, "keyrotate: hint: %s\n", h)
+			}
+		}
+		fmt.Fprintf(w, "keyrotate: hint: nothing was changed; fix the configuration and run again\n")
+		return code
+	}
 	for _, line := range strings.Split(err.Error(), "\n") {
 		fmt.Fprintf(w, "keyrotate: error: %s\n", line)
 	}
@@ -130,6 +140,9 @@ func hintOf(err error) string {
 		return "fix the configuration file and run again; nothing was changed"
 	case errors.Is(err, rotate.ErrRotationInProgress):
 		return "another run is rotating this slot; wait for it, or run again after its lease expires"
+	}
+	if exitCode(err) == exitFailed {
+		return "nothing was changed; the old key still works everywhere. Fix the cause above and run again"
 	}
 	return ""
 }

@@ -34,6 +34,9 @@ func rotateCommand() *cli.Command {
 				if err != nil {
 					return usagef("--grace: %v", err)
 				}
+				if d < 0 {
+					return usagef("--grace must not be negative (got %s)", c.String("grace"))
+				}
 				g := time.Duration(d)
 				opts.Grace = &g
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"time"
@@ -27,7 +28,10 @@ type job struct {
 func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, config.ErrInvalid) {
+			return nil, err
+		}
+		return nil, usageError{err} // unreadable or missing: bad usage, exit 2
 	}
 	selected, err := selectSlots(cfg, slotNames)
 	if err != nil {

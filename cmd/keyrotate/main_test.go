@@ -1,0 +1,254 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/emulator"
+)
+
+// TestMain lets the scripts run the real CLI as the command "keyrotate", in
+// its own process, against an emulator in this test process.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"keyrotate": main})
+}
+
+type scriptWorld struct {
+	srv      *emulator.Server
+	w        *seeded
+	dotenv   []byte // .env as seeded
+	lastExit int
+}
+
+func world(ts *testscript.TestScript) *scriptWorld {
+	return ts.Value("world").(*scriptWorld)
+}
+
+// TestScripts runs testdata/script/*.txtar. Each script starts with the demo
+// world seeded on a fresh emulator: $WORK/keyrotate.yaml, $WORK/app/.env.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			srv, err := emulator.Start(emulator.Options{})
+			if err != nil {
+				return err
+			}
+			env.Defer(func() { srv.Close() })
+			w, err := seedDemo(srv, env.WorkDir)
+			if err != nil {
+				return err
+			}
+			dotenv, err := os.ReadFile(w.dotenv)
+			if err != nil {
+				return err
+			}
+			srv.ResetCalls()
+			env.Vars = append(env.Vars, srv.Env()...)
+			env.Values["world"] = &scriptWorld{srv: srv, w: w, dotenv: dotenv}
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"kr":   cmdKR,
+			"exit": cmdExit,
+			"emu":  cmdEmu,
+		},
+	})
+}
+
+// cmdKR runs keyrotate and checks that none of the emulator's key strings
+// appears in its stdout or stderr.
+func cmdKR(ts *testscript.TestScript, neg bool, args []string) {
+	sw := world(ts)
+	err := ts.Exec("keyrotate", args...)
+	sw.lastExit = 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		sw.lastExit = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("keyrotate: %v", err)
+	}
+	out := ts.ReadFile("stdout") + ts.ReadFile("stderr")
+	for _, k := range sw.srv.Keys(demoProject, true) {
+		if k.KeyString != "" && strings.Contains(out, k.KeyString) {
+			ts.Fatalf("the key string of %s appears in the output", k.Name)
+		}
+		if len(k.KeyString) > 12 && strings.Contains(out, k.KeyString[4:16]) {
+			ts.Fatalf("part of the key string of %s appears in the output", k.Name)
+		}
+	}
+	if neg && sw.lastExit == 0 {
+		ts.Fatalf("keyrotate succeeded unexpectedly")
+	}
+	if !neg && sw.lastExit != 0 {
+		ts.Fatalf("keyrotate exited %d", sw.lastExit)
+	}
+}
+
+func cmdExit(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: exit CODE")
+	}
+	want, _ := strconv.Atoi(args[0])
+	if got := world(ts).lastExit; (got == want) == neg {
+		ts.Fatalf("exit code = %d, want %d", got, want)
+	}
+}
+
+// cmdEmu inspects and steers the emulator.
+func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: emu VERB ...")
+	}
+	sw := world(ts)
+	srv := sw.srv
+	switch verb, rest := args[0], args[1:]; verb {
+	case "fail": // emu fail METHOD N CODE
+		n, _ := strconv.Atoi(rest[1])
+		code := codeByName(ts, rest[2])
+		srv.FailNth(rest[0], n, code, "")
+	case "propagation":
+		d, err := time.ParseDuration(rest[0])
+		ts.Check(err)
+		srv.SetPropagationDelay(d)
+	case "disable-gemini":
+		srv.SetServiceEnabled(demoProject, "generativelanguage.googleapis.com", false)
+	case "reset":
+		srv.ResetCalls()
+	case "calls": // emu calls total|mutating|METHOD N
+		n, _ := strconv.Atoi(rest[1])
+		var got int
+		switch rest[0] {
+		case "total":
+			got = srv.CallsTotal()
+		case "mutating":
+			got = srv.MutatingCalls()
+		default:
+			got = srv.Calls(rest[0])
+		}
+		if (got == n) == neg {
+			ts.Fatalf("calls %s = %d, want %d: %v", rest[0], got, n, srv.CallCounts())
+		}
+	case "untouched":
+		checkUntouched(ts, sw)
+	case "rotated":
+		checkRotated(ts, sw)
+	case "invariant":
+		checkInvariant(ts, sw)
+	default:
+		ts.Fatalf("emu: unknown verb %q", verb)
+	}
+}
+
+func codeByName(ts *testscript.TestScript, name string) codes.Code {
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if strings.EqualFold(c.String(), name) {
+			return c
+		}
+	}
+	ts.Fatalf("unknown code %q", name)
+	return 0
+}
+
+func liveKeys(srv *emulator.Server) []*apikeys.V2Key {
+	var live []*apikeys.V2Key
+	for _, k := range srv.Keys(demoProject, true) {
+		if k.DeleteTime == "" {
+			live = append(live, k)
+		}
+	}
+	return live
+}
+
+func dotenvValue(ts *testscript.TestScript, sw *scriptWorld) string {
+	b, err := os.ReadFile(sw.w.dotenv)
+	ts.Check(err)
+	return envValue(b, "GEMINI_API_KEY")
+}
+
+func latestPayload(sw *scriptWorld) string {
+	vs := sw.srv.SecretVersions("projects/" + demoProject + "/secrets/" + demoSecretID)
+	p, _ := sw.srv.SecretPayload(vs[len(vs)-1].Name)
+	return string(p)
+}
+
+// checkUntouched: the old key is the only key and works, the secret and the
+// .env are as seeded, no rotation record is left.
+func checkUntouched(ts *testscript.TestScript, sw *scriptWorld) {
+	live := liveKeys(sw.srv)
+	if len(live) != 1 || live[0].Name != sw.w.keyName {
+		ts.Fatalf("keys changed: %d live key(s)", len(live))
+	}
+	if b, _ := os.ReadFile(sw.w.dotenv); string(b) != string(sw.dotenv) {
+		ts.Fatalf(".env changed")
+	}
+	secretName := "projects/" + demoProject + "/secrets/" + demoSecretID
+	if vs := sw.srv.SecretVersions(secretName); len(vs) != 1 {
+		ts.Fatalf("secret has %d versions, want 1", len(vs))
+	}
+	if s, _ := sw.srv.Secret(secretName); s.Annotations["keyrotate.rotation"] != "" {
+		ts.Fatalf("rotation record left on the secret")
+	}
+}
+
+// checkRotated: exactly one new live key with the old key's restrictions,
+// binding and display name; the old key soft-deleted; the secret's latest
+// version and the .env hold the new key; the .env differs only there.
+func checkRotated(ts *testscript.TestScript, sw *scriptWorld) {
+	live := liveKeys(sw.srv)
+	if len(live) != 1 || live[0].Name == sw.w.keyName {
+		ts.Fatalf("want exactly one live key, a new one; got %d", len(live))
+	}
+	nk := live[0]
+	old, _ := sw.srv.Key(sw.w.keyName)
+	if old.DeleteTime == "" {
+		ts.Fatalf("old key not deleted")
+	}
+	if fmt.Sprint(old.Restrictions.ApiTargets[0].Service) != nk.Restrictions.ApiTargets[0].Service ||
+		old.ServiceAccountEmail != nk.ServiceAccountEmail || old.DisplayName != nk.DisplayName {
+		ts.Fatalf("new key does not copy restrictions, binding and display name")
+	}
+	if !sw.srv.KeyWorks(nk.KeyString) {
+		ts.Fatalf("new key does not work")
+	}
+	if latestPayload(sw) != nk.KeyString {
+		ts.Fatalf("secret latest does not hold the new key")
+	}
+	want := strings.Replace(string(sw.dotenv), sw.w.key.Reveal(), nk.KeyString, 1)
+	if b, _ := os.ReadFile(sw.w.dotenv); string(b) != want {
+		ts.Fatalf(".env differs from the seeded one beyond the key's value")
+	}
+	secretName := "projects/" + demoProject + "/secrets/" + demoSecretID
+	if s, _ := sw.srv.Secret(secretName); s.Annotations["keyrotate.rotation"] != "" {
+		ts.Fatalf("rotation record left on the secret")
+	}
+}
+
+// checkInvariant: every place holds a key that works, and the old key
+// still works unless everything holds the new one.
+func checkInvariant(ts *testscript.TestScript, sw *scriptWorld) {
+	env, latest := dotenvValue(ts, sw), latestPayload(sw)
+	if !sw.srv.KeyWorks(env) {
+		ts.Fatalf(".env holds a key that does not work")
+	}
+	if !sw.srv.KeyWorks(latest) {
+		ts.Fatalf("secret latest holds a key that does not work")
+	}
+	if !sw.srv.KeyWorks(sw.w.key.Reveal()) && (env == sw.w.key.Reveal() || latest == sw.w.key.Reveal()) {
+		ts.Fatalf("the old key is dead while a place still holds it")
+	}
+}
+
+var _ = filepath.Join

@@ -1,0 +1,512 @@
+package rotate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/targets"
+	"github.com/keyrotate/keyrotate/verify"
+)
+
+const (
+	project    = "acme-prod"
+	projectNum = 424242424242
+	sa         = "gemini@acme-prod.iam.gserviceaccount.com"
+)
+
+// world is one slot on a fresh emulator: a bound, restricted key, its
+// secret, and a .env that holds it.
+type world struct {
+	t       testing.TB
+	srv     *emulator.Server
+	r       *rotate.Rotator
+	slot    *rotate.Slot
+	oldName string
+	oldKey  string
+	envPath string
+	envText string
+	logs    *bytes.Buffer
+	events  *bytes.Buffer
+}
+
+type worldOpt func(*apikeys.V2Key, *rotate.Slot)
+
+func newWorld(t testing.TB, opts ...worldOpt) *world {
+	t.Helper()
+	srv, err := emulator.Start(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	srv.AddProject(project, projectNum)
+	spec := &apikeys.V2Key{
+		DisplayName: "Gemini (prod)",
+		Restrictions: &apikeys.V2Restrictions{
+			ApiTargets:            []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}},
+			ServerKeyRestrictions: &apikeys.V2ServerKeyRestrictions{AllowedIps: []string{"127.0.0.1", "::1"}},
+		},
+		ServiceAccountEmail: sa,
+	}
+	ctx := context.Background()
+	keysSvc, err := srv.APIKeysService(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := srv.SecretManagerClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sm.Close() })
+	w := &world{t: t, srv: srv, logs: &bytes.Buffer{}, events: &bytes.Buffer{}}
+	w.slot = &rotate.Slot{
+		Name: "gemini-prod", Project: project,
+		Secret:             "projects/" + project + "/secrets/gemini-api-key",
+		PropagationTimeout: 5 * time.Second, LeaseTTL: 15 * time.Minute, MaxAge: 90 * 24 * time.Hour,
+		Prober: &verify.Gemini{BaseURL: "http://" + srv.GeminiAddr},
+	}
+	for _, o := range opts {
+		o(spec, w.slot)
+	}
+	w.oldName, w.oldKey, err = srv.SeedKey(project, "gemini-2026", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretName, err := srv.SeedSecret(project, "gemini-api-key", map[string]string{"owner": "platform"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SeedSecretVersion(secretName, []byte(w.oldKey)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	w.envPath = filepath.Join(dir, ".env")
+	w.envText = "# app settings\nAPP_ENV=prod\nexport GEMINI_API_KEY=\"" + w.oldKey + "\" # rotated by keyrotate\nOTHER=1"
+	if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	w.slot.Targets = []rotate.Target{targets.NewDotEnv(w.envPath, "GEMINI_API_KEY")}
+	w.r = &rotate.Rotator{
+		Keys: keysSvc, Secrets: sm,
+		Log:          slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Events:       func(e rotate.Event) { fmt.Fprintf(w.events, "%+v\n", e) },
+		PollInterval: time.Millisecond, ProbeInterval: 5 * time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond,
+	}
+	srv.ResetCalls()
+	return w
+}
+
+func (w *world) rotate(opts rotate.Options) (*rotate.Result, error) {
+	opts.Force = true
+	res, err := w.r.Rotate(context.Background(), w.slot, opts)
+	w.noLeaks(res, err)
+	return res, err
+}
+
+// liveKeys returns the keys of the project that are not deleted.
+func (w *world) liveKeys() []*apikeys.V2Key {
+	var live []*apikeys.V2Key
+	for _, k := range w.srv.Keys(project, true) {
+		if k.DeleteTime == "" {
+			live = append(live, k)
+		}
+	}
+	return live
+}
+
+func (w *world) envValue() string {
+	b, err := os.ReadFile(w.envPath)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "export GEMINI_API_KEY=\""); ok {
+			return v[:strings.IndexByte(v, '"')]
+		}
+	}
+	w.t.Fatalf(".env lost its GEMINI_API_KEY line:\n%s", b)
+	return ""
+}
+
+func (w *world) latest() string {
+	vs := w.srv.SecretVersions(w.slot.Secret)
+	p, _ := w.srv.SecretPayload(vs[len(vs)-1].Name)
+	return string(p)
+}
+
+func (w *world) secret() *secretmanagerpb.Secret {
+	s, ok := w.srv.Secret(w.slot.Secret)
+	if !ok {
+		w.t.Fatal("secret gone")
+	}
+	return s
+}
+
+// invariant checks that every place that holds the key holds one that works.
+func (w *world) invariant() {
+	w.t.Helper()
+	if !w.srv.KeyWorks(w.oldKey) && w.envValue() == w.oldKey {
+		w.t.Errorf("the old key is dead but .env still holds it")
+	}
+	if v := w.envValue(); !w.srv.KeyWorks(v) {
+		w.t.Errorf(".env holds a key that does not work (%s)", fp(v))
+	}
+	if v := w.latest(); !w.srv.KeyWorks(v) {
+		w.t.Errorf("the secret's latest version holds a key that does not work (%s)", fp(v))
+	}
+}
+
+// noLeaks asserts that no key string reached logs, events, errors,
+// results or annotations.
+func (w *world) noLeaks(res *rotate.Result, err error) {
+	w.t.Helper()
+	var sinks []string
+	sinks = append(sinks, w.logs.String(), w.events.String(), fmt.Sprintf("%+v %#v", res, res))
+	if err != nil {
+		sinks = append(sinks, err.Error(), rotate.Hint(err))
+	}
+	for k, v := range w.secret().Annotations {
+		sinks = append(sinks, k+"="+v)
+	}
+	for _, k := range w.srv.Keys(project, true) {
+		for _, v := range k.Annotations {
+			sinks = append(sinks, v)
+		}
+		for _, sink := range sinks {
+			if strings.Contains(sink, k.KeyString) {
+				w.t.Fatalf("key string of %s leaked into output: %q", k.Name, sink)
+			}
+		}
+	}
+}
+
+func fp(s string) string { return "sha256:" + fmt.Sprint(len(s)) }
+
+func TestRotateEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	res, err := w.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if !res.Rotated || res.Resumed {
+		t.Errorf("Rotated, Resumed = %t, %t; want true, false", res.Rotated, res.Resumed)
+	}
+	live := w.liveKeys()
+	if len(live) != 1 {
+		t.Fatalf("live keys = %d, want exactly 1 (the new key)", len(live))
+	}
+	nk := live[0]
+	old, _ := w.srv.Key(w.oldName)
+	if old.DeleteTime == "" {
+		t.Errorf("old key %s not deleted", w.oldName)
+	}
+	if diff := cmp.Diff(old.Restrictions, nk.Restrictions); diff != "" {
+		t.Errorf("new key restrictions differ from the old key's (-old +new):\n%s", diff)
+	}
+	if nk.ServiceAccountEmail != sa || nk.DisplayName != old.DisplayName {
+		t.Errorf("new key binding, display name = %q, %q; want %q, %q", nk.ServiceAccountEmail, nk.DisplayName, sa, old.DisplayName)
+	}
+	if nk.Annotations["keyrotate.slot"] != "gemini-prod" || nk.Annotations["keyrotate.rotation"] != res.RotationID || nk.Annotations["keyrotate.supersedes"] != w.oldName {
+		t.Errorf("new key annotations = %v", nk.Annotations)
+	}
+	if !strings.HasPrefix(nk.Name, "projects/424242424242/locations/global/keys/gemini-prod-") {
+		t.Errorf("new key name = %q, want one under the project number, id from the slot", nk.Name)
+	}
+	if !w.srv.KeyWorks(nk.KeyString) || w.srv.KeyWorks(w.oldKey) {
+		t.Errorf("new key works = %t, old key works = %t; want true, false", w.srv.KeyWorks(nk.KeyString), w.srv.KeyWorks(w.oldKey))
+	}
+	if w.latest() != nk.KeyString {
+		t.Errorf("secret latest does not hold the new key")
+	}
+	want := strings.Replace(w.envText, w.oldKey, nk.KeyString, 1)
+	got, _ := os.ReadFile(w.envPath)
+	if string(got) != want {
+		t.Errorf(".env after rotation differs beyond the value:\n%s", cmp.Diff(want, string(got)))
+	}
+	if st, _ := os.Stat(w.envPath); st.Mode().Perm() != 0o640 {
+		t.Errorf(".env mode = %v, want 0640", st.Mode().Perm())
+	}
+	sec := w.secret()
+	if _, ok := sec.Annotations["keyrotate.rotation"]; ok {
+		t.Errorf("rotation record left on the secret: %v", sec.Annotations)
+	}
+	if sec.Annotations["owner"] != "platform" {
+		t.Errorf("other annotations lost: %v", sec.Annotations)
+	}
+	if diff := cmp.Diff(map[string]int64{"current": 2, "previous": 1}, sec.VersionAliases); diff != "" {
+		t.Errorf("aliases (-want +got):\n%s", diff)
+	}
+	vs := w.srv.SecretVersions(w.slot.Secret)
+	if len(vs) != 2 || vs[0].State != secretmanagerpb.SecretVersion_DISABLED || vs[1].State != secretmanagerpb.SecretVersion_ENABLED {
+		t.Errorf("versions = %v, want 1 disabled and 2 enabled", vs)
+	}
+	if n := w.srv.CallsTotal(); n > 15 {
+		t.Errorf("API calls per rotation = %d, want at most 15: %v", n, w.srv.CallCounts())
+	}
+}
+
+func TestPlanMakesNoWrites(t *testing.T) {
+	w := newWorld(t)
+	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
+	if err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("Plan made %d mutating calls: %v", n, w.srv.CallCounts())
+	}
+	if got, _ := os.ReadFile(w.envPath); string(got) != w.envText {
+		t.Errorf("Plan changed the .env")
+	}
+	if !p.WillRotate || p.Current.Name != w.oldName || len(p.Targets) != 1 || p.Targets[0].Holds != "current key" {
+		t.Errorf("Plan = %+v", p)
+	}
+	w.noLeaks(nil, nil)
+}
+
+func TestNotDue(t *testing.T) {
+	w := newWorld(t)
+	res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rotated || res.Reason == "" {
+		t.Errorf("Rotate of a fresh key = %+v, want nothing done with a reason", res)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("a key not due caused %d mutating calls", n)
+	}
+}
+
+func TestVerifyFailureRemovesNewKey(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(*world)
+		quick bool
+	}{
+		{"never propagates", func(w *world) { w.srv.SetPropagationDelay(24 * time.Hour) }, false},
+		{"service disabled", func(w *world) {
+			w.srv.SetServiceEnabled(project, "generativelanguage.googleapis.com", false)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.slot.PropagationTimeout = 300 * time.Millisecond
+			tc.setup(w)
+			start := time.Now()
+			_, err := w.rotate(rotate.Options{})
+			if !errors.Is(err, rotate.ErrVerifyFailed) {
+				t.Fatalf("Rotate error = %v, want ErrVerifyFailed", err)
+			}
+			if tc.quick && time.Since(start) > 250*time.Millisecond {
+				t.Errorf("a definite failure took %s; it should not wait for propagation", time.Since(start))
+			}
+			live := w.liveKeys()
+			if len(live) != 1 || live[0].Name != w.oldName {
+				t.Errorf("live keys = %d (%v), want only the old key", len(live), live)
+			}
+			if got, _ := os.ReadFile(w.envPath); string(got) != w.envText {
+				t.Errorf(".env changed")
+			}
+			if w.latest() != w.oldKey || len(w.srv.SecretVersions(w.slot.Secret)) != 1 {
+				t.Errorf("secret changed")
+			}
+			if _, ok := w.secret().Annotations["keyrotate.rotation"]; ok {
+				t.Errorf("rotation record left behind")
+			}
+		})
+	}
+}
+
+func TestRefusesUnrestrictedKey(t *testing.T) {
+	w := newWorld(t, func(k *apikeys.V2Key, _ *rotate.Slot) { k.Restrictions = nil })
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrUnrestricted) {
+		t.Fatalf("Rotate error = %v, want ErrUnrestricted", err)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("%d mutating calls for a refused rotation", n)
+	}
+}
+
+func TestMigratesStandardKeyToAuthKey(t *testing.T) {
+	w := newWorld(t, func(k *apikeys.V2Key, s *rotate.Slot) {
+		k.ServiceAccountEmail = ""
+		s.ServiceAccount = sa
+	})
+	if strings.HasPrefix(w.oldKey, "AQ.") {
+		t.Fatalf("seeded a standard key, got an auth key")
+	}
+	if _, err := w.rotate(rotate.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	live := w.liveKeys()
+	if len(live) != 1 || live[0].ServiceAccountEmail != sa || !strings.HasPrefix(live[0].KeyString, "AQ.") {
+		t.Errorf("new key = %+v, want an auth key bound to %s", live, sa)
+	}
+}
+
+func TestGraceKeepsOldKey(t *testing.T) {
+	w := newWorld(t)
+	g := 24 * time.Hour
+	res, err := w.rotate(rotate.Options{Grace: &g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := w.srv.Key(w.oldName)
+	if old.DeleteTime != "" || !w.srv.KeyWorks(w.oldKey) {
+		t.Errorf("old key deleted despite grace")
+	}
+	da, err := time.Parse(time.RFC3339, old.Annotations["keyrotate.delete-after"])
+	if err != nil || res.DeleteAfter == nil || !da.Equal(*res.DeleteAfter) {
+		t.Errorf("delete-after = %q (%v), result %v", old.Annotations["keyrotate.delete-after"], err, res.DeleteAfter)
+	}
+	vs := w.srv.SecretVersions(w.slot.Secret)
+	if vs[0].State != secretmanagerpb.SecretVersion_ENABLED {
+		t.Errorf("old version disabled while its key still works")
+	}
+}
+
+func TestLiveLeaseStopsSecondRun(t *testing.T) {
+	w := newWorld(t)
+	rec := `{"id":"20261130000000-aaaaaaaa","slot":"gemini-prod","phase":"locked","old_key":"` + w.oldName +
+		`","new_key_id":"gemini-prod-20261130000000-aaaaaaaa","holder":{"host":"other-host","pid":7,"run":"x"},"expires":"` +
+		time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`
+	sec := w.secret()
+	sec.Annotations["keyrotate.rotation"] = rec
+	if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
+		Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.srv.ResetCalls()
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrRotationInProgress) || !strings.Contains(err.Error(), "other-host") {
+		t.Fatalf("Rotate error = %v, want ErrRotationInProgress naming the holder", err)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("%d mutating calls while another run holds the lease", n)
+	}
+}
+
+// TestFaultAtEachMutatingCall fails each mutating call of a rotation once:
+// the run stops safely (the old key works, every target holds a working
+// key), and a second run finishes the rotation with exactly one new key.
+func TestFaultAtEachMutatingCall(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		n      int
+		grace  bool
+		// wantErr is the named error of the first run; nil: any error
+		// that is not one of them (exit 1: nothing changed).
+		wantErr error
+	}{
+		{"secretmanager.UpdateSecret", 1, false, nil},                          // lock
+		{"apikeys.CreateKey", 1, false, nil},                                   // create, definite
+		{"apikeys.GetOperation", 1, false, rotate.ErrStoppedPartWay},           // create's poll
+		{"secretmanager.AddSecretVersion", 1, false, rotate.ErrStoppedPartWay}, // distribute
+		{"secretmanager.UpdateSecret", 2, false, rotate.ErrStoppedPartWay},     // record progress
+		{"apikeys.DeleteKey", 1, false, rotate.ErrStoppedPartWay},              // retire
+		{"secretmanager.DisableSecretVersion", 1, false, rotate.ErrStoppedPartWay},
+		{"secretmanager.UpdateSecret", 3, false, rotate.ErrStoppedPartWay}, // aliases and unlock
+		{"apikeys.UpdateKey", 1, true, rotate.ErrStoppedPartWay},           // mark delete-after
+	} {
+		name := fmt.Sprintf("%s#%d", tc.method, tc.n)
+		if tc.grace {
+			name += "/grace"
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			var opts rotate.Options
+			if tc.grace {
+				g := time.Hour
+				opts.Grace = &g
+			}
+			code := codes.Internal
+			if tc.method == "apikeys.CreateKey" {
+				code = codes.PermissionDenied
+			}
+			w.srv.FailNth(tc.method, tc.n, code, "")
+			_, err := w.rotate(opts)
+			if err == nil {
+				t.Fatalf("Rotate succeeded despite a fault at %s", name)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("Rotate error = %v, want %v", err, tc.wantErr)
+			}
+			if tc.wantErr == nil && (errors.Is(err, rotate.ErrStoppedPartWay) || errors.Is(err, rotate.ErrVerifyFailed)) {
+				t.Errorf("Rotate error = %v, want a plain failure (nothing changed)", err)
+			}
+			if tc.wantErr == nil {
+				if len(w.liveKeys()) != 1 || w.envValue() != w.oldKey {
+					t.Errorf("a failure before any change left changes behind")
+				}
+			}
+			w.invariant()
+			res, err := w.rotate(opts)
+			if err != nil {
+				t.Fatalf("second Rotate: %v", err)
+			}
+			if !res.Rotated {
+				t.Errorf("second Rotate did nothing")
+			}
+			w.invariant()
+			wantLive := 1
+			if tc.grace {
+				wantLive = 2
+			}
+			if live := w.liveKeys(); len(live) != wantLive {
+				t.Errorf("live keys after the second run = %d, want %d", len(live), wantLive)
+			}
+			if n := len(w.srv.Keys(project, true)); n != 2 {
+				t.Errorf("keys in all = %d, want 2 (old and exactly one new)", n)
+			}
+			if vs := w.srv.SecretVersions(w.slot.Secret); len(vs) != 2 {
+				t.Errorf("secret versions = %d, want 2 (no duplicate of the new key)", len(vs))
+			}
+			if _, ok := w.secret().Annotations["keyrotate.rotation"]; ok {
+				t.Errorf("rotation record left behind")
+			}
+		})
+	}
+}
+
+func BenchmarkRotate(b *testing.B) {
+	w := newWorld(b)
+	w.r.Log = nil
+	w.r.Events = nil
+	var calls int
+	perMethod := map[string]int{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w.srv.ResetCalls()
+		if _, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true}); err != nil {
+			b.Fatal(err)
+		}
+		calls += w.srv.CallsTotal()
+		for m, n := range w.srv.CallCounts() {
+			perMethod[m] += n
+		}
+	}
+	b.ReportMetric(float64(calls)/float64(b.N), "calls/op")
+	if testing.Verbose() {
+		for m, n := range perMethod {
+			b.Logf("%-40s %.1f/op", m, float64(n)/float64(b.N))
+		}
+	}
+}

@@ -1,0 +1,167 @@
+package targets
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// tempInfix marks the temporary files of an atomic replace:
+// ".<base>.keyrotate-<random>.tmp" next to the file it replaces. CleanTemp
+// relies on this shape.
+const tempInfix = ".keyrotate-"
+
+func tempPrefix(path string) string { return "." + filepath.Base(path) + tempInfix }
+
+// replaceFile atomically replaces the content of the existing regular file
+// path with data: it writes a temporary file in the same directory with the
+// same mode (and, best effort, owner), fsyncs it, renames it over path and
+// fsyncs the directory. Readers see the old content or the new one, never a
+// mix; a crash leaves at worst a temporary file, which CleanTemp removes.
+// path must not be a symlink: resolve it first, or the link is replaced.
+//
+// It reports whether the rename happened: after a rename, an error (from
+// syncing the directory) means the new content is in place but perhaps not
+// yet durable.
+func replaceFile(path string, data []byte) (renamed bool, err error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false, err
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("replace %s: not a regular file", path)
+	}
+	dir := filepath.Dir(path)
+	// os.CreateTemp replaces the last "*" with random digits and creates
+	// the file with O_EXCL and mode 0600, so the key is never readable by
+	// others while the mode is being set.
+	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*.tmp")
+	if err != nil {
+		return false, fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	name := tmp.Name()
+	defer func() {
+		if err != nil && !renamed {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, gid := int(st.Uid), int(st.Gid)
+		if uid != os.Geteuid() || gid != os.Getegid() {
+			// Only root may give a file away; a member of the file's
+			// group may still set the group. Best effort either way:
+			// failing to keep the owner is not worth failing the
+			// rotation, the mode still protects the file.
+			if tmp.Chown(uid, gid) != nil {
+				_ = tmp.Chown(-1, gid)
+			}
+		}
+	}
+	// Chmod after Chown: chown clears the setuid and setgid bits.
+	if err = tmp.Chmod(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
+		return false, fmt.Errorf("set mode of %s: %w", name, err)
+	}
+	if _, err = tmp.Write(data); err != nil {
+		return false, fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return false, fmt.Errorf("sync %s: %w", name, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return false, fmt.Errorf("close %s: %w", name, err)
+	}
+	if err = os.Rename(name, path); err != nil {
+		return false, fmt.Errorf("rename %s over %s: %w", name, path, err)
+	}
+	renamed = true
+	if err = syncDir(dir); err != nil {
+		return true, fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		// Some file systems cannot sync a directory; the rename is
+		// then as durable as they make it.
+		err = nil
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkWritable reports whether this process could replace path: it must be
+// allowed to write the file itself (its mode says whether it is meant to be
+// written) and its directory (the replace creates a file there and renames
+// it). It writes nothing, so that preflight stays read-only.
+func checkWritable(path string) error {
+	if err := unix.Access(path, unix.W_OK); err != nil {
+		return &fs.PathError{Op: "check write access", Path: path, Err: err}
+	}
+	dir := filepath.Dir(path)
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return &fs.PathError{Op: "check write access", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// CleanTemp removes the temporary files that an interrupted write of the
+// file at path may have left next to it (".<base>.keyrotate-*.tmp", after
+// resolving symlinks), so that no key string stays behind in a stray file.
+// It returns the paths it removed. A missing directory is not an error.
+func CleanTemp(path string) (removed []string, err error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("clean temporary files of %s: %w", path, err)
+		}
+		// The file is gone (or a dangling link): look next to the path
+		// as written.
+		real = path
+		if dir, derr := filepath.EvalSymlinks(filepath.Dir(path)); derr == nil {
+			real = filepath.Join(dir, filepath.Base(path))
+		}
+	}
+	dir, prefix := filepath.Dir(real), tempPrefix(real)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("clean temporary files of %s: %w", path, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".tmp") || len(n) <= len(prefix)+len(".tmp") {
+			continue
+		}
+		if !e.Type().IsRegular() {
+			continue // never ours: we only create regular files
+		}
+		p := filepath.Join(dir, n)
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	if len(errs) > 0 {
+		return removed, fmt.Errorf("clean temporary files of %s: %w", path, errors.Join(errs...))
+	}
+	return removed, nil
+}

@@ -1,0 +1,520 @@
+package targets
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+const (
+	oldKey = "AQ.Ab8RN6old-canary-key_0000000000"
+	newKey = "AQ.Ab8RN6new-canary-key_1111111111"
+)
+
+const sampleEnv = "# app settings\r\nexport GEMINI_API_KEY = " + oldKey + "  # rotated by keyrotate\r\nMODEL=\"gemini-2.5-flash\"\r\n\r\nDB='postgres://x'"
+
+func writeFile(t *testing.T, path, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil { // beat the umask
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// noKeyIn fails the test when s holds either canary key string.
+func noKeyIn(t *testing.T, what, s string) {
+	t.Helper()
+	for _, k := range []string{oldKey, newKey} {
+		if strings.Contains(s, k) {
+			t.Errorf("%s contains a key string: %q", what, s)
+		}
+	}
+}
+
+// checkErr checks that err wraps want, and that neither it nor its hint
+// contains a key string.
+func checkErr(t *testing.T, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("err = %v, want %v", err, want)
+	}
+	noKeyIn(t, "error", err.Error())
+	noKeyIn(t, "hint", rotate.Hint(err))
+	if rotate.Hint(err) == "" {
+		t.Errorf("err = %v has no hint", err)
+	}
+}
+
+func TestDotEnvRoundTrip(t *testing.T) {
+	for _, mode := range []fs.FileMode{0o600, 0o640} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), ".env")
+			writeFile(t, path, sampleEnv, mode)
+			d := NewDotEnv(path, "GEMINI_API_KEY")
+
+			got, err := d.Read(ctx)
+			if err != nil {
+				t.Fatalf("Read = %v", err)
+			}
+			if !got.Equal(secret.New(oldKey)) {
+				t.Fatalf("Read = %v, want %v", got, secret.New(oldKey))
+			}
+			if err := d.Write(ctx, secret.New(newKey)); err != nil {
+				t.Fatalf("Write = %v", err)
+			}
+			want := strings.Replace(sampleEnv, oldKey, newKey, 1)
+			if got := readFile(t, path); got != want {
+				t.Errorf("file after Write = %q, want %q", got, want)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != mode {
+				t.Errorf("mode after Write = %v, want %v", fi.Mode(), mode)
+			}
+			got, err = d.Read(ctx)
+			if err != nil || !got.Equal(secret.New(newKey)) {
+				t.Fatalf("Read after Write = %v, %v, want %v", got, err, secret.New(newKey))
+			}
+			// Write again without a Read in between: the baseline is
+			// what the last Write wrote.
+			if err := d.Write(ctx, secret.New(oldKey)); err != nil {
+				t.Fatalf("second Write = %v", err)
+			}
+			if got := readFile(t, path); got != sampleEnv {
+				t.Errorf("file after second Write = %q, want %q", got, sampleEnv)
+			}
+			assertNoTemp(t, filepath.Dir(path))
+		})
+	}
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.Contains(e.Name(), tempInfix) {
+			t.Errorf("temporary file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestDotEnvWriteIdempotent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	if _, err := d.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, secret.New(oldKey)); err != nil {
+		t.Fatalf("Write of the same key = %v", err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Errorf("Write of the key the file already holds replaced the file")
+	}
+}
+
+func TestDotEnvSymlink(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	realDir := filepath.Join(dir, "shared")
+	if err := os.Mkdir(realDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(realDir, "env")
+	writeFile(t, real, sampleEnv, 0o640)
+	link := filepath.Join(dir, ".env")
+	if err := os.Symlink("shared/env", link); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDotEnv(link, "GEMINI_API_KEY")
+	if _, err := d.Read(ctx); err != nil {
+		t.Fatalf("Read = %v", err)
+	}
+	if err := d.Write(ctx, secret.New(newKey)); err != nil {
+		t.Fatalf("Write = %v", err)
+	}
+	fi, err := os.Lstat(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		t.Errorf("%s is no longer a symlink: %v", link, fi.Mode())
+	}
+	if target, _ := os.Readlink(link); target != "shared/env" {
+		t.Errorf("link points to %q, want %q", target, "shared/env")
+	}
+	if got, want := readFile(t, real), strings.Replace(sampleEnv, oldKey, newKey, 1); got != want {
+		t.Errorf("real file = %q, want %q", got, want)
+	}
+	if fi, err := os.Stat(real); err != nil || fi.Mode() != 0o640 {
+		t.Errorf("real file mode = %v, %v, want %v", fi.Mode(), err, fs.FileMode(0o640))
+	}
+	assertNoTemp(t, realDir)
+	assertNoTemp(t, dir)
+}
+
+func TestDotEnvReadInvalid(t *testing.T) {
+	tests := []struct {
+		name, content, wantMsg string
+	}{
+		{"missing var", "OTHER=" + oldKey + "\n", "not defined"},
+		{"duplicate var", "GEMINI_API_KEY=" + oldKey + "\n# x\nexport GEMINI_API_KEY=" + newKey + "\n", "lines 1 and 3"},
+		{"malformed var", "GEMINI_API_KEY='" + oldKey + "\n", "line 1"},
+		{"only exported", "export GEMINI_API_KEY\n", "not defined"},
+		{"empty file", "", "not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), ".env")
+			writeFile(t, path, tt.content, 0o600)
+			d := NewDotEnv(path, "GEMINI_API_KEY")
+			_, err := d.Read(context.Background())
+			checkErr(t, err, rotate.ErrInvalidTarget)
+			msg := err.Error()
+			if !strings.Contains(msg, tt.wantMsg) || !strings.Contains(msg, path) {
+				t.Errorf("Read error %q: want it to name %q and the path", msg, tt.wantMsg)
+			}
+		})
+	}
+
+	t.Run("missing file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), ".env")
+		_, err := NewDotEnv(path, "GEMINI_API_KEY").Read(context.Background())
+		checkErr(t, err, rotate.ErrInvalidTarget)
+	})
+	t.Run("dangling symlink", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), ".env")
+		if err := os.Symlink("nowhere", path); err != nil {
+			t.Fatal(err)
+		}
+		_, err := NewDotEnv(path, "GEMINI_API_KEY").Read(context.Background())
+		checkErr(t, err, rotate.ErrInvalidTarget)
+	})
+	t.Run("directory", func(t *testing.T) {
+		_, err := NewDotEnv(t.TempDir(), "GEMINI_API_KEY").Read(context.Background())
+		checkErr(t, err, rotate.ErrInvalidTarget)
+	})
+}
+
+func TestDotEnvReadNotWritable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("running as root: file permissions do not apply (TestDotEnvReadNotWritableSimulated covers the error)")
+	}
+	t.Run("file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), ".env")
+		writeFile(t, path, sampleEnv, 0o400)
+		_, err := NewDotEnv(path, "GEMINI_API_KEY").Read(context.Background())
+		checkErr(t, err, rotate.ErrInvalidTarget)
+	})
+	t.Run("directory", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, ".env")
+		writeFile(t, path, sampleEnv, 0o600)
+		if err := os.Chmod(dir, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(dir, 0o700) })
+		_, err := NewDotEnv(path, "GEMINI_API_KEY").Read(context.Background())
+		checkErr(t, err, rotate.ErrInvalidTarget)
+	})
+}
+
+// TestDotEnvReadNotWritableSimulated checks the error of an unwritable
+// target even as root, by making the access check fail the way it does
+// for other users.
+func TestDotEnvReadNotWritableSimulated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	d.writable = func(p string) error {
+		return &fs.PathError{Op: "check write access", Path: filepath.Dir(p), Err: syscall.EACCES}
+	}
+	_, err := d.Read(context.Background())
+	checkErr(t, err, rotate.ErrInvalidTarget)
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("Read = %v, want it to wrap fs.ErrPermission too", err)
+	}
+}
+
+func TestCheckWritable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, "", 0o600)
+	if err := checkWritable(path); err != nil {
+		t.Errorf("checkWritable(%s) = %v, want nil", path, err)
+	}
+	if os.Geteuid() == 0 {
+		return
+	}
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkWritable(path); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("checkWritable(read-only %s) = %v, want permission error", path, err)
+	}
+}
+
+func TestDotEnvWriteChanged(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, path string)
+	}{
+		{"other line edited", func(t *testing.T, path string) {
+			writeFile(t, path, strings.Replace(sampleEnv, "MODEL", "MODEL2", 1), 0o600)
+		}},
+		{"same size, one byte", func(t *testing.T, path string) {
+			writeFile(t, path, strings.Replace(sampleEnv, "flash", "flasH", 1), 0o600)
+		}},
+		{"key changed", func(t *testing.T, path string) {
+			writeFile(t, path, strings.Replace(sampleEnv, oldKey, newKey, 1), 0o600)
+		}},
+		{"symlink retargeted", func(t *testing.T, path string) {
+			other := filepath.Join(filepath.Dir(path), "other.env")
+			writeFile(t, other, sampleEnv, 0o600)
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("other.env", path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), ".env")
+			writeFile(t, path, sampleEnv, 0o600)
+			d := NewDotEnv(path, "GEMINI_API_KEY")
+			if _, err := d.Read(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tt.change(t, path)
+			before := readFile(t, path)
+			err := d.Write(ctx, secret.New(newKey))
+			checkErr(t, err, rotate.ErrTargetChanged)
+			if got := readFile(t, path); got != before {
+				t.Errorf("file after refused Write = %q, want untouched %q", got, before)
+			}
+			assertNoTemp(t, filepath.Dir(path))
+		})
+	}
+
+	t.Run("missing file", func(t *testing.T) {
+		ctx := context.Background()
+		path := filepath.Join(t.TempDir(), ".env")
+		writeFile(t, path, sampleEnv, 0o600)
+		d := NewDotEnv(path, "GEMINI_API_KEY")
+		if _, err := d.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(path)
+		checkErr(t, d.Write(ctx, secret.New(newKey)), rotate.ErrInvalidTarget)
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Write recreated the removed file: %v", err)
+		}
+	})
+}
+
+func TestDotEnvWriteWithoutRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	err := NewDotEnv(path, "GEMINI_API_KEY").Write(context.Background(), secret.New(newKey))
+	if err == nil {
+		t.Fatal("Write without Read = nil, want an error")
+	}
+	noKeyIn(t, "error", err.Error())
+	if got := readFile(t, path); got != sampleEnv {
+		t.Errorf("file after refused Write = %q, want untouched", got)
+	}
+}
+
+func TestDotEnvWriteUnsafeKey(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, "GEMINI_API_KEY='"+oldKey+"'\n", 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	if _, err := d.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Write(ctx, secret.New(newKey+"'\n"))
+	checkErr(t, err, rotate.ErrInvalidTarget)
+	if got := readFile(t, path); got != "GEMINI_API_KEY='"+oldKey+"'\n" {
+		t.Errorf("file after refused Write = %q, want untouched", got)
+	}
+}
+
+func TestDotEnvContextCanceled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	if _, err := d.Read(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := d.Read(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Read(canceled) = %v, want context.Canceled", err)
+	}
+	if err := d.Write(ctx, secret.New(newKey)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Write(canceled) = %v, want context.Canceled", err)
+	}
+	if got := readFile(t, path); got != sampleEnv {
+		t.Errorf("file after canceled Write = %q, want untouched", got)
+	}
+}
+
+func TestDotEnvString(t *testing.T) {
+	d := NewDotEnv("app/.env", "GEMINI_API_KEY")
+	if got, want := d.String(), "dotenv:app/.env#GEMINI_API_KEY"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// TestDotEnvNoKeyInOutput runs every failing path with canary keys and
+// checks that no error, hint or String holds a key string.
+func TestDotEnvNoKeyInOutput(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	contents := []string{
+		"GEMINI_API_KEY=" + oldKey + "\nGEMINI_API_KEY=" + newKey + "\n",
+		"GEMINI_API_KEY=\"" + oldKey + "\n",
+		"GEMINI_API_KEY='" + oldKey + "' " + newKey + "\n",
+		"OTHER=" + oldKey + "\n",
+	}
+	for i, c := range contents {
+		path := filepath.Join(dir, "env"+string(rune('a'+i)))
+		writeFile(t, path, c, 0o600)
+		d := NewDotEnv(path, "GEMINI_API_KEY")
+		_, err := d.Read(ctx)
+		checkErr(t, err, rotate.ErrInvalidTarget)
+		noKeyIn(t, "String", d.String())
+	}
+	path := filepath.Join(dir, ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	k, err := d.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKeyIn(t, "formatted key", k.String()+k.GoString())
+	writeFile(t, path, sampleEnv+"\n", 0o600)
+	err = d.Write(ctx, secret.New(newKey))
+	checkErr(t, err, rotate.ErrTargetChanged)
+}
+
+func TestCleanTemp(t *testing.T) {
+	dir := t.TempDir()
+	realDir := filepath.Join(dir, "real")
+	if err := os.Mkdir(realDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(realDir, ".env")
+	writeFile(t, real, sampleEnv, 0o600)
+	link := filepath.Join(dir, "app.env")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	leftovers := []string{
+		filepath.Join(realDir, "..env.keyrotate-123456.tmp"),
+		filepath.Join(realDir, "..env.keyrotate-9.tmp"),
+	}
+	keep := []string{
+		filepath.Join(realDir, "..env.keyrotate-.tmp"),      // no random part
+		filepath.Join(realDir, ".other.keyrotate-1.tmp"),    // another file's
+		filepath.Join(realDir, "..env.keyrotate-1.tmp.bak"), // not ours
+		filepath.Join(dir, ".app.env.keyrotate-1.tmp"),      // next to the link, not the file
+	}
+	for _, p := range append(append([]string{}, leftovers...), keep...) {
+		writeFile(t, p, "GEMINI_API_KEY="+newKey+"\n", 0o600)
+	}
+	if err := os.Mkdir(filepath.Join(realDir, "..env.keyrotate-dir.tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	removed, err := CleanTemp(link)
+	if err != nil {
+		t.Fatalf("CleanTemp = %v", err)
+	}
+	if strings.Join(removed, "\n") != strings.Join(leftovers, "\n") {
+		t.Errorf("CleanTemp removed %q, want %q", removed, leftovers)
+	}
+	for _, p := range leftovers {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still there: %v", p, err)
+		}
+	}
+	for _, p := range append(keep, real, filepath.Join(realDir, "..env.keyrotate-dir.tmp")) {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+
+	// A missing file or directory is nothing to clean.
+	if removed, err := CleanTemp(filepath.Join(dir, "nope", ".env")); err != nil || len(removed) != 0 {
+		t.Errorf("CleanTemp(missing dir) = %q, %v, want nothing", removed, err)
+	}
+	gone := filepath.Join(dir, "gone.env")
+	p := filepath.Join(dir, ".gone.env.keyrotate-1.tmp")
+	writeFile(t, p, "x", 0o600)
+	if removed, err := CleanTemp(gone); err != nil || len(removed) != 1 {
+		t.Errorf("CleanTemp(missing file) = %q, %v, want %s removed", removed, err, p)
+	}
+}
+
+// TestReplaceFileFailure checks that a failed replace leaves the file and
+// no temporary file behind.
+func TestReplaceFileFailure(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	// Renaming a file over a non-empty directory fails after the
+	// temporary file was written.
+	sub := filepath.Join(dir, "sub")
+	if err := os.MkdirAll(filepath.Join(sub, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replaceFile(sub, []byte("x")); err == nil {
+		t.Errorf("replaceFile(directory) = nil, want an error")
+	}
+	if _, err := replaceFile(filepath.Join(dir, "missing"), []byte("x")); err == nil {
+		t.Errorf("replaceFile(missing) = nil, want an error")
+	}
+	assertNoTemp(t, dir)
+	if got := readFile(t, path); got != sampleEnv {
+		t.Errorf("file = %q, want untouched", got)
+	}
+}
