@@ -16,8 +16,6 @@ import (
 
 const testdata = "../testdata/config"
 
-func dur(d time.Duration) *Duration { x := Duration(d); return &x }
-
 // head is a valid start of a file; tests append slots to it.
 const head = "version: 1\nslots:\n"
 

@@ -349,10 +349,3 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 		}
 	}
 }
-
-// secret returns the secret as last written.
-func (l *lease) secret() *secretmanagerpb.Secret {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sec
-}
