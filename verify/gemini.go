@@ -12,7 +12,6 @@ package verify
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -149,6 +148,8 @@ type ProbeError struct {
 	Reason     string // google.rpc.ErrorInfo reason, e.g. "API_KEY_INVALID"
 	Message    string // Google's message, with any key string redacted
 	Metadata   map[string]string
+
+	sentinel bool
 }
 
 func (e *ProbeError) Error() string {
@@ -207,23 +208,23 @@ func (e *ProbeError) Hint() string {
 	return ""
 }
 
-// Is lets errors.Is match a ProbeError against a cause sentinel.
+// Is lets errors.Is match a ProbeError against the sentinels below, which
+// stand for a cause.
 func (e *ProbeError) Is(target error) bool {
-	var c *ProbeError
-	if errors.As(target, &c) && c != e {
-		return c.Cause == e.Cause && c.Reason == "" && c.HTTPStatus == 0
-	}
-	return false
+	t, ok := target.(*ProbeError)
+	return ok && t.sentinel && t.Cause == e.Cause
 }
 
 // Sentinels for errors.Is(err, verify.ErrInvalid) and so on.
 var (
-	ErrInvalid             error = &ProbeError{Cause: CauseInvalid}
-	ErrStandardKeyRejected error = &ProbeError{Cause: CauseStandardKeyRejected}
-	ErrServiceBlocked      error = &ProbeError{Cause: CauseServiceBlocked}
-	ErrServiceDisabled     error = &ProbeError{Cause: CauseServiceDisabled}
-	ErrSuspended           error = &ProbeError{Cause: CauseSuspended}
-	ErrThrottled           error = &ProbeError{Cause: CauseThrottled}
+	ErrInvalid             error = &ProbeError{Cause: CauseInvalid, sentinel: true}
+	ErrStandardKeyRejected error = &ProbeError{Cause: CauseStandardKeyRejected, sentinel: true}
+	ErrServiceBlocked      error = &ProbeError{Cause: CauseServiceBlocked, sentinel: true}
+	ErrServiceDisabled     error = &ProbeError{Cause: CauseServiceDisabled, sentinel: true}
+	ErrSuspended           error = &ProbeError{Cause: CauseSuspended, sentinel: true}
+	ErrClientBlocked       error = &ProbeError{Cause: CauseClientBlocked, sentinel: true}
+	ErrThrottled           error = &ProbeError{Cause: CauseThrottled, sentinel: true}
+	ErrUnauthenticated     error = &ProbeError{Cause: CauseUnauthenticated, sentinel: true}
 )
 
 type errorBody struct {
