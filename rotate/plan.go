@@ -87,7 +87,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",
 			pre.rec.ID, pre.rec.Phase, pre.rec.Holder, pre.rec.Expires.Format(time.RFC3339)))
 	case !opts.Force && !p.Due:
-		p.Blocked = fmt.Sprintf("not due until %s (max age %s); use --now to rotate anyway", p.DueAt.Format(time.RFC3339), slot.MaxAge)
+		p.Blocked = fmt.Sprintf("not due until %s (max age %s); use --now to rotate anyway", p.DueAt.Format(time.RFC3339), human(slot.MaxAge))
 		return p, nil
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
@@ -108,10 +108,10 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	}
 	parent := keyParent(pre.oldName)
 	p.Actions = append(p.Actions,
-		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, slot.LeaseTTL),
+		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, human(slot.LeaseTTL)),
 		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind))
 	if slot.Prober != nil {
-		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API until it works (at most %s); on failure delete it and stop", slot.PropagationTimeout))
+		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API until it works (at most %s); on failure delete it and stop", human(slot.PropagationTimeout)))
 	} else {
 		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
 	}
@@ -121,7 +121,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	}
 	p.Actions = append(p.Actions, "read the secret and every target back and compare fingerprints")
 	if grace > 0 {
-		p.Actions = append(p.Actions, fmt.Sprintf("keep the old key %s for %s (annotated delete-after), then `keyrotate finalize` deletes it", pre.oldName, grace))
+		p.Actions = append(p.Actions, fmt.Sprintf("keep the old key %s for %s (annotated %s for a later finalize)", pre.oldName, human(grace), annDeleteAfter))
 	} else {
 		p.Actions = append(p.Actions, fmt.Sprintf("delete the old key %s (soft delete, restorable for 30 days)", pre.oldName))
 		if pre.latest.Name != "" {

@@ -174,7 +174,7 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	res := &Result{Slot: slot.Name, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}}
 	if pre.rec == nil {
 		if !opts.Force && !pre.due(slot, r.now()) {
-			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), slot.MaxAge)
+			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
 			r.event(slot.Name, "done", "nothing to do: key %s is %s", pre.oldName, res.Reason)
 			return res, nil
 		}
@@ -245,7 +245,7 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			r.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
 		return nil, WithHint(fmt.Errorf("%w: slot %s, rotation %s: %w", ErrStoppedPartWay, slot.Name, rec.ID, err),
-			fmt.Sprintf("both keys still work; run `keyrotate rotate --slot %s` again to resume, or `keyrotate abort %s` to undo", slot.Name, slot.Name))
+			fmt.Sprintf("both keys still work and every target holds one of them; run `keyrotate rotate --slot %s` again to resume", slot.Name))
 	}
 }
 
@@ -522,7 +522,7 @@ func (st *run) retire(ctx context.Context) error {
 			after = t
 		}
 		st.res.Retired, st.res.DeleteAfter = "kept", &after
-		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s); `keyrotate finalize` deletes it then", old.Name, after.Format(time.RFC3339), st.grace)
+		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s)", old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
 		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return err
@@ -556,6 +556,15 @@ func (st *run) retire(ctx context.Context) error {
 	st.res.Rotated = true
 	st.event(st.slot.Name, "done", "rotated: %s -> %s", st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
 	return nil
+}
+
+// human formats a duration as the config does: whole days as "90d".
+func human(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > 0 && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
 }
 
 func orDefault(d, def time.Duration) time.Duration {

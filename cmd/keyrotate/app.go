@@ -47,9 +47,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		CommandNotFound: nil,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: text or json", Value: "text"},
-			&cli.StringFlag{Name: "log-format", Usage: "log format on stderr: text or json (Cloud Logging fields)", Value: "text"},
-			&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error", Value: "warn"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
+			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text or json (Cloud Logging fields)", Value: "text"},
+			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 		},
 		Before: func(c *cli.Context) error {
 			if o := c.String("output"); o != "text" && o != "json" {

@@ -25,7 +25,7 @@ func rotateCommand() *cli.Command {
 		Flags: []cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
-			&cli.StringFlag{Name: "grace", Usage: "keep the old key this long (e.g. 24h, 7d) instead of the config's grace"},
+			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
 		},
 		Action: func(c *cli.Context) error {
 			opts := rotate.Options{Force: c.Bool("now")}
