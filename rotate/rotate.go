@@ -333,7 +333,7 @@ func (st *run) create(ctx context.Context) error {
 			return fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
 		}
 		if got.DeleteTime != "" {
-			return fmt.Errorf("key %s of rotation %s was deleted (a failed verification?): %w", name, st.rec.ID, ErrVerifyFailed)
+			return st.newKeyGone(ctx, name)
 		}
 		key = got
 		st.event(st.slot.Name, "create", "adopted key %s created by an earlier attempt", key.Name)
@@ -350,6 +350,23 @@ func (st *run) create(ctx context.Context) error {
 	}
 	st.res.NewKey = KeyRef{Name: key.Name, Fingerprint: st.newStr.Fingerprint()}
 	return nil
+}
+
+// newKeyGone handles a resumed rotation whose new key was deleted. Before
+// distribution that is the cleanup of a failed verification that did not
+// get to clear the record: nothing else changed, so clear it. After
+// distribution the targets hold that key: only undeleting it helps.
+func (st *run) newKeyGone(ctx context.Context, name string) error {
+	if st.rec.Phase == PhaseDistributed || st.rec.Phase == PhaseRetiring {
+		return WithHint(fmt.Errorf("new key %s of rotation %s was deleted after it was distributed: %w", name, st.rec.ID, ErrKeyNotFound),
+			"undelete it (gcloud services api-keys undelete, within 30 days) and run again")
+	}
+	if err := st.lease.clear(ctx, nil); err != nil {
+		return err
+	}
+	st.undone = true
+	return WithHint(fmt.Errorf("%w: key %s of rotation %s was deleted after failing verification", ErrVerifyFailed, name, st.rec.ID),
+		"the rotation was undone and the old key still works everywhere; run again to start a new one")
 }
 
 // definiteCreateFailure reports whether a CreateKey error proves that no key

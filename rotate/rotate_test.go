@@ -332,6 +332,44 @@ func TestVerifyFailureRemovesNewKey(t *testing.T) {
 	}
 }
 
+// TestVerifyFailureCleanupResumes: when removing a new key that failed
+// verification is itself interrupted, the run stops part-way, and the next
+// run finishes the cleanup and reports the verification failure.
+func TestVerifyFailureCleanupResumes(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		n      int
+	}{
+		{"apikeys.DeleteKey", 1},          // deleting the new key
+		{"secretmanager.UpdateSecret", 3}, // clearing the record after the delete
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			w := newWorld(t)
+			w.slot.PropagationTimeout = 100 * time.Millisecond
+			w.srv.SetPropagationDelay(24 * time.Hour)
+			w.srv.FailNth(tc.method, tc.n, codes.Internal, "")
+			_, err := w.rotate(rotate.Options{})
+			if !errors.Is(err, rotate.ErrStoppedPartWay) {
+				t.Fatalf("first Rotate = %v, want ErrStoppedPartWay", err)
+			}
+			w.invariant()
+			_, err = w.rotate(rotate.Options{})
+			if !errors.Is(err, rotate.ErrVerifyFailed) || errors.Is(err, rotate.ErrStoppedPartWay) {
+				t.Fatalf("second Rotate = %v, want ErrVerifyFailed alone", err)
+			}
+			if live := w.liveKeys(); len(live) != 1 || live[0].Name != w.oldName {
+				t.Errorf("live keys = %d, want only the old key", len(live))
+			}
+			if _, ok := w.secret().Annotations["keyrotate.rotation"]; ok {
+				t.Errorf("rotation record left behind")
+			}
+			if got, _ := os.ReadFile(w.envPath); string(got) != w.envText {
+				t.Errorf(".env changed")
+			}
+		})
+	}
+}
+
 func TestRefusesUnrestrictedKey(t *testing.T) {
 	w := newWorld(t, func(k *apikeys.V2Key, _ *rotate.Slot) { k.Restrictions = nil })
 	_, err := w.rotate(rotate.Options{})
