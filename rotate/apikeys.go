@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error
 func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
 	resp, err := k.svc.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
 	if err != nil {
-		return "", fmt.Errorf("look up key %s: %w", key, keyErr(err))
+		return "", fmt.Errorf("look up key %s: %w", key, keyErr(stripQuery(err)))
 	}
 	if resp.Name == "" {
 		return "", fmt.Errorf("look up key %s: the key was purged: %w", key, ErrKeyNotFound)
@@ -235,6 +236,21 @@ func keyIDOf(name string) string {
 func parseTime(s string) time.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s)
 	return t
+}
+
+// stripQuery drops the query from the URL of a transport error: LookupKey
+// sends the key string as a query parameter (the API's design), and
+// net/http's errors quote the whole URL.
+func stripQuery(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u := ue.URL
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i] + "?<redacted>"
+	}
+	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
 // httpCode returns the HTTP status of an API Keys error, or 0.
