@@ -27,8 +27,7 @@ const recordAnnotation = "keyrotate.rotation"
 const (
 	PhaseLocked      = "locked"      // record written; the new key may not exist yet
 	PhaseVerifying   = "verifying"   // new key created, probing it
-	PhaseDistributed = "distributed" // every target was written and read back
-	PhaseRetiring    = "retiring"    // deleting or marking the old key
+	PhaseDistributed = "distributed" // every target was read back holding the new key; retiring the old one
 	PhaseFailed      = "verify-failed"
 )
 
@@ -164,6 +163,20 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // id and names) and whether it is a resumed rotation.
 func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, fresh Record, ttl time.Duration, now func() time.Time) (*lease, bool, error) {
 	run := newID(now())
+	// The run is active from before its lock write lands: another run of
+	// this process that reads the record in between must not take it for a
+	// finished run's.
+	active.Lock()
+	active.runs[run] = true
+	active.Unlock()
+	held := false
+	defer func() {
+		if !held {
+			active.Lock()
+			delete(active.runs, run)
+			active.Unlock()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		old, err := parseRecord(sec)
 		if err != nil {
@@ -180,6 +193,16 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			}
 			rec, resumed = *old, true
 		}
+		if attempt > 0 {
+			// The secret changed since the preflight read it and nobody
+			// holds it now: another run may have finished or released a
+			// rotation in between, so the current key, versions and
+			// targets the preflight saw may be stale. Going on would
+			// rotate from a stale view (a second new key); start over.
+			return nil, false, WithHint(
+				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", fresh.Slot, ErrRotationInProgress),
+				"another run probably changed the slot at the same moment; run again")
+		}
 		rec.Holder = self
 		rec.Holder.Run = run
 		rec.Expires = now().Add(ttl)
@@ -187,9 +210,6 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		err = l.write(ctx)
 		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
 			// Someone wrote the secret since we read it: look again.
-			if attempt >= 3 {
-				return nil, false, fmt.Errorf("slot %s: %w: the secret keeps changing under us", fresh.Slot, ErrRotationInProgress)
-			}
 			if sec, err = api.get(ctx, sec.GetName()); err != nil {
 				return nil, false, err
 			}
@@ -198,9 +218,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		if err != nil {
 			return nil, false, err
 		}
-		active.Lock()
-		active.runs[run] = true
-		active.Unlock()
+		held = true
 		return l, resumed, nil
 	}
 }

@@ -357,7 +357,7 @@ func (st *run) create(ctx context.Context) error {
 // get to clear the record: nothing else changed, so clear it. After
 // distribution the targets hold that key: only undeleting it helps.
 func (st *run) newKeyGone(ctx context.Context, name string) error {
-	if st.rec.Phase == PhaseDistributed || st.rec.Phase == PhaseRetiring {
+	if st.rec.Phase == PhaseDistributed {
 		return WithHint(fmt.Errorf("new key %s of rotation %s was deleted after it was distributed: %w", name, st.rec.ID, ErrKeyNotFound),
 			"undelete it (gcloud services api-keys undelete, within 30 days) and run again")
 	}
@@ -517,7 +517,9 @@ func (st *run) readBack(ctx context.Context) error {
 
 // retire deletes the old key (or marks it for a later finalize), disables
 // its secret version once the key is gone, moves the aliases and clears the
-// lock.
+// lock. The record write that ends readBack is a compare-and-swap made just
+// before, so the lease is known to be ours when the old key goes; a lease
+// lost later cancels the run's context through keepAlive.
 func (st *run) retire(ctx context.Context) error {
 	old := st.pre.old
 	switch {
