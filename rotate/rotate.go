@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
@@ -577,11 +578,16 @@ func (st *run) retire(ctx context.Context) error {
 	return nil
 }
 
-// human formats a duration as the config does: whole days as "90d".
+// human formats a duration as the config does: "90d", "15m", "1h30m".
 func human(d time.Duration) string {
 	const day = 24 * time.Hour
-	if d > 0 && d%day == 0 {
+	switch {
+	case d > 0 && d%day == 0:
 		return fmt.Sprintf("%dd", d/day)
+	case d > 0 && d%time.Hour == 0:
+		return strings.TrimSuffix(d.String(), "0m0s")
+	case d > 0 && d%time.Minute == 0:
+		return strings.TrimSuffix(d.String(), "0s")
 	}
 	return d.String()
 }
