@@ -206,6 +206,7 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	rec := l.record()
 	res.RotationID, res.Resumed = rec.ID, resumed
 	if resumed {
+		res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
 		r.event(slot.Name, "lock", "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
 		if g, err := time.ParseDuration(rec.Grace); err == nil && opts.Grace == nil {
 			grace = g

@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
 	"github.com/keyrotate/keyrotate/targets"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -164,10 +165,10 @@ func (w *world) invariant() {
 		w.t.Errorf("the old key is dead but .env still holds it")
 	}
 	if v := w.envValue(); !w.srv.KeyWorks(v) {
-		w.t.Errorf(".env holds a key that does not work (%s)", fp(v))
+		w.t.Errorf(".env holds a key that does not work (%s)", secret.Fingerprint(v))
 	}
 	if v := w.latest(); !w.srv.KeyWorks(v) {
-		w.t.Errorf("the secret's latest version holds a key that does not work (%s)", fp(v))
+		w.t.Errorf("the secret's latest version holds a key that does not work (%s)", secret.Fingerprint(v))
 	}
 }
 
@@ -194,8 +195,6 @@ func (w *world) noLeaks(res *rotate.Result, err error) {
 		}
 	}
 }
-
-func fp(s string) string { return "sha256:" + fmt.Sprint(len(s)) }
 
 func TestRotateEndToEnd(t *testing.T) {
 	w := newWorld(t)
@@ -501,6 +500,9 @@ func TestFaultAtEachMutatingCall(t *testing.T) {
 			}
 			if !res.Rotated {
 				t.Errorf("second Rotate did nothing")
+			}
+			if res.OldKey.Name != w.oldName || res.OldKey.Fingerprint != secret.Fingerprint(w.oldKey) {
+				t.Errorf("second Rotate's old key = %+v, want %s %s", res.OldKey, w.oldName, secret.Fingerprint(w.oldKey))
 			}
 			w.invariant()
 			wantLive := 1
