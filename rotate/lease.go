@@ -189,7 +189,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 				return nil, false, WithHint(
 					fmt.Errorf("slot %s: %w: rotation %s (phase %s) is held by %s until %s",
 						fresh.Slot, ErrRotationInProgress, old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
-					"wait for it to finish, or run again after the lease expires to resume it; `keyrotate abort` undoes it")
+					"wait for it to finish, or run again after the lease expires to resume it")
 			}
 			rec, resumed = *old, true
 		}
