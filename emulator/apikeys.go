@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -254,6 +255,14 @@ func (s *Server) serveAPIKeys(w http.ResponseWriter, r *http.Request) {
 		methodNotFound(w)
 		return
 	}
+	// A call arrives whole or not at all, as at a real front end: read the
+	// body before hooks run, so that a caller killed while a hook blocks
+	// its call has either sent the call or not.
+	body, rerr := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if rerr != nil {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err := s.enter(r.Context(), rt.method); err != nil {
 		writeError(w, s.apiKeysFault(err, rt.name))
 		return

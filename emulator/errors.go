@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Google's REST APIs answer errors with a JSON body of this shape (the
@@ -114,8 +118,35 @@ type preconditionFailure struct {
 	Violations []preconditionViolation `json:"violations"`
 }
 
+// newRetryInfo renders d as a google.protobuf.Duration in JSON: "30s",
+// "0.05s".
 func newRetryInfo(d time.Duration) retryInfo {
-	return retryInfo{Type: typeRetryInfo, RetryDelay: fmt.Sprintf("%ds", int(d.Seconds()))}
+	return retryInfo{Type: typeRetryInfo, RetryDelay: strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"}
+}
+
+// GRPCStatus renders the error for the gRPC APIs, with the details gRPC
+// can carry (ErrorInfo, LocalizedMessage, RetryInfo).
+func (e *apiError) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.message)
+	var ds []protoadapt.MessageV1
+	for _, d := range e.details {
+		switch d := d.(type) {
+		case errorInfo:
+			ds = append(ds, &errdetails.ErrorInfo{Reason: d.Reason, Domain: d.Domain, Metadata: d.Metadata})
+		case localizedMessage:
+			ds = append(ds, &errdetails.LocalizedMessage{Locale: d.Locale, Message: d.Message})
+		case retryInfo:
+			if dur, err := time.ParseDuration(d.RetryDelay); err == nil {
+				ds = append(ds, &errdetails.RetryInfo{RetryDelay: durationpb.New(dur)})
+			}
+		}
+	}
+	if len(ds) > 0 {
+		if withDetails, err := st.WithDetails(ds...); err == nil {
+			return withDetails
+		}
+	}
+	return st
 }
 
 // errorBody is the JSON error document.

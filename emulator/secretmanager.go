@@ -10,8 +10,8 @@ package emulator
 //   - Expiration (expire_time, ttl) is stored and returned but never enforced;
 //     rotation and topics are stored only; version_destroy_ttl (delayed
 //     destroy) and customer-managed encryption are UNIMPLEMENTED.
-//   - IAM methods are UNIMPLEMENTED and no caller is ever denied, except that
-//     an unknown project answers PERMISSION_DENIED, as the real API does for a
+//   - IAM methods are UNIMPLEMENTED and no caller is denied unless a test
+//     calls DenyPermission (server.go), except that an unknown project answers PERMISSION_DENIED, as the real API does for a
 //     project the caller cannot see, and so does a project where
 //     SetServiceEnabled disabled "secretmanager.googleapis.com".
 //   - Error codes follow the real API; messages follow its shape where known
@@ -94,7 +94,7 @@ func (s *Server) serveSecretManager(addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.UnaryInterceptor(smResource))
 	secretmanagerpb.RegisterSecretManagerServiceServer(gs, &smServer{s: s})
 	go func() { _ = gs.Serve(ln) }()
 	// Stop, not GracefulStop: a test hook may hold a call open forever.
@@ -104,12 +104,20 @@ func (s *Server) serveSecretManager(addr string) (string, error) {
 
 // SecretManagerClient returns Google's Secret Manager client connected to
 // this emulator without credentials. The caller closes it.
+//
+// The client's own retries and timeouts are off (empty CallOptions), as in
+// keyrotate, which retries itself: a test sees every injected fault.
 func (s *Server) SecretManagerClient(ctx context.Context) (*secretmanager.Client, error) {
-	return secretmanager.NewClient(ctx,
+	c, err := secretmanager.NewClient(ctx,
 		option.WithEndpoint(s.SecretManagerAddr),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 	)
+	if err != nil {
+		return nil, err
+	}
+	c.CallOptions = &secretmanager.CallOptions{}
+	return c, nil
 }
 
 // ---- names ----

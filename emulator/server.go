@@ -7,24 +7,28 @@
 // It follows the real APIs where keyrotate depends on them: resource paths,
 // canonical error codes and Google's JSON error bodies, long-running
 // operations that are not done when first returned, etags, soft delete, and
-// project numbers in returned names. It is not a full implementation: IAM,
-// quotas, regional endpoints and most list filters are absent.
+// project numbers in returned names. It is not a full implementation:
+// quotas, regional endpoints and most list filters are absent, and IAM is
+// only what DenyPermission models (a caller that lacks a permission).
 //
 // For tests it offers seeding and inspection helpers, per-method call
-// counters, deterministic fault injection (fail the Nth call of a method with
-// a code), hooks that run before a call (to block it), and an injectable clock.
+// counters, deterministic fault injection (fail the Nth call of a method, or
+// a range of calls, with a code; deny an IAM permission), hooks that run before a call (to block it), and an injectable clock.
 package emulator
 
 import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -82,10 +86,36 @@ type Options struct {
 // test has killed the caller.
 type Hook func(ctx context.Context, n int) error
 
+// Fault is an injected failure.
+type Fault struct {
+	Code codes.Code
+	// Message defaults to "injected fault: METHOD call N".
+	Message string
+	// RetryDelay, when set, adds a google.rpc.RetryInfo asking the caller
+	// to wait that long before retrying (as quota errors do).
+	RetryDelay time.Duration
+}
+
+// fault is a Fault pending for calls from..from+count-1 of a method (count
+// 0: every call from on).
 type fault struct {
-	n    int
-	code codes.Code
-	msg  string
+	from, count int
+	f           Fault
+}
+
+func (f fault) covers(n int) bool {
+	return n >= f.from && (f.count <= 0 || n < f.from+f.count)
+}
+
+func (f Fault) err(method string, n int) error {
+	msg := f.Message
+	if msg == "" {
+		msg = fmt.Sprintf("injected fault: %s call %d", method, n)
+	}
+	if f.RetryDelay <= 0 {
+		return status.Error(f.Code, msg)
+	}
+	return (&apiError{code: f.Code, message: msg}).withDetail(newRetryInfo(f.RetryDelay))
 }
 
 type project struct {
@@ -110,7 +140,8 @@ type Server struct {
 	calls    map[string]int
 	faults   map[string][]fault
 	hooks    map[string]Hook
-	seq      int64 // for ids, uids and etags
+	denied   map[string]bool // IAM permissions the caller lacks
+	seq      int64           // for ids, uids and etags
 
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
@@ -142,12 +173,13 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		calls:    map[string]int{},
 		faults:   map[string][]fault{},
 		hooks:    map[string]Hook{},
+		denied:   map[string]bool{},
 		seq:      1000,
 	}
 	s.keys = newKeyState()
 	s.sm = newSecretState()
 	var err error
-	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysHandler()); err != nil {
+	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, withAPIKeysResource(s.apiKeysHandler())); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}
@@ -236,12 +268,22 @@ func (s *Server) nextSeq() int64 {
 // "secretmanager.AddSecretVersion", "gemini.ListModels" and so on; see
 // Methods.
 func (s *Server) FailNth(method string, n int, code codes.Code, msg string) {
+	s.FailRange(method, n, 1, Fault{Code: code, Message: msg})
+}
+
+// FailRange makes count calls of method, from the from-th (1-based, counted
+// since Start or ResetCalls), fail with f. A count of 0 or less fails every
+// call from the from-th on, until ClearFaults: an outage.
+func (s *Server) FailRange(method string, from, count int, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if msg == "" {
-		msg = fmt.Sprintf("injected fault: %s call %d", method, n)
-	}
-	s.faults[method] = append(s.faults[method], fault{n: n, code: code, msg: msg})
+	s.faults[method] = append(s.faults[method], fault{from: from, count: count, f: f})
+}
+
+// FailFrom makes every call of method from the next one on fail with f,
+// until ClearFaults.
+func (s *Server) FailFrom(method string, f Fault) {
+	s.FailRange(method, s.Calls(method)+1, 0, f)
 }
 
 // FailNext makes the next call of method fail with code.
@@ -369,11 +411,16 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	var injected error
 	fs := s.faults[method]
 	for i, f := range fs {
-		if f.n == n {
-			injected = status.Error(f.code, f.msg)
-			s.faults[method] = append(fs[:i:i], fs[i+1:]...)
+		if f.covers(n) {
+			injected = f.f.err(method, n)
+			if f.count > 0 && n == f.from+f.count-1 {
+				s.faults[method] = append(fs[:i:i], fs[i+1:]...)
+			}
 			break
 		}
+	}
+	if perm := methodPermissions[method]; perm != "" && s.denied[perm] {
+		injected = permissionDenied(method, perm, resourceOf(ctx))
 	}
 	s.mu.Unlock()
 	if hook != nil {
@@ -412,4 +459,111 @@ func splitName(name, pattern string) ([]string, bool) {
 		}
 	}
 	return vars, true
+}
+
+// ---- IAM ----
+
+// methodPermissions maps each method to the IAM permission it needs, as the
+// APIs' reference pages list them. The Gemini API is called with an API key,
+// not as an IAM principal.
+var methodPermissions = map[string]string{
+	"apikeys.CreateKey":                  "apikeys.keys.create",
+	"apikeys.GetKey":                     "apikeys.keys.get",
+	"apikeys.GetKeyString":               "apikeys.keys.getKeyString",
+	"apikeys.LookupKey":                  "apikeys.keys.lookup",
+	"apikeys.ListKeys":                   "apikeys.keys.list",
+	"apikeys.UpdateKey":                  "apikeys.keys.update",
+	"apikeys.DeleteKey":                  "apikeys.keys.delete",
+	"apikeys.UndeleteKey":                "apikeys.keys.undelete",
+	"apikeys.GetOperation":               "serviceusage.operations.get",
+	"secretmanager.CreateSecret":         "secretmanager.secrets.create",
+	"secretmanager.GetSecret":            "secretmanager.secrets.get",
+	"secretmanager.ListSecrets":          "secretmanager.secrets.list",
+	"secretmanager.UpdateSecret":         "secretmanager.secrets.update",
+	"secretmanager.DeleteSecret":         "secretmanager.secrets.delete",
+	"secretmanager.AddSecretVersion":     "secretmanager.versions.add",
+	"secretmanager.GetSecretVersion":     "secretmanager.versions.get",
+	"secretmanager.ListSecretVersions":   "secretmanager.versions.list",
+	"secretmanager.AccessSecretVersion":  "secretmanager.versions.access",
+	"secretmanager.EnableSecretVersion":  "secretmanager.versions.enable",
+	"secretmanager.DisableSecretVersion": "secretmanager.versions.disable",
+	"secretmanager.DestroySecretVersion": "secretmanager.versions.destroy",
+}
+
+// DenyPermission makes the caller lack an IAM permission (for example
+// "secretmanager.versions.add"): every method that needs it fails with
+// PERMISSION_DENIED as the real APIs answer, the message naming the
+// permission and resource, with a google.rpc.ErrorInfo of reason
+// IAM_PERMISSION_DENIED whose metadata names the permission.
+func (s *Server) DenyPermission(permission string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied[permission] = true
+}
+
+// AllowPermission undoes DenyPermission.
+func (s *Server) AllowPermission(permission string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.denied, permission)
+}
+
+// PermissionOf returns the IAM permission a method needs ("" for none).
+func PermissionOf(method string) string { return methodPermissions[method] }
+
+func permissionDenied(method, perm, resource string) *apiError {
+	var msg string
+	switch {
+	case resource == "":
+		msg = fmt.Sprintf("Permission '%s' denied (or the resource may not exist).", perm)
+	case strings.HasPrefix(method, "secretmanager."):
+		msg = fmt.Sprintf("Permission '%s' denied for resource '%s' (or it may not exist).", perm, resource)
+	default:
+		msg = fmt.Sprintf("Permission '%s' denied on resource '%s' (or it may not exist).", perm, resource)
+	}
+	md := map[string]string{"permission": perm}
+	if resource != "" {
+		md["resource"] = resource
+	}
+	return newError(codes.PermissionDenied, "%s", msg).withInfo("IAM_PERMISSION_DENIED", "iam.googleapis.com", md)
+}
+
+// resourceKey carries a call's resource name in its context, for the
+// messages of DenyPermission.
+type resourceKey struct{}
+
+func resourceOf(ctx context.Context) string {
+	r, _ := ctx.Value(resourceKey{}).(string)
+	return r
+}
+
+// withAPIKeysResource puts the resource of an API Keys request in its
+// context.
+func withAPIKeysResource(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt, ok := routeAPIKeys(r); ok && rt.name != "" {
+			r = r.WithContext(context.WithValue(r.Context(), resourceKey{}, rt.name))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// smResource is a gRPC interceptor that puts the resource of a Secret
+// Manager request (its name, parent or secret's name) in its context.
+func smResource(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	var name string
+	switch r := req.(type) {
+	case interface {
+		GetSecret() *secretmanagerpb.Secret
+	}:
+		name = r.GetSecret().GetName()
+	case interface{ GetName() string }:
+		name = r.GetName()
+	case interface{ GetParent() string }:
+		name = r.GetParent()
+	}
+	if name != "" {
+		ctx = context.WithValue(ctx, resourceKey{}, name)
+	}
+	return h(ctx, req)
 }

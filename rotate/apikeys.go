@@ -25,34 +25,52 @@ const (
 	annSuperseded  = "keyrotate.superseded-by"
 )
 
-// keysAPI wraps the few API Keys calls the protocol makes: each waits for its
-// long-running operation and translates errors at the boundary.
+// keysAPI wraps the few API Keys calls the protocol makes: each is retried
+// under its policy, waits for its long-running operation and translates
+// errors at the boundary. Retries are safe: a call whose answer was lost is
+// recognised when it is repeated (see each method).
 type keysAPI struct {
-	svc  *apikeys.Service
-	poll time.Duration // first interval between operations.get polls
+	svc   *apikeys.Service
+	poll  time.Duration // first interval between operations.get polls
+	retry RetryPolicy
 }
 
 func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) {
-	key, err := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
+	var key *apikeys.V2Key
+	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		key, err = k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("get key %s: %w", name, keyErr(err))
+		return nil, fmt.Errorf("get key %s: %w", name, keyErr(err, "apikeys.keys.get", name))
 	}
 	return key, nil
 }
 
 func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error) {
-	resp, err := k.svc.Projects.Locations.Keys.GetKeyString(name).Context(ctx).Do()
+	var resp *apikeys.V2GetKeyStringResponse
+	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		resp, err = k.svc.Projects.Locations.Keys.GetKeyString(name).Context(ctx).Do()
+		return err
+	})
 	if err != nil {
-		return secret.Key{}, fmt.Errorf("get key string of %s: %w", name, keyErr(err))
+		return secret.Key{}, fmt.Errorf("get key string of %s: %w", name, keyErr(err, "apikeys.keys.getKeyString", name))
 	}
 	return secret.New(resp.KeyString), nil
 }
 
 // lookup maps a key string to its key's resource name.
 func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
-	resp, err := k.svc.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
+	var resp *apikeys.V2LookupKeyResponse
+	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		resp, err = k.svc.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
+		return stripQuery(err)
+	})
 	if err != nil {
-		return "", fmt.Errorf("look up key %s: %w", key, keyErr(stripQuery(err)))
+		return "", fmt.Errorf("look up key %s: %w", key, keyErr(err, "apikeys.keys.lookup", ""))
 	}
 	if resp.Name == "" {
 		return "", fmt.Errorf("look up key %s: the key was purged: %w", key, ErrKeyNotFound)
@@ -60,23 +78,84 @@ func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
 	return resp.Name, nil
 }
 
-// create creates a key and returns it with its key string.
+// list returns every key of parent ("projects/P/locations/global"), all
+// pages; with showDeleted, soft-deleted keys too.
+func (k *keysAPI) list(ctx context.Context, parent string, showDeleted bool) ([]*apikeys.V2Key, error) {
+	var keys []*apikeys.V2Key
+	token := ""
+	for {
+		var resp *apikeys.V2ListKeysResponse
+		err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+			var err error
+			resp, err = k.svc.Projects.Locations.Keys.List(parent).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list keys of %s: %w", parent, keyErr(err, "apikeys.keys.list", parent))
+		}
+		keys = append(keys, resp.Keys...)
+		if resp.NextPageToken == "" || resp.NextPageToken == token {
+			return keys, nil
+		}
+		token = resp.NextPageToken
+	}
+}
+
+// create creates a key and returns it with its key string. A retried create
+// whose first attempt landed fails with errAlreadyExists: the caller adopts
+// the key after checking its annotations.
 func (k *keysAPI) create(ctx context.Context, parent, keyID string, key *apikeys.V2Key) (*apikeys.V2Key, error) {
-	op, err := k.svc.Projects.Locations.Keys.Create(parent, key).KeyId(keyID).Context(ctx).Do()
+	name := parent + "/keys/" + keyID
+	var op *apikeys.Operation
+	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		op, err = k.svc.Projects.Locations.Keys.Create(parent, key).KeyId(keyID).Context(ctx).Do()
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("create key %s/keys/%s: %w", parent, keyID, keyErr(err))
+		return nil, fmt.Errorf("create key %s: %w", name, keyErr(err, "apikeys.keys.create", parent))
 	}
 	created, err := k.wait(ctx, op)
 	if err != nil {
-		return nil, fmt.Errorf("create key %s/keys/%s: %w", parent, keyID, err)
+		// The key may exist: the request was accepted, only its
+		// operation failed or could not be followed.
+		return nil, fmt.Errorf("create key %s: %w", name, &accepted{err})
 	}
 	return created, nil
 }
 
+// accepted marks an error that came after the API accepted a request: what
+// the request asked for may have happened, whatever the error's status.
+type accepted struct{ err error }
+
+func (a *accepted) Error() string { return a.err.Error() }
+func (a *accepted) Unwrap() error { return a.err }
+
+// patch updates the fields in mask, guarded by key.Etag. A retry whose
+// first attempt landed meets a changed etag (ABORTED): if the key already
+// holds what was asked, that is success.
 func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*apikeys.V2Key, error) {
-	op, err := k.svc.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
+	var (
+		op   *apikeys.Operation
+		done *apikeys.V2Key
+	)
+	err := k.retry.do(ctx, func(ctx context.Context, a attempt) error {
+		var err error
+		op, err = k.svc.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
+		if err != nil && a.retried() && httpCode(err) == http.StatusConflict && !isAlreadyExists(err) {
+			cur, gerr := k.svc.Projects.Locations.Keys.Get(key.Name).Context(ctx).Do()
+			if gerr == nil && holds(cur, key, mask) {
+				done = cur
+				return nil
+			}
+		}
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("update key %s: %w", key.Name, keyErr(err))
+		return nil, fmt.Errorf("update key %s: %w", key.Name, keyErr(err, "apikeys.keys.update", key.Name))
+	}
+	if done != nil {
+		return done, nil
 	}
 	updated, err := k.wait(ctx, op)
 	if err != nil {
@@ -85,19 +164,96 @@ func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*
 	return updated, nil
 }
 
-func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
-	call := k.svc.Projects.Locations.Keys.Delete(name).Context(ctx)
-	if etag != "" {
-		call = call.Etag(etag)
+// holds reports whether cur already carries the fields of want in mask
+// (annotations and display name; other fields are not compared).
+func holds(cur, want *apikeys.V2Key, mask string) bool {
+	for _, f := range strings.Split(mask, ",") {
+		switch strings.TrimSpace(f) {
+		case "annotations":
+			if len(cur.Annotations) != len(want.Annotations) {
+				return false
+			}
+			for k, v := range want.Annotations {
+				if got, ok := cur.Annotations[k]; !ok || got != v {
+					return false
+				}
+			}
+		case "displayName", "display_name":
+			if cur.DisplayName != want.DisplayName {
+				return false
+			}
+		default:
+			return false
+		}
 	}
-	op, err := call.Do()
+	return true
+}
+
+// delete soft-deletes a key, guarded by etag when it is set. A retry whose
+// first attempt landed finds the key already deleted: that is success.
+func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
+	var op *apikeys.Operation
+	gone := false
+	err := k.retry.do(ctx, func(ctx context.Context, a attempt) error {
+		call := k.svc.Projects.Locations.Keys.Delete(name).Context(ctx)
+		if etag != "" {
+			call = call.Etag(etag)
+		}
+		var err error
+		op, err = call.Do()
+		if err != nil && a.retried() {
+			switch httpCode(err) {
+			case http.StatusNotFound:
+				gone = true
+				return nil
+			case http.StatusConflict: // the etag changed: by our own delete?
+				if cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do(); gerr == nil && cur.DeleteTime != "" {
+					gone = true
+					return nil
+				}
+			}
+		}
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("delete key %s: %w", name, keyErr(err))
+		return fmt.Errorf("delete key %s: %w", name, keyErr(err, "apikeys.keys.delete", name))
+	}
+	if gone {
+		return nil
 	}
 	if _, err := k.wait(ctx, op); err != nil {
 		return fmt.Errorf("delete key %s: %w", name, err)
 	}
 	return nil
+}
+
+// undelete restores a soft-deleted key (within 30 days of its deletion).
+// A key that is not deleted (ALREADY_EXISTS, also what a retry whose first
+// attempt landed meets) is returned as it is.
+func (k *keysAPI) undelete(ctx context.Context, name string) (*apikeys.V2Key, error) {
+	var op *apikeys.Operation
+	live := false
+	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		op, err = k.svc.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
+		if err != nil && isAlreadyExists(err) {
+			live = true
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("undelete key %s: %w", name, keyErr(err, "apikeys.keys.undelete", name))
+	}
+	if live {
+		return k.get(ctx, name)
+	}
+	if _, err := k.wait(ctx, op); err != nil {
+		return nil, fmt.Errorf("undelete key %s: %w", name, err)
+	}
+	// The operation's response carries the key; read it whole (with its
+	// new etag) all the same.
+	return k.get(ctx, name)
 }
 
 // wait polls a long-running operation until it is done and decodes the key
@@ -112,23 +268,29 @@ func (k *keysAPI) wait(ctx context.Context, op *apikeys.Operation) (*apikeys.V2K
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("wait for operation %s: %w", op.Name, ctx.Err())
+			return nil, fmt.Errorf("wait for operation %s: %w", op.Name, context.Cause(ctx))
 		case <-t.C:
 		}
 		if interval < 5*time.Second {
 			interval *= 2
 		}
-		var err error
-		op, err = k.svc.Operations.Get(op.Name).Context(ctx).Do()
+		name := op.Name
+		err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+			next, err := k.svc.Operations.Get(name).Context(ctx).Do()
+			if err == nil {
+				op = next
+			}
+			return err
+		})
 		if err != nil {
-			return nil, fmt.Errorf("poll operation: %w", keyErr(err))
+			return nil, fmt.Errorf("poll operation %s: %w", name, keyErr(err, "serviceusage.operations.get", name))
 		}
 	}
 	if op.Error != nil {
 		return nil, fmt.Errorf("operation %s: %w", op.Name, keyErr(&googleapi.Error{
 			Code:    httpStatusFromRPC(op.Error.Code),
 			Message: op.Error.Message,
-		}))
+		}, "", ""))
 	}
 	var key apikeys.V2Key
 	if len(op.Response) > 0 {
@@ -165,8 +327,9 @@ func httpStatusFromRPC(code int64) int {
 }
 
 // keyErr translates API Keys errors into the package's named errors, keeping
-// the original for its message.
-func keyErr(err error) error {
+// the original for its message. perm is the IAM permission the call needs
+// and resource what it acts on, for the hint when the caller lacks it.
+func keyErr(err error, perm, resource string) error {
 	var ge *googleapi.Error
 	if !errors.As(err, &ge) {
 		return err
@@ -174,14 +337,21 @@ func keyErr(err error) error {
 	switch {
 	case ge.Code == http.StatusNotFound:
 		return &apiError{err: err, kind: ErrKeyNotFound}
-	case ge.Code == http.StatusConflict && strings.Contains(strings.ToUpper(ge.Message+errStatus(ge)), "ALREADY"):
+	case isAlreadyExists(err):
 		return &apiError{err: err, kind: errAlreadyExists}
 	case ge.Code == http.StatusForbidden:
-		return WithHint(err, permissionHint(ge.Message, "roles/serviceusage.apiKeysAdmin (API Keys Admin)"))
+		return WithHint(err, denialHint(err, perm, resource))
 	case ge.Code == http.StatusBadRequest && strings.Contains(ge.Message, "disableServiceAccountApiKeyCreation"):
 		return WithHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
 	}
 	return err
+}
+
+// isAlreadyExists reports whether an API Keys error is ALREADY_EXISTS (409
+// is also ABORTED, an etag mismatch).
+func isAlreadyExists(err error) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == http.StatusConflict && strings.Contains(strings.ToUpper(ge.Message+errStatus(ge)), "ALREADY")
 }
 
 func errStatus(ge *googleapi.Error) string {
@@ -206,9 +376,6 @@ type apiError struct {
 
 func (e *apiError) Error() string   { return e.err.Error() }
 func (e *apiError) Unwrap() []error { return []error{e.kind, e.err} }
-func permissionHint(msg, role string) string {
-	return "the caller lacks a permission (" + msg + "); grant " + role + " on the project"
-}
 
 // restricted reports whether a key has any restriction: API targets or a
 // client restriction.
@@ -253,8 +420,14 @@ func stripQuery(err error) error {
 	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
-// httpCode returns the HTTP status of an API Keys error, or 0.
+// httpCode returns the HTTP status of an API Keys request's error, or 0 —
+// also 0 when the request was accepted and a later step failed (polling its
+// operation), so that a 4xx there is not taken for a refused request.
 func httpCode(err error) int {
+	var acc *accepted
+	if errors.As(err, &acc) {
+		return 0
+	}
 	var ge *googleapi.Error
 	if errors.As(err, &ge) {
 		return ge.Code

@@ -34,21 +34,30 @@ const (
 // Record is the rotation record kept in the secret's annotations. It holds
 // resource names and fingerprints, never a key string.
 type Record struct {
-	ID         string    `json:"id"`
-	Slot       string    `json:"slot"`
-	Phase      string    `json:"phase"`
-	OldKey     string    `json:"old_key"`
-	OldVersion string    `json:"old_version,omitempty"`
-	OldFP      string    `json:"old_fingerprint,omitempty"`
-	NewKeyID   string    `json:"new_key_id"`
-	NewKey     string    `json:"new_key,omitempty"`
-	NewFP      string    `json:"new_fingerprint,omitempty"`
-	NewVersion string    `json:"new_version,omitempty"`
-	Done       []string  `json:"targets_done,omitempty"`
-	Grace      string    `json:"grace,omitempty"`
-	Started    time.Time `json:"started"`
-	Holder     Holder    `json:"holder"`
-	Expires    time.Time `json:"expires"`
+	// Kind is what the record drives: a rotation ("" or "rotate"), an
+	// abort of one, or a rollback of a finished one. In each, OldKey is the
+	// key being retired and NewKey the key being put in place.
+	Kind       string   `json:"kind,omitempty"`
+	ID         string   `json:"id"`
+	Slot       string   `json:"slot"`
+	Phase      string   `json:"phase"`
+	OldKey     string   `json:"old_key"`
+	OldVersion string   `json:"old_version,omitempty"`
+	OldFP      string   `json:"old_fingerprint,omitempty"`
+	NewKeyID   string   `json:"new_key_id"`
+	NewKey     string   `json:"new_key,omitempty"`
+	NewFP      string   `json:"new_fingerprint,omitempty"`
+	NewVersion string   `json:"new_version,omitempty"`
+	Done       []string `json:"targets_done,omitempty"`
+	Grace      string   `json:"grace,omitempty"`
+	// Undeleted is set when this run undeleted NewKey (abort, rollback), so
+	// that a failed verification deletes it again.
+	Undeleted bool `json:"undeleted,omitempty"`
+	// Aborted is the rotation record an abort replaced.
+	Aborted *Record   `json:"aborted,omitempty"`
+	Started time.Time `json:"started"`
+	Holder  Holder    `json:"holder"`
+	Expires time.Time `json:"expires"`
 }
 
 // Holder identifies the run that holds a lease: the host, the process (pid
@@ -59,6 +68,28 @@ type Holder struct {
 	PID       int    `json:"pid,omitempty"`
 	ProcStart string `json:"proc_start,omitempty"`
 	Run       string `json:"run,omitempty"`
+}
+
+// Kinds of record.
+const (
+	KindRotate   = "rotate"
+	KindAbort    = "abort"
+	KindRollback = "rollback"
+)
+
+func (r *Record) kind() string {
+	if r.Kind == "" {
+		return KindRotate
+	}
+	return r.Kind
+}
+
+// newKeyName is the resource name of the key the record puts in place.
+func (r *Record) newKeyName() string {
+	if r.NewKey != "" {
+		return r.NewKey
+	}
+	return keyParent(r.OldKey) + "/keys/" + r.NewKeyID
 }
 
 func (h Holder) String() string {
@@ -158,10 +189,10 @@ type lease struct {
 // errLeaseLost: another run took the lease over; this run must stop.
 var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", ErrRotationInProgress)
 
-// acquire writes rec as the secret's rotation record if no other live run
-// holds one. It returns the record that is now held (a resumed one keeps its
-// id and names) and whether it is a resumed rotation.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, fresh Record, ttl time.Duration, now func() time.Time) (*lease, bool, error) {
+// acquire takes the slot's lease. next decides, from the record found on
+// the secret (nil when none), which record to hold and whether that resumes
+// an earlier run; it is only asked about records that no live run holds.
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time) (*lease, bool, error) {
 	run := newID(now())
 	// The run is active from before its lock write lands: another run of
 	// this process that reads the record in between must not take it for a
@@ -182,16 +213,16 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		if err != nil {
 			return nil, false, err
 		}
-		rec := fresh
-		resumed := false
-		if old != nil {
-			if !takeable(old.Holder, old.Expires, now()) {
-				return nil, false, WithHint(
-					fmt.Errorf("slot %s: %w: rotation %s (phase %s) is held by %s until %s",
-						fresh.Slot, ErrRotationInProgress, old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
-					"wait for it to finish, or run again after the lease expires to resume it")
-			}
-			rec, resumed = *old, true
+		if old != nil && old.Holder.Run == run {
+			// Our own lock write landed though its answer was lost.
+			held = true
+			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
+		}
+		if old != nil && !takeable(old.Holder, old.Expires, now()) {
+			return nil, false, WithHint(
+				fmt.Errorf("slot %s: %w: %s %s (phase %s) is held by %s until %s",
+					old.Slot, ErrRotationInProgress, old.kind(), old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
+				"wait for it to finish, or run again after the lease expires to resume it")
 		}
 		if attempt > 0 {
 			// The secret changed since the preflight read it and nobody
@@ -200,8 +231,12 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			// targets the preflight saw may be stale. Going on would
 			// rotate from a stale view (a second new key); start over.
 			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", fresh.Slot, ErrRotationInProgress),
+				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", sec.GetName(), ErrRotationInProgress),
 				"another run probably changed the slot at the same moment; run again")
+		}
+		rec, resumed, err := next(old)
+		if err != nil {
+			return nil, false, err
 		}
 		rec.Holder = self
 		rec.Holder.Run = run
@@ -366,4 +401,16 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 			return err
 		}
 	}
+}
+
+// restore puts rec back as the slot's record, released, and stops renewal:
+// an abort that could not proceed leaves the rotation it meant to undo.
+func (l *lease) restore(ctx context.Context, rec Record) error {
+	l.stopRenewal()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rec.Holder = Holder{}
+	rec.Expires = l.now()
+	l.rec = rec
+	return l.write(ctx)
 }

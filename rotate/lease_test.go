@@ -250,9 +250,9 @@ func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
-			w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.Internal, "")
+			w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.PermissionDenied, "")
 			if tc.failRelease {
-				w.srv.FailNth("secretmanager.UpdateSecret", 2, codes.Unavailable, "") // 1: lock, 2: release
+				w.srv.FailNth("secretmanager.UpdateSecret", 2, codes.PermissionDenied, "") // 1: lock, 2: release
 			}
 			first, err := w.rotate(rotate.Options{})
 			if !errors.Is(err, rotate.ErrStoppedPartWay) {

@@ -50,7 +50,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if p.rec, err = parseRecord(p.sec); err != nil {
 		return nil, err
 	}
-	p.latest, err = AccessVersion(ctx, r.Secrets, slot.Secret+"/versions/latest")
+	p.latest, err = sa.access(ctx, slot.Secret+"/versions/latest")
 	switch {
 	case errors.Is(err, ErrSecretNotFound):
 		p.latest = Version{} // no version yet

@@ -60,6 +60,8 @@ type Rotator struct {
 	// ProbeInterval and ProbeMaxInterval bound the backoff between live
 	// probes of a new key (defaults 2s and 30s).
 	ProbeInterval, ProbeMaxInterval time.Duration
+	// Retry is how API calls are retried; the zero value is DefaultRetry.
+	Retry RetryPolicy
 }
 
 // Event reports a step of a rotation.
@@ -86,6 +88,11 @@ type Options struct {
 	Force bool
 	// Grace, when not nil, overrides the slot's grace period.
 	Grace *time.Duration
+	// Again rotates with Force even when the current key was made by a
+	// rotation less than the lease TTL ago. Without it such a forced run
+	// is taken for a retry of that rotation (a job rerun after its process
+	// died before reporting) and does nothing.
+	Again bool
 }
 
 // KeyRef names a key and its fingerprint.
@@ -104,6 +111,7 @@ type TargetResult struct {
 // Result is the outcome of a rotation.
 type Result struct {
 	Slot       string         `json:"slot"`
+	Kind       string         `json:"kind"` // rotate, abort or rollback
 	Rotated    bool           `json:"rotated"`
 	Reason     string         `json:"reason,omitempty"` // why nothing was done
 	RotationID string         `json:"rotation_id,omitempty"`
@@ -119,6 +127,8 @@ type Result struct {
 	// Propagation is how long the new key took to start working.
 	Propagation time.Duration `json:"propagation_ns,omitempty"`
 	Probes      int           `json:"probes,omitempty"`
+	// Finalized lists old keys whose grace period ended, handled first.
+	Finalized []Finalized `json:"finalized,omitempty"`
 }
 
 func (r *Rotator) now() time.Time {
@@ -144,7 +154,7 @@ func (r *Rotator) event(slot, step, format string, args ...any) {
 }
 
 func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
-	return &keysAPI{svc: r.Keys, poll: r.PollInterval}, &secretsAPI{c: r.Secrets}
+	return &keysAPI{svc: r.Keys, poll: r.PollInterval, retry: r.Retry}, &secretsAPI{c: r.Secrets, retry: r.Retry}
 }
 
 // keyID derives the new key's id from the rotation id, so that a retried
@@ -172,8 +182,25 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Slot: slot.Name, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}}
+	var finalized []Finalized
+	if pre.rec == nil && pendingKeys(pre.sec).due(r.now()) {
+		// Old keys kept for a grace period are due: delete them first.
+		fin, err := r.Finalize(ctx, slot, FinalizeOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("finalize slot %s: %w", slot.Name, err)
+		}
+		finalized = fin.Keys
+		if pre, err = r.preflight(ctx, slot); err != nil {
+			return nil, err
+		}
+	}
+	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
 	if pre.rec == nil {
+		if reason := r.recentlyRotated(slot, pre, opts); reason != "" {
+			res.Reason = reason
+			r.event(slot.Name, "done", "nothing to do: %s", reason)
+			return res, nil
+		}
 		if !opts.Force && !pre.due(slot, r.now()) {
 			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
 			r.event(slot.Name, "done", "nothing to do: key %s is %s", pre.oldName, res.Reason)
@@ -193,13 +220,22 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 
 	// Lock.
-	id := newID(r.now())
-	fresh := Record{
-		ID: id, Slot: slot.Name, Phase: PhaseLocked,
-		OldKey: pre.oldName, OldVersion: pre.latest.Name, OldFP: pre.oldKey.Fingerprint(),
-		NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
+	next := func(old *Record) (Record, bool, error) {
+		if old != nil {
+			if old.kind() != KindRotate {
+				return Record{}, false, WithHint(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+					fmt.Sprintf("finish it first: `keyrotate %s %s`", old.kind(), slot.Name))
+			}
+			return *old, true, nil
+		}
+		id := newID(r.now())
+		return Record{
+			ID: id, Slot: slot.Name, Phase: PhaseLocked,
+			OldKey: pre.oldName, OldVersion: pre.latest.Name, OldFP: pre.oldKey.Fingerprint(),
+			NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
+		}, false, nil
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, fresh, slot.LeaseTTL, r.now)
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
 	if err != nil {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
@@ -214,46 +250,80 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	} else {
 		r.event(slot.Name, "lock", "locked slot (rotation %s)", rec.ID)
 	}
+	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
+		from: pre.old, fromVersion: rec.OldVersion}
+	return st.drive(ctx)
+}
 
+// recentlyRotated explains why a forced run does nothing: the current key
+// was made by a rotation that finished less than the lease TTL ago, so the
+// run is most likely a retry of it (a job whose process died after the
+// rotation completed but before it reported). Unforced runs need no such
+// guard: the fresh key is not due.
+func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) string {
+	if !opts.Force || opts.Again || pre.old == nil {
+		return ""
+	}
+	id := pre.old.Annotations[annRotation]
+	age := r.now().Sub(pre.created())
+	if id == "" || age >= slot.LeaseTTL {
+		return ""
+	}
+	return fmt.Sprintf("the current key %s was made %s ago by rotation %s; a repeated forced rotation within the lease TTL (%s) is taken for a retry of that one (use --again to rotate anyway)",
+		pre.oldName, age.Round(time.Second), id, human(slot.LeaseTTL))
+}
+
+// drive runs the steps past the lock and, when one fails, undoes what can
+// be undone or leaves the record for the next run.
+func (st *run) drive(ctx context.Context) (*Result, error) {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	l.keepAlive(runCtx, cancel)
-
-	st := &run{Rotator: r, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace}
-	err = st.steps(runCtx)
+	st.lease.keepAlive(runCtx, cancel)
+	err := st.steps(runCtx)
 	if err == nil {
-		return res, nil
+		return st.res, nil
 	}
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
 		err = fmt.Errorf("%w (%w)", cause, err)
 	}
-	// Undo what can be undone, or leave the record for the next run.
+	return nil, st.fail(ctx, err)
+}
+
+// fail ends a run that failed with err past the lock: it undoes what can be
+// undone, or leaves the record for the next run.
+func (st *run) fail(ctx context.Context, err error) error {
 	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer stop()
+	l, slot := st.lease, st.slot
 	switch {
 	case errors.Is(err, errLeaseLost):
 		l.stopRenewal()
-		return nil, WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this rotation; let it finish")
+		return WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
 		if cerr := l.clear(bg, nil); cerr != nil {
-			return nil, WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
+			return WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
 		}
-		return nil, err
+		return err
 	case st.undone:
-		return nil, err
+		return err
 	default:
 		if rerr := l.release(bg); rerr != nil {
-			r.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
+			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
-		return nil, WithHint(fmt.Errorf("%w: slot %s, rotation %s: %w", ErrStoppedPartWay, slot.Name, rec.ID, err),
-			fmt.Sprintf("both keys still work and every target holds one of them; run `keyrotate rotate --slot %s` again to resume", slot.Name))
+		cmd := fmt.Sprintf("keyrotate rotate --slot %s", slot.Name)
+		if st.kind != KindRotate {
+			cmd = fmt.Sprintf("keyrotate %s %s", st.kind, slot.Name)
+		}
+		return WithHint(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
+			fmt.Sprintf("both keys still work and every target holds one of them; run `%s` again to resume", cmd))
 	}
 }
 
 // run is the state of one rotation past the lock.
 type run struct {
 	*Rotator
+	kind  string // KindRotate, KindAbort or KindRollback
 	slot  *Slot
 	pre   *preflight
 	lease *lease
@@ -262,6 +332,11 @@ type run struct {
 	ka    *keysAPI
 	sa    *secretsAPI
 	grace time.Duration
+
+	// from is the key being retired (nil when it never existed), and
+	// fromVersion the secret version that holds it.
+	from        *apikeys.V2Key
+	fromVersion string
 
 	mayHaveCreated bool // a CreateKey was sent, in this run or an earlier one
 	undone         bool // the new key was removed again and the lock cleared
@@ -272,13 +347,18 @@ type run struct {
 }
 
 func (st *run) steps(ctx context.Context) error {
-	// A resumed record may already name a created key.
-	st.mayHaveCreated = st.res.Resumed
+	// A resumed record may already name a created key; an abort or a
+	// rollback changes things from its first write.
+	st.mayHaveCreated = st.res.Resumed || st.kind != KindRotate
+	obtain := st.create
+	if st.kind != KindRotate {
+		obtain = st.adopt
+	}
 	for _, step := range []struct {
 		name string
 		f    func(context.Context) error
 	}{
-		{"create", st.create},
+		{"obtain", obtain},
 		{"verify", st.verifyLive},
 		{"distribute", st.distribute},
 		{"readback", st.readBack},
@@ -398,11 +478,11 @@ func (st *run) verifyLive(ctx context.Context) error {
 		err := st.slot.Prober.Probe(ctx, st.newStr)
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
-			st.event(st.slot.Name, "verify", "new key works (after %d probe(s), %s)", wait.Attempt, st.res.Propagation.Round(time.Millisecond))
+			st.event(st.slot.Name, "verify", "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("verify key %s: %w", st.newKey.Name, context.Cause(ctx))
+			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, context.Cause(ctx), err)
 		}
 		last = err
 		var tmp interface{ Temporary() bool }
@@ -428,9 +508,12 @@ func (st *run) verifyLive(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("verify key %s: %w", st.newKey.Name, context.Cause(ctx))
+			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, context.Cause(ctx), last)
 		case <-t.C:
 		}
+	}
+	if st.kind != KindRotate {
+		return st.undoVerifyFailed(ctx, last)
 	}
 	return st.removeNew(ctx, last)
 }
@@ -451,7 +534,7 @@ func (st *run) removeNew(ctx context.Context, cause error) error {
 	}
 	st.undone = true
 	hint := "the old key still works and nothing was changed; " + hintFor(cause)
-	return WithHint(failed, hint)
+	return replaceHint(failed, hint)
 }
 
 func hintFor(err error) string {
@@ -466,7 +549,10 @@ func (st *run) distribute(ctx context.Context) error {
 	if st.pre.latest.Key.Equal(st.newStr) {
 		st.version = st.pre.latest.Name
 	} else {
-		v, err := AddVersion(ctx, st.Secrets, st.slot.Secret, st.newStr)
+		if st.fromVersion == "" && st.pre.latest.Name != "" {
+			st.fromVersion = st.pre.latest.Name // an abort: the version holding the key it retires
+		}
+		v, err := st.sa.add(ctx, st.slot.Secret, st.newStr)
 		if err != nil {
 			return err
 		}
@@ -491,7 +577,7 @@ func (st *run) distribute(ctx context.Context) error {
 // readBack proves that the secret and every target hold the new key.
 func (st *run) readBack(ctx context.Context) error {
 	want := st.newStr.Fingerprint()
-	v, err := AccessVersion(ctx, st.Secrets, st.slot.Secret+"/versions/latest")
+	v, err := st.sa.access(ctx, st.slot.Secret+"/versions/latest")
 	if err != nil {
 		return err
 	}
@@ -514,6 +600,7 @@ func (st *run) readBack(ctx context.Context) error {
 	st.event(st.slot.Name, "readback", "secret and %d target(s) hold %s", len(st.slot.Targets), want)
 	return st.lease.update(ctx, func(r *Record) {
 		r.Phase, r.NewKey, r.NewFP, r.NewVersion, r.Done = PhaseDistributed, st.newKey.Name, want, st.version, done
+		r.OldVersion = st.fromVersion
 	})
 }
 
@@ -523,19 +610,24 @@ func (st *run) readBack(ctx context.Context) error {
 // before, so the lease is known to be ours when the old key goes; a lease
 // lost later cancels the run's context through keepAlive.
 func (st *run) retire(ctx context.Context) error {
-	old := st.pre.old
+	old := st.from
+	var pend *pendingKey
 	switch {
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
-	case st.grace > 0:
+	case st.grace > 0 && st.kind == KindRotate:
 		after := st.now().Add(st.grace).Truncate(time.Second)
 		if old.Annotations[annDeleteAfter] == "" {
 			ann := map[string]string{}
 			for k, v := range old.Annotations {
 				ann[k] = v
 			}
+			ann[annSlot] = st.slot.Name
 			ann[annDeleteAfter] = after.Format(time.RFC3339)
 			ann[annSuperseded] = st.newKey.Name
+			if st.fromVersion != "" {
+				ann[annVersion] = st.fromVersion
+			}
 			if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
 				return err
 			}
@@ -543,16 +635,18 @@ func (st *run) retire(ctx context.Context) error {
 			after = t
 		}
 		st.res.Retired, st.res.DeleteAfter = "kept", &after
-		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s)", old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
+		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
+		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
+			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
 		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
 		st.res.Retired = "deleted"
-		st.event(st.slot.Name, "retire", "deleted old key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
+		st.event(st.slot.Name, "retire", "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
 	}
 	// The old version holds a dead key now; never disable the newest.
-	oldV := st.rec.OldVersion
+	oldV := st.fromVersion
 	if st.res.Retired == "deleted" && oldV != "" && versionNumber(oldV) != versionNumber(st.version) {
 		if err := st.sa.disable(ctx, oldV); err != nil && !errors.Is(err, ErrSecretNotFound) {
 			return err
@@ -570,14 +664,18 @@ func (st *run) retire(ctx context.Context) error {
 			aliases["previous"] = n
 		}
 		next.VersionAliases = aliases
+		// The key put in place is current: it waits for no deletion.
+		setPending(next, pendingKeys(cur).without(st.newKey.Name).with(pend))
 	}, "version_aliases")
 	if err != nil {
 		return err
 	}
 	st.res.Rotated = true
-	st.event(st.slot.Name, "done", "rotated: %s -> %s", st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
+	st.event(st.slot.Name, "done", "%s: %s -> %s", doneVerb[st.kind], st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
 	return nil
 }
+
+var doneVerb = map[string]string{KindRotate: "rotated", KindAbort: "aborted", KindRollback: "rolled back"}
 
 // human formats a duration as the config does: "90d", "15m", "1h30m".
 func human(d time.Duration) string {

@@ -107,6 +107,7 @@ func newWorld(t testing.TB, opts ...worldOpt) *world {
 		Log:          slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Events:       func(e rotate.Event) { fmt.Fprintf(w.events, "%+v\n", e) },
 		PollInterval: time.Millisecond, ProbeInterval: 5 * time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond,
+		Retry: rotate.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 5 * time.Second, MaxElapsed: 5 * time.Second},
 	}
 	srv.ResetCalls()
 	return w
@@ -346,7 +347,7 @@ func TestVerifyFailureCleanupResumes(t *testing.T) {
 			w := newWorld(t)
 			w.slot.PropagationTimeout = 100 * time.Millisecond
 			w.srv.SetPropagationDelay(24 * time.Hour)
-			w.srv.FailNth(tc.method, tc.n, codes.Internal, "")
+			w.srv.FailNth(tc.method, tc.n, codes.PermissionDenied, "")
 			_, err := w.rotate(rotate.Options{})
 			if !errors.Is(err, rotate.ErrStoppedPartWay) {
 				t.Fatalf("first Rotate = %v, want ErrStoppedPartWay", err)
@@ -394,6 +395,27 @@ func TestMigratesStandardKeyToAuthKey(t *testing.T) {
 	live := w.liveKeys()
 	if len(live) != 1 || live[0].ServiceAccountEmail != sa || !strings.HasPrefix(live[0].KeyString, "AQ.") {
 		t.Errorf("new key = %+v, want an auth key bound to %s", live, sa)
+	}
+}
+
+// TestForcedRerunAfterCompletion: a forced run right after a completed
+// rotation is taken for a retry of it and does nothing, unless Again.
+func TestForcedRerunAfterCompletion(t *testing.T) {
+	w := newWorld(t)
+	first, err := w.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.srv.ResetCalls()
+	res, err := w.rotate(rotate.Options{})
+	if err != nil || res.Rotated || !strings.Contains(res.Reason, first.RotationID) {
+		t.Fatalf("forced rerun = %+v, %v; want nothing done, naming rotation %s", res, err, first.RotationID)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("%d mutating calls", n)
+	}
+	if res, err := w.rotate(rotate.Options{Again: true}); err != nil || !res.Rotated {
+		t.Errorf("rerun with Again = %+v, %v; want a rotation", res, err)
 	}
 }
 
@@ -473,11 +495,8 @@ func TestFaultAtEachMutatingCall(t *testing.T) {
 				g := time.Hour
 				opts.Grace = &g
 			}
-			code := codes.Internal
-			if tc.method == "apikeys.CreateKey" {
-				code = codes.PermissionDenied
-			}
-			w.srv.FailNth(tc.method, tc.n, code, "")
+			// A permanent failure: transient ones are retried (faults_test.go).
+			w.srv.FailNth(tc.method, tc.n, codes.PermissionDenied, "")
 			_, err := w.rotate(opts)
 			if err == nil {
 				t.Fatalf("Rotate succeeded despite a fault at %s", name)
@@ -535,7 +554,7 @@ func BenchmarkRotate(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		w.srv.ResetCalls()
-		if _, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true}); err != nil {
+		if _, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true, Again: true}); err != nil {
 			b.Fatal(err)
 		}
 		calls += w.srv.CallsTotal()

@@ -26,11 +26,21 @@ type Version struct {
 }
 
 // AccessVersion reads a secret version ("latest", a number or an alias) and
-// checks its CRC32C. It is shared with the secretmanager target.
+// checks its CRC32C. It is shared with the secretmanager target, and retries
+// under DefaultRetry.
 func AccessVersion(ctx context.Context, c *secretmanager.Client, version string) (Version, error) {
-	resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: version})
+	return accessVersion(ctx, c, DefaultRetry, version)
+}
+
+func accessVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, version string) (Version, error) {
+	var resp *secretmanagerpb.AccessSecretVersionResponse
+	err := p.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		resp, err = c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: version})
+		return err
+	})
 	if err != nil {
-		return Version{}, fmt.Errorf("access %s: %w", version, secretErr(err))
+		return Version{}, fmt.Errorf("access %s: %w", version, secretErr(err, "secretmanager.versions.access", version))
 	}
 	data := resp.GetPayload().GetData()
 	if sum := resp.GetPayload().DataCrc32C; sum != nil && int64(crc32.Checksum(data, castagnoli)) != *sum {
@@ -40,62 +50,131 @@ func AccessVersion(ctx context.Context, c *secretmanager.Client, version string)
 }
 
 // AddVersion adds a version holding key to a secret, with its CRC32C so that
-// Secret Manager rejects a payload corrupted in transit.
+// Secret Manager rejects a payload corrupted in transit. It retries under
+// DefaultRetry; before a retry it reads the newest version, and if the lost
+// answer hid a version that landed holding key, returns that one instead of
+// adding a duplicate.
 func AddVersion(ctx context.Context, c *secretmanager.Client, secretName string, key secret.Key) (string, error) {
-	data := []byte(key.Reveal())
-	sum := int64(crc32.Checksum(data, castagnoli))
-	v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
-		Parent:  secretName,
-		Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &sum},
-	})
-	if err != nil {
-		return "", fmt.Errorf("add version to %s: %w", secretName, secretErr(err))
-	}
-	return v.GetName(), nil
+	return addVersion(ctx, c, DefaultRetry, secretName, key)
 }
 
-// secretErr translates Secret Manager errors into the package's named errors.
-func secretErr(err error) error {
+func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, secretName string, key secret.Key) (string, error) {
+	data := []byte(key.Reveal())
+	sum := int64(crc32.Checksum(data, castagnoli))
+	var name string
+	err := p.do(ctx, func(ctx context.Context, a attempt) error {
+		if a.retried() {
+			resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: secretName + "/versions/latest"})
+			if transient(err) {
+				return err
+			}
+			if err == nil && string(resp.GetPayload().GetData()) == string(data) {
+				name = resp.GetName()
+				return nil
+			}
+			// Any other answer (no version, no access permission, another
+			// key): add, at worst a duplicate of a version that landed.
+		}
+		v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
+			Parent:  secretName,
+			Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &sum},
+		})
+		if err != nil {
+			return err
+		}
+		name = v.GetName()
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("add version to %s: %w", secretName, secretErr(err, "secretmanager.versions.add", secretName))
+	}
+	return name, nil
+}
+
+// secretErr translates Secret Manager errors into the package's named
+// errors. perm is the IAM permission the call needs and resource what it
+// acts on, for the hint when the caller lacks it.
+func secretErr(err error, perm, resource string) error {
 	switch status.Code(err) {
 	case codes.NotFound:
 		return &apiError{err: err, kind: ErrSecretNotFound}
 	case codes.PermissionDenied:
-		return WithHint(err, permissionHint(status.Convert(err).Message(),
-			"roles/secretmanager.admin (or secretAccessor + secretVersionManager + secretmanager.secrets.update)"))
+		return WithHint(err, denialHint(err, perm, resource))
 	}
 	return err
 }
 
-// secretsAPI holds the slot's secret operations that are not shared.
+// secretsAPI holds the slot's secret operations, each retried under its
+// policy.
 type secretsAPI struct {
-	c *secretmanager.Client
+	c     *secretmanager.Client
+	retry RetryPolicy
+}
+
+// access reads a version, as AccessVersion, under the API's policy.
+func (s *secretsAPI) access(ctx context.Context, version string) (Version, error) {
+	return accessVersion(ctx, s.c, s.retry, version)
+}
+
+// add adds a version, as AddVersion, under the API's policy.
+func (s *secretsAPI) add(ctx context.Context, secretName string, key secret.Key) (string, error) {
+	return addVersion(ctx, s.c, s.retry, secretName, key)
 }
 
 func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Secret, error) {
-	sec, err := s.c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+	var sec *secretmanagerpb.Secret
+	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		sec, err = s.c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("get secret %s: %w", name, secretErr(err))
+		return nil, fmt.Errorf("get secret %s: %w", name, secretErr(err, "secretmanager.secrets.get", name))
 	}
 	return sec, nil
 }
 
 // update writes the fields in mask with a compare-and-swap on sec.Etag.
+// Transient failures are retried; a retry whose first attempt landed fails
+// with FAILED_PRECONDITION (the etag moved), which the lease handles by
+// reading the secret again and checking the record is still its own.
 func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
-	out, err := s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
-		Secret:     sec,
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: mask},
+	var out *secretmanagerpb.Secret
+	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		out, err = s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
+			Secret:     sec,
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: mask},
+		})
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("update secret %s (%s): %w", sec.GetName(), strings.Join(mask, ","), secretErr(err))
+		return nil, fmt.Errorf("update secret %s (%s): %w", sec.GetName(), strings.Join(mask, ","), secretErr(err, "secretmanager.secrets.update", sec.GetName()))
 	}
 	return out, nil
 }
 
 // disable disables a version. Disabling an already disabled version is a
-// no-op on the API, so a resumed run may repeat it.
+// no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *secretsAPI) disable(ctx context.Context, version string) error {
-	if _, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version}); err != nil {
-		return fmt.Errorf("disable version %s: %w", version, secretErr(err))
+	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		_, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("disable version %s: %w", version, secretErr(err, "secretmanager.versions.disable", version))
+	}
+	return nil
+}
+
+// enable enables a version; enabling an enabled version is a no-op.
+func (s *secretsAPI) enable(ctx context.Context, version string) error {
+	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		_, err := s.c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("enable version %s: %w", version, secretErr(err, "secretmanager.versions.enable", version))
 	}
 	return nil
 }

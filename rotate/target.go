@@ -71,14 +71,24 @@ func (h *hinted) Hint() string  { return h.hint }
 
 // WithHint attaches a hint (what to do next) to err. The CLI prints it as
 // "keyrotate: hint: ...". It returns nil for a nil err.
+//
+// A hint already attached to err comes first, being the more specific
+// ("grant role X"), followed by the new one ("then run again").
 func WithHint(err error, hint string) error {
 	if err == nil {
 		return nil
 	}
+	if inner := Hint(err); inner != "" && inner != hint {
+		hint = inner + "; then " + hint
+	}
 	return &hinted{err: err, hint: hint}
 }
 
-// Hint returns the innermost hint attached to err, or "".
+// replaceHint attaches a hint that already says what the inner hints of err
+// said.
+func replaceHint(err error, hint string) error { return &hinted{err: err, hint: hint} }
+
+// Hint returns the outermost hint attached to err, or "".
 func Hint(err error) string {
 	var h interface{ Hint() string }
 	if errors.As(err, &h) {

@@ -182,6 +182,10 @@ func (e *ProbeError) Temporary() bool {
 	return false
 }
 
+// Rejected reports whether the API rejected the key itself (invalid,
+// deleted, expired): what a revoked key gets.
+func (e *ProbeError) Rejected() bool { return e.Cause == CauseInvalid }
+
 // Hint says what to do about the failure.
 func (e *ProbeError) Hint() string {
 	switch e.Cause {

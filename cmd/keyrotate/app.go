@@ -67,6 +67,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			planCommand(),
 			rotateCommand(),
+			finalizeCommand(),
+			abortCommand(),
+			rollbackCommand(),
 			demoCommand(),
 			emulatorCommand(),
 		},

@@ -65,6 +65,11 @@ func newClients(ctx context.Context, h hosts) (*clients, error) {
 	if err != nil {
 		return nil, credentialsError("Secret Manager", err)
 	}
+	// No retries or timeouts in the client (the defaults retry
+	// AccessSecretVersion for up to 60s and hide the error behind
+	// DeadlineExceeded): package rotate retries every call itself, with a
+	// per-call timeout, and reports the last real error.
+	sm.CallOptions = &secretmanager.CallOptions{}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini

@@ -25,10 +25,11 @@ func rotateCommand() *cli.Command {
 		Flags: []cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
+			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
 		},
 		Action: func(c *cli.Context) error {
-			opts := rotate.Options{Force: c.Bool("now")}
+			opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
 			if c.IsSet("grace") {
 				d, err := config.ParseDuration(c.String("grace"))
 				if err != nil {
@@ -87,14 +88,22 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, slots []string, opts rot
 }
 
 func printResult(p *printer, res *rotate.Result) {
+	for _, f := range res.Finalized {
+		p.note("%s: finalize: %s %s (%s)", res.Slot, f.Action, f.Key, f.Reason)
+	}
 	if !res.Rotated {
 		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
 		return
 	}
+	verb := map[string]string{rotate.KindRotate: "rotated", rotate.KindAbort: "aborted", rotate.KindRollback: "rolled back"}[res.Kind]
+	resumed := ""
+	if res.Resumed {
+		resumed = ", resumed"
+	}
 	p.note("")
-	p.note("%s: rotated (rotation %s%s)", res.Slot, res.RotationID, map[bool]string{true: ", resumed", false: ""}[res.Resumed])
-	p.note("  old key  %s  %s  %s", res.OldKey.Fingerprint, res.OldKey.Name, retired(res))
-	p.note("  new key  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
+	p.note("%s: %s (%s %s%s)", res.Slot, verb, res.Kind, res.RotationID, resumed)
+	p.note("  retired  %s  %s  %s", res.OldKey.Fingerprint, res.OldKey.Name, retired(res))
+	p.note("  current  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
 	p.note("  secret   %s", res.NewVersion)
 	for _, t := range res.Targets {
 		p.note("  target   %s  %s (%s)", t.Fingerprint, t.Target, t.Action)

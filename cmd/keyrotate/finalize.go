@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+func finalizeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "finalize",
+		Usage: "delete old keys whose grace period ended, and keys left by failed rotations",
+		Description: "Deletes each slot's old keys whose keyrotate.delete-after time has come, and keys keyrotate\n" +
+			"created (annotated with the slot) that are neither current nor part of a rotation. It never\n" +
+			"deletes the current key or a key the secret or a target still holds, and disables the secret\n" +
+			"version of each deleted key (never the newest). rotate also finalizes its slots' due keys.",
+		Flags: []cli.Flag{
+			slotFlag(),
+			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be deleted; change nothing"},
+			&cli.BoolFlag{Name: "confirm-revocation", Usage: "probe each deleted key until the API rejects it, and report how long that took"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef("finalize takes no arguments (got %q); use --slot", c.Args().First())
+			}
+			return runFinalize(c, rotate.FinalizeOptions{
+				DryRun: c.Bool("dry-run"), Scan: true, ConfirmRevocation: c.Bool("confirm-revocation"),
+			})
+		},
+	}
+}
+
+type finalizeOutput struct {
+	Command string                   `json:"command"`
+	DryRun  bool                     `json:"dry_run"`
+	Results []*rotate.FinalizeResult `json:"results"`
+	Errors  []errorJSON              `json:"errors,omitempty"`
+}
+
+func runFinalize(c *cli.Context, opts rotate.FinalizeOptions) error {
+	j, err := newJob(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"))
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	r := j.rotator(c)
+	out := finalizeOutput{Command: "finalize", DryRun: opts.DryRun, Results: []*rotate.FinalizeResult{}}
+	var errs []error
+	for _, s := range j.slots {
+		res, err := r.Finalize(c.Context, s, opts)
+		if err != nil {
+			errs = append(errs, err)
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+		}
+		if res == nil {
+			continue
+		}
+		out.Results = append(out.Results, res)
+		if j.out.json {
+			continue
+		}
+		switch {
+		case res.Skipped != "":
+			j.out.note("%s: skipped: %s", res.Slot, res.Skipped)
+		case len(res.Keys) == 0:
+			j.out.note("%s: nothing to finalize", res.Slot)
+		}
+		for _, k := range res.Keys {
+			extra := ""
+			if k.Revocation > 0 {
+				extra = "; rejected by the API after " + k.Revocation.Round(time.Millisecond).String()
+			}
+			j.out.note("%s: %-12s %s  %s (%s%s)", res.Slot, k.Action, orNone(k.Fingerprint), k.Key, k.Reason, extra)
+		}
+	}
+	if j.out.json {
+		if err := j.out.jsonDoc(out); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}

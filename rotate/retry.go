@@ -1,0 +1,229 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// RetryPolicy says how keyrotate retries a Google API call that failed
+// transiently: gRPC UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED,
+// HTTP 429, 500, 502, 503 and 504, a lost connection, or an attempt that got
+// no answer within CallTimeout. It waits with exponential backoff and jitter,
+// at least as long as a google.rpc.RetryInfo in the error asks, and never
+// past the caller's context (the run's deadline). Every other error is
+// returned at once.
+//
+// keyrotate retries itself rather than through the client libraries so that
+// every call behaves the same and an error that ends the retries is the
+// API's own, not a bare context.DeadlineExceeded.
+type RetryPolicy struct {
+	// Initial is the first wait between attempts (default 500ms); it grows
+	// by half each time, up to Max (default 30s).
+	Initial, Max time.Duration
+	// CallTimeout bounds each attempt (default 30s), so that a hung call
+	// fails and is retried instead of eating the whole run.
+	CallTimeout time.Duration
+	// MaxElapsed bounds the retries of one call when the context has no
+	// earlier deadline (default 10m).
+	MaxElapsed time.Duration
+}
+
+// DefaultRetry is the policy of calls made without one: the exported
+// AccessVersion and AddVersion, and a Rotator whose Retry is zero. Tests may
+// replace it with a faster policy.
+var DefaultRetry = RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute}
+
+// orDefault fills the zero fields of p from DefaultRetry.
+func (p RetryPolicy) orDefault() RetryPolicy {
+	d := DefaultRetry
+	if p.Initial > 0 {
+		d.Initial = p.Initial
+	}
+	if p.Max > 0 {
+		d.Max = p.Max
+	}
+	if p.CallTimeout > 0 {
+		d.CallTimeout = p.CallTimeout
+	}
+	if p.MaxElapsed > 0 {
+		d.MaxElapsed = p.MaxElapsed
+	}
+	return d
+}
+
+// attempt is what a retried call learns about its own history.
+type attempt struct {
+	n    int   // 1-based
+	last error // the previous attempt's error, nil on the first
+}
+
+// retried reports whether an earlier attempt was made: its request may have
+// landed even though its answer was lost.
+func (a attempt) retried() bool { return a.n > 1 }
+
+// do calls f until it succeeds, fails permanently, or the retries end. f
+// gets a context bounded by the per-call timeout. When the retries end, the
+// error says how many attempts were made over how long and wraps the last
+// real error (and the context's error, when the context ended them):
+//
+//	gave up after 5 attempts over 12s: rpc error: code = Unavailable desc = ... (context deadline exceeded)
+func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) error) error {
+	p = p.orDefault()
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     p.Initial,
+		RandomizationFactor: backoff.DefaultRandomizationFactor,
+		Multiplier:          backoff.DefaultMultiplier,
+		MaxInterval:         p.Max,
+	}
+	b.Reset()
+	start := time.Now()
+	var last error
+	for n := 1; ; n++ {
+		callCtx, cancel := context.WithTimeout(ctx, p.CallTimeout)
+		err := f(callCtx, attempt{n: n, last: last})
+		timedOut := callCtx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// The run ended during this attempt: its error is the
+			// context's, so name the one before it if there was one.
+			if last == nil || !isContextErr(err) {
+				last = err
+			}
+			return p.gaveUp(ctx, n, start, last)
+		}
+		if timedOut {
+			err = fmt.Errorf("no answer within %s (per-call timeout): %w", p.CallTimeout, err)
+		} else if !transient(err) {
+			return err
+		}
+		last = err
+		wait := b.NextBackOff()
+		if d, ok := retryDelay(err); ok && d > wait {
+			wait = d
+		}
+		if time.Since(start)+wait > p.MaxElapsed {
+			return fmt.Errorf("gave up after %s over %s: %w", attempts(n), roundDur(time.Since(start)), last)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			// Waiting would only run into the deadline: stop now, with
+			// the real error.
+			return fmt.Errorf("gave up after %s over %s: %w (the next retry, in %s, would pass the deadline: %w)",
+				attempts(n), roundDur(time.Since(start)), last, roundDur(wait), context.DeadlineExceeded)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return p.gaveUp(ctx, n, start, last)
+		case <-t.C:
+		}
+	}
+}
+
+func (p RetryPolicy) gaveUp(ctx context.Context, n int, start time.Time, last error) error {
+	cause := context.Cause(ctx)
+	if isContextErr(last) {
+		// No real error to show: the first attempt had no answer.
+		return fmt.Errorf("no answer after %s over %s: %w", attempts(n), roundDur(time.Since(start)), last)
+	}
+	return fmt.Errorf("gave up after %s over %s: %w (%w)", attempts(n), roundDur(time.Since(start)), last, cause)
+}
+
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	}
+	return d
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		status.Code(err) == codes.DeadlineExceeded && status.Convert(err).Message() == context.DeadlineExceeded.Error() ||
+		status.Code(err) == codes.Canceled
+}
+
+// transient reports whether err is worth retrying.
+func transient(err error) bool {
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		switch ge.Code {
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	if st, ok := grpcStatus(err); ok {
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+			return true
+		}
+		return false
+	}
+	// A REST call that got no HTTP answer: connection refused or reset,
+	// a broken stream.
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// grpcStatus returns the gRPC status err carries, if any. A googleapi.Error
+// (REST) also answers GRPCStatus, with nil: not a gRPC error.
+func grpcStatus(err error) (*status.Status, bool) {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) || se.GRPCStatus() == nil {
+		return nil, false
+	}
+	return se.GRPCStatus(), true
+}
+
+// retryDelay returns the delay a google.rpc.RetryInfo in err asks for.
+func retryDelay(err error) (time.Duration, bool) {
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		for _, d := range ge.Details {
+			m, ok := d.(map[string]any)
+			if !ok || m["@type"] != "type.googleapis.com/google.rpc.RetryInfo" {
+				continue
+			}
+			s, _ := m["retryDelay"].(string)
+			if d, err := time.ParseDuration(s); err == nil && d > 0 {
+				return d, true
+			}
+		}
+		return 0, false
+	}
+	if st, ok := grpcStatus(err); ok {
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+				return ri.GetRetryDelay().AsDuration(), true
+			}
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,180 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Abort undoes an unfinished rotation of slot: every target and the secret
+// go back to the old key (the secret by a new version, never by disabling
+// the newest), the new key is deleted and the lock cleared. The old key is
+// undeleted first if the rotation had already deleted it, and verified live
+// before anything is written; if it does not work the rotation is left as
+// it was. An interrupted abort is resumed by running Abort again.
+//
+// With no unfinished rotation there is nothing to do: the Result says so.
+func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
+	ka, sa := r.apis()
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Slot: slot.Name, Kind: KindAbort}
+	if pre.rec == nil {
+		res.Reason = "no unfinished rotation: nothing to abort"
+		r.event(slot.Name, "done", "%s", res.Reason)
+		return res, nil
+	}
+	next := func(old *Record) (Record, bool, error) {
+		switch {
+		case old == nil:
+			return Record{}, false, fmt.Errorf("slot %s: the unfinished rotation was finished or cleared meanwhile: %w", slot.Name, ErrRotationInProgress)
+		case old.kind() == KindAbort:
+			return *old, true, nil
+		}
+		orig := *old
+		orig.Holder = Holder{}
+		return Record{
+			Kind: KindAbort, ID: old.ID, Slot: slot.Name, Phase: PhaseLocked,
+			OldKey: old.newKeyName(), OldFP: old.NewFP,
+			NewKey: old.OldKey, NewKeyID: keyIDOf(old.OldKey), NewFP: old.OldFP,
+			Started: r.now(), Aborted: &orig,
+		}, false, nil
+	}
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	if err != nil {
+		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+	}
+	rec := l.record()
+	res.RotationID, res.Resumed = rec.ID, resumed
+	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
+	r.event(slot.Name, "lock", "aborting %s %s: putting %s back in place", KindRotate, rec.ID, rec.NewKey)
+	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
+		fromVersion: rec.OldVersion}
+	if st.from, err = ka.get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		st.mayHaveCreated = true
+		return nil, st.fail(ctx, err)
+	}
+	return st.drive(ctx)
+}
+
+// RollbackOptions change a rollback.
+type RollbackOptions struct {
+	// To names the key to go back to; by default the key the current one
+	// superseded (its keyrotate.supersedes annotation).
+	To string
+}
+
+// Rollback undoes a finished rotation within the 30-day soft-delete window:
+// it undeletes the previous key, verifies it live, makes it current in the
+// secret and every target, reads them back, then deletes the newer key. An
+// interrupted rollback is resumed by running Rollback again.
+func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions) (*Result, error) {
+	ka, sa := r.apis()
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, err
+	}
+	to := opts.To
+	if pre.rec == nil {
+		if pre.old == nil {
+			return nil, fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
+		}
+		if to == "" {
+			to = pre.old.Annotations[annSupersedes]
+		}
+		if to == "" {
+			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrBadConfig),
+				"name the key to go back to with --to projects/P/locations/global/keys/K")
+		}
+		if keyIDOf(to) == keyIDOf(pre.oldName) {
+			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrBadConfig)
+		}
+	}
+	res := &Result{Slot: slot.Name, Kind: KindRollback}
+	next := func(old *Record) (Record, bool, error) {
+		switch {
+		case old == nil:
+			id := newID(r.now())
+			return Record{
+				Kind: KindRollback, ID: id, Slot: slot.Name, Phase: PhaseLocked,
+				OldKey: pre.oldName, OldFP: pre.oldKey.Fingerprint(), OldVersion: pre.latest.Name,
+				NewKey: keyParent(pre.oldName) + "/keys/" + keyIDOf(to), NewKeyID: keyIDOf(to), Started: r.now(),
+			}, false, nil
+		case old.kind() == KindRollback:
+			return *old, true, nil
+		}
+		return Record{}, false, WithHint(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+			fmt.Sprintf("finish it with `keyrotate rotate --slot %s` or undo it with `keyrotate abort %s` first", slot.Name, slot.Name))
+	}
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	if err != nil {
+		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+	}
+	rec := l.record()
+	res.RotationID, res.Resumed = rec.ID, resumed
+	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
+	r.event(slot.Name, "lock", "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
+	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
+		from: pre.old, fromVersion: rec.OldVersion}
+	return st.drive(ctx)
+}
+
+// adopt obtains an existing key to put back in place (abort, rollback),
+// undeleting it when a rotation had deleted it.
+func (st *run) adopt(ctx context.Context) error {
+	name := st.rec.NewKey
+	key, err := st.ka.get(ctx, name)
+	if errors.Is(err, ErrKeyNotFound) {
+		return WithHint(fmt.Errorf("key %s is gone (purged 30 days after its deletion, or never existed): %w", name, err),
+			"nothing was changed; a purged key cannot come back: rotate to a new key instead")
+	}
+	if err != nil {
+		return err
+	}
+	if key.DeleteTime != "" {
+		if err := st.lease.update(ctx, func(r *Record) { r.Undeleted = true }); err != nil {
+			return err
+		}
+		st.rec.Undeleted = true
+		if key, err = st.ka.undelete(ctx, name); err != nil {
+			return err
+		}
+		st.event(st.slot.Name, "obtain", "undeleted key %s", name)
+	}
+	st.newKey = key
+	if st.newStr, err = st.ka.keyString(ctx, name); err != nil {
+		return err
+	}
+	if st.rec.NewFP != "" && st.newStr.Fingerprint() != st.rec.NewFP {
+		return fmt.Errorf("key %s holds %s, but the record expects %s: %w", name, st.newStr, st.rec.NewFP, ErrBadConfig)
+	}
+	st.res.NewKey = KeyRef{Name: name, Fingerprint: st.newStr.Fingerprint()}
+	return nil
+}
+
+// undoVerifyFailed handles an abort or rollback whose key does not work:
+// nothing was distributed, so put things back as they were.
+func (st *run) undoVerifyFailed(ctx context.Context, cause error) error {
+	name := st.newKey.Name
+	if st.rec.Undeleted {
+		if err := st.ka.delete(ctx, name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
+			return fmt.Errorf("key %s does not work (%w); deleting it again: %w", name, cause, err)
+		}
+	}
+	if st.kind == KindAbort && st.rec.Aborted != nil {
+		if err := st.lease.restore(ctx, *st.rec.Aborted); err != nil {
+			return fmt.Errorf("key %s does not work (%w); restoring the rotation record: %w", name, cause, err)
+		}
+		st.undone = true
+		return WithHint(fmt.Errorf("abort of rotation %s: the old key %s does not work: %w", st.rec.ID, name, cause),
+			fmt.Sprintf("nothing was changed: the rotation is left as it was; finish it with `keyrotate rotate --slot %s`", st.slot.Name))
+	}
+	if err := st.lease.clear(ctx, nil); err != nil {
+		return fmt.Errorf("key %s does not work (%w); clearing the lock: %w", name, cause, err)
+	}
+	st.undone = true
+	return replaceHint(fmt.Errorf("%w: %s %s: key %s: %w", ErrVerifyFailed, st.kind, st.rec.ID, name, cause),
+		"nothing was changed: the current key still works everywhere; "+hintFor(cause))
+}
