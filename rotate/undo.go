@@ -49,7 +49,7 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 	rec := l.record()
 	res.RotationID, res.Resumed = rec.ID, resumed
 	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
-	r.event(slot.Name, "lock", "aborting %s %s: putting %s back in place", KindRotate, rec.ID, rec.NewKey)
+	r.event(slot.Name, "lock", "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
 	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
 	if st.from, err = ka.get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {

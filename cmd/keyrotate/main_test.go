@@ -64,6 +64,11 @@ func TestScripts(t *testing.T) {
 			"kr":   cmdKR,
 			"exit": cmdExit,
 			"emu":  cmdEmu,
+			"sleep": func(ts *testscript.TestScript, _ bool, args []string) {
+				d, err := time.ParseDuration(args[0])
+				ts.Check(err)
+				time.Sleep(d)
+			},
 		},
 	})
 }
@@ -143,6 +148,17 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	case "untouched":
 		checkUntouched(ts, sw)
+	case "restored":
+		checkRestored(ts, sw)
+	case "live": // emu live N: N keys not deleted
+		n, _ := strconv.Atoi(rest[0])
+		if got := len(liveKeys(srv)); (got == n) == neg {
+			ts.Fatalf("live keys = %d, want %d", got, n)
+		}
+	case "leftover": // emu leftover ID: a key a failed rotation left behind
+		_, _, err := srv.SeedKey(demoProject, rest[0], &apikeys.V2Key{Annotations: map[string]string{
+			"keyrotate.slot": "gemini-prod", "keyrotate.rotation": "20260101000000-leftover"}})
+		ts.Check(err)
 	case "rotated":
 		checkRotated(ts, sw)
 	case "invariant":
@@ -198,6 +214,26 @@ func checkUntouched(ts *testscript.TestScript, sw *scriptWorld) {
 	if vs := sw.srv.SecretVersions(secretName); len(vs) != 1 {
 		ts.Fatalf("secret has %d versions, want 1", len(vs))
 	}
+	if s, _ := sw.srv.Secret(secretName); s.Annotations["keyrotate.rotation"] != "" {
+		ts.Fatalf("rotation record left on the secret")
+	}
+}
+
+// checkRestored: after abort or rollback the old key is again the only
+// live key, the .env is byte for byte as seeded, the secret's latest
+// version holds the old key, and no record is left.
+func checkRestored(ts *testscript.TestScript, sw *scriptWorld) {
+	live := liveKeys(sw.srv)
+	if len(live) != 1 || live[0].Name != sw.w.keyName || !sw.srv.KeyWorks(sw.w.key.Reveal()) {
+		ts.Fatalf("want only the old key live and working; got %d live key(s)", len(live))
+	}
+	if b, _ := os.ReadFile(sw.w.dotenv); string(b) != string(sw.dotenv) {
+		ts.Fatalf(".env is not back to its seeded bytes")
+	}
+	if latestPayload(sw) != sw.w.key.Reveal() {
+		ts.Fatalf("secret latest does not hold the old key")
+	}
+	secretName := "projects/" + demoProject + "/secrets/" + demoSecretID
 	if s, _ := sw.srv.Secret(secretName); s.Annotations["keyrotate.rotation"] != "" {
 		ts.Fatalf("rotation record left on the secret")
 	}
