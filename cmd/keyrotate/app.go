@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -49,6 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
 			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text or json (Cloud Logging fields)", Value: "text"},
+			&cli.DurationFlag{Name: "timeout", Usage: "give up a run after `DURATION` (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 		},
 		Before: func(c *cli.Context) error {

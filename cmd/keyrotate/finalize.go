@@ -50,7 +50,7 @@ func runFinalize(c *cli.Context, opts rotate.FinalizeOptions) error {
 	out := finalizeOutput{Command: "finalize", DryRun: opts.DryRun, Results: []*rotate.FinalizeResult{}}
 	var errs []error
 	for _, s := range j.slots {
-		res, err := r.Finalize(c.Context, s, opts)
+		res, err := r.Finalize(j.ctx, s, opts)
 		if err != nil {
 			errs = append(errs, err)
 			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))

@@ -46,7 +46,7 @@ func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotat
 	out := planOutput{Command: "plan", Plans: []*rotate.Plan{}}
 	var errs []error
 	for _, s := range j.slots {
-		p, err := r.Plan(c.Context, s, opts)
+		p, err := r.Plan(j.ctx, s, opts)
 		if err != nil {
 			errs = append(errs, err)
 			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))

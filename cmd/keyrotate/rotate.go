@@ -68,7 +68,7 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, slots []string, opts rot
 	out := rotateOutput{Command: "rotate", Results: []*rotate.Result{}}
 	var errs []error
 	for _, s := range j.slots {
-		res, err := r.Rotate(c.Context, s, opts)
+		res, err := r.Rotate(j.ctx, s, opts)
 		if err != nil {
 			errs = append(errs, err)
 			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -16,6 +17,10 @@ import (
 // job is what plan and rotate share: the config, the selected slots, the
 // clients and the output.
 type job struct {
+	// ctx is the run's context: interrupted by SIGINT/SIGTERM and bounded
+	// by --timeout, so that retries end with the last real error.
+	ctx     context.Context
+	cancel  context.CancelFunc
 	cfg     *config.Config
 	slots   []*rotate.Slot
 	dotenvs []string // paths of .env targets
@@ -38,17 +43,20 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 		return nil, err
 	}
 	j := &job{cfg: cfg, out: newPrinter(c)}
+	j.ctx, j.cancel = context.WithTimeout(c.Context, c.Duration("timeout"))
 	for _, s := range selected {
 		for _, t := range s.Targets {
 			if t.Type == "dotenv" {
 				d := targets.NewDotEnv(t.Path, t.Var)
 				if _, err := d.Read(c.Context); err != nil {
+					j.cancel()
 					return nil, fmt.Errorf("slot %s: %w", s.Name, err)
 				}
 			}
 		}
 	}
-	if j.clients, err = newClients(c.Context, h); err != nil {
+	if j.clients, err = newClients(j.ctx, h); err != nil {
+		j.cancel()
 		return nil, err
 	}
 	for _, s := range selected {
@@ -57,7 +65,10 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	return j, nil
 }
 
-func (j *job) close() { j.clients.Close() }
+func (j *job) close() {
+	j.cancel()
+	j.clients.Close()
+}
 
 func (j *job) slot(s *config.Slot) *rotate.Slot {
 	rs := &rotate.Slot{

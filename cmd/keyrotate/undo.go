@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 
 	"github.com/urfave/cli/v2"
@@ -21,8 +22,8 @@ func abortCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runUndo(c, slot, func(r *rotate.Rotator, s *rotate.Slot) (*rotate.Result, error) {
-				return r.Abort(c.Context, s)
+			return runUndo(c, slot, func(ctx context.Context, r *rotate.Rotator, s *rotate.Slot) (*rotate.Result, error) {
+				return r.Abort(ctx, s)
 			})
 		},
 	}
@@ -44,8 +45,8 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			opts := rotate.RollbackOptions{To: c.String("to")}
-			return runUndo(c, slot, func(r *rotate.Rotator, s *rotate.Slot) (*rotate.Result, error) {
-				return r.Rollback(c.Context, s, opts)
+			return runUndo(c, slot, func(ctx context.Context, r *rotate.Rotator, s *rotate.Slot) (*rotate.Result, error) {
+				return r.Rollback(ctx, s, opts)
 			})
 		},
 	}
@@ -58,7 +59,7 @@ func oneSlotArg(c *cli.Context) (string, error) {
 	return c.Args().First(), nil
 }
 
-func runUndo(c *cli.Context, slot string, do func(*rotate.Rotator, *rotate.Slot) (*rotate.Result, error)) error {
+func runUndo(c *cli.Context, slot string, do func(context.Context, *rotate.Rotator, *rotate.Slot) (*rotate.Result, error)) error {
 	j, err := newJob(c, hostsFromEnv(), c.String("config"), []string{slot})
 	if err != nil {
 		return err
@@ -71,7 +72,7 @@ func runUndo(c *cli.Context, slot string, do func(*rotate.Rotator, *rotate.Slot)
 		return err
 	}
 	out := rotateOutput{Command: c.Command.Name, Results: []*rotate.Result{}}
-	res, err := do(j.rotator(c), j.slots[0])
+	res, err := do(j.ctx, j.rotator(c), j.slots[0])
 	if err != nil {
 		out.Errors = append(out.Errors, toErrorJSON(slot, err))
 	} else {
