@@ -316,7 +316,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 			cmd = fmt.Sprintf("keyrotate %s %s", st.kind, slot.Name)
 		}
 		return WithHint(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
-			fmt.Sprintf("both keys still work and every target holds one of them; run `%s` again to resume", cmd))
+			fmt.Sprintf("both keys still work and every target holds one of them; run `%s` again to resume, or `keyrotate abort %s` to undo", cmd, slot.Name))
 	}
 }
 
