@@ -19,14 +19,6 @@ import (
 // fastRetry keeps the fault matrix quick: the real policy waits 500ms and up.
 var fastRetry = rotate.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 2 * time.Second, MaxElapsed: 10 * time.Second}
 
-// useRetry sets the package's default retry policy for one test.
-func useRetry(t *testing.T, p rotate.RetryPolicy) {
-	t.Helper()
-	old := rotate.DefaultRetry
-	rotate.DefaultRetry = p
-	t.Cleanup(func() { rotate.DefaultRetry = old })
-}
-
 // Outcome classes, as the CLI maps them to exit codes.
 const (
 	classOK       = "ok (exit 0)"
@@ -129,17 +121,19 @@ func record(method, kase, outcome string) {
 // message names the resource and the real error, the class is right, and
 // a second run without faults finishes with exactly one new key.
 func TestFaultMatrix(t *testing.T) {
-	useRetry(t, fastRetry)
 	cases := []string{"transient-once", "transient-until-deadline", "permanent"}
-	for i, c := range faultCells {
-		for _, kase := range cases {
-			t.Run(c.method+"/"+kase, func(t *testing.T) {
-				outcome := runFaultCell(t, c, kase, i)
-				t.Logf("MATRIX | %s | %s | %s", c.method, kase, outcome)
-				record(c.method, kase, outcome)
-			})
+	t.Run("cells", func(t *testing.T) {
+		for i, c := range faultCells {
+			for _, kase := range cases {
+				t.Run(c.method+"/"+kase, func(t *testing.T) {
+					t.Parallel() // each cell has its own emulator
+					outcome := runFaultCell(t, c, kase, i)
+					t.Logf("MATRIX | %s | %s | %s", c.method, kase, outcome)
+					record(c.method, kase, outcome)
+				})
+			}
 		}
-	}
+	})
 	var b strings.Builder
 	b.WriteString("\n| method | " + strings.Join(cases, " | ") + " |\n|---|---|---|---|\n")
 	methods := make([]string, 0, len(matrix.rows))
@@ -159,6 +153,7 @@ func TestFaultMatrix(t *testing.T) {
 
 func newFaultWorld(t *testing.T, c faultCell) *world {
 	w := newWorld(t)
+	w.r.Retry = fastRetry
 	if c.firstRun {
 		name := "projects/" + project + "/secrets/gemini-first"
 		if _, err := w.srv.SeedSecret(project, "gemini-first", nil); err != nil {
@@ -374,7 +369,6 @@ func roleIn(h string) string {
 // TestOrgPolicyBlocksBoundKeys: with the org-policy constraint on, creating
 // the bound key fails; the error names the constraint, nothing changed.
 func TestOrgPolicyBlocksBoundKeys(t *testing.T) {
-	useRetry(t, fastRetry)
 	w := newWorld(t)
 	w.srv.BlockBoundKeyCreation(project, true)
 	res, err := w.rotate(rotate.Options{})
@@ -395,7 +389,6 @@ func TestOrgPolicyBlocksBoundKeys(t *testing.T) {
 // TestMissingResourcesNamed: a deleted key or a missing secret is named in
 // the error.
 func TestMissingResourcesNamed(t *testing.T) {
-	useRetry(t, fastRetry)
 	t.Run("secret", func(t *testing.T) {
 		w := newWorld(t)
 		w.slot.Secret = "projects/" + project + "/secrets/nope"

@@ -111,7 +111,11 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 		} else if !transient(err) {
 			return err
 		}
-		last = err
+		// A deadline error that races the run's own deadline (the server
+		// or the transport noticed first) says less than the error before.
+		if last == nil || !isContextErr(err) {
+			last = err
+		}
 		wait := b.NextBackOff()
 		if d, ok := retryDelay(err); ok && d > wait {
 			wait = d

@@ -311,12 +311,12 @@ func (st *run) fail(ctx context.Context, err error) error {
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
-		cmd := fmt.Sprintf("keyrotate rotate --slot %s", slot.Name)
+		next := fmt.Sprintf("run `keyrotate rotate --slot %s` again to resume, or `keyrotate abort %s` to undo", slot.Name, slot.Name)
 		if st.kind != KindRotate {
-			cmd = fmt.Sprintf("keyrotate %s %s", st.kind, slot.Name)
+			next = fmt.Sprintf("run `keyrotate %s %s` again to finish", st.kind, slot.Name)
 		}
 		return WithHint(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
-			fmt.Sprintf("both keys still work and every target holds one of them; run `%s` again to resume, or `keyrotate abort %s` to undo", cmd, slot.Name))
+			"both keys still work and every target holds one of them; "+next)
 	}
 }
 
