@@ -616,7 +616,9 @@ func (st *run) retire(ctx context.Context) error {
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.grace > 0 && st.kind == KindRotate:
-		after := st.now().Add(st.grace).Truncate(time.Second)
+		// Whole seconds (the annotation's precision), rounded up: never
+		// less grace than asked for.
+		after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
 		if old.Annotations[annDeleteAfter] == "" {
 			ann := map[string]string{}
 			for k, v := range old.Annotations {
