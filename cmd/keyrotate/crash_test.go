@@ -13,9 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,8 +56,9 @@ type crashWorld struct {
 	srv    *emulator.Server
 	w      *seeded
 	dotenv []byte // .env as seeded
-	// apiKeysAddr is where the children reach the API Keys API: the
-	// emulator, behind wholeRequestProxy.
+	// apiKeysAddr is where the children reach the API Keys API. The
+	// emulator reads a request whole before its hooks run, so a child
+	// killed at a hook has sent its call, which lands when released.
 	apiKeysAddr string
 }
 
@@ -83,51 +81,7 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &crashWorld{t: t, bin: bin, srv: srv, w: w, dotenv: dotenv, apiKeysAddr: wholeRequestProxy(t, srv.APIKeysAddr)}
-}
-
-// wholeRequestProxy forwards HTTP requests to addr only once their body has
-// arrived, and finishes them even when the caller has gone. Go's HTTP server
-// runs a handler, and so the emulator's hook, as soon as the headers are in;
-// a child killed at the hook may not have sent its body yet, and then the
-// blocked call could never land. Behind this proxy it always does: the
-// emulator sees a whole request from a caller that stays.
-func wholeRequestProxy(t *testing.T, addr string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	transport := &http.Transport{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return // the caller died before its request was whole: no call
-		}
-		out, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		out.Header = r.Header.Clone()
-		resp, err := transport.RoundTrip(out)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		transport.CloseIdleConnections()
-	})
-	return ln.Addr().String()
+	return &crashWorld{t: t, bin: bin, srv: srv, w: w, dotenv: dotenv, apiKeysAddr: srv.APIKeysAddr}
 }
 
 func (cw *crashWorld) secretName() string {
