@@ -119,17 +119,36 @@ func (k *keysAPI) create(ctx context.Context, parent, keyID string, key *apikeys
 	if err != nil {
 		// The key may exist: the request was accepted, only its
 		// operation failed or could not be followed.
-		return nil, fmt.Errorf("create key %s: %w", name, &accepted{err})
+		return nil, fmt.Errorf("create key %s: %w", name, &accepted{err: err, op: op.Name})
 	}
 	return created, nil
 }
 
+// resume follows a recorded operation to its end.
+func (k *keysAPI) resume(ctx context.Context, opName string) (*apikeys.V2Key, error) {
+	return k.wait(ctx, &apikeys.Operation{Name: opName})
+}
+
 // accepted marks an error that came after the API accepted a request: what
-// the request asked for may have happened, whatever the error's status.
-type accepted struct{ err error }
+// the request asked for may have happened, whatever the error's status. op
+// names the request's long-running operation, for a later run to follow.
+type accepted struct {
+	err error
+	op  string
+}
 
 func (a *accepted) Error() string { return a.err.Error() }
 func (a *accepted) Unwrap() error { return a.err }
+
+// acceptedOp returns the operation of an accepted request that failed
+// later, or "".
+func acceptedOp(err error) string {
+	var a *accepted
+	if errors.As(err, &a) {
+		return a.op
+	}
+	return ""
+}
 
 // patch updates the fields in mask, guarded by key.Etag. A retry whose
 // first attempt landed meets a changed etag (ABORTED): if the key already

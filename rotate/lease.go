@@ -37,14 +37,17 @@ type Record struct {
 	// Kind is what the record drives: a rotation ("" or "rotate"), an
 	// abort of one, or a rollback of a finished one. In each, OldKey is the
 	// key being retired and NewKey the key being put in place.
-	Kind       string   `json:"kind,omitempty"`
-	ID         string   `json:"id"`
-	Slot       string   `json:"slot"`
-	Phase      string   `json:"phase"`
-	OldKey     string   `json:"old_key"`
-	OldVersion string   `json:"old_version,omitempty"`
-	OldFP      string   `json:"old_fingerprint,omitempty"`
-	NewKeyID   string   `json:"new_key_id"`
+	Kind       string `json:"kind,omitempty"`
+	ID         string `json:"id"`
+	Slot       string `json:"slot"`
+	Phase      string `json:"phase"`
+	OldKey     string `json:"old_key"`
+	OldVersion string `json:"old_version,omitempty"`
+	OldFP      string `json:"old_fingerprint,omitempty"`
+	NewKeyID   string `json:"new_key_id"`
+	// CreateOp is the operation of a CreateKey whose answer this run could
+	// not follow; the next run polls it instead of creating again.
+	CreateOp   string   `json:"create_op,omitempty"`
 	NewKey     string   `json:"new_key,omitempty"`
 	NewFP      string   `json:"new_fingerprint,omitempty"`
 	NewVersion string   `json:"new_version,omitempty"`
@@ -316,6 +319,14 @@ func (l *lease) refresh(ctx context.Context) error {
 	}
 	l.sec = sec
 	return nil
+}
+
+// note changes the held record in memory only; the next write (renewal,
+// progress, release) stores it.
+func (l *lease) note(f func(*Record)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(&l.rec)
 }
 
 // record returns a copy of the held record.

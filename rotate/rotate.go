@@ -390,16 +390,33 @@ func (st *run) create(ctx context.Context) error {
 			},
 		}
 		st.mayHaveCreated = true
-		var err error
-		key, err = st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
-		if err != nil && !errors.Is(err, errAlreadyExists) {
-			if definiteCreateFailure(err) && !st.res.Resumed {
-				st.mayHaveCreated = false
+		if op := st.rec.CreateOp; op != "" {
+			// An earlier run's create was accepted but not followed to
+			// its end: follow it rather than create again. If that fails
+			// (the operation expired or failed), creating again with the
+			// same key id is still safe.
+			if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
+				key = k
+				st.event(st.slot.Name, "create", "followed operation %s of an earlier attempt to key %s", op, k.Name)
+			} else if err != nil {
+				st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
 			}
-			return err
 		}
-		if err == nil {
-			st.event(st.slot.Name, "create", "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+		if key == nil || key.Name == "" {
+			var err error
+			key, err = st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
+			if op := acceptedOp(err); op != "" {
+				st.lease.note(func(r *Record) { r.CreateOp = op })
+			}
+			if err != nil && !errors.Is(err, errAlreadyExists) {
+				if definiteCreateFailure(err) && !st.res.Resumed {
+					st.mayHaveCreated = false
+				}
+				return err
+			}
+			if err == nil {
+				st.event(st.slot.Name, "create", "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+			}
 		}
 	}
 	if key == nil || key.Name == "" {

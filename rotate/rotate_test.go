@@ -370,6 +370,29 @@ func TestVerifyFailureCleanupResumes(t *testing.T) {
 	}
 }
 
+// TestResumeFollowsRecordedOperation: a create whose operation could not be
+// followed is followed by the next run, not repeated.
+func TestResumeFollowsRecordedOperation(t *testing.T) {
+	w := newWorld(t)
+	w.srv.FailNth("apikeys.GetOperation", 1, codes.PermissionDenied, "")
+	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("first Rotate = %v, want ErrStoppedPartWay", err)
+	}
+	if rec := w.secret().Annotations["keyrotate.rotation"]; !strings.Contains(rec, `"create_op":"operations/`) {
+		t.Fatalf("record = %s, want the create operation recorded", rec)
+	}
+	res, err := w.rotate(rotate.Options{})
+	if err != nil || !res.Rotated {
+		t.Fatalf("second Rotate = %+v, %v", res, err)
+	}
+	if n := w.srv.Calls("apikeys.CreateKey"); n != 1 {
+		t.Errorf("CreateKey calls = %d, want 1: the second run follows the recorded operation", n)
+	}
+	if !strings.Contains(w.events.String(), "followed operation") {
+		t.Errorf("events do not say the operation was followed:\n%s", w.events)
+	}
+}
+
 func TestRefusesUnrestrictedKey(t *testing.T) {
 	w := newWorld(t, func(k *apikeys.V2Key, _ *rotate.Slot) { k.Restrictions = nil })
 	_, err := w.rotate(rotate.Options{})
