@@ -42,13 +42,10 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 			Started: r.now(), Aborted: &orig,
 		}, false, nil
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, rec, err := r.lockUndo(ctx, slot, pre, sa, next, res)
 	if err != nil {
-		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+		return nil, err
 	}
-	rec := l.record()
-	res.RotationID, res.Resumed = rec.ID, resumed
-	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
 	r.event(slot.Name, "lock", "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
 	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
@@ -108,17 +105,27 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 		return Record{}, false, WithHint(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
 			fmt.Sprintf("finish it with `keyrotate rotate --slot %s` or undo it with `keyrotate abort %s` first", slot.Name, slot.Name))
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, rec, err := r.lockUndo(ctx, slot, pre, sa, next, res)
 	if err != nil {
-		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+		return nil, err
 	}
-	rec := l.record()
-	res.RotationID, res.Resumed = rec.ID, resumed
-	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
 	r.event(slot.Name, "lock", "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
 	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		from: pre.old, fromVersion: rec.OldVersion}
 	return st.drive(ctx)
+}
+
+// lockUndo takes the slot's lease for an abort or a rollback and names the
+// keys in the result.
+func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *secretsAPI, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	if err != nil {
+		return nil, Record{}, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+	}
+	rec := l.record()
+	res.RotationID, res.Resumed = rec.ID, resumed
+	res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
+	return l, rec, nil
 }
 
 // adopt obtains an existing key to put back in place (abort, rollback),
