@@ -25,6 +25,9 @@ type FinalizeOptions struct {
 	Scan bool
 	// ConfirmRevocation polls each deleted key until the API rejects it.
 	ConfirmRevocation bool
+	// Only, when set, limits the run to these keys (resource names) and
+	// deletes them whatever their grace: the response to a leaked old key.
+	Only []string
 }
 
 // Finalized is what finalize did, or would do, with one key.
@@ -111,6 +114,26 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			c.key = k
 		}
 	}
+	keep := pendingList{}
+	only := map[string]bool{}
+	for _, n := range opts.Only {
+		only[keyIDOf(n)] = true
+	}
+	if len(only) > 0 {
+		for id, c := range cands {
+			if !only[id] {
+				if c.pending != nil {
+					keep = append(keep, *c.pending)
+				}
+				delete(cands, id)
+			}
+		}
+		for id := range only {
+			if cands[id] == nil {
+				cands[id] = &candidate{}
+			}
+		}
+	}
 	ids := make([]string, 0, len(cands))
 	for id := range cands {
 		ids = append(ids, id)
@@ -119,7 +142,6 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 
 	now := r.now()
 	var due []*candidate
-	keep := pendingList{}
 	for _, id := range ids {
 		c := cands[id]
 		name := keyParent(current) + "/keys/" + id
@@ -141,7 +163,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		case keyIDOf(k.Name) == keyIDOf(current):
 			continue // the current key is no leftover
 		}
-		if s := k.Annotations[annDeleteAfter]; s != "" {
+		if only[id] {
+			f.Reason = "leaked: deleted at once, grace or not"
+		} else if s := k.Annotations[annDeleteAfter]; s != "" {
 			t, err := time.Parse(time.RFC3339, s)
 			if err != nil {
 				f.Action, f.Reason = "skipped", fmt.Sprintf("its %s annotation %q is not a time", annDeleteAfter, s)

@@ -86,7 +86,7 @@ func cmdKR(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("keyrotate: %v", err)
 	}
 	out := ts.ReadFile("stdout") + ts.ReadFile("stderr")
-	for _, k := range sw.srv.Keys(demoProject, true) {
+	for _, k := range append(sw.srv.Keys(demoProject, true), sw.srv.Keys("other-project", true)...) {
 		if k.KeyString != "" && strings.Contains(out, k.KeyString) {
 			ts.Fatalf("the key string of %s appears in the output", k.Name)
 		}
@@ -155,6 +155,25 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		if got := len(liveKeys(srv)); (got == n) == neg {
 			ts.Fatalf("live keys = %d, want %d", got, n)
 		}
+	case "keyfile": // emu keyfile current|seeded|stranger FILE: a key string into a file, for stdin
+		var k string
+		switch rest[0] {
+		case "current":
+			k = latestPayload(sw)
+		case "seeded":
+			k = sw.w.key.Reveal()
+		case "stranger": // a key of a project no slot uses
+			srv.AddProject("other-project", 987654321098)
+			var err error
+			_, k, err = srv.SeedKey("other-project", "stranger", &apikeys.V2Key{DisplayName: "someone else's"})
+			ts.Check(err)
+		}
+		ts.Check(os.WriteFile(ts.MkAbs(rest[1]), []byte(k+"\n"), 0o600))
+	case "env-from": // emu env-from FILE: the .env's key replaced by the one in FILE (drift)
+		b, err := os.ReadFile(sw.w.dotenv)
+		ts.Check(err)
+		k := strings.TrimSpace(ts.ReadFile(rest[0]))
+		ts.Check(os.WriteFile(sw.w.dotenv, []byte(strings.Replace(string(b), envValue(b, "GEMINI_API_KEY"), k, 1)), 0o600))
 	case "leftover": // emu leftover ID: a key a failed rotation left behind
 		_, _, err := srv.SeedKey(demoProject, rest[0], &apikeys.V2Key{Annotations: map[string]string{
 			"keyrotate.slot": "gemini-prod", "keyrotate.rotation": "20260101000000-leftover"}})

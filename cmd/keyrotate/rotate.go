@@ -25,10 +25,17 @@ func rotateCommand() *cli.Command {
 		Flags: []cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
+			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.Bool("leaked") {
+				if c.IsSet("grace") || c.IsSet("slot") {
+					return usagef("--leaked rotates without grace and finds the slot itself: drop --grace and --slot")
+				}
+				return runLeaked(c)
+			}
 			opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
 			if c.IsSet("grace") {
 				d, err := config.ParseDuration(c.String("grace"))

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// readKey reads one key string from stdin: without echo on a terminal,
+// else its first line. Keys never come from arguments, where ps and shell
+// history would keep them.
+func readKey(c *cli.Context) (secret.Key, error) {
+	var raw string
+	if f, ok := c.App.Reader.(*os.File); ok && isTTY(f) {
+		fmt.Fprint(c.App.ErrWriter, "Paste the leaked key (it is not echoed): ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(c.App.ErrWriter)
+		if err != nil {
+			return secret.Key{}, fmt.Errorf("read the key from the terminal: %w", err)
+		}
+		raw = string(b)
+	} else {
+		line, err := bufio.NewReader(io.LimitReader(c.App.Reader, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return secret.Key{}, fmt.Errorf("read the key from stdin: %w", err)
+		}
+		raw = line
+	}
+	key := secret.New(strings.Trim(strings.TrimSpace(raw), `"'`))
+	if key.IsZero() {
+		return secret.Key{}, rotate.WithHint(usagef("--leaked reads the key string from stdin, and stdin was empty"),
+			"pipe it in: `keyrotate rotate --leaked < leaked.txt` (never as an argument)")
+	}
+	return key, nil
+}
+
+type leakOutput struct {
+	Command  string               `json:"command"`
+	Response *rotate.LeakResponse `json:"response,omitempty"`
+	Errors   []errorJSON          `json:"errors,omitempty"`
+}
+
+// runLeaked is `rotate --leaked`: find the leaked key among the slots and
+// take it out of service.
+func runLeaked(c *cli.Context) error {
+	key, err := readKey(c)
+	if err != nil {
+		return err
+	}
+	j, err := newJob(c, hostsFromEnv(), c.String("config"), nil)
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	if err := j.cleanTemp(); err != nil {
+		return err
+	}
+	r := j.rotator(c)
+	leak, err := r.FindLeak(j.ctx, key, j.slots)
+	if err != nil {
+		return err
+	}
+	printLeak(j.out, leak)
+	var slot *rotate.Slot
+	for _, s := range j.slots {
+		if s.Name == leak.Slot {
+			slot = s
+		}
+	}
+	resp, err := r.RespondToLeak(j.ctx, leak, slot)
+	if err == nil && slot == nil && !leak.Deleted {
+		err = rotate.WithHint(fmt.Errorf("leaked key %s (%s) belongs to no configured slot; nothing was changed", leak.Key, leak.Project),
+			fmt.Sprintf("delete it with `keyrotate revoke --key %s` once nothing depends on it", leak.Key))
+	}
+	if j.out.json {
+		out := leakOutput{Command: "rotate --leaked", Response: resp}
+		if err != nil {
+			out.Errors = append(out.Errors, toErrorJSON(leak.Slot, err))
+		}
+		return errors.Join(j.out.jsonDoc(out), err)
+	}
+	if resp != nil && resp.Rotation != nil {
+		printResult(j.out, resp.Rotation)
+	}
+	if resp != nil && resp.Finalized != nil {
+		for _, k := range resp.Finalized.Keys {
+			j.out.note("%s: %-12s %s  %s (%s)", resp.Finalized.Slot, k.Action, orNone(k.Fingerprint), k.Key, k.Reason)
+		}
+	}
+	if err == nil && leak.Deleted && resp.Rotation == nil {
+		j.out.note("the leaked key is already deleted and no configured place holds it: nothing to do")
+	}
+	return err
+}
+
+func printLeak(p *printer, l *rotate.Leak) {
+	state := "live"
+	if l.Deleted {
+		state = "deleted"
+	}
+	p.note("leaked key %s  %s (%s, %s)", l.Fingerprint, l.Key, l.Project, state)
+	switch l.Role {
+	case "current":
+		p.note("  the current key of slot %s: rotating it at once, without grace", l.Slot)
+	case "old":
+		extra := ""
+		if l.DeleteAfter != nil {
+			extra = ", kept for grace until " + l.DeleteAfter.Format(time.RFC3339)
+		}
+		p.note("  an old key of slot %s%s: deleting it at once", l.Slot, extra)
+	default:
+		p.note("  no configured slot uses it")
+	}
+	for _, h := range l.HeldBy {
+		p.note("  held by  %s", h)
+	}
+}
+
+func revokeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "revoke",
+		Usage: "delete one API key (after confirmation)",
+		Description: "Deletes the key named by --key (a soft delete: `gcloud services api-keys undelete` restores it\n" +
+			"for 30 days). It refuses the current key of a configured slot: rotate that instead. It asks for\n" +
+			"the key id on a terminal; scripts pass --yes.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key", Usage: "the key to delete: projects/P/locations/global/keys/`KEY`", Required: true},
+			&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+		},
+		Action: runRevoke,
+	}
+}
+
+func runRevoke(c *cli.Context) error {
+	name := c.String("key")
+	if p := strings.Split(name, "/"); len(p) != 6 || p[0] != "projects" || p[2] != "locations" || p[4] != "keys" {
+		return usagef("--key %q is not a key name: write projects/PROJECT/locations/global/keys/KEY", name)
+	}
+	slots, closer, r, err := revokeSetup(c)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	if !c.Bool("yes") {
+		f, ok := c.App.Reader.(*os.File)
+		if !ok || !isTTY(f) {
+			return rotate.WithHint(usagef("revoke asks for confirmation and stdin is not a terminal"), "pass --yes in scripts")
+		}
+		id := name[strings.LastIndex(name, "/")+1:]
+		fmt.Fprintf(c.App.ErrWriter, "Delete key %s? Type its id (%s) to confirm: ", name, id)
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		if strings.TrimSpace(line) != id {
+			return fmt.Errorf("not confirmed: nothing was deleted")
+		}
+	}
+	ctx := c.Context
+	info, err := r.Revoke(ctx, name, slots)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(c)
+	if p.json {
+		return p.jsonDoc(map[string]any{"command": "revoke", "key": info})
+	}
+	p.note("deleted key %s (soft delete: restorable for 30 days)", info.Name)
+	return nil
+}
+
+// revokeSetup loads the config when there is one (to refuse a slot's
+// current key) and builds the clients.
+func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error) {
+	path := c.String("config")
+	if _, err := os.Stat(path); err != nil && !c.IsSet("config") && os.Getenv("KEYROTATE_CONFIG") == "" {
+		cl, err := newClients(c.Context, hostsFromEnv())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r := &rotate.Rotator{Keys: cl.keys, Secrets: cl.secrets, Log: newLogger(c), Events: newPrinter(c).event}
+		return nil, cl.Close, r, nil
+	} else if err != nil {
+		return nil, nil, nil, usageError{fmt.Errorf("config %s: %w", path, err)}
+	}
+	j, err := newJob(c, hostsFromEnv(), path, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return j.slots, j.close, j.rotator(c), nil
+}
