@@ -109,11 +109,23 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 		p.targets = append(p.targets, k)
-		if !p.oldKey.IsZero() && !k.Equal(p.oldKey) && (p.rec == nil || k.Fingerprint() != p.rec.NewFP) {
-			r.log().Warn("drift: a target does not hold the current key; rotating will replace its value", "slot", slot.Name, "target", t.String(), "holds", k.Fingerprint(), "current", p.oldKey.Fingerprint())
-		}
 	}
 	return p, nil
+}
+
+// logDrift warns about targets that hold neither the current key nor the
+// new key of the rotation in progress: the rotation replaces their value.
+// (Read-only views report drift in their own output.)
+func (r *Rotator) logDrift(slot *Slot, p *preflight) {
+	if p.oldKey.IsZero() {
+		return
+	}
+	for i, k := range p.targets {
+		if !k.Equal(p.oldKey) && (p.rec == nil || k.Fingerprint() != p.rec.NewFP) {
+			r.log().Warn("drift: a target does not hold the current key; rotating will replace its value",
+				"slot", slot.Name, "target", slot.Targets[i].String(), "holds", k.Fingerprint(), "current", p.oldKey.Fingerprint())
+		}
+	}
 }
 
 // checkProject compares a key's project number with the slot's project

@@ -214,6 +214,7 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
 		}
 	}
+	r.logDrift(slot, pre)
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace

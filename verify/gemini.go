@@ -186,6 +186,9 @@ func (e *ProbeError) Temporary() bool {
 // deleted, expired): what a revoked key gets.
 func (e *ProbeError) Rejected() bool { return e.Cause == CauseInvalid }
 
+// Throttled reports whether the key works but is rate limited.
+func (e *ProbeError) Throttled() bool { return e.Cause == CauseThrottled }
+
 // Hint says what to do about the failure.
 func (e *ProbeError) Hint() string {
 	switch e.Cause {
@@ -201,7 +204,7 @@ func (e *ProbeError) Hint() string {
 		}
 		return "enable the Generative Language API (generativelanguage.googleapis.com) in the key's project"
 	case CauseSuspended:
-		return "the key was suspended, typically because it leaked: rotate it now with `keyrotate rotate --now`"
+		return "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
 	case CauseThrottled:

@@ -69,6 +69,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			planCommand(),
 			rotateCommand(),
+			statusCommand(),
+			verifyCommand(),
+			doctorCommand(),
 			finalizeCommand(),
 			abortCommand(),
 			rollbackCommand(),

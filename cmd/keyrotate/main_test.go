@@ -174,6 +174,12 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		k := strings.TrimSpace(ts.ReadFile(rest[0]))
 		ts.Check(os.WriteFile(sw.w.dotenv, []byte(strings.Replace(string(b), envValue(b, "GEMINI_API_KEY"), k, 1)), 0o600))
+	case "suspend-current": // emu suspend-current: the secret's key answers CONSUMER_SUSPENDED, as a leaked key does
+		for _, k := range srv.Keys(demoProject, false) {
+			if k.KeyString == latestPayload(sw) {
+				srv.SuspendKey(k.Name)
+			}
+		}
 	case "leftover": // emu leftover ID: a key a failed rotation left behind
 		_, _, err := srv.SeedKey(demoProject, rest[0], &apikeys.V2Key{Annotations: map[string]string{
 			"keyrotate.slot": "gemini-prod", "keyrotate.rotation": "20260101000000-leftover"}})

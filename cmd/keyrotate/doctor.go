@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/option"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
+)
+
+// doctorLookupEnv reads the variables doctor diagnoses. Tests replace it so
+// that key strings need not pass through the process environment.
+var doctorLookupEnv = os.LookupEnv
+
+// maxStdinLine bounds what --stdin reads: a key is far shorter.
+const maxStdinLine = 64 << 10
+
+func doctorCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "doctor",
+		Usage:     "find out why an API key does not work, and what to do",
+		ArgsUsage: " ",
+		Description: "Runs the checklist for \"API key not valid\", 401 and 403 errors: is the variable set (GEMINI_API_KEY,\n" +
+			"then GOOGLE_API_KEY), does the value carry whitespace, quotes, a prefix, line breaks or invisible\n" +
+			"characters, is it a standard (AIza…) or auth (AQ.…) key, which project and key it is, whether it was\n" +
+			"deleted, whether its restrictions and binding allow the Gemini API, and what the Gemini API answers.\n" +
+			"When both GEMINI_API_KEY and GOOGLE_API_KEY are set and differ, it says so: Google's Gen AI SDKs\n" +
+			"(google-genai for Python, Go and JavaScript) use GOOGLE_API_KEY then.\n" +
+			"Without Google credentials the key lookup is skipped; the other checks still run.\n" +
+			"The key is read from a variable, a .env file or standard input, never from an argument, and never\n" +
+			"printed: findings name characters by code point and position, keys by fingerprint.\n" +
+			"Exit status: 0 healthy, 1 a problem was found, 2 bad usage.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "env", Usage: "read the key from environment variable `VAR` (default: GEMINI_API_KEY, else GOOGLE_API_KEY)"},
+			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
+			&cli.BoolFlag{Name: "stdin", Usage: "read the key from the first line of standard input"},
+			&cli.StringFlag{Name: "project", Usage: "the `PROJECT` (id or number) the key should belong to"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				// Never echo the argument: it is most likely a key.
+				return rotate.WithHint(usagef("doctor takes no arguments (%d given, not shown): a key on the command line is visible to other users and stays in shell history", c.NArg()),
+					"pass the key in a variable (--env VAR), a file (--dotenv FILE) or on standard input (--stdin < key.txt); if that argument was a real key, remove it from your shell history")
+			}
+			if c.Bool("stdin") && (c.IsSet("env") || c.IsSet("dotenv")) {
+				return usagef("--stdin cannot be combined with --env or --dotenv")
+			}
+			in := verify.Input{Env: doctorLookupEnv, Var: c.String("env")}
+			switch {
+			case c.Bool("stdin"):
+				v, err := readKeyLine(c.App.Reader)
+				if err != nil {
+					return err
+				}
+				in.Stdin, in.Value = true, v
+			case c.IsSet("dotenv"):
+				path := c.String("dotenv")
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return rotate.WithHint(usageError{fmt.Errorf("--dotenv: %w", err)}, "check the path given to --dotenv")
+				}
+				in.DotEnv, in.DotEnvPath = b, path
+			}
+			return runDoctor(c, hostsFromEnv(), in, c.String("project"))
+		},
+	}
+}
+
+// readKeyLine reads the first line of r without its line ending's LF; a CR
+// before it stays, to be reported.
+func readKeyLine(r io.Reader) (string, error) {
+	if r == nil {
+		r = os.Stdin
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(r, maxStdinLine), 4096).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read standard input: %w", err)
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	d := &verify.Doctor{Project: project, Probe: &verify.Gemini{BaseURL: verify.DefaultBaseURL}}
+	if h.gemini != "" {
+		d.Probe.BaseURL = "http://" + h.gemini
+	}
+	var opts []option.ClientOption
+	if h.apiKeys != "" {
+		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
+	}
+	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
+		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
+	} else {
+		d.Keys = keys
+	}
+
+	rep := d.Check(ctx, in)
+	p := newPrinter(c)
+	if p.json {
+		if err := p.jsonDoc(struct {
+			Command string `json:"command"`
+			*verify.Report
+		}{"doctor", rep}); err != nil {
+			return err
+		}
+	} else {
+		printDoctor(p.stdout, rep)
+	}
+	if rep.Healthy {
+		return nil
+	}
+	next := rep.Summary.Next
+	if next == "" {
+		next = "see the findings above"
+	}
+	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
+}
+
+var statusMarks = map[verify.Status]string{
+	verify.StatusOK:   "ok  ",
+	verify.StatusWarn: "WARN",
+	verify.StatusFail: "FAIL",
+	verify.StatusSkip: "skip",
+}
+
+func printDoctor(w io.Writer, r *verify.Report) {
+	head := "doctor: " + r.Source.String()
+	if r.Fingerprint != "" {
+		head += ", " + r.Fingerprint
+		if r.CleanFingerprint != "" {
+			head += " (without the junk: " + r.CleanFingerprint + ")"
+		}
+	}
+	fmt.Fprintln(w, head)
+	for _, f := range r.Findings {
+		fmt.Fprintf(w, "  %s  %-19s %s\n", statusMarks[f.Status], f.ID, f.Message)
+		if f.Fix != "" && f.Status != verify.StatusOK {
+			fmt.Fprintf(w, "        %-19s fix: %s\n", "", f.Fix)
+		}
+	}
+	if r.Healthy {
+		fmt.Fprintf(w, "summary: healthy: %s\n", r.Summary.Message)
+	} else {
+		fmt.Fprintf(w, "summary: %s: %s\n", r.Summary.Cause, r.Summary.Message)
+	}
+	if r.Summary.Next != "" {
+		fmt.Fprintf(w, "next:    %s\n", r.Summary.Next)
+	}
+}
