@@ -131,11 +131,11 @@ type want struct {
 }
 
 type doctorCase struct {
-	name    string
-	in      func(w *docWorld) verify.Input
-	doctor  func(w *docWorld) *verify.Doctor // default: w.doctor("")
-	setup   func(t *testing.T, w *docWorld)
-	want    want
+	name   string
+	in     func(w *docWorld) verify.Input
+	doctor func(w *docWorld) *verify.Doctor // default: w.doctor("")
+	setup  func(t *testing.T, w *docWorld)
+	want   want
 }
 
 const (
