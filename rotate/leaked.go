@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/keyrotate/keyrotate/secret"
@@ -34,7 +35,8 @@ func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (
 	if err != nil {
 		return nil, WithHint(err, "the API does not know this key string: it is not a key of a project you can see, or it was purged")
 	}
-	l := &Leak{Key: name, Project: keyParent(name), Fingerprint: key.Fingerprint()}
+	parts := strings.SplitN(name, "/", 3) // projects/N/...
+	l := &Leak{Key: name, Project: parts[0] + "/" + parts[1], Fingerprint: key.Fingerprint()}
 	k, err := ka.get(ctx, name)
 	if err != nil {
 		return nil, err

@@ -21,7 +21,7 @@ func TestLeakedCurrentKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &rotate.Leak{Key: w.oldName, Project: "projects/424242424242/locations/global", Fingerprint: secret.Fingerprint(w.oldKey),
+	want := &rotate.Leak{Key: w.oldName, Project: "projects/424242424242", Fingerprint: secret.Fingerprint(w.oldKey),
 		DisplayName: "Gemini (prod)", Slot: "gemini-prod", Role: "current",
 		HeldBy: []string{"secretmanager:" + w.slot.Secret, w.slot.Targets[0].String()}}
 	if diff := cmp.Diff(want, leak); diff != "" {
