@@ -86,6 +86,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 	held := map[string]string{latest.Key.Fingerprint(): slot.Secret}
 	for _, t := range slot.Targets {
 		k, err := t.Read(ctx)
+		if errors.Is(err, ErrUnreadable) {
+			continue // what it holds cannot be known
+		}
 		if err != nil {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}

@@ -61,6 +61,9 @@ func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (
 		}
 		for _, t := range s.Targets {
 			held, err := t.Read(ctx)
+			if errors.Is(err, ErrUnreadable) {
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("slot %s: %w", s.Name, err)
 			}

@@ -69,6 +69,8 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		k := pre.targets[i]
 		holds := "other key"
 		switch {
+		case pre.unreadable[i]:
+			holds = "unknown (write-only) key"
 		case pre.rec != nil && k.Fingerprint() == pre.rec.NewFP && pre.rec.NewFP != "":
 			holds = "new key"
 		case k.Fingerprint() == p.Current.Fingerprint:

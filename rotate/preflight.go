@@ -23,6 +23,9 @@ type preflight struct {
 	oldKey  secret.Key     // zero on a resumed rotation
 	latest  Version        // the secret's newest version; Name "" when none
 	targets []secret.Key   // what each target holds, in slot order
+	// unreadable marks the targets whose value cannot be read (their
+	// entry in targets is zero).
+	unreadable []bool
 }
 
 func (p *preflight) created() time.Time {
@@ -105,10 +108,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 
 	for _, t := range slot.Targets {
 		k, err := t.Read(ctx)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrUnreadable) {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 		p.targets = append(p.targets, k)
+		p.unreadable = append(p.unreadable, err != nil)
 	}
 	return p, nil
 }
@@ -121,7 +125,7 @@ func (r *Rotator) logDrift(slot *Slot, p *preflight) {
 		return
 	}
 	for i, k := range p.targets {
-		if !k.Equal(p.oldKey) && (p.rec == nil || k.Fingerprint() != p.rec.NewFP) {
+		if !p.unreadable[i] && !k.Equal(p.oldKey) && (p.rec == nil || k.Fingerprint() != p.rec.NewFP) {
 			r.log().Warn("drift: a target does not hold the current key; rotating will replace its value",
 				"slot", slot.Name, "target", slot.Targets[i].String(), "holds", k.Fingerprint(), "current", p.oldKey.Fingerprint())
 		}

@@ -579,7 +579,7 @@ func (st *run) distribute(ctx context.Context) error {
 	}
 	for i, t := range st.slot.Targets {
 		held := st.pre.targets[i]
-		if held.Equal(st.newStr) {
+		if !st.pre.unreadable[i] && held.Equal(st.newStr) {
 			st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "already current", Fingerprint: held.Fingerprint()})
 			continue
 		}
@@ -606,6 +606,18 @@ func (st *run) readBack(ctx context.Context) error {
 	var done []string
 	for _, t := range st.slot.Targets {
 		got, err := t.Read(ctx)
+		if errors.Is(err, ErrUnreadable) {
+			if c, ok := t.(Confirmer); ok {
+				if err := c.Confirm(ctx, st.newStr); err != nil {
+					return fmt.Errorf("confirm %s: %w", t, err)
+				}
+				done = append(done, t.String())
+				continue
+			}
+			st.log().Warn("the target cannot be read back; its write is trusted", "slot", st.slot.Name, "target", t.String())
+			done = append(done, t.String())
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read back %s: %w", t, err)
 		}

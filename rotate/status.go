@@ -22,6 +22,7 @@ const (
 	HoldsOld     = "old key"     // an old key of the slot, kept for a grace period: drift
 	HoldsOther   = "other key"   // anything else: drift
 	HoldsNothing = "no key"      // an empty value: drift
+	HoldsUnknown = "unknown"     // a write-only target: not drift, not known
 )
 
 // Named results of Verify; test them with errors.Is.
@@ -158,6 +159,10 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 	sort.Slice(st.OldKeys, func(i, j int) bool { return st.OldKeys[i].Name < st.OldKeys[j].Name })
 
 	for i, t := range slot.Targets {
+		if pre.unreadable[i] {
+			st.Targets = append(st.Targets, TargetStatus{Target: t.String(), Holds: HoldsUnknown, Detail: "write-only: its value cannot be read back"})
+			continue
+		}
 		ts, err := r.targetStatus(ctx, ka, pre, st, pre.targets[i])
 		if err != nil {
 			return nil, nil, fmt.Errorf("slot %s: target %s: %w", slot.Name, t, err)
@@ -432,6 +437,8 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 			c.Message = "holds the current key " + t.Fingerprint
 		case HoldsNew:
 			c.Message = "holds " + t.Fingerprint + ", " + t.Detail
+		case HoldsUnknown:
+			c.Status, c.Message = CheckSkipped, t.Detail
 		default:
 			v.drift = true
 			c.Status = CheckFail

@@ -26,6 +26,21 @@ type Target interface {
 	Write(ctx context.Context, key secret.Key) error
 }
 
+// ErrUnreadable is returned (wrapped) by the Read of a target whose
+// platform does not let anyone read the value back (a GitHub Actions
+// secret, a command). Such a Read still does its preflight checks (the
+// target exists and is writable) and returns ErrUnreadable only when they
+// pass. The rotation then writes such a target always, and proves the write
+// with Confirm (when the target implements Confirmer) instead of a read-back.
+var ErrUnreadable = errors.New("the target's value cannot be read back")
+
+// Confirmer is implemented by targets whose Read returns ErrUnreadable:
+// Confirm proves that the key written last is in place (a timestamp that
+// moved, a verify command that accepts it). It must not reveal the key.
+type Confirmer interface {
+	Confirm(ctx context.Context, key secret.Key) error
+}
+
 // Prober checks a key against the live API. It returns nil when the key
 // works. An error with a Temporary() bool method that returns true is one
 // that propagation of a new key can explain (invalid for now, throttled,
