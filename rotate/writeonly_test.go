@@ -1,0 +1,60 @@
+package rotate_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// sink is a write-only target: it takes keys but never shows them.
+type sink struct {
+	held      secret.Key
+	writes    int
+	confirmed secret.Key
+}
+
+func (s *sink) String() string { return "sink:test" }
+func (s *sink) Read(context.Context) (secret.Key, error) {
+	return secret.Key{}, fmt.Errorf("sink: %w", rotate.ErrUnreadable)
+}
+func (s *sink) Write(_ context.Context, k secret.Key) error { s.held, s.writes = k, s.writes+1; return nil }
+func (s *sink) Confirm(_ context.Context, k secret.Key) error {
+	if !s.held.Equal(k) {
+		return fmt.Errorf("sink holds %s, want %s", s.held, k)
+	}
+	s.confirmed = k
+	return nil
+}
+
+var _ rotate.Confirmer = (*sink)(nil)
+
+func TestWriteOnlyTarget(t *testing.T) {
+	w := newWorld(t)
+	s := &sink{}
+	w.slot.Targets = append(w.slot.Targets, s)
+	ctx := context.Background()
+	p, err := w.r.Plan(ctx, w.slot, rotate.Options{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Targets[1].Holds; got != "unknown (write-only) key" {
+		t.Errorf("plan says the sink holds %q", got)
+	}
+	res, err := w.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.writes != 1 || s.held.Fingerprint() != res.NewKey.Fingerprint || !s.confirmed.Equal(s.held) {
+		t.Errorf("sink: %d writes, holds %s, confirmed %s; want 1 write of %s, confirmed", s.writes, s.held, s.confirmed, res.NewKey.Fingerprint)
+	}
+	v, err := w.r.Verify(ctx, w.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Healthy {
+		t.Errorf("verify with a write-only target is unhealthy: %+v", v.Checks)
+	}
+}
