@@ -20,7 +20,10 @@ func (s *sink) String() string { return "sink:test" }
 func (s *sink) Read(context.Context) (secret.Key, error) {
 	return secret.Key{}, fmt.Errorf("sink: %w", rotate.ErrUnreadable)
 }
-func (s *sink) Write(_ context.Context, k secret.Key) error { s.held, s.writes = k, s.writes+1; return nil }
+func (s *sink) Write(_ context.Context, k secret.Key) error {
+	s.held, s.writes = k, s.writes+1
+	return nil
+}
 func (s *sink) Confirm(_ context.Context, k secret.Key) error {
 	if !s.held.Equal(k) {
 		return fmt.Errorf("sink holds %s, want %s", s.held, k)
