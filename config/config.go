@@ -83,7 +83,20 @@ type Target struct {
 	Path   string `yaml:"path,omitempty"`   // dotenv: the file, resolved against the config file's directory
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S
-	Line   int    `yaml:"-"`
+
+	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
+	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin
+	Verify   []string  `yaml:"verify,omitempty"`   // exec: argv of a command that checks the key on stdin
+	Timeout  *Duration `yaml:"timeout,omitempty"`  // exec: how long each command may run
+
+	Repo        string `yaml:"repo,omitempty"`        // github: owner/name (repository or environment secret)
+	Org         string `yaml:"org,omitempty"`         // github: organization (organization secret)
+	Environment string `yaml:"environment,omitempty"` // github: environment of Repo
+	Name        string `yaml:"name,omitempty"`        // github: the secret's name
+	TokenEnv    string `yaml:"token_env,omitempty"`   // github: variable holding the token
+	BaseURL     string `yaml:"base_url,omitempty"`    // github: API base URL (GitHub Enterprise, tests)
+
+	Line int `yaml:"-"`
 }
 
 // Load reads the file at path and parses it with Parse. An unreadable file is

@@ -21,7 +21,7 @@ var (
 	topFields      = []string{"version", "defaults", "slots"}
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl"}
 	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url"}
 )
 
 var (
@@ -753,91 +753,129 @@ func (p *parser) target(n *yaml.Node, s *Slot, label string) (Target, bool) {
 		return t, false
 	}
 	t.Type = v
-	var own, other []string
-	switch v {
-	case TargetDotEnv:
-		own, other = []string{"path", "var"}, []string{"secret"}
-	case TargetSecretManager:
-		own, other = []string{"secret"}, []string{"path", "var"}
-	default:
-		hint := "supported target types: dotenv, secretmanager"
-		if s := suggest(v, []string{TargetDotEnv, TargetSecretManager, "env", "secret_manager"}); s != "" {
+	kind, ok := targetKinds[v]
+	if !ok {
+		names := targetKindNames()
+		hint := "supported target types: " + strings.Join(names, ", ")
+		if s := suggest(v, append(names, "env", "secret_manager")); s != "" {
 			switch s {
 			case "env":
 				s = TargetDotEnv
 			case "secret_manager":
 				s = TargetSecretManager
 			}
-			hint = fmt.Sprintf("did you mean %q? supported target types: dotenv, secretmanager", s)
+			hint = fmt.Sprintf("did you mean %q? %s", s, hint)
 		}
 		p.at(ty.val, hint, "unknown target type %s", quote(v))
 		return t, false
 	}
-	for _, name := range other {
+	for _, name := range targetFields {
+		if name == "type" || contains(kind.own, name) || contains(kind.optional, name) {
+			continue
+		}
 		if fo, ok := f[name]; ok {
-			p.at(fo.key, fmt.Sprintf("remove %q: a %s target takes %s", name, v, strings.Join(own, " and ")), "field %q does not apply to a %s target", name, v)
+			p.at(fo.key, fmt.Sprintf("remove %q: a %s target takes %s", name, v, andList(append(kind.own, kind.optional...))), "field %q does not apply to a %s target", name, v)
 		}
 	}
-	for _, name := range own {
+	for _, name := range kind.own {
 		if fo, ok := f[name]; !ok || isNull(fo.val) {
 			p.at(n, ownHint(v, name), "%s target has no %s", v, name)
 		}
 	}
 	where := fmt.Sprintf("a %s target of %s", v, label)
-	switch v {
-	case TargetDotEnv:
-		if fp, ok := f["path"]; ok {
-			if path, ok := p.str(fp); ok && !p.keyString(fp, path) {
-				switch {
-				case path == "~" || strings.HasPrefix(path, "~/"):
-					p.at(fp.val, "write an absolute path, or one relative to the directory of this config file", "path %s: \"~\" is not expanded", quote(path))
-				case strings.ContainsRune(path, 0):
-					p.at(fp.val, "remove the NUL character", "path contains a NUL character")
-				case strings.HasSuffix(path, "/") || path == "." || path == "..":
-					p.at(fp.val, "name the file, for example app/.env", "path %s names a directory, not a file", quote(path))
-				default:
-					t.Path = p.resolve(path)
-				}
-			}
-		}
-		if fv, ok := f["var"]; ok {
-			if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
-				if !varRE.MatchString(name) {
-					p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid variable name %s", quote(name))
-				} else {
-					t.Var = name
-				}
-			}
-		}
-		if t.Path != "" && t.Var != "" {
-			p.claim(p.vars, t.Path+"\x00"+t.Var, f["var"].val, where,
-				"each variable of each file has one slot and one target; remove one of them",
-				func(u use) string {
-					return fmt.Sprintf("%s=%s is already written by %s (line %d)", t.Path, t.Var, u.what, u.line)
-				})
-		}
-	case TargetSecretManager:
-		if fs, ok := f["secret"]; ok {
-			if sec, ok := p.str(fs); ok && !p.keyString(fs, sec) {
-				if msg, hint := checkSecret(sec, s.Project); msg != "" {
-					p.at(fs.val, hint, "secret: %s", msg)
-				} else if sec == s.Secret {
-					p.at(fs.val, "remove this target: the slot's own secret always receives the new key", "target repeats the slot's own secret")
-				} else {
-					p.claim(p.secrets, sec, fs.val, where,
-						"each secret receives one slot's key once; remove one of them",
-						func(u use) string {
-							return fmt.Sprintf("secret %q is already used as %s (line %d)", sec, u.what, u.line)
-						})
-				}
-				t.Secret = sec
-			}
-		}
-	}
+	kind.parse(p, f, s, &t, where)
 	return t, len(p.errs) == before
 }
 
+// targetKind is what the parser knows of one type of target: the fields it
+// needs, the fields it may have, and how to check them.
+type targetKind struct {
+	own, optional []string
+	// hints says how to add each field of own that is missing.
+	hints map[string]string
+	parse func(p *parser, f map[string]field, s *Slot, t *Target, where string)
+}
+
+// targetKinds lists the target types; each type's checks live in its own
+// function.
+var targetKinds = map[string]targetKind{
+	TargetDotEnv:        {own: []string{"path", "var"}, parse: (*parser).dotenvTarget},
+	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
+}
+
+// andList joins words as "a, b and c".
+func andList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
+}
+
+func targetKindNames() []string {
+	names := make([]string, 0, len(targetKinds))
+	for k := range targetKinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where string) {
+	if fp, ok := f["path"]; ok {
+		if path, ok := p.str(fp); ok && !p.keyString(fp, path) {
+			switch {
+			case path == "~" || strings.HasPrefix(path, "~/"):
+				p.at(fp.val, "write an absolute path, or one relative to the directory of this config file", "path %s: \"~\" is not expanded", quote(path))
+			case strings.ContainsRune(path, 0):
+				p.at(fp.val, "remove the NUL character", "path contains a NUL character")
+			case strings.HasSuffix(path, "/") || path == "." || path == "..":
+				p.at(fp.val, "name the file, for example app/.env", "path %s names a directory, not a file", quote(path))
+			default:
+				t.Path = p.resolve(path)
+			}
+		}
+	}
+	if fv, ok := f["var"]; ok {
+		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
+			if !varRE.MatchString(name) {
+				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid variable name %s", quote(name))
+			} else {
+				t.Var = name
+			}
+		}
+	}
+	if t.Path != "" && t.Var != "" {
+		p.claim(p.vars, t.Path+"\x00"+t.Var, f["var"].val, where,
+			"each variable of each file has one slot and one target; remove one of them",
+			func(u use) string {
+				return fmt.Sprintf("%s=%s is already written by %s (line %d)", t.Path, t.Var, u.what, u.line)
+			})
+	}
+}
+
+func (p *parser) secretManagerTarget(f map[string]field, s *Slot, t *Target, where string) {
+	if fs, ok := f["secret"]; ok {
+		if sec, ok := p.str(fs); ok && !p.keyString(fs, sec) {
+			if msg, hint := checkSecret(sec, s.Project); msg != "" {
+				p.at(fs.val, hint, "secret: %s", msg)
+			} else if sec == s.Secret {
+				p.at(fs.val, "remove this target: the slot's own secret always receives the new key", "target repeats the slot's own secret")
+			} else {
+				p.claim(p.secrets, sec, fs.val, where,
+					"each secret receives one slot's key once; remove one of them",
+					func(u use) string {
+						return fmt.Sprintf("secret %q is already used as %s (line %d)", sec, u.what, u.line)
+					})
+			}
+			t.Secret = sec
+		}
+	}
+}
+
 func ownHint(typ, name string) string {
+	if h := targetKinds[typ].hints[name]; h != "" {
+		return h
+	}
 	switch name {
 	case "path":
 		return `add "path: app/.env" (relative to this config file's directory)`

@@ -23,7 +23,7 @@ type job struct {
 	cancel  context.CancelFunc
 	cfg     *config.Config
 	slots   []*rotate.Slot
-	dotenvs []string // paths of .env targets
+	dotenvs []string // files written by atomic replace (temp files to clean)
 	clients *clients
 	out     *printer
 }
@@ -46,12 +46,13 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	j.ctx, j.cancel = context.WithTimeout(c.Context, c.Duration("timeout"))
 	for _, s := range selected {
 		for _, t := range s.Targets {
-			if t.Type == "dotenv" {
-				d := targets.NewDotEnv(t.Path, t.Var)
-				if _, err := d.Read(c.Context); err != nil {
-					j.cancel()
-					return nil, fmt.Errorf("slot %s: %w", s.Name, err)
-				}
+			lt := localTarget(t)
+			if lt == nil {
+				continue
+			}
+			if _, err := lt.Read(c.Context); err != nil && !errors.Is(err, rotate.ErrUnreadable) {
+				j.cancel()
+				return nil, fmt.Errorf("slot %s: %w", s.Name, err)
 			}
 		}
 	}
@@ -82,13 +83,9 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 		rs.Prober = j.clients.gemini
 	}
 	for _, t := range s.Targets {
-		switch t.Type {
-		case "dotenv":
-			d := targets.NewDotEnv(t.Path, t.Var)
-			j.dotenvs = append(j.dotenvs, t.Path)
-			rs.Targets = append(rs.Targets, d)
-		case "secretmanager":
-			rs.Targets = append(rs.Targets, targets.NewSecretManager(j.clients.secrets, t.Secret))
+		rs.Targets = append(rs.Targets, j.target(t))
+		if p := tempFilePath(t); p != "" {
+			j.dotenvs = append(j.dotenvs, p)
 		}
 	}
 	return rs
