@@ -43,7 +43,10 @@ const (
 // Values of Target.Type.
 const (
 	TargetDotEnv        = "dotenv"
+	TargetCompose       = "compose"
 	TargetSecretManager = "secretmanager"
+	TargetExec          = "exec"
+	TargetGitHub        = "github"
 )
 
 // Config is a parsed and validated keyrotate.yaml.
@@ -79,7 +82,7 @@ type Slot struct {
 
 // Target is one more place that receives the key, besides the slot's secret.
 type Target struct {
-	Type   string `yaml:"type"`             // TargetDotEnv or TargetSecretManager
+	Type   string `yaml:"type"`             // TargetDotEnv, TargetSecretManager, TargetCompose, TargetExec or TargetGitHub
 	Path   string `yaml:"path,omitempty"`   // dotenv: the file, resolved against the config file's directory
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S

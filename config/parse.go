@@ -774,7 +774,7 @@ func (p *parser) target(n *yaml.Node, s *Slot, label string) (Target, bool) {
 			continue
 		}
 		if fo, ok := f[name]; ok {
-			p.at(fo.key, fmt.Sprintf("remove %q: a %s target takes %s", name, v, andList(append(kind.own, kind.optional...))), "field %q does not apply to a %s target", name, v)
+			p.at(fo.key, fmt.Sprintf("remove %q: %s %s target takes %s", name, article(v), v, andList(append(kind.own, kind.optional...))), "field %q does not apply to %s %s target", name, article(v), v)
 		}
 	}
 	for _, name := range kind.own {
@@ -800,7 +800,18 @@ type targetKind struct {
 // function.
 var targetKinds = map[string]targetKind{
 	TargetDotEnv:        {own: []string{"path", "var"}, parse: (*parser).dotenvTarget},
+	TargetCompose:       {own: []string{"path", "services", "var"}, hints: composeHints, parse: (*parser).composeTarget},
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
+	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
+	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
+}
+
+// article is "a" or "an" before a word.
+func article(w string) string {
+	if w != "" && strings.ContainsRune("aeiou", rune(w[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // andList joins words as "a, b and c".

@@ -583,7 +583,16 @@ func (st *run) distribute(ctx context.Context) error {
 			st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "already current", Fingerprint: held.Fingerprint()})
 			continue
 		}
-		if err := t.Write(ctx, st.newStr); err != nil {
+		err := t.Write(ctx, st.newStr)
+		if errors.Is(err, ErrTargetChanged) {
+			// Another target of this slot may share the file and have
+			// written it: if the value itself is as preflight saw it,
+			// read again and write on top of that change.
+			if again, rerr := t.Read(ctx); rerr == nil && again.Equal(held) {
+				err = t.Write(ctx, st.newStr)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
 		st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "written", Fingerprint: st.newStr.Fingerprint()})

@@ -260,6 +260,26 @@ func TestRotateEndToEnd(t *testing.T) {
 	}
 }
 
+// TestTwoVariablesInOneFile: two targets of a slot in one .env; the second
+// write finds the file changed by the first, not its own value.
+func TestTwoVariablesInOneFile(t *testing.T) {
+	w := newWorld(t)
+	text := w.envText + "\nGOOGLE_API_KEY=" + w.oldKey + "\n"
+	if err := os.WriteFile(w.envPath, []byte(text), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	w.slot.Targets = append(w.slot.Targets, targets.NewDotEnv(w.envPath, "GOOGLE_API_KEY"))
+	res, err := w.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	got, _ := os.ReadFile(w.envPath)
+	want := strings.ReplaceAll(text, w.oldKey, w.latest())
+	if string(got) != want || res.NewKey.Fingerprint != secret.Fingerprint(w.latest()) {
+		t.Errorf(".env after rotation:\n%s", cmp.Diff(want, string(got)))
+	}
+}
+
 func TestPlanMakesNoWrites(t *testing.T) {
 	w := newWorld(t)
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})

@@ -64,6 +64,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return usagef("--log-level must be debug, info, warn or error, not %q", c.String("log-level"))
 			}
+			// Targets that log on their own (exec) use the default logger.
+			slog.SetDefault(newLogger(c))
 			return nil
 		},
 		Commands: []*cli.Command{

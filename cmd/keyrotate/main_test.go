@@ -64,6 +64,7 @@ func TestScripts(t *testing.T) {
 			"kr":   cmdKR,
 			"exit": cmdExit,
 			"emu":  cmdEmu,
+			"gh":   cmdGitHub, // github*.txtar: the GitHub API fake (github_test.go)
 			"sleep": func(ts *testscript.TestScript, _ bool, args []string) {
 				d, err := time.ParseDuration(args[0])
 				ts.Check(err)
@@ -184,6 +185,18 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		_, _, err := srv.SeedKey(demoProject, rest[0], &apikeys.V2Key{Annotations: map[string]string{
 			"keyrotate.slot": "gemini-prod", "keyrotate.rotation": "20260101000000-leftover"}})
 		ts.Check(err)
+	case "put-key": // emu put-key current|seeded FILE TOKEN: every TOKEN in FILE becomes the key (no key string in the script)
+		k := sw.w.key.Reveal()
+		if rest[0] == "current" {
+			k = latestPayload(sw)
+		}
+		fi, err := os.Stat(ts.MkAbs(rest[1]))
+		ts.Check(err)
+		ts.Check(os.WriteFile(ts.MkAbs(rest[1]), []byte(strings.ReplaceAll(ts.ReadFile(rest[1]), rest[2], k)), fi.Mode()))
+	case "holds-key": // emu holds-key FILE TEMPLATE TOKEN: FILE is TEMPLATE, byte for byte, with TOKEN replaced by the secret's latest key
+		if want := strings.ReplaceAll(ts.ReadFile(rest[1]), rest[2], latestPayload(sw)); (ts.ReadFile(rest[0]) == want) == neg {
+			ts.Fatalf("%s is not %s with the secret's latest key in place of %s", rest[0], rest[1], rest[2])
+		}
 	case "rotated":
 		checkRotated(ts, sw)
 	case "invariant":

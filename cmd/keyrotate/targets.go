@@ -13,6 +13,11 @@ func localTarget(t config.Target) rotate.Target {
 	switch t.Type {
 	case config.TargetDotEnv:
 		return targets.NewDotEnv(t.Path, t.Var)
+	case config.TargetCompose:
+		return targets.NewCompose(t.Path, t.Services, t.Var)
+	case config.TargetExec:
+		// Log nil: the command's redacted output goes to slog.Default().
+		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout()})
 	}
 	return nil
 }
@@ -26,6 +31,9 @@ func (j *job) target(t config.Target) rotate.Target {
 	switch t.Type {
 	case config.TargetSecretManager:
 		return targets.NewSecretManager(j.clients.secrets, t.Secret)
+	case config.TargetGitHub:
+		return targets.NewGitHub(targets.GitHubConfig{Repo: t.Repo, Environment: t.Environment, Org: t.Org,
+			Name: t.Name, TokenEnv: t.TokenEnv, BaseURL: t.BaseURL})
 	}
 	panic("keyrotate: no builder for target type " + t.Type + " (config accepts it)")
 }
@@ -34,7 +42,7 @@ func (j *job) target(t config.Target) rotate.Target {
 // files next to it, for targets that write files.
 func tempFilePath(t config.Target) string {
 	switch t.Type {
-	case config.TargetDotEnv:
+	case config.TargetDotEnv, config.TargetCompose:
 		return t.Path
 	}
 	return ""

@@ -1,0 +1,119 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// composeServiceRE is what Docker Compose accepts as a service name.
+var composeServiceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// composeHints say how to add each missing field of a compose target.
+var composeHints = map[string]string{
+	"path":     `add "path: docker-compose.yml" (the compose file, relative to this config file's directory)`,
+	"services": `add "services: [api]" (the services whose environment holds the key)`,
+	"var":      `add "var: GEMINI_API_KEY" (the variable in the services' environment that holds the key)`,
+}
+
+// composeTarget checks a compose target: a file path, a non-empty list of
+// service names and a variable name. Each (file, service, variable) may be
+// written by one target only, and a slot writes each compose file through
+// one target: a second target of the same slot would find the file changed
+// by the first one's write and refuse.
+func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where string) {
+	if fp, ok := f["path"]; ok {
+		if path, ok := p.str(fp); ok && !p.keyString(fp, path) {
+			switch {
+			case path == "~" || strings.HasPrefix(path, "~/"):
+				p.at(fp.val, "write an absolute path, or one relative to the directory of this config file", "path %s: \"~\" is not expanded", quote(path))
+			case strings.ContainsRune(path, 0):
+				p.at(fp.val, "remove the NUL character", "path contains a NUL character")
+			case strings.HasSuffix(path, "/") || path == "." || path == "..":
+				p.at(fp.val, "name the file, for example "+strings.TrimSuffix(path, "/")+"/docker-compose.yml", "path %s names a directory, not a file", quote(path))
+			default:
+				t.Path = p.resolve(path)
+			}
+		}
+	}
+	if fv, ok := f["var"]; ok {
+		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
+			if !varRE.MatchString(name) {
+				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid variable name %s", quote(name))
+			} else {
+				t.Var = name
+			}
+		}
+	}
+	fs, ok := f["services"]
+	if !ok || isNull(fs.val) {
+		return // reported as missing
+	}
+	nodes := p.composeServices(fs, t)
+	if t.Path == "" || t.Var == "" || len(t.Services) == 0 {
+		return
+	}
+	for _, other := range s.Targets {
+		if other.Type == TargetCompose && other.Path == t.Path {
+			p.at(fs.key, "list every service in one compose target: a rotation writes each file once, and a second target would find it changed by the first",
+				"%s is already written by another compose target of the same slot (line %d)", t.Path, other.Line)
+			return
+		}
+	}
+	for i, svc := range t.Services {
+		p.claim(p.vars, t.Path+"\x00"+svc+"\x00"+t.Var, nodes[i], where,
+			"each variable of each service has one slot and one target; remove one of them",
+			func(u use) string {
+				return fmt.Sprintf("%s service %s %s is already written by %s (line %d)", t.Path, svc, t.Var, u.what, u.line)
+			})
+	}
+}
+
+// composeServices checks the list of service names and stores it in t only
+// when every name is valid. It returns the nodes of the names.
+func (p *parser) composeServices(fs field, t *Target) []*yaml.Node {
+	n := deref(fs.val)
+	if n.Kind != yaml.SequenceNode {
+		hint := `list the services, for example "services: [api, worker]"`
+		if n.Kind == yaml.ScalarNode && composeServiceRE.MatchString(n.Value) {
+			hint = fmt.Sprintf("write it as a list: \"services: [%s]\"", n.Value)
+		}
+		p.at(n, hint, "services must be a list of service names, not %s", kind(n))
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.at(n, `name at least one service, for example "services: [api]"`, "services is empty")
+		return nil
+	}
+	before := len(p.errs)
+	seen := map[string]int{}
+	var names []string
+	var nodes []*yaml.Node
+	for _, item := range n.Content {
+		item = deref(item)
+		if item.Kind != yaml.ScalarNode || isNull(item) {
+			p.at(item, "write each service as a name, as in the compose file's services: section", "a service must be a name, not %s", kind(item))
+			continue
+		}
+		name := item.Value
+		switch {
+		case looksLikeKey(name):
+			p.at(item, "remove the key string from this file (and rotate that key if the file was shared); list service names here", "services holds what looks like an API key string")
+		case !composeServiceRE.MatchString(name):
+			p.at(item, "a compose service name has letters, digits, '_', '.' and '-', starting with a letter or digit", "invalid service name %s", quote(name))
+		case seen[name] != 0:
+			p.at(item, "list each service once", "service %s is listed twice (first at line %d)", quote(name), seen[name])
+		default:
+			seen[name] = item.Line
+			names = append(names, name)
+			nodes = append(nodes, item)
+		}
+	}
+	if len(p.errs) != before {
+		return nil
+	}
+	t.Services = names
+	return nodes
+}

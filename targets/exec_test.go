@@ -1,0 +1,380 @@
+package targets
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// script writes a shell script into dir and returns its path.
+func script(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	writeFile(t, path, "#!/bin/sh\n"+body, 0o755)
+	return path
+}
+
+// logBuffer returns a debug logger and what it wrote.
+func logBuffer() (*slog.Logger, *bytes.Buffer) {
+	var b bytes.Buffer
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
+}
+
+// noKeyPart fails the test when s holds either canary key string or any
+// piece of one 8 characters long (the shortest fragment Redact promises to
+// catch) beyond the prefix the two share with every auth key.
+func noKeyPart(t *testing.T, what, s string) {
+	t.Helper()
+	noKeyIn(t, what, s)
+	for _, k := range []string{oldKey, newKey} {
+		for i := len("AQ.Ab8RN6"); i+fragmentLen <= len(k); i++ {
+			if strings.Contains(s, k[i:i+fragmentLen]) {
+				t.Errorf("%s contains %q, part of a key string: %q", what, k[i:i+fragmentLen], s)
+				return
+			}
+		}
+	}
+}
+
+func TestExecWrite(t *testing.T) {
+	dir := t.TempDir()
+	store, env, args := filepath.Join(dir, "store"), filepath.Join(dir, "env"), filepath.Join(dir, "args")
+	cmd := script(t, dir, "reload", `cat > "$STORE"; env > "$ENVFILE"; echo "$@" > "$ARGS"`+"\n")
+	t.Setenv("STORE", store)
+	t.Setenv("ENVFILE", env)
+	t.Setenv("ARGS", args)
+	log, logs := logBuffer()
+	x := NewExec([]string{cmd, "--key-from-stdin"}, ExecOptions{Log: log})
+	ctx := context.Background()
+
+	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
+		t.Fatalf("Read = %v, want ErrUnreadable", err)
+	}
+	if err := x.Write(ctx, secret.New(newKey)); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if got := readFile(t, store); got != newKey+"\n" {
+		t.Errorf("stdin = %q, want the key and a newline", got)
+	}
+	e := readFile(t, env)
+	noKeyPart(t, "the command's environment", e)
+	if want := "KEYROTATE_KEY_FINGERPRINT=" + secret.Fingerprint(newKey); !strings.Contains(e, want) {
+		t.Errorf("environment lacks %s", want)
+	}
+	if got := readFile(t, args); got != "--key-from-stdin\n" {
+		t.Errorf("arguments = %q, want --key-from-stdin", got)
+	}
+	// Idempotent by contract: a second write runs the command again.
+	if err := x.Write(ctx, secret.New(newKey)); err != nil {
+		t.Fatalf("second Write: %v", err)
+	}
+	if !strings.Contains(logs.String(), "ran command") {
+		t.Errorf("no debug log of the run: %s", logs)
+	}
+	noKeyPart(t, "log", logs.String())
+}
+
+func TestExecString(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"/usr/local/bin/reload", "--key-from-stdin"}, "exec:reload --key-from-stdin"},
+		{[]string{"systemctl", "reload", "my app"}, `exec:systemctl reload "my app"`},
+		{[]string{"/bin/sh", "-c", "cat > $F"}, `exec:sh -c "cat > $F"`},
+		{nil, "exec:<no command>"},
+	} {
+		if got := NewExec(tc.argv, ExecOptions{}).String(); got != tc.want {
+			t.Errorf("NewExec(%q).String() = %q, want %q", tc.argv, got, tc.want)
+		}
+	}
+}
+
+func TestExecFailure(t *testing.T) {
+	dir := t.TempDir()
+	cmd := script(t, dir, "reload", "echo 'daemon not running' >&2\nexit 3\n")
+	x := NewExec([]string{cmd}, ExecOptions{Log: slog.New(slog.DiscardHandler)})
+	err := x.Write(context.Background(), secret.New(newKey))
+	if err == nil {
+		t.Fatal("Write of a command exiting 3 succeeded")
+	}
+	for _, want := range []string{"reload", "exit status 3", "daemon not running"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if errors.Is(err, rotate.ErrInvalidTarget) {
+		t.Errorf("error %v wraps ErrInvalidTarget: a failed run is not a config problem", err)
+	}
+	if h := rotate.Hint(err); !strings.Contains(h, "by hand") {
+		t.Errorf("hint = %q, want one saying to run the command by hand", h)
+	}
+}
+
+// TestExecRedactsOutput: a command that prints the key every way it can;
+// neither the error nor the log holds the key or a piece of it.
+func TestExecRedactsOutput(t *testing.T) {
+	dir := t.TempDir()
+	body := `read -r k
+echo "got key $k"
+echo "$k" >&2
+echo "same again: $k, $k"
+printf '%s\n' "$k" | cut -c5-20
+printf '%s\n' "$k" | fold -w 9
+printf 'no newline at the end: %s' "$k" >&2
+`
+	for _, exit := range []int{0, 1} {
+		t.Run(fmt.Sprintf("exit %d", exit), func(t *testing.T) {
+			cmd := script(t, dir, fmt.Sprintf("echo%d", exit), body+fmt.Sprintf("exit %d\n", exit))
+			log, logs := logBuffer()
+			x := NewExec([]string{cmd}, ExecOptions{Log: log})
+			err := x.Write(context.Background(), secret.New(newKey))
+			if (err != nil) != (exit != 0) {
+				t.Fatalf("Write = %v, want error %v", err, exit != 0)
+			}
+			if err != nil {
+				noKeyPart(t, "error", err.Error())
+				noKeyPart(t, "hint", rotate.Hint(err))
+				if !strings.Contains(err.Error(), secret.Fingerprint(newKey)) {
+					t.Errorf("error %q does not name the key by its fingerprint", err)
+				}
+			}
+			noKeyPart(t, "log", logs.String())
+			for _, want := range []string{"got key " + secret.Fingerprint(newKey), "line withheld"} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("log lacks %q: %s", want, logs)
+				}
+			}
+		})
+	}
+}
+
+func TestExecTimeout(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	// A child in the background keeps the output open: only killing the
+	// whole process group ends it.
+	cmd := script(t, dir, "slow", `sleep 30 & echo $! > "$PIDFILE"; wait`+"\n")
+	t.Setenv("PIDFILE", pidFile)
+	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
+	start := time.Now()
+	err := x.Write(context.Background(), secret.New(newKey))
+	if err == nil {
+		t.Fatal("Write of a command that sleeps past the timeout succeeded")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Write took %s with a timeout of 300ms", d)
+	}
+	if !strings.Contains(err.Error(), "did not finish within 300ms") {
+		t.Errorf("error = %v, want it to name the timeout", err)
+	}
+	if h := rotate.Hint(err); !strings.Contains(h, "timeout") {
+		t.Errorf("hint = %q, want one about the timeout", h)
+	}
+	pid, perr := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if !alive(pid) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the command's child %d survived the timeout", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			break
+		}
+	}
+}
+
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}
+
+func TestExecCancelled(t *testing.T) {
+	dir := t.TempDir()
+	cmd := script(t, dir, "slow", "sleep 30\n")
+	x := NewExec([]string{cmd}, ExecOptions{Log: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := x.Write(ctx, secret.New(newKey)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Write with a cancelled context = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestExecConfirm(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	t.Setenv("STORE", store)
+	put := script(t, dir, "put", `cat > "$STORE"`+"\n")
+	check := script(t, dir, "check", `cmp -s - "$STORE" || { echo "the store holds another key" >&2; exit 1; }`+"\n")
+	log, logs := logBuffer()
+	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Log: log})
+	ctx := context.Background()
+	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
+		t.Fatalf("Read = %v, want ErrUnreadable", err)
+	}
+	if err := x.Write(ctx, secret.New(newKey)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Confirm(ctx, secret.New(newKey)); err != nil {
+		t.Errorf("Confirm(new key) = %v, want nil", err)
+	}
+	err := x.Confirm(ctx, secret.New(oldKey))
+	if err == nil {
+		t.Fatal("Confirm(old key) = nil, want the verify command's rejection")
+	}
+	for _, want := range []string{"verify command", "exit status 1", "another key", secret.Fingerprint(oldKey)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	noKeyPart(t, "error", err.Error())
+	noKeyPart(t, "log", logs.String())
+
+	// Without a verify command the write is trusted, and the log says so.
+	trusted := NewExec([]string{put}, ExecOptions{Log: log})
+	if err := trusted.Confirm(ctx, secret.New(oldKey)); err != nil {
+		t.Errorf("Confirm without a verify command = %v, want nil", err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "trusted") {
+		t.Errorf("log does not warn that the write is trusted: %s", logs)
+	}
+}
+
+func TestExecReadPreflight(t *testing.T) {
+	dir := t.TempDir()
+	ok := script(t, dir, "ok", "exit 0\n")
+	plain := filepath.Join(dir, "plain")
+	writeFile(t, plain, "#!/bin/sh\n", 0o644)
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, tc := range []struct {
+		name            string
+		command, verify []string
+		msg, hint       string
+	}{
+		{"missing file", []string{filepath.Join(dir, "nope")}, nil, "does not exist", "create"},
+		{"not on PATH", []string{"keyrotate-no-such-command"}, nil, "not found on PATH", "absolute path"},
+		{"not executable", []string{plain}, nil, "not an executable file", "chmod +x"},
+		{"directory", []string{dir}, nil, "is a directory", "program file"},
+		{"missing verify", []string{ok}, []string{filepath.Join(dir, "nope")}, "verify command", "verify"},
+		{"no command", nil, nil, "no command", "command:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := NewExec(tc.command, ExecOptions{Verify: tc.verify})
+			_, err := x.Read(context.Background())
+			checkErr(t, err, rotate.ErrInvalidTarget)
+			if errors.Is(err, rotate.ErrUnreadable) {
+				t.Errorf("err = %v also wraps ErrUnreadable", err)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.msg)
+			}
+			if h := rotate.Hint(err); !strings.Contains(h, tc.hint) {
+				t.Errorf("hint = %q, want it to contain %q", h, tc.hint)
+			}
+		})
+	}
+	// A bare name found on PATH passes.
+	x := NewExec([]string{"ok"}, ExecOptions{Verify: []string{ok}})
+	if _, err := x.Read(context.Background()); !errors.Is(err, rotate.ErrUnreadable) {
+		t.Errorf("Read of a command on PATH = %v, want ErrUnreadable", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	k := secret.New(newKey)
+	fp := k.Fingerprint()
+	other := "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"
+	withheld := "[line withheld: it holds part of key " + fp + "]"
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"nothing", "reloaded\n", "reloaded\n"},
+		{"exact", "key=" + newKey + "\n", "key=" + fp + "\n"},
+		{"twice on a line", newKey + " " + newKey, fp + " " + fp},
+		{"another key", "old " + other + "\n", "old " + secret.Fingerprint(other) + "\n"},
+		{"fragment", "tail " + newKey[10:20] + "\nnext\n", withheld + "\nnext\n"},
+		{"wrapped", newKey[:12] + "\n" + newKey[12:24] + "\n" + newKey[24:] + "\n", withheld + "\n" + withheld + "\n" + withheld + "\n"},
+		{"last four may show", "ends in " + newKey[len(newKey)-4:], "ends in " + newKey[len(newKey)-4:]},
+		{"control characters", "a\x1b[2Jb\r\tc\xff\n", "a\uFFFD[2Jb\uFFFD\tc\uFFFD\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Redact(tc.in, k); got != tc.want {
+				t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCaptureTruncates: past the limit, the last incomplete line goes too,
+// so that a key cut by the limit leaves no piece behind.
+func TestCaptureTruncates(t *testing.T) {
+	k := secret.New(newKey)
+	c := &capture{limit: 100}
+	line := strings.Repeat("x", 80) + "\n"
+	cut := strings.Repeat("y", 10) + newKey + "\n" // crosses the limit at byte 100
+	fmt.Fprint(c, line+cut+line)
+	got := c.redacted(k)
+	if want := line + fmt.Sprintf("[%d more bytes not shown]", len(cut)+len(line)); got != want {
+		t.Errorf("redacted = %q, want %q", got, want)
+	}
+	noKeyPart(t, "captured output", got)
+
+	c = &capture{limit: 10}
+	fmt.Fprint(c, newKey)
+	if got, want := c.redacted(k), fmt.Sprintf("[%d more bytes not shown]", len(newKey)); got != want {
+		t.Errorf("redacted = %q, want %q", got, want)
+	}
+}
+
+// TestExecBackgroundChild: a command that exits 0 but leaves a child (a
+// daemon it started) holding its output succeeds once the grace for
+// output (execWaitDelay) is over; the child is left alone.
+func TestExecBackgroundChild(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	cmd := script(t, dir, "daemonize", `sleep 30 & echo $! > "$PIDFILE"; echo started`+"\n")
+	t.Setenv("PIDFILE", pidFile)
+	log, logs := logBuffer()
+	x := NewExec([]string{cmd}, ExecOptions{Log: log})
+	start := time.Now()
+	if err := x.Write(context.Background(), secret.New(newKey)); err != nil {
+		t.Fatalf("Write = %v, want nil", err)
+	}
+	if d := time.Since(start); d > execWaitDelay+5*time.Second {
+		t.Errorf("Write took %s", d)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if !alive(pid) {
+		t.Errorf("the command's background child %d was killed", pid)
+	}
+	if !strings.Contains(logs.String(), "left its output open") {
+		t.Errorf("log does not say the output was left open: %s", logs)
+	}
+}
