@@ -47,6 +47,8 @@ const (
 	TargetSecretManager = "secretmanager"
 	TargetExec          = "exec"
 	TargetGitHub        = "github"
+	TargetCloudRun      = "cloudrun"
+	TargetK8s           = "k8s"
 )
 
 // Config is a parsed and validated keyrotate.yaml.
@@ -85,7 +87,7 @@ type Target struct {
 	Type   string `yaml:"type"`             // TargetDotEnv, TargetSecretManager, TargetCompose, TargetExec or TargetGitHub
 	Path   string `yaml:"path,omitempty"`   // dotenv: the file, resolved against the config file's directory
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
-	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S
+	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S or projects/P/locations/L/secrets/S (regional)
 
 	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
 	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin
@@ -98,6 +100,15 @@ type Target struct {
 	Name        string `yaml:"name,omitempty"`        // github: the secret's name
 	TokenEnv    string `yaml:"token_env,omitempty"`   // github: variable holding the token
 	BaseURL     string `yaml:"base_url,omitempty"`    // github: API base URL (GitHub Enterprise, tests)
+
+	Service   string `yaml:"service,omitempty"`   // cloudrun: projects/P/locations/L/services/S
+	Container string `yaml:"container,omitempty"` // cloudrun: the container's name ("": the only container)
+
+	Kubeconfig string   `yaml:"kubeconfig,omitempty"` // k8s: kubeconfig file ("": $KUBECONFIG, ~/.kube/config or in-cluster)
+	Context    string   `yaml:"context,omitempty"`    // k8s: kubeconfig context ("": its current context)
+	Namespace  string   `yaml:"namespace,omitempty"`  // k8s: the Secret's namespace (Name is the Secret)
+	Key        string   `yaml:"key,omitempty"`        // k8s: the key in the Secret's data
+	Restart    []string `yaml:"restart,omitempty"`    // k8s: deployments to restart and wait for (Timeout: how long)
 
 	Line int `yaml:"-"`
 }

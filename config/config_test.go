@@ -150,6 +150,15 @@ func TestParseGood(t *testing.T) {
 			}
 		}},
 		{"secret in another project", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n", nil},
+		{"secretmanager targets: another project, regional", head + slotYAML + "    targets:\n      - {type: secretmanager, secret: projects/vault-project/secrets/copy}\n      - {type: secretmanager, secret: projects/my-project/locations/europe-west1/secrets/copy}\n      - {type: secretmanager, secret: projects/123456/locations/northamerica-northeast1/secrets/copy}\n", func(t *testing.T, c *Config) {
+			want := []string{"projects/vault-project/secrets/copy", "projects/my-project/locations/europe-west1/secrets/copy", "projects/123456/locations/northamerica-northeast1/secrets/copy"}
+			for i, tg := range c.Slots[0].Targets {
+				if tg.Type != TargetSecretManager || tg.Secret != want[i] {
+					t.Errorf("target %d = %s %q, want secretmanager %q", i, tg.Type, tg.Secret, want[i])
+				}
+			}
+		}},
+		{"same regional secret in two locations", head + slotYAML + "    targets:\n      - {type: secretmanager, secret: projects/my-project/locations/us-east1/secrets/c}\n      - {type: secretmanager, secret: projects/my-project/locations/us-west1/secrets/c}\n      - {type: secretmanager, secret: projects/my-project/secrets/c}\n", nil},
 		{"key with uuid id", head + slotYAML + "    key: projects/123/locations/global/keys/0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b\n", nil},
 		{"developer service account", head + slotYAML + "    service_account: 123-compute@developer.gserviceaccount.com\n", nil},
 		{"verify none", head + slotYAML + "    verify: none\n", nil},
@@ -238,7 +247,7 @@ func TestParseBad(t *testing.T) {
 		{"short project", head + "  - name: a\n    project: abc\n    secret: projects/my-project/secrets/a\n", 4, "not a project id", "6–30"},
 		{"no secret", head + "  - name: a\n    project: my-project\n", 3, `slot "a" has no secret`, "projects/my-project/secrets/gemini-api-key"},
 		{"bare secret", head + "  - name: a\n    project: my-project\n    secret: gemini-api-key\n", 5, "not a full secret name", "projects/my-project/secrets/gemini-api-key"},
-		{"regional secret", head + "  - name: a\n    project: my-project\n    secret: projects/my-project/locations/us-east1/secrets/k\n", 5, "regional secrets are not supported yet", "global secret"},
+		{"regional secret", head + "  - name: a\n    project: my-project\n    secret: projects/my-project/locations/us-east1/secrets/k\n", 5, "a slot's own secret must be global", "add the regional one as a target"},
 		{"secret version", head + "  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/k/versions/3\n", 5, "names a secret version", "/versions/"},
 		{"secret bad id", head + "  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/a.b\n", 5, "secret id", "1–255"},
 		{"secret bad project", head + "  - name: a\n    project: my-project\n    secret: projects/X/secrets/a\n", 5, "the project in", "project id"},
@@ -266,7 +275,11 @@ func TestParseBad(t *testing.T) {
 		{"secretmanager with var", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/my-project/secrets/copy\n        var: K\n", 9, `field "var" does not apply to a secretmanager target`, "takes secret"},
 		{"secretmanager no secret", head + slotYAML + "    targets:\n      - type: secretmanager\n", 7, "secretmanager target has no secret", "secret: projects/"},
 		{"secretmanager own secret", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/my-project/secrets/gemini-api-key\n", 8, "repeats the slot's own secret", "remove this target"},
-		{"secretmanager regional", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/p-123456/locations/eu/secrets/s\n", 8, "regional secrets are not supported yet", "global"},
+		{"secretmanager multi-region", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/p-123456/locations/eu/secrets/s\n", 8, `the location in "projects/p-123456/locations/eu/secrets/s" is not a region`, "us-east1"},
+		{"secretmanager regional version", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/p-123456/locations/us-east1/secrets/s/versions/2\n", 8, "names a secret version", "/versions/"},
+		{"secretmanager regional bad project", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/P/locations/us-east1/secrets/s\n", 8, "the project in", "project id"},
+		{"secretmanager regional bad id", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/p-123456/locations/us-east1/secrets/a.b\n", 8, "secret id", "1–255"},
+		{"secretmanager regional too long", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/p-123456/locations/us-east1/secrets/s/x\n", 8, "is not a secret name", "locations/LOCATION"},
 		{"secretmanager other slot's secret", head + slotYAML + "  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    targets:\n      - type: secretmanager\n        secret: projects/my-project/secrets/gemini-api-key\n", 11, `already used as the secret of slot "gemini-prod" (line 5)`, ""},
 		{"same secret target twice", head + slotYAML + "    targets:\n      - {type: secretmanager, secret: projects/my-project/secrets/c}\n  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    targets:\n      - {type: secretmanager, secret: projects/my-project/secrets/c}\n", 12, `already used as a secretmanager target of slot "gemini-prod" (line 7)`, "once"},
 		{"same var twice", head + slotYAML + "    targets:\n      - {type: dotenv, path: app/.env, var: K}\n  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    targets:\n      - {type: dotenv, path: ./app/../app/.env, var: K}\n", 12, `app/.env=K is already written by a dotenv target of slot "gemini-prod" (line 7)`, "remove one"},
@@ -351,7 +364,7 @@ func TestManyErrors(t *testing.T) {
 		{4, `max_age: unknown unit "w" in duration "1w"`},
 		{5, "propagation_timeout 2h is longer than 1h"},
 		{7, `invalid slot name "Gemini_Prod"`},
-		{12, `secret: "projects/my-project/locations/us-east1/secrets/gemini-dev" is a regional secret; regional secrets are not supported yet`},
+		{12, `secret: "projects/my-project/locations/us-east1/secrets/gemini-dev" is a regional secret; a slot's own secret must be global (regional secrets can be secretmanager targets)`},
 		{13, `verify must be gemini or none, not "maybe"`},
 		{16, `secret "projects/my-project/secrets/gemini-api-key" is already used as the secret of slot "Gemini_Prod" (line 9)`},
 		{17, `field "var" does not apply to a secretmanager target`},

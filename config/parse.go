@@ -21,7 +21,7 @@ var (
 	topFields      = []string{"version", "defaults", "slots"}
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl"}
 	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
 )
 
 var (
@@ -577,7 +577,7 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 	if fs, ok := f["secret"]; !ok || isNull(fs.val) {
 		p.at(n, fmt.Sprintf("add \"secret: %s\" (the Secret Manager secret that holds the current key string)", exampleSecret(s.Project)), "%s has no secret", label)
 	} else if v, ok := p.str(fs); ok && !p.keyString(fs, v) {
-		if msg, hint := checkSecret(v, s.Project); msg != "" {
+		if msg, hint := checkSecret(v, s.Project, false); msg != "" {
 			p.at(fs.val, hint, "secret: %s", msg)
 		} else {
 			p.claim(p.secrets, v, fs.val, fmt.Sprintf("the secret of %s", label),
@@ -662,16 +662,40 @@ func exampleSecret(project string) string {
 	return "projects/" + project + "/secrets/gemini-api-key"
 }
 
+// locationRE matches a Google Cloud region (us-east1, europe-west1,
+// northamerica-northeast1): regional secrets live in regions, not in
+// multi-regions such as "eu".
+var locationRE = regexp.MustCompile(`^[a-z]+(-[a-z]+)+[0-9]+$`)
+
 // checkSecret returns a message and a hint if s is not the name of a global
-// Secret Manager secret.
-func checkSecret(s, project string) (msg, hint string) {
+// Secret Manager secret or, if regional, of a regional one
+// (projects/PROJECT/locations/LOCATION/secrets/SECRET).
+func checkSecret(s, project string, regional bool) (msg, hint string) {
 	parts := strings.Split(s, "/")
 	form := "write projects/PROJECT/secrets/SECRET, for example " + exampleSecret(project)
+	if regional {
+		form += ", or projects/PROJECT/locations/LOCATION/secrets/SECRET for a regional secret"
+	}
 	switch {
 	case len(parts) == 1:
 		return fmt.Sprintf("%s is not a full secret name", quote(s)), "write " + strings.Replace(exampleSecret(project), "gemini-api-key", parts[0], 1)
-	case len(parts) == 6 && parts[0] == "projects" && parts[2] == "locations" && parts[4] == "secrets":
-		return fmt.Sprintf("%s is a regional secret; regional secrets are not supported yet", quote(s)), "use a global secret, projects/PROJECT/secrets/SECRET"
+	case len(parts) >= 6 && parts[0] == "projects" && parts[2] == "locations" && parts[4] == "secrets":
+		switch {
+		case !regional:
+			return fmt.Sprintf("%s is a regional secret; a slot's own secret must be global (regional secrets can be secretmanager targets)", quote(s)),
+				"use a global secret, projects/PROJECT/secrets/SECRET, and add the regional one as a target"
+		case len(parts) >= 8 && parts[6] == "versions":
+			return fmt.Sprintf("%s names a secret version, not a secret", quote(s)), "drop the \"/versions/...\" part: keyrotate adds versions itself"
+		case len(parts) != 6:
+			return fmt.Sprintf("%s is not a secret name", quote(s)), form
+		case !validProject(parts[1]):
+			return fmt.Sprintf("the project in %s is not a project id or number", quote(s)), projectHint
+		case !locationRE.MatchString(parts[3]):
+			return fmt.Sprintf("the location in %s is not a region", quote(s)), "regional secrets live in a region such as us-east1 or europe-west1 (gcloud secrets locations list)"
+		case !secretIDRE.MatchString(parts[5]):
+			return fmt.Sprintf("the secret id in %s is not valid", quote(s)), "a secret id has 1–255 letters, digits, dashes and underscores"
+		}
+		return "", ""
 	case len(parts) >= 6 && parts[0] == "projects" && parts[2] == "secrets" && parts[4] == "versions":
 		return fmt.Sprintf("%s names a secret version, not a secret", quote(s)), "drop the \"/versions/...\" part: keyrotate adds versions itself"
 	case len(parts) != 4 || parts[0] != "projects" || parts[2] != "secrets":
@@ -804,6 +828,8 @@ var targetKinds = map[string]targetKind{
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
 	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
 	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
+	TargetCloudRun:      {own: []string{"service", "var"}, optional: []string{"container"}, hints: cloudRunHints, parse: (*parser).cloudRunTarget},
+	TargetK8s:           {own: []string{"namespace", "name", "key"}, optional: []string{"kubeconfig", "context", "restart", "timeout"}, hints: k8sHints, parse: (*parser).k8sTarget},
 }
 
 // article is "a" or "an" before a word.
@@ -867,7 +893,7 @@ func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where stri
 func (p *parser) secretManagerTarget(f map[string]field, s *Slot, t *Target, where string) {
 	if fs, ok := f["secret"]; ok {
 		if sec, ok := p.str(fs); ok && !p.keyString(fs, sec) {
-			if msg, hint := checkSecret(sec, s.Project); msg != "" {
+			if msg, hint := checkSecret(sec, s.Project, true); msg != "" {
 				p.at(fs.val, hint, "secret: %s", msg)
 			} else if sec == s.Secret {
 				p.at(fs.val, "remove this target: the slot's own secret always receives the new key", "target repeats the slot's own secret")

@@ -3,8 +3,15 @@ package emulator
 // Secret Manager v1 (gRPC).
 //
 // Fidelity notes, beyond those of the package doc:
-//   - Only global secrets (projects/*/secrets/*) exist; regional names
-//     (projects/*/locations/*/secrets/*) are INVALID_ARGUMENT.
+//   - Global secrets (projects/*/secrets/*) and regional secrets
+//     (projects/*/locations/*/secrets/*) are served on the one address, for
+//     every location (the real API serves a location's secrets on
+//     secretmanager.LOCATION.rep.googleapis.com only). A regional secret
+//     lives only in its location: its names keep locations/L, the global
+//     name of the same id is another secret, and ListSecrets lists one
+//     location (or the global secrets). Regional secrets take no
+//     replication (INVALID_ARGUMENT if one is given) and their versions
+//     have no replication_status.
 //   - List filters (ListSecretsRequest.filter, ListSecretVersionsRequest.filter)
 //     are accepted and ignored: every secret or version is listed.
 //   - Expiration (expire_time, ttl) is stored and returned but never enforced;
@@ -53,6 +60,7 @@ const (
 
 var (
 	secretIDRe      = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,255}$`)
+	locationRe      = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 	annotationKeyRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?$`)
 	aliasRe         = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]{0,62}$`)
 	labelKeyRe      = regexp.MustCompile(`^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$`)
@@ -63,7 +71,8 @@ var (
 // secretState is the Secret Manager part of the emulator's state, guarded
 // by Server.mu.
 type secretState struct {
-	// secrets by canonical name, projects/{number}/secrets/{id}
+	// secrets by canonical name, projects/{number}/secrets/{id} or
+	// projects/{number}/locations/{location}/secrets/{id}
 	secrets map[string]*smSecret
 }
 
@@ -141,38 +150,59 @@ func (s *Server) smProject(p, permission, resource string) (*project, error) {
 		"Permission '%s' denied for resource '%s' (or it may not exist).", permission, resource)
 }
 
-// parseSecretName checks projects/{p}/secrets/{s} and returns p and s.
-func parseSecretName(name string) (p, id string, err error) {
-	v, ok := splitName(name, "projects/*/secrets/*")
-	if !ok {
-		return "", "", status.Errorf(codes.InvalidArgument,
-			"The provided Secret name [%s] does not match the expected format [projects/*/secrets/*].", name)
+// parseSecretName checks projects/{p}/secrets/{s} or
+// projects/{p}/locations/{l}/secrets/{s} and returns p, l ("" for a global
+// secret) and s.
+func parseSecretName(name string) (p, loc, id string, err error) {
+	if v, ok := splitName(name, "projects/*/secrets/*"); ok {
+		p, id = v[0], v[1]
+	} else if v, ok := splitName(name, "projects/*/locations/*/secrets/*"); ok {
+		p, loc, id = v[0], v[1], v[2]
+		if !locationRe.MatchString(loc) {
+			return "", "", "", status.Errorf(codes.InvalidArgument, "Invalid location [%s].", loc)
+		}
+	} else {
+		return "", "", "", status.Errorf(codes.InvalidArgument,
+			"The provided Secret name [%s] does not match the expected format [projects/*/secrets/*] or [projects/*/locations/*/secrets/*].", name)
 	}
-	if !secretIDRe.MatchString(v[1]) {
-		return "", "", status.Errorf(codes.InvalidArgument,
-			"Invalid secret ID [%s]: it must be 1-255 characters of letters, digits, hyphens (-) and underscores (_).", v[1])
+	if !secretIDRe.MatchString(id) {
+		return "", "", "", status.Errorf(codes.InvalidArgument,
+			"Invalid secret ID [%s]: it must be 1-255 characters of letters, digits, hyphens (-) and underscores (_).", id)
 	}
-	return v[0], v[1], nil
+	return p, loc, id, nil
 }
 
-// parseVersionName checks projects/{p}/secrets/{s}/versions/{v}.
-func parseVersionName(name string) (secretName, version string, err error) {
-	v, ok := splitName(name, "projects/*/secrets/*/versions/*")
-	if !ok {
-		return "", "", status.Errorf(codes.InvalidArgument,
-			"The provided Secret Version name [%s] does not match the expected format [projects/*/secrets/*/versions/*].", name)
+// parseParent checks projects/{p} or projects/{p}/locations/{l}, the parent
+// of secrets, and returns p and l ("" for global).
+func parseParent(parent string) (p, loc string, err error) {
+	if v, ok := splitName(parent, "projects/*"); ok {
+		return v[0], "", nil
 	}
-	secretName = "projects/" + v[0] + "/secrets/" + v[1]
-	if _, _, err := parseSecretName(secretName); err != nil {
+	if v, ok := splitName(parent, "projects/*/locations/*"); ok && locationRe.MatchString(v[1]) {
+		return v[0], v[1], nil
+	}
+	return "", "", status.Errorf(codes.InvalidArgument,
+		"The provided parent [%s] does not match the expected format [projects/*] or [projects/*/locations/*].", parent)
+}
+
+// parseVersionName checks {secret name}/versions/{v}.
+func parseVersionName(name string) (secretName, version string, err error) {
+	i := strings.LastIndex(name, "/versions/")
+	if i < 0 || name[i+len("/versions/"):] == "" || strings.Contains(name[i+len("/versions/"):], "/") {
+		return "", "", status.Errorf(codes.InvalidArgument,
+			"The provided Secret Version name [%s] does not match the expected format [projects/*/secrets/*/versions/*] or [projects/*/locations/*/secrets/*/versions/*].", name)
+	}
+	secretName = name[:i]
+	if _, _, _, err := parseSecretName(secretName); err != nil {
 		return "", "", err
 	}
-	return secretName, v[2], nil
+	return secretName, name[i+len("/versions/"):], nil
 }
 
 // lookupSecret finds the secret named by name (project id or number). Call
 // with s.mu held.
 func (s *Server) lookupSecret(name, permission string) (*smSecret, error) {
-	p, id, err := parseSecretName(name)
+	p, loc, id, err := parseSecretName(name)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +210,7 @@ func (s *Server) lookupSecret(name, permission string) (*smSecret, error) {
 	if err != nil {
 		return nil, err
 	}
-	canon := canonicalSecretName(pr, id)
+	canon := canonicalSecretName(pr, loc, id)
 	sec := s.sm.secrets[canon]
 	if sec == nil {
 		return nil, status.Errorf(codes.NotFound, "Secret [%s] not found.", canon)
@@ -188,8 +218,18 @@ func (s *Server) lookupSecret(name, permission string) (*smSecret, error) {
 	return sec, nil
 }
 
-func canonicalSecretName(pr *project, id string) string {
-	return "projects/" + strconv.FormatInt(pr.number, 10) + "/secrets/" + id
+// canonicalSecretName names a secret by project number; loc is "" for a
+// global secret.
+func canonicalSecretName(pr *project, loc, id string) string {
+	return parentName(pr, loc) + "/secrets/" + id
+}
+
+func parentName(pr *project, loc string) string {
+	n := "projects/" + strconv.FormatInt(pr.number, 10)
+	if loc != "" {
+		n += "/locations/" + loc
+	}
+	return n
 }
 
 // lookupVersion finds the version named by name: a number, "latest" (the
@@ -203,9 +243,9 @@ func (s *Server) lookupVersion(name, permission string) (*smSecret, *smVersion, 
 	if err != nil {
 		if status.Code(err) == codes.NotFound && vid == "latest" {
 			// The real API says so for a missing secret too.
-			p, id, _ := parseSecretName(secretName)
+			p, loc, id, _ := parseSecretName(secretName)
 			return nil, nil, status.Errorf(codes.NotFound, "Secret [%s] not found or has no versions.",
-				canonicalSecretName(s.project(p), id))
+				canonicalSecretName(s.project(p), loc, id))
 		}
 		return nil, nil, err
 	}
@@ -355,10 +395,9 @@ func checksum(data []byte) int64 { return int64(crc32.Checksum(data, castagnoli)
 // ---- shared operations (call with s.mu held) ----
 
 func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb.Secret) (*secretmanagerpb.Secret, error) {
-	p, ok := splitName(parent, "projects/*")
-	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument,
-			"The provided parent [%s] does not match the expected format [projects/*].", parent)
+	p, loc, err := parseParent(parent)
+	if err != nil {
+		return nil, err
 	}
 	if secretID == "" {
 		return nil, status.Error(codes.InvalidArgument, "Field [secret_id] is required.")
@@ -370,11 +409,15 @@ func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb
 	if in == nil {
 		return nil, status.Error(codes.InvalidArgument, "Field [secret] is required.")
 	}
-	pr, err := s.smProject(p[0], "secretmanager.secrets.create", parent)
+	pr, err := s.smProject(p, "secretmanager.secrets.create", parent)
 	if err != nil {
 		return nil, err
 	}
-	if err := validateReplication(in.GetReplication()); err != nil {
+	if loc != "" {
+		if in.GetReplication() != nil {
+			return nil, status.Error(codes.InvalidArgument, "A regional secret must not set [replication]: it lives in its location.")
+		}
+	} else if err := validateReplication(in.GetReplication()); err != nil {
 		return nil, err
 	}
 	if err := validateLabels(in.GetLabels()); err != nil {
@@ -392,7 +435,7 @@ func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb
 	if in.GetCustomerManagedEncryption() != nil {
 		return nil, status.Error(codes.Unimplemented, "Customer-managed encryption is not supported by the emulator.")
 	}
-	name := canonicalSecretName(pr, secretID)
+	name := canonicalSecretName(pr, loc, secretID)
 	if s.sm.secrets[name] != nil {
 		return nil, status.Errorf(codes.AlreadyExists, "Secret [%s] already exists.", name)
 	}
@@ -443,6 +486,9 @@ func (s *Server) addVersionLocked(parent string, payload *secretmanagerpb.Secret
 }
 
 func replicationStatus(r *secretmanagerpb.Replication) *secretmanagerpb.ReplicationStatus {
+	if r == nil { // a regional secret
+		return nil
+	}
 	if um := r.GetUserManaged(); um != nil {
 		st := &secretmanagerpb.ReplicationStatus_UserManagedStatus{}
 		for _, rep := range um.GetReplicas() {
@@ -511,12 +557,11 @@ func (m *smServer) ListSecrets(ctx context.Context, req *secretmanagerpb.ListSec
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := splitName(req.GetParent(), "projects/*")
-	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument,
-			"The provided parent [%s] does not match the expected format [projects/*].", req.GetParent())
+	p, loc, err := parseParent(req.GetParent())
+	if err != nil {
+		return nil, err
 	}
-	pr, err := s.smProject(p[0], "secretmanager.secrets.list", req.GetParent())
+	pr, err := s.smProject(p, "secretmanager.secrets.list", req.GetParent())
 	if err != nil {
 		return nil, err
 	}
@@ -530,7 +575,7 @@ func (m *smServer) ListSecrets(ctx context.Context, req *secretmanagerpb.ListSec
 			return nil, err
 		}
 	}
-	prefix := "projects/" + strconv.FormatInt(pr.number, 10) + "/secrets/"
+	prefix := parentName(pr, loc) + "/secrets/"
 	var names []string
 	for name := range s.sm.secrets {
 		if strings.HasPrefix(name, prefix) {
@@ -804,6 +849,21 @@ func (s *Server) SeedSecret(projectID, secretID string, annotations map[string]s
 	sec, err := s.createSecretLocked("projects/"+projectID, secretID, &secretmanagerpb.Secret{
 		Replication: &secretmanagerpb.Replication{Replication: &secretmanagerpb.Replication_Automatic_{
 			Automatic: &secretmanagerpb.Replication_Automatic{}}},
+		Annotations: annotations,
+	})
+	if err != nil {
+		return "", err
+	}
+	return sec.GetName(), nil
+}
+
+// SeedRegionalSecret creates a regional secret in location loc of a known
+// project, without counting a call, and returns its name
+// (projects/NUMBER/locations/LOC/secrets/ID).
+func (s *Server) SeedRegionalSecret(projectID, loc, secretID string, annotations map[string]string) (name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec, err := s.createSecretLocked("projects/"+projectID+"/locations/"+loc, secretID, &secretmanagerpb.Secret{
 		Annotations: annotations,
 	})
 	if err != nil {

@@ -610,3 +610,128 @@ func TestSecretManagerFaults(t *testing.T) {
 	_, err = c.ListSecrets(ctx, &secretmanagerpb.ListSecretsRequest{Parent: "projects/my-project"}).Next()
 	wantCode(t, "ListSecrets with a failing hook", err, codes.Unavailable)
 }
+
+func TestSecretManagerRegional(t *testing.T) {
+	srv, c, ctx := startSecretManager(t)
+	const loc = "europe-west1"
+	parent := "projects/" + smProjectID + "/locations/" + loc
+	regional := "projects/123456789012/locations/" + loc + "/secrets/api-key"
+
+	// A regional secret takes no replication.
+	_, err := c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{
+		Parent: parent, SecretId: "api-key", Secret: &secretmanagerpb.Secret{Replication: automatic()}})
+	wantCode(t, "CreateSecret regional with replication", err, codes.InvalidArgument)
+	got, err := c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{
+		Parent: parent, SecretId: "api-key", Secret: &secretmanagerpb.Secret{}})
+	if err != nil {
+		t.Fatalf("CreateSecret regional: %v", err)
+	}
+	if got.GetName() != regional {
+		t.Fatalf("regional name = %q, want %q", got.GetName(), regional)
+	}
+	_, err = c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{
+		Parent: parent, SecretId: "api-key", Secret: &secretmanagerpb.Secret{}})
+	wantCode(t, "CreateSecret regional twice", err, codes.AlreadyExists)
+
+	// It lives only in its location: not global, not in another location.
+	for _, name := range []string{
+		"projects/" + smProjectID + "/secrets/api-key",
+		"projects/" + smProjectID + "/locations/us-central1/secrets/api-key",
+	} {
+		_, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+		wantCode(t, "GetSecret "+name, err, codes.NotFound)
+	}
+	// A global secret of the same id is another secret.
+	if _, err := c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{
+		Parent: "projects/" + smProjectID, SecretId: "api-key", Secret: &secretmanagerpb.Secret{Replication: automatic()}}); err != nil {
+		t.Fatalf("CreateSecret global of the same id: %v", err)
+	}
+
+	// Versions: add (by project id), access latest, disable, list.
+	data := []byte("regional-value")
+	v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
+		Parent: parent + "/secrets/api-key", Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: crc(data)}})
+	if err != nil {
+		t.Fatalf("AddSecretVersion regional: %v", err)
+	}
+	if v.GetName() != regional+"/versions/1" || v.GetReplicationStatus() != nil {
+		t.Fatalf("regional version = %v", v)
+	}
+	acc, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: regional + "/versions/latest"})
+	if err != nil || string(acc.GetPayload().GetData()) != "regional-value" {
+		t.Fatalf("AccessSecretVersion regional = %v, %v", acc, err)
+	}
+	_, err = c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: "projects/" + smProjectID + "/secrets/api-key/versions/latest"})
+	wantCode(t, "AccessSecretVersion global latest (no versions)", err, codes.NotFound)
+	if _, err := c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: regional + "/versions/1"}); err != nil {
+		t.Fatalf("DisableSecretVersion regional: %v", err)
+	}
+	if _, err := c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: regional + "/versions/1"}); err != nil {
+		t.Fatalf("EnableSecretVersion regional: %v", err)
+	}
+	it := c.ListSecretVersions(ctx, &secretmanagerpb.ListSecretVersionsRequest{Parent: regional})
+	n := 0
+	for {
+		_, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("ListSecretVersions regional: %v", err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("ListSecretVersions regional: %d versions, want 1", n)
+	}
+
+	// ListSecrets lists one location, or the global secrets.
+	list := func(parent string) []string {
+		var names []string
+		it := c.ListSecrets(ctx, &secretmanagerpb.ListSecretsRequest{Parent: parent})
+		for {
+			s, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return names
+			}
+			if err != nil {
+				t.Fatalf("ListSecrets %s: %v", parent, err)
+			}
+			names = append(names, s.GetName())
+		}
+	}
+	if got, want := list(parent), []string{regional}; !cmp.Equal(got, want) {
+		t.Errorf("ListSecrets %s = %v, want %v", parent, got, want)
+	}
+	if got, want := list("projects/"+smProjectID), []string{smNumberPrefix + "api-key"}; !cmp.Equal(got, want) {
+		t.Errorf("ListSecrets global = %v, want %v", got, want)
+	}
+	if got := list("projects/" + smProjectID + "/locations/us-central1"); len(got) != 0 {
+		t.Errorf("ListSecrets us-central1 = %v, want none", got)
+	}
+
+	// Bad names.
+	for _, name := range []string{
+		"projects/" + smProjectID + "/locations//secrets/api-key",
+		"projects/" + smProjectID + "/locations/EU/secrets/api-key",
+		"projects/" + smProjectID + "/regions/eu/secrets/api-key",
+	} {
+		_, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+		wantCode(t, "GetSecret "+name, err, codes.InvalidArgument)
+	}
+
+	// Seeding and inspection.
+	seeded, err := srv.SeedRegionalSecret(smProjectID, "us-east1", "seeded", nil)
+	if err != nil || seeded != "projects/123456789012/locations/us-east1/secrets/seeded" {
+		t.Fatalf("SeedRegionalSecret = %q, %v", seeded, err)
+	}
+	if _, err := srv.SeedSecretVersion(seeded, []byte("x")); err != nil {
+		t.Fatalf("SeedSecretVersion regional: %v", err)
+	}
+	if p, ok := srv.SecretPayload("projects/" + smProjectID + "/locations/us-east1/secrets/seeded/versions/latest"); !ok || string(p) != "x" {
+		t.Fatalf("SecretPayload regional = %q, %v", p, ok)
+	}
+	if _, ok := srv.Secret("projects/" + smProjectID + "/secrets/seeded"); ok {
+		t.Fatal("a regional secret is visible under its global name")
+	}
+}

@@ -8,7 +8,8 @@
 // canonical error codes and Google's JSON error bodies, long-running
 // operations that are not done when first returned, etags, soft delete, and
 // project numbers in returned names. It is not a full implementation:
-// quotas, regional endpoints and most list filters are absent, and IAM is
+// quotas, regional endpoints (regional secrets are served on the one
+// address) and most list filters are absent, and IAM is
 // only what DenyPermission models (a caller that lacks a permission).
 //
 // For tests it offers seeding and inspection helpers, per-method call
@@ -78,6 +79,9 @@ type Options struct {
 	OperationPolls int
 	// Latency is added to every call before it is handled.
 	Latency time.Duration
+	// RunAddr is where the Cloud Run API listens; "" is a loopback port
+	// chosen by the system.
+	RunAddr string
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
@@ -131,6 +135,8 @@ type Server struct {
 	// host:port of each API, the values of APIKEYS_EMULATOR_HOST,
 	// SECRETMANAGER_EMULATOR_HOST and GEMINI_EMULATOR_HOST.
 	APIKeysAddr, SecretManagerAddr, GeminiAddr string
+	// RunAddr is the Cloud Run Admin API v2 (gRPC), RUN_EMULATOR_HOST.
+	RunAddr string
 
 	opts  Options
 	clock Clock
@@ -149,6 +155,7 @@ type Server struct {
 
 	keys *keyState    // apikeys.go
 	sm   *secretState // secretmanager.go
+	run  *runState    // run.go
 
 	closers []func()
 }
@@ -178,6 +185,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	}
 	s.keys = newKeyState()
 	s.sm = newSecretState()
+	s.run = newRunState()
 	var err error
 	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, withAPIKeysResource(s.apiKeysHandler())); err != nil {
 		s.Close()
@@ -190,6 +198,10 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	if s.GeminiAddr, err = s.serveHTTP(geminiAddr, s.geminiHandler()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start Gemini emulator: %w", err)
+	}
+	if s.RunAddr, err = s.serveRun(opts.RunAddr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Cloud Run emulator: %w", err)
 	}
 	return s, nil
 }
@@ -210,6 +222,7 @@ func (s *Server) Env() []string {
 		"APIKEYS_EMULATOR_HOST=" + s.APIKeysAddr,
 		"SECRETMANAGER_EMULATOR_HOST=" + s.SecretManagerAddr,
 		"GEMINI_EMULATOR_HOST=" + s.GeminiAddr,
+		"RUN_EMULATOR_HOST=" + s.RunAddr,
 	}
 }
 
@@ -388,6 +401,7 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
 		"gemini.ListModels",
+		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
 	}
 	sort.Strings(all)
 	return all, func(m string) bool { return mutating[m] }

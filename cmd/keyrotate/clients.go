@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
+	run "cloud.google.com/go/run/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
 	"google.golang.org/api/apikeys/v2"
@@ -22,12 +24,14 @@ import (
 const (
 	apiKeysEmulatorEnv       = "APIKEYS_EMULATOR_HOST"
 	secretManagerEmulatorEnv = "SECRETMANAGER_EMULATOR_HOST"
+	runEmulatorEnv           = "RUN_EMULATOR_HOST"
 )
 
 // hosts says where each API is: "" means Google, with Application Default
 // Credentials.
 type hosts struct {
 	apiKeys, secretManager, gemini string
+	run                            string // Cloud Run Admin API v2
 }
 
 func hostsFromEnv() hosts {
@@ -35,6 +39,7 @@ func hostsFromEnv() hosts {
 		apiKeys:       os.Getenv(apiKeysEmulatorEnv),
 		secretManager: os.Getenv(secretManagerEmulatorEnv),
 		gemini:        os.Getenv(verify.EmulatorHostEnv),
+		run:           os.Getenv(runEmulatorEnv),
 	}
 }
 
@@ -44,8 +49,19 @@ func hostsFromEnv() hosts {
 // or copy a key's binding.
 type clients struct {
 	keys    *apikeys.Service
-	secrets *secretmanager.Client
+	secrets *secretmanager.Client // the global endpoint
 	gemini  *verify.Gemini
+
+	smOpts []option.ClientOption
+	// regional holds a client per location of the regional secrets that
+	// targets name, made by addLocations.
+	regional map[string]*secretmanager.Client
+
+	// run is the Cloud Run Admin API v2 (cloudrun targets); its gRPC
+	// connection opens on first use. runErr says why there is none: only a
+	// cloudrun target fails for it.
+	run    *run.ServicesClient
+	runErr error
 }
 
 func newClients(ctx context.Context, h hosts) (*clients, error) {
@@ -61,7 +77,33 @@ func newClients(ctx context.Context, h hosts) (*clients, error) {
 	if err != nil {
 		return nil, credentialsError("API Keys", err)
 	}
-	sm, err := secretmanager.NewClient(ctx, smOpts...)
+	sm, err := newSecretManagerClient(ctx, smOpts)
+	if err != nil {
+		return nil, err
+	}
+	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL}
+	if h.gemini != "" {
+		g.BaseURL = "http://" + h.gemini
+	}
+	var runOpts []option.ClientOption
+	if h.run != "" {
+		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	}
+	cl := &clients{keys: keys, secrets: sm, gemini: g, smOpts: smOpts, regional: map[string]*secretmanager.Client{}}
+	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
+		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
+			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
+	} else {
+		// No retries in the client either: a failed call is reported, and
+		// the rotation resumes.
+		cl.run.CallOptions = &run.ServicesCallOptions{}
+	}
+	return cl, nil
+}
+
+func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {
+	sm, err := secretmanager.NewClient(ctx, opts...)
 	if err != nil {
 		return nil, credentialsError("Secret Manager", err)
 	}
@@ -70,16 +112,73 @@ func newClients(ctx context.Context, h hosts) (*clients, error) {
 	// DeadlineExceeded): package rotate retries every call itself, with a
 	// per-call timeout, and reports the last real error.
 	sm.CallOptions = &secretmanager.CallOptions{}
-	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL}
-	if h.gemini != "" {
-		g.BaseURL = "http://" + h.gemini
+	return sm, nil
+}
+
+// regionalEndpoint is where Google serves the secrets of one location
+// (https://cloud.google.com/secret-manager/regional-secrets/): a regional
+// secret is reachable there only, not on the global endpoint.
+func regionalEndpoint(location string) string {
+	return "secretmanager." + location + ".rep.googleapis.com:443"
+}
+
+// secretLocation returns the location L of a regional secret name
+// projects/P/locations/L/secrets/S, or "" for a global secret.
+func secretLocation(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) == 6 && parts[0] == "projects" && parts[2] == "locations" && parts[4] == "secrets" {
+		return parts[3]
 	}
-	return &clients{keys: keys, secrets: sm, gemini: g}, nil
+	return ""
+}
+
+// addLocations makes a client for each location not yet known: on Google
+// the location's regional endpoint; with an emulator, the emulator's one
+// address, which serves every location.
+func (c *clients) addLocations(ctx context.Context, locations ...string) error {
+	for _, loc := range locations {
+		if loc == "" || c.regional[loc] != nil {
+			continue
+		}
+		opts := c.smOpts
+		if len(opts) == 0 {
+			opts = []option.ClientOption{option.WithEndpoint(regionalEndpoint(loc))}
+		}
+		sm, err := newSecretManagerClient(ctx, opts)
+		if err != nil {
+			return err
+		}
+		c.regional[loc] = sm
+	}
+	return nil
+}
+
+// secretsFor returns the client that serves the secret name: the global
+// one, or its location's (added by addLocations first).
+func (c *clients) secretsFor(name string) *secretmanager.Client {
+	loc := secretLocation(name)
+	if loc == "" {
+		return c.secrets
+	}
+	sm := c.regional[loc]
+	if sm == nil {
+		panic("keyrotate: no Secret Manager client for location " + loc + " (addLocations not called)")
+	}
+	return sm
 }
 
 func (c *clients) Close() {
-	if c != nil && c.secrets != nil {
+	if c == nil {
+		return
+	}
+	if c.secrets != nil {
 		_ = c.secrets.Close()
+	}
+	for _, sm := range c.regional {
+		_ = sm.Close()
+	}
+	if c.run != nil {
+		_ = c.run.Close()
 	}
 }
 

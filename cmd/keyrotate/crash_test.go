@@ -60,6 +60,10 @@ type crashWorld struct {
 	// emulator reads a request whole before its hooks run, so a child
 	// killed at a hook has sent its call, which lands when released.
 	apiKeysAddr string
+	// kinds, when not nil, is the all-kinds world (crash_kinds_test.go):
+	// the slot has a target of every readable-or-confirmable kind.
+	kinds *kindsWorld
+	env   []string // more environment for the children
 }
 
 func newCrashWorld(t *testing.T) *crashWorld {
@@ -112,6 +116,7 @@ func (cw *crashWorld) start(args ...string) *child {
 	c.cmd = exec.Command(cw.bin, args...)
 	c.cmd.Dir = cw.w.dir
 	c.cmd.Env = append(append(os.Environ(), cw.srv.Env()...), "APIKEYS_EMULATOR_HOST="+cw.apiKeysAddr) // the last value wins
+	c.cmd.Env = append(c.cmd.Env, cw.env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
 	if err := c.cmd.Start(); err != nil {
 		cw.t.Fatalf("start keyrotate: %v", err)
@@ -241,6 +246,7 @@ func (cw *crashWorld) invariant() error {
 	if (env == old || latest == old) && !cw.srv.KeyWorks(old) {
 		errs = append(errs, errors.New("the old key is dead while a place still holds it"))
 	}
+	errs = append(errs, cw.kindsInvariant()...)
 	return errors.Join(errs...)
 }
 
@@ -258,6 +264,7 @@ func (cw *crashWorld) signature() string {
 	for _, v := range cw.srv.SecretVersions(cw.secretName()) {
 		fmt.Fprintf(&b, "%s %s;", v.GetName(), v.GetState())
 	}
+	b.WriteString(cw.kindsSignature())
 	return b.String()
 }
 
@@ -294,6 +301,7 @@ type endState struct {
 	RecordLeft     bool
 	DotenvExact    bool // the .env is the seeded one with only the value changed
 	TempFiles      []string
+	Targets        string // all-kinds world: which key each further target holds (kindsEnd)
 }
 
 func (cw *crashWorld) endState() endState {
@@ -359,6 +367,7 @@ func (cw *crashWorld) endState() endState {
 		_, es.RecordLeft = s.GetAnnotations()["keyrotate.rotation"]
 	}
 	es.TempFiles, _ = cw.temps()
+	es.Targets = cw.kindsEnd(latest)
 	return es
 }
 
@@ -377,6 +386,15 @@ func wantEnd(grace bool) endState {
 	if grace {
 		es.OldDeleted, es.OldWorks, es.OldDeleteAfter = false, true, true
 		es.Versions = "1:ENABLED 2:ENABLED"
+	}
+	return es
+}
+
+// wantEnd is the end state of one uninterrupted rotation in this world.
+func (cw *crashWorld) wantEnd(grace bool) endState {
+	es := wantEnd(grace)
+	if cw.kinds != nil {
+		es.Targets = kindsAllNew
 	}
 	return es
 }
@@ -418,6 +436,8 @@ type crashCase struct {
 	plantTemp bool
 	// withoutNow reruns `rotate` without --now, as a scheduled job would.
 	withoutNow bool
+	// allKinds runs the row in the all-kinds world (crash_kinds_test.go).
+	allKinds bool
 }
 
 var crashCases = []crashCase{
@@ -433,6 +453,29 @@ var crashCases = []crashCase{
 	{name: "aliases and unlock", method: "secretmanager.UpdateSecret", n: 3},
 	{name: "aliases and unlock, rerun without --now", method: "secretmanager.UpdateSecret", n: 3, withoutNow: true},
 	{name: "grace: mark old key", method: "apikeys.UpdateKey", n: 1, grace: true},
+}
+
+// The all-kinds world (crash_kinds_test.go) on every kill point above, and
+// on those of its further targets: the new versions of the extra secret
+// (another project) and of the regional secret, the exec command (its
+// script blocked before it stores the key) and the GitHub PUT (blocked in a
+// proxy in front of the fake), the Kubernetes Secret PUT (blocked in the
+// fake, its body read) and the Cloud Run UpdateService (blocked in the
+// emulator). A blocked exec script or PUT goes on after
+// keyrotate was killed, as a landed API call does.
+func init() {
+	for _, c := range crashCases {
+		c.name, c.allKinds = "all kinds: "+c.name, true
+		crashCases = append(crashCases, c)
+	}
+	crashCases = append(crashCases,
+		crashCase{name: "all kinds: extra secret version", method: "secretmanager.AddSecretVersion", n: 2, allKinds: true},
+		crashCase{name: "all kinds: regional secret version", method: "secretmanager.AddSecretVersion", n: 3, allKinds: true},
+		crashCase{name: "all kinds: exec store", method: kindsExecStore, n: 1, allKinds: true},
+		crashCase{name: "all kinds: github PUT", method: kindsGitHubPut, n: 1, allKinds: true},
+		crashCase{name: "all kinds: k8s Secret PUT", method: kindsK8sPut, n: 1, allKinds: true},
+		crashCase{name: "all kinds: cloudrun update", method: "run.UpdateService", n: 1, allKinds: true},
+	)
 }
 
 // crashRow is one line of the matrix's table.
@@ -472,6 +515,46 @@ func TestCrashMatrix(t *testing.T) {
 		for m, n := range want {
 			if counts[m] != n {
 				t.Fatalf("uninterrupted rotation (grace %v): %d call(s) of %s, want %d: the matrix's numbering is off", grace, counts[m], m, n)
+			}
+		}
+	}
+
+	// The all-kinds world's uninterrupted run: its further targets add two
+	// AddSecretVersion calls (the extra secret's and the regional secret's,
+	// after the slot secret's).
+	{
+		cw := newCrashWorld(t)
+		cw.addKinds()
+		calls := recordCalls(cw.srv)
+		c := cw.run(cw.rotateArgs(false)...)
+		if c.code != 0 {
+			t.Fatalf("uninterrupted rotate (all kinds) exited %d\n%s", c.code, c.output())
+		}
+		t.Logf("uninterrupted rotation (all kinds), calls in order: %s", strings.Join(calls(), ", "))
+		if diff := cmp.Diff(cw.wantEnd(false), cw.endState()); diff != "" {
+			t.Fatalf("uninterrupted rotation (all kinds): end state (-want +got):\n%s", diff)
+		}
+		for _, name := range []string{cw.kinds.extraSecret, cw.kinds.regionalSecret} {
+			if v := cw.srv.SecretVersions(name); len(v) != 2 {
+				t.Fatalf("uninterrupted rotation (all kinds): %s has %d versions, want 2", name, len(v))
+			}
+		}
+		if n := cw.kinds.k8s.Calls("UpdateSecret"); n != 1 {
+			t.Fatalf("uninterrupted rotation (all kinds): %d Kubernetes Secret PUT(s), want 1: the matrix's numbering is off", n)
+		}
+		for d, gen := range map[string]int64{"api": 2, "worker": 1} { // restart: [api]
+			if dep, _ := cw.kinds.k8s.Deployment(kindsK8sNS, d); dep.Generation != gen {
+				t.Fatalf("uninterrupted rotation (all kinds): deployment %s at generation %d, want %d", d, dep.Generation, gen)
+			}
+		}
+		want := map[string]int{
+			"secretmanager.UpdateSecret": 3, "apikeys.CreateKey": 1, "apikeys.DeleteKey": 1,
+			"secretmanager.AddSecretVersion": 3, "secretmanager.DisableSecretVersion": 1,
+			"run.UpdateService": 1,
+		}
+		for m, n := range want {
+			if got := cw.srv.Calls(m); got != n {
+				t.Fatalf("uninterrupted rotation (all kinds): %d call(s) of %s, want %d: the matrix's numbering is off", got, m, n)
 			}
 		}
 	}
@@ -526,18 +609,26 @@ func crashAt(t *testing.T, c crashCase, row *crashRow) {
 		}
 	}()
 	cw := newCrashWorld(t)
+	if c.allKinds {
+		cw.addKinds()
+	}
 	reached := make(chan struct{})
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before srv.Close
-	cw.srv.SetHook(c.method, func(_ context.Context, n int) error {
-		if n != c.n {
+	blocked := c.method == kindsExecStore || c.method == kindsGitHubPut || c.method == kindsK8sPut
+	if blocked {
+		cw.kinds.blockAt(t, c.method, c.n, reached, release)
+	} else {
+		cw.srv.SetHook(c.method, func(_ context.Context, n int) error {
+			if n != c.n {
+				return nil
+			}
+			close(reached)
+			<-release // then the call proceeds, although its caller is dead
 			return nil
-		}
-		close(reached)
-		<-release // then the call proceeds, although its caller is dead
-		return nil
-	})
+		})
+	}
 
 	args := cw.rotateArgs(c.grace)
 	first := cw.start(args...)
@@ -568,7 +659,9 @@ func crashAt(t *testing.T, c crashCase, row *crashRow) {
 			t.Fatal(err)
 		}
 	}
-	cw.srv.SetHook(c.method, nil)
+	if !blocked {
+		cw.srv.SetHook(c.method, nil)
+	}
 	row.afterLand = "ok"
 	if err := cw.invariant(); err != nil {
 		row.afterLand = "BROKEN"
@@ -622,7 +715,7 @@ func crashAt(t *testing.T, c crashCase, row *crashRow) {
 	}
 
 	got := cw.endState()
-	diff := cmp.Diff(wantEnd(c.grace), got)
+	diff := cmp.Diff(cw.wantEnd(c.grace), got)
 	switch {
 	case diff == "" && row.record == "yes":
 		row.result = "same as uninterrupted (resumed)"

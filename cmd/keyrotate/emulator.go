@@ -20,12 +20,13 @@ func emulatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "apikeys-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the API Keys REST API"},
 			&cli.StringFlag{Name: "secretmanager-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Secret Manager gRPC API"},
 			&cli.StringFlag{Name: "gemini-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Gemini REST API"},
+			&cli.StringFlag{Name: "run-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Cloud Run Admin API v2 (gRPC)"},
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long a new key takes to work at Gemini"},
 			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR`"},
 		},
 		Action: func(c *cli.Context) error {
 			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"),
-				emulator.Options{PropagationDelay: c.Duration("propagation-delay")})
+				emulator.Options{PropagationDelay: c.Duration("propagation-delay"), RunAddr: c.String("run-addr")})
 			if err != nil {
 				return err
 			}

@@ -61,6 +61,17 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 		return nil, err
 	}
 	for _, s := range selected {
+		for _, t := range s.Targets {
+			if t.Type != config.TargetSecretManager {
+				continue
+			}
+			if err := j.clients.addLocations(j.ctx, secretLocation(t.Secret)); err != nil {
+				j.close()
+				return nil, err
+			}
+		}
+	}
+	for _, s := range selected {
 		j.slots = append(j.slots, j.slot(s))
 	}
 	return j, nil

@@ -30,10 +30,19 @@ func (j *job) target(t config.Target) rotate.Target {
 	}
 	switch t.Type {
 	case config.TargetSecretManager:
-		return targets.NewSecretManager(j.clients.secrets, t.Secret)
+		return targets.NewSecretManager(j.clients.secretsFor(t.Secret), t.Secret)
+	case config.TargetCloudRun:
+		// A secret reference in the service reads the secret through the
+		// global endpoint (Cloud Run references global secrets).
+		tg := targets.NewCloudRun(j.clients.run, j.clients.secrets, t.Service, t.Container, t.Var)
+		tg.ConnectErr = j.clients.runErr
+		return tg
 	case config.TargetGitHub:
 		return targets.NewGitHub(targets.GitHubConfig{Repo: t.Repo, Environment: t.Environment, Org: t.Org,
 			Name: t.Name, TokenEnv: t.TokenEnv, BaseURL: t.BaseURL})
+	case config.TargetK8s:
+		return targets.NewK8s(targets.K8sConfig{Kubeconfig: t.Kubeconfig, Context: t.Context, Namespace: t.Namespace,
+			Name: t.Name, Key: t.Key, Restart: t.Restart, RolloutTimeout: t.K8sTimeout()})
 	}
 	panic("keyrotate: no builder for target type " + t.Type + " (config accepts it)")
 }
