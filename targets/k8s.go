@@ -446,7 +446,7 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 			if done {
 				return nil
 			}
-		} else if ctx.Err() == nil && !apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) && !apierrors.IsTooManyRequests(err) && !apierrors.IsInternalError(err) && !apierrors.IsServiceUnavailable(err) {
+		} else if ctx.Err() == nil && !deadlineNear(err) && !apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) && !apierrors.IsTooManyRequests(err) && !apierrors.IsInternalError(err) && !apierrors.IsServiceUnavailable(err) {
 			return t.apiError("wait for the rollout of", what, err)
 		}
 		select {
@@ -456,6 +456,12 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 		}
 		wait = min(2*wait, t.cfg.Poll)
 	}
+}
+
+// deadlineNear reports the client's rate limiter refusing to wait past the
+// context's deadline: the wait is as good as timed out.
+func deadlineNear(err error) bool {
+	return strings.Contains(err.Error(), "would exceed context deadline")
 }
 
 // rolloutDone judges a deployment's rollout as kubectl rollout status
