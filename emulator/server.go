@@ -1,6 +1,7 @@
 // Package emulator is an in-process fake of the Google APIs keyrotate uses:
-// the API Keys API v2 (REST), Secret Manager v1 (gRPC) and the Gemini API's
-// model list (REST), sharing one state. Tests drive Google's own Go clients
+// the API Keys API v2 (REST), Secret Manager v1 (gRPC), the Gemini API's
+// model list (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
+// sharing one state. Tests drive Google's own Go clients
 // against it over real loopback connections; `keyrotate demo` and
 // `keyrotate emulator` run it for people.
 //
