@@ -451,6 +451,15 @@ func (cw *crashWorld) kindsEnd(latest string) string {
 	if b, _ := os.ReadFile(cw.kinds.compose); string(b) != strings.ReplaceAll(cw.kinds.composeSeeded, cw.w.key.Reveal(), latest) {
 		parts = append(parts, "compose-not-exact")
 	}
+	// A restart that was started finished its rollout; the Cloud Run service
+	// serves its template (no revision left deploying).
+	if d, ok := cw.kinds.k8s.Deployment(kindsK8sNS, "api"); !ok || d.Generation > 1 &&
+		(d.Status.ObservedGeneration != d.Generation || d.Status.UpdatedReplicas != *d.Spec.Replicas || d.Status.AvailableReplicas != *d.Spec.Replicas) {
+		parts = append(parts, "k8s-api-rollout-unfinished")
+	}
+	if svc, ok := cw.srv.RunService(runService); !ok || svc.GetReconciling() || svc.GetLatestReadyRevision() != svc.GetLatestCreatedRevision() {
+		parts = append(parts, "cloudrun-not-serving-template")
+	}
 	return strings.Join(parts, " ")
 }
 

@@ -459,8 +459,9 @@ var crashCases = []crashCase{
 // on those of its further targets: the new versions of the extra secret
 // (another project) and of the regional secret, the exec command (its
 // script blocked before it stores the key) and the GitHub PUT (blocked in a
-// proxy in front of the fake), the Kubernetes Secret PUT (blocked in the
-// fake, its body read) and the Cloud Run UpdateService (blocked in the
+// proxy in front of the fake), the Kubernetes Secret PUTs (blocked in the
+// fake, their body read: the key with the restart-pending mark, then the mark
+// cleared once the api rollout finished) and the Cloud Run UpdateService (blocked in the
 // emulator). A blocked exec script or PUT goes on after
 // keyrotate was killed, as a landed API call does.
 func init() {
@@ -473,7 +474,8 @@ func init() {
 		crashCase{name: "all kinds: regional secret version", method: "secretmanager.AddSecretVersion", n: 3, allKinds: true},
 		crashCase{name: "all kinds: exec store", method: kindsExecStore, n: 1, allKinds: true},
 		crashCase{name: "all kinds: github PUT", method: kindsGitHubPut, n: 1, allKinds: true},
-		crashCase{name: "all kinds: k8s Secret PUT", method: kindsK8sPut, n: 1, allKinds: true},
+		crashCase{name: "all kinds: k8s Secret PUT (key, restart mark)", method: kindsK8sPut, n: 1, allKinds: true},
+		crashCase{name: "all kinds: k8s Secret PUT (mark cleared after rollout)", method: kindsK8sPut, n: 2, allKinds: true},
 		crashCase{name: "all kinds: cloudrun update", method: "run.UpdateService", n: 1, allKinds: true},
 	)
 }
@@ -539,8 +541,10 @@ func TestCrashMatrix(t *testing.T) {
 				t.Fatalf("uninterrupted rotation (all kinds): %s has %d versions, want 2", name, len(v))
 			}
 		}
-		if n := cw.kinds.k8s.Calls("UpdateSecret"); n != 1 {
-			t.Fatalf("uninterrupted rotation (all kinds): %d Kubernetes Secret PUT(s), want 1: the matrix's numbering is off", n)
+		// The key with the restart-pending mark, then (the rollout done) the
+		// mark cleared.
+		if n := cw.kinds.k8s.Calls("UpdateSecret"); n != 2 {
+			t.Fatalf("uninterrupted rotation (all kinds): %d Kubernetes Secret PUT(s), want 2: the matrix's numbering is off", n)
 		}
 		for d, gen := range map[string]int64{"api": 2, "worker": 1} { // restart: [api]
 			if dep, _ := cw.kinds.k8s.Deployment(kindsK8sNS, d); dep.Generation != gen {
