@@ -90,6 +90,7 @@ type Target struct {
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S or projects/P/locations/L/secrets/S (regional)
 
 	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
+	Reload   bool      `yaml:"reload,omitempty"`   // compose: recreate the services after a write (docker compose up -d --wait)
 	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin
 	Verify   []string  `yaml:"verify,omitempty"`   // exec: argv of a command that checks the key on stdin
 	Timeout  *Duration `yaml:"timeout,omitempty"`  // exec: how long each command may run

@@ -21,7 +21,7 @@ var (
 	topFields      = []string{"version", "defaults", "slots"}
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl"}
 	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
 )
 
 var (
@@ -824,7 +824,7 @@ type targetKind struct {
 // function.
 var targetKinds = map[string]targetKind{
 	TargetDotEnv:        {own: []string{"path", "var"}, parse: (*parser).dotenvTarget},
-	TargetCompose:       {own: []string{"path", "services", "var"}, hints: composeHints, parse: (*parser).composeTarget},
+	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout"}, hints: composeHints, parse: (*parser).composeTarget},
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
 	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
 	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},

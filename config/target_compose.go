@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -45,6 +46,22 @@ func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where str
 			} else {
 				t.Var = name
 			}
+		}
+	}
+	if fr, ok := f["reload"]; ok {
+		if fr.val.Kind != yaml.ScalarNode || fr.val.Tag != "!!bool" || fr.val.Decode(&t.Reload) != nil {
+			p.at(fr.val, "write reload: true to recreate the services after each rotation (or leave it out)", "reload must be true or false, not %s", quote(fr.val.Value))
+		}
+	}
+	if x, ok := p.duration(f, "timeout"); ok {
+		fd := f["timeout"]
+		switch {
+		case !t.Reload:
+			p.at(fd.key, "remove timeout, or add reload: true", "timeout applies only with reload: true (how long the services may take to come up)")
+		case x <= 0 || time.Duration(x) > time.Hour:
+			p.at(fd.val, "use a duration above 0 and at most 1h; the default is 5m", "timeout %s is out of range", quote(fd.val.Value))
+		default:
+			t.Timeout = &x
 		}
 	}
 	fs, ok := f["services"]

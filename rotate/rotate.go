@@ -579,7 +579,7 @@ func (st *run) distribute(ctx context.Context) error {
 	}
 	for i, t := range st.slot.Targets {
 		held := st.pre.targets[i]
-		if !st.pre.unreadable[i] && held.Equal(st.newStr) {
+		if r, ok := t.(Reloader); !st.pre.unreadable[i] && held.Equal(st.newStr) && !(ok && r.Reloads()) {
 			st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "already current", Fingerprint: held.Fingerprint()})
 			continue
 		}

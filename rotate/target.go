@@ -41,6 +41,14 @@ type Confirmer interface {
 	Confirm(ctx context.Context, key secret.Key) error
 }
 
+// Reloader is implemented by targets whose Write also makes the consumers
+// pick the key up (recreating containers): when Reloads reports true the
+// rotation calls Write even if the target already holds the key, since an
+// earlier run may have stopped between the write and the reload.
+type Reloader interface {
+	Reloads() bool
+}
+
 // Prober checks a key against the live API. It returns nil when the key
 // works. An error with a Temporary() bool method that returns true is one
 // that propagation of a new key can explain (invalid for now, throttled,

@@ -61,3 +61,30 @@ func TestWriteOnlyTarget(t *testing.T) {
 		t.Errorf("verify with a write-only target is unhealthy: %+v", v.Checks)
 	}
 }
+
+// reloading holds the key readably but must be written (reloaded) on every
+// run, even when it already holds the new key.
+type reloading struct {
+	sink
+}
+
+func (r *reloading) Read(context.Context) (secret.Key, error) { return r.held, nil }
+func (r *reloading) Reloads() bool                            { return true }
+
+func TestReloaderWrittenWhenCurrent(t *testing.T) {
+	w := newWorld(t)
+	r := &reloading{sink{held: secret.New(w.oldKey)}}
+	w.slot.Targets = append(w.slot.Targets, r)
+	// A run that stopped after this target's write but before its reload:
+	// simulate by stopping after distribution, then resuming.
+	w.stopAt("secretmanager.UpdateSecret", 2)
+	if r.writes != 1 {
+		t.Fatalf("writes after the first run = %d, want 1", r.writes)
+	}
+	if _, err := w.rotate(rotate.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.writes != 2 {
+		t.Errorf("writes after the resumed run = %d, want 2: a reloading target is written although it holds the key", r.writes)
+	}
+}

@@ -8,9 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -46,7 +48,25 @@ type Compose struct {
 	mu       sync.Mutex
 	realPath string // path with symlinks resolved, as of the last Read or Write
 	baseline []byte // the file's content as of the last Read or Write; nil before
+
+	// reload, when set, recreates the services after each Write with
+	// `docker compose up -d --no-deps --wait` and this timeout.
+	reload time.Duration
 }
+
+// EnableReload makes every Write recreate the named services (containers
+// read their environment only when they start) and wait until they are
+// running and healthy, for at most timeout.
+func (t *Compose) EnableReload(timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	t.reload = timeout
+}
+
+// Reloads tells the rotation to call Write even when the file already holds
+// the key: an earlier run may have stopped between the write and the reload.
+func (t *Compose) Reloads() bool { return t.reload > 0 }
 
 var _ rotate.Target = (*Compose)(nil)
 
@@ -89,6 +109,12 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("keyrotate replaces %s through a temporary file in its directory: make both the file and its directory writable by this user", real))
 	}
+	if t.reload > 0 {
+		if _, err := exec.LookPath("docker"); err != nil {
+			return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: reload needs the docker command: %w: %w", t, err, rotate.ErrInvalidTarget),
+				"install Docker (with the compose plugin) where keyrotate runs, or remove reload from the target and recreate the containers yourself")
+		}
+	}
 	t.mu.Lock()
 	t.realPath, t.baseline = real, data
 	t.mu.Unlock()
@@ -102,6 +128,37 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 // atomic (see replaceFile), keeps the file's mode and writes the file a
 // symlink points to.
 func (t *Compose) Write(ctx context.Context, key secret.Key) error {
+	if err := t.write(ctx, key); err != nil {
+		return err
+	}
+	return t.recreate(ctx, key)
+}
+
+// recreate runs `docker compose up -d --no-deps --wait` for the services,
+// so that their containers start with the new environment, and waits for
+// them to be running and healthy. It is idempotent: compose recreates only
+// containers whose configuration changed.
+func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
+	if t.reload <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.reload)
+	defer cancel()
+	args := append([]string{"compose", "-f", t.path, "up", "-d", "--no-deps", "--wait"}, t.services...)
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(Redact(string(out), key))
+		if len(msg) > 1024 {
+			msg = msg[len(msg)-1024:]
+		}
+		return rotate.WithHint(fmt.Errorf("%s: reload: docker %s: %v: %s", t, strings.Join(args, " "), err, msg),
+			"the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)")
+	}
+	return nil
+}
+
+func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

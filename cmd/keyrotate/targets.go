@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/keyrotate/keyrotate/config"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -14,7 +16,15 @@ func localTarget(t config.Target) rotate.Target {
 	case config.TargetDotEnv:
 		return targets.NewDotEnv(t.Path, t.Var)
 	case config.TargetCompose:
-		return targets.NewCompose(t.Path, t.Services, t.Var)
+		c := targets.NewCompose(t.Path, t.Services, t.Var)
+		if t.Reload {
+			var timeout time.Duration
+			if t.Timeout != nil {
+				timeout = time.Duration(*t.Timeout)
+			}
+			c.EnableReload(timeout)
+		}
+		return c
 	case config.TargetExec:
 		// Log nil: the command's redacted output goes to slog.Default().
 		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout()})
