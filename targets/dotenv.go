@@ -1,7 +1,6 @@
 package targets
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,9 +24,8 @@ type DotEnv struct {
 	// simulate permission errors when running as root.
 	writable func(path string) error
 
-	mu       sync.Mutex
-	realPath string // path with symlinks resolved, as of the last Read or Write
-	baseline []byte // the file's content as of the last Read or Write; nil before
+	mu   sync.Mutex // held by Write; guards seen
+	seen fileSeen
 }
 
 var _ rotate.Target = (*DotEnv)(nil)
@@ -70,7 +68,7 @@ func (t *DotEnv) Read(ctx context.Context) (secret.Key, error) {
 	value, _ := f.Lookup(t.variable)
 
 	t.mu.Lock()
-	t.realPath, t.baseline = real, data
+	t.seen = fileSeen{realPath: real, data: data}
 	t.mu.Unlock()
 	return secret.New(value), nil
 }
@@ -91,17 +89,15 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.baseline == nil {
-		return fmt.Errorf("write %s: no earlier Read to compare the file with", t)
+	if err := t.seen.readBefore(t); err != nil {
+		return err
 	}
 	real, data, err := t.load()
 	if err != nil {
 		return err
 	}
-	if real != t.realPath || !bytes.Equal(data, t.baseline) {
-		return rotate.WithHint(
-			fmt.Errorf("write %s: %s changed since it was read: %w", t, real, rotate.ErrTargetChanged),
-			fmt.Sprintf("something else edited %s during the rotation: check its content and run keyrotate again", t.path))
+	if err := t.seen.unchanged(t, t.path, real, data); err != nil {
+		return err
 	}
 	f := ParseEnv(data)
 	if err := t.checkDefinition(f); err != nil {
@@ -121,7 +117,7 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	out := f.Bytes()
 	renamed, err := replaceFile(real, out)
 	if renamed {
-		t.baseline = out
+		t.seen.data = out
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t, err)
