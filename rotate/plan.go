@@ -118,8 +118,12 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
 	}
 	p.Actions = append(p.Actions, fmt.Sprintf("add a version holding the new key to %s", slot.Secret))
-	for _, t := range p.Targets {
-		p.Actions = append(p.Actions, fmt.Sprintf("write the new key to %s (holds the %s)", t.Target, t.Holds))
+	for i, t := range p.Targets {
+		a := fmt.Sprintf("write the new key to %s (holds the %s)", t.Target, t.Holds)
+		if c, ok := slot.Targets[i].(interface{ ConfirmedBy() string }); ok && pre.unreadable[i] {
+			a += "; confirmed by " + c.ConfirmedBy()
+		}
+		p.Actions = append(p.Actions, a)
 	}
 	p.Actions = append(p.Actions, "read the secret and every target back and compare fingerprints")
 	if grace > 0 {

@@ -215,6 +215,14 @@ func (t *Exec) Write(ctx context.Context, key secret.Key) error {
 	return err
 }
 
+// ConfirmedBy says, for plans, how a write is proved.
+func (t *Exec) ConfirmedBy() string {
+	if len(t.verify) == 0 {
+		return "nothing: no verify command, the command's exit status is trusted"
+	}
+	return "the verify command"
+}
+
 // Confirm runs the verify command with key on its stdin: exit status 0
 // means the place holds the key. Without a verify command the write is
 // trusted: Confirm logs a warning saying so and returns nil.

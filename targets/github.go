@@ -296,6 +296,9 @@ func (g *GitHub) visibility(ctx context.Context, tok string) (string, error) {
 	return m.Visibility, nil
 }
 
+// ConfirmedBy says, for plans, how a write is proved.
+func (g *GitHub) ConfirmedBy() string { return "the secret's updated_at (values are write-only)" }
+
 // Confirm proves that key, written by the last Write of this process, is
 // in place: the secret exists and its updated_at is not before that write
 // (the value itself cannot be read).
