@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -67,7 +66,7 @@ func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
 	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		resp, err = k.svc.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
-		return stripQuery(err)
+		return secret.StripQuery(err)
 	})
 	if err != nil {
 		return "", fmt.Errorf("look up key %s: %w", key, keyErr(err, "apikeys.keys.lookup", ""))
@@ -422,21 +421,6 @@ func keyIDOf(name string) string {
 func parseTime(s string) time.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s)
 	return t
-}
-
-// stripQuery drops the query from the URL of a transport error: LookupKey
-// sends the key string as a query parameter (the API's design), and
-// net/http's errors quote the whole URL.
-func stripQuery(err error) error {
-	var ue *url.Error
-	if !errors.As(err, &ue) {
-		return err
-	}
-	u := ue.URL
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		u = u[:i] + "?<redacted>"
-	}
-	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
 // httpCode returns the HTTP status of an API Keys request's error, or 0 —

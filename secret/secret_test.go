@@ -2,8 +2,10 @@ package secret
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -41,5 +43,13 @@ func TestFingerprint(t *testing.T) {
 	}
 	if got := New(canary).Last4(); got != "0000" {
 		t.Errorf("Last4 = %q, want 0000", got)
+	}
+}
+
+func TestStripQuery(t *testing.T) {
+	in := &url.Error{Op: "Get", URL: "http://h/v2/keys:lookupKey?keyString=" + canary, Err: errors.New("connection refused")}
+	got := StripQuery(fmt.Errorf("look up: %w", in)).Error()
+	if strings.Contains(got, canary) || !strings.Contains(got, "connection refused") || !strings.Contains(got, "lookupKey?<redacted>") {
+		t.Errorf("StripQuery(%v) = %q, want the query redacted and the cause kept", in, got)
 	}
 }

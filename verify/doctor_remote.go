@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -72,7 +71,7 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 	keys := c.d.Keys
 	resp, err := keys.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
 	if err != nil {
-		err = stripQuery(err)
+		err = secret.StripQuery(err)
 		switch apiCode(err) {
 		case http.StatusBadRequest, http.StatusNotFound:
 			c.add(FindLookup, StatusFail, c.after+"Google's API Keys service knows no key with this value: it is mistyped, incomplete, or not a Google Cloud API key",
@@ -308,21 +307,6 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 		}
 		add(StatusFail, what, "put a current key into the variable (`keyrotate status`), or rotate: `keyrotate rotate --slot SLOT`")
 	}
-}
-
-// stripQuery drops the query from the URL of a transport error: LookupKey
-// sends the key string as a query parameter (the API's design), and
-// net/http's errors quote the whole URL.
-func stripQuery(err error) error {
-	var ue *url.Error
-	if !errors.As(err, &ue) {
-		return err
-	}
-	u := ue.URL
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		u = u[:i] + "?<redacted>"
-	}
-	return &url.Error{Op: ue.Op, URL: u, Err: ue.Err}
 }
 
 func apiCode(err error) int {
