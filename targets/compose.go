@@ -163,14 +163,8 @@ func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.seen.readBefore(t); err != nil {
-		return err
-	}
-	real, data, err := t.load()
+	real, data, err := t.seen.current(t, t.path, t.load)
 	if err != nil {
-		return err
-	}
-	if err := t.seen.unchanged(t, t.path, real, data); err != nil {
 		return err
 	}
 	vals, err := t.locate(data)

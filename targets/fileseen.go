@@ -14,12 +14,21 @@ type fileSeen struct {
 	data     []byte // the content; nil before the first Read
 }
 
-// readBefore fails when there was no Read to compare the file with.
-func (f *fileSeen) readBefore(t fmt.Stringer) error {
+// current loads the file again (load resolves symlinks and reads it) and
+// fails when there was no Read to compare it with, or when it is not as
+// last seen (see unchanged).
+func (f *fileSeen) current(t fmt.Stringer, path string, load func() (string, []byte, error)) (string, []byte, error) {
 	if f.data == nil {
-		return fmt.Errorf("write %s: no earlier Read to compare the file with", t)
+		return "", nil, fmt.Errorf("write %s: no earlier Read to compare the file with", t)
 	}
-	return nil
+	real, data, err := load()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := f.unchanged(t, path, real, data); err != nil {
+		return "", nil, err
+	}
+	return real, data, nil
 }
 
 // unchanged fails with an error wrapping rotate.ErrTargetChanged when the
