@@ -65,6 +65,17 @@ type Defaults struct {
 	MaxAge             Duration `yaml:"max_age"`             // a key older than this is due
 	PropagationTimeout Duration `yaml:"propagation_timeout"` // how long the live probe may wait for a new key
 	LeaseTTL           Duration `yaml:"lease_ttl"`           // how long a rotation's lock lasts without renewal
+	// Quotas override Google's documented per-project quotas per minute,
+	// by API ("apikeys", "secretmanager"), for projects whose quotas were
+	// raised; keyrotate paces its calls under them. Zero fields keep the
+	// documented value.
+	Quotas map[string]Quota `yaml:"quotas,omitempty"`
+}
+
+// Quota is a per-project quota per minute of one API.
+type Quota struct {
+	Reads  int `yaml:"reads,omitempty"`
+	Writes int `yaml:"writes,omitempty"`
 }
 
 // Slot is one logical credential: a secret holding the current key string,

@@ -19,7 +19,9 @@ import (
 // The fields of each mapping, in the order the hints list them.
 var (
 	topFields      = []string{"version", "defaults", "slots"}
-	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl"}
+	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas"}
+	quotaAPIs      = []string{"apikeys", "secretmanager"}
+	quotaFields    = []string{"reads", "writes"}
 	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
 	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
 )
@@ -470,6 +472,49 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 		} else {
 			d.LeaseTTL = x
 		}
+	}
+	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
+		p.quotas(fq.val, d)
+	}
+}
+
+// quotas parses defaults.quotas: per API, the reads and writes a project
+// may make per minute (keyrotate paces its calls under them).
+func (p *parser) quotas(n *yaml.Node, d *Defaults) {
+	apis := p.mapping(n, "in defaults.quotas", quotaAPIs)
+	for _, api := range quotaAPIs {
+		fa, ok := apis[api]
+		if !ok || isNull(fa.val) {
+			continue
+		}
+		where := "in defaults.quotas." + api
+		f := p.mapping(fa.val, where, quotaFields)
+		var q Quota
+		for _, name := range quotaFields {
+			fd, ok := f[name]
+			if !ok {
+				continue
+			}
+			s, ok := p.str(fd)
+			if !ok {
+				continue
+			}
+			v, err := strconv.Atoi(s)
+			if err != nil || v <= 0 || v > 1_000_000 {
+				p.at(fd.val, "give the project's quota per minute as a whole number, e.g. 120 (see the API's quota page in the Cloud console)",
+					"%s %s must be a whole number from 1 to 1000000, not %s", where[3:], name, quote(s))
+				continue
+			}
+			if name == "reads" {
+				q.Reads = v
+			} else {
+				q.Writes = v
+			}
+		}
+		if d.Quotas == nil {
+			d.Quotas = map[string]Quota{}
+		}
+		d.Quotas[api] = q
 	}
 }
 

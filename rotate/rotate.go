@@ -177,6 +177,7 @@ func keyID(slot, rotationID string) string {
 // ErrStoppedPartWay (both keys work, run again to resume); any other error
 // means nothing was changed.
 func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
+	ctx = withProject(ctx, slot.Project)
 	ka, sa := r.apis()
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {

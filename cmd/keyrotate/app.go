@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
-			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text or json (Cloud Logging fields)", Value: "text"},
+			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up a run after `DURATION` (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 		},
@@ -57,8 +58,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if o := c.String("output"); o != "text" && o != "json" {
 				return usagef("--output must be text or json, not %q", o)
 			}
-			if f := c.String("log-format"); f != "text" && f != "json" {
-				return usagef("--log-format must be text or json, not %q", f)
+			if f := c.String("log-format"); f != "text" && f != "json" && f != "auto" {
+				return usagef("--log-format must be text, json or auto, not %q", f)
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -85,33 +86,115 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 }
 
 // newLogger builds the logger the global flags ask for. JSON logs use the
-// field names Cloud Logging understands (severity, message).
+// field names Cloud Logging understands (severity, message) and carry
+// labels (logging.googleapis.com/labels) to filter a run's or a slot's
+// entries by: run, command, shard and slot.
 func newLogger(c *cli.Context) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.String("log-level")))
 	opts := &slog.HandlerOptions{Level: lvl}
 	w := c.App.ErrWriter
-	if c.String("log-format") == "json" {
-		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) > 0 {
-				return a
-			}
-			switch a.Key {
-			case slog.LevelKey:
-				a.Key = "severity"
-				if l, ok := a.Value.Any().(slog.Level); ok && l == slog.LevelWarn {
-					a.Value = slog.StringValue("WARNING")
-				}
-			case slog.MessageKey:
-				a.Key = "message"
-			case slog.TimeKey:
-				a.Key = "time"
-			}
+	if !jsonLogs(c) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) > 0 {
 			return a
 		}
-		return slog.New(slog.NewJSONHandler(w, opts))
+		switch a.Key {
+		case slog.LevelKey:
+			a.Key = "severity"
+			if l, ok := a.Value.Any().(slog.Level); ok && l == slog.LevelWarn {
+				a.Value = slog.StringValue("WARNING")
+			}
+		case slog.MessageKey:
+			a.Key = "message"
+		case slog.TimeKey:
+			a.Key = "time"
+		}
+		return a
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	labels := map[string]string{"run": runID(c)}
+	if name := commandName(c); name != "" {
+		labels["command"] = name
+	}
+	if s, err := shardFrom(c, getenv); err == nil && !s.all() {
+		labels["shard"] = s.String()
+	}
+	return slog.New(&labelHandler{Handler: slog.NewJSONHandler(w, opts), labels: labels})
+}
+
+// jsonLogs says whether logs are JSON: asked for, or auto in a job whose
+// stderr is not a terminal (what Cloud Logging collects).
+func jsonLogs(c *cli.Context) bool {
+	switch c.String("log-format") {
+	case "json":
+		return true
+	case "auto":
+		return !isTerminal(c.App.ErrWriter) && inJob(getenv)
+	}
+	return false
+}
+
+// inJob reports whether the process runs in a Cloud Run Job or service or
+// a Kubernetes pod, whose stderr goes to a log collector.
+func inJob(getenv func(string) string) bool {
+	for _, v := range []string{"CLOUD_RUN_JOB", "K_SERVICE", "KUBERNETES_SERVICE_HOST"} {
+		if getenv(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func commandName(c *cli.Context) string {
+	if c.Command != nil && c.Command.Name != "" {
+		return c.Command.Name
+	}
+	return c.Args().First()
+}
+
+// labelsKey is the field Cloud Logging reads an entry's labels from.
+const labelsKey = "logging.googleapis.com/labels"
+
+// labelHandler adds the run's labels, and the entry's slot, as Cloud
+// Logging labels.
+type labelHandler struct {
+	slog.Handler
+	labels map[string]string
+	slot   string // from WithAttrs
+}
+
+func (h *labelHandler) Handle(ctx context.Context, r slog.Record) error {
+	labels := make(map[string]string, len(h.labels)+1)
+	for k, v := range h.labels {
+		labels[k] = v
+	}
+	if h.slot != "" {
+		labels["slot"] = h.slot
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "slot" {
+			labels["slot"] = a.Value.String()
+		}
+		return true
+	})
+	r.AddAttrs(slog.Any(labelsKey, labels))
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *labelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	n := &labelHandler{Handler: h.Handler.WithAttrs(attrs), labels: h.labels, slot: h.slot}
+	for _, a := range attrs {
+		if a.Key == "slot" {
+			n.slot = a.Value.String()
+		}
+	}
+	return n
+}
+
+func (h *labelHandler) WithGroup(name string) slog.Handler {
+	return &labelHandler{Handler: h.Handler.WithGroup(name), labels: h.labels, slot: h.slot}
 }
 
 // report prints err for people and returns the exit code.

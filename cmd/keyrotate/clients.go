@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	run "cloud.google.com/go/run/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -52,7 +55,8 @@ type clients struct {
 	secrets *secretmanager.Client // the global endpoint
 	gemini  *verify.Gemini
 
-	smOpts []option.ClientOption
+	smOpts     []option.ClientOption
+	smEmulated bool
 	// regional holds a client per location of the regional secrets that
 	// targets name, made by addLocations.
 	regional map[string]*secretmanager.Client
@@ -64,11 +68,25 @@ type clients struct {
 	runErr error
 }
 
-func newClients(ctx context.Context, h hosts) (*clients, error) {
+// newClients connects to the APIs. Every API Keys, Secret Manager and
+// Gemini call goes through meter (nil: none), which paces it under the
+// project's quota and counts it.
+func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, error) {
 	var keyOpts, smOpts []option.ClientOption
+	keysTransport := meter.Transport(rotate.APIKeys, nil)
 	if h.apiKeys != "" {
-		keyOpts = append(keyOpts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
+		keyOpts = append(keyOpts, option.WithEndpoint("http://"+h.apiKeys+"/"),
+			option.WithHTTPClient(&http.Client{Transport: keysTransport}))
+	} else {
+		// Pace and count under the authentication transport, so that
+		// token fetches are neither.
+		t, err := htransport.NewTransport(ctx, keysTransport, option.WithScopes(apikeys.CloudPlatformScope))
+		if err != nil {
+			return nil, credentialsError("API Keys", err)
+		}
+		keyOpts = append(keyOpts, option.WithHTTPClient(&http.Client{Transport: t}))
 	}
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
@@ -81,7 +99,8 @@ func newClients(ctx context.Context, h hosts) (*clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL}
+	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
@@ -90,7 +109,7 @@ func newClients(ctx context.Context, h hosts) (*clients, error) {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	cl := &clients{keys: keys, secrets: sm, gemini: g, smOpts: smOpts, regional: map[string]*secretmanager.Client{}}
+	cl := &clients{keys: keys, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
 		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
@@ -141,8 +160,10 @@ func (c *clients) addLocations(ctx context.Context, locations ...string) error {
 			continue
 		}
 		opts := c.smOpts
-		if len(opts) == 0 {
-			opts = []option.ClientOption{option.WithEndpoint(regionalEndpoint(loc))}
+		if c.smEmulated {
+			// The emulator's one address serves every location.
+		} else {
+			opts = append(opts[:len(opts):len(opts)], option.WithEndpoint(regionalEndpoint(loc)))
 		}
 		sm, err := newSecretManagerClient(ctx, opts)
 		if err != nil {

@@ -63,7 +63,7 @@ func runDemo(c *cli.Context) error {
 		return err
 	}
 	say("$ keyrotate rotate --now   (new keys take %s to work here; up to 10 minutes on Google)", c.Duration("propagation-delay"))
-	if err := runRotate(c, h, w.config, nil, rotate.Options{Force: true}); err != nil {
+	if err := runRotate(c, h, w.config, nil, rotate.Options{Force: true}, fleetOptions{parallel: 1}); err != nil {
 		return err
 	}
 	after, err := os.ReadFile(w.dotenv)

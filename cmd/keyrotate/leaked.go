@@ -181,7 +181,7 @@ func runRevoke(c *cli.Context) error {
 func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error) {
 	path := c.String("config")
 	if _, err := os.Stat(path); err != nil && !c.IsSet("config") && os.Getenv("KEYROTATE_CONFIG") == "" {
-		cl, err := newClients(c.Context, hostsFromEnv())
+		cl, err := newClients(c.Context, hostsFromEnv(), nil)
 		if err != nil {
 			return nil, nil, nil, err
 		}

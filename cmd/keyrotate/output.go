@@ -122,3 +122,137 @@ type errorJSON struct {
 func toErrorJSON(slot string, err error) errorJSON {
 	return errorJSON{Slot: slot, Error: err.Error(), Hint: hintOf(err), Exit: exitCode(err)}
 }
+
+// progress is the display of a multi-slot run on a terminal: a bar on
+// stderr with slots done of total, failures, and the slots in flight with
+// their current step; each slot's result is printed above it as it ends. A
+// nil *progress (not a terminal, JSON output, or one slot) shows nothing:
+// those runs print a plain line per step instead.
+type progress struct {
+	p     *printer
+	total int
+
+	mu       sync.Mutex
+	bar      *progressbar.ProgressBar
+	ended    int
+	failed   int
+	inflight map[string]string // slot -> step
+	order    []string          // in-flight slots, oldest first
+}
+
+func newProgress(p *printer, total int) *progress {
+	if !p.tty || p.json || total < 2 {
+		return nil
+	}
+	g := &progress{p: p, total: total, inflight: map[string]string{}}
+	g.bar = progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(p.stderr),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionSetWidth(20),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+	)
+	g.describe()
+	return g
+}
+
+func (g *progress) start(slot string) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inflight[slot] = "preflight"
+	g.order = append(g.order, slot)
+	g.describe()
+}
+
+// event notes a slot's step (it replaces the per-step lines).
+func (g *progress) event(ev rotate.Event) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.inflight[ev.Slot]; !ok {
+		return
+	}
+	step := ev.Step
+	if ev.Wait != nil {
+		step = fmt.Sprintf("propagating %s", time.Since(ev.Wait.Started).Round(time.Second))
+	}
+	g.inflight[ev.Slot] = step
+	g.describe()
+}
+
+func (g *progress) done(o rotate.Outcome) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.inflight, o.Slot.Name)
+	for i, s := range g.order {
+		if s == o.Slot.Name {
+			g.order = append(g.order[:i], g.order[i+1:]...)
+			break
+		}
+	}
+	g.ended++
+	if o.Err != nil {
+		g.failed++
+		g.aboveLocked(func() {
+			fmt.Fprintf(g.p.stdout, "%s: FAILED: %s\n", o.Slot.Name, firstLine(o.Err.Error()))
+		})
+	}
+	g.describe()
+	_ = g.bar.Set(g.ended)
+}
+
+// above prints with the bar out of the way. Without a bar it just prints.
+func (g *progress) above(print func()) {
+	if g == nil {
+		print()
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.aboveLocked(print)
+}
+
+func (g *progress) aboveLocked(print func()) {
+	_ = g.bar.Clear()
+	print()
+	_ = g.bar.RenderBlank()
+}
+
+func (g *progress) describe() {
+	const shown = 3
+	var b strings.Builder
+	fmt.Fprintf(&b, "rotating: %d failed", g.failed)
+	if len(g.order) > 0 {
+		b.WriteString(" · ")
+		for i, s := range g.order {
+			if i == shown {
+				fmt.Fprintf(&b, " +%d more", len(g.order)-shown)
+				break
+			}
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s (%s)", s, g.inflight[s])
+		}
+	}
+	g.bar.Describe(b.String())
+}
+
+func (g *progress) finish() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_ = g.bar.Finish()
+}

@@ -16,10 +16,10 @@ func planCommand() *cli.Command {
 		Name:        "plan",
 		Usage:       "show what rotate would do, without changing anything",
 		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
-		},
+		}, shardFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("plan takes no arguments (got %q); use --slot", c.Args().First())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,17 +21,17 @@ func rotateCommand() *cli.Command {
 		Description: "Creates a new key with the old key's restrictions and binding, probes it until it works,\n" +
 			"writes it to the secret and every target, reads them back, then deletes the old key\n" +
 			"(or keeps it for --grace). A run that stops part-way resumes on the next run.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
-		},
+		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
-				if c.IsSet("grace") || c.IsSet("slot") {
-					return usagef("--leaked rotates without grace and finds the slot itself: drop --grace and --slot")
+				if c.IsSet("grace") || c.IsSet("slot") || c.IsSet("shard") {
+					return usagef("--leaked rotates without grace and finds the slot itself: drop --grace, --slot and --shard")
 				}
 				return runLeaked(c)
 			}
@@ -51,47 +50,13 @@ func rotateCommand() *cli.Command {
 			if c.Args().Present() {
 				return usagef("rotate takes no arguments (got %q); use --slot", c.Args().First())
 			}
-			return runRotate(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts)
+			fo, err := fleetOptionsFrom(c)
+			if err != nil {
+				return err
+			}
+			return runRotate(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts, fo)
 		},
 	}
-}
-
-type rotateOutput struct {
-	Command string           `json:"command"`
-	Results []*rotate.Result `json:"results"`
-	Errors  []errorJSON      `json:"errors,omitempty"`
-}
-
-func runRotate(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotate.Options) error {
-	j, err := newJob(c, h, cfgPath, slots)
-	if err != nil {
-		return err
-	}
-	defer j.close()
-	if err := j.cleanTemp(); err != nil {
-		return err
-	}
-	r := j.rotator(c)
-	out := rotateOutput{Command: "rotate", Results: []*rotate.Result{}}
-	var errs []error
-	for _, s := range j.slots {
-		res, err := r.Rotate(j.ctx, s, opts)
-		if err != nil {
-			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
-			continue
-		}
-		out.Results = append(out.Results, res)
-		if !j.out.json {
-			printResult(j.out, res)
-		}
-	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func printResult(p *printer, res *rotate.Result) {

@@ -26,6 +26,10 @@ type job struct {
 	dotenvs []string // files written by atomic replace (temp files to clean)
 	clients *clients
 	out     *printer
+	// shard is the part of the selected slots this process takes.
+	shard shard
+	// meter paces and counts the API calls of the run.
+	meter *rotate.Meter
 }
 
 // newJob loads the config, selects slots and checks every local target,
@@ -42,7 +46,13 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	if err != nil {
 		return nil, err
 	}
-	j := &job{cfg: cfg, out: newPrinter(c)}
+	sh, err := shardFrom(c, getenv)
+	if err != nil {
+		return nil, err
+	}
+	selected = inShard(selected, sh)
+	j := &job{cfg: cfg, out: newPrinter(c), shard: sh}
+	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0)}
 	j.ctx, j.cancel = context.WithTimeout(c.Context, c.Duration("timeout"))
 	for _, s := range selected {
 		for _, t := range s.Targets {
@@ -56,7 +66,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 			}
 		}
 	}
-	if j.clients, err = newClients(j.ctx, h); err != nil {
+	if j.clients, err = newClients(j.ctx, h, j.meter); err != nil {
 		j.cancel()
 		return nil, err
 	}

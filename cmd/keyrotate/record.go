@@ -1,0 +1,198 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// runRecord is what --report writes and the webhook summarises: one run,
+// every slot it took, what happened to each, with key names and
+// fingerprints (never key strings), timings, API calls and errors.
+type runRecord struct {
+	Version  int       `json:"version"` // of this format: 1
+	Run      string    `json:"run"`     // this run's id, also in the log labels
+	Command  string    `json:"command"`
+	Config   string    `json:"config"`
+	Shard    string    `json:"shard,omitempty"` // i/n when sharded
+	Host     string    `json:"host"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Seconds  float64   `json:"seconds"`
+	ExitCode int       `json:"exit_code"`
+	// Error is set when the run failed as a whole (bad config, no
+	// credentials) or names the failed slots.
+	Error string `json:"error,omitempty"`
+	Hint  string `json:"hint,omitempty"`
+
+	Summary runSummary `json:"summary"`
+	// APICalls counts the calls made, by method; Throttled how many were
+	// answered 429; QuotaWaits how many waited for quota, QuotaWaitSeconds
+	// how long in all.
+	APICalls         map[string]int64 `json:"api_calls"`
+	APICallsTotal    int64            `json:"api_calls_total"`
+	Throttled        int64            `json:"throttled"`
+	QuotaWaits       int64            `json:"quota_waits"`
+	QuotaWaitSeconds float64          `json:"quota_wait_seconds"`
+
+	Slots []slotRecord `json:"slots"`
+
+	meter *rotate.Meter
+}
+
+type runSummary struct {
+	Slots     int `json:"slots"`
+	Rotated   int `json:"rotated"`             // rotations completed (new key everywhere)
+	Resumed   int `json:"resumed"`             // of which resumed an earlier run's rotation
+	Finalized int `json:"finalized_keys"`      // old keys whose grace ended, deleted first
+	NotDue    int `json:"nothing_to_do"`       // not due, or just rotated
+	Failed    int `json:"failed"`              // ended with an error
+	Pending   int `json:"in_progress_elsewhere"` // held by another run's lease (part of Failed)
+}
+
+// slotRecord is one slot of a run.
+type slotRecord struct {
+	Slot    string `json:"slot"`
+	Project string `json:"project"`
+	// Action is rotated, resumed, nothing-to-do or failed.
+	Action             string                `json:"action"`
+	Reason             string                `json:"reason,omitempty"`
+	RotationID         string                `json:"rotation_id,omitempty"`
+	OldKey             *rotate.KeyRef        `json:"old_key,omitempty"`
+	NewKey             *rotate.KeyRef        `json:"new_key,omitempty"`
+	NewVersion         string                `json:"new_version,omitempty"`
+	Retired            string                `json:"retired,omitempty"`
+	DeleteAfter        *time.Time            `json:"delete_after,omitempty"`
+	Targets            []rotate.TargetResult `json:"targets,omitempty"`
+	Finalized          []rotate.Finalized    `json:"finalized,omitempty"`
+	Started            time.Time             `json:"started"`
+	Finished           time.Time             `json:"finished"`
+	Seconds            float64               `json:"seconds"`
+	PropagationSeconds float64               `json:"propagation_seconds,omitempty"`
+	APICalls           int64                 `json:"api_calls"`
+	Throttled          int64                 `json:"throttled,omitempty"`
+	Error              string                `json:"error,omitempty"`
+	Hint               string                `json:"hint,omitempty"`
+	ExitCode           int                   `json:"exit_code"`
+}
+
+func newRunRecord(c *cli.Context, command, cfgPath string) *runRecord {
+	host, _ := os.Hostname()
+	return &runRecord{Version: 1, Run: runID(c), Command: command, Config: cfgPath, Host: host,
+		Started: time.Now().UTC(), APICalls: map[string]int64{}, Slots: []slotRecord{}}
+}
+
+// runID returns the id of this process's run, made once: UTC time and 4
+// random bytes, e.g. 20261130t041502-9f3a1c2e.
+func runID(c *cli.Context) string {
+	if c.App.Metadata == nil {
+		c.App.Metadata = map[string]any{}
+	}
+	if id, ok := c.App.Metadata["run"].(string); ok {
+		return id
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	id := time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b)
+	c.App.Metadata["run"] = id
+	return id
+}
+
+// start notes what the job selected.
+func (r *runRecord) start(j *job) {
+	r.meter = j.meter
+	if !j.shard.all() {
+		r.Shard = j.shard.String()
+	}
+	r.Summary.Slots = len(j.slots)
+}
+
+// add records one slot's outcome.
+func (r *runRecord) add(o rotate.Outcome) {
+	s := slotRecord{Slot: o.Slot.Name, Project: o.Slot.Project, Started: o.Started.UTC(), Finished: o.Finished.UTC(),
+		Seconds: o.Finished.Sub(o.Started).Seconds(), APICalls: o.Calls, Throttled: o.Throttled}
+	if o.Err != nil {
+		s.Action, s.Error, s.Hint, s.ExitCode = "failed", o.Err.Error(), hintOf(o.Err), exitCode(o.Err)
+		r.Summary.Failed++
+		if isInProgress(o.Err) {
+			r.Summary.Pending++
+		}
+		r.Slots = append(r.Slots, s)
+		return
+	}
+	res := o.Result
+	s.Finalized = res.Finalized
+	r.Summary.Finalized += len(res.Finalized)
+	if res.OldKey.Name != "" {
+		s.OldKey = &res.OldKey
+	}
+	switch {
+	case !res.Rotated:
+		s.Action, s.Reason = "nothing-to-do", res.Reason
+		r.Summary.NotDue++
+	default:
+		s.Action = "rotated"
+		if res.Resumed {
+			s.Action = "resumed"
+			r.Summary.Resumed++
+		}
+		r.Summary.Rotated++
+		s.RotationID, s.NewKey, s.NewVersion = res.RotationID, &res.NewKey, res.NewVersion
+		s.Retired, s.DeleteAfter, s.Targets = res.Retired, res.DeleteAfter, res.Targets
+		s.PropagationSeconds = res.Propagation.Seconds()
+	}
+	r.Slots = append(r.Slots, s)
+}
+
+// finish closes the record with the run's error (nil: success).
+func (r *runRecord) finish(err error) {
+	r.Finished = time.Now().UTC()
+	r.Seconds = r.Finished.Sub(r.Started).Seconds()
+	r.ExitCode = exitCode(err)
+	if err != nil {
+		r.Error, r.Hint = err.Error(), hintOf(err)
+		if r.Summary.Failed > 0 {
+			r.Error = fmt.Sprintf("%d of %d slots failed", r.Summary.Failed, r.Summary.Slots)
+			r.Hint = ""
+		}
+	}
+	if r.meter != nil {
+		r.APICalls = r.meter.Calls()
+		r.APICallsTotal, r.Throttled = r.meter.Total()
+		n, d := r.meter.Pacer.Waits()
+		r.QuotaWaits, r.QuotaWaitSeconds = n, d.Seconds()
+	}
+}
+
+// write writes the record to path atomically (temp file, rename), so that
+// a reader never sees half a record.
+func (r *runRecord) write(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,113 @@
+package rotate
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"time"
+)
+
+// Fleet rotates many slots at once: up to Parallel rotations run together,
+// so that the slowest step — waiting for new keys to propagate — overlaps
+// across slots, while the Rotator's clients pace their calls under each
+// project's quota (see Meter and Pacer). Each slot is rotated by
+// Rotator.Rotate, under its own lease, exactly as alone.
+//
+// Memory grows with Parallel, not with the number of slots: outcomes are
+// handed to Done as they end and not kept.
+type Fleet struct {
+	Rotator *Rotator
+	// Parallel is how many slots rotate at once (default 1).
+	Parallel int
+	// Start, when set, is called as a slot's rotation starts.
+	Start func(*Slot)
+	// Done, when set, is called with each slot's outcome as it ends. Both
+	// are called from the worker goroutines, concurrently.
+	Done func(Outcome)
+}
+
+// Outcome is how one slot's rotation in a fleet run ended.
+type Outcome struct {
+	Slot     *Slot
+	Result   *Result // nil when Err is set
+	Err      error
+	Started  time.Time
+	Finished time.Time
+	// Calls is how many API calls were made for the slot and how many of
+	// them were answered 429 (counted by the clients' Meter).
+	Calls, Throttled int64
+}
+
+// Run rotates slots with opts, Parallel at a time, and returns when all
+// have ended or ctx is done (slots not started by then end with ctx's
+// error). Slots are taken in an order that interleaves projects, so that
+// one project's quota does not hold up the others.
+func (f *Fleet) Run(ctx context.Context, slots []*Slot, opts Options) {
+	n := max(f.Parallel, 1)
+	work := make(chan *Slot)
+	var wg sync.WaitGroup
+	for range min(n, len(slots)) {
+		wg.Go(func() {
+			for s := range work {
+				f.one(ctx, s, opts)
+			}
+		})
+	}
+	for _, s := range Interleave(slots) {
+		work <- s
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
+	var calls SlotCalls
+	o := Outcome{Slot: s, Started: time.Now()}
+	if f.Start != nil {
+		f.Start(s)
+	}
+	if err := ctx.Err(); err != nil {
+		o.Err = context.Cause(ctx)
+	} else {
+		o.Result, o.Err = f.Rotator.Rotate(WithSlotCalls(ctx, &calls), s, opts)
+	}
+	o.Finished = time.Now()
+	o.Calls, o.Throttled = calls.Calls.Load(), calls.Throttled.Load()
+	if f.Done != nil {
+		f.Done(o)
+	}
+}
+
+// Interleave orders slots round-robin by project, keeping the order within
+// each project: p1/a, p2/a, p1/b, p2/b, ...
+func Interleave(slots []*Slot) []*Slot {
+	var projects []string
+	by := map[string][]*Slot{}
+	for _, s := range slots {
+		if _, ok := by[s.Project]; !ok {
+			projects = append(projects, s.Project)
+		}
+		by[s.Project] = append(by[s.Project], s)
+	}
+	out := make([]*Slot, 0, len(slots))
+	for i := 0; len(out) < len(slots); i++ {
+		for _, p := range projects {
+			if i < len(by[p]) {
+				out = append(out, by[p][i])
+			}
+		}
+	}
+	return out
+}
+
+// Shard reports which of n shards (0-based) a slot belongs to: a stable
+// hash (FNV-1a, 32 bits) of its name, so that every process of a sharded
+// job, on any machine and any version, agrees without talking.
+func Shard(slot string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(slot))
+	return int(h.Sum32() % uint32(n))
+}

@@ -1,0 +1,234 @@
+package rotate
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Meter sits in the clients' transports: it paces each call with its Pacer
+// and counts calls and 429s, for the whole run and for the slot whose
+// rotation made the call (see Fleet). Install it with Transport (REST
+// clients) and UnaryInterceptor (gRPC clients). A nil *Meter counts nothing.
+type Meter struct {
+	Pacer *Pacer
+
+	mu        sync.Mutex
+	calls     map[string]int64 // by method, e.g. "apikeys.CreateKey"
+	throttled int64
+}
+
+// Calls returns the number of calls made, by method.
+func (m *Meter) Calls() map[string]int64 {
+	out := map[string]int64{}
+	if m == nil {
+		return out
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, v := range m.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// Total returns the number of calls made and how many were answered 429
+// (RESOURCE_EXHAUSTED).
+func (m *Meter) Total() (calls, throttled int64) {
+	if m == nil {
+		return 0, 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, v := range m.calls {
+		calls += v
+	}
+	return calls, m.throttled
+}
+
+// Methods returns the methods called, sorted.
+func (m *Meter) Methods() []string {
+	c := m.Calls()
+	out := make([]string, 0, len(c))
+	for k := range c {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (m *Meter) count(ctx context.Context, method string, throttled bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if m.calls == nil {
+		m.calls = map[string]int64{}
+	}
+	m.calls[method]++
+	if throttled {
+		m.throttled++
+	}
+	m.mu.Unlock()
+	if c, ok := ctx.Value(slotCallsKey{}).(*SlotCalls); ok {
+		c.Calls.Add(1)
+		if throttled {
+			c.Throttled.Add(1)
+		}
+	}
+}
+
+// SlotCalls counts the calls made for one slot: a context carrying it (see
+// WithSlotCalls) has every metered call counted there too.
+type SlotCalls struct {
+	Calls, Throttled atomic.Int64
+}
+
+type slotCallsKey struct{}
+type projectKey struct{}
+
+// WithSlotCalls returns a context whose metered calls are counted in c.
+func WithSlotCalls(ctx context.Context, c *SlotCalls) context.Context {
+	return context.WithValue(ctx, slotCallsKey{}, c)
+}
+
+// withProject tells the Meter which project's quota the calls made with
+// ctx draw on: the slot's, also for calls whose request names no project
+// (operations, LookupKey) or names it by number.
+func withProject(ctx context.Context, project string) context.Context {
+	if project == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, projectKey{}, project)
+}
+
+// quotaProject returns the project of ctx, else the one in resource
+// ("projects/P/...").
+func quotaProject(ctx context.Context, resource string) string {
+	if p, ok := ctx.Value(projectKey{}).(string); ok {
+		return p
+	}
+	rest, ok := strings.CutPrefix(resource, "projects/")
+	if !ok {
+		return ""
+	}
+	p, _, _ := strings.Cut(rest, "/")
+	return p
+}
+
+// Transport returns base (nil: http.DefaultTransport) wrapped so that each
+// request to api (APIKeys or Gemini) is paced and counted. It goes under the
+// authentication transport, so token fetches are neither.
+func (m *Meter) Transport(api string, base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if m == nil {
+		return base
+	}
+	return &meteredTransport{m: m, api: api, base: base}
+}
+
+type meteredTransport struct {
+	m    *Meter
+	api  string
+	base http.RoundTripper
+}
+
+func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	method, resource := restMethod(t.api, req)
+	if t.api != Gemini {
+		if err := t.m.Pacer.Wait(ctx, t.api, quotaProject(ctx, resource), req.Method != http.MethodGet); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := t.base.RoundTrip(req)
+	t.m.count(ctx, method, err == nil && resp.StatusCode == http.StatusTooManyRequests)
+	return resp, err
+}
+
+// restMethod names a REST request the way the API's RPC is named
+// ("apikeys.CreateKey") and returns the resource path it names.
+func restMethod(api string, req *http.Request) (method, resource string) {
+	p := strings.TrimPrefix(req.URL.Path, "/")
+	switch api {
+	case Gemini:
+		return "gemini.ListModels", ""
+	case APIKeys:
+		p = strings.TrimPrefix(p, "v2/")
+	default:
+		return api + "." + req.Method, p
+	}
+	verb := ""
+	if i := strings.LastIndexByte(p, ':'); i > strings.LastIndexByte(p, '/') {
+		p, verb = p[:i], p[i+1:]
+	}
+	parts := strings.Split(p, "/")
+	last := parts[len(parts)-1]
+	name := ""
+	switch {
+	case strings.HasPrefix(p, "operations/"):
+		name = "GetOperation"
+	case verb == "lookupKey":
+		name = "LookupKey"
+	case verb == "undelete":
+		name = "UndeleteKey"
+	case last == "keyString":
+		name = "GetKeyString"
+	case last == "keys" && req.Method == http.MethodGet:
+		name = "ListKeys"
+	case last == "keys":
+		name = "CreateKey"
+	case req.Method == http.MethodPatch:
+		name = "UpdateKey"
+	case req.Method == http.MethodDelete:
+		name = "DeleteKey"
+	default:
+		name = "GetKey"
+	}
+	return "apikeys." + name, p
+}
+
+// UnaryInterceptor returns a gRPC client interceptor that paces and counts
+// the calls of api (SecretManager). AccessSecretVersion is counted, not
+// paced: its quota (90,000 a minute) is far beyond a rotation's two.
+func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		name := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]
+		if m == nil {
+			return invoker(ctx, fullMethod, req, reply, cc, opts...)
+		}
+		if !strings.HasPrefix(name, "Access") {
+			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List")
+			if err := m.Pacer.Wait(ctx, api, quotaProject(ctx, grpcResource(req)), write); err != nil {
+				return err
+			}
+		}
+		err := invoker(ctx, fullMethod, req, reply, cc, opts...)
+		m.count(ctx, api+"."+name, status.Code(err) == codes.ResourceExhausted)
+		return err
+	}
+}
+
+// grpcResource returns the resource a request names (its name, parent, or
+// its secret's name).
+func grpcResource(req any) string {
+	switch r := req.(type) {
+	case interface{ GetSecret() *secretmanagerpb.Secret }:
+		return r.GetSecret().GetName()
+	case interface{ GetName() string }:
+		return r.GetName()
+	case interface{ GetParent() string }:
+		return r.GetParent()
+	}
+	return ""
+}

@@ -1,0 +1,175 @@
+package rotate
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPacerBurstThenWindow: N calls go at once, the N+1-th waits until the
+// first leaves the window (plus the margin).
+func TestPacerBurstThenWindow(t *testing.T) {
+	const window = 300 * time.Millisecond
+	p := NewPacer(map[string]Quota{APIKeys: {Writes: 5}}, window)
+	ctx := context.Background()
+	start := time.Now()
+	for range 5 {
+		if err := p.Wait(ctx, APIKeys, "p1", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > window/3 {
+		t.Fatalf("a burst within the quota waited %s", d)
+	}
+	if err := p.Wait(ctx, APIKeys, "p1", true); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < window {
+		t.Fatalf("the 6th call of a quota of 5 went after %s, inside the window of %s", d, window)
+	}
+	// Other projects, reads, and unpaced APIs are not held up.
+	start = time.Now()
+	for range 5 {
+		_ = p.Wait(ctx, APIKeys, "p2", true)
+		_ = p.Wait(ctx, APIKeys, "p1", false)
+		_ = p.Wait(ctx, Gemini, "p1", false)
+	}
+	if d := time.Since(start); d > window/3 {
+		t.Fatalf("calls under other quotas waited %s", d)
+	}
+	if n, _ := p.Waits(); n != 1 {
+		t.Errorf("Waits = %d, want 1", n)
+	}
+}
+
+// TestPacerNeverExceedsWindow: many goroutines hammering one quota; the
+// times the calls were let through never put more than N in any window —
+// whatever the alignment of the server's intervals.
+func TestPacerNeverExceedsWindow(t *testing.T) {
+	const (
+		n      = 10
+		window = 200 * time.Millisecond
+		calls  = 45
+	)
+	p := NewPacer(map[string]Quota{APIKeys: {Writes: n}}, window)
+	var (
+		mu    sync.Mutex
+		times []time.Time
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	for range calls {
+		wg.Go(func() {
+			if err := p.Wait(context.Background(), APIKeys, "p", true); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			times = append(times, time.Now())
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	for i := n; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-n]); gap < window {
+			t.Fatalf("calls %d and %d went %s apart: %d calls within the %s window", i-n, i, gap, n+1, window)
+		}
+	}
+	// And the quota is used in full: 45 calls at 10 a window take a bit
+	// over 4 windows, not 9 (as a token bucket at half rate would).
+	if d := time.Since(start); d > 5*window+window/2 {
+		t.Errorf("45 calls took %s, want about 4 windows (%s)", d, 4*window)
+	}
+}
+
+func TestPacerContextCancel(t *testing.T) {
+	p := NewPacer(map[string]Quota{APIKeys: {Writes: 1}}, time.Hour)
+	_ = p.Wait(context.Background(), APIKeys, "p", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := p.Wait(ctx, APIKeys, "p", true); err == nil {
+		t.Fatal("Wait past the context's deadline returned nil")
+	}
+	var nilPacer *Pacer
+	if err := nilPacer.Wait(ctx, APIKeys, "p", true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQuotaShare(t *testing.T) {
+	q := Quota{Reads: 240, Writes: 120}
+	for _, c := range []struct {
+		n    int
+		want Quota
+	}{{0, q}, {1, q}, {4, Quota{60, 30}}, {200, Quota{1, 1}}} {
+		if got := q.Share(c.n); got != c.want {
+			t.Errorf("Share(%d) = %+v, want %+v", c.n, got, c.want)
+		}
+	}
+	if got := (Quota{Reads: 0, Writes: 10}).Share(3); got.Reads != 0 {
+		t.Errorf("an unpaced kind became paced: %+v", got)
+	}
+}
+
+// TestRestMethod names API Keys REST requests as the RPCs they are.
+func TestRestMethod(t *testing.T) {
+	for _, c := range []struct{ verb, path, want, resource string }{
+		{"GET", "/v2/projects/p/locations/global/keys/k", "apikeys.GetKey", "projects/p/locations/global/keys/k"},
+		{"GET", "/v2/projects/p/locations/global/keys/k/keyString", "apikeys.GetKeyString", "projects/p/locations/global/keys/k/keyString"},
+		{"GET", "/v2/keys:lookupKey", "apikeys.LookupKey", "keys"},
+		{"GET", "/v2/projects/p/locations/global/keys", "apikeys.ListKeys", "projects/p/locations/global/keys"},
+		{"POST", "/v2/projects/p/locations/global/keys", "apikeys.CreateKey", "projects/p/locations/global/keys"},
+		{"PATCH", "/v2/projects/p/locations/global/keys/k", "apikeys.UpdateKey", "projects/p/locations/global/keys/k"},
+		{"DELETE", "/v2/projects/p/locations/global/keys/k", "apikeys.DeleteKey", "projects/p/locations/global/keys/k"},
+		{"POST", "/v2/projects/p/locations/global/keys/k:undelete", "apikeys.UndeleteKey", "projects/p/locations/global/keys/k"},
+		{"GET", "/v2/operations/akmf.p7-123", "apikeys.GetOperation", "operations/akmf.p7-123"},
+	} {
+		req := httptest.NewRequest(c.verb, c.path, nil)
+		m, res := restMethod(APIKeys, req)
+		if m != c.want || res != c.resource {
+			t.Errorf("%s %s: got %s %s, want %s %s", c.verb, c.path, m, res, c.want, c.resource)
+		}
+	}
+	if p := quotaProject(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
+		t.Errorf("quotaProject from the path = %q", p)
+	}
+	if p := quotaProject(withProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
+		t.Errorf("quotaProject with the slot's project = %q", p)
+	}
+}
+
+// TestMeterCountsThrottled counts calls per method, per slot, and 429s.
+func TestMeterCountsThrottled(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+	defer srv.Close()
+	m := &Meter{Pacer: NewPacer(nil, 0)}
+	c := &http.Client{Transport: m.Transport(APIKeys, nil)}
+	var sc SlotCalls
+	ctx := WithSlotCalls(context.Background(), &sc)
+	get := func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v2/projects/p/locations/global/keys/k", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	get()
+	status = http.StatusTooManyRequests
+	get()
+	if calls, thr := m.Total(); calls != 2 || thr != 1 {
+		t.Errorf("Total = %d, %d; want 2, 1", calls, thr)
+	}
+	if sc.Calls.Load() != 2 || sc.Throttled.Load() != 1 {
+		t.Errorf("slot counted %d, %d; want 2, 1", sc.Calls.Load(), sc.Throttled.Load())
+	}
+	if got := m.Calls()["apikeys.GetKey"]; got != 2 {
+		t.Errorf("apikeys.GetKey counted %d", got)
+	}
+}
