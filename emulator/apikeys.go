@@ -93,6 +93,7 @@ func (k *apiKey) deleted() bool { return !k.deleteTime.IsZero() }
 // operation is a long-running operation of the API Keys API.
 type operation struct {
 	name     string
+	project  *project        // of the key; the quota's consumer
 	polls    int             // operations.get calls so far
 	response json.RawMessage // the result, a Key with "@type"
 }
@@ -402,7 +403,7 @@ func (s *Server) newOperation(k *apiKey, withKeyString bool) (*operationWire, er
 		return nil, newError(codes.Internal, "encode operation result: %v", err)
 	}
 	name := fmt.Sprintf("operations/akmf.p7-%d-%s", k.project.number, newUUID())
-	s.keys.ops[name] = &operation{name: name, response: resp}
+	s.keys.ops[name] = &operation{name: name, project: k.project, response: resp}
 	return &operationWire{Name: name}, nil
 }
 

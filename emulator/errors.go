@@ -125,7 +125,7 @@ func newRetryInfo(d time.Duration) retryInfo {
 }
 
 // GRPCStatus renders the error for the gRPC APIs, with the details gRPC
-// can carry (ErrorInfo, LocalizedMessage, RetryInfo).
+// can carry (ErrorInfo, LocalizedMessage, Help, RetryInfo).
 func (e *apiError) GRPCStatus() *status.Status {
 	st := status.New(e.code, e.message)
 	var ds []protoadapt.MessageV1
@@ -135,6 +135,12 @@ func (e *apiError) GRPCStatus() *status.Status {
 			ds = append(ds, &errdetails.ErrorInfo{Reason: d.Reason, Domain: d.Domain, Metadata: d.Metadata})
 		case localizedMessage:
 			ds = append(ds, &errdetails.LocalizedMessage{Locale: d.Locale, Message: d.Message})
+		case help:
+			h := &errdetails.Help{}
+			for _, l := range d.Links {
+				h.Links = append(h.Links, &errdetails.Help_Link{Description: l.Description, Url: l.URL})
+			}
+			ds = append(ds, h)
 		case retryInfo:
 			if dur, err := time.ParseDuration(d.RetryDelay); err == nil {
 				ds = append(ds, &errdetails.RetryInfo{RetryDelay: durationpb.New(dur)})

@@ -8,9 +8,10 @@
 // It follows the real APIs where keyrotate depends on them: resource paths,
 // canonical error codes and Google's JSON error bodies, long-running
 // operations that are not done when first returned, etags, soft delete, and
-// project numbers in returned names. It is not a full implementation:
-// quotas, regional endpoints (regional secrets are served on the one
-// address) and most list filters are absent, and IAM is
+// project numbers in returned names, and (when Options.Quotas asks for
+// them) Google's per-project rate quotas in synchronized windows (quota.go).
+// It is not a full implementation: regional endpoints (regional secrets are
+// served on the one address) and most list filters are absent, and IAM is
 // only what DenyPermission models (a caller that lacks a permission).
 //
 // For tests it offers seeding and inspection helpers, per-method call
@@ -83,12 +84,25 @@ type Options struct {
 	// RunAddr is where the Cloud Run API listens; "" is a loopback port
 	// chosen by the system.
 	RunAddr string
+	// Quotas are per-project rate quotas to enforce, by service: "apikeys"
+	// and "secretmanager" (DocumentedQuotas has Google's; Start rejects
+	// other names). A call over quota fails as Google's do, with 429
+	// RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED and a RetryInfo. Nil or
+	// empty: no quota is enforced.
+	Quotas map[string]Quota
+	// QuotaWindow is the interval the Quotas count in, aligned on the
+	// emulator's clock as Google aligns its per-minute intervals. Zero
+	// means one minute, Google's; a shorter window scales time (one second
+	// with DocumentedQuotas: sixty times faster than real). Negative is an
+	// error.
+	QuotaWindow time.Duration
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
 // emulator's lock. A non-nil error fails the call with that error (use
 // status.Error for a specific code). A hook may block, for example until a
-// test has killed the caller.
+// test has killed the caller. A call rejected for quota (Options.Quotas)
+// runs no hook.
 type Hook func(ctx context.Context, n int) error
 
 // Fault is an injected failure.
@@ -154,9 +168,10 @@ type Server struct {
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
 	standardKeysRejected bool
 
-	keys *keyState    // apikeys.go
-	sm   *secretState // secretmanager.go
-	run  *runState    // run.go
+	keys  *keyState    // apikeys.go
+	sm    *secretState // secretmanager.go
+	run   *runState    // run.go
+	quota *quotaState  // quota.go; its own lock
 
 	closers []func()
 }
@@ -188,6 +203,9 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	s.sm = newSecretState()
 	s.run = newRunState()
 	var err error
+	if s.quota, err = newQuotaState(opts.Quotas, opts.QuotaWindow); err != nil {
+		return nil, fmt.Errorf("start emulator: %w", err)
+	}
 	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, withAPIKeysResource(s.apiKeysHandler())); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
@@ -323,14 +341,16 @@ func (s *Server) SetHook(method string, h Hook) {
 	s.hooks[method] = h
 }
 
-// Calls returns how many times method was called.
+// Calls returns how many times method was called, counting calls rejected
+// for quota: a 429 is still a call the client made.
 func (s *Server) Calls(method string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[method]
 }
 
-// CallCounts returns a copy of all call counters.
+// CallCounts returns a copy of all call counters (rejected calls
+// included, as in Calls).
 func (s *Server) CallCounts() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -352,12 +372,17 @@ func (s *Server) CallsTotal() int {
 	return n
 }
 
-// ResetCalls sets every call counter to zero. Pending faults keep their
-// absolute call numbers, so reset before injecting.
+// ResetCalls sets every call counter, and Throttled, to zero. Pending
+// faults keep their absolute call numbers, so reset before injecting. The
+// quota usage of the current window stays: it is the APIs' state, not a
+// test's counter.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
+	s.quota.mu.Lock()
+	s.quota.throttled = 0
+	s.quota.mu.Unlock()
 }
 
 // MutatingCalls returns the total number of calls to methods that change
@@ -408,9 +433,10 @@ func Methods() (all []string, isMutating func(string) bool) {
 	return all, func(m string) bool { return mutating[m] }
 }
 
-// enter counts a call of method, runs its hook and returns the injected
-// fault for this call, if any, as a gRPC status error. Every handler calls
-// it first, without holding s.mu.
+// enter counts a call of method, meters it against its quota, runs its
+// hook and returns the injected fault for this call, if any, as a gRPC
+// status error. Every handler calls it first, without holding s.mu. A call
+// over quota fails before its hook and fault (see quota.go).
 func (s *Server) enter(ctx context.Context, method string) error {
 	if s.opts.Latency > 0 {
 		select {
@@ -423,6 +449,10 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	s.calls[method]++
 	n := s.calls[method]
 	hook := s.hooks[method]
+	var consumer *project
+	if s.quota.metered(method) {
+		consumer = s.consumerLocked(ctx, method)
+	}
 	var injected error
 	fs := s.faults[method]
 	for i, f := range fs {
@@ -438,6 +468,9 @@ func (s *Server) enter(ctx context.Context, method string) error {
 		injected = permissionDenied(method, perm, resourceOf(ctx))
 	}
 	s.mu.Unlock()
+	if err := s.quota.admit(method, consumer, s.clock); err != nil {
+		return err
+	}
 	if hook != nil {
 		if err := hook(ctx, n); err != nil {
 			return err
@@ -556,8 +589,13 @@ func resourceOf(ctx context.Context) string {
 // context.
 func withAPIKeysResource(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rt, ok := routeAPIKeys(r); ok && rt.name != "" {
+		rt, ok := routeAPIKeys(r)
+		if ok && rt.name != "" {
 			r = r.WithContext(context.WithValue(r.Context(), resourceKey{}, rt.name))
+		}
+		if ok && rt.method == "apikeys.LookupKey" {
+			// For the quota: the call is charged to the key's project.
+			r = r.WithContext(context.WithValue(r.Context(), keyStringKey{}, r.URL.Query().Get("keyString")))
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -565,6 +603,7 @@ func withAPIKeysResource(h http.Handler) http.Handler {
 
 // smResource is a gRPC interceptor that puts the resource of a Secret
 // Manager request (its name, parent or secret's name) in its context.
+// CreateSecret carries a secret without a name: its resource is its parent.
 func smResource(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	var name string
 	switch r := req.(type) {
@@ -574,7 +613,8 @@ func smResource(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.Un
 		name = r.GetSecret().GetName()
 	case interface{ GetName() string }:
 		name = r.GetName()
-	case interface{ GetParent() string }:
+	}
+	if r, ok := req.(interface{ GetParent() string }); ok && name == "" {
 		name = r.GetParent()
 	}
 	if name != "" {

@@ -223,7 +223,9 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 // its secret's name).
 func grpcResource(req any) string {
 	switch r := req.(type) {
-	case interface{ GetSecret() *secretmanagerpb.Secret }:
+	case interface {
+		GetSecret() *secretmanagerpb.Secret
+	}:
 		return r.GetSecret().GetName()
 	case interface{ GetName() string }:
 		return r.GetName()

@@ -50,11 +50,11 @@ type runRecord struct {
 
 type runSummary struct {
 	Slots     int `json:"slots"`
-	Rotated   int `json:"rotated"`             // rotations completed (new key everywhere)
-	Resumed   int `json:"resumed"`             // of which resumed an earlier run's rotation
-	Finalized int `json:"finalized_keys"`      // old keys whose grace ended, deleted first
-	NotDue    int `json:"nothing_to_do"`       // not due, or just rotated
-	Failed    int `json:"failed"`              // ended with an error
+	Rotated   int `json:"rotated"`               // rotations completed (new key everywhere)
+	Resumed   int `json:"resumed"`               // of which resumed an earlier run's rotation
+	Finalized int `json:"finalized_keys"`        // old keys whose grace ended, deleted first
+	NotDue    int `json:"nothing_to_do"`         // not due, or just rotated
+	Failed    int `json:"failed"`                // ended with an error
 	Pending   int `json:"in_progress_elsewhere"` // held by another run's lease (part of Failed)
 }
 
