@@ -277,8 +277,8 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 func (r *Rotator) confirmRevocation(ctx context.Context, slot *Slot, name string, key secret.Key) (time.Duration, error) {
 	start := r.now()
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = orDefault(r.ProbeInterval, 2*time.Second)
-	b.MaxInterval = orDefault(r.ProbeMaxInterval, 30*time.Second)
+	b.InitialInterval = orDefault(r.ProbeInterval, DefaultProbeInterval)
+	b.MaxInterval = orDefault(r.ProbeMaxInterval, DefaultProbeMaxInterval)
 	for {
 		err := slot.Prober.Probe(ctx, key)
 		var rej interface{ Rejected() bool }

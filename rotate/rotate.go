@@ -58,11 +58,25 @@ type Rotator struct {
 	// operation (default 250ms, doubling to 5s).
 	PollInterval time.Duration
 	// ProbeInterval and ProbeMaxInterval bound the backoff between live
-	// probes of a new key (defaults 2s and 30s).
+	// probes of a new key (defaults DefaultProbeInterval and
+	// DefaultProbeMaxInterval).
 	ProbeInterval, ProbeMaxInterval time.Duration
 	// Retry is how API calls are retried; the zero value is DefaultRetry.
 	Retry RetryPolicy
+
+	// prop is how long new keys took to work, per project, shared by the
+	// rotations of this Rotator (a fleet run).
+	prop propagation
 }
+
+// Probe timing defaults. The interval between probes of a new key grows
+// from 2s to at most 10s: a key that starts working is noticed within 10s
+// (a minute's propagation becomes at most 70s, not 90s as with a 30s cap),
+// at one probe — a cheap read — per 10s per key.
+const (
+	DefaultProbeInterval    = 2 * time.Second
+	DefaultProbeMaxInterval = 10 * time.Second
+)
 
 // Event reports a step of a rotation.
 type Event struct {
@@ -487,9 +501,16 @@ func (st *run) verifyLive(ctx context.Context) error {
 	start := st.now()
 	deadline := start.Add(st.slot.PropagationTimeout)
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = orDefault(st.ProbeInterval, 2*time.Second)
-	b.MaxInterval = orDefault(st.ProbeMaxInterval, 30*time.Second)
+	b.InitialInterval = orDefault(st.ProbeInterval, DefaultProbeInterval)
+	b.MaxInterval = orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval)
 	wait := &Wait{Key: st.newKey.Name, Started: start, Deadline: deadline}
+	// made is when the key was made, by the API's clock: what keys of one
+	// project share (see propagation). Unknown or implausible (clock skew
+	// beyond the window): when the wait started.
+	made := parseTime(st.newKey.CreateTime)
+	if made.IsZero() || made.After(start) || start.Sub(made) > st.slot.PropagationTimeout {
+		made = start
+	}
 	var last error
 	for {
 		wait.Attempt++
@@ -497,6 +518,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		err := st.slot.Prober.Probe(ctx, st.newStr)
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
+			st.prop.observe(st.slot.Project, st.now().Sub(made))
 			st.event(st.slot.Name, "verify", "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
@@ -523,18 +545,39 @@ func (st *run) verifyLive(ctx context.Context) error {
 			w := *wait
 			st.Events(Event{Slot: st.slot.Name, Step: "verify", Message: "waiting for the new key to work", Wait: &w})
 		}
-		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, context.Cause(ctx), last)
-		case <-t.C:
+		if err := st.waitProbe(ctx, made, st.now().Add(next)); err != nil {
+			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, err, last)
 		}
 	}
 	if st.kind != KindRotate {
 		return st.undoVerifyFailed(ctx, last)
 	}
 	return st.removeNew(ctx, last)
+}
+
+// waitProbe waits until the next probe is due: at next (the backoff's
+// time), or earlier when another key of the project worked at an age this
+// key (made at made) has reached (see propagation) — but never for a
+// probe in the past.
+func (st *run) waitProbe(ctx context.Context, made, next time.Time) error {
+	probed := st.now()
+	for {
+		at := next
+		delay, changed := st.prop.get(st.slot.Project)
+		if learned := made.Add(delay); delay > 0 && learned.After(probed) && learned.Before(at) {
+			at = learned
+		}
+		t := time.NewTimer(at.Sub(st.now()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+			return nil
+		case <-changed:
+			t.Stop()
+		}
+	}
 }
 
 // removeNew deletes the new key after a failed verification, clears the

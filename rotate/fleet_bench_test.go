@@ -1,0 +1,231 @@
+package rotate_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// The fleet benchmark, in real-world figures divided by a time scale:
+// new keys take a minute to work, every call takes 100ms, and the emulator
+// enforces Google's documented per-project quotas per minute. With the
+// default scale of 10, a minute passes in 6 seconds. KEYROTATE_FLEET_SCALE
+// changes it (a larger scale runs faster, but then the machine's CPU time
+// — the same at any scale — weighs more against the scaled waits).
+const (
+	fleetPropagation = time.Minute
+	fleetLatency     = 100 * time.Millisecond
+	fleetQuotaWindow = time.Minute
+	// criticalCalls are the calls of one rotation that cannot overlap the
+	// propagation wait: the 6 before the new key exists (GetSecret,
+	// AccessSecretVersion, LookupKey, GetKey, UpdateSecret to lock,
+	// CreateKey) and the 7 after the probe that sees it work
+	// (AddSecretVersion, AccessSecretVersion to read back, UpdateSecret,
+	// DeleteKey, GetOperation, DisableSecretVersion, UpdateSecret).
+	criticalCalls = 13
+	// apiKeysWrites are the API Keys writes of one rotation (CreateKey,
+	// DeleteKey), the quota that binds first (120 a minute).
+	apiKeysWrites = 2
+)
+
+func fleetScale() scaled {
+	if v, err := strconv.ParseFloat(os.Getenv("KEYROTATE_FLEET_SCALE"), 64); err == nil && v > 0 {
+		return scaled(v)
+	}
+	return 10
+}
+
+// BenchmarkFleet rotates a fleet of projects × slots, all at once
+// (--parallel = slots), paced under the default quotas, and reports:
+//
+//	wall-s      the run's wall time (scaled seconds)
+//	bound-s     the lower bound: the larger of one project's API Keys
+//	            writes at the quota rate, and one rotation's critical path
+//	            (propagation + criticalCalls × latency)
+//	ratio       wall-s / bound-s (the goal: at most 1.25)
+//	calls/rot   API calls per rotation counting one live probe, and
+//	probes/rot  the live probes per rotation (repeated until the key works)
+//	429s        calls answered 429 (the goal: 0)
+//	peak-MB     the rotator's peak heap (the emulator runs in a child process)
+func BenchmarkFleet(b *testing.B) {
+	for _, c := range []struct{ projects, slots int }{{20, 25}, {4, 150}} {
+		b.Run(fmt.Sprintf("%dx%d", c.projects, c.slots), func(b *testing.B) {
+			s := fleetScale()
+			n := c.projects * c.slots
+			for range b.N {
+				fe := startFleetEmulator(b, fleetSpec{Projects: c.projects, SlotsPerProject: c.slots,
+					Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow)})
+				m := runFleet(b, fe, s, n)
+				st := fe.stop()
+				if int64(st.Throttled) != m.throttled {
+					b.Errorf("the emulator answered %d calls 429, the client counted %d", st.Throttled, m.throttled)
+				}
+				writes := float64(c.slots*apiKeysWrites) / float64(rotate.DefaultQuotas[rotate.APIKeys].Writes) * s.d(fleetQuotaWindow).Seconds()
+				critical := (s.d(fleetPropagation) + criticalCalls*s.d(fleetLatency)).Seconds()
+				bound := max(writes, critical)
+				b.ReportMetric(m.wall.Seconds(), "wall-s")
+				b.ReportMetric(bound, "bound-s")
+				b.ReportMetric(m.wall.Seconds()/bound, "ratio")
+				b.ReportMetric(m.callsPerRotation, "calls/rot")
+				b.ReportMetric(m.probesPerRotation, "probes/rot")
+				b.ReportMetric(float64(m.throttled), "429s")
+				b.ReportMetric(float64(m.peak)/(1<<20), "peak-MB")
+				b.Logf("%d slots: wall %s, bound %.2fs (writes %.2fs, critical path %.2fs), ratio %.2f, %.1f calls/rotation (+%.1f probes), %d 429s, %d quota waits (%s), peak heap %.1f MB, CPU %s",
+					n, m.wall.Round(time.Millisecond), bound, writes, critical, m.wall.Seconds()/bound, m.callsPerRotation, m.probesPerRotation-1,
+					m.throttled, m.waits, m.waited.Round(time.Millisecond), float64(m.peak)/(1<<20), m.cpu.Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// BenchmarkFleetNaive is the baseline: one slot at a time, sleeping a fixed
+// minute for the new key to propagate (as Google's own sample does), then
+// probing once. It runs a sample of slots; wall-per-slot times the fleet
+// size is the naive fleet's wall time.
+func BenchmarkFleetNaive(b *testing.B) {
+	const sample = 4
+	s := fleetScale()
+	for range b.N {
+		fe := startFleetEmulator(b, fleetSpec{Projects: 1, SlotsPerProject: sample,
+			Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow)})
+		r, g := fe.rotator(b, nil, s)
+		slots := fe.slots(&sleepFirst{Prober: g, d: s.d(fleetPropagation)}, s)
+		start := time.Now()
+		for _, sl := range slots {
+			if _, err := r.Rotate(context.Background(), sl, rotate.Options{Force: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		per := time.Since(start) / sample
+		b.ReportMetric(per.Seconds(), "wall-s/slot")
+		b.ReportMetric((per * 500).Seconds(), "wall-s/500-slots")
+		b.Logf("naive: %s per slot, %s for 500 slots", per.Round(time.Millisecond), (per * 500).Round(time.Second))
+	}
+}
+
+// BenchmarkFleetMemory rotates 100, then 1,000 slots at --parallel 50 (no
+// propagation wait, no latency): the peak heap must not grow with the
+// number of slots.
+func BenchmarkFleetMemory(b *testing.B) {
+	for _, slots := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("slots=%d", slots), func(b *testing.B) {
+			for range b.N {
+				fe := startFleetEmulator(b, fleetSpec{Projects: 10, SlotsPerProject: slots / 10})
+				m := runFleetParallel(b, fe, 600, slots, 50)
+				fe.stop()
+				b.ReportMetric(float64(m.peak)/(1<<20), "peak-MB")
+				b.ReportMetric(m.wall.Seconds(), "wall-s")
+				b.Logf("%d slots at --parallel 50: peak heap %.1f MB, wall %s", slots, float64(m.peak)/(1<<20), m.wall.Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+type fleetRun struct {
+	wall, cpu, waited                   time.Duration
+	peak                                uint64
+	throttled, waits                    int64
+	callsPerRotation, probesPerRotation float64
+}
+
+func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int) fleetRun {
+	return runFleetParallel(b, fe, s, n, n)
+}
+
+// runFleetParallel rotates every slot of fe, parallel at a time, and
+// measures the run.
+func runFleetParallel(b *testing.B, fe *fleetEmulator, s scaled, n, parallel int) fleetRun {
+	b.Helper()
+	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, s.d(fleetQuotaWindow))}
+	r, g := fe.rotator(b, meter, s)
+	slots := fe.slots(g, s)
+	var (
+		mu     sync.Mutex
+		probes int64
+		failed []error
+	)
+	f := &rotate.Fleet{Rotator: r, Parallel: parallel, Done: func(o rotate.Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		if o.Err != nil {
+			failed = append(failed, o.Err)
+			return
+		}
+		probes += int64(o.Result.Probes)
+	}}
+	runtime.GC()
+	peak := watchHeap()
+	cpu0 := cpuTime()
+	start := time.Now()
+	f.Run(context.Background(), slots, rotate.Options{Force: true})
+	m := fleetRun{wall: time.Since(start), cpu: cpuTime() - cpu0, peak: peak()}
+	if len(failed) > 0 {
+		b.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
+	}
+	calls, thr := meter.Total()
+	m.throttled = thr
+	m.waits, m.waited = meter.Pacer.Waits()
+	m.probesPerRotation = float64(probes) / float64(n)
+	m.callsPerRotation = float64(calls-probes)/float64(n) + 1
+	return m
+}
+
+// watchHeap samples the heap's live objects every millisecond until the
+// returned function is called, which returns the peak.
+func watchHeap() func() uint64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64() + sample[1].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		<-done
+		return peak.Load()
+	}
+}
+
+// cpuTime is the CPU time (user and system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// sleepFirst is the naive wait for propagation: a fixed sleep before the
+// first probe of each key.
+type sleepFirst struct {
+	rotate.Prober
+	d time.Duration
+}
+
+func (p *sleepFirst) Probe(ctx context.Context, key secret.Key) error {
+	time.Sleep(p.d)
+	return p.Prober.Probe(ctx, key)
+}

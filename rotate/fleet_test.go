@@ -1,0 +1,295 @@
+package rotate_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
+)
+
+// A fleet world is many slots in many projects on an emulator. The
+// emulator runs in a child process (this test binary, started with
+// fleetChildEnv set), as `keyrotate emulator` would: the parent's memory is
+// then the rotator's alone, which is what the fleet benchmark measures.
+
+const fleetChildEnv = "KEYROTATE_FLEET_EMULATOR"
+
+// fleetSpec is what the child seeds and how its emulator behaves.
+type fleetSpec struct {
+	Projects, SlotsPerProject int
+	Propagation, Latency      time.Duration
+	// QuotaWindow, when set, enforces Google's documented per-project
+	// quotas over that window (a minute, time-scaled).
+	QuotaWindow time.Duration
+}
+
+// fleetSeeded is what the child tells the parent.
+type fleetSeeded struct {
+	Env                            []string
+	APIKeys, SecretManager, Gemini string
+	Slots                          []fleetSlot
+}
+
+type fleetSlot struct{ Name, Project, Secret string }
+
+// fleetStats is what the child reports when the parent is done with it.
+type fleetStats struct {
+	Calls     map[string]int
+	Throttled int
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(fleetChildEnv); spec != "" {
+		if err := fleetChild(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet emulator:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fleetChild seeds the world, prints it as a JSON line, serves until stdin
+// closes, then prints its counters as a JSON line.
+func fleetChild(specJSON string) error {
+	var spec fleetSpec
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+		return err
+	}
+	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency}
+	if spec.QuotaWindow > 0 {
+		opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, spec.QuotaWindow
+	}
+	srv, err := emulator.Start(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	out := fleetSeeded{APIKeys: srv.APIKeysAddr, SecretManager: srv.SecretManagerAddr, Gemini: srv.GeminiAddr}
+	for p := range spec.Projects {
+		id := fmt.Sprintf("fleet-p%03d", p)
+		srv.AddProject(id, int64(700000000000+p))
+		for s := range spec.SlotsPerProject {
+			name := fmt.Sprintf("p%03d-s%04d", p, s)
+			_, ks, err := srv.SeedKey(id, name+"-2026", &apikeys.V2Key{
+				DisplayName: "Gemini " + name,
+				Restrictions: &apikeys.V2Restrictions{
+					ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}},
+				},
+				ServiceAccountEmail: "gemini@" + id + ".iam.gserviceaccount.com",
+			})
+			if err != nil {
+				return err
+			}
+			sec, err := srv.SeedSecret(id, name, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := srv.SeedSecretVersion(sec, []byte(ks)); err != nil {
+				return err
+			}
+			out.Slots = append(out.Slots, fleetSlot{Name: name, Project: id, Secret: sec})
+		}
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return enc.Encode(fleetStats{Calls: srv.CallCounts(), Throttled: srv.Throttled()})
+}
+
+// fleetEmulator is a running child.
+type fleetEmulator struct {
+	fleetSeeded
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
+	tb.Helper()
+	js, _ := json.Marshal(spec)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fleetChildEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	tb.Cleanup(func() { fe.stop() })
+	line, err := fe.out.ReadBytes('\n')
+	if err != nil {
+		tb.Fatalf("fleet emulator: %v", err)
+	}
+	if err := json.Unmarshal(line, &fe.fleetSeeded); err != nil {
+		tb.Fatal(err)
+	}
+	return fe
+}
+
+// stop ends the child and returns its counters.
+func (fe *fleetEmulator) stop() fleetStats {
+	var st fleetStats
+	if fe.stdin == nil {
+		return st
+	}
+	fe.stdin.Close()
+	fe.stdin = nil
+	if line, err := fe.out.ReadBytes('\n'); err == nil {
+		_ = json.Unmarshal(line, &st)
+	}
+	_ = fe.cmd.Wait()
+	return st
+}
+
+// scaled are the durations of the protocol divided by a time scale, so
+// that minutes pass in seconds.
+type scaled float64
+
+func (s scaled) d(d time.Duration) time.Duration { return time.Duration(float64(d) / float64(s)) }
+
+// fleetRotator builds a Rotator whose clients go through meter, with the
+// protocol's default timings divided by scale.
+func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scaled) (*rotate.Rotator, *verify.Gemini) {
+	tb.Helper()
+	ctx := context.Background()
+	keys, err := apikeys.NewService(ctx, option.WithEndpoint("http://"+fe.APIKeys+"/"),
+		option.WithHTTPClient(&http.Client{Transport: meter.Transport(rotate.APIKeys, nil)}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sm, err := secretmanager.NewClient(ctx, option.WithEndpoint(fe.SecretManager), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sm.CallOptions = &secretmanager.CallOptions{}
+	tb.Cleanup(func() { sm.Close() })
+	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
+	d := rotate.DefaultRetry
+	return &rotate.Rotator{
+		Keys: keys, Secrets: sm,
+		PollInterval:  scale.d(250 * time.Millisecond),
+		ProbeInterval: scale.d(2 * time.Second), ProbeMaxInterval: scale.d(rotate.DefaultProbeMaxInterval),
+		Retry: rotate.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},
+	}, g
+}
+
+// slots returns the world's slots with the protocol's default timings
+// divided by scale.
+func (fe *fleetEmulator) slots(g rotate.Prober, scale scaled) []*rotate.Slot {
+	out := make([]*rotate.Slot, len(fe.Slots))
+	for i, s := range fe.Slots {
+		out[i] = &rotate.Slot{Name: s.Name, Project: s.Project, Secret: s.Secret, Prober: g,
+			MaxAge: 90 * 24 * time.Hour, PropagationTimeout: scale.d(10 * time.Minute), LeaseTTL: scale.d(15 * time.Minute)}
+	}
+	return out
+}
+
+// TestFleetRotatesEachSlotOnce: 3 projects × 6 slots, 5 at a time, under
+// quotas small enough to bind: every slot is rotated exactly once, no call
+// is answered 429, and no rotation takes more than 15 calls.
+func TestFleetRotatesEachSlotOnce(t *testing.T) {
+	fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 6, Propagation: 50 * time.Millisecond, QuotaWindow: time.Second})
+	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, time.Second)}
+	r, g := fe.rotator(t, meter, 600)
+	r.Retry.MaxElapsed = 5 * time.Second
+	slots := fe.slots(g, 600)
+	var (
+		mu       sync.Mutex
+		outcomes = map[string]rotate.Outcome{}
+		started  []string
+	)
+	f := &rotate.Fleet{Rotator: r, Parallel: 5,
+		Start: func(s *rotate.Slot) { mu.Lock(); started = append(started, s.Name); mu.Unlock() },
+		Done:  func(o rotate.Outcome) { mu.Lock(); outcomes[o.Slot.Name] = o; mu.Unlock() }}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f.Run(ctx, slots, rotate.Options{Force: true})
+	if len(outcomes) != len(slots) {
+		t.Fatalf("%d outcomes for %d slots", len(outcomes), len(slots))
+	}
+	for _, s := range slots {
+		o := outcomes[s.Name]
+		if o.Err != nil {
+			t.Errorf("%s: %v", s.Name, o.Err)
+			continue
+		}
+		// 15 calls, counting one live probe: the probe is repeated until
+		// the key works (here, 50ms), the rest is not.
+		if calls := o.Calls - int64(o.Result.Probes) + 1; !o.Result.Rotated || calls > 15 {
+			t.Errorf("%s: rotated %v with %d calls and %d probes", s.Name, o.Result.Rotated, o.Calls, o.Result.Probes)
+		}
+	}
+	// Projects interleave: the first three slots started are one per project.
+	if started[0][:4] == started[1][:4] || started[1][:4] == started[2][:4] {
+		t.Errorf("slots did not interleave by project: %v", started[:3])
+	}
+	// A second run finds nothing due.
+	f.Done = func(o rotate.Outcome) {
+		if o.Err != nil || o.Result.Rotated {
+			t.Errorf("second run, %s: rotated=%v err=%v", o.Slot.Name, o.Result != nil && o.Result.Rotated, o.Err)
+		}
+	}
+	f.Run(ctx, slots, rotate.Options{})
+	st := fe.stop()
+	if st.Calls["apikeys.CreateKey"] != len(slots) || st.Calls["apikeys.DeleteKey"] != len(slots) {
+		t.Errorf("emulator saw %d creates and %d deletes for %d slots", st.Calls["apikeys.CreateKey"], st.Calls["apikeys.DeleteKey"], len(slots))
+	}
+	if _, thr := meter.Total(); thr != 0 || st.Throttled != 0 {
+		t.Errorf("throttled: client saw %d, emulator answered %d", thr, st.Throttled)
+	}
+}
+
+func TestShardIsStable(t *testing.T) {
+	// Fixed values: every process, on any machine and version, must agree.
+	for _, c := range []struct {
+		slot string
+		n    int
+		want int
+	}{{"gemini-prod", 4, rotate.Shard("gemini-prod", 4)}, {"gemini-prod", 1, 0}} {
+		if got := rotate.Shard(c.slot, c.n); got != c.want {
+			t.Errorf("Shard(%q, %d) = %d, want %d", c.slot, c.n, got, c.want)
+		}
+	}
+	if got := rotate.Shard("gemini-prod", 7); got != 4 {
+		t.Errorf("Shard(gemini-prod, 7) = %d, want 4 (FNV-1a 32 mod 7)", got)
+	}
+	// Spread: 1,000 names over 8 shards, none empty or overfull.
+	count := make([]int, 8)
+	for i := range 1000 {
+		count[rotate.Shard(fmt.Sprintf("slot-%d", i), 8)]++
+	}
+	for i, c := range count {
+		if c < 90 || c > 160 {
+			t.Errorf("shard %d of 8 got %d of 1000 slots", i, c)
+		}
+	}
+}
