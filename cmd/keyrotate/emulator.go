@@ -23,10 +23,28 @@ func emulatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "run-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Cloud Run Admin API v2 (gRPC)"},
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long a new key takes to work at Gemini"},
 			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR`"},
+			&cli.StringFlag{Name: "fleet", Usage: "with --seed, also seed `PROJECTSxSLOTS` more slots (e.g. 4x25) to try --parallel and --shard"},
+			&cli.BoolFlag{Name: "quotas", Value: true, Usage: "enforce Google's documented per-project quotas (API Keys: 120 writes, 240 reads; Secret Manager: 600 each, per window)"},
+			&cli.DurationFlag{Name: "quota-window", Value: time.Minute, Usage: "the quotas' `INTERVAL` (shorter scales time: 1s makes them per second)"},
 		},
 		Action: func(c *cli.Context) error {
-			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"),
-				emulator.Options{PropagationDelay: c.Duration("propagation-delay"), RunAddr: c.String("run-addr")})
+			var projects, slots int
+			if f := c.String("fleet"); f != "" {
+				if _, err := fmt.Sscanf(f, "%dx%d", &projects, &slots); err != nil || projects < 1 || slots < 1 || projects*slots > 10000 || fmt.Sprintf("%dx%d", projects, slots) != f {
+					return usagef("--fleet must be PROJECTSxSLOTS, e.g. 4x25 (at most 10000 slots), not %q", f)
+				}
+				if c.String("seed") == "" {
+					return usagef("--fleet seeds slots into the config of --seed DIR: add --seed")
+				}
+			}
+			if c.Duration("quota-window") <= 0 {
+				return usagef("--quota-window must be positive")
+			}
+			opts := emulator.Options{PropagationDelay: c.Duration("propagation-delay"), RunAddr: c.String("run-addr")}
+			if c.Bool("quotas") {
+				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, c.Duration("quota-window")
+			}
+			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"), opts)
 			if err != nil {
 				return err
 			}
@@ -41,6 +59,13 @@ func emulatorCommand() *cli.Command {
 				}
 				fmt.Fprintf(c.App.Writer, "# seeded project %s (%d), key %s, secret projects/%s/secrets/%s\n",
 					demoProject, demoProjectNumber, w.keyName, demoProject, demoSecretID)
+				if projects > 0 {
+					if _, err := seedFleet(srv, w, projects, slots); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "# seeded %d fleet slots in %d projects (fleet-p00...); try: keyrotate --config %s rotate --now --parallel 20\n",
+						projects*slots, projects, w.config)
+				}
 				fmt.Fprintf(c.App.Writer, "# try: keyrotate --config %s plan\n", w.config)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "keyrotate: emulator serving; interrupt to stop\n")

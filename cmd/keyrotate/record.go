@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -46,6 +47,7 @@ type runRecord struct {
 	Slots []slotRecord `json:"slots"`
 
 	meter *rotate.Meter
+	order map[string]int // slot -> place in the config, for Slots' order
 }
 
 type runSummary struct {
@@ -113,6 +115,10 @@ func (r *runRecord) start(j *job) {
 		r.Shard = j.shard.String()
 	}
 	r.Summary.Slots = len(j.slots)
+	r.order = map[string]int{}
+	for i, s := range j.slots {
+		r.order[s.Name] = i
+	}
 }
 
 // add records one slot's outcome.
@@ -154,6 +160,7 @@ func (r *runRecord) add(o rotate.Outcome) {
 
 // finish closes the record with the run's error (nil: success).
 func (r *runRecord) finish(err error) {
+	slices.SortStableFunc(r.Slots, func(a, b slotRecord) int { return r.order[a.Slot] - r.order[b.Slot] })
 	r.Finished = time.Now().UTC()
 	r.Seconds = r.Finished.Sub(r.Started).Seconds()
 	r.ExitCode = exitCode(err)

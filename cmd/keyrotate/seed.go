@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"google.golang.org/api/apikeys/v2"
 
@@ -85,4 +86,48 @@ slots:
 		return nil, err
 	}
 	return s, nil
+}
+
+// seedFleet adds projects × slots more slots to a seeded demo world, to try
+// fleet runs (--parallel, --shard) by hand: projects fleet-p00, fleet-p01,
+// ... (numbers 700000000000 + i), each slot a bound, restricted key and a
+// secret holding it, all appended to the config. Each slot's key is due
+// (created 100 days ago by the emulator's clock? no: max_age 90d is not
+// reached, so fleet runs use --now or a shorter max_age in the config).
+func seedFleet(srv *emulator.Server, w *seeded, projects, slots int) ([]string, error) {
+	var names []string
+	var cfg strings.Builder
+	for p := range projects {
+		id := fmt.Sprintf("fleet-p%02d", p)
+		srv.AddProject(id, int64(700000000000+p))
+		for s := range slots {
+			name := fmt.Sprintf("fleet-p%02d-s%03d", p, s)
+			_, ks, err := srv.SeedKey(id, name+"-2026", &apikeys.V2Key{
+				DisplayName:         "Gemini " + name,
+				Restrictions:        &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}},
+				ServiceAccountEmail: "gemini@" + id + ".iam.gserviceaccount.com",
+			})
+			if err != nil {
+				return nil, fmt.Errorf("seed key: %w", err)
+			}
+			sec, err := srv.SeedSecret(id, name, nil)
+			if err != nil {
+				return nil, fmt.Errorf("seed secret: %w", err)
+			}
+			if _, err := srv.SeedSecretVersion(sec, []byte(ks)); err != nil {
+				return nil, fmt.Errorf("seed secret version: %w", err)
+			}
+			fmt.Fprintf(&cfg, "  - name: %s\n    project: %s\n    secret: projects/%s/secrets/%s\n    verify: gemini\n", name, id, id, name)
+			names = append(names, name)
+		}
+	}
+	f, err := os.OpenFile(w.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.WriteString(cfg.String()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return names, f.Close()
 }
