@@ -126,6 +126,12 @@ func TestParseGood(t *testing.T) {
 		yaml  string
 		check func(t *testing.T, c *Config)
 	}{
+		{"quotas", "version: 1\ndefaults:\n  quotas:\n    apikeys: {writes: 600}\n    secretmanager:\n      reads: 1200\n      writes: 900\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
+			want := map[string]Quota{"apikeys": {Writes: 600}, "secretmanager": {Reads: 1200, Writes: 900}}
+			if diff := cmp.Diff(want, c.Defaults.Quotas); diff != "" {
+				t.Errorf("Quotas mismatch (-want +got):\n%s", diff)
+			}
+		}},
 		{"defaults filled in", head + slotYAML, func(t *testing.T, c *Config) {
 			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute)}
 			if diff := cmp.Diff(want, c.Defaults); diff != "" {
@@ -206,6 +212,12 @@ func TestParseBad(t *testing.T) {
 		{"not a mapping", "- a\n- b\n", 1, "must be a YAML mapping", "version: 1"},
 		{"duplicate field", "version: 1\nversion: 1\nslots:\n" + slotYAML, 2, `field "version" given twice (first at line 1)`, "remove one"},
 		{"merge key", "version: 1\nslots:\n  - <<: {name: a}\n", 3, "merge keys", "full"},
+
+		// quotas
+		{"quota not a number", "version: 1\ndefaults:\n  quotas:\n    apikeys:\n      writes: lots\nslots:\n" + slotYAML, 5, "defaults.quotas.apikeys writes must be a whole number", "per minute"},
+		{"quota zero", "version: 1\ndefaults:\n  quotas:\n    secretmanager: {reads: 0}\nslots:\n" + slotYAML, 4, "secretmanager reads must be a whole number from 1", "per minute"},
+		{"quota unknown API", "version: 1\ndefaults:\n  quotas:\n    gemini: {reads: 10}\nslots:\n" + slotYAML, 4, `unknown field "gemini" in defaults.quotas`, "apikeys, secretmanager"},
+		{"quota unknown kind", "version: 1\ndefaults:\n  quotas:\n    apikeys: {write: 10}\nslots:\n" + slotYAML, 4, `unknown field "write"`, "writes"},
 
 		// version
 		{"missing version", "slots:\n" + slotYAML, 1, "missing version", `add "version: 1"`},
