@@ -511,6 +511,16 @@ func (st *run) verifyLive(ctx context.Context) error {
 	if made.IsZero() || made.After(start) || start.Sub(made) > st.slot.PropagationTimeout {
 		made = start
 	}
+	w := st.prop.join(st.slot.Project)
+	defer st.prop.leave(st.slot.Project, w)
+	if delay, leads, _ := st.prop.get(st.slot.Project, w); !leads || (delay > 0 && made.Add(delay).After(start)) {
+		// Another key of the project is being probed, or keys of the
+		// project took longer than this one's age to work: wait for that
+		// rather than probe now.
+		if err := st.waitProbe(ctx, w, made, start, deadline); err != nil {
+			return fmt.Errorf("verify key %s: %w", st.newKey.Name, err)
+		}
+	}
 	var last error
 	for {
 		wait.Attempt++
@@ -545,7 +555,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 			w := *wait
 			st.Events(Event{Slot: st.slot.Name, Step: "verify", Message: "waiting for the new key to work", Wait: &w})
 		}
-		if err := st.waitProbe(ctx, made, st.now().Add(next)); err != nil {
+		if err := st.waitProbe(ctx, w, made, st.now().Add(next), deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, err, last)
 		}
 	}
@@ -555,17 +565,32 @@ func (st *run) verifyLive(ctx context.Context) error {
 	return st.removeNew(ctx, last)
 }
 
-// waitProbe waits until the next probe is due: at next (the backoff's
-// time), or earlier when another key of the project worked at an age this
-// key (made at made) has reached (see propagation) — but never for a
-// probe in the past.
-func (st *run) waitProbe(ctx context.Context, made, next time.Time) error {
+// waitProbe waits until the next probe of a key (made at made, last
+// probed at the call) is due. The key that leads its project's probes (see
+// propagation) probes at next, the backoff's time; the others at most every
+// followerEvery, since the leader's success tells them when to probe; a
+// follower that takes the lead probes at once. But once keys of the
+// project are known to work at some age, a key not probed since reaching
+// that age probes exactly then, earlier or later than otherwise. Never
+// past deadline.
+func (st *run) waitProbe(ctx context.Context, w *waiter, made, next, deadline time.Time) error {
 	probed := st.now()
+	wasLeader := st.prop.leads(st.slot.Project, w)
 	for {
+		delay, leader, changed := st.prop.get(st.slot.Project, w)
 		at := next
-		delay, changed := st.prop.get(st.slot.Project)
-		if learned := made.Add(delay); delay > 0 && learned.After(probed) && learned.Before(at) {
-			at = learned
+		switch {
+		case leader && !wasLeader:
+			at = st.now() // took the lead: probe now...
+		case !leader:
+			every := followerEvery * orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval)
+			at = later(next, probed.Add(every))
+		}
+		if learned := made.Add(delay); delay > 0 && learned.After(probed) {
+			at = learned // ...or when this key is as old as the project's keys were when they worked
+		}
+		if at.After(deadline) {
+			at = deadline
 		}
 		t := time.NewTimer(at.Sub(st.now()))
 		select {
@@ -578,6 +603,18 @@ func (st *run) waitProbe(ctx context.Context, made, next time.Time) error {
 			t.Stop()
 		}
 	}
+}
+
+// followerEvery is how many of the longest backoff intervals a key waits
+// between probes while another key of its project leads: at most one
+// probe a minute by default.
+const followerEvery = 6
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // removeNew deletes the new key after a failed verification, clears the
