@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,8 +37,9 @@ type fleetSpec struct {
 	Projects, SlotsPerProject int
 	Propagation, Latency      time.Duration
 	// QuotaWindow, when set, enforces Google's documented per-project
-	// quotas over that window (a minute, time-scaled).
+	// quotas (or Quotas) over that window (a minute, time-scaled).
 	QuotaWindow time.Duration
+	Quotas      map[string]emulator.Quota
 }
 
 // fleetSeeded is what the child tells the parent.
@@ -76,6 +78,9 @@ func fleetChild(specJSON string) error {
 	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency}
 	if spec.QuotaWindow > 0 {
 		opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, spec.QuotaWindow
+		if spec.Quotas != nil {
+			opts.Quotas = spec.Quotas
+		}
 	}
 	srv, err := emulator.Start(opts)
 	if err != nil {
@@ -277,6 +282,41 @@ func TestFleetRotatesEachSlotOnce(t *testing.T) {
 	if _, thr := meter.Total(); thr != 0 || st.Throttled != 0 {
 		t.Errorf("throttled: client saw %d, emulator answered %d", thr, st.Throttled)
 	}
+}
+
+// TestFleetRetriesThrottledCalls: when the pacer allows more than the
+// project's real quota (a quota lowered behind keyrotate's back), calls are
+// answered 429 and retried after their RetryInfo delay: every slot is
+// rotated, and client and emulator agree on the 429s.
+func TestFleetRetriesThrottledCalls(t *testing.T) {
+	const window = 300 * time.Millisecond
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: 6, QuotaWindow: window,
+		Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}}})
+	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, window)} // paces at 120 writes a window
+	r, g := fe.rotator(t, meter, 600)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var failed atomic.Int32
+	f := &rotate.Fleet{Rotator: r, Parallel: 12, Done: func(o rotate.Outcome) {
+		if o.Err != nil || !o.Result.Rotated {
+			failed.Add(1)
+			t.Errorf("%s: %v", o.Slot.Name, o.Err)
+		}
+	}}
+	start := time.Now()
+	f.Run(ctx, fe.slots(g, 600), rotate.Options{Force: true})
+	took := time.Since(start)
+	st := fe.stop()
+	_, thr := meter.Total()
+	if thr == 0 || int(thr) != st.Throttled {
+		t.Errorf("client counted %d 429s, emulator answered %d; want the same, more than 0", thr, st.Throttled)
+	}
+	// 12 writes per project at 4 a window need 3 windows; retrying after
+	// RetryInfo (the start of the next window) keeps it near that.
+	if took > 8*window {
+		t.Errorf("took %s for 12 writes per project at 4 per %s", took, window)
+	}
+	t.Logf("%d 429s, %s", thr, took)
 }
 
 // TestInterleave: slots are taken round-robin by project, in config order
