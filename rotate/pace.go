@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,14 +121,20 @@ func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error
 		return nil
 	}
 	p.waits.Add(1)
-	p.waited.Add(int64(d))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		p.waited.Add(int64(d))
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		// Count the time waited, not the time the wait would have taken.
+		p.waited.Add(int64(time.Since(now)))
+		kind := "read"
+		if write {
+			kind = "write"
+		}
+		return fmt.Errorf("waiting for the %s %s quota of project %s (the call was not sent): %w", api, kind, project, context.Cause(ctx))
 	}
 }
 
