@@ -68,11 +68,18 @@ type crashWorld struct {
 
 func newCrashWorld(t *testing.T) *crashWorld {
 	t.Helper()
+	return newCrashWorldWith(t, emulator.Options{}, nil)
+}
+
+// newCrashWorldWith starts the emulator with opts, seeds the demo world,
+// then runs more (when not nil) to seed more.
+func newCrashWorldWith(t *testing.T, opts emulator.Options, more func(*emulator.Server, *seeded) error) *crashWorld {
+	t.Helper()
 	bin, err := keyrotateBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := emulator.Start(emulator.Options{})
+	srv, err := emulator.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +87,11 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	w, err := seedDemo(srv, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if more != nil {
+		if err := more(srv, w); err != nil {
+			t.Fatal(err)
+		}
 	}
 	dotenv, err := os.ReadFile(w.dotenv)
 	if err != nil {

@@ -53,32 +53,13 @@ type fleetWorld struct {
 // projects × slotsPer fleet slots (fleet-pNN-sNNN in project fleet-pNN).
 func newFleetWorld(t *testing.T, opts emulator.Options, projects, slotsPer int) *fleetWorld {
 	t.Helper()
-	bin, err := keyrotateBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := emulator.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	w, err := seedDemo(srv, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := seedFleet(srv, w, projects, slotsPer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dotenv, err := os.ReadFile(w.dotenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := &fleetWorld{
-		crashWorld: &crashWorld{t: t, bin: bin, srv: srv, w: w, dotenv: dotenv, apiKeysAddr: srv.APIKeysAddr, env: fleetEnvCleared},
-		slots:      append([]string{"gemini-prod"}, names...),
-		projects:   []string{demoProject},
-	}
+	var names []string
+	cw := newCrashWorldWith(t, opts, func(srv *emulator.Server, w *seeded) (err error) {
+		names, err = seedFleet(srv, w, projects, slotsPer)
+		return err
+	})
+	cw.env = fleetEnvCleared
+	fw := &fleetWorld{crashWorld: cw, slots: append([]string{"gemini-prod"}, names...), projects: []string{demoProject}}
 	for p := range projects {
 		fw.projects = append(fw.projects, fmt.Sprintf("fleet-p%02d", p))
 	}

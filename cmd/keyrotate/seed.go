@@ -33,22 +33,9 @@ type seeded struct {
 func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
 	srv.AddProject(demoProject, demoProjectNumber)
 	srv.RejectStandardKeys(true) // the late-2026 Gemini policy
-	name, keyString, err := srv.SeedKey(demoProject, demoKeyID, &apikeys.V2Key{
-		DisplayName: "Gemini API (prod)",
-		Restrictions: &apikeys.V2Restrictions{
-			ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}},
-		},
-		ServiceAccountEmail: demoSA,
-	})
+	name, keyString, err := seedSlot(srv, demoProject, demoKeyID, demoSecretID, "Gemini API (prod)", demoSA)
 	if err != nil {
-		return nil, fmt.Errorf("seed key: %w", err)
-	}
-	secretName, err := srv.SeedSecret(demoProject, demoSecretID, nil)
-	if err != nil {
-		return nil, fmt.Errorf("seed secret: %w", err)
-	}
-	if _, err := srv.SeedSecretVersion(secretName, []byte(keyString)); err != nil {
-		return nil, fmt.Errorf("seed secret version: %w", err)
+		return nil, err
 	}
 	s := &seeded{dir: dir, keyName: name, key: secret.New(keyString),
 		config: filepath.Join(dir, "keyrotate.yaml"), dotenv: filepath.Join(dir, "app", ".env")}
@@ -102,20 +89,8 @@ func seedFleet(srv *emulator.Server, w *seeded, projects, slots int) ([]string, 
 		srv.AddProject(id, int64(700000000000+p))
 		for s := range slots {
 			name := fmt.Sprintf("fleet-p%02d-s%03d", p, s)
-			_, ks, err := srv.SeedKey(id, name+"-2026", &apikeys.V2Key{
-				DisplayName:         "Gemini " + name,
-				Restrictions:        &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}},
-				ServiceAccountEmail: "gemini@" + id + ".iam.gserviceaccount.com",
-			})
-			if err != nil {
-				return nil, fmt.Errorf("seed key: %w", err)
-			}
-			sec, err := srv.SeedSecret(id, name, nil)
-			if err != nil {
-				return nil, fmt.Errorf("seed secret: %w", err)
-			}
-			if _, err := srv.SeedSecretVersion(sec, []byte(ks)); err != nil {
-				return nil, fmt.Errorf("seed secret version: %w", err)
+			if _, _, err := seedSlot(srv, id, name+"-2026", name, "Gemini "+name, "gemini@"+id+".iam.gserviceaccount.com"); err != nil {
+				return nil, err
 			}
 			fmt.Fprintf(&cfg, "  - name: %s\n    project: %s\n    secret: projects/%s/secrets/%s\n    verify: gemini\n", name, id, id, name)
 			names = append(names, name)
@@ -130,4 +105,25 @@ func seedFleet(srv *emulator.Server, w *seeded, projects, slots int) ([]string, 
 		return nil, err
 	}
 	return names, f.Close()
+}
+
+// seedSlot seeds what one slot rotates: a key bound to sa and restricted to
+// the Gemini API, and a secret whose one version holds it.
+func seedSlot(srv *emulator.Server, project, keyID, secretID, displayName, sa string) (name, keyString string, err error) {
+	name, keyString, err = srv.SeedKey(project, keyID, &apikeys.V2Key{
+		DisplayName:         displayName,
+		Restrictions:        &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}},
+		ServiceAccountEmail: sa,
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("seed key: %w", err)
+	}
+	sec, err := srv.SeedSecret(project, secretID, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("seed secret: %w", err)
+	}
+	if _, err := srv.SeedSecretVersion(sec, []byte(keyString)); err != nil {
+		return "", "", fmt.Errorf("seed secret version: %w", err)
+	}
+	return name, keyString, nil
 }
