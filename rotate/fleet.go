@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -66,8 +67,9 @@ func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
 	if f.Start != nil {
 		f.Start(s)
 	}
-	if err := ctx.Err(); err != nil {
-		o.Err = context.Cause(ctx)
+	if ctx.Err() != nil {
+		o.Err = WithHint(fmt.Errorf("slot %s: not started: %w", s.Name, context.Cause(ctx)),
+			"the run ended (its --timeout, or interrupted) before this slot's turn; nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size")
 	} else {
 		o.Result, o.Err = f.Rotator.Rotate(WithSlotCalls(ctx, &calls), s, opts)
 	}

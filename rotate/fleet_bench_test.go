@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // The fleet benchmark, in real-world figures divided by a time scale:
@@ -101,11 +102,19 @@ func BenchmarkFleetNaive(b *testing.B) {
 	for range b.N {
 		fe := startFleetEmulator(b, fleetSpec{Projects: 1, SlotsPerProject: sample,
 			Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow)})
-		r, g := fe.rotator(b, nil, s)
+		// A Rotator per slot: a shared one would learn how long keys take
+		// to work (see TestFleetRotatesEachSlotOnce), which is not naive.
+		var rs []*rotate.Rotator
+		var g *verify.Gemini
+		for range sample {
+			var r *rotate.Rotator
+			r, g = fe.rotator(b, nil, s)
+			rs = append(rs, r)
+		}
 		slots := fe.slots(&sleepFirst{Prober: g, d: s.d(fleetPropagation)}, s)
 		start := time.Now()
-		for _, sl := range slots {
-			if _, err := r.Rotate(context.Background(), sl, rotate.Options{Force: true}); err != nil {
+		for i, sl := range slots {
+			if _, err := rs[i].Rotate(context.Background(), sl, rotate.Options{Force: true}); err != nil {
 				b.Fatal(err)
 			}
 		}
