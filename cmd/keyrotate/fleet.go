@@ -28,7 +28,7 @@ func shardFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "shard", Usage: "take only shard `i/n` of the slots (0-based, by a stable hash of the slot name); default from " +
 			cloudRunTaskIndexEnv + "/" + cloudRunTaskCountEnv + " (Cloud Run Jobs) or " + jobCompletionEnv + " with --shard-count (Kubernetes Indexed Jobs)"},
-		&cli.IntFlag{Name: "shard-count", Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
+		&cli.IntFlag{Name: "shard-count", DefaultText: "none", Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
 	}
 }
 
