@@ -71,6 +71,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			p.oldKey = p.latest.Key
 		}
 	case !p.latest.Key.IsZero():
+		if name, ok := currentKeyOf(p.sec, p.latest); ok {
+			// Put there by the rotation that made this version: no lookup.
+			p.oldName, p.oldKey = name, p.latest.Key
+			break
+		}
 		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
 			return nil, WithHint(fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err),
 				"the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")

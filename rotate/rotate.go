@@ -788,6 +788,7 @@ func (st *run) retire(ctx context.Context) error {
 		next.VersionAliases = aliases
 		// The key put in place is current: it waits for no deletion.
 		setPending(next, pendingKeys(cur).without(st.newKey.Name).with(pend))
+		setCurrent(next, currentKey{Key: st.newKey.Name, Version: st.version, Fingerprint: st.newStr.Fingerprint()})
 	}, "version_aliases")
 	if err != nil {
 		return err
