@@ -74,9 +74,13 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// The times are taken after Wait returns, so the goroutines'
+	// scheduling (more under -race) blurs them by a few ms either way;
+	// TestCallLogReserve checks the reserved times exactly.
+	const blur = 20 * time.Millisecond
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 	for i := n; i < len(times); i++ {
-		if gap := times[i].Sub(times[i-n]); gap < window {
+		if gap := times[i].Sub(times[i-n]); gap < window-blur {
 			t.Fatalf("calls %d and %d went %s apart: %d calls within the %s window", i-n, i, gap, n+1, window)
 		}
 	}
@@ -84,6 +88,56 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	// over 4 windows, not 9 (as a token bucket at half rate would).
 	if d := time.Since(start); d > 5*window+window/2 {
 		t.Errorf("45 calls took %s, want about 4 windows (%s)", d, 4*window)
+	}
+}
+
+// TestCallLogReserve: whatever the arrival times, any limit+1 consecutive
+// reservations span at least the window, reservations never go back in
+// time, and a call that fits goes at once.
+func TestCallLogReserve(t *testing.T) {
+	const (
+		limit  = 4
+		window = time.Minute
+	)
+	l := &callLog{limit: limit}
+	t0 := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	// Arrivals: a burst, a lull, a trickle, another burst.
+	var arrive []time.Time
+	for i := range 6 {
+		arrive = append(arrive, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	for i := range 5 {
+		arrive = append(arrive, t0.Add(3*time.Minute+time.Duration(i)*20*time.Second))
+	}
+	for range 9 {
+		arrive = append(arrive, t0.Add(5*time.Minute))
+	}
+	var got []time.Time
+	for i, a := range arrive {
+		at := l.reserve(a, window)
+		if at.Before(a) {
+			t.Fatalf("call %d reserved %s, before it arrived at %s", i, at, a)
+		}
+		if len(got) > 0 && at.Before(got[len(got)-1]) {
+			t.Fatalf("call %d reserved %s, before call %d (%s)", i, at, i-1, got[len(got)-1])
+		}
+		got = append(got, at)
+	}
+	for i := limit; i < len(got); i++ {
+		if gap := got[i].Sub(got[i-limit]); gap < window {
+			t.Errorf("calls %d and %d reserved %s apart: %d calls in a window of %s", i-limit, i, gap, limit+1, window)
+		}
+	}
+	// The first 4 of the burst went at once; the 5th waited for the 1st
+	// to leave the window.
+	if !got[3].Equal(arrive[3]) || !got[4].Equal(got[0].Add(window)) {
+		t.Errorf("burst reserved %v", got[:5])
+	}
+	// After the lull, the trickle (one every 20s, 4 a minute) never waits.
+	for i := 6; i < 11; i++ {
+		if !got[i].Equal(arrive[i]) {
+			t.Errorf("trickle call %d waited: arrived %s, reserved %s", i, arrive[i], got[i])
+		}
 	}
 }
 
