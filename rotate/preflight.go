@@ -48,7 +48,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	p := &preflight{}
 	var err error
 	if p.sec, err = sa.get(ctx, slot.Secret); err != nil {
-		return nil, WithHint(fmt.Errorf("slot %s: %w", slot.Name, err), "create the secret, or fix `secret:` in the config")
+		err = fmt.Errorf("slot %s: %w", slot.Name, err)
+		if errors.Is(err, ErrSecretNotFound) {
+			err = WithHint(err, "create the secret, or fix `secret:` in the config")
+		}
+		return nil, err
 	}
 	if p.rec, err = parseRecord(p.sec); err != nil {
 		return nil, err

@@ -517,6 +517,13 @@ func (st *run) verifyLive(ctx context.Context) error {
 		// Another key of the project is being probed, or keys of the
 		// project took longer than this one's age to work: wait for that
 		// rather than probe now.
+		if delay > 0 {
+			st.event(st.slot.Name, "verify", "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
+				st.newKey.Name, delay.Round(time.Second), st.slot.Project)
+		} else {
+			st.event(st.slot.Name, "verify", "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
+				st.newKey.Name, st.slot.Project)
+		}
 		if err := st.waitProbe(ctx, w, made, start, deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w", st.newKey.Name, err)
 		}

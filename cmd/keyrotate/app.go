@@ -41,6 +41,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: "keyrotate creates a new key with the old key's restrictions and binding, proves it works\n" +
 			"against the live API, writes it to Secret Manager and every target, reads every target back,\n" +
 			"and deletes the old key only after all of that succeeded.",
+		Metadata:        map[string]any{},
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideVersion:     true,
@@ -66,7 +67,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return usagef("--log-level must be debug, info, warn or error, not %q", c.String("log-level"))
 			}
 			// Targets that log on their own (exec) use the default logger.
-			slog.SetDefault(newLogger(c))
+			logger := newLogger(c)
+			slog.SetDefault(logger)
+			if jsonLogs(c) {
+				// The run's errors go to Cloud Logging as ERROR entries.
+				c.App.Metadata[jsonLoggerKey] = logger
+			}
 			return nil
 		},
 		Commands: []*cli.Command{
@@ -147,8 +153,10 @@ func inJob(getenv func(string) string) bool {
 	return false
 }
 
+// commandName is the command being run, also in the App's Before (whose
+// context is the root command's).
 func commandName(c *cli.Context) string {
-	if c.Command != nil && c.Command.Name != "" {
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
 		return c.Command.Name
 	}
 	return c.Args().First()
@@ -195,6 +203,36 @@ func (h *labelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *labelHandler) WithGroup(name string) slog.Handler {
 	return &labelHandler{Handler: h.Handler.WithGroup(name), labels: h.labels, slot: h.slot}
+}
+
+// jsonLoggerKey holds, in the App's Metadata, the JSON logger when logs
+// are JSON: errors are then logged as entries, not printed as text.
+const jsonLoggerKey = "json-logger"
+
+// reportRun reports the error of a run of app and returns the exit code:
+// as ERROR log entries when its logs are JSON (each with its hint and the
+// exit code), else as text for people.
+func reportRun(app *cli.App, w io.Writer, err error) int {
+	logger, ok := app.Metadata[jsonLoggerKey].(*slog.Logger)
+	if !ok || err == nil {
+		return report(w, err)
+	}
+	code := exitCode(err)
+	if errs := config.Errors(err); len(errs) > 0 {
+		for _, e := range errs {
+			logger.Error(e.Error(), "hint", e.Hint(), "exit_code", code)
+		}
+		return code
+	}
+	// One entry per failed slot of a multi-slot run.
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	for _, e := range all {
+		logger.Error(e.Error(), "hint", hintOf(e), "exit_code", exitCode(e))
+	}
+	return code
 }
 
 // report prints err for people and returns the exit code.
