@@ -79,9 +79,11 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
-	current, err := ka.lookup(ctx, latest.Key)
-	if err != nil {
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+	current, ok := currentKeyOf(sec, latest)
+	if !ok {
+		if current, err = ka.lookup(ctx, latest.Key); err != nil {
+			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		}
 	}
 	// What the slot's places hold: never delete a key one of them holds.
 	held := map[string]string{latest.Key.Fingerprint(): slot.Secret}
