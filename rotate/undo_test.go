@@ -168,6 +168,16 @@ func TestRollback(t *testing.T) {
 	if k, _ := w.srv.Key(first.NewKey.Name); k.DeleteTime == "" {
 		t.Errorf("the newer key was not deleted")
 	}
+	// The rollback noted the key it put back: the next rotation starts
+	// from it without a LookupKey.
+	w.srv.ResetCalls()
+	next, err := w.rotate(rotate.Options{Again: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.OldKey.Name != w.oldName || w.srv.Calls("apikeys.LookupKey") != 0 {
+		t.Errorf("rotation after rollback went from %s with %d LookupKey calls, want from %s with none", next.OldKey.Name, w.srv.Calls("apikeys.LookupKey"), w.oldName)
+	}
 }
 
 func TestRollbackVerifyFailure(t *testing.T) {
