@@ -99,16 +99,10 @@ type runOpsServer struct {
 
 // serveRun serves the Cloud Run gRPC API (and its operations) on addr.
 func (s *Server) serveRun(addr string) (string, error) {
-	ln, err := listen(addr)
-	if err != nil {
-		return "", err
-	}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(runResource))
-	runpb.RegisterServicesServer(gs, &runServer{s: s})
-	longrunningpb.RegisterOperationsServer(gs, &runOpsServer{s: s})
-	go func() { _ = gs.Serve(ln) }()
-	s.closers = append(s.closers, gs.Stop)
-	return ln.Addr().String(), nil
+	return s.serveGRPC(addr, runResource, func(gs *grpc.Server) {
+		runpb.RegisterServicesServer(gs, &runServer{s: s})
+		longrunningpb.RegisterOperationsServer(gs, &runOpsServer{s: s})
+	})
 }
 
 // runResource puts the resource of a Cloud Run request in its context.

@@ -99,16 +99,9 @@ type smServer struct {
 // serveSecretManager serves the Secret Manager gRPC API on addr and returns
 // the address it listens on.
 func (s *Server) serveSecretManager(addr string) (string, error) {
-	ln, err := listen(addr)
-	if err != nil {
-		return "", err
-	}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(smResource))
-	secretmanagerpb.RegisterSecretManagerServiceServer(gs, &smServer{s: s})
-	go func() { _ = gs.Serve(ln) }()
-	// Stop, not GracefulStop: a test hook may hold a call open forever.
-	s.closers = append(s.closers, gs.Stop)
-	return ln.Addr().String(), nil
+	return s.serveGRPC(addr, smResource, func(gs *grpc.Server) {
+		secretmanagerpb.RegisterSecretManagerServiceServer(gs, &smServer{s: s})
+	})
 }
 
 // SecretManagerClient returns Google's Secret Manager client connected to

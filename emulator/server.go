@@ -248,6 +248,21 @@ func (s *Server) Env() []string {
 // Now returns the emulator's time.
 func (s *Server) Now() time.Time { return s.clock.Now().UTC() }
 
+// serveGRPC serves on addr the gRPC services register adds, each call
+// going through interceptor, and returns the address it listens on.
+func (s *Server) serveGRPC(addr string, interceptor grpc.UnaryServerInterceptor, register func(*grpc.Server)) (string, error) {
+	ln, err := listen(addr)
+	if err != nil {
+		return "", err
+	}
+	gs := grpc.NewServer(grpc.UnaryInterceptor(interceptor))
+	register(gs)
+	go func() { _ = gs.Serve(ln) }()
+	// Stop, not GracefulStop: a test hook may hold a call open forever.
+	s.closers = append(s.closers, gs.Stop)
+	return ln.Addr().String(), nil
+}
+
 func listen(addr string) (net.Listener, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // tempInfix marks the temporary files of an atomic replace:
@@ -164,4 +166,18 @@ func CleanTemp(path string) (removed []string, err error) {
 		return removed, fmt.Errorf("clean temporary files of %s: %w", path, errors.Join(errs...))
 	}
 	return removed, nil
+}
+
+// replaceable checks that target's file real can be replaced atomically
+// (see checkWritable; check, when not nil, replaces it in tests).
+func replaceable(target fmt.Stringer, real string, check func(string) error) error {
+	if check == nil {
+		check = checkWritable
+	}
+	if err := check(real); err != nil {
+		return rotate.WithHint(
+			fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
+			fmt.Sprintf("keyrotate replaces %s through a temporary file in its directory: make both the file and its directory writable by this user", real))
+	}
+	return nil
 }

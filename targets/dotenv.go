@@ -56,14 +56,8 @@ func (t *DotEnv) Read(ctx context.Context) (secret.Key, error) {
 	if err := t.checkDefinition(f); err != nil {
 		return secret.Key{}, err
 	}
-	writable := t.writable
-	if writable == nil {
-		writable = checkWritable
-	}
-	if err := writable(real); err != nil {
-		return secret.Key{}, rotate.WithHint(
-			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
-			fmt.Sprintf("keyrotate replaces %s through a temporary file in its directory: make both the file and its directory writable by this user", real))
+	if err := replaceable(t, real, t.writable); err != nil {
+		return secret.Key{}, err
 	}
 	value, _ := f.Lookup(t.variable)
 
