@@ -237,10 +237,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	if !j.shard.all() {
 		out.Shard = j.shard.String()
 	}
-	order := map[string]int{}
-	for i, s := range j.slots {
-		order[s.Name] = i
-	}
+	order := rec.order // each slot's place in the config
 	type failed struct {
 		slot string
 		err  error
