@@ -98,25 +98,8 @@ func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error
 	if p == nil || project == "" {
 		return nil
 	}
-	q := p.quotas[api]
-	n := q.Reads
-	if write {
-		n = q.Writes
-	}
-	if n <= 0 {
-		return nil
-	}
-	k := paceKey{api, project, write}
-	p.mu.Lock()
-	l := p.logs[k]
-	if l == nil {
-		l = &callLog{limit: n}
-		p.logs[k] = l
-	}
 	now := time.Now()
-	at := l.reserve(now, p.window)
-	p.mu.Unlock()
-	d := at.Sub(now)
+	d := p.reserve(api, project, write, now).Sub(now)
 	if d <= 0 {
 		return nil
 	}
@@ -136,6 +119,29 @@ func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error
 		}
 		return fmt.Errorf("waiting for the %s %s quota of project %s (the call was not sent): %w", api, kind, project, context.Cause(ctx))
 	}
+}
+
+// reserve records a call of api in project arriving at now and returns
+// when it may go: now when the call is not paced. Wait calls it with the
+// wall clock; tests with a fake one.
+func (p *Pacer) reserve(api, project string, write bool, now time.Time) time.Time {
+	q := p.quotas[api]
+	n := q.Reads
+	if write {
+		n = q.Writes
+	}
+	if n <= 0 {
+		return now
+	}
+	k := paceKey{api, project, write}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.logs[k]
+	if l == nil {
+		l = &callLog{limit: n}
+		p.logs[k] = l
+	}
+	return l.reserve(now, p.window)
 }
 
 // Waits returns how many calls had to wait for quota, and for how long in

@@ -28,8 +28,8 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	if err := p.Wait(ctx, APIKeys, "p1", true); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d < window {
-		t.Fatalf("the 6th call of a quota of 5 went after %s, inside the window of %s", d, window)
+	if d := time.Since(start); d < window+window/60 {
+		t.Fatalf("the 6th call of a quota of 5 went after %s, inside the window of %s and its margin of %s", d, window, window/60)
 	}
 	// Other projects, reads, and unpaced APIs are not held up.
 	start = time.Now()
@@ -137,6 +137,50 @@ func TestCallLogReserve(t *testing.T) {
 	for i := 6; i < 11; i++ {
 		if !got[i].Equal(arrive[i]) {
 			t.Errorf("trickle call %d waited: arrived %s, reserved %s", i, arrive[i], got[i])
+		}
+	}
+}
+
+// TestPacerWindowMargin is the exact test of the window a Pacer keeps:
+// Google's minute plus a margin of a sixtieth for clock skew (one second a
+// minute). TestCallLogReserve passes the window to callLog itself and
+// TestPacerBurstThenWindow only checks the bare window with the wall
+// clock, so neither notices the margin gone; this one does, on a fake
+// clock: the N+1-th call goes exactly window+margin after the first.
+func TestPacerWindowMargin(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		window, want time.Duration // NewPacer's argument, the window kept
+	}{
+		{0, time.Minute + time.Second},
+		{time.Minute, time.Minute + time.Second},
+		{6 * time.Second, 6*time.Second + 100*time.Millisecond},
+	} {
+		p := NewPacer(map[string]Quota{APIKeys: {Reads: 9, Writes: 3}}, c.window)
+		// A trickle of 3 within the window goes at once.
+		for i := range 3 {
+			at := t0.Add(time.Duration(i) * c.want / 6)
+			if got := p.reserve(APIKeys, "p", true, at); !got.Equal(at) {
+				t.Errorf("window %s: call %d at %s reserved %s, want at once", c.window, i+1, at, got)
+			}
+		}
+		// The 4th waits until the 1st leaves the window and its margin:
+		// not a nanosecond less, nor more.
+		if got, want := p.reserve(APIKeys, "p", true, t0.Add(c.want/2)), t0.Add(c.want); !got.Equal(want) {
+			t.Errorf("window %s: 4th call of a quota of 3 reserved t0+%s, want t0+%s", c.window, got.Sub(t0), want.Sub(t0))
+		}
+		// The 5th arrives the instant the 2nd leaves: it goes at once.
+		if at := t0.Add(c.want/6 + c.want); !p.reserve(APIKeys, "p", true, at).Equal(at) {
+			t.Errorf("window %s: 5th call arriving as the 2nd left the window waited", c.window)
+		}
+		// Reads, other projects and unpaced APIs count apart.
+		for _, o := range []struct {
+			api, project string
+			write        bool
+		}{{APIKeys, "p", false}, {APIKeys, "q", true}, {Gemini, "p", true}} {
+			if got := p.reserve(o.api, o.project, o.write, t0); !got.Equal(t0) {
+				t.Errorf("window %s: %+v waited for another quota's calls (reserved t0+%s)", c.window, o, got.Sub(t0))
+			}
 		}
 	}
 }

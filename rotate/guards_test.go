@@ -1,0 +1,183 @@
+package rotate_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/secret"
+)
+
+// The tests in this file each make one of the rotation's safety checks the
+// only thing between the run and deleting a key that something configured
+// still holds: a concurrent writer of the secret, a target that claims a
+// write it did not make. Each fails when its check is removed (see
+// .ci/mutants for the mutation run that proves it).
+
+// canary is a key-shaped string that is no API key: a place that holds it
+// holds a key that does not work, and it must never be printed.
+const canary = "AIzaSyCANARY-0123456789abcdefghijklmnopq"
+
+// liar is a target whose Write reports success but which holds something
+// else afterwards: an old value it never replaced, or a value of its own.
+type liar struct {
+	held   secret.Key
+	keep   bool       // Write changes nothing
+	other  secret.Key // else Write stores this instead of the key given
+	writes int
+}
+
+func (l *liar) String() string                           { return "liar:app/config" }
+func (l *liar) Read(context.Context) (secret.Key, error) { return l.held, nil }
+func (l *liar) Write(_ context.Context, _ secret.Key) error {
+	l.writes++
+	if !l.keep {
+		l.held = l.other
+	}
+	return nil
+}
+
+var _ rotate.Target = (*liar)(nil)
+
+// noKeyMaterial fails when text holds any of keys, or any 10 characters
+// in a row of one: a mismatch is told by fingerprints only.
+func noKeyMaterial(t *testing.T, what, text string, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		for i := 0; i+10 <= len(k); i++ {
+			if strings.Contains(text, k[i:i+10]) {
+				t.Fatalf("%s holds key material (%s, from offset %d): %q", what, secret.Fingerprint(k), i, text)
+			}
+		}
+	}
+}
+
+// oldKeyKept checks that a run that stopped did not touch the old key.
+func (w *world) oldKeyKept() {
+	w.t.Helper()
+	if n := w.srv.Calls("apikeys.DeleteKey"); n != 0 {
+		w.t.Errorf("DeleteKey called %d times; want none: the old key is still held", n)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		w.t.Errorf("the old key %s no longer works", secret.Fingerprint(w.oldKey))
+	}
+}
+
+// TestReadBackCatchesLyingTarget: a target whose Write succeeds but which
+// then holds the old key, or a key-shaped value of its own. Only the
+// per-target read-back comparison tells; without it the old key is deleted
+// while the target still holds it. The run stops part-way, names the
+// target and what it holds by fingerprint, and prints no key material.
+func TestReadBackCatchesLyingTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep bool // else the target stores the canary
+	}{
+		{"keeps the old key", true},
+		{"holds another value", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			l := &liar{held: secret.New(w.oldKey), keep: tc.keep, other: secret.New(canary)}
+			w.slot.Targets = append(w.slot.Targets, l)
+			res, err := w.rotate(rotate.Options{})
+			if !errors.Is(err, rotate.ErrStoppedPartWay) {
+				t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay", res, err)
+			}
+			if l.writes != 1 {
+				t.Errorf("the lying target was written %d times, want 1", l.writes)
+			}
+			w.oldKeyKept()
+			msg := err.Error()
+			// The read-back names the target, what it holds and what it
+			// should hold, by fingerprints.
+			newFP := secret.Fingerprint(w.latest())
+			for _, want := range []string{"read back " + l.String(), "holds " + l.held.Fingerprint(), "want " + newFP} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+			keys := []string{w.oldKey, w.latest(), canary}
+			noKeyMaterial(t, "error", msg, keys...)
+			noKeyMaterial(t, "hint", rotate.Hint(err), keys...)
+			noKeyMaterial(t, "logs", w.logs.String(), keys...)
+			noKeyMaterial(t, "events", w.events.String(), keys...)
+			// The .env was written and holds the new key; the record stays
+			// for the next run.
+			if w.envValue() != w.latest() {
+				t.Errorf(".env does not hold the new key")
+			}
+			if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {
+				t.Errorf("no rotation record left for the next run")
+			}
+			w.invariant()
+
+			// Once the target tells the truth, the next run resumes and
+			// finishes; only then is the old key deleted.
+			l.keep, l.other = false, secret.New(w.latest())
+			if res, err := w.rotate(rotate.Options{}); err != nil || !res.Rotated || !res.Resumed {
+				t.Fatalf("second Rotate = %+v, %v; want a resumed, finished rotation", res, err)
+			}
+			if w.srv.KeyWorks(w.oldKey) || !l.held.Equal(secret.New(w.latest())) {
+				t.Errorf("after the resumed run: old key works = %t, target holds the new key = %t; want false, true",
+					w.srv.KeyWorks(w.oldKey), l.held.Equal(secret.New(w.latest())))
+			}
+		})
+	}
+}
+
+// TestReadBackCatchesConcurrentSecretWriter: another writer adds a version
+// to the secret between this run's AddSecretVersion and its read-back (a
+// sync job putting the old key back, or a person storing a key of their
+// own). Only the check that the latest version holds the new key tells:
+// without it the old key is deleted while the secret's latest version
+// holds it. The run stops part-way naming the secret and the version.
+func TestReadBackCatchesConcurrentSecretWriter(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		payload func(w *world) string
+	}{
+		{"puts the old key back", func(w *world) string { return w.oldKey }},
+		{"stores another value", func(*world) string { return canary }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			var foreign string // the version the other writer added
+			w.srv.SetHook("secretmanager.AccessSecretVersion", func(ctx context.Context, n int) error {
+				if foreign != "" || w.srv.Calls("secretmanager.AddSecretVersion") == 0 {
+					return nil
+				}
+				v, err := w.srv.SeedSecretVersion(w.slot.Secret, []byte(tc.payload(w)))
+				if err != nil {
+					t.Error(err)
+				}
+				foreign = v
+				return nil
+			})
+			res, err := w.rotate(rotate.Options{})
+			if foreign == "" {
+				t.Fatalf("the secret was never read after the run added its version (Rotate = %+v, %v)", res, err)
+			}
+			if !errors.Is(err, rotate.ErrStoppedPartWay) {
+				t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay", res, err)
+			}
+			w.oldKeyKept()
+			msg := err.Error()
+			for _, want := range []string{"read back " + w.slot.Secret, foreign, "holds " + secret.Fingerprint(tc.payload(w))} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+			vs := w.srv.SecretVersions(w.slot.Secret)
+			ours, _ := w.srv.SecretPayload(vs[len(vs)-2].Name)
+			keys := []string{w.oldKey, string(ours), canary}
+			noKeyMaterial(t, "error", msg, keys...)
+			noKeyMaterial(t, "hint", rotate.Hint(err), keys...)
+			if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {
+				t.Errorf("no rotation record left for the next run")
+			}
+		})
+	}
+}
