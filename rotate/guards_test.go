@@ -3,8 +3,11 @@ package rotate_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
@@ -180,4 +183,57 @@ func TestReadBackCatchesConcurrentSecretWriter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dud is a write-only target whose Write reports success but lands
+// nowhere: only Confirm tells.
+type dud struct{ sink }
+
+func (d *dud) Write(context.Context, secret.Key) error { d.writes++; return nil }
+
+// TestReadBackCatchesFailedConfirm: for a target that cannot be read back,
+// Confirm is the read-back. A write that did not land fails it, and the
+// old key is kept; without the check it is deleted while the target may
+// still hold it.
+func TestReadBackCatchesFailedConfirm(t *testing.T) {
+	w := newWorld(t)
+	d := &dud{}
+	w.slot.Targets = append(w.slot.Targets, d)
+	res, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay", res, err)
+	}
+	if d.writes != 1 || !d.confirmed.IsZero() {
+		t.Errorf("write-only target: %d writes, confirmed %s; want 1 write, nothing confirmed", d.writes, d.confirmed)
+	}
+	w.oldKeyKept()
+	if msg := err.Error(); !strings.Contains(msg, "confirm "+d.String()) {
+		t.Errorf("error does not name the target that failed to confirm: %v", err)
+	}
+	noKeyMaterial(t, "error", err.Error(), w.oldKey, w.latest())
+}
+
+// TestDistributeKeepsAnotherWritersValue: between preflight and the write,
+// something else puts a value of its own into the variable. The run must
+// not write over it (the variable is not as preflight saw it: a person or
+// a tool is changing it); it stops, and the old key stays.
+func TestDistributeKeepsAnotherWritersValue(t *testing.T) {
+	w := newWorld(t)
+	theirs := strings.Replace(w.envText, w.oldKey, canary, 1)
+	w.srv.SetHook("secretmanager.AddSecretVersion", func(context.Context, int) error {
+		// After preflight read the .env, before distribute writes it.
+		if err := os.WriteFile(w.envPath, []byte(theirs), 0o640); err != nil {
+			t.Error(err)
+		}
+		return nil
+	})
+	res, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrStoppedPartWay) || !errors.Is(err, rotate.ErrTargetChanged) {
+		t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay wrapping ErrTargetChanged", res, err)
+	}
+	w.oldKeyKept()
+	if got, _ := os.ReadFile(w.envPath); string(got) != theirs {
+		t.Errorf("the other writer's value was overwritten:\n%s", cmp.Diff(theirs, string(got)))
+	}
+	noKeyMaterial(t, "error", err.Error(), w.oldKey, w.latest(), canary)
 }
