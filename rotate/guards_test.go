@@ -237,3 +237,34 @@ func TestDistributeKeepsAnotherWritersValue(t *testing.T) {
 	}
 	noKeyMaterial(t, "error", err.Error(), w.oldKey, w.latest(), canary)
 }
+
+// vanishing is a target that cannot be read once it was written (its file
+// removed, its server gone).
+type vanishing struct {
+	liar
+	err error
+}
+
+func (v *vanishing) Read(ctx context.Context) (secret.Key, error) {
+	if v.writes > 0 {
+		return secret.Key{}, v.err
+	}
+	return v.liar.Read(ctx)
+}
+
+// TestReadBackStopsOnReadError: a target that cannot be read back stops
+// the run with the reason, and the old key stays.
+func TestReadBackStopsOnReadError(t *testing.T) {
+	w := newWorld(t)
+	gone := errors.New("liar:app/config: connection refused")
+	v := &vanishing{liar: liar{held: secret.New(w.oldKey), other: secret.New(canary)}, err: gone}
+	w.slot.Targets = append(w.slot.Targets, v)
+	res, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrStoppedPartWay) || !errors.Is(err, gone) {
+		t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay wrapping the read error", res, err)
+	}
+	w.oldKeyKept()
+	if !strings.Contains(err.Error(), "read back "+v.String()) {
+		t.Errorf("error does not name the read-back of the target: %v", err)
+	}
+}
