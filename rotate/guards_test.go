@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/targets"
 )
 
 // The tests in this file each make one of the rotation's safety checks the
@@ -266,5 +268,58 @@ func TestReadBackStopsOnReadError(t *testing.T) {
 	w.oldKeyKept()
 	if !strings.Contains(err.Error(), "read back "+v.String()) {
 		t.Errorf("error does not name the read-back of the target: %v", err)
+	}
+}
+
+// TestPreflightRefusesBeforeAnyWrite: what preflight must refuse, it
+// refuses before the lock, before any key is made: a target that cannot
+// be read or is ambiguous, a key of another project, a secret whose newest
+// version consumers cannot read. Each is the only check that stops the run
+// there; without it the run fails later, after creating a key, or goes on.
+func TestPreflightRefusesBeforeAnyWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, w *world)
+		is    error  // errors.Is, or nil
+		hint  string // in the hint
+	}{
+		{"target file missing", func(t *testing.T, w *world) {
+			w.slot.Targets = append(w.slot.Targets, targets.NewDotEnv(w.envPath+".missing", "GEMINI_API_KEY"))
+		}, rotate.ErrInvalidTarget, "create"},
+		{"variable defined twice", func(t *testing.T, w *world) {
+			if err := os.WriteFile(w.envPath, []byte(w.envText+"\nGEMINI_API_KEY="+w.oldKey+"\n"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}, rotate.ErrInvalidTarget, "keep one definition"},
+		{"key of another project number", func(t *testing.T, w *world) {
+			w.slot.Project = "31337"
+		}, rotate.ErrBadConfig, "project:"},
+		{"newest secret version disabled", func(t *testing.T, w *world) {
+			vs := w.srv.SecretVersions(w.slot.Secret)
+			if _, err := w.r.Secrets.DisableSecretVersion(context.Background(),
+				&secretmanagerpb.DisableSecretVersionRequest{Name: vs[len(vs)-1].Name}); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, "disabled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			tc.setup(t, w)
+			before, _ := os.ReadFile(w.envPath)
+			w.srv.ResetCalls()
+			res, err := w.rotate(rotate.Options{})
+			if err == nil || errors.Is(err, rotate.ErrStoppedPartWay) || (tc.is != nil && !errors.Is(err, tc.is)) {
+				t.Fatalf("Rotate = %+v, %v; want a refusal (%v) before any change", res, err, tc.is)
+			}
+			if h := rotate.Hint(err); !strings.Contains(h, tc.hint) {
+				t.Errorf("hint = %q, want it to say %q", h, tc.hint)
+			}
+			if n := w.srv.MutatingCalls(); n != 0 {
+				t.Errorf("a refused run made %d mutating calls: %v", n, w.srv.CallCounts())
+			}
+			if after, _ := os.ReadFile(w.envPath); string(after) != string(before) {
+				t.Errorf("a refused run changed the .env")
+			}
+		})
 	}
 }
