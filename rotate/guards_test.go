@@ -2,6 +2,7 @@ package rotate_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
@@ -321,5 +323,74 @@ func TestPreflightRefusesBeforeAnyWrite(t *testing.T) {
 				t.Errorf("a refused run changed the .env")
 			}
 		})
+	}
+}
+
+// TestCreateRefusesForeignKeyWithItsID: a key with the rotation's key id
+// exists but was not made by the rotation (no rotation annotation). The
+// run must not adopt it: it would put a key it knows nothing about (other
+// restrictions, another binding) everywhere and delete the old one.
+func TestCreateRefusesForeignKeyWithItsID(t *testing.T) {
+	w := newWorld(t)
+	var foreign string
+	w.srv.SetHook("apikeys.CreateKey", func(context.Context, int) error {
+		// The lock is written: its record names the key id to be made.
+		var rec struct {
+			NewKeyID string `json:"new_key_id"`
+		}
+		if err := json.Unmarshal([]byte(w.secret().Annotations["keyrotate.rotation"]), &rec); err != nil || rec.NewKeyID == "" {
+			t.Errorf("no rotation record before CreateKey: %v", err)
+			return nil
+		}
+		var err error
+		if _, foreign, err = w.srv.SeedKey(project, rec.NewKeyID, &apikeys.V2Key{DisplayName: "someone else's"}); err != nil {
+			t.Error(err)
+		}
+		return nil
+	})
+	res, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrBadConfig) || !strings.Contains(err.Error(), "not made by rotation") {
+		t.Fatalf("Rotate = %+v, %v; want ErrBadConfig: the key was not made by this rotation", res, err)
+	}
+	w.oldKeyKept()
+	if w.envValue() == foreign || w.latest() == foreign {
+		t.Errorf("the foreign key was distributed")
+	}
+}
+
+// TestNewKeyDeletedAfterDistribution: a rotation stopped after every
+// target was read back holding the new key, and then someone deleted the
+// new key. The resumed run must not take that for the cleanup of a failed
+// verification and clear the record: the targets hold the deleted key and
+// only undeleting it helps. It keeps the record and says so.
+func TestNewKeyDeletedAfterDistribution(t *testing.T) {
+	w := newWorld(t)
+	w.stopAt("apikeys.DeleteKey", 1) // after the read-back, at the old key's delete
+	newKey := w.latest()
+	var newName string
+	for _, k := range w.liveKeys() {
+		if k.KeyString == newKey {
+			newName = k.Name
+		}
+	}
+	svc, err := w.srv.APIKeysService(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Projects.Locations.Keys.Delete(newName).Do(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrKeyNotFound) || errors.Is(err, rotate.ErrVerifyFailed) {
+		t.Fatalf("Rotate = %+v, %v; want ErrKeyNotFound (the distributed key was deleted), not a failed verification", res, err)
+	}
+	if h := rotate.Hint(err); !strings.Contains(h, "undelete") {
+		t.Errorf("hint = %q, want it to say undelete", h)
+	}
+	if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {
+		t.Errorf("the record was cleared although the targets hold the deleted key")
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Errorf("the old key was deleted too")
 	}
 }
