@@ -7,11 +7,14 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 	"github.com/keyrotate/keyrotate/targets"
@@ -392,5 +395,71 @@ func TestNewKeyDeletedAfterDistribution(t *testing.T) {
 	}
 	if !w.srv.KeyWorks(w.oldKey) {
 		t.Errorf("the old key was deleted too")
+	}
+}
+
+// TestCreateThrottledIsUnsure: CreateKey answered 429 until the run gives
+// up. A 429 proves only that the last attempt made nothing: an earlier
+// attempt whose answer was lost may have made the key (its retries then
+// meet the quota before they could meet the existing key). So the run
+// keeps its record and stops part-way, and the next run finds or makes
+// exactly one key with the same id — it does not clear the record as for a
+// definite refusal.
+func TestCreateThrottledIsUnsure(t *testing.T) {
+	w := newWorld(t)
+	w.r.Retry = fastRetry
+	w.srv.FailFrom("apikeys.CreateKey", emulator.Fault{Code: codes.ResourceExhausted, RetryDelay: 10 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	res, err := w.r.Rotate(ctx, w.slot, rotate.Options{Force: true})
+	w.noLeaks(res, err)
+	if !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay (the key may exist)", res, err)
+	}
+	if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {
+		t.Fatalf("the record was cleared: the next run would make a second key")
+	}
+	w.oldKeyKept()
+	w.srv.ClearFaults()
+	if res, err := w.rotate(rotate.Options{}); err != nil || !res.Resumed {
+		t.Fatalf("second Rotate = %+v, %v; want the rotation resumed", res, err)
+	}
+	if n := len(w.liveKeys()); n != 1 {
+		t.Errorf("live keys after the resumed run = %d, want 1", n)
+	}
+}
+
+// TestLostLeaseStopsRunPromptly: when another run takes the lease over,
+// the renewal notices within a renewal period or so and cancels this run's
+// call in flight, so that two runs do not write the slot's targets at
+// once. (TestLostLease waits up to 10s, longer than the call's own
+// timeout, so a renewal that noticed nothing would pass it too.)
+func TestLostLeaseStopsRunPromptly(t *testing.T) {
+	w := newWorld(t)
+	w.slot.LeaseTTL = 300 * time.Millisecond // renewed every 100ms
+	started, cancelled, release := blockCall(t, w, "secretmanager.AddSecretVersion")
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
+		done <- err
+	}()
+	waitFor(t, started, "the run to reach AddSecretVersion")
+	thief := *w.record()
+	thief.Holder = rotate.Holder{Host: "other-host", PID: 99, ProcStart: "1", Run: "thief"}
+	thief.Expires = time.Now().Add(time.Hour).UTC()
+	w.putRecord(&thief)
+	stolen := time.Now()
+	select {
+	case <-cancelled:
+	case <-time.After(3 * time.Second):
+		t.Errorf("the call in flight was not cancelled %s after the lease was lost (renewal every 100ms)", time.Since(stolen).Round(time.Millisecond))
+	}
+	release()
+	if err := <-done; !errors.Is(err, rotate.ErrRotationInProgress) {
+		t.Errorf("Rotate after losing its lease = %v, want ErrRotationInProgress", err)
+	}
+	w.oldKeyKept()
+	if w.envValue() != w.oldKey {
+		t.Errorf("the run wrote the .env after it lost its lease")
 	}
 }
