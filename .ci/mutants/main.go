@@ -96,6 +96,10 @@ var mutants = []mutant{
 	{id: "R24", file: "rotate/rotate.go", why: "create: a 429 on CreateKey is taken for a definite refusal",
 		old: `code != http.StatusRequestTimeout && code != http.StatusTooManyRequests`, new: `code != http.StatusRequestTimeout`},
 
+	// rotate/pace.go: the quota's margin for clock skew.
+	{id: "R25", file: "rotate/pace.go", why: "NewPacer: no one-second-a-minute margin on the window",
+		old: `window: window + window/60,`, new: `window: window,`},
+
 	// rotate/lease.go: the lock.
 	{id: "L01", file: "rotate/lease.go", why: "takeable: a live lease on another host is taken over",
 		old: "if h.Host != self.Host {\n\t\treturn false", new: "if h.Host != self.Host {\n\t\treturn true"},
