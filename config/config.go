@@ -21,8 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
+
+	"github.com/keyrotate/keyrotate/internal/inputfile"
 )
 
 // Defaults that apply when the file does not set them.
@@ -128,11 +129,16 @@ type Target struct {
 // Load reads the file at path and parses it with Parse. An unreadable file is
 // reported as such (errors.Is(err, fs.ErrNotExist) works), not as ErrInvalid.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := inputfile.Read(path, inputfile.MaxSize)
 	if err != nil {
 		hint := "check the path and its permissions"
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			hint = "create the file, or name it with --config or KEYROTATE_CONFIG"
+		case errors.Is(err, inputfile.ErrNotRegular):
+			hint = "name the YAML config file itself: keyrotate reads only regular files"
+		case errors.Is(err, inputfile.ErrTooLarge):
+			hint = fmt.Sprintf("a keyrotate config is a few kilobytes (at most %d bytes): check that the path names the config file", inputfile.MaxSize)
 		}
 		return nil, &loadError{err: fmt.Errorf("read config: %w", err), hint: hint}
 	}

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +41,8 @@ type Compose struct {
 	// writable checks that the file can be replaced; tests swap it to
 	// simulate permission errors when running as root.
 	writable func(path string) error
+	// worldReadable: the file may be readable by every user.
+	worldReadable bool
 
 	mu   sync.Mutex // held by Write; guards seen
 	seen fileSeen
@@ -75,6 +74,10 @@ func NewCompose(path string, services []string, variable string) *Compose {
 	return &Compose{path: path, services: append([]string(nil), services...), variable: variable, writable: checkWritable}
 }
 
+// AllowWorldReadable lets Read accept a file that every user may read.
+// Without it such a file is refused: the new key would be readable by all.
+func (t *Compose) AllowWorldReadable() { t.worldReadable = true }
+
 // String returns "compose:<path>#<service>[,<service>...]/<VAR>".
 func (t *Compose) String() string {
 	return "compose:" + t.path + "#" + strings.Join(t.services, ",") + "/" + t.variable
@@ -99,7 +102,7 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 	if err != nil {
 		return secret.Key{}, err
 	}
-	if err := replaceable(t, real, t.writable); err != nil {
+	if err := replaceable(t, real, t.writable, t.worldReadable); err != nil {
 		return secret.Key{}, err
 	}
 	if t.reload > 0 {
@@ -268,52 +271,11 @@ type composeValue struct {
 // decoded returns the value compose passes to the container: $$ stands for $.
 func (v composeValue) decoded() string { return strings.ReplaceAll(v.raw, "$$", "$") }
 
-// load resolves symlinks and reads the file.
+// load resolves symlinks and reads the file (see readTarget).
 func (t *Compose) load() (real string, data []byte, err error) {
-	real, data, err = readRegular(t.path)
-	var notRegular *notRegularError
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: file not found: %w", t, rotate.ErrInvalidTarget),
-			fmt.Sprintf("fix the target's path in the config: %s does not exist", t.path))
-	case errors.As(err, &notRegular):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %s is not a regular file: %w", t, notRegular.path, rotate.ErrInvalidTarget),
-			fmt.Sprintf("point the target at a compose file (docker-compose.yml, compose.yaml), not at %s", notRegular.path))
-	case err != nil:
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
-			fmt.Sprintf("make %s readable by this user", t.path))
-	}
-	return real, data, nil
-}
-
-type notRegularError struct{ path string }
-
-func (e *notRegularError) Error() string { return e.path + " is not a regular file" }
-
-// readRegular resolves the symlinks of path and reads the regular file it
-// names. data is non-nil on success, even for an empty file.
-func readRegular(path string) (real string, data []byte, err error) {
-	real, err = filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", nil, err
-	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return "", nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", nil, &notRegularError{path: real}
-	}
-	if data, err = os.ReadFile(real); err != nil {
-		return "", nil, err
-	}
-	if data == nil {
-		data = []byte{}
-	}
-	return real, data, nil
+	return readTarget(t, t.path,
+		fmt.Sprintf("fix the target's path in the config: %s does not exist", t.path),
+		"a compose file (docker-compose.yml, compose.yaml)")
 }
 
 // invalid returns an error wrapping rotate.ErrInvalidTarget with a hint.

@@ -31,7 +31,7 @@ func TestComposeReload(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "compose.yaml")
 	src := "services:\n  api:\n    image: x\n    environment:\n      GEMINI_API_KEY: " + oldKey + "\n"
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

@@ -2,11 +2,7 @@ package targets
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/keyrotate/keyrotate/rotate"
@@ -23,6 +19,8 @@ type DotEnv struct {
 	// writable checks that the file can be replaced; tests swap it to
 	// simulate permission errors when running as root.
 	writable func(path string) error
+	// worldReadable: the file may be readable by every user.
+	worldReadable bool
 
 	mu   sync.Mutex // held by Write; guards seen
 	seen fileSeen
@@ -34,6 +32,10 @@ var _ rotate.Target = (*DotEnv)(nil)
 func NewDotEnv(path, variable string) *DotEnv {
 	return &DotEnv{path: path, variable: variable, writable: checkWritable}
 }
+
+// AllowWorldReadable lets Read accept a file that every user may read.
+// Without it such a file is refused: the new key would be readable by all.
+func (t *DotEnv) AllowWorldReadable() { t.worldReadable = true }
 
 // String returns "dotenv:<path>#<VAR>".
 func (t *DotEnv) String() string { return "dotenv:" + t.path + "#" + t.variable }
@@ -56,7 +58,7 @@ func (t *DotEnv) Read(ctx context.Context) (secret.Key, error) {
 	if err := t.checkDefinition(f); err != nil {
 		return secret.Key{}, err
 	}
-	if err := replaceable(t, real, t.writable); err != nil {
+	if err := replaceable(t, real, t.writable, t.worldReadable); err != nil {
 		return secret.Key{}, err
 	}
 	value, _ := f.Lookup(t.variable)
@@ -113,34 +115,11 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	return nil
 }
 
-// load resolves symlinks and reads the file.
+// load resolves symlinks and reads the file (see readTarget).
 func (t *DotEnv) load() (real string, data []byte, err error) {
-	real, err = filepath.EvalSymlinks(t.path)
-	if err == nil {
-		var fi os.FileInfo
-		if fi, err = os.Stat(real); err == nil && !fi.Mode().IsRegular() {
-			return "", nil, rotate.WithHint(
-				fmt.Errorf("%s: %s is not a regular file: %w", t, real, rotate.ErrInvalidTarget),
-				fmt.Sprintf("point the target at a .env file, not at %s", real))
-		}
-	}
-	if err == nil {
-		data, err = os.ReadFile(real)
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: file not found: %w", t, rotate.ErrInvalidTarget),
-			fmt.Sprintf("create %s with a line %s=<current key>, or fix the target's path in the config", t.path, t.variable))
-	case err != nil:
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
-			fmt.Sprintf("make %s readable by this user", t.path))
-	}
-	if data == nil {
-		data = []byte{} // an empty file still counts as read
-	}
-	return real, data, nil
+	return readTarget(t, t.path,
+		fmt.Sprintf("create %s with a line %s=<current key>, or fix the target's path in the config", t.path, t.variable),
+		"a .env file")
 }
 
 // checkDefinition requires exactly one well-formed definition of the
