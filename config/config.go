@@ -101,6 +101,10 @@ type Target struct {
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S or projects/P/locations/L/secrets/S (regional)
 
+	// AllowWorldReadable (dotenv, compose): the file may be readable by
+	// every user of the machine; without it such a file is refused.
+	AllowWorldReadable bool `yaml:"allow_world_readable,omitempty"`
+
 	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
 	Reload   bool      `yaml:"reload,omitempty"`   // compose: recreate the services after a write (docker compose up -d --wait)
 	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin

@@ -23,7 +23,7 @@ var (
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
 	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable"}
 )
 
 var (
@@ -868,8 +868,8 @@ type targetKind struct {
 // targetKinds lists the target types; each type's checks live in its own
 // function.
 var targetKinds = map[string]targetKind{
-	TargetDotEnv:        {own: []string{"path", "var"}, parse: (*parser).dotenvTarget},
-	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout"}, hints: composeHints, parse: (*parser).composeTarget},
+	TargetDotEnv:        {own: []string{"path", "var"}, optional: []string{"allow_world_readable"}, parse: (*parser).dotenvTarget},
+	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout", "allow_world_readable"}, hints: composeHints, parse: (*parser).composeTarget},
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
 	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
 	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
@@ -926,12 +926,26 @@ func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where stri
 			}
 		}
 	}
+	p.worldReadable(f, t)
 	if t.Path != "" && t.Var != "" {
 		p.claim(p.vars, t.Path+"\x00"+t.Var, f["var"].val, where,
 			"each variable of each file has one slot and one target; remove one of them",
 			func(u use) string {
 				return fmt.Sprintf("%s=%s is already written by %s (line %d)", t.Path, t.Var, u.what, u.line)
 			})
+	}
+}
+
+// worldReadable reads allow_world_readable, the choice of a file target
+// (dotenv, compose) to accept a file that every user can read.
+func (p *parser) worldReadable(f map[string]field, t *Target) {
+	fa, ok := f["allow_world_readable"]
+	if !ok {
+		return
+	}
+	if fa.val.Kind != yaml.ScalarNode || fa.val.Tag != "!!bool" || fa.val.Decode(&t.AllowWorldReadable) != nil {
+		p.at(fa.val, "write allow_world_readable: true to let every user of the machine read the file and its key (or leave it out)",
+			"allow_world_readable must be true or false, not %s", quote(fa.val.Value))
 	}
 }
 

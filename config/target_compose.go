@@ -53,6 +53,7 @@ func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where str
 			p.at(fr.val, "write reload: true to recreate the services after each rotation (or leave it out)", "reload must be true or false, not %s", quote(fr.val.Value))
 		}
 	}
+	p.worldReadable(f, t)
 	if x, ok := p.duration(f, "timeout"); ok {
 		fd := f["timeout"]
 		switch {

@@ -83,7 +83,7 @@ func TestExecTargetBad(t *testing.T) {
 		{"bad timeout", "        command: [reload]\n        timeout: soon\n", 9, `timeout: invalid duration "soon"`, "10m"},
 		{"dotenv field", "        command: [reload]\n        path: .env\n", 9, `field "path" does not apply to an exec target`, "command, verify and timeout"},
 		{"timeout on dotenv", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        timeout: 5s\n",
-			10, `field "timeout" does not apply to a dotenv target`, "path and var"},
+			10, `field "timeout" does not apply to a dotenv target`, "path, var and allow_world_readable"},
 	} {
 		in := execSlot(tc.fields)
 		if strings.HasPrefix(tc.fields, "version") {

@@ -441,3 +441,28 @@ func childRotate(tg rotate.Target) string {
 	}
 	return "rotated\n"
 }
+
+// TestK8sKubeconfigSpecial: a kubeconfig that is a FIFO or device, named by
+// the target or by $KUBECONFIG, is refused at once instead of blocking the
+// run (client-go would wait on the FIFO forever).
+func TestK8sKubeconfigSpecial(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, kubeconfig, env, want string }{
+		{"target names a fifo", fifo, "", "named pipe"},
+		{"KUBECONFIG names a fifo", "", fifo, "named pipe"},
+		{"target names a device", "/dev/zero", "", "device"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("KUBECONFIG", c.env)
+			tg := NewK8s(K8sConfig{Kubeconfig: c.kubeconfig, Namespace: k8sNS, Name: k8sSecret, Key: k8sKey})
+			_, err := readWithin(t, tg)
+			checkErr(t, err, rotate.ErrInvalidTarget)
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Read = %v, want it to say %q", err, c.want)
+			}
+		})
+	}
+}
