@@ -768,6 +768,9 @@ func (st *run) retire(ctx context.Context) error {
 		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
 			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
+		if err := st.recheck(ctx); err != nil {
+			return err
+		}
 		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
@@ -802,6 +805,42 @@ func (st *run) retire(ctx context.Context) error {
 	}
 	st.res.Rotated = true
 	st.event(st.slot.Name, "done", "%s: %s -> %s", doneVerb[st.kind], st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
+	return nil
+}
+
+// recheck reads every local target (see Local) once more, immediately
+// before the key being retired is deleted: something may have put that key
+// back since the read-back. A target that holds it again, or that cannot be
+// read, keeps the key alive: the run stops (both keys work) and names the
+// target. A target that now holds a third key is drift, logged, but does
+// not hold the key being deleted.
+//
+// Files written by other keyrotate runs cannot be the cause: their writes
+// merge only their own variable into a file (see package targets).
+func (st *run) recheck(ctx context.Context) error {
+	// The record holds the fingerprint of the key being retired (the old
+	// key of a rotation, the new key of an abort). Unknown: any value but
+	// the key put in place counts as holding it.
+	fromFP := st.rec.OldFP
+	for _, t := range st.slot.Targets {
+		if l, ok := t.(Local); !ok || !l.Local() {
+			continue
+		}
+		got, err := t.Read(ctx)
+		if err != nil {
+			return WithHint(fmt.Errorf("read %s again before deleting key %s: %w: %w", t, st.from.Name, ErrHeldAgain, err),
+				fmt.Sprintf("the key was kept because %s could not be read to prove it no longer holds it; fix the target", t))
+		}
+		if got.Equal(st.newStr) {
+			continue
+		}
+		if fromFP == "" || got.Fingerprint() == fromFP {
+			return WithHint(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
+				t, st.from.Name, got.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
+				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", t))
+		}
+		st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", t.String(), "holds", got.Fingerprint(), "want", st.newStr.Fingerprint())
+	}
 	return nil
 }
 
