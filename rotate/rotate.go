@@ -822,26 +822,46 @@ func (st *run) recheck(ctx context.Context) error {
 	// key of a rotation, the new key of an abort). Unknown: any value but
 	// the key put in place counts as holding it.
 	fromFP := st.rec.OldFP
-	for _, t := range st.slot.Targets {
+	held, err := readLocal(ctx, st.slot.Targets)
+	if err != nil {
+		return WithHint(fmt.Errorf("before deleting key %s: %w: %w", st.from.Name, ErrHeldAgain, err),
+			"the key was kept because a target could not be read to prove it no longer holds it; fix the target")
+	}
+	for _, h := range held {
+		switch {
+		case h.key.Equal(st.newStr):
+		case fromFP == "" || h.key.Fingerprint() == fromFP:
+			return WithHint(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
+				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
+				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
+		default:
+			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
+		}
+	}
+	return nil
+}
+
+// heldKey is what one target holds.
+type heldKey struct {
+	target Target
+	key    secret.Key
+}
+
+// readLocal reads the local targets among targets (see Local): what they
+// hold just before a key is deleted.
+func readLocal(ctx context.Context, targets []Target) ([]heldKey, error) {
+	var held []heldKey
+	for _, t := range targets {
 		if l, ok := t.(Local); !ok || !l.Local() {
 			continue
 		}
-		got, err := t.Read(ctx)
+		k, err := t.Read(ctx)
 		if err != nil {
-			return WithHint(fmt.Errorf("read %s again before deleting key %s: %w: %w", t, st.from.Name, ErrHeldAgain, err),
-				fmt.Sprintf("the key was kept because %s could not be read to prove it no longer holds it; fix the target", t))
+			return nil, fmt.Errorf("read %s again: %w", t, err)
 		}
-		if got.Equal(st.newStr) {
-			continue
-		}
-		if fromFP == "" || got.Fingerprint() == fromFP {
-			return WithHint(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
-				t, st.from.Name, got.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
-				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", t))
-		}
-		st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", t.String(), "holds", got.Fingerprint(), "want", st.newStr.Fingerprint())
+		held = append(held, heldKey{t, k})
 	}
-	return nil
+	return held, nil
 }
 
 var doneVerb = map[string]string{KindRotate: "rotated", KindAbort: "aborted", KindRollback: "rolled back"}

@@ -705,3 +705,33 @@ func TestOldKeyPutBackBeforeDelete(t *testing.T) {
 	}
 	w.invariant()
 }
+
+// TestFinalizeKeepsKeyPutBack: finalize reads the targets, takes the lease,
+// and reads the local targets once more just before it deletes: a key put
+// back in between (here, while the lease is being taken) is kept.
+func TestFinalizeKeepsKeyPutBack(t *testing.T) {
+	w := newWorld(t)
+	g := 24 * time.Hour
+	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, n int) error {
+		once.Do(func() {
+			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	res, err := w.r.Finalize(context.Background(), w.slot, rotate.FinalizeOptions{Only: []string{w.oldName}})
+	if err != nil {
+		t.Fatalf("Finalize = %v", err)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Fatal("finalize deleted the old key while the .env held it again")
+	}
+	if len(res.Keys) != 1 || res.Keys[0].Action != "skipped" || !strings.Contains(res.Keys[0].Reason, w.envPath) {
+		t.Errorf("Finalize result = %+v, want the old key skipped, held again by the .env", res.Keys)
+	}
+}
