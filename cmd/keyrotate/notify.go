@@ -131,17 +131,14 @@ func outcomeWord(code int) string {
 }
 
 // notify posts the run's summary to the webhook: up to 4 attempts over
-// about 10 seconds for 429, 5xx and lost connections. Errors never repeat
-// the URL, which is a secret.
+// about 10 seconds for 429, 5xx and lost connections, within ctx (which
+// must not be the run's, for the report of a run that was stopped is the
+// one most worth sending). Errors never repeat the URL, which is a secret.
 func notify(ctx context.Context, webhook string, r *runRecord) error {
 	body, err := json.Marshal(newWebhookMessage(r))
 	if err != nil {
 		return err
 	}
-	// The run's own context may have ended (its --timeout): the report of
-	// that is the one most worth sending.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	post := func() (struct{}, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, webhook, bytes.NewReader(body))
 		if err != nil {
