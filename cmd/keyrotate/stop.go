@@ -120,8 +120,12 @@ func (p *process) arm(timeout time.Duration) {
 // 4, for every step is resumable. Call with p.mu held.
 func (p *process) end(why string) {
 	p.ended = true
-	p.say(slog.LevelError, why, "the state is safe: every target holds a working key. Run the same command again to resume "+
-		"(a lease left behind is taken over at once on this host, elsewhere when it expires), or `keyrotate abort SLOT` to undo a rotation it started")
+	hint := ""
+	if p.timeout > 0 { // a run was under way
+		hint = "the state is safe: every target holds a working key. Run the same command again to resume " +
+			"(a lease left behind is taken over at once on this host, elsewhere when it expires), or `keyrotate abort SLOT` to undo a rotation it started"
+	}
+	p.say(slog.LevelError, why, hint)
 	p.exit(exitPartWay)
 }
 

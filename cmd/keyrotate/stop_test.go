@@ -10,6 +10,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // syncBuffer is a bytes.Buffer that a test may read while a child writes.
@@ -260,4 +262,70 @@ func TestBudget(t *testing.T) {
 			t.Errorf("newBudget(%s, webhook %v): the steps, cleanup and post end at %s, not before the deadline %s", tc.timeout, tc.webhook, end.Sub(start), tc.timeout)
 		}
 	}
+}
+
+// TestProcess drives the process's stop logic in-process (exit is a
+// stand-in): the first signal ends the context and says what it waits
+// for, a cleanup's event is named, the second signal ends the process with
+// exit 4; the deadline ends it too; after finish nothing does.
+func TestProcess(t *testing.T) {
+	newTestProcess := func() (*process, *syncBuffer, chan int) {
+		var out syncBuffer
+		exits := make(chan int, 2)
+		return newProcess(&out, func(code int) { exits <- code }), &out, exits
+	}
+	t.Run("signals", func(t *testing.T) {
+		p, out, exits := newTestProcess()
+		p.arm(time.Hour)
+		defer p.finish()
+		ctx, cancel := context.WithCancelCause(context.Background())
+		events := p.events(nil)
+		events(rotate.Event{Slot: "a", Step: "stop", Message: "releasing the lease"})
+		if out.String() != "" {
+			t.Errorf("before any signal, a stop event printed %q", out.String())
+		}
+		p.signal(syscall.SIGTERM, cancel)
+		if !errors.Is(context.Cause(ctx), context.Canceled) || !strings.Contains(context.Cause(ctx).Error(), "SIGTERM") {
+			t.Errorf("after a signal the context's cause is %v, want context.Canceled naming SIGTERM", context.Cause(ctx))
+		}
+		events(rotate.Event{Slot: "a", Step: "stop", Message: "releasing the lease"})
+		events(rotate.Event{Slot: "a", Step: "create", Message: "created"})
+		p.signal(syscall.SIGINT, cancel)
+		want := "keyrotate: stopping on SIGTERM: waiting for the running steps to stop and their leases to be released (" + stopAtOnce + ")\n" +
+			"keyrotate: stopping: releasing the lease of slot a (" + stopAtOnce + ")\n" +
+			"keyrotate: error: stopped at once on a second signal (SIGINT)\n"
+		if got := out.String(); !strings.HasPrefix(got, want) || !strings.Contains(got, "keyrotate: hint: the state is safe") {
+			t.Errorf("output:\n%s\nwant it to start with:\n%s and give a hint", got, want)
+		}
+		if code := <-exits; code != exitPartWay {
+			t.Errorf("exit(%d), want exit(%d)", code, exitPartWay)
+		}
+		p.signal(syscall.SIGINT, cancel)
+		if len(exits) != 0 {
+			t.Error("a signal after the end exited again")
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		p, out, exits := newTestProcess()
+		p.arm(50 * time.Millisecond)
+		select {
+		case code := <-exits:
+			if code != exitPartWay || !strings.HasPrefix(out.String(), "keyrotate: error: --timeout 50ms reached; stopped at once\n") {
+				t.Errorf("exit(%d) saying:\n%s\nwant exit(%d), --timeout reached", code, out.String(), exitPartWay)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the deadline did not end the process")
+		}
+	})
+	t.Run("finished", func(t *testing.T) {
+		p, out, exits := newTestProcess()
+		p.arm(50 * time.Millisecond)
+		p.finish()
+		_, cancel := context.WithCancelCause(context.Background())
+		p.signal(syscall.SIGINT, cancel)
+		time.Sleep(150 * time.Millisecond)
+		if len(exits) != 0 || out.String() != "" {
+			t.Errorf("after finish: %d exit(s), output %q; want none", len(exits), out.String())
+		}
+	})
 }
