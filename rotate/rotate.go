@@ -63,6 +63,12 @@ type Rotator struct {
 	ProbeInterval, ProbeMaxInterval time.Duration
 	// Retry is how API calls are retried; the zero value is DefaultRetry.
 	Retry RetryPolicy
+	// CleanupTimeout bounds what a run does after it stopped (its context
+	// ended, or a step failed): releasing its lease or clearing its lock.
+	// That runs on a context of its own, for the run's may have ended; a
+	// caller with a deadline for the whole process keeps this within it.
+	// Zero is DefaultCleanupTimeout.
+	CleanupTimeout time.Duration
 
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).
@@ -78,10 +84,16 @@ const (
 	DefaultProbeMaxInterval = 10 * time.Second
 )
 
+// DefaultCleanupTimeout is Rotator.CleanupTimeout's default: a lease
+// release is one write; when it cannot be made in that time the API is
+// unreachable, and the lease expires (or, on this host, is taken over as
+// soon as this process is gone).
+const DefaultCleanupTimeout = 5 * time.Second
+
 // Event reports a step of a rotation.
 type Event struct {
 	Slot    string
-	Step    string // preflight, lock, create, verify, distribute, readback, retire, done
+	Step    string // preflight, lock, create, verify, distribute, readback, retire, done; stop (the cleanup of a stopped run)
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
@@ -308,7 +320,7 @@ func (st *run) drive(ctx context.Context) (*Result, error) {
 // fail ends a run that failed with err past the lock: it undoes what can be
 // undone, or leaves the record for the next run.
 func (st *run) fail(ctx context.Context, err error) error {
-	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), orDefault(st.CleanupTimeout, DefaultCleanupTimeout))
 	defer stop()
 	l, slot := st.lease, st.slot
 	switch {
@@ -316,6 +328,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 		l.stopRenewal()
 		return WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
+		st.event(slot.Name, "stop", "clearing the lock")
 		if cerr := l.clear(bg, nil); cerr != nil {
 			return WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
@@ -324,6 +337,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 	case st.undone:
 		return err
 	default:
+		st.event(slot.Name, "stop", "releasing the lease")
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}

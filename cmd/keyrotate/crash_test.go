@@ -117,7 +117,7 @@ func (cw *crashWorld) rotateArgs(grace bool) []string {
 // child is a keyrotate process.
 type child struct {
 	cmd            *exec.Cmd
-	stdout, stderr bytes.Buffer
+	stdout, stderr syncBuffer    // read while it runs (stop_test.go)
 	done           chan struct{} // closed when the process was waited for
 	code           int           // exit code; -1 when killed by a signal
 }
