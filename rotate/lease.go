@@ -116,7 +116,17 @@ func (h Holder) String() string {
 	if h.Run == "" {
 		return "nobody"
 	}
-	return fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	s := fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	switch {
+	case h.Host != self.Host:
+	case h.BootID != "" && h.BootID != self.BootID:
+		s += " on another boot or machine of that name"
+	case h.PIDNS != "" && h.PIDNS != self.PIDNS:
+		s += " in another pid namespace"
+	case h.TimeNS != self.TimeNS && h.PIDNS != "":
+		s += " in another time namespace"
+	}
+	return s
 }
 
 func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {

@@ -29,13 +29,16 @@ func TestLeaseAcrossNamespaces(t *testing.T) {
 		// differs says how the holder's record must differ from what a
 		// process out here records, for the case to test what it says.
 		differs func(holder, here rotate.Holder) bool
+		says    string // what the refusal says about the holder
 	}{
 		{"pid namespace", []string{"unshare", "--pid", "--fork", "--mount-proc", "--kill-child"},
-			func(h, here rotate.Holder) bool { return h.PIDNS != "" && h.PIDNS != here.PIDNS }},
+			func(h, here rotate.Holder) bool { return h.PIDNS != "" && h.PIDNS != here.PIDNS },
+			"in another pid namespace"},
 		{"time namespace", []string{"unshare", "--time", "--boottime", "100000", "--fork", "--kill-child"},
 			func(h, here rotate.Holder) bool {
 				return h.TimeNS != "" && h.TimeNS != here.TimeNS && h.PIDNS == here.PIDNS
-			}},
+			},
+			"in another time namespace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if out, err := exec.Command(tc.wrap[0], append(tc.wrap[1:], "true")...).CombinedOutput(); err != nil {
@@ -84,6 +87,9 @@ func TestLeaseAcrossNamespaces(t *testing.T) {
 			second := cw.run(cw.rotateArgs(false)...)
 			if second.code != exitPartWay || !strings.Contains(second.stderr.String(), "rotation in progress") {
 				t.Errorf("run outside the namespace exited %d, want %d (rotation in progress):\n%s", second.code, exitPartWay, second.output())
+			}
+			if !strings.Contains(second.stderr.String(), tc.says) {
+				t.Errorf("refusal does not say the holder is %s:\n%s", tc.says, second.stderr.String())
 			}
 			if got := cw.srv.MutatingCalls() - writes; got != 0 {
 				t.Errorf("run outside the namespace made %d writes, want 0 while the lease is live: %v", got, cw.srv.CallCounts())
