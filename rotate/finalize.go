@@ -85,6 +85,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	}
+	if err := checkProjects(slot, sec.GetName(), current, projectNumber(slot, sec)); err != nil {
+		return nil, err
+	}
 	// What the slot's places hold: never delete a key one of them holds.
 	held := map[string]string{latest.Key.Fingerprint(): slot.Secret}
 	for _, t := range slot.Targets {

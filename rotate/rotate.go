@@ -21,9 +21,13 @@ import (
 // current key string, the API key behind it, and the targets that consume it.
 type Slot struct {
 	Name    string
-	Project string // project id or number
+	Project string // project id or number; the current key must belong to it
 	// Secret is projects/P/secrets/S.
 	Secret string
+	// SecretProjectDiffers allows the secret to live in another project
+	// than Project (a central secrets project); without it such a slot is
+	// refused.
+	SecretProjectDiffers bool
 	// Key names the current key (projects/P/locations/global/keys/K) for a
 	// first run whose secret has no version yet. Once the secret holds a key,
 	// the secret wins.

@@ -104,6 +104,7 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 		PropagationTimeout: time.Duration(j.cfg.Defaults.PropagationTimeout),
 		LeaseTTL:           time.Duration(j.cfg.Defaults.LeaseTTL),
 	}
+	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	if s.Verify == "gemini" {
 		rs.Prober = j.clients.gemini
 	}
