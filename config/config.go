@@ -92,6 +92,10 @@ type Slot struct {
 	MaxAge         *Duration `yaml:"max_age,omitempty"`         // nil: Defaults.MaxAge
 	Targets        []Target  `yaml:"targets,omitempty"`
 	Line           int       `yaml:"-"` // line of the slot in the file
+
+	// SecretProjectDiffers allows Secret to live in another project than
+	// Project (a central secrets project); the keys stay in Project.
+	SecretProjectDiffers bool `yaml:"secret_project_differs,omitempty"`
 }
 
 // Target is one more place that receives the key, besides the slot's secret.

@@ -7,7 +7,7 @@ import (
 )
 
 // TestAllowWorldReadable: dotenv and compose targets take an optional
-// allow_world_readable: true (the errors: TestInvalid, TestComposeTargetInvalid).
+// allow_world_readable: true (the errors: TestParseBad, TestComposeTargetInvalid).
 func TestAllowWorldReadable(t *testing.T) {
 	targets := func(lines string) string { return head + slotYAML + "    targets:\n" + lines }
 	t.Run("valid", func(t *testing.T) {

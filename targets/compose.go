@@ -68,6 +68,12 @@ func (t *Compose) Reloads() bool { return t.reload > 0 }
 
 var _ rotate.Target = (*Compose)(nil)
 
+var _ rotate.Local = (*Compose)(nil)
+
+// Local reports true: the file is on this machine, cheap to read again
+// just before an old key is deleted.
+func (t *Compose) Local() bool { return true }
+
 // NewCompose returns the target for variable in the environment of each of
 // services in the compose file at path.
 func NewCompose(path string, services []string, variable string) *Compose {
@@ -111,16 +117,19 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 				"install Docker (with the compose plugin) where keyrotate runs, or remove reload from the target and recreate the containers yourself")
 		}
 	}
+	key := secret.New(vals[0].decoded())
 	t.mu.Lock()
-	t.seen = fileSeen{realPath: real, data: data}
+	t.seen = fileSeen{realPath: real, value: key, read: true}
 	t.mu.Unlock()
-	return secret.New(vals[0].decoded()), nil
+	return key, nil
 }
 
 // Write puts key into the variable of every named service, changing no
-// other byte of the file. It refuses with an error wrapping
-// rotate.ErrTargetChanged when the file is not what the last Read (or Write)
-// saw, and does nothing when every service already holds key. The replace is
+// other byte of the file. Like DotEnv.Write it takes the file's write lock
+// and merges the value into the file's latest content; it refuses with an
+// error wrapping rotate.ErrTargetChanged when the value is not what the last
+// Read (or Write) saw, and does nothing when every service already holds
+// key. The replace is
 // atomic (see replaceFile), keeps the file's mode and writes the file a
 // symlink points to.
 func (t *Compose) Write(ctx context.Context, key secret.Key) error {
@@ -160,16 +169,22 @@ func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	real, data, err := t.seen.current(t, t.path, t.load)
+	real, data, unlock, err := t.seen.lockAndLoad(ctx, t, t.path, t.load)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	vals, err := t.locate(data)
 	if err != nil {
-		return err // cannot happen: Read checked the same bytes
+		return err
 	}
-	if secret.New(vals[0].decoded()).Equal(key) {
+	current := secret.New(vals[0].decoded())
+	if current.Equal(key) {
+		t.seen.value = key
 		return nil
+	}
+	if err := t.seen.unchanged(t, t.path, current); err != nil {
+		return err
 	}
 	out, err := t.splice(data, vals, key.Reveal())
 	if err != nil {
@@ -180,7 +195,7 @@ func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	}
 	renamed, err := replaceFile(real, out)
 	if renamed {
-		t.seen.data = out
+		t.seen.value = key
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t, err)

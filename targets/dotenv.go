@@ -28,6 +28,12 @@ type DotEnv struct {
 
 var _ rotate.Target = (*DotEnv)(nil)
 
+var _ rotate.Local = (*DotEnv)(nil)
+
+// Local reports true: the file is on this machine, cheap to read again
+// just before an old key is deleted.
+func (t *DotEnv) Local() bool { return true }
+
 // NewDotEnv returns the target for variable in the .env file at path.
 func NewDotEnv(path, variable string) *DotEnv {
 	return &DotEnv{path: path, variable: variable, writable: checkWritable}
@@ -62,39 +68,51 @@ func (t *DotEnv) Read(ctx context.Context) (secret.Key, error) {
 		return secret.Key{}, err
 	}
 	value, _ := f.Lookup(t.variable)
+	key := secret.New(value)
 
 	t.mu.Lock()
-	t.seen = fileSeen{realPath: real, data: data}
+	t.seen = fileSeen{realPath: real, value: key, read: true}
 	t.mu.Unlock()
-	return secret.New(value), nil
+	return key, nil
 }
 
 // Write puts key into the variable, changing no other byte of the file. It
-// refuses with an error wrapping rotate.ErrTargetChanged when the file is
-// not what the last Read (or Write) saw, and does nothing when the variable
-// already holds key. The replace is atomic: the file holds the old content
-// or the new one, never a mix, and no temporary file is left behind unless
-// the process dies mid-write (see CleanTemp).
+// takes the write lock of the file (see lockDir), reads the file again and
+// merges the one value into that latest content: the other variables keep
+// whatever they hold now, also when another slot's rotation changed them
+// since this target's Read. It refuses with an error wrapping
+// rotate.ErrTargetChanged when this variable is not what the last Read (or
+// Write) saw, and does nothing when it already holds key. The replace is
+// atomic: the file holds the old content or the new one, never a mix, and
+// no temporary file is left behind unless the process dies mid-write (see
+// CleanTemp).
 //
-// Another writer that changes the file between the check and the rename
-// (a window of a few system calls) is not detected: .env files have no
-// locking protocol to honour.
+// A program other than keyrotate that changes the file between the read
+// and the rename (a window of a few system calls) is not detected: .env
+// files have no locking protocol that others honour.
 func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	real, data, err := t.seen.current(t, t.path, t.load)
+	real, data, unlock, err := t.seen.lockAndLoad(ctx, t, t.path, t.load)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	f := ParseEnv(data)
 	if err := t.checkDefinition(f); err != nil {
-		return err // cannot happen: Read checked the same bytes
+		return err
 	}
-	if current, _ := f.Lookup(t.variable); secret.New(current).Equal(key) {
+	value, _ := f.Lookup(t.variable)
+	current := secret.New(value)
+	if current.Equal(key) {
+		t.seen.value = key
 		return nil
+	}
+	if err := t.seen.unchanged(t, t.path, current); err != nil {
+		return err
 	}
 	if err := f.Set(t.variable, key.Reveal()); err != nil {
 		return rotate.WithHint(
@@ -104,10 +122,9 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	out := f.Bytes()
-	renamed, err := replaceFile(real, out)
+	renamed, err := replaceFile(real, f.Bytes())
 	if renamed {
-		t.seen.data = out
+		t.seen.value = key
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t, err)

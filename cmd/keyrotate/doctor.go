@@ -94,7 +94,7 @@ func readKeyLine(r io.Reader) (string, error) {
 }
 
 func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
 	d := &verify.Doctor{Project: project, Probe: &verify.Gemini{BaseURL: verify.DefaultBaseURL}}
 	if h.gemini != "" {
