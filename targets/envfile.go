@@ -357,7 +357,9 @@ func encodeValue(quote byte, value string) (string, byte, error) {
 	fits := func(q byte) bool {
 		switch q {
 		case '\'', '`':
-			return strings.IndexByte(value, q) < 0
+			// A backslash before the closing quote escapes it for
+			// some loaders (see LoaderConflict).
+			return strings.IndexByte(value, q) < 0 && strings.IndexByte(value, '\\') < 0
 		case '"':
 			// Tools disagree on escapes and expansion inside double
 			// quotes: write only what every one of them reads literally.
