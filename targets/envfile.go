@@ -39,6 +39,10 @@ import (
 //     definition for Lookup, and makes Set refuse to touch that name.
 //   - Everything else (comments, blank lines, "export NAME" without "=",
 //     junk) is kept byte for byte and means nothing.
+//
+// Where the tools part ways on a file, LoaderConflict says where, so that a
+// variable they could read otherwise than these rules is refused rather
+// than rotated.
 type EnvFile struct {
 	segs []segment
 }

@@ -76,6 +76,11 @@ func (f *EnvFile) LoaderConflict(name string) *LoaderConflict {
 	if def < 0 || f.segs[def].malformed {
 		return nil
 	}
+	if name == "export" {
+		return &LoaderConflict{Name: name, Line: f.segs[def].line, Loaders: "godotenv and docker compose",
+			Reason: "read export before a space as the keyword, not as the variable's name",
+			Fix:    "give the variable another name"}
+	}
 	off := 0
 	for i := range f.segs[:def] {
 		if c := f.segs[i].runConflict(src[off:off+len(f.segs[i].raw)], name, f.segs[def].line); c != nil {
