@@ -259,7 +259,7 @@ func (s *segment) runConflict(raw []byte, name string, defLine int) *LoaderConfl
 		if k := skipLoaderSpace(v, 0); k == 0 || k == len(v) || !isQuote(v[k]) {
 			return nil
 		}
-		c.Loaders = "godotenv and Node's dotenv"
+		c.Loaders = everyLoader
 		c.Reason = fmt.Sprintf("read the value of %s as quoted, after the white space it starts with", s.name)
 		c.Fix = "remove the white space before the quote" + moveUp
 	case s.quote == '`' && bytes.IndexByte(raw[s.vstart:s.vend], '\n') >= 0:
