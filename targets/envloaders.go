@@ -266,9 +266,13 @@ func (s *segment) runConflict(raw []byte, name string, defLine int) *LoaderConfl
 		c.Loaders = "godotenv and docker compose"
 		c.Reason = fmt.Sprintf("do not read backticks as quotes: each line of the value of %s is a line of the file to them", s.name)
 		c.Fix = "quote the value with ' or \" instead of backticks" + moveUp
-	case bytes.Contains(raw[s.vstart-1:s.vend+1], []byte{'\\', s.quote}):
-		c.Reason = fmt.Sprintf("may end the quoted value of %s at another quote: it has a backslash before a quote", s.name)
-		c.Fix = "remove the backslash before the quote" + moveUp
+	case s.vend > s.vstart && raw[s.vend-1] == '\\':
+		// A backslash before any other quote is an escape for every
+		// loader that has escapes, and where keyrotate closes the value
+		// all of them do; a backslash before the closing quote is an
+		// escape for some (godotenv: always; Node's dotenv: it may).
+		c.Reason = fmt.Sprintf("may end the quoted value of %s at a later quote: it ends with a backslash", s.name)
+		c.Fix = "remove the backslash before the closing quote" + moveUp
 	default:
 		return nil
 	}
