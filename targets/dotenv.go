@@ -161,5 +161,5 @@ func (t *DotEnv) checkDefinition(f *EnvFile) error {
 			fmt.Errorf("%s: the value of %s on line %d of %s cannot be parsed: %w", t, t.variable, defs[0].Line, t.path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("fix line %d of %s: close the quote, or move text after the closing quote into a # comment", defs[0].Line, t.path))
 	}
-	return nil
+	return t.loaderConflict(f)
 }
