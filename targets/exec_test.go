@@ -56,7 +56,7 @@ func TestExecWrite(t *testing.T) {
 	t.Setenv("ENVFILE", env)
 	t.Setenv("ARGS", args)
 	log, logs := logBuffer()
-	x := NewExec([]string{cmd, "--key-from-stdin"}, ExecOptions{Log: log})
+	x := NewExec([]string{cmd, "--key-from-stdin"}, ExecOptions{Env: []string{"STORE", "ENVFILE", "ARGS"}, Log: log})
 	ctx := context.Background()
 
 	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
@@ -105,7 +105,7 @@ func TestExecString(t *testing.T) {
 func TestExecFailure(t *testing.T) {
 	dir := t.TempDir()
 	cmd := script(t, dir, "reload", "echo 'daemon not running' >&2\nexit 3\n")
-	x := NewExec([]string{cmd}, ExecOptions{Log: slog.New(slog.DiscardHandler)})
+	x := NewExec([]string{cmd}, ExecOptions{ShowOutput: true, Log: slog.New(slog.DiscardHandler)})
 	err := x.Write(context.Background(), secret.New(newKey))
 	if err == nil {
 		t.Fatal("Write of a command exiting 3 succeeded")
@@ -139,7 +139,7 @@ printf 'no newline at the end: %s' "$k" >&2
 		t.Run(fmt.Sprintf("exit %d", exit), func(t *testing.T) {
 			cmd := script(t, dir, fmt.Sprintf("echo%d", exit), body+fmt.Sprintf("exit %d\n", exit))
 			log, logs := logBuffer()
-			x := NewExec([]string{cmd}, ExecOptions{Log: log})
+			x := NewExec([]string{cmd}, ExecOptions{ShowOutput: true, Log: log})
 			err := x.Write(context.Background(), secret.New(newKey))
 			if (err != nil) != (exit != 0) {
 				t.Fatalf("Write = %v, want error %v", err, exit != 0)
@@ -168,7 +168,7 @@ func TestExecTimeout(t *testing.T) {
 	// whole process group ends it.
 	cmd := script(t, dir, "slow", `sleep 30 & echo $! > "$PIDFILE"; wait`+"\n")
 	t.Setenv("PIDFILE", pidFile)
-	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
+	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
 	start := time.Now()
 	err := x.Write(context.Background(), secret.New(newKey))
 	if err == nil {
@@ -230,7 +230,7 @@ func TestExecConfirm(t *testing.T) {
 	put := script(t, dir, "put", `cat > "$STORE"`+"\n")
 	check := script(t, dir, "check", `cmp -s - "$STORE" || { echo "the store holds another key" >&2; exit 1; }`+"\n")
 	log, logs := logBuffer()
-	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Log: log})
+	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Env: []string{"STORE"}, ShowOutput: true, Log: log})
 	ctx := context.Background()
 	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
 		t.Fatalf("Read = %v, want ErrUnreadable", err)
@@ -254,7 +254,7 @@ func TestExecConfirm(t *testing.T) {
 	noKeyPart(t, "log", logs.String())
 
 	// Without a verify command the write is trusted, and the log says so.
-	trusted := NewExec([]string{put}, ExecOptions{Log: log})
+	trusted := NewExec([]string{put}, ExecOptions{Env: []string{"STORE"}, Log: log})
 	if err := trusted.Confirm(ctx, secret.New(oldKey)); err != nil {
 		t.Errorf("Confirm without a verify command = %v, want nil", err)
 	}
@@ -351,19 +351,19 @@ func TestCaptureTruncates(t *testing.T) {
 
 // TestExecBackgroundChild: a command that exits 0 but leaves a child (a
 // daemon it started) holding its output succeeds once the grace for
-// output (execWaitDelay) is over; the child is left alone.
+// output (childWaitDelay) is over; the child is left alone.
 func TestExecBackgroundChild(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	cmd := script(t, dir, "daemonize", `sleep 30 & echo $! > "$PIDFILE"; echo started`+"\n")
 	t.Setenv("PIDFILE", pidFile)
 	log, logs := logBuffer()
-	x := NewExec([]string{cmd}, ExecOptions{Log: log})
+	x := NewExec([]string{cmd}, ExecOptions{Env: []string{"PIDFILE"}, Log: log})
 	start := time.Now()
 	if err := x.Write(context.Background(), secret.New(newKey)); err != nil {
 		t.Fatalf("Write = %v, want nil", err)
 	}
-	if d := time.Since(start); d > execWaitDelay+5*time.Second {
+	if d := time.Since(start); d > childWaitDelay+5*time.Second {
 		t.Errorf("Write took %s", d)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
