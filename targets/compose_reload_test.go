@@ -166,6 +166,14 @@ func TestComposeReloadTimeout(t *testing.T) {
 func TestComposeReloadCancelled(t *testing.T) {
 	pidFile := hangingDocker(t)
 	c := reloadingCompose(t, time.Hour)
+	cancelledWrite(t, c, pidFile, "docker's child")
+}
+
+// cancelledWrite calls Write with a context cancelled once the child has
+// written pidFile; Write must return context.Canceled within seconds and
+// the child must die.
+func cancelledWrite(t *testing.T, target rotate.Target, pidFile, what string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for !fileExists(pidFile) {
@@ -174,14 +182,14 @@ func TestComposeReloadCancelled(t *testing.T) {
 		cancel()
 	}()
 	start := time.Now()
-	err := c.Write(ctx, secret.New(newKey))
+	err := target.Write(ctx, secret.New(newKey))
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Write = %v, want context.Canceled", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("Write took %s after cancel", took)
 	}
-	dies(t, grandchildPID(t, pidFile), "docker's child")
+	dies(t, grandchildPID(t, pidFile), what)
 }
 
 func fileExists(path string) bool {

@@ -391,22 +391,7 @@ func TestExecCancelKillsGroup(t *testing.T) {
 	cmd := script(t, dir, "slow", `sleep 60 & echo $! > "$PIDFILE"; wait`+"\n")
 	t.Setenv("PIDFILE", pidFile)
 	x := NewExec([]string{cmd}, ExecOptions{Timeout: time.Hour, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for !fileExists(pidFile) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		cancel()
-	}()
-	start := time.Now()
-	err := x.Write(ctx, secret.New(newKey))
-	if !errors.Is(err, context.Canceled) {
-		t.Errorf("Write = %v, want context.Canceled", err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("Write took %s after cancel", took)
-	}
-	dies(t, grandchildPID(t, pidFile), "the command's child")
+	cancelledWrite(t, x, pidFile, "the command's child")
 }
 
 // TestExecEnvironment: the command gets PATH, HOME, the locale, TZ, the
