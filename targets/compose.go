@@ -170,7 +170,8 @@ func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
 		env:     childEnv(func(name string) bool { return dockerEnv(name) || slices.Contains(refs, name) }),
 		timeout: t.reload,
 	})
-	what := fmt.Sprintf("%s: reload: docker %s", t, strings.Join(args, " "))
+	// No target name: the rotation's "write <target>:" says it.
+	what := "reload: docker " + strings.Join(args, " ")
 	output := tail(r.stdout.redacted(key), r.stderr.redacted(key))
 	hint := "the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)"
 	switch {
