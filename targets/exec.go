@@ -198,9 +198,10 @@ func argvField(role string) string {
 
 // Write runs the command with key on its stdin and returns nil when it
 // exits with status 0. It fails when the program cannot be started, exits
-// with another status, is killed, or outlives the timeout (its whole process
-// group is then killed). The error names the command and its status and
-// ends with the redacted end of its output.
+// with another status, is killed, or outlives the timeout or ctx (its whole
+// process group is then killed). The error names the command and its
+// status and ends with how much it printed or, with ShowOutput, the
+// redacted end of its output.
 //
 // Whether a failed command changed anything is the command's affair; it
 // must leave the place holding the old key or the new one.
