@@ -95,9 +95,9 @@ func TestExecTargetBad(t *testing.T) {
 		{"env null element", "        command: [reload]\n        env: [A, ~]\n", 9, "a variable must be a name, not null", "VAULT_ADDR"},
 		{"show_output not a bool", "        command: [reload]\n        show_output: yes please\n", 9, `show_output must be true or false, not "yes please"`, "show_output: true"},
 		{"show_output on compose", head + slotYAML + "    targets:\n      - type: compose\n        path: c.yml\n        services: [api]\n        var: K\n        show_output: true\n",
-			11, `field "show_output" does not apply to a compose target`, "path, services, var, reload and timeout"},
+			11, `field "show_output" does not apply to a compose target`, "path, services, var, reload, timeout and allow_world_readable"},
 		{"env on dotenv", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        env: [A]\n",
-			10, `field "env" does not apply to a dotenv target`, "path and var"},
+			10, `field "env" does not apply to a dotenv target`, "path, var and allow_world_readable"},
 		{"timeout on dotenv", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        timeout: 5s\n",
 			10, `field "timeout" does not apply to a dotenv target`, "path, var and allow_world_readable"},
 	} {
