@@ -109,11 +109,13 @@ type Target struct {
 	// every user of the machine; without it such a file is refused.
 	AllowWorldReadable bool `yaml:"allow_world_readable,omitempty"`
 
-	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
-	Reload   bool      `yaml:"reload,omitempty"`   // compose: recreate the services after a write (docker compose up -d --wait)
-	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin
-	Verify   []string  `yaml:"verify,omitempty"`   // exec: argv of a command that checks the key on stdin
-	Timeout  *Duration `yaml:"timeout,omitempty"`  // exec: how long each command may run
+	Services   []string  `yaml:"services,omitempty"`    // compose: the services whose environment holds Var
+	Reload     bool      `yaml:"reload,omitempty"`      // compose: recreate the services after a write (docker compose up -d --wait)
+	Command    []string  `yaml:"command,omitempty"`     // exec: argv of the command that takes the key on stdin
+	Verify     []string  `yaml:"verify,omitempty"`      // exec: argv of a command that checks the key on stdin
+	Timeout    *Duration `yaml:"timeout,omitempty"`     // exec: how long each command may run
+	Env        []string  `yaml:"env,omitempty"`         // exec: variables of keyrotate's environment the commands get (besides PATH, HOME, locale, TZ)
+	ShowOutput bool      `yaml:"show_output,omitempty"` // exec: show the commands' redacted output in errors and debug logs
 
 	Repo        string `yaml:"repo,omitempty"`        // github: owner/name (repository or environment secret)
 	Org         string `yaml:"org,omitempty"`         // github: organization (organization secret)

@@ -23,7 +23,7 @@ var (
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
 	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable", "env", "show_output"}
 )
 
 var (
@@ -915,7 +915,7 @@ var targetKinds = map[string]targetKind{
 	TargetDotEnv:        {own: []string{"path", "var"}, optional: []string{"allow_world_readable"}, parse: (*parser).dotenvTarget},
 	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout", "allow_world_readable"}, hints: composeHints, parse: (*parser).composeTarget},
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
-	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
+	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout", "env", "show_output"}, hints: execHints, parse: (*parser).execTarget},
 	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
 	TargetCloudRun:      {own: []string{"service", "var"}, optional: []string{"container"}, hints: cloudRunHints, parse: (*parser).cloudRunTarget},
 	TargetK8s:           {own: []string{"namespace", "name", "key"}, optional: []string{"kubeconfig", "context", "restart", "timeout"}, hints: k8sHints, parse: (*parser).k8sTarget},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -143,24 +144,62 @@ func (t *Compose) Write(ctx context.Context, key secret.Key) error {
 // so that their containers start with the new environment, and waits for
 // them to be running and healthy. It is idempotent: compose recreates only
 // containers whose configuration changed.
+//
+// docker runs as runBounded runs every child: in a process group of its own,
+// killed at the timeout or when ctx is done, its output cut off
+// childWaitDelay later even if something it started still holds it. Its
+// environment is not keyrotate's but the minimum (see childEnv), the
+// variables of docker and compose themselves (see dockerEnv), and the
+// variables the compose file refers to (compose fills ${VAR} in from its
+// environment; without them it would recreate the services differently).
+// Its redacted output ends the error when it fails.
 func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
 	if t.reload <= 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.reload)
-	defer cancel()
-	args := append([]string{"compose", "-f", t.path, "up", "-d", "--no-deps", "--wait"}, t.services...)
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		msg := strings.TrimSpace(Redact(string(out), key))
-		if len(msg) > 1024 {
-			msg = msg[len(msg)-1024:]
-		}
-		return rotate.WithHint(fmt.Errorf("%s: reload: docker %s: %v: %s", t, strings.Join(args, " "), err, msg),
-			"the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)")
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return nil
+	var refs []string
+	if _, data, err := t.load(); err == nil {
+		refs = composeReferences(string(data))
+	}
+	args := append([]string{"compose", "-f", t.path, "up", "-d", "--no-deps", "--wait"}, t.services...)
+	r := runBounded(ctx, child{
+		argv:    append([]string{"docker"}, args...),
+		env:     childEnv(func(name string) bool { return dockerEnv(name) || slices.Contains(refs, name) }),
+		timeout: t.reload,
+	})
+	// No target name: the rotation's "write <target>:" says it.
+	what := "reload: docker " + strings.Join(args, " ")
+	output := tail(r.stdout.redacted(key), r.stderr.redacted(key))
+	hint := "the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)"
+	switch {
+	case r.err == nil:
+		return nil
+	case r.timedOut:
+		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", what, t.reload, output),
+			"the file holds the new key but the services did not come up with it in time: check `docker compose ps` and the containers' logs, raise the target's timeout if they need longer, then run keyrotate again (or abort)")
+	case r.cancelled:
+		return fmt.Errorf("%s stopped, its process group was killed: %w", what, ctx.Err())
+	}
+	return rotate.WithHint(fmt.Errorf("%s: %s%s", what, r.status, output), hint)
+}
+
+// dockerEnv reports whether name is a variable that the docker command or
+// its compose plugin reads for its own settings: where the daemon is and
+// how to reach it (DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG, TLS, the
+// rootless socket under XDG_RUNTIME_DIR, an ssh:// host's agent) and
+// compose's COMPOSE_* (the project name decides which containers are
+// recreated).
+func dockerEnv(name string) bool {
+	switch name {
+	case "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS", "DOCKER_TLS_VERIFY",
+		"DOCKER_API_VERSION", "DOCKER_DEFAULT_PLATFORM", "DOCKER_CONTENT_TRUST", "DOCKER_CONTENT_TRUST_SERVER",
+		"DOCKER_CUSTOM_HEADERS", "BUILDKIT_PROGRESS", "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK":
+		return true
+	}
+	return strings.HasPrefix(name, "COMPOSE_")
 }
 
 func (t *Compose) write(ctx context.Context, key secret.Key) error {
@@ -578,6 +617,18 @@ func varOr(name, def string) string {
 // ($$ is a literal $), and the name of the variable referenced first when it
 // is a plain name (only the name: a default after ":-" may be a key).
 func composeReference(s string) (ref bool, name string) {
+	refs := composeReferences(s)
+	if len(refs) == 0 {
+		return false, ""
+	}
+	return true, refs[0]
+}
+
+// composeReferences returns, for each $ in s that compose interpolates, the
+// name of the variable it refers to ("" when it is not a plain name), in
+// order. A default (${A:-$B}) is searched too.
+func composeReferences(s string) []string {
+	var refs []string
 	for i := 0; i < len(s); i++ {
 		if s[i] != '$' {
 			continue
@@ -594,12 +645,13 @@ func composeReference(s string) (ref bool, name string) {
 		for k < len(s) && (isNameStart(s[k]) || '0' <= s[k] && s[k] <= '9') {
 			k++
 		}
+		name := ""
 		if k > j && isNameStart(s[j]) {
 			name = s[j:k]
 		}
-		return true, name
+		refs = append(refs, name)
 	}
-	return false, ""
+	return refs
 }
 
 // parseCompose parses the one YAML document of a compose file and returns

@@ -33,8 +33,9 @@ func localTarget(t config.Target) rotate.Target {
 		}
 		return c
 	case config.TargetExec:
-		// Log nil: the command's redacted output goes to slog.Default().
-		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout()})
+		// Log nil: the runs go to slog.Default().
+		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout(),
+			Env: t.Env, ShowOutput: t.ShowOutput})
 	}
 	return nil
 }
