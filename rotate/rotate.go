@@ -792,6 +792,18 @@ func (st *run) retire(ctx context.Context) error {
 		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return err
 		}
+		// Once more after the delete: a writer that ignores keyrotate's
+		// lock may have put the key back while the delete was under way.
+		// Then the key is undeleted at once, before its deletion reaches
+		// the serving path, and the run stops as above.
+		if err := st.recheck(ctx); err != nil {
+			if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
+				return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
+					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
+			}
+			st.event(st.slot.Name, "retire", "undeleted key %s: a target held it again right after its deletion", old.Name)
+			return err
+		}
 		st.res.Retired = "deleted"
 		st.event(st.slot.Name, "retire", "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
 	}

@@ -735,3 +735,37 @@ func TestFinalizeKeepsKeyPutBack(t *testing.T) {
 		t.Errorf("Finalize result = %+v, want the old key skipped, held again by the .env", res.Keys)
 	}
 }
+
+// TestOldKeyPutBackDuringDelete: the old content comes back while the
+// DeleteKey is under way, after the re-read before it. The re-read after
+// the delete catches it: the key is undeleted at once, the run stops
+// naming the target, and the next run finishes.
+func TestOldKeyPutBackDuringDelete(t *testing.T) {
+	w := newWorld(t)
+	var once sync.Once
+	w.srv.SetHook("apikeys.DeleteKey", func(ctx context.Context, n int) error {
+		once.Do(func() {
+			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrHeldAgain) || !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrHeldAgain and ErrStoppedPartWay", err)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Fatal("the old key stayed deleted while the .env held it again")
+	}
+	w.invariant()
+	w.srv.SetHook("apikeys.DeleteKey", nil)
+	res, err := w.rotate(rotate.Options{})
+	if err != nil || !res.Rotated {
+		t.Fatalf("resume = %+v, %v, want rotated", res, err)
+	}
+	if w.srv.KeyWorks(w.oldKey) || !w.srv.KeyWorks(w.envValue()) {
+		t.Error("after the resume: the old key works or the .env holds a key that does not")
+	}
+	w.invariant()
+}
