@@ -21,8 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
+
+	"github.com/keyrotate/keyrotate/internal/inputfile"
 )
 
 // Defaults that apply when the file does not set them.
@@ -91,6 +92,10 @@ type Slot struct {
 	MaxAge         *Duration `yaml:"max_age,omitempty"`         // nil: Defaults.MaxAge
 	Targets        []Target  `yaml:"targets,omitempty"`
 	Line           int       `yaml:"-"` // line of the slot in the file
+
+	// SecretProjectDiffers allows Secret to live in another project than
+	// Project (a central secrets project); the keys stay in Project.
+	SecretProjectDiffers bool `yaml:"secret_project_differs,omitempty"`
 }
 
 // Target is one more place that receives the key, besides the slot's secret.
@@ -100,11 +105,17 @@ type Target struct {
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S or projects/P/locations/L/secrets/S (regional)
 
-	Services []string  `yaml:"services,omitempty"` // compose: the services whose environment holds Var
-	Reload   bool      `yaml:"reload,omitempty"`   // compose: recreate the services after a write (docker compose up -d --wait)
-	Command  []string  `yaml:"command,omitempty"`  // exec: argv of the command that takes the key on stdin
-	Verify   []string  `yaml:"verify,omitempty"`   // exec: argv of a command that checks the key on stdin
-	Timeout  *Duration `yaml:"timeout,omitempty"`  // exec: how long each command may run
+	// AllowWorldReadable (dotenv, compose): the file may be readable by
+	// every user of the machine; without it such a file is refused.
+	AllowWorldReadable bool `yaml:"allow_world_readable,omitempty"`
+
+	Services   []string  `yaml:"services,omitempty"`    // compose: the services whose environment holds Var
+	Reload     bool      `yaml:"reload,omitempty"`      // compose: recreate the services after a write (docker compose up -d --wait)
+	Command    []string  `yaml:"command,omitempty"`     // exec: argv of the command that takes the key on stdin
+	Verify     []string  `yaml:"verify,omitempty"`      // exec: argv of a command that checks the key on stdin
+	Timeout    *Duration `yaml:"timeout,omitempty"`     // exec: how long each command may run
+	Env        []string  `yaml:"env,omitempty"`         // exec: variables of keyrotate's environment the commands get (besides PATH, HOME, locale, TZ)
+	ShowOutput bool      `yaml:"show_output,omitempty"` // exec: show the commands' redacted output in errors and debug logs
 
 	Repo        string `yaml:"repo,omitempty"`        // github: owner/name (repository or environment secret)
 	Org         string `yaml:"org,omitempty"`         // github: organization (organization secret)
@@ -128,11 +139,16 @@ type Target struct {
 // Load reads the file at path and parses it with Parse. An unreadable file is
 // reported as such (errors.Is(err, fs.ErrNotExist) works), not as ErrInvalid.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := inputfile.Read(path, inputfile.MaxSize)
 	if err != nil {
 		hint := "check the path and its permissions"
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			hint = "create the file, or name it with --config or KEYROTATE_CONFIG"
+		case errors.Is(err, inputfile.ErrNotRegular):
+			hint = "name the YAML config file itself: keyrotate reads only regular files"
+		case errors.Is(err, inputfile.ErrTooLarge):
+			hint = fmt.Sprintf("a keyrotate config is a few kilobytes (at most %d bytes): check that the path names the config file", inputfile.MaxSize)
 		}
 		return nil, &loadError{err: fmt.Errorf("read config: %w", err), hint: hint}
 	}

@@ -155,7 +155,20 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("Project = %q, want 123456789012", c.Slots[0].Project)
 			}
 		}},
-		{"secret in another project", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n", nil},
+		{"secret in a central secrets project", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n    secret_project_differs: true\n", func(t *testing.T, c *Config) {
+			if !c.Slots[0].SecretProjectDiffers {
+				t.Errorf("SecretProjectDiffers = false, want true")
+			}
+		}},
+		// An id and a number cannot be compared without the API: the
+		// preflight does it.
+		{"project id, secret and key by number", head + "  - name: a\n    project: my-project\n    secret: projects/123456789012/secrets/k\n    key: projects/999/locations/global/keys/k\n", func(t *testing.T, c *Config) {
+			if c.Slots[0].SecretProjectDiffers {
+				t.Errorf("SecretProjectDiffers = true, want false by default")
+			}
+		}},
+		{"project number, secret and key by id", head + "  - name: a\n    project: 123456789012\n    secret: projects/my-project/secrets/k\n    key: projects/my-project/locations/global/keys/k\n", nil},
+		{"key in the project", head + slotYAML + "    key: projects/my-project/locations/global/keys/k\n", nil},
 		{"secretmanager targets: another project, regional", head + slotYAML + "    targets:\n      - {type: secretmanager, secret: projects/vault-project/secrets/copy}\n      - {type: secretmanager, secret: projects/my-project/locations/europe-west1/secrets/copy}\n      - {type: secretmanager, secret: projects/123456/locations/northamerica-northeast1/secrets/copy}\n", func(t *testing.T, c *Config) {
 			want := []string{"projects/vault-project/secrets/copy", "projects/my-project/locations/europe-west1/secrets/copy", "projects/123456/locations/northamerica-northeast1/secrets/copy"}
 			for i, tg := range c.Slots[0].Targets {
@@ -269,6 +282,20 @@ func TestParseBad(t *testing.T) {
 		{"regional key", head + slotYAML + "    key: projects/123/locations/us/keys/k\n", 6, `location global, not "us"`, "locations/global/keys/k"},
 		{"bad key id", head + slotYAML + "    key: projects/123/locations/global/keys/Key_1\n", 6, "key id", "lower-case"},
 		{"shared key", head + slotYAML + "    key: projects/1/locations/global/keys/k\n  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    key: projects/1/locations/global/keys/k\n", 10, `already used as the key of slot "gemini-prod" (line 6)`, "one slot"},
+		{"secret in another project", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n", 5,
+			`secret "projects/vault-project/secrets/k" is in project "vault-project", not in the slot's project "my-project"`, "secret_project_differs: true"},
+		{"secret in another project, by number", head + "  - name: a\n    project: 123456789012\n    secret: projects/42/secrets/k\n", 5,
+			`is in project "42", not in the slot's project "123456789012"`, "secret_project_differs: true"},
+		{"key in another project", head + slotYAML + "    key: projects/other-project/locations/global/keys/k\n", 6,
+			`key "projects/other-project/locations/global/keys/k" is in project "other-project", not in the slot's project "my-project"`, "fix project: or key:"},
+		{"key in another project, central secret", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n    secret_project_differs: true\n    key: projects/vault-project/locations/global/keys/k\n", 7,
+			`is in project "vault-project", not in the slot's project "my-project"`, "keys live in its project"},
+		{"secret_project_differs without a difference", head + slotYAML + "    secret_project_differs: true\n", 6,
+			"secret_project_differs is true, but secret", "remove secret_project_differs"},
+		{"secret_project_differs not a bool", head + slotYAML + "    secret_project_differs: yes please\n", 6,
+			`secret_project_differs must be true or false, not "yes please"`, "central secrets project"},
+		{"secret_project_differs misspelt", head + slotYAML + "    secret_project_differ: true\n", 6,
+			`unknown field "secret_project_differ"`, `did you mean "secret_project_differs"?`},
 		{"bad service account", head + slotYAML + "    service_account: me@gmail.com\n", 6, "not a service account email", "iam.gserviceaccount.com"},
 		{"upper-case service account", head + slotYAML + "    service_account: SA@my-project.iam.gserviceaccount.com\n", 6, "not a service account email", "lower case"},
 		{"bad verify", head + slotYAML + "    verify: yes\n", 6, `verify must be gemini or none, not "yes"`, "verify: none"},
@@ -281,7 +308,11 @@ func TestParseBad(t *testing.T) {
 		{"dotenv no var", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n", 7, "dotenv target has no var", "var: GEMINI_API_KEY"},
 		{"dotenv no path", head + slotYAML + "    targets:\n      - type: dotenv\n        var: K\n", 7, "dotenv target has no path", "path: app/.env"},
 		{"dotenv bad var", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: 1KEY\n", 9, `invalid variable name "1KEY"`, "GEMINI_API_KEY"},
-		{"dotenv with secret", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        secret: projects/p/secrets/s\n", 10, `field "secret" does not apply to a dotenv target`, "path and var"},
+		{"dotenv with secret", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        secret: projects/p/secrets/s\n", 10, `field "secret" does not apply to a dotenv target`, "path, var and allow_world_readable"},
+		{"dotenv allow_world_readable a string", head + slotYAML + "    targets:\n      - {type: dotenv, path: .env, var: K, allow_world_readable: \"yes\"}\n", 7, `allow_world_readable must be true or false, not "yes"`, "allow_world_readable: true"},
+		{"dotenv allow_world_readable a list", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        allow_world_readable: [true]\n", 10, "allow_world_readable must be true or false", "leave it out"},
+		{"dotenv allow_world_readable typo", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        allow_world_readble: true\n", 10, `allow_world_readble`, `did you mean "allow_world_readable"?`},
+		{"secretmanager allow_world_readable", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/my-project/secrets/copy\n        allow_world_readable: true\n", 9, `field "allow_world_readable" does not apply to a secretmanager target`, "takes secret"},
 		{"dotenv tilde", head + slotYAML + "    targets:\n      - type: dotenv\n        path: ~/.env\n        var: K\n", 8, "not expanded", "relative to the directory"},
 		{"dotenv directory", head + slotYAML + "    targets:\n      - type: dotenv\n        path: app/\n        var: K\n", 8, "names a directory", "app/.env"},
 		{"secretmanager with var", head + slotYAML + "    targets:\n      - type: secretmanager\n        secret: projects/my-project/secrets/copy\n        var: K\n", 9, `field "var" does not apply to a secretmanager target`, "takes secret"},

@@ -22,8 +22,8 @@ var (
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas"}
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
-	slotFields     = []string{"name", "project", "secret", "key", "service_account", "verify", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart"}
+	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "verify", "grace", "max_age", "targets"}
+	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable", "env", "show_output"}
 )
 
 var (
@@ -646,6 +646,8 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 		}
 	}
 
+	p.slotProjects(f, &s)
+
 	// service_account
 	if fa, ok := f["service_account"]; ok {
 		if v, ok := p.str(fa); ok && !p.keyString(fa, v) {
@@ -692,6 +694,48 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 		}
 	}
 	return s, len(p.errs) == before
+}
+
+// slotProjects checks, without any API call, that the slot's key is in the
+// slot's project and that its secret is too unless secret_project_differs
+// says otherwise. A project named by id and one named by number cannot be
+// compared here; the preflight compares them.
+func (p *parser) slotProjects(f map[string]field, s *Slot) {
+	if fd, ok := f["secret_project_differs"]; ok {
+		if fd.val.Kind != yaml.ScalarNode || fd.val.Tag != "!!bool" || fd.val.Decode(&s.SecretProjectDiffers) != nil {
+			p.at(fd.val, "write secret_project_differs: true when the slot's secret lives in another project than its keys (a central secrets project), or leave it out",
+				"secret_project_differs must be true or false, not %s", quote(fd.val.Value))
+		} else if s.SecretProjectDiffers && s.Secret != "" && projectOf(s.Secret) == s.Project {
+			p.at(fd.val, "remove secret_project_differs: the secret is in the slot's project",
+				"secret_project_differs is true, but secret %s is in the slot's project %s", quote(s.Secret), quote(s.Project))
+		}
+	}
+	if !validProject(s.Project) {
+		return
+	}
+	if fs, ok := f["secret"]; ok && s.Secret != "" && !s.SecretProjectDiffers && sameForm(projectOf(s.Secret), s.Project) && projectOf(s.Secret) != s.Project {
+		p.at(fs.val, fmt.Sprintf("fix project: or secret:; if the secret lives in a central secrets project on purpose, add \"secret_project_differs: true\" to the slot (the keys stay in project %s)", s.Project),
+			"secret %s is in project %s, not in the slot's project %s", quote(s.Secret), quote(projectOf(s.Secret)), quote(s.Project))
+	}
+	if fk, ok := f["key"]; ok && s.Key != "" && sameForm(projectOf(s.Key), s.Project) && projectOf(s.Key) != s.Project {
+		p.at(fk.val, "a slot's keys live in its project: fix project: or key: (rotating would replace and delete another project's key)",
+			"key %s is in project %s, not in the slot's project %s", quote(s.Key), quote(projectOf(s.Key)), quote(s.Project))
+	}
+}
+
+// projectOf returns P of a resource name projects/P/..., or "".
+func projectOf(name string) string {
+	parts := strings.SplitN(name, "/", 3)
+	if len(parts) < 3 || parts[0] != "projects" || !validProject(parts[1]) {
+		return ""
+	}
+	return parts[1]
+}
+
+// sameForm reports whether two projects are both ids or both numbers, so
+// that a difference between them is a different project.
+func sameForm(a, b string) bool {
+	return a != "" && b != "" && projectNumRE.MatchString(a) == projectNumRE.MatchString(b)
 }
 
 const projectHint = "write the project id (6–30 lower-case letters, digits and dashes, starting with a letter, not ending with a dash; see gcloud projects list) or the project number (digits only)"
@@ -868,10 +912,10 @@ type targetKind struct {
 // targetKinds lists the target types; each type's checks live in its own
 // function.
 var targetKinds = map[string]targetKind{
-	TargetDotEnv:        {own: []string{"path", "var"}, parse: (*parser).dotenvTarget},
-	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout"}, hints: composeHints, parse: (*parser).composeTarget},
+	TargetDotEnv:        {own: []string{"path", "var"}, optional: []string{"allow_world_readable"}, parse: (*parser).dotenvTarget},
+	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout", "allow_world_readable"}, hints: composeHints, parse: (*parser).composeTarget},
 	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
-	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout"}, hints: execHints, parse: (*parser).execTarget},
+	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout", "env", "show_output"}, hints: execHints, parse: (*parser).execTarget},
 	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
 	TargetCloudRun:      {own: []string{"service", "var"}, optional: []string{"container"}, hints: cloudRunHints, parse: (*parser).cloudRunTarget},
 	TargetK8s:           {own: []string{"namespace", "name", "key"}, optional: []string{"kubeconfig", "context", "restart", "timeout"}, hints: k8sHints, parse: (*parser).k8sTarget},
@@ -926,12 +970,26 @@ func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where stri
 			}
 		}
 	}
+	p.worldReadable(f, t)
 	if t.Path != "" && t.Var != "" {
 		p.claim(p.vars, t.Path+"\x00"+t.Var, f["var"].val, where,
 			"each variable of each file has one slot and one target; remove one of them",
 			func(u use) string {
 				return fmt.Sprintf("%s=%s is already written by %s (line %d)", t.Path, t.Var, u.what, u.line)
 			})
+	}
+}
+
+// worldReadable reads allow_world_readable, the choice of a file target
+// (dotenv, compose) to accept a file that every user can read.
+func (p *parser) worldReadable(f map[string]field, t *Target) {
+	fa, ok := f["allow_world_readable"]
+	if !ok {
+		return
+	}
+	if fa.val.Kind != yaml.ScalarNode || fa.val.Tag != "!!bool" || fa.val.Decode(&t.AllowWorldReadable) != nil {
+		p.at(fa.val, "write allow_world_readable: true to let every user of the machine read the file and its key (or leave it out)",
+			"allow_world_readable must be true or false, not %s", quote(fa.val.Value))
 	}
 }
 

@@ -53,6 +53,7 @@ func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where str
 			p.at(fr.val, "write reload: true to recreate the services after each rotation (or leave it out)", "reload must be true or false, not %s", quote(fr.val.Value))
 		}
 	}
+	p.worldReadable(f, t)
 	if x, ok := p.duration(f, "timeout"); ok {
 		fd := f["timeout"]
 		switch {
@@ -88,47 +89,24 @@ func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where str
 	}
 }
 
+// composeServiceList is what a compose target's services: holds.
+var composeServiceList = nameList{
+	what:     "service",
+	listHint: `list the services, for example "services: [api, worker]"`,
+	itemHint: "write each service as a name, as in the compose file's services: section",
+	badHint:  "a compose service name has letters, digits, '_', '.' and '-', starting with a letter or digit",
+	valid:    composeServiceRE.MatchString,
+}
+
 // composeServices checks the list of service names and stores it in t only
 // when every name is valid. It returns the nodes of the names.
 func (p *parser) composeServices(fs field, t *Target) []*yaml.Node {
-	n := deref(fs.val)
-	if n.Kind != yaml.SequenceNode {
-		hint := `list the services, for example "services: [api, worker]"`
-		if n.Kind == yaml.ScalarNode && composeServiceRE.MatchString(n.Value) {
-			hint = fmt.Sprintf("write it as a list: \"services: [%s]\"", n.Value)
-		}
-		p.at(n, hint, "services must be a list of service names, not %s", kind(n))
-		return nil
-	}
-	if len(n.Content) == 0 {
+	if n := deref(fs.val); n.Kind == yaml.SequenceNode && len(n.Content) == 0 {
 		p.at(n, `name at least one service, for example "services: [api]"`, "services is empty")
 		return nil
 	}
-	before := len(p.errs)
-	seen := map[string]int{}
-	var names []string
-	var nodes []*yaml.Node
-	for _, item := range n.Content {
-		item = deref(item)
-		if item.Kind != yaml.ScalarNode || isNull(item) {
-			p.at(item, "write each service as a name, as in the compose file's services: section", "a service must be a name, not %s", kind(item))
-			continue
-		}
-		name := item.Value
-		switch {
-		case looksLikeKey(name):
-			p.at(item, "remove the key string from this file (and rotate that key if the file was shared); list service names here", "services holds what looks like an API key string")
-		case !composeServiceRE.MatchString(name):
-			p.at(item, "a compose service name has letters, digits, '_', '.' and '-', starting with a letter or digit", "invalid service name %s", quote(name))
-		case seen[name] != 0:
-			p.at(item, "list each service once", "service %s is listed twice (first at line %d)", quote(name), seen[name])
-		default:
-			seen[name] = item.Line
-			names = append(names, name)
-			nodes = append(nodes, item)
-		}
-	}
-	if len(p.errs) != before {
+	names, nodes := p.names(fs, composeServiceList)
+	if names == nil {
 		return nil
 	}
 	t.Services = names

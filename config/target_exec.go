@@ -52,6 +52,42 @@ func (p *parser) execTarget(f map[string]field, s *Slot, t *Target, where string
 			t.Timeout = &x
 		}
 	}
+	if fe, ok := f["env"]; ok && !isNull(fe.val) {
+		if !p.envAssignments(fe) {
+			t.Env, _ = p.names(fe, execEnvList)
+		}
+	}
+	if fs, ok := f["show_output"]; ok {
+		if fs.val.Kind != yaml.ScalarNode || fs.val.Tag != "!!bool" || fs.val.Decode(&t.ShowOutput) != nil {
+			p.at(fs.val, "write show_output: true to see the commands' redacted output in errors and debug logs (or leave it out: it is not shown)", "show_output must be true or false, not %s", quote(fs.val.Value))
+		}
+	}
+}
+
+// envAssignments reports the elements of env written NAME=value, and
+// whether there were any.
+func (p *parser) envAssignments(fe field) bool {
+	found := false
+	for _, item := range deref(fe.val).Content {
+		item = deref(item)
+		name, _, ok := strings.Cut(item.Value, "=")
+		if item.Kind == yaml.ScalarNode && ok && varRE.MatchString(name) && !looksLikeKey(item.Value) {
+			p.at(item, fmt.Sprintf("write the name alone (%s): the command gets the value it has where keyrotate runs", name),
+				"env names variables to pass on, it does not set them: %s", quote(name+"=…"))
+			found = true
+		}
+	}
+	return found
+}
+
+// execEnvList is what an exec target's env: holds: the names of variables
+// of keyrotate's environment that its commands get.
+var execEnvList = nameList{
+	what:     "variable",
+	listHint: `list the variables the command needs from keyrotate's environment, for example "env: [VAULT_ADDR, VAULT_TOKEN]"`,
+	itemHint: "write each variable as a name, for example VAULT_ADDR",
+	badHint:  "a variable name has letters, digits and underscores and does not start with a digit, for example VAULT_ADDR",
+	valid:    varRE.MatchString,
 }
 
 // argv reads a list of strings: a program and its arguments. It reports a

@@ -31,6 +31,10 @@ func TestExecTargetGood(t *testing.T) {
 			Target{Type: TargetExec, Command: []string{"reload", ""}, Line: 7}},
 		{"longest timeout", "keyrotate.yaml", "        command: [reload]\n        timeout: 1h\n",
 			Target{Type: TargetExec, Command: []string{"reload"}, Timeout: ptr(Duration(time.Hour)), Line: 7}},
+		{"env and show_output", "keyrotate.yaml", "        command: [reload]\n        env: [VAULT_ADDR, VAULT_TOKEN, SSL_CERT_FILE]\n        show_output: true\n",
+			Target{Type: TargetExec, Command: []string{"reload"}, Env: []string{"VAULT_ADDR", "VAULT_TOKEN", "SSL_CERT_FILE"}, ShowOutput: true, Line: 7}},
+		{"empty env, output hidden", "keyrotate.yaml", "        command: [reload]\n        env: []\n        show_output: false\n",
+			Target{Type: TargetExec, Command: []string{"reload"}, Line: 7}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(tc.config, []byte(execSlot(tc.fields)))
@@ -81,9 +85,21 @@ func TestExecTargetBad(t *testing.T) {
 		{"negative timeout", "        command: [reload]\n        timeout: -5s\n", 9, "timeout must be more than 0", "30s"},
 		{"long timeout", "        command: [reload]\n        timeout: 2h\n", 9, "longer than 1h", "at most 1h"},
 		{"bad timeout", "        command: [reload]\n        timeout: soon\n", 9, `timeout: invalid duration "soon"`, "10m"},
-		{"dotenv field", "        command: [reload]\n        path: .env\n", 9, `field "path" does not apply to an exec target`, "command, verify and timeout"},
+		{"dotenv field", "        command: [reload]\n        path: .env\n", 9, `field "path" does not apply to an exec target`, "command, verify, timeout, env and show_output"},
+		{"env string", "        command: [reload]\n        env: VAULT_ADDR\n", 9, "env must be a list of variable names, not a scalar", `"env: [VAULT_ADDR]"`},
+		{"env mapping", "        command: [reload]\n        env: {VAULT_ADDR: x}\n", 9, "env must be a list of variable names, not a mapping", "env: [VAULT_ADDR, VAULT_TOKEN]"},
+		{"env assignment", "        command: [reload]\n        env: [VAULT_ADDR=https://vault]\n", 9, `env names variables to pass on, it does not set them: "VAULT_ADDR=…"`, "write the name alone (VAULT_ADDR)"},
+		{"env invalid name", "        command: [reload]\n        env: [VAULT-ADDR]\n", 9, `invalid variable name "VAULT-ADDR"`, "letters, digits and underscores"},
+		{"env twice", "        command: [reload]\n        env: [A, B, A]\n", 9, `variable "A" is listed twice (first at line 9)`, "list each variable once"},
+		{"env key string", "        command: [reload]\n        env: [" + key + "]\n", 9, "env holds what looks like an API key string", "remove the key string"},
+		{"env null element", "        command: [reload]\n        env: [A, ~]\n", 9, "a variable must be a name, not null", "VAULT_ADDR"},
+		{"show_output not a bool", "        command: [reload]\n        show_output: yes please\n", 9, `show_output must be true or false, not "yes please"`, "show_output: true"},
+		{"show_output on compose", head + slotYAML + "    targets:\n      - type: compose\n        path: c.yml\n        services: [api]\n        var: K\n        show_output: true\n",
+			11, `field "show_output" does not apply to a compose target`, "path, services, var, reload, timeout and allow_world_readable"},
+		{"env on dotenv", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        env: [A]\n",
+			10, `field "env" does not apply to a dotenv target`, "path, var and allow_world_readable"},
 		{"timeout on dotenv", head + slotYAML + "    targets:\n      - type: dotenv\n        path: .env\n        var: K\n        timeout: 5s\n",
-			10, `field "timeout" does not apply to a dotenv target`, "path and var"},
+			10, `field "timeout" does not apply to a dotenv target`, "path, var and allow_world_readable"},
 	} {
 		in := execSlot(tc.fields)
 		if strings.HasPrefix(tc.fields, "version") {

@@ -5,8 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // DefaultK8sTimeout is how long a k8s target waits for each restarted
@@ -121,39 +119,18 @@ func (p *parser) k8sTarget(f map[string]field, s *Slot, t *Target, where string)
 	}
 }
 
+// k8sRestartList is what a k8s target's restart: holds.
+var k8sRestartList = nameList{
+	what:     "deployment",
+	listHint: `list the deployments of the namespace to restart, for example "restart: [api, worker]"`,
+	itemHint: "write each deployment as a name",
+	badHint:  "a deployment name has lower-case letters, digits, '-' and '.'",
+	valid:    func(s string) bool { return len(s) <= 253 && k8sSubdomainRE.MatchString(s) },
+}
+
 // k8sRestart reads the list of deployments to restart; nil after a
 // reported problem.
 func (p *parser) k8sRestart(fr field) []string {
-	n := deref(fr.val)
-	hint := `list the deployments of the namespace to restart, for example "restart: [api, worker]"`
-	if n.Kind != yaml.SequenceNode {
-		if n.Kind == yaml.ScalarNode && k8sSubdomainRE.MatchString(n.Value) {
-			hint = fmt.Sprintf("write it as a list: \"restart: [%s]\"", n.Value)
-		}
-		p.at(n, hint, "restart must be a list of deployment names, not %s", kind(n))
-		return nil
-	}
-	before := len(p.errs)
-	seen := map[string]int{}
-	var names []string
-	for _, item := range n.Content {
-		item = deref(item)
-		switch {
-		case item.Kind != yaml.ScalarNode || isNull(item):
-			p.at(item, "write each deployment as a name", "a deployment must be a name, not %s", kind(item))
-		case looksLikeKey(item.Value):
-			p.at(item, "remove the key string from this file (and rotate that key if the file was shared); list deployment names here", "restart holds what looks like an API key string")
-		case len(item.Value) > 253 || !k8sSubdomainRE.MatchString(item.Value):
-			p.at(item, "a deployment name has lower-case letters, digits, '-' and '.'", "invalid deployment name %s", quote(item.Value))
-		case seen[item.Value] != 0:
-			p.at(item, "list each deployment once", "deployment %s is listed twice (first at line %d)", quote(item.Value), seen[item.Value])
-		default:
-			seen[item.Value] = item.Line
-			names = append(names, item.Value)
-		}
-	}
-	if len(p.errs) != before {
-		return nil
-	}
+	names, _ := p.names(fr, k8sRestartList)
 	return names
 }

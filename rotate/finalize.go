@@ -85,6 +85,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	}
+	if err := checkProjects(slot, sec.GetName(), current, projectNumber(slot, sec)); err != nil {
+		return nil, err
+	}
 	// What the slot's places hold: never delete a key one of them holds.
 	held := map[string]string{latest.Key.Fingerprint(): slot.Secret}
 	for _, t := range slot.Targets {
@@ -234,6 +237,16 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	l.keepAlive(runCtx, cancel)
+	// Read the local targets once more, just before the deletes: something
+	// may have put a key back since the read above.
+	again, err := readLocal(runCtx, slot.Targets)
+	if err != nil {
+		_ = l.clear(runCtx, nil)
+		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+	}
+	for _, h := range again {
+		held[h.key.Fingerprint()] = h.target.String()
+	}
 	var firstErr error
 	for i := range res.Keys {
 		f := &res.Keys[i]
@@ -241,6 +254,13 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			continue
 		}
 		c := cands[keyIDOf(f.Key)]
+		if where, ok := held[f.Fingerprint]; ok {
+			f.Action, f.Reason = "skipped", "held again by "+where+" (drift): put the current key there first"
+			if c.pending != nil {
+				keep = append(keep, *c.pending)
+			}
+			continue
+		}
 		if err := ka.delete(runCtx, f.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			f.Action, f.Reason = "skipped", "delete failed: "+err.Error()
 			firstErr = errors.Join(firstErr, err)

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -66,11 +68,26 @@ type Record struct {
 // Holder identifies the run that holds a lease: the host, the process (pid
 // and its start time, so a reused pid is not mistaken for the holder) and a
 // run id, since one process may run several rotations one after another.
+//
+// A pid and a start time name a process only within one pid namespace and
+// one boot (and a start time is shown shifted inside a time namespace):
+// containers or pods with the same hostname, or `unshare --pid`, reuse pids
+// of each other. So the holder also records its boot id and the inodes of
+// its pid and time namespaces, and another run judges the holder's process
+// only when all of them match its own. Records written without them (older
+// versions) are live until they expire.
 type Holder struct {
 	Host      string `json:"host,omitempty"`
 	PID       int    `json:"pid,omitempty"`
 	ProcStart string `json:"proc_start,omitempty"`
 	Run       string `json:"run,omitempty"`
+	// BootID is /proc/sys/kernel/random/boot_id.
+	BootID string `json:"boot_id,omitempty"`
+	// PIDNS and TimeNS are the targets of /proc/self/ns/pid and
+	// /proc/self/ns/time, e.g. "pid:[4026531836]"; TimeNS is "" on
+	// kernels without time namespaces (before 5.6).
+	PIDNS  string `json:"pid_ns,omitempty"`
+	TimeNS string `json:"time_ns,omitempty"`
 }
 
 // Kinds of record.
@@ -99,7 +116,17 @@ func (h Holder) String() string {
 	if h.Run == "" {
 		return "nobody"
 	}
-	return fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	s := fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	switch {
+	case h.Host != self.Host:
+	case h.BootID != "" && h.BootID != self.BootID:
+		s += " on another boot or machine of that name"
+	case h.PIDNS != "" && h.PIDNS != self.PIDNS:
+		s += " in another pid namespace"
+	case h.TimeNS != self.TimeNS && h.PIDNS != "":
+		s += " in another time namespace"
+	}
+	return s
 }
 
 func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {
@@ -117,53 +144,110 @@ func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {
 // self is this process's identity as a lease holder.
 var self = func() Holder {
 	host, _ := os.Hostname()
-	return Holder{Host: host, PID: os.Getpid(), ProcStart: procStart(os.Getpid())}
+	h := Holder{Host: host, PID: os.Getpid()}
+	// /proc may be mounted for another pid namespace than ours (unshare
+	// --pid without a new /proc): then its pids are not ours, and neither
+	// this process nor any other can be judged by it.
+	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(h.PID) {
+		return h
+	}
+	h.ProcStart, _ = procStart(h.PID)
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	h.BootID = strings.TrimSpace(string(boot))
+	h.PIDNS, _ = os.Readlink("/proc/self/ns/pid")
+	h.TimeNS, _ = os.Readlink("/proc/self/ns/time")
+	return h
 }()
 
+// errNoStart: /proc/PID/stat was read but holds no start time.
+var errNoStart = errors.New("no start time in /proc stat")
+
 // procStart returns a process's start time in clock ticks since boot, from
-// /proc, or "" where that is not available.
-func procStart(pid int) string {
+// /proc/PID/stat. The error wraps fs.ErrNotExist when no such process
+// exists (in this process's pid namespace, as mounted on /proc).
+func procStart(pid int) (string, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return ""
+		return "", err
 	}
 	// The command name (field 2) may contain spaces; fields after ")" are fixed.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return ""
+		return "", errNoStart
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
-		return ""
+		return "", errNoStart
 	}
-	return f[19] // field 22: starttime
+	return f[19], nil // field 22: starttime
 }
 
-// active lists the run ids of this process's rotations in flight.
-var active = struct {
+// runs lists the run ids this process has made: true while the run is in
+// flight, false once it ended. Run ids are random, so a record naming one
+// of them was written by this very process, whatever /proc can tell.
+var runs = struct {
 	sync.Mutex
-	runs map[string]bool
-}{runs: map[string]bool{}}
+	m map[string]bool
+}{m: map[string]bool{}}
+
+// ownRun reports whether run is one of this process's runs and whether it
+// is still in flight.
+func ownRun(run string) (mine, inFlight bool) {
+	runs.Lock()
+	defer runs.Unlock()
+	inFlight, mine = runs.m[run]
+	return mine, inFlight
+}
+
+func setRun(run string, inFlight bool) {
+	runs.Lock()
+	defer runs.Unlock()
+	runs.m[run] = inFlight
+}
 
 // takeable reports whether a run may take over a lease held by h that
 // expires at exp.
 func takeable(h Holder, exp, now time.Time) bool {
+	return canTakeOver(h, self, exp, now, ownRun, procStart)
+}
+
+// canTakeOver decides whether the run me may take over a lease held by h
+// that expires at exp: when the lease was released or has expired, or when
+// me can be sure that the holder's process is gone. own reports whether a
+// run id is this process's and whether that run is still in flight; start
+// reads a process's start time as procStart does.
+//
+// Sure means: same host, same boot, same pid and time namespaces (so that
+// h's pid and start time mean the same process to me as to the holder),
+// and the pid no longer exists or belongs to a process started at another
+// time. A run of this very process is known by its run id (own). Anything
+// less — a record without these fields, another namespace, another boot,
+// /proc unreadable — leaves the lease live until it expires.
+func canTakeOver(h, me Holder, exp, now time.Time, own func(run string) (mine, inFlight bool), start func(pid int) (string, error)) bool {
 	if h.Run == "" || !now.Before(exp) {
 		return true // released or expired
 	}
-	if h.Host != self.Host {
-		return false // live, elsewhere: we cannot know better than the expiry
+	if mine, inFlight := own(h.Run); mine {
+		return !inFlight // a finished run of this very process
 	}
-	if h.PID == self.PID && h.ProcStart == self.ProcStart {
-		active.Lock()
-		defer active.Unlock()
-		return !active.runs[h.Run] // a finished run of this very process
+	if h.Host != me.Host || h.BootID == "" || h.BootID != me.BootID || h.PIDNS == "" || h.PIDNS != me.PIDNS || h.TimeNS != me.TimeNS {
+		return false // live, and not provably in our view of processes
 	}
-	if h.ProcStart == "" {
+	if h.PID <= 0 || h.ProcStart == "" || me.ProcStart == "" {
 		return false
 	}
-	return procStart(h.PID) != h.ProcStart // the holder process is gone
+	if h.PID == me.PID && h.ProcStart == me.ProcStart {
+		return true // this very process, and no run of it in flight under that id
+	}
+	st, err := start(h.PID)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return true // the holder process is gone
+	case err != nil:
+		return false // cannot tell
+	}
+	return st != h.ProcStart // the pid now belongs to another process
 }
 
 func newID(now time.Time) string {
@@ -200,15 +284,11 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 	// The run is active from before its lock write lands: another run of
 	// this process that reads the record in between must not take it for a
 	// finished run's.
-	active.Lock()
-	active.runs[run] = true
-	active.Unlock()
+	setRun(run, true)
 	held := false
 	defer func() {
 		if !held {
-			active.Lock()
-			delete(active.runs, run)
-			active.Unlock()
+			setRun(run, false)
 		}
 	}()
 	for attempt := 0; ; attempt++ {
@@ -367,9 +447,7 @@ func (l *lease) stopRenewal() {
 		<-l.done
 		l.stop = nil
 	}
-	active.Lock()
-	delete(active.runs, l.rec.Holder.Run)
-	active.Unlock()
+	setRun(l.rec.Holder.Run, false)
 }
 
 // release keeps the record (so the next run resumes) but gives up the lease.

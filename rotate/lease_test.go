@@ -155,6 +155,22 @@ func procStartOf(t *testing.T, pid int) string {
 	return f[19]
 }
 
+// onThisHost fills in h what a holder running on this host, boot, pid and
+// time namespaces records beyond host, pid and start time.
+func onThisHost(t *testing.T, h rotate.Holder) rotate.Holder {
+	t.Helper()
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Skipf("no boot id: %v", err)
+	}
+	h.BootID = strings.TrimSpace(string(boot))
+	if h.PIDNS, err = os.Readlink("/proc/self/ns/pid"); err != nil {
+		t.Skipf("no pid namespace: %v", err)
+	}
+	h.TimeNS, _ = os.Readlink("/proc/self/ns/time")
+	return h
+}
+
 // deadPID returns the pid of a process that has exited.
 func deadPID(t *testing.T) int {
 	t.Helper()
@@ -188,19 +204,35 @@ func TestTakeover(t *testing.T) {
 		}, past, true},
 		{"released", func(*testing.T) rotate.Holder { return rotate.Holder{} }, past, true},
 		{"same host, dead process", func(t *testing.T) rotate.Holder {
-			return rotate.Holder{Host: host, PID: deadPID(t), ProcStart: "4242", Run: "x"}
+			return onThisHost(t, rotate.Holder{Host: host, PID: deadPID(t), ProcStart: "4242", Run: "x"})
 		}, future, true},
 		{"same host, pid reused by another process", func(t *testing.T) rotate.Holder {
-			return rotate.Holder{Host: host, PID: parent, ProcStart: procStartOf(t, parent) + "0", Run: "x"}
+			return onThisHost(t, rotate.Holder{Host: host, PID: parent, ProcStart: procStartOf(t, parent) + "0", Run: "x"})
 		}, future, true},
 		{"same process, finished run", func(t *testing.T) rotate.Holder {
-			return rotate.Holder{Host: host, PID: me, ProcStart: procStartOf(t, me), Run: "finished"}
+			return onThisHost(t, rotate.Holder{Host: host, PID: me, ProcStart: procStartOf(t, me), Run: "finished"})
 		}, future, true},
 		{"same host, live process", func(t *testing.T) rotate.Holder {
-			return rotate.Holder{Host: host, PID: parent, ProcStart: procStartOf(t, parent), Run: "x"}
+			return onThisHost(t, rotate.Holder{Host: host, PID: parent, ProcStart: procStartOf(t, parent), Run: "x"})
 		}, future, false},
-		{"same host, live process, start unknown", func(*testing.T) rotate.Holder {
-			return rotate.Holder{Host: host, PID: parent, Run: "x"}
+		{"same host, live process, start unknown", func(t *testing.T) rotate.Holder {
+			return onThisHost(t, rotate.Holder{Host: host, PID: parent, Run: "x"})
+		}, future, false},
+		// The pid of a holder in another pid namespace (a container with
+		// the same hostname) means nothing here: live until it expires.
+		{"same host, other pid namespace, pid not in ours", func(t *testing.T) rotate.Holder {
+			h := onThisHost(t, rotate.Holder{Host: host, PID: deadPID(t), ProcStart: "4242", Run: "x"})
+			h.PIDNS = "pid:[1]"
+			return h
+		}, future, false},
+		{"same host, other boot, pid not running", func(t *testing.T) rotate.Holder {
+			h := onThisHost(t, rotate.Holder{Host: host, PID: deadPID(t), ProcStart: "4242", Run: "x"})
+			h.BootID = "00000000-0000-0000-0000-000000000000"
+			return h
+		}, future, false},
+		// A record of an older keyrotate names no namespace or boot.
+		{"same host, record without namespace or boot id, pid not running", func(t *testing.T) rotate.Holder {
+			return rotate.Holder{Host: host, PID: deadPID(t), ProcStart: "4242", Run: "x"}
 		}, future, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

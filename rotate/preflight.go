@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -98,7 +99,21 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			"name the current key with `key: projects/P/locations/global/keys/K` for the first run")
 	}
 
-	p.old, err = ka.get(ctx, p.oldName)
+	// The slot's project as a number, when the config or the secret's name
+	// tells it; else the key is read by its id under the slot's project, so
+	// that the API resolves the project id.
+	want := projectNumber(slot, p.sec)
+	name := p.oldName
+	if want == "" {
+		name = "projects/" + slot.Project + "/locations/global/keys/" + keyIDOf(p.oldName)
+	}
+	p.old, err = ka.get(ctx, name)
+	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || httpCode(err) == http.StatusForbidden) {
+		// Not in the slot's project — or gone: look where it is.
+		if k, err2 := ka.get(ctx, p.oldName); err2 == nil {
+			return nil, projectMismatch(slot, "key "+k.Name, projectOf(k.Name))
+		}
+	}
 	switch {
 	case errors.Is(err, ErrKeyNotFound) && p.rec != nil:
 		p.old = nil // deleted by the run being resumed
@@ -109,10 +124,17 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			"undelete it within 30 days of deletion, or put a live key in the secret")
 	}
 	if p.old != nil {
-		p.oldName = p.old.Name
-		if err := checkProject(slot, p.oldName); err != nil {
-			return nil, err
+		if want == "" {
+			want = projectOf(p.old.Name)
 		}
+		// A key of another project with the same key id is another key.
+		if n := projectOf(p.oldName); isNumber(n) && n != projectOf(p.old.Name) {
+			return nil, projectMismatch(slot, "key "+p.oldName, n)
+		}
+		p.oldName = p.old.Name
+	}
+	if err := checkProjects(slot, p.sec.GetName(), p.oldName, want); err != nil {
+		return nil, err
 	}
 
 	for _, t := range slot.Targets {
@@ -141,16 +163,54 @@ func (r *Rotator) logDrift(slot *Slot, p *preflight) {
 	}
 }
 
-// checkProject compares a key's project number with the slot's project
-// when the slot names it by number (an id cannot be compared offline).
-func checkProject(slot *Slot, keyName string) error {
-	parts := strings.Split(keyName, "/")
-	if len(parts) < 2 || slot.Project == "" || strings.Trim(slot.Project, "0123456789") != "" {
+// projectNumber returns the slot's project number as far as the config and
+// the secret (as the API returned it, its name carrying the number) tell
+// it: the project itself when given as a number, else the secret's project
+// when the config names the secret in the slot's project. "" when neither.
+func projectNumber(slot *Slot, sec *secretmanagerpb.Secret) string {
+	switch {
+	case isNumber(slot.Project):
+		return slot.Project
+	case !slot.SecretProjectDiffers && projectOf(slot.Secret) == slot.Project && isNumber(projectOf(sec.GetName())):
+		return projectOf(sec.GetName())
+	}
+	return ""
+}
+
+// checkProjects refuses a slot whose current key (keyName) is not in the
+// slot's project (number want), or whose secret (secretName, as the API
+// returned it) is in another project when the slot does not allow that.
+// Names whose project is not a number, and an unknown want, are not
+// compared.
+func checkProjects(slot *Slot, secretName, keyName, want string) error {
+	if !isNumber(want) {
 		return nil
 	}
-	if parts[1] != slot.Project {
-		return WithHint(fmt.Errorf("slot %s: key %s belongs to project %s, not %s: %w", slot.Name, keyName, parts[1], slot.Project, ErrBadConfig),
-			"fix `project:` in the config, or check that the secret holds the right key")
+	if n := projectOf(keyName); isNumber(n) && n != want {
+		return projectMismatch(slot, "key "+keyName, n)
+	}
+	if n := projectOf(secretName); !slot.SecretProjectDiffers && isNumber(n) && n != want {
+		return WithHint(fmt.Errorf("slot %s: secret %s is in project %s, not in the slot's project %s: %w", slot.Name, secretName, n, slot.Project, ErrBadConfig),
+			"fix `project:` or `secret:` in the config; if the secret lives in a central secrets project on purpose, add `secret_project_differs: true` to the slot")
 	}
 	return nil
 }
+
+// projectMismatch is the error for a current key (what) found in project
+// got instead of the slot's project: rotating would replace, and delete,
+// another project's key.
+func projectMismatch(slot *Slot, what, got string) error {
+	return WithHint(fmt.Errorf("slot %s: %s belongs to project %s, not to the slot's project %s: %w", slot.Name, what, got, slot.Project, ErrBadConfig),
+		"fix `project:` in the config, or check that the secret holds the right key (nothing was changed)")
+}
+
+// projectOf returns P of a resource name projects/P/...
+func projectOf(name string) string {
+	parts := strings.SplitN(name, "/", 3)
+	if len(parts) < 2 || parts[0] != "projects" {
+		return ""
+	}
+	return parts[1]
+}
+
+func isNumber(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }

@@ -21,9 +21,13 @@ import (
 // current key string, the API key behind it, and the targets that consume it.
 type Slot struct {
 	Name    string
-	Project string // project id or number
+	Project string // project id or number; the current key must belong to it
 	// Secret is projects/P/secrets/S.
 	Secret string
+	// SecretProjectDiffers allows the secret to live in another project
+	// than Project (a central secrets project); without it such a slot is
+	// refused.
+	SecretProjectDiffers bool
 	// Key names the current key (projects/P/locations/global/keys/K) for a
 	// first run whose secret has no version yet. Once the secret holds a key,
 	// the secret wins.
@@ -63,6 +67,12 @@ type Rotator struct {
 	ProbeInterval, ProbeMaxInterval time.Duration
 	// Retry is how API calls are retried; the zero value is DefaultRetry.
 	Retry RetryPolicy
+	// CleanupTimeout bounds what a run does after it stopped (its context
+	// ended, or a step failed): releasing its lease or clearing its lock.
+	// That runs on a context of its own, for the run's may have ended; a
+	// caller with a deadline for the whole process keeps this within it.
+	// Zero is DefaultCleanupTimeout.
+	CleanupTimeout time.Duration
 
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).
@@ -78,10 +88,16 @@ const (
 	DefaultProbeMaxInterval = 10 * time.Second
 )
 
+// DefaultCleanupTimeout is Rotator.CleanupTimeout's default: a lease
+// release is one write; when it cannot be made in that time the API is
+// unreachable, and the lease expires (or, on this host, is taken over as
+// soon as this process is gone).
+const DefaultCleanupTimeout = 5 * time.Second
+
 // Event reports a step of a rotation.
 type Event struct {
 	Slot    string
-	Step    string // preflight, lock, create, verify, distribute, readback, retire, done
+	Step    string // preflight, lock, create, verify, distribute, readback, retire, done; stop (the cleanup of a stopped run)
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
@@ -308,7 +324,7 @@ func (st *run) drive(ctx context.Context) (*Result, error) {
 // fail ends a run that failed with err past the lock: it undoes what can be
 // undone, or leaves the record for the next run.
 func (st *run) fail(ctx context.Context, err error) error {
-	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), orDefault(st.CleanupTimeout, DefaultCleanupTimeout))
 	defer stop()
 	l, slot := st.lease, st.slot
 	switch {
@@ -316,6 +332,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 		l.stopRenewal()
 		return WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
+		st.event(slot.Name, "stop", "clearing the lock")
 		if cerr := l.clear(bg, nil); cerr != nil {
 			return WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
@@ -324,6 +341,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 	case st.undone:
 		return err
 	default:
+		st.event(slot.Name, "stop", "releasing the lease")
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
@@ -768,7 +786,22 @@ func (st *run) retire(ctx context.Context) error {
 		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
 			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
+		if err := st.recheck(ctx); err != nil {
+			return err
+		}
 		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+		// Once more after the delete: a writer that ignores keyrotate's
+		// lock may have put the key back while the delete was under way.
+		// Then the key is undeleted at once, before its deletion reaches
+		// the serving path, and the run stops as above.
+		if err := st.recheck(ctx); err != nil {
+			if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
+				return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
+					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
+			}
+			st.event(st.slot.Name, "retire", "undeleted key %s: a target held it again right after its deletion", old.Name)
 			return err
 		}
 		st.res.Retired = "deleted"
@@ -803,6 +836,62 @@ func (st *run) retire(ctx context.Context) error {
 	st.res.Rotated = true
 	st.event(st.slot.Name, "done", "%s: %s -> %s", doneVerb[st.kind], st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
 	return nil
+}
+
+// recheck reads every local target (see Local) once more, immediately
+// before the key being retired is deleted: something may have put that key
+// back since the read-back. A target that holds it again, or that cannot be
+// read, keeps the key alive: the run stops (both keys work) and names the
+// target. A target that now holds a third key is drift, logged, but does
+// not hold the key being deleted.
+//
+// Files written by other keyrotate runs cannot be the cause: their writes
+// merge only their own variable into a file (see package targets).
+func (st *run) recheck(ctx context.Context) error {
+	// The record holds the fingerprint of the key being retired (the old
+	// key of a rotation, the new key of an abort). Unknown: any value but
+	// the key put in place counts as holding it.
+	fromFP := st.rec.OldFP
+	held, err := readLocal(ctx, st.slot.Targets)
+	if err != nil {
+		return WithHint(fmt.Errorf("before deleting key %s: %w: %w", st.from.Name, ErrHeldAgain, err),
+			"the key was kept because a target could not be read to prove it no longer holds it; fix the target")
+	}
+	for _, h := range held {
+		switch {
+		case h.key.Equal(st.newStr):
+		case fromFP == "" || h.key.Fingerprint() == fromFP:
+			return WithHint(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
+				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
+				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
+		default:
+			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
+		}
+	}
+	return nil
+}
+
+// heldKey is what one target holds.
+type heldKey struct {
+	target Target
+	key    secret.Key
+}
+
+// readLocal reads the local targets among targets (see Local): what they
+// hold just before a key is deleted.
+func readLocal(ctx context.Context, targets []Target) ([]heldKey, error) {
+	var held []heldKey
+	for _, t := range targets {
+		if l, ok := t.(Local); !ok || !l.Local() {
+			continue
+		}
+		k, err := t.Read(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s again: %w", t, err)
+		}
+		held = append(held, heldKey{t, k})
+	}
+	return held, nil
 }
 
 var doneVerb = map[string]string{KindRotate: "rotated", KindAbort: "aborted", KindRollback: "rolled back"}

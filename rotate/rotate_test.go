@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -649,4 +650,122 @@ func TestLaterRotationsSkipLookup(t *testing.T) {
 	if res2.OldKey.Name != res.NewKey.Name {
 		t.Errorf("rotated from %s, want %s", res2.OldKey.Name, res.NewKey.Name)
 	}
+}
+
+// TestOldKeyPutBackBeforeDelete: something (a configuration-management
+// run, a sync job) writes the old content of the .env back after the
+// read-back proved the new key there and before the old key is deleted.
+// The re-read just before the delete must catch it: the old key is kept,
+// the run stops part-way naming the target, and the next run writes the
+// new key again and finishes. Without that re-read the old key is deleted
+// while the file holds it.
+func TestOldKeyPutBackBeforeDelete(t *testing.T) {
+	w := newWorld(t)
+	// The write that ends the read-back is the second UpdateSecret (the
+	// lock is the first): put the old file back just before it lands.
+	var once sync.Once
+	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, n int) error {
+		if n == 2 {
+			once.Do(func() {
+				if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return nil
+	})
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrHeldAgain) || !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrHeldAgain and ErrStoppedPartWay", err)
+	}
+	if !strings.Contains(err.Error(), w.envPath) {
+		t.Errorf("error %q does not name the target %s", err, w.envPath)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Fatal("the old key was deleted while the .env held it again")
+	}
+	if w.envValue() != w.oldKey {
+		t.Fatal("test broken: the .env should hold the old key again")
+	}
+	w.invariant()
+
+	w.srv.SetHook("secretmanager.UpdateSecret", nil)
+	res, err := w.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("resume = %v", err)
+	}
+	if !res.Resumed || !res.Rotated {
+		t.Errorf("resume: Resumed %v, Rotated %v, want both", res.Resumed, res.Rotated)
+	}
+	if w.srv.KeyWorks(w.oldKey) {
+		t.Error("the old key still works after the resumed rotation finished")
+	}
+	if v := w.envValue(); v == w.oldKey || !w.srv.KeyWorks(v) {
+		t.Errorf(".env holds %s after the resume, want the new, working key", secret.Fingerprint(v))
+	}
+	w.invariant()
+}
+
+// TestFinalizeKeepsKeyPutBack: finalize reads the targets, takes the lease,
+// and reads the local targets once more just before it deletes: a key put
+// back in between (here, while the lease is being taken) is kept.
+func TestFinalizeKeepsKeyPutBack(t *testing.T) {
+	w := newWorld(t)
+	g := 24 * time.Hour
+	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, n int) error {
+		once.Do(func() {
+			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	res, err := w.r.Finalize(context.Background(), w.slot, rotate.FinalizeOptions{Only: []string{w.oldName}})
+	if err != nil {
+		t.Fatalf("Finalize = %v", err)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Fatal("finalize deleted the old key while the .env held it again")
+	}
+	if len(res.Keys) != 1 || res.Keys[0].Action != "skipped" || !strings.Contains(res.Keys[0].Reason, w.envPath) {
+		t.Errorf("Finalize result = %+v, want the old key skipped, held again by the .env", res.Keys)
+	}
+}
+
+// TestOldKeyPutBackDuringDelete: the old content comes back while the
+// DeleteKey is under way, after the re-read before it. The re-read after
+// the delete catches it: the key is undeleted at once, the run stops
+// naming the target, and the next run finishes.
+func TestOldKeyPutBackDuringDelete(t *testing.T) {
+	w := newWorld(t)
+	var once sync.Once
+	w.srv.SetHook("apikeys.DeleteKey", func(ctx context.Context, n int) error {
+		once.Do(func() {
+			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	})
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrHeldAgain) || !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrHeldAgain and ErrStoppedPartWay", err)
+	}
+	if !w.srv.KeyWorks(w.oldKey) {
+		t.Fatal("the old key stayed deleted while the .env held it again")
+	}
+	w.invariant()
+	w.srv.SetHook("apikeys.DeleteKey", nil)
+	res, err := w.rotate(rotate.Options{})
+	if err != nil || !res.Rotated {
+		t.Fatalf("resume = %+v, %v, want rotated", res, err)
+	}
+	if w.srv.KeyWorks(w.oldKey) || !w.srv.KeyWorks(w.envValue()) {
+		t.Error("after the resume: the old key works or the .env holds a key that does not")
+	}
+	w.invariant()
 }

@@ -49,6 +49,16 @@ type Reloader interface {
 	Reloads() bool
 }
 
+// Local is implemented by targets whose Read is cheap and local (a file
+// on this machine): Local reports true. Immediately before it deletes a
+// key, the rotation reads such targets once more, since something (a
+// configuration-management run, a sync job) may have put the key back
+// since the read-back. Remote targets are not read again: their read-back,
+// moments earlier, stands.
+type Local interface {
+	Local() bool
+}
+
 // Prober checks a key against the live API. It returns nil when the key
 // works. An error with a Temporary() bool method that returns true is one
 // that propagation of a new key can explain (invalid for now, throttled,
@@ -78,6 +88,9 @@ var (
 	// ErrStoppedPartWay: the run stopped after changing something; both
 	// keys work and the next run resumes (exit 4).
 	ErrStoppedPartWay = errors.New("rotation stopped part-way")
+	// ErrHeldAgain: a target held the key to be deleted again just before
+	// its deletion; the key was kept.
+	ErrHeldAgain = errors.New("a target holds the key to be deleted again")
 	// ErrUnrestricted: refusing to create an unrestricted key.
 	ErrUnrestricted = errors.New("refusing to create an unrestricted key")
 )

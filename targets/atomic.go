@@ -21,11 +21,21 @@ const tempInfix = ".keyrotate-"
 
 func tempPrefix(path string) string { return "." + filepath.Base(path) + tempInfix }
 
+// The calls of replaceFile that tests make fail, to prove that a failed
+// fsync fails the write and a failed rename leaves no temporary file.
+var (
+	syncFile   = (*os.File).Sync
+	renameFile = os.Rename
+)
+
 // replaceFile atomically replaces the content of the existing regular file
 // path with data: it writes a temporary file in the same directory with the
-// same mode (and, best effort, owner), fsyncs it, renames it over path and
-// fsyncs the directory. Readers see the old content or the new one, never a
-// mix; a crash leaves at worst a temporary file, which CleanTemp removes.
+// same mode, owner and group, fsyncs it, renames it over path and fsyncs the
+// directory. Readers see the old content or the new one, never a mix; a
+// crash leaves at worst a temporary file, which CleanTemp removes. When the
+// owner or group cannot be kept (only root may give a file away; others may
+// set only a group they belong to), it fails with an *OwnerError before the
+// rename: the application that reads the file might lose access to it.
 // path must not be a symlink: resolve it first, or the link is replaced.
 //
 // It reports whether the rename happened: after a rename, an error (from
@@ -54,16 +64,9 @@ func replaceFile(path string, data []byte) (renamed bool, err error) {
 			os.Remove(name)
 		}
 	}()
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		uid, gid := int(st.Uid), int(st.Gid)
-		if uid != os.Geteuid() || gid != os.Getegid() {
-			// Only root may give a file away; a member of the file's
-			// group may still set the group. Best effort either way:
-			// failing to keep the owner is not worth failing the
-			// rotation, the mode still protects the file.
-			if tmp.Chown(uid, gid) != nil {
-				_ = tmp.Chown(-1, gid)
-			}
+	if want, ok := ownerOf(fi); ok {
+		if err = keepOwner(tmp, path, want); err != nil {
+			return false, err
 		}
 	}
 	// Chmod after Chown: chown clears the setuid and setgid bits.
@@ -73,13 +76,13 @@ func replaceFile(path string, data []byte) (renamed bool, err error) {
 	if _, err = tmp.Write(data); err != nil {
 		return false, fmt.Errorf("write %s: %w", name, err)
 	}
-	if err = tmp.Sync(); err != nil {
+	if err = syncFile(tmp); err != nil {
 		return false, fmt.Errorf("sync %s: %w", name, err)
 	}
 	if err = tmp.Close(); err != nil {
 		return false, fmt.Errorf("close %s: %w", name, err)
 	}
-	if err = os.Rename(name, path); err != nil {
+	if err = renameFile(name, path); err != nil {
 		return false, fmt.Errorf("rename %s over %s: %w", name, path, err)
 	}
 	renamed = true
@@ -169,8 +172,9 @@ func CleanTemp(path string) (removed []string, err error) {
 }
 
 // replaceable checks that target's file real can be replaced atomically
-// (see checkWritable; check, when not nil, replaces it in tests).
-func replaceable(target fmt.Stringer, real string, check func(string) error) error {
+// (see checkWritable; check, when not nil, replaces it in tests) and safely
+// receive a key (see checkAccess).
+func replaceable(target fmt.Stringer, real string, check func(string) error, allowWorldReadable bool) error {
 	if check == nil {
 		check = checkWritable
 	}
@@ -179,5 +183,5 @@ func replaceable(target fmt.Stringer, real string, check func(string) error) err
 			fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("keyrotate replaces %s through a temporary file in its directory: make both the file and its directory writable by this user", real))
 	}
-	return nil
+	return checkAccess(target, real, allowWorldReadable)
 }

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +42,8 @@ type Compose struct {
 	// writable checks that the file can be replaced; tests swap it to
 	// simulate permission errors when running as root.
 	writable func(path string) error
+	// worldReadable: the file may be readable by every user.
+	worldReadable bool
 
 	mu   sync.Mutex // held by Write; guards seen
 	seen fileSeen
@@ -69,11 +69,21 @@ func (t *Compose) Reloads() bool { return t.reload > 0 }
 
 var _ rotate.Target = (*Compose)(nil)
 
+var _ rotate.Local = (*Compose)(nil)
+
+// Local reports true: the file is on this machine, cheap to read again
+// just before an old key is deleted.
+func (t *Compose) Local() bool { return true }
+
 // NewCompose returns the target for variable in the environment of each of
 // services in the compose file at path.
 func NewCompose(path string, services []string, variable string) *Compose {
 	return &Compose{path: path, services: append([]string(nil), services...), variable: variable, writable: checkWritable}
 }
+
+// AllowWorldReadable lets Read accept a file that every user may read.
+// Without it such a file is refused: the new key would be readable by all.
+func (t *Compose) AllowWorldReadable() { t.worldReadable = true }
 
 // String returns "compose:<path>#<service>[,<service>...]/<VAR>".
 func (t *Compose) String() string {
@@ -99,7 +109,7 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 	if err != nil {
 		return secret.Key{}, err
 	}
-	if err := replaceable(t, real, t.writable); err != nil {
+	if err := replaceable(t, real, t.writable, t.worldReadable); err != nil {
 		return secret.Key{}, err
 	}
 	if t.reload > 0 {
@@ -108,16 +118,19 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 				"install Docker (with the compose plugin) where keyrotate runs, or remove reload from the target and recreate the containers yourself")
 		}
 	}
+	key := secret.New(vals[0].decoded())
 	t.mu.Lock()
-	t.seen = fileSeen{realPath: real, data: data}
+	t.seen = fileSeen{realPath: real, value: key, read: true}
 	t.mu.Unlock()
-	return secret.New(vals[0].decoded()), nil
+	return key, nil
 }
 
 // Write puts key into the variable of every named service, changing no
-// other byte of the file. It refuses with an error wrapping
-// rotate.ErrTargetChanged when the file is not what the last Read (or Write)
-// saw, and does nothing when every service already holds key. The replace is
+// other byte of the file. Like DotEnv.Write it takes the file's write lock
+// and merges the value into the file's latest content; it refuses with an
+// error wrapping rotate.ErrTargetChanged when the value is not what the last
+// Read (or Write) saw, and does nothing when every service already holds
+// key. The replace is
 // atomic (see replaceFile), keeps the file's mode and writes the file a
 // symlink points to.
 func (t *Compose) Write(ctx context.Context, key secret.Key) error {
@@ -131,24 +144,62 @@ func (t *Compose) Write(ctx context.Context, key secret.Key) error {
 // so that their containers start with the new environment, and waits for
 // them to be running and healthy. It is idempotent: compose recreates only
 // containers whose configuration changed.
+//
+// docker runs as runBounded runs every child: in a process group of its own,
+// killed at the timeout or when ctx is done, its output cut off
+// childWaitDelay later even if something it started still holds it. Its
+// environment is not keyrotate's but the minimum (see childEnv), the
+// variables of docker and compose themselves (see dockerEnv), and the
+// variables the compose file refers to (compose fills ${VAR} in from its
+// environment; without them it would recreate the services differently).
+// Its redacted output ends the error when it fails.
 func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
 	if t.reload <= 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.reload)
-	defer cancel()
-	args := append([]string{"compose", "-f", t.path, "up", "-d", "--no-deps", "--wait"}, t.services...)
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		msg := strings.TrimSpace(Redact(string(out), key))
-		if len(msg) > 1024 {
-			msg = msg[len(msg)-1024:]
-		}
-		return rotate.WithHint(fmt.Errorf("%s: reload: docker %s: %v: %s", t, strings.Join(args, " "), err, msg),
-			"the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)")
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return nil
+	var refs []string
+	if _, data, err := t.load(); err == nil {
+		refs = composeReferences(string(data))
+	}
+	args := append([]string{"compose", "-f", t.path, "up", "-d", "--no-deps", "--wait"}, t.services...)
+	r := runBounded(ctx, child{
+		argv:    append([]string{"docker"}, args...),
+		env:     childEnv(func(name string) bool { return dockerEnv(name) || slices.Contains(refs, name) }),
+		timeout: t.reload,
+	})
+	// No target name: the rotation's "write <target>:" says it.
+	what := "reload: docker " + strings.Join(args, " ")
+	output := tail(r.stdout.redacted(key), r.stderr.redacted(key))
+	hint := "the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)"
+	switch {
+	case r.err == nil:
+		return nil
+	case r.timedOut:
+		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", what, t.reload, output),
+			"the file holds the new key but the services did not come up with it in time: check `docker compose ps` and the containers' logs, raise the target's timeout if they need longer, then run keyrotate again (or abort)")
+	case r.cancelled:
+		return fmt.Errorf("%s stopped, its process group was killed: %w", what, ctx.Err())
+	}
+	return rotate.WithHint(fmt.Errorf("%s: %s%s", what, r.status, output), hint)
+}
+
+// dockerEnv reports whether name is a variable that the docker command or
+// its compose plugin reads for its own settings: where the daemon is and
+// how to reach it (DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG, TLS, the
+// rootless socket under XDG_RUNTIME_DIR, an ssh:// host's agent) and
+// compose's COMPOSE_* (the project name decides which containers are
+// recreated).
+func dockerEnv(name string) bool {
+	switch name {
+	case "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS", "DOCKER_TLS_VERIFY",
+		"DOCKER_API_VERSION", "DOCKER_DEFAULT_PLATFORM", "DOCKER_CONTENT_TRUST", "DOCKER_CONTENT_TRUST_SERVER",
+		"DOCKER_CUSTOM_HEADERS", "BUILDKIT_PROGRESS", "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK":
+		return true
+	}
+	return strings.HasPrefix(name, "COMPOSE_")
 }
 
 func (t *Compose) write(ctx context.Context, key secret.Key) error {
@@ -157,16 +208,22 @@ func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	real, data, err := t.seen.current(t, t.path, t.load)
+	real, data, unlock, err := t.seen.lockAndLoad(ctx, t, t.path, t.load)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	vals, err := t.locate(data)
 	if err != nil {
-		return err // cannot happen: Read checked the same bytes
+		return err
 	}
-	if secret.New(vals[0].decoded()).Equal(key) {
+	current := secret.New(vals[0].decoded())
+	if current.Equal(key) {
+		t.seen.value = key
 		return nil
+	}
+	if err := t.seen.unchanged(t, t.path, current); err != nil {
+		return err
 	}
 	out, err := t.splice(data, vals, key.Reveal())
 	if err != nil {
@@ -177,7 +234,7 @@ func (t *Compose) write(ctx context.Context, key secret.Key) error {
 	}
 	renamed, err := replaceFile(real, out)
 	if renamed {
-		t.seen.data = out
+		t.seen.value = key
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t, err)
@@ -268,52 +325,11 @@ type composeValue struct {
 // decoded returns the value compose passes to the container: $$ stands for $.
 func (v composeValue) decoded() string { return strings.ReplaceAll(v.raw, "$$", "$") }
 
-// load resolves symlinks and reads the file.
+// load resolves symlinks and reads the file (see readTarget).
 func (t *Compose) load() (real string, data []byte, err error) {
-	real, data, err = readRegular(t.path)
-	var notRegular *notRegularError
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: file not found: %w", t, rotate.ErrInvalidTarget),
-			fmt.Sprintf("fix the target's path in the config: %s does not exist", t.path))
-	case errors.As(err, &notRegular):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %s is not a regular file: %w", t, notRegular.path, rotate.ErrInvalidTarget),
-			fmt.Sprintf("point the target at a compose file (docker-compose.yml, compose.yaml), not at %s", notRegular.path))
-	case err != nil:
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
-			fmt.Sprintf("make %s readable by this user", t.path))
-	}
-	return real, data, nil
-}
-
-type notRegularError struct{ path string }
-
-func (e *notRegularError) Error() string { return e.path + " is not a regular file" }
-
-// readRegular resolves the symlinks of path and reads the regular file it
-// names. data is non-nil on success, even for an empty file.
-func readRegular(path string) (real string, data []byte, err error) {
-	real, err = filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", nil, err
-	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return "", nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", nil, &notRegularError{path: real}
-	}
-	if data, err = os.ReadFile(real); err != nil {
-		return "", nil, err
-	}
-	if data == nil {
-		data = []byte{}
-	}
-	return real, data, nil
+	return readTarget(t, t.path,
+		fmt.Sprintf("fix the target's path in the config: %s does not exist", t.path),
+		"a compose file (docker-compose.yml, compose.yaml)")
 }
 
 // invalid returns an error wrapping rotate.ErrInvalidTarget with a hint.
@@ -601,6 +617,18 @@ func varOr(name, def string) string {
 // ($$ is a literal $), and the name of the variable referenced first when it
 // is a plain name (only the name: a default after ":-" may be a key).
 func composeReference(s string) (ref bool, name string) {
+	refs := composeReferences(s)
+	if len(refs) == 0 {
+		return false, ""
+	}
+	return true, refs[0]
+}
+
+// composeReferences returns, for each $ in s that compose interpolates, the
+// name of the variable it refers to ("" when it is not a plain name), in
+// order. A default (${A:-$B}) is searched too.
+func composeReferences(s string) []string {
+	var refs []string
 	for i := 0; i < len(s); i++ {
 		if s[i] != '$' {
 			continue
@@ -617,12 +645,13 @@ func composeReference(s string) (ref bool, name string) {
 		for k < len(s) && (isNameStart(s[k]) || '0' <= s[k] && s[k] <= '9') {
 			k++
 		}
+		name := ""
 		if k > j && isNameStart(s[j]) {
 			name = s[j:k]
 		}
-		return true, name
+		refs = append(refs, name)
 	}
-	return false, ""
+	return refs
 }
 
 // parseCompose parses the one YAML document of a compose file and returns

@@ -326,11 +326,8 @@ func TestComposeWriteChanged(t *testing.T) {
 		name   string
 		change func(t *testing.T, path string)
 	}{
-		{"comment edited", func(t *testing.T, path string) {
-			writeFile(t, path, strings.Replace(composeMap, "# pinned", "# pinned!", 1), 0o600)
-		}},
-		{"key changed", func(t *testing.T, path string) {
-			writeFile(t, path, strings.ReplaceAll(composeMap, oldKey, newKey), 0o600)
+		{"value changed to a third key", func(t *testing.T, path string) {
+			writeFile(t, path, strings.ReplaceAll(composeMap, oldKey, thirdKey), 0o600)
 		}},
 		{"symlink retargeted", func(t *testing.T, path string) {
 			other := filepath.Join(filepath.Dir(path), "other.yaml")
@@ -375,6 +372,26 @@ func TestComposeWriteChanged(t *testing.T) {
 			t.Errorf("Write recreated the removed file: %v", err)
 		}
 	})
+}
+
+// TestComposeWriteMerges: like DotEnv, a Write merges its value into the
+// file as it is now, keeping edits made elsewhere since the Read.
+func TestComposeWriteMerges(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "compose.yaml")
+	writeFile(t, path, composeMap, 0o600)
+	c := NewCompose(path, []string{"api", "worker"}, "GEMINI_API_KEY")
+	if _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(composeMap, "# pinned", "# pinned!", 1)
+	writeFile(t, path, edited, 0o600)
+	if err := c.Write(ctx, secret.New(newKey)); err != nil {
+		t.Fatalf("Write = %v, want nil", err)
+	}
+	if got, want := readFile(t, path), strings.ReplaceAll(edited, oldKey, newKey); got != want {
+		t.Errorf("file after Write = %q, want %q", got, want)
+	}
 }
 
 func TestComposeWriteUnfitKey(t *testing.T) {
@@ -503,8 +520,11 @@ func TestComposeNoKeyInOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	noKeyIn(t, "formatted key", k.String()+k.GoString())
-	writeFile(t, path, composeMap+"\n", 0o600)
-	checkErr(t, c.Write(ctx, secret.New(newKey)), rotate.ErrTargetChanged)
+	writeFile(t, path, strings.ReplaceAll(composeMap, oldKey, thirdKey), 0o600)
+	err = c.Write(ctx, secret.New(newKey))
+	checkErr(t, err, rotate.ErrTargetChanged)
+	noKeyIn(t, "error", err.Error())
+	noKeyIn(t, "hint", rotate.Hint(err))
 }
 
 // FuzzCompose checks the splice: for any input that parses and holds a

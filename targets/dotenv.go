@@ -2,11 +2,7 @@ package targets
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/keyrotate/keyrotate/rotate"
@@ -23,6 +19,8 @@ type DotEnv struct {
 	// writable checks that the file can be replaced; tests swap it to
 	// simulate permission errors when running as root.
 	writable func(path string) error
+	// worldReadable: the file may be readable by every user.
+	worldReadable bool
 
 	mu   sync.Mutex // held by Write; guards seen
 	seen fileSeen
@@ -30,10 +28,20 @@ type DotEnv struct {
 
 var _ rotate.Target = (*DotEnv)(nil)
 
+var _ rotate.Local = (*DotEnv)(nil)
+
+// Local reports true: the file is on this machine, cheap to read again
+// just before an old key is deleted.
+func (t *DotEnv) Local() bool { return true }
+
 // NewDotEnv returns the target for variable in the .env file at path.
 func NewDotEnv(path, variable string) *DotEnv {
 	return &DotEnv{path: path, variable: variable, writable: checkWritable}
 }
+
+// AllowWorldReadable lets Read accept a file that every user may read.
+// Without it such a file is refused: the new key would be readable by all.
+func (t *DotEnv) AllowWorldReadable() { t.worldReadable = true }
 
 // String returns "dotenv:<path>#<VAR>".
 func (t *DotEnv) String() string { return "dotenv:" + t.path + "#" + t.variable }
@@ -56,43 +64,55 @@ func (t *DotEnv) Read(ctx context.Context) (secret.Key, error) {
 	if err := t.checkDefinition(f); err != nil {
 		return secret.Key{}, err
 	}
-	if err := replaceable(t, real, t.writable); err != nil {
+	if err := replaceable(t, real, t.writable, t.worldReadable); err != nil {
 		return secret.Key{}, err
 	}
 	value, _ := f.Lookup(t.variable)
+	key := secret.New(value)
 
 	t.mu.Lock()
-	t.seen = fileSeen{realPath: real, data: data}
+	t.seen = fileSeen{realPath: real, value: key, read: true}
 	t.mu.Unlock()
-	return secret.New(value), nil
+	return key, nil
 }
 
 // Write puts key into the variable, changing no other byte of the file. It
-// refuses with an error wrapping rotate.ErrTargetChanged when the file is
-// not what the last Read (or Write) saw, and does nothing when the variable
-// already holds key. The replace is atomic: the file holds the old content
-// or the new one, never a mix, and no temporary file is left behind unless
-// the process dies mid-write (see CleanTemp).
+// takes the write lock of the file (see lockDir), reads the file again and
+// merges the one value into that latest content: the other variables keep
+// whatever they hold now, also when another slot's rotation changed them
+// since this target's Read. It refuses with an error wrapping
+// rotate.ErrTargetChanged when this variable is not what the last Read (or
+// Write) saw, and does nothing when it already holds key. The replace is
+// atomic: the file holds the old content or the new one, never a mix, and
+// no temporary file is left behind unless the process dies mid-write (see
+// CleanTemp).
 //
-// Another writer that changes the file between the check and the rename
-// (a window of a few system calls) is not detected: .env files have no
-// locking protocol to honour.
+// A program other than keyrotate that changes the file between the read
+// and the rename (a window of a few system calls) is not detected: .env
+// files have no locking protocol that others honour.
 func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	real, data, err := t.seen.current(t, t.path, t.load)
+	real, data, unlock, err := t.seen.lockAndLoad(ctx, t, t.path, t.load)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	f := ParseEnv(data)
 	if err := t.checkDefinition(f); err != nil {
-		return err // cannot happen: Read checked the same bytes
+		return err
 	}
-	if current, _ := f.Lookup(t.variable); secret.New(current).Equal(key) {
+	value, _ := f.Lookup(t.variable)
+	current := secret.New(value)
+	if current.Equal(key) {
+		t.seen.value = key
 		return nil
+	}
+	if err := t.seen.unchanged(t, t.path, current); err != nil {
+		return err
 	}
 	if err := f.Set(t.variable, key.Reveal()); err != nil {
 		return rotate.WithHint(
@@ -102,10 +122,9 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	out := f.Bytes()
-	renamed, err := replaceFile(real, out)
+	renamed, err := replaceFile(real, f.Bytes())
 	if renamed {
-		t.seen.data = out
+		t.seen.value = key
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t, err)
@@ -113,34 +132,11 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 	return nil
 }
 
-// load resolves symlinks and reads the file.
+// load resolves symlinks and reads the file (see readTarget).
 func (t *DotEnv) load() (real string, data []byte, err error) {
-	real, err = filepath.EvalSymlinks(t.path)
-	if err == nil {
-		var fi os.FileInfo
-		if fi, err = os.Stat(real); err == nil && !fi.Mode().IsRegular() {
-			return "", nil, rotate.WithHint(
-				fmt.Errorf("%s: %s is not a regular file: %w", t, real, rotate.ErrInvalidTarget),
-				fmt.Sprintf("point the target at a .env file, not at %s", real))
-		}
-	}
-	if err == nil {
-		data, err = os.ReadFile(real)
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: file not found: %w", t, rotate.ErrInvalidTarget),
-			fmt.Sprintf("create %s with a line %s=<current key>, or fix the target's path in the config", t.path, t.variable))
-	case err != nil:
-		return "", nil, rotate.WithHint(
-			fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
-			fmt.Sprintf("make %s readable by this user", t.path))
-	}
-	if data == nil {
-		data = []byte{} // an empty file still counts as read
-	}
-	return real, data, nil
+	return readTarget(t, t.path,
+		fmt.Sprintf("create %s with a line %s=<current key>, or fix the target's path in the config", t.path, t.variable),
+		"a .env file")
 }
 
 // checkDefinition requires exactly one well-formed definition of the
@@ -165,5 +161,5 @@ func (t *DotEnv) checkDefinition(f *EnvFile) error {
 			fmt.Errorf("%s: the value of %s on line %d of %s cannot be parsed: %w", t, t.variable, defs[0].Line, t.path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("fix line %d of %s: close the quote, or move text after the closing quote into a # comment", defs[0].Line, t.path))
 	}
-	return nil
+	return t.loaderConflict(f)
 }

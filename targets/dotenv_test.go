@@ -3,12 +3,15 @@ package targets
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
@@ -17,6 +20,9 @@ import (
 const (
 	oldKey = "AQ.Ab8RN6old-canary-key_0000000000"
 	newKey = "AQ.Ab8RN6new-canary-key_1111111111"
+	// thirdKey is a key that neither the rotation's old nor new key is:
+	// what another writer might put into the variable.
+	thirdKey = "AQ.Ab8RN6third-canary-key_222222222"
 )
 
 const sampleEnv = "# app settings\r\nexport GEMINI_API_KEY = " + oldKey + "  # rotated by keyrotate\r\nMODEL=\"gemini-2.5-flash\"\r\n\r\nDB='postgres://x'"
@@ -293,14 +299,11 @@ func TestDotEnvWriteChanged(t *testing.T) {
 		name   string
 		change func(t *testing.T, path string)
 	}{
-		{"other line edited", func(t *testing.T, path string) {
-			writeFile(t, path, strings.Replace(sampleEnv, "MODEL", "MODEL2", 1), 0o600)
+		{"value changed to a third key", func(t *testing.T, path string) {
+			writeFile(t, path, strings.Replace(sampleEnv, oldKey, thirdKey, 1), 0o600)
 		}},
-		{"same size, one byte", func(t *testing.T, path string) {
-			writeFile(t, path, strings.Replace(sampleEnv, "flash", "flasH", 1), 0o600)
-		}},
-		{"key changed", func(t *testing.T, path string) {
-			writeFile(t, path, strings.Replace(sampleEnv, oldKey, newKey, 1), 0o600)
+		{"value changed, same size, one byte", func(t *testing.T, path string) {
+			writeFile(t, path, strings.Replace(sampleEnv, "old-canary", "old-canarY", 1), 0o600)
 		}},
 		{"symlink retargeted", func(t *testing.T, path string) {
 			other := filepath.Join(filepath.Dir(path), "other.env")
@@ -347,6 +350,51 @@ func TestDotEnvWriteChanged(t *testing.T) {
 			t.Errorf("Write recreated the removed file: %v", err)
 		}
 	})
+}
+
+// TestDotEnvWriteMerges: a Write merges its one value into the file as it
+// is now. Edits made to the rest of the file since the Read — another
+// slot's rotation writing its own variable, a person adding a line — are
+// kept, never overwritten by the content the Read saw; and a variable that
+// already holds the key is left alone.
+func TestDotEnvWriteMerges(t *testing.T) {
+	tests := []struct {
+		name   string
+		change string // the file as it is at the Write
+		want   string
+	}{
+		{"other line edited",
+			strings.Replace(sampleEnv, "MODEL", "MODEL2", 1),
+			strings.Replace(strings.Replace(sampleEnv, "MODEL", "MODEL2", 1), oldKey, newKey, 1)},
+		{"same size, one byte of another value",
+			strings.Replace(sampleEnv, "flash", "flasH", 1),
+			strings.Replace(strings.Replace(sampleEnv, "flash", "flasH", 1), oldKey, newKey, 1)},
+		{"line added",
+			sampleEnv + "\r\nOTHER_KEY=" + thirdKey,
+			strings.Replace(sampleEnv, oldKey, newKey, 1) + "\r\nOTHER_KEY=" + thirdKey},
+		{"value already the new key",
+			strings.Replace(sampleEnv, oldKey, newKey, 1) + "\r\n# note",
+			strings.Replace(sampleEnv, oldKey, newKey, 1) + "\r\n# note"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), ".env")
+			writeFile(t, path, sampleEnv, 0o600)
+			d := NewDotEnv(path, "GEMINI_API_KEY")
+			if _, err := d.Read(ctx); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, path, tt.change, 0o600)
+			if err := d.Write(ctx, secret.New(newKey)); err != nil {
+				t.Fatalf("Write = %v, want nil", err)
+			}
+			if got := readFile(t, path); got != tt.want {
+				t.Errorf("file after Write = %q, want %q", got, tt.want)
+			}
+			assertNoTemp(t, filepath.Dir(path))
+		})
+	}
 }
 
 func TestDotEnvWriteWithoutRead(t *testing.T) {
@@ -431,9 +479,11 @@ func TestDotEnvNoKeyInOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	noKeyIn(t, "formatted key", k.String()+k.GoString())
-	writeFile(t, path, sampleEnv+"\n", 0o600)
+	writeFile(t, path, strings.Replace(sampleEnv, oldKey, thirdKey, 1), 0o600)
 	err = d.Write(ctx, secret.New(newKey))
 	checkErr(t, err, rotate.ErrTargetChanged)
+	noKeyIn(t, "error", err.Error())
+	noKeyIn(t, "hint", rotate.Hint(err))
 }
 
 func TestCleanTemp(t *testing.T) {
@@ -516,5 +566,89 @@ func TestReplaceFileFailure(t *testing.T) {
 	assertNoTemp(t, dir)
 	if got := readFile(t, path); got != sampleEnv {
 		t.Errorf("file = %q, want untouched", got)
+	}
+}
+
+// TestDotEnvConcurrentWritesOneFile: many targets on one file, each for its
+// own variable, all read before any writes (as the slots of a fleet run
+// read in preflight), then write at once. Every write must land and keep
+// the others': each merges into the file's latest content under the file's
+// lock. Without the lock, writes based on the same old content overwrite
+// each other's variables; without the merge, they refuse.
+func TestDotEnvConcurrentWritesOneFile(t *testing.T) {
+	const n = 16
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), ".env")
+	var b strings.Builder
+	b.WriteString("# many keys\n")
+	for i := range n {
+		fmt.Fprintf(&b, "KEY_%02d=old-%02d\n", i, i)
+	}
+	writeFile(t, path, b.String(), 0o600)
+	ds := make([]*DotEnv, n)
+	for i := range ds {
+		ds[i] = NewDotEnv(path, fmt.Sprintf("KEY_%02d", i))
+		if _, err := ds[i].Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, d := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.Write(ctx, secret.New(fmt.Sprintf("new-%02d", i)))
+		}()
+	}
+	wg.Wait()
+	f := ParseEnv([]byte(readFile(t, path)))
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("Write KEY_%02d = %v, want nil", i, errs[i])
+		}
+		if got, _ := f.Lookup(fmt.Sprintf("KEY_%02d", i)); got != fmt.Sprintf("new-%02d", i) {
+			t.Errorf("KEY_%02d = %q after the writes, want %q", i, got, fmt.Sprintf("new-%02d", i))
+		}
+	}
+	assertNoTemp(t, filepath.Dir(path))
+}
+
+// TestDotEnvWriteWaitsForLock: a Write waits while another process holds
+// the file's lock, and gives up when its context ends.
+func TestDotEnvWriteWaitsForLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, "GEMINI_API_KEY="+oldKey+"\n", 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	if _, err := d.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDir(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := d.Write(short, secret.New(newKey)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Write while the lock is held = %v, want a context deadline error", err)
+	}
+	if got := readFile(t, path); got != "GEMINI_API_KEY="+oldKey+"\n" {
+		t.Errorf("file changed while the lock was held: %q", got)
+	}
+	done := make(chan error)
+	go func() { done <- d.Write(ctx, secret.New(newKey)) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Write returned %v while the lock was held", err)
+	default:
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("Write after unlock = %v", err)
+	}
+	if got := readFile(t, path); got != "GEMINI_API_KEY="+newKey+"\n" {
+		t.Errorf("file = %q after the write", got)
 	}
 }

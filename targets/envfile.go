@@ -39,6 +39,10 @@ import (
 //     definition for Lookup, and makes Set refuse to touch that name.
 //   - Everything else (comments, blank lines, "export NAME" without "=",
 //     junk) is kept byte for byte and means nothing.
+//
+// Where the tools part ways on a file, LoaderConflict says where, so that a
+// variable they could read otherwise than these rules is refused rather
+// than rotated.
 type EnvFile struct {
 	segs []segment
 }
@@ -357,7 +361,9 @@ func encodeValue(quote byte, value string) (string, byte, error) {
 	fits := func(q byte) bool {
 		switch q {
 		case '\'', '`':
-			return strings.IndexByte(value, q) < 0
+			// A backslash before the closing quote escapes it for
+			// some loaders (see LoaderConflict).
+			return strings.IndexByte(value, q) < 0 && strings.IndexByte(value, '\\') < 0
 		case '"':
 			// Tools disagree on escapes and expansion inside double
 			// quotes: write only what every one of them reads literally.

@@ -245,6 +245,8 @@ func TestSetRefuses(t *testing.T) {
 		{"nul", "KEY=\"old\"\n", "a\x00b", errUnsafeValue, "control character"},
 		{"single quote in single", "KEY='old'\n", "it's", errUnsafeValue, "'-quoted"},
 		{"backtick in backtick", "KEY=`old`\n", "a`b", errUnsafeValue, "`-quoted"},
+		{"backslash in single", "KEY='old'\n", `a\b`, errUnsafeValue, "'-quoted"},
+		{"backslash in backtick", "KEY=`old`\n", `a\`, errUnsafeValue, "`-quoted"},
 		{"dollar in double", "KEY=\"old\"\n", "$HOME", errUnsafeValue, "\"-quoted"},
 		{"backslash in double", "KEY=\"old\"\n", `a\b`, errUnsafeValue, "\"-quoted"},
 		{"both quotes unquoted", "KEY=old\n", `'"`, errUnsafeValue, "unquoted"},

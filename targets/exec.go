@@ -1,22 +1,19 @@
 package targets
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -27,18 +24,6 @@ import (
 // DefaultExecTimeout is how long a command may run when ExecOptions sets no
 // timeout.
 const DefaultExecTimeout = 30 * time.Second
-
-// Limits on what is kept of a command's output: the first maxCapture bytes
-// of each stream go to the debug log, the last maxErrorTail bytes of them
-// into an error.
-const (
-	maxCapture   = 64 << 10
-	maxErrorTail = 1 << 10
-)
-
-// execWaitDelay is how long a command that exited may keep its output open
-// (a daemon it started in the background) before keyrotate stops reading.
-const execWaitDelay = 2 * time.Second
 
 // Exec is a command that takes the key on its standard input: a hook for a
 // place keyrotate has no target kind for (reload a daemon, update a vault).
@@ -53,21 +38,29 @@ const execWaitDelay = 2 * time.Second
 // The key reaches the command only on its standard input, as the key string
 // followed by one newline; never in its arguments or environment (which
 // other users of the machine may read). The command runs without a shell,
-// with keyrotate's environment plus KEYROTATE_KEY_FINGERPRINT (the key's
-// fingerprint, safe to log), in keyrotate's working directory and in a
-// process group of its own, which is killed when the timeout expires. Its
-// exit status decides: 0 means the key is in place.
+// in keyrotate's working directory and in a process group of its own, which
+// is killed when the timeout expires or the rotation is cancelled (see
+// runBounded). Its exit status decides: 0 means the key is in place.
 //
-// What the command prints is captured (the first 64 KiB of each stream),
-// redacted (see Redact) and logged at debug level; the end of it is part of
-// the error when the command fails. A verify command, when given, is run the
-// same way after the write to confirm it (exit status 0: the place holds the
-// key); without one the write is trusted.
+// The command does not inherit keyrotate's environment, which may hold
+// tokens and other secrets: it gets PATH, HOME, the locale and TZ, the
+// variables ExecOptions.Env names, and KEYROTATE_KEY_FINGERPRINT (the key's
+// fingerprint, safe to log).
+//
+// What the command prints is not shown anywhere, only counted: a careless
+// or hostile program can print the key in ways no redaction recognises.
+// With ExecOptions.ShowOutput, it is captured (the first 64 KiB of each
+// stream), redacted (see Redact) and logged at debug level, and the end of
+// it is part of the error when the command fails. A verify command, when
+// given, is run the same way after the write to confirm it (exit status 0:
+// the place holds the key); without one the write is trusted.
 type Exec struct {
-	command []string
-	verify  []string
-	timeout time.Duration
-	log     *slog.Logger
+	command    []string
+	verify     []string
+	timeout    time.Duration
+	env        []string
+	showOutput bool
+	log        *slog.Logger
 }
 
 var (
@@ -82,7 +75,13 @@ type ExecOptions struct {
 	Verify []string
 	// Timeout bounds each run of a command; 0 means DefaultExecTimeout.
 	Timeout time.Duration
-	// Log receives the commands' redacted output at debug level, and a
+	// Env names variables of keyrotate's environment that the commands
+	// get besides PATH, HOME, the locale and TZ.
+	Env []string
+	// ShowOutput puts the commands' redacted output in the debug log and
+	// the end of it in errors. Without it, their output is only counted.
+	ShowOutput bool
+	// Log receives a debug entry for each run of a command, and a
 	// warning when a write is trusted without a verify command. Nil means
 	// slog.Default() at the time of logging.
 	Log *slog.Logger
@@ -92,9 +91,11 @@ type ExecOptions struct {
 // looked up on PATH when it has no slash) with the key on stdin.
 func NewExec(command []string, opts ExecOptions) *Exec {
 	t := &Exec{
-		command: append([]string(nil), command...),
-		timeout: opts.Timeout,
-		log:     opts.Log,
+		command:    append([]string(nil), command...),
+		timeout:    opts.Timeout,
+		env:        append([]string(nil), opts.Env...),
+		showOutput: opts.ShowOutput,
+		log:        opts.Log,
 	}
 	if opts.Verify != nil {
 		t.verify = append([]string(nil), opts.Verify...)
@@ -197,9 +198,10 @@ func argvField(role string) string {
 
 // Write runs the command with key on its stdin and returns nil when it
 // exits with status 0. It fails when the program cannot be started, exits
-// with another status, is killed, or outlives the timeout (its whole process
-// group is then killed). The error names the command and its status and
-// ends with the redacted end of its output.
+// with another status, is killed, or outlives the timeout or ctx (its whole
+// process group is then killed). The error names the command and its
+// status and ends with how much it printed or, with ShowOutput, the
+// redacted end of its output.
 //
 // Whether a failed command changed anything is the command's affair; it
 // must leave the place holding the old key or the new one.
@@ -253,201 +255,53 @@ func (t *Exec) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// errExecTimeout is the cause of a command's context when its timeout
-// expires, to tell it from a cancelled rotation.
-var errExecTimeout = errors.New("command timed out")
-
-// run runs argv with key on stdin, bounded by the timeout, and logs its
-// redacted output. It returns an error for anything but exit status 0.
+// run runs argv with key on stdin, bounded by the timeout (see runBounded),
+// and logs how it ended. It returns an error for anything but exit status 0.
 func (t *Exec) run(ctx context.Context, step string, argv []string, key secret.Key) error {
 	name := filepath.Base(argv[0])
-	rctx, cancel := context.WithTimeoutCause(ctx, t.timeout, errExecTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(rctx, argv[0], argv[1:]...)
-	cmd.Stdin = strings.NewReader(key.Reveal() + "\n")
-	cmd.Env = append(os.Environ(), "KEYROTATE_KEY_FINGERPRINT="+key.Fingerprint())
-	stdout, stderr := &capture{limit: maxCapture}, &capture{limit: maxCapture}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// The whole group: a shell script's children too.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	r := runBounded(ctx, child{
+		argv:    argv,
+		stdin:   key.Reveal() + "\n",
+		env:     childEnv(func(v string) bool { return slices.Contains(t.env, v) }, "KEYROTATE_KEY_FINGERPRINT="+key.Fingerprint()),
+		timeout: t.timeout,
+	})
+	attrs := []any{"target", t.String(), "step", step, "program", name,
+		"status", r.status, "elapsed", r.elapsed.String(), "key", key.Fingerprint()}
+	var output string
+	if t.showOutput {
+		outText, errText := r.stdout.redacted(key), r.stderr.redacted(key)
+		attrs = append(attrs, "stdout", outText, "stderr", errText)
+		output = tail(outText, errText)
+	} else {
+		attrs = append(attrs, "stdout_bytes", r.stdout.size(), "stderr_bytes", r.stderr.size())
+		output = notShown(r.stdout.size(), r.stderr.size())
 	}
-	cmd.WaitDelay = execWaitDelay
-
-	start := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(start).Round(time.Millisecond)
-	outText, errText := stdout.redacted(key), stderr.redacted(key)
-	if errors.Is(err, exec.ErrWaitDelay) {
-		// It exited 0, but something it started still holds its output.
+	t.logger().Debug("ran command", attrs...)
+	if r.leftOpen {
 		t.logger().Debug("the command exited 0 but left its output open; stopped reading it", "target", t.String(), "step", step)
-		err = nil
 	}
-	status := "exit status 0"
+
 	var ee *exec.ExitError
 	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		status = exitStatus(ee)
-	default:
-		status = "not started"
-	}
-	timedOut := errors.Is(context.Cause(rctx), errExecTimeout)
-	if timedOut {
-		status = "killed after the timeout of " + t.timeout.String()
-	}
-	t.logger().Debug("ran command", "target", t.String(), "step", step, "program", name,
-		"status", status, "elapsed", elapsed.String(), "key", key.Fingerprint(), "stdout", outText, "stderr", errText)
-
-	switch {
-	case err == nil:
+	case r.err == nil:
 		return nil
-	case timedOut:
-		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", name, t.timeout, tail(outText, errText)),
+	case r.timedOut:
+		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", name, t.timeout, output),
 			fmt.Sprintf("raise the target's timeout (now %s, at most 1h) or make %s finish sooner", t.timeout, name))
-	case ctx.Err() != nil:
-		return fmt.Errorf("%s stopped: %w", name, ctx.Err())
-	case ee != nil:
-		return fmt.Errorf("%s failed with %s%s", name, status, tail(outText, errText))
+	case r.cancelled:
+		return fmt.Errorf("%s stopped, its process group was killed: %w", name, ctx.Err())
+	case errors.As(r.err, &ee):
+		return fmt.Errorf("%s failed with %s%s", name, r.status, output)
 	}
 	// Not started: LookPath or exec failed. The error names the program,
 	// never the key (it is on stdin only).
-	return fmt.Errorf("start %s: %w", name, err)
+	return fmt.Errorf("start %s: %w", name, r.err)
 }
 
-// exitStatus says how a command ended: "exit status 3" or "killed by
-// signal terminated".
-func exitStatus(ee *exec.ExitError) string {
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return "killed by signal " + ws.Signal().String()
-	}
-	return "exit status " + strconv.Itoa(ee.ExitCode())
-}
-
-// tail returns the end of the command's (redacted) stderr, else of its
-// stdout, for an error message: quoted, so that it stays on one line.
-func tail(stdout, stderr string) string {
-	what, s := "stderr", strings.TrimSpace(stderr)
-	if s == "" {
-		what, s = "stdout", strings.TrimSpace(stdout)
-	}
-	if s == "" {
+// notShown says how much a command printed whose output is not shown.
+func notShown(stdout, stderr int64) string {
+	if stdout == 0 && stderr == 0 {
 		return "; it printed nothing"
 	}
-	if len(s) > maxErrorTail {
-		s = s[len(s)-maxErrorTail:]
-		for i := 0; i < utf8.UTFMax && i < len(s) && !utf8.RuneStart(s[0]); i++ {
-			s = s[1:]
-		}
-		s = "…" + s
-	}
-	return fmt.Sprintf("; its %s ends: %q", what, s)
-}
-
-// capture keeps the first limit bytes written to it and counts the rest.
-type capture struct {
-	buf     []byte
-	limit   int
-	dropped int64
-}
-
-func (c *capture) Write(p []byte) (int, error) {
-	room := max(0, min(c.limit-len(c.buf), len(p)))
-	c.buf = append(c.buf, p[:room]...)
-	c.dropped += int64(len(p) - room)
-	return len(p), nil
-}
-
-// redacted returns the captured output with key removed (see Redact). When
-// output was dropped, the last, incomplete line is dropped too: it may end
-// in the first characters of a key that Redact could not recognise.
-func (c *capture) redacted(key secret.Key) string {
-	data, dropped := c.buf, c.dropped
-	if dropped > 0 {
-		i := bytes.LastIndexByte(data, '\n')
-		dropped += int64(len(data) - (i + 1))
-		data = data[:i+1]
-	}
-	s := Redact(string(data), key)
-	if dropped > 0 {
-		s += fmt.Sprintf("[%d more bytes not shown]", dropped)
-	}
-	return s
-}
-
-// keyShapeRE matches strings shaped like Google API key strings: standard
-// keys (AIza and 35 more characters) and auth keys (AQ. and more).
-var keyShapeRE = regexp.MustCompile(`AIza[0-9A-Za-z_\-]{16,}|AQ\.[0-9A-Za-z_.\-]{16,}`)
-
-// fragmentLen is the length of the shortest piece of a key that Redact
-// recognises inside other text. More than the four characters keyrotate
-// ever shows; short enough that a key wrapped over lines of 8 or more
-// characters is caught line by line.
-const fragmentLen = 8
-
-// Redact removes keys from text that a command printed, in three passes:
-//
-//  1. every occurrence of each key's string becomes the key's fingerprint;
-//  2. anything shaped like a Google API key string (AIza…, AQ.…), such as
-//     another key the command printed, becomes its fingerprint;
-//  3. a line that still holds fragmentLen or more consecutive characters
-//     of a key (a key cut in two, wrapped or framed by other text) is
-//     replaced as a whole by a note naming the key's fingerprint.
-//
-// Control characters other than tab and newline become U+FFFD, so that the
-// text cannot rewrite a terminal. What Redact cannot see: a key encoded
-// (base64, hex, reversed) or split into pieces shorter than fragmentLen.
-func Redact(text string, keys ...secret.Key) string {
-	for _, k := range keys {
-		if !k.IsZero() {
-			text = strings.ReplaceAll(text, k.Reveal(), k.Fingerprint())
-		}
-	}
-	text = keyShapeRE.ReplaceAllStringFunc(text, secret.Fingerprint)
-	for _, k := range keys {
-		text = withholdFragments(text, k)
-	}
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' {
-			return r
-		}
-		if unicode.IsControl(r) {
-			return utf8.RuneError
-		}
-		return r
-	}, strings.ToValidUTF8(text, string(utf8.RuneError)))
-}
-
-// withholdFragments replaces each line holding fragmentLen consecutive
-// characters of k.
-func withholdFragments(text string, k secret.Key) string {
-	s := k.Reveal()
-	n := min(fragmentLen, len(s))
-	if n == 0 {
-		return text
-	}
-	pieces := make(map[string]bool, len(s)-n+1)
-	for i := 0; i+n <= len(s); i++ {
-		pieces[s[i:i+n]] = true
-	}
-	lines := strings.SplitAfter(text, "\n")
-	changed := false
-	for li, line := range lines {
-		for i := 0; i+n <= len(line); i++ {
-			if pieces[line[i:i+n]] {
-				nl := ""
-				if strings.HasSuffix(line, "\n") {
-					nl = "\n"
-				}
-				lines[li] = "[line withheld: it holds part of key " + k.Fingerprint() + "]" + nl
-				changed = true
-				break
-			}
-		}
-	}
-	if !changed {
-		return text
-	}
-	return strings.Join(lines, "")
+	return fmt.Sprintf("; its output is not shown (%d bytes on stdout, %d on stderr; show_output: true on the target shows it, redacted)", stdout, stderr)
 }

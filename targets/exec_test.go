@@ -3,6 +3,8 @@ package targets
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
@@ -56,7 +60,7 @@ func TestExecWrite(t *testing.T) {
 	t.Setenv("ENVFILE", env)
 	t.Setenv("ARGS", args)
 	log, logs := logBuffer()
-	x := NewExec([]string{cmd, "--key-from-stdin"}, ExecOptions{Log: log})
+	x := NewExec([]string{cmd, "--key-from-stdin"}, ExecOptions{Env: []string{"STORE", "ENVFILE", "ARGS"}, Log: log})
 	ctx := context.Background()
 
 	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
@@ -105,7 +109,7 @@ func TestExecString(t *testing.T) {
 func TestExecFailure(t *testing.T) {
 	dir := t.TempDir()
 	cmd := script(t, dir, "reload", "echo 'daemon not running' >&2\nexit 3\n")
-	x := NewExec([]string{cmd}, ExecOptions{Log: slog.New(slog.DiscardHandler)})
+	x := NewExec([]string{cmd}, ExecOptions{ShowOutput: true, Log: slog.New(slog.DiscardHandler)})
 	err := x.Write(context.Background(), secret.New(newKey))
 	if err == nil {
 		t.Fatal("Write of a command exiting 3 succeeded")
@@ -139,7 +143,7 @@ printf 'no newline at the end: %s' "$k" >&2
 		t.Run(fmt.Sprintf("exit %d", exit), func(t *testing.T) {
 			cmd := script(t, dir, fmt.Sprintf("echo%d", exit), body+fmt.Sprintf("exit %d\n", exit))
 			log, logs := logBuffer()
-			x := NewExec([]string{cmd}, ExecOptions{Log: log})
+			x := NewExec([]string{cmd}, ExecOptions{ShowOutput: true, Log: log})
 			err := x.Write(context.Background(), secret.New(newKey))
 			if (err != nil) != (exit != 0) {
 				t.Fatalf("Write = %v, want error %v", err, exit != 0)
@@ -168,7 +172,7 @@ func TestExecTimeout(t *testing.T) {
 	// whole process group ends it.
 	cmd := script(t, dir, "slow", `sleep 30 & echo $! > "$PIDFILE"; wait`+"\n")
 	t.Setenv("PIDFILE", pidFile)
-	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Log: slog.New(slog.DiscardHandler)})
+	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
 	start := time.Now()
 	err := x.Write(context.Background(), secret.New(newKey))
 	if err == nil {
@@ -230,7 +234,7 @@ func TestExecConfirm(t *testing.T) {
 	put := script(t, dir, "put", `cat > "$STORE"`+"\n")
 	check := script(t, dir, "check", `cmp -s - "$STORE" || { echo "the store holds another key" >&2; exit 1; }`+"\n")
 	log, logs := logBuffer()
-	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Log: log})
+	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Env: []string{"STORE"}, ShowOutput: true, Log: log})
 	ctx := context.Background()
 	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
 		t.Fatalf("Read = %v, want ErrUnreadable", err)
@@ -254,7 +258,7 @@ func TestExecConfirm(t *testing.T) {
 	noKeyPart(t, "log", logs.String())
 
 	// Without a verify command the write is trusted, and the log says so.
-	trusted := NewExec([]string{put}, ExecOptions{Log: log})
+	trusted := NewExec([]string{put}, ExecOptions{Env: []string{"STORE"}, Log: log})
 	if err := trusted.Confirm(ctx, secret.New(oldKey)); err != nil {
 		t.Errorf("Confirm without a verify command = %v, want nil", err)
 	}
@@ -351,19 +355,19 @@ func TestCaptureTruncates(t *testing.T) {
 
 // TestExecBackgroundChild: a command that exits 0 but leaves a child (a
 // daemon it started) holding its output succeeds once the grace for
-// output (execWaitDelay) is over; the child is left alone.
+// output (childWaitDelay) is over; the child is left alone.
 func TestExecBackgroundChild(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	cmd := script(t, dir, "daemonize", `sleep 30 & echo $! > "$PIDFILE"; echo started`+"\n")
 	t.Setenv("PIDFILE", pidFile)
 	log, logs := logBuffer()
-	x := NewExec([]string{cmd}, ExecOptions{Log: log})
+	x := NewExec([]string{cmd}, ExecOptions{Env: []string{"PIDFILE"}, Log: log})
 	start := time.Now()
 	if err := x.Write(context.Background(), secret.New(newKey)); err != nil {
 		t.Fatalf("Write = %v, want nil", err)
 	}
-	if d := time.Since(start); d > execWaitDelay+5*time.Second {
+	if d := time.Since(start); d > childWaitDelay+5*time.Second {
 		t.Errorf("Write took %s", d)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
@@ -377,4 +381,214 @@ func TestExecBackgroundChild(t *testing.T) {
 	if !strings.Contains(logs.String(), "left its output open") {
 		t.Errorf("log does not say the output was left open: %s", logs)
 	}
+}
+
+// TestExecCancelKillsGroup: a cancelled rotation (a signal) ends a command
+// whose child holds its output, and kills the child too.
+func TestExecCancelKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	cmd := script(t, dir, "slow", `sleep 60 & echo $! > "$PIDFILE"; wait`+"\n")
+	t.Setenv("PIDFILE", pidFile)
+	x := NewExec([]string{cmd}, ExecOptions{Timeout: time.Hour, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
+	cancelledWrite(t, x, pidFile, "the command's child")
+}
+
+// TestExecEnvironment: the command gets PATH, HOME, the locale, TZ, the
+// variables the target names and the key's fingerprint; none of
+// keyrotate's other variables (tokens, the webhook URL).
+func TestExecEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env")
+	cmd := script(t, dir, "dump", "env > "+envFile+"\n")
+	for k, v := range map[string]string{
+		"HOME": dir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "VAULT_ADDR": "https://vault.example",
+		"GITHUB_TOKEN": "ghp_canary", "KEYROTATE_NOTIFY_WEBHOOK": "https://hooks.example/secret",
+		"GOOGLE_APPLICATION_CREDENTIALS": "/secrets/sa.json", "OTHER_SECRET": "s3cr3t",
+	} {
+		t.Setenv(k, v)
+	}
+	x := NewExec([]string{cmd}, ExecOptions{Env: []string{"VAULT_ADDR", "NOT_SET"}, Log: slog.New(slog.DiscardHandler)})
+	if err := x.Write(context.Background(), secret.New(newKey)); err != nil {
+		t.Fatal(err)
+	}
+	env := envNames(readFile(t, envFile))
+	for _, want := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "VAULT_ADDR", "KEYROTATE_KEY_FINGERPRINT"} {
+		if !env[want] {
+			t.Errorf("the command's environment lacks %s", want)
+		}
+		delete(env, want)
+	}
+	delete(env, "PWD") // the shell's own
+	delete(env, "SHLVL")
+	delete(env, "_")
+	delete(env, "OLDPWD")
+	if len(env) > 0 {
+		t.Errorf("the command's environment has more: %v", env)
+	}
+}
+
+// TestExecOutputHidden: without ShowOutput nothing a command prints
+// reaches the error or the log, however it encodes the key; the error says
+// how much was printed.
+func TestExecOutputHidden(t *testing.T) {
+	dir := t.TempDir()
+	cmd := script(t, dir, "noisy", `read -r k
+echo "stored $k"
+printf 'u:%s' "$k" | base64
+printf '%s' "$k" | od -An -tx1
+echo "it went wrong" >&2
+exit 1
+`)
+	log, logs := logBuffer()
+	x := NewExec([]string{cmd}, ExecOptions{Log: log})
+	err := x.Write(context.Background(), secret.New(newKey))
+	if err == nil {
+		t.Fatal("Write of a command exiting 1 succeeded")
+	}
+	for _, want := range []string{"exit status 1", "not shown", "on stdout", "14 on stderr", "show_output"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	for what, s := range map[string]string{"error": err.Error(), "log": logs.String()} {
+		for _, bad := range []string{"went wrong", "stored", secret.Fingerprint(newKey) + "\n"} {
+			if strings.Contains(s, bad) {
+				t.Errorf("%s shows the command's output (%q): %s", what, bad, s)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "stderr_bytes=14") {
+		t.Errorf("log does not count the output: %s", logs)
+	}
+}
+
+// TestRedactEncodings: a canary key printed in each encoding a child may
+// use (curl -v -u prints base64 of user:key; a Windows tool UTF-16; a
+// careful one folds long lines). Every line that holds the encoded key is
+// withheld, so that what is left shares no more than a few characters with
+// the encoded key, and the lines around it are left alone.
+func TestRedactEncodings(t *testing.T) {
+	k := secret.New(newKey)
+	b := []byte(newKey)
+	utf16 := func(bigEndian bool) string {
+		var out []byte
+		for _, c := range b {
+			if bigEndian {
+				out = append(out, 0, c)
+			} else {
+				out = append(out, c, 0)
+			}
+		}
+		return string(out)
+	}
+	fold := func(s string, width int, nl string) string {
+		var lines []string
+		for len(s) > width {
+			lines, s = append(lines, s[:width]), s[width:]
+		}
+		return strings.Join(append(lines, s), nl)
+	}
+	percent := func(upper bool) string {
+		var sb strings.Builder
+		for _, c := range b {
+			f := "%%%02x"
+			if upper {
+				f = "%%%02X"
+			}
+			fmt.Fprintf(&sb, f, c)
+		}
+		return sb.String()
+	}
+	xxd := func() string { // 0000: 4151 2e41 ...  AQ.A...
+		var lines []string
+		for off := 0; off < len(b); off += 8 {
+			chunk := b[off:min(off+8, len(b))]
+			var words []string
+			for i := 0; i < len(chunk); i += 2 {
+				words = append(words, hex.EncodeToString(chunk[i:min(i+2, len(chunk))]))
+			}
+			lines = append(lines, fmt.Sprintf("%08x: %s  %s", off, strings.Join(words, " "), chunk))
+		}
+		return strings.Join(lines, "\n")
+	}
+	var escaped strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&escaped, `\x%02x`, c)
+	}
+	for _, tc := range []struct{ name, enc string }{
+		{"UTF-16LE", "data: " + utf16(false)},
+		{"UTF-16BE", "data: " + utf16(true)},
+		{"UTF-16LE folded", fold(utf16(false), 12, "\n")},
+		{"base64 of u:key (curl -v -u)", "> Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+newKey))},
+		{"base64 of us:key", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("us:"+newKey))},
+		{"base64 of use:key", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("use:"+newKey))},
+		{"base64url", "token=" + base64.RawURLEncoding.EncodeToString([]byte("\xfb\xff"+newKey+"\xfe"))},
+		{"base64 folded", fold(base64.StdEncoding.EncodeToString([]byte("u:"+newKey)), 10, "\n")},
+		{"hex", "key " + hex.EncodeToString(b)},
+		{"HEX", "key " + strings.ToUpper(hex.EncodeToString(b))},
+		{"hex folded", fold(hex.EncodeToString(b), 6, "\n")},
+		{"xxd", xxd()},
+		{"URL-encoded", "GET /?key=" + percent(false)},
+		{"URL-encoded upper case", "key=" + percent(true)},
+		{`\x escapes`, `"` + escaped.String() + `"`},
+		{"folded at 3", fold(newKey, 3, "\n")},
+		{"folded at 1", fold(newKey, 1, "\n")},
+		{"folded at 4, CRLF", fold(newKey, 4, "\r\n")},
+		{"folded with indent", fold(newKey, 4, "\n    ")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := "before\n" + tc.enc + "\nafter\n"
+			got := Redact(in, k)
+			if !strings.HasPrefix(got, "before\n") || !strings.HasSuffix(got, "\nafter\n") {
+				t.Errorf("Redact changed the lines around the key: %q", got)
+			}
+			if !strings.Contains(got, "[line withheld: it holds part of key "+k.Fingerprint()+"]") {
+				t.Errorf("Redact withheld nothing: %q", got)
+			}
+			var left strings.Builder
+			for _, line := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(got, "before\n"), "after\n"), "\n") {
+				if !strings.HasPrefix(line, "[line withheld") {
+					left.WriteString(line)
+				}
+			}
+			strip := func(s string) string {
+				return strings.Map(func(r rune) rune {
+					if unicode.IsSpace(r) || r == 0 || r == utf8.RuneError {
+						return -1
+					}
+					return r
+				}, s)
+			}
+			// The encoded key: enc, or for xxd (which frames it with
+			// offsets) its two columns.
+			material := []string{tc.enc}
+			if tc.name == "xxd" {
+				material = []string{hex.EncodeToString(b), newKey}
+			}
+			for _, m := range material {
+				if n := longestCommon(strip(left.String()), strip(m)); n > 4 {
+					t.Errorf("the lines left share %d characters with the encoded key: %q", n, left.String())
+				}
+			}
+		})
+	}
+}
+
+// longestCommon returns the length of the longest common substring of a
+// and b.
+func longestCommon(a, b string) int {
+	best := 0
+	prev := make([]int, len(b)+1)
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		for j := 1; j <= len(b); j++ {
+			if a[i-1] == b[j-1] {
+				cur[j] = prev[j-1] + 1
+				best = max(best, cur[j])
+			}
+		}
+		prev = cur
+	}
+	return best
 }

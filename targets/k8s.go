@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 )
@@ -140,6 +142,26 @@ func (t *K8s) rbac() string {
 	return s + ": grant them with a Role and RoleBinding"
 }
 
+// maxKubeconfig bounds a kubeconfig file: they can carry many clusters
+// with inline certificates, so more than a .env.
+const maxKubeconfig = 16 << 20
+
+// checkKubeconfigs refuses, before client-go opens them, kubeconfig files
+// that would block it (a FIFO) or never end (a device), or that are far too
+// large. Missing files are left to client-go, which knows which it needs.
+func checkKubeconfigs(t fmt.Stringer, paths []string) error {
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if _, _, err := inputfile.Read(p, maxKubeconfig); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return rotate.WithHint(fmt.Errorf("%s: kubeconfig: %w: %w", t, err, rotate.ErrInvalidTarget),
+				"set the target's kubeconfig (or KUBECONFIG) to kubeconfig files that are regular files this user can read")
+		}
+	}
+	return nil
+}
+
 func (t *K8s) client() (*k8sClients, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -151,6 +173,9 @@ func (t *K8s) client() (*k8sClients, error) {
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
 		if t.cfg.Kubeconfig != "" {
 			rules.ExplicitPath = t.cfg.Kubeconfig
+		}
+		if err := checkKubeconfigs(t, rules.GetLoadingPrecedence()); err != nil {
+			return nil, err
 		}
 		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: t.cfg.Context})
 		var err error

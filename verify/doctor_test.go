@@ -272,6 +272,10 @@ func TestDoctor(t *testing.T) {
 		{name: "dotenv both differ", in: func(w *docWorld) verify.Input {
 			return verify.Input{Env: envOf(), DotEnv: []byte("GEMINI_API_KEY=" + w.key["good"] + "\nGOOGLE_API_KEY=" + w.key["other"] + "\n"), DotEnvPath: ".env"}
 		}, want: want{status: map[string]verify.Status{"source-both": fail}, cause: "source-both", has: []string{"are both set in .env and differ"}}},
+		{name: "dotenv loaders read otherwise", in: func(w *docWorld) verify.Input {
+			return verify.Input{Env: envOf(), DotEnv: []byte("GEMINI_API_KEY=" + w.key["good"] + "\nGEMINI_API_KEY: " + w.key["other"] + "\n"), DotEnvPath: ".env"}
+		}, want: want{status: map[string]verify.Status{"source": warn, "probe": ok}, healthy: true,
+			has: []string{".env line 1 defines GEMINI_API_KEY (53 characters), but on line 2 godotenv, docker compose and Node's dotenv read GEMINI_API_KEY: value as a definition", "line 2 of .env: keep one definition of GEMINI_API_KEY"}}},
 		{name: "dotenv nested quotes", in: func(w *docWorld) verify.Input {
 			return verify.Input{Env: envOf(), DotEnv: []byte("GEMINI_API_KEY=\"'" + w.key["good"] + "'\"\n"), DotEnvPath: ".env"}
 		}, want: want{status: map[string]verify.Status{"quotes": fail, "probe": ok}, cause: "quotes", has: []string{"single quotes"}}},

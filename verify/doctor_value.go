@@ -144,7 +144,13 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 			"put the key into "+name+" on line "+strconv.Itoa(defs[0].Line)+" of "+file)
 		return "", false
 	}
-	c.add(FindSource, StatusOK, fmt.Sprintf("%s line %d defines %s (%s)", file, defs[0].Line, name, chars(v)), "")
+	if lc := f.LoaderConflict(name); lc != nil {
+		// The program may load another value than the one checked here.
+		c.add(FindSource, StatusWarn, fmt.Sprintf("%s line %d defines %s (%s), but on line %d %s %s", file, defs[0].Line, name, chars(v), lc.Line, lc.Loaders, lc.Reason),
+			fmt.Sprintf("line %d of %s: %s", lc.Line, file, lc.Fix))
+	} else {
+		c.add(FindSource, StatusOK, fmt.Sprintf("%s line %d defines %s (%s)", file, defs[0].Line, name, chars(v)), "")
+	}
 
 	switch {
 	case !envSet || envV == "":

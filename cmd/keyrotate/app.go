@@ -52,7 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
 			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up a run after `DURATION` (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
+			&cli.DurationFlag{Name: "timeout", Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 		},
 		Before: func(c *cli.Context) error {
@@ -61,6 +61,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			}
 			if f := c.String("log-format"); f != "text" && f != "json" && f != "auto" {
 				return usagef("--log-format must be text, json or auto, not %q", f)
+			}
+			if d := c.Duration("timeout"); d <= 0 {
+				return usagef("--timeout must be positive, not %s", d)
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -72,6 +75,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if jsonLogs(c) {
 				// The run's errors go to Cloud Logging as ERROR entries.
 				c.App.Metadata[jsonLoggerKey] = logger
+				if p := processOf(c); p != nil {
+					p.setLogger(logger)
+				}
 			}
 			return nil
 		},

@@ -189,7 +189,7 @@ func (cw *crashWorld) addKinds() {
 
 	k.compose = filepath.Join(cw.w.dir, "app", "docker-compose.yml")
 	k.composeSeeded = strings.ReplaceAll(kindsCompose, "@KEY@", key)
-	if err := os.WriteFile(k.compose, []byte(k.composeSeeded), 0o644); err != nil {
+	if err := os.WriteFile(k.compose, []byte(k.composeSeeded), 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -64,6 +64,9 @@ type crashWorld struct {
 	// the slot has a target of every readable-or-confirmable kind.
 	kinds *kindsWorld
 	env   []string // more environment for the children
+	// wrap, when set, is a command that runs the child (its argv before
+	// keyrotate's), e.g. unshare (lease_ns_test.go).
+	wrap []string
 }
 
 func newCrashWorld(t *testing.T) *crashWorld {
@@ -117,7 +120,7 @@ func (cw *crashWorld) rotateArgs(grace bool) []string {
 // child is a keyrotate process.
 type child struct {
 	cmd            *exec.Cmd
-	stdout, stderr bytes.Buffer
+	stdout, stderr syncBuffer    // read while it runs (stop_test.go)
 	done           chan struct{} // closed when the process was waited for
 	code           int           // exit code; -1 when killed by a signal
 }
@@ -126,6 +129,9 @@ func (cw *crashWorld) start(args ...string) *child {
 	cw.t.Helper()
 	c := &child{done: make(chan struct{})}
 	c.cmd = exec.Command(cw.bin, args...)
+	if len(cw.wrap) > 0 {
+		c.cmd = exec.Command(cw.wrap[0], append(append(slices.Clone(cw.wrap[1:]), cw.bin), args...)...)
+	}
 	c.cmd.Dir = cw.w.dir
 	c.cmd.Env = append(append(os.Environ(), cw.srv.Env()...), "APIKEYS_EMULATOR_HOST="+cw.apiKeysAddr) // the last value wins
 	c.cmd.Env = append(c.cmd.Env, cw.env...)

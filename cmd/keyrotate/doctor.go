@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
 
+	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -64,9 +65,13 @@ func doctorCommand() *cli.Command {
 				in.Stdin, in.Value = true, v
 			case c.IsSet("dotenv"):
 				path := c.String("dotenv")
-				b, err := os.ReadFile(path)
+				b, _, err := inputfile.Read(path, inputfile.MaxSize)
 				if err != nil {
-					return rotate.WithHint(usageError{fmt.Errorf("--dotenv: %w", err)}, "check the path given to --dotenv")
+					hint := "check the path given to --dotenv"
+					if errors.Is(err, inputfile.ErrNotRegular) || errors.Is(err, inputfile.ErrTooLarge) {
+						hint = "give --dotenv the .env file itself (a regular file, not a pipe or device), or pipe the key in with --stdin"
+					}
+					return rotate.WithHint(usageError{fmt.Errorf("--dotenv: %w", err)}, hint)
 				}
 				in.DotEnv, in.DotEnvPath = b, path
 			}
@@ -89,7 +94,7 @@ func readKeyLine(r io.Reader) (string, error) {
 }
 
 func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
 	d := &verify.Doctor{Project: project, Probe: &verify.Gemini{BaseURL: verify.DefaultBaseURL}}
 	if h.gemini != "" {

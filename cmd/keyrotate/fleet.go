@@ -200,6 +200,7 @@ type rotateOutput struct {
 // write or post is a warning.
 func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rotate.Options, fo fleetOptions) error {
 	rec := newRunRecord(c, "rotate", cfgPath)
+	b := budgetOf(c)
 	err := rotateFleet(c, h, cfgPath, names, opts, fo, rec)
 	rec.finish(err)
 	if fo.report != "" {
@@ -208,7 +209,9 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rot
 		}
 	}
 	if fo.webhook != "" && (rec.ExitCode != exitOK || fo.always) {
-		if nerr := notify(c.Context, fo.webhook, rec); nerr != nil {
+		ctx, cancel := b.notifyContext(c.Context)
+		defer cancel()
+		if nerr := notify(ctx, fo.webhook, rec); nerr != nil {
 			warn(c, "could not post to the webhook: %v", nerr)
 		}
 	}
@@ -249,7 +252,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 		results = map[string]*rotate.Result{}
 	)
 	if prog != nil {
-		r.Events = prog.event
+		r.Events = processOf(c).events(prog.event)
 	}
 	f := &rotate.Fleet{Rotator: r, Parallel: fo.parallel}
 	f.Start = func(s *rotate.Slot) { prog.start(s.Name) }

@@ -7,14 +7,13 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	p := newProcess(os.Stderr, os.Exit) // signals and --timeout: stop.go
 	app := newApp(os.Stdout, os.Stderr)
-	err := app.RunContext(ctx, os.Args)
-	stop()
+	app.Metadata[processKey] = p
+	err := app.RunContext(p.listen(context.Background()), os.Args)
+	p.finish()
 	os.Exit(reportRun(app, os.Stderr, err))
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +30,7 @@ type scriptWorld struct {
 	w        *seeded
 	dotenv   []byte // .env as seeded
 	lastExit int
+	vault    bool // vaultProject was added (secrets_test.go)
 }
 
 func world(ts *testscript.TestScript) *scriptWorld {
@@ -90,7 +92,7 @@ func cmdKR(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("keyrotate: %v", err)
 	}
 	out := ts.ReadFile("stdout") + ts.ReadFile("stderr")
-	for _, k := range append(sw.srv.Keys(demoProject, true), sw.srv.Keys("other-project", true)...) {
+	for _, k := range slices.Concat(sw.srv.Keys(demoProject, true), sw.srv.Keys("other-project", true), sw.srv.Keys(vaultProject, true)) {
 		if k.KeyString != "" && strings.Contains(out, k.KeyString) {
 			ts.Fatalf("the key string of %s appears in the output", k.Name)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -130,24 +131,25 @@ func outcomeWord(code int) string {
 }
 
 // notify posts the run's summary to the webhook: up to 4 attempts over
-// about 10 seconds for 429, 5xx and lost connections. Errors never repeat
-// the URL, which is a secret.
+// about 10 seconds for 429, 5xx and lost connections, within ctx (which
+// must not be the run's, for the report of a run that was stopped is the
+// one most worth sending). Errors never repeat the URL, which is a secret.
 func notify(ctx context.Context, webhook string, r *runRecord) error {
 	body, err := json.Marshal(newWebhookMessage(r))
 	if err != nil {
 		return err
 	}
-	// The run's own context may have ended (its --timeout): the report of
-	// that is the one most worth sending.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	post := func() (struct{}, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, webhook, bytes.NewReader(body))
 		if err != nil {
 			return struct{}{}, backoff.Permanent(errors.New("bad webhook URL"))
 		}
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		resp, err := (&http.Client{Timeout: 10 * time.Second, CheckRedirect: sameOrigin}).Do(req)
+		var cross crossOriginError
+		if errors.As(err, &cross) {
+			return struct{}{}, backoff.Permanent(cross)
+		}
 		if err != nil {
 			return struct{}{}, hideURL(err)
 		}
@@ -166,6 +168,39 @@ func notify(ctx context.Context, webhook string, r *runRecord) error {
 	b.InitialInterval = 500 * time.Millisecond
 	_, err = backoff.Retry(ctx, post, backoff.WithBackOff(b), backoff.WithMaxTries(4))
 	return err
+}
+
+// crossOriginError: the webhook redirected to another origin. The summary
+// is not re-posted there: a receiver that moved would not move to a host
+// its owner did not name, and whoever answers the redirect would otherwise
+// choose where the run's summary goes.
+type crossOriginError struct{ to string }
+
+func (e crossOriginError) Error() string {
+	return fmt.Sprintf("it redirected to another origin (%s), which keyrotate does not follow: the summary was not sent; if the receiver moved, give its new URL", e.to)
+}
+
+// sameOrigin is the webhook client's CheckRedirect: it follows redirects
+// only within the first request's origin (scheme, host and port), at most
+// 10 of them. It names the other origin, never a path (a webhook URL
+// carries its credential in the path).
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if o, first := origin(req.URL), origin(via[0].URL); o != first {
+		return crossOriginError{to: o}
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
+}
+
+// origin is u's scheme://host:port, the port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // hideURL drops the URL from a transport error: net/http quotes it, and a

@@ -6,6 +6,7 @@ import (
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/rogpeppe/go-internal/testscript"
+	"google.golang.org/api/apikeys/v2"
 )
 
 // vaultProject is a second project, for secretmanager targets outside the
@@ -15,6 +16,15 @@ const (
 	vaultProjectNumber = 555555555555
 )
 
+// addVault makes vaultProject known to the emulator, once: adding it again
+// would make a new project and orphan what the first one holds.
+func addVault(sw *scriptWorld) {
+	if !sw.vault {
+		sw.srv.AddProject(vaultProject, vaultProjectNumber)
+		sw.vault = true
+	}
+}
+
 // cmdSM steers and inspects further Secret Manager secrets, global
 // (projects/P/secrets/S) or regional (projects/P/locations/L/secrets/S):
 //
@@ -22,6 +32,8 @@ const (
 //	sm holds NAME current|seeded   its latest version holds the slot secret's latest key, or the seeded (old) one
 //	sm newest-enabled NAME    its newest version is enabled (keyrotate never disables it)
 //	sm versions NAME N        it has N versions
+//	sm seed-foreign NAME      the secret, in vault-project, holds a key of vault-project
+//	sm foreign-intact NAME    it still has one version, holding a live key of vault-project
 func cmdSM(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 2 {
 		ts.Fatalf("usage: sm VERB NAME ...")
@@ -33,7 +45,7 @@ func cmdSM(ts *testscript.TestScript, neg bool, args []string) {
 	case "seed":
 		parts := strings.Split(name, "/")
 		if parts[1] == vaultProject {
-			srv.AddProject(vaultProject, vaultProjectNumber)
+			addVault(sw)
 		}
 		var err error
 		var canon string
@@ -45,6 +57,28 @@ func cmdSM(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		_, err = srv.SeedSecretVersion(canon, []byte(latestPayload(sw)))
 		ts.Check(err)
+	case "seed-foreign":
+		addVault(sw)
+		_, k, err := srv.SeedKey(vaultProject, "vault-key", &apikeys.V2Key{
+			DisplayName:         "vault's own",
+			Restrictions:        &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}},
+			ServiceAccountEmail: "gemini@" + vaultProject + ".iam.gserviceaccount.com",
+		})
+		ts.Check(err)
+		canon, err := srv.SeedSecret(vaultProject, strings.Split(name, "/")[3], nil)
+		ts.Check(err)
+		_, err = srv.SeedSecretVersion(canon, []byte(k))
+		ts.Check(err)
+	case "foreign-intact":
+		vs := srv.SecretVersions(name)
+		got, _ := srv.SecretPayload(name + "/versions/latest")
+		var live bool
+		for _, k := range srv.Keys(vaultProject, true) {
+			live = live || k.KeyString == string(got) && k.DeleteTime == "" && srv.KeyWorks(k.KeyString)
+		}
+		if (len(vs) == 1 && live) == neg {
+			ts.Fatalf("%s: %d versions, holding a live key of %s: %t", name, len(vs), vaultProject, live)
+		}
 	case "holds":
 		want := sw.w.key.Reveal()
 		if args[2] == "current" {

@@ -18,7 +18,8 @@ import (
 // clients and the output.
 type job struct {
 	// ctx is the run's context: interrupted by SIGINT/SIGTERM and bounded
-	// by --timeout, so that retries end with the last real error.
+	// by --timeout (less the shares of what follows the steps), so that
+	// retries end with the last real error.
 	ctx     context.Context
 	cancel  context.CancelFunc
 	cfg     *config.Config
@@ -30,6 +31,8 @@ type job struct {
 	shard shard
 	// meter paces and counts the API calls of the run.
 	meter *rotate.Meter
+	// budget is how the run spends its --timeout; ctx ends at its work.
+	budget budget
 }
 
 // newJob loads the config, selects slots and checks every local target,
@@ -53,7 +56,8 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh}
 	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0)}
-	j.ctx, j.cancel = context.WithTimeout(c.Context, c.Duration("timeout"))
+	j.budget = budgetOf(c)
+	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
 	for _, s := range selected {
 		for _, t := range s.Targets {
 			lt := localTarget(t)
@@ -100,6 +104,7 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 		PropagationTimeout: time.Duration(j.cfg.Defaults.PropagationTimeout),
 		LeaseTTL:           time.Duration(j.cfg.Defaults.LeaseTTL),
 	}
+	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	if s.Verify == "gemini" {
 		rs.Prober = j.clients.gemini
 	}
@@ -115,8 +120,9 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
 		Keys: j.clients.keys, Secrets: j.clients.secrets,
-		Log:    newLogger(c),
-		Events: j.out.event,
+		Log:            newLogger(c),
+		Events:         processOf(c).events(j.out.event),
+		CleanupTimeout: j.budget.cleanup,
 	}
 }
 

@@ -14,9 +14,16 @@ import (
 func localTarget(t config.Target) rotate.Target {
 	switch t.Type {
 	case config.TargetDotEnv:
-		return targets.NewDotEnv(t.Path, t.Var)
+		d := targets.NewDotEnv(t.Path, t.Var)
+		if t.AllowWorldReadable {
+			d.AllowWorldReadable()
+		}
+		return d
 	case config.TargetCompose:
 		c := targets.NewCompose(t.Path, t.Services, t.Var)
+		if t.AllowWorldReadable {
+			c.AllowWorldReadable()
+		}
 		if t.Reload {
 			var timeout time.Duration
 			if t.Timeout != nil {
@@ -26,8 +33,9 @@ func localTarget(t config.Target) rotate.Target {
 		}
 		return c
 	case config.TargetExec:
-		// Log nil: the command's redacted output goes to slog.Default().
-		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout()})
+		// Log nil: the runs go to slog.Default().
+		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout(),
+			Env: t.Env, ShowOutput: t.ShowOutput})
 	}
 	return nil
 }
