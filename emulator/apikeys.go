@@ -724,7 +724,7 @@ func (s *Server) updateKey(r *http.Request, name string) (any, error) {
 		return nil, err
 	}
 	if in.Etag != "" && in.Etag != k.etag {
-		return nil, keyEtagMismatch(k)
+		return nil, s.keyEtagMismatch(k)
 	}
 	if k.deleted() {
 		return nil, newError(codes.FailedPrecondition, "Key %q is deleted; undelete it before updating it.", k.name())
@@ -772,8 +772,32 @@ func (s *Server) updateKey(r *http.Request, name string) (any, error) {
 	return s.newOperation(k, false)
 }
 
-func keyEtagMismatch(k *apiKey) *apiError {
-	return newError(codes.Aborted, "The etag provided does not match the current etag of key %q; read the key again and retry.", k.name())
+func (s *Server) keyEtagMismatch(k *apiKey) *apiError {
+	return newError(s.stateCode(codes.Aborted), "The etag provided does not match the current etag of key %q; read the key again and retry.", k.name())
+}
+
+// SetStateCodes makes the API Keys fake answer the requests that only a
+// resource's state refuses — an etag that does not match, a delete of a
+// deleted key, an undelete of a live key — with code instead of the codes it
+// uses by default (ABORTED, NOT_FOUND, ALREADY_EXISTS). Google documents no
+// code for these cases for the API Keys API (its reference lists none per
+// method; AIP-154 says ABORTED for an etag mismatch, while other Google APIs
+// answer FAILED_PRECONDITION, and some INVALID_ARGUMENT), so a client must
+// not depend on them: tests run the fault and crash matrices under each.
+// codes.OK restores the defaults.
+func (s *Server) SetStateCodes(code codes.Code) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stateCodes = code
+}
+
+// stateCode returns def, or the code SetStateCodes chose. Called with s.mu
+// held.
+func (s *Server) stateCode(def codes.Code) codes.Code {
+	if s.stateCodes != codes.OK {
+		return s.stateCodes
+	}
+	return def
 }
 
 func checkUsageParam(v string) error {
@@ -805,10 +829,10 @@ func (s *Server) deleteKey(r *http.Request, name string) (any, error) {
 		return nil, err
 	}
 	if k.deleted() {
-		return nil, newError(codes.NotFound, "Key %q not found: it is already deleted.", k.name())
+		return nil, newError(s.stateCode(codes.NotFound), "Key %q not found: it is already deleted.", k.name())
 	}
 	if etag := q.Get("etag"); etag != "" && etag != k.etag {
-		return nil, keyEtagMismatch(k)
+		return nil, s.keyEtagMismatch(k)
 	}
 	if err := s.checkUsageLocked(k, q.Get("checkExistingUsage")); err != nil {
 		return nil, err
@@ -833,7 +857,7 @@ func (s *Server) undeleteKey(r *http.Request, name string) (any, error) {
 		return nil, err
 	}
 	if !k.deleted() {
-		return nil, newError(codes.AlreadyExists, "Key %q is not deleted.", k.name())
+		return nil, newError(s.stateCode(codes.AlreadyExists), "Key %q is not deleted.", k.name())
 	}
 	k.deleteTime = time.Time{}
 	k.updateTime = s.Now()

@@ -160,9 +160,12 @@ type Server struct {
 	projects map[string]*project // by id and by decimal number
 	calls    map[string]int
 	faults   map[string][]fault
-	hooks    map[string]Hook
-	denied   map[string]bool // IAM permissions the caller lacks
-	seq      int64           // for ids, uids and etags
+	// stateCodes, when not OK, is the code of refusals that only a key's
+	// state explains (see SetStateCodes).
+	stateCodes codes.Code
+	hooks      map[string]Hook
+	denied     map[string]bool // IAM permissions the caller lacks
+	seq        int64           // for ids, uids and etags
 
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).

@@ -150,8 +150,8 @@ func acceptedOp(err error) string {
 }
 
 // patch updates the fields in mask, guarded by key.Etag. A retry whose
-// first attempt landed meets a changed etag (ABORTED): if the key already
-// holds what was asked, that is success.
+// first attempt landed meets a changed etag (ABORTED, or another code: see
+// stateRefusal): if the key already holds what was asked, that is success.
 func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*apikeys.V2Key, error) {
 	var (
 		op   *apikeys.Operation
@@ -160,7 +160,7 @@ func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*
 	err := k.retry.do(ctx, func(ctx context.Context, a attempt) error {
 		var err error
 		op, err = k.svc.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
-		if err != nil && a.retried() && httpCode(err) == http.StatusConflict && !isAlreadyExists(err) {
+		if err != nil && a.retried() && stateRefusal(err) {
 			cur, gerr := k.svc.Projects.Locations.Keys.Get(key.Name).Context(ctx).Do()
 			if gerr == nil && holds(cur, key, mask) {
 				done = cur
@@ -207,8 +207,10 @@ func holds(cur, want *apikeys.V2Key, mask string) bool {
 	return true
 }
 
-// delete soft-deletes a key, guarded by etag when it is set. A retry whose
-// first attempt landed finds the key already deleted: that is success.
+// delete soft-deletes a key, guarded by etag when it is set. A key found
+// already deleted (a retry whose first attempt landed, an earlier run) is
+// success. Which code the API answers then is not documented (see
+// stateRefusal), so the key's state decides, read after the refusal.
 func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 	var op *apikeys.Operation
 	gone := false
@@ -219,16 +221,13 @@ func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 		}
 		var err error
 		op, err = call.Do()
-		if err != nil && a.retried() {
-			switch httpCode(err) {
-			case http.StatusNotFound:
+		if err != nil && stateRefusal(err) {
+			// Already deleted (by our own first attempt, or an earlier
+			// run) is what was asked for: read the key to know.
+			cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
+			if httpCode(gerr) == http.StatusNotFound || (gerr == nil && cur.DeleteTime != "") {
 				gone = true
 				return nil
-			case http.StatusConflict: // the etag changed: by our own delete?
-				if cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do(); gerr == nil && cur.DeleteTime != "" {
-					gone = true
-					return nil
-				}
 			}
 		}
 		return err
@@ -246,17 +245,20 @@ func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 }
 
 // undelete restores a soft-deleted key (within 30 days of its deletion).
-// A key that is not deleted (ALREADY_EXISTS, also what a retry whose first
-// attempt landed meets) is returned as it is.
+// A key that is not deleted (what a retry whose first attempt landed meets;
+// the code of that refusal is not documented, see stateRefusal) is
+// returned as it is: its state, read after the refusal, decides.
 func (k *keysAPI) undelete(ctx context.Context, name string) (*apikeys.V2Key, error) {
 	var op *apikeys.Operation
 	live := false
 	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		op, err = k.svc.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
-		if err != nil && isAlreadyExists(err) {
-			live = true
-			return nil
+		if err != nil && stateRefusal(err) {
+			if cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do(); gerr == nil && cur.DeleteTime == "" {
+				live = true
+				return nil
+			}
 		}
 		return err
 	})
@@ -363,6 +365,22 @@ func keyErr(err error, perm, resource string) error {
 		return WithHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
 	}
 	return err
+}
+
+// stateRefusal reports whether err is a refusal that the resource's state
+// may explain — a changed etag, a key already deleted or not deleted — so
+// that the caller reads the state to decide whether its request is already
+// done. Google documents no code for these cases for API Keys: AIP-154 says
+// ABORTED (409) for an etag mismatch, other Google APIs answer
+// FAILED_PRECONDITION or INVALID_ARGUMENT (400) or 412, and a delete of a
+// deleted resource may be NOT_FOUND (404) or ALREADY_EXISTS-like (409). Any
+// of them leads to a read, never to a conclusion by code alone.
+func stateRefusal(err error) bool {
+	switch httpCode(err) {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusPreconditionFailed:
+		return true
+	}
+	return false
 }
 
 // isAlreadyExists reports whether an API Keys error is ALREADY_EXISTS (409

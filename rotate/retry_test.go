@@ -230,7 +230,18 @@ func landThenLose(srv *emulator.Server, method string, do func(context.Context) 
 
 // TestRetryAfterLostAnswer: a retried call whose first attempt landed is
 // recognised instead of failing or repeating its effect.
+// TestRetryAfterLostAnswer: a call lands but its answer is lost; the retry
+// meets a refusal that only the resource's state explains. Google documents
+// no code for those refusals for API Keys, so each is tried under every
+// code the emulator can be told to answer (SetStateCodes): the state, read
+// after the refusal, must decide.
 func TestRetryAfterLostAnswer(t *testing.T) {
+	for _, code := range []codes.Code{codes.OK, codes.FailedPrecondition, codes.InvalidArgument, codes.Aborted, codes.NotFound, codes.AlreadyExists} {
+		t.Run(code.String(), func(t *testing.T) { retryAfterLostAnswer(t, code) })
+	}
+}
+
+func retryAfterLostAnswer(t *testing.T, code codes.Code) {
 	t.Run("AddSecretVersion", func(t *testing.T) {
 		srv, _, sa, _ := emulatorAPIs(t)
 		sec, _ := srv.SeedSecret("p", "s", nil)
@@ -249,6 +260,7 @@ func TestRetryAfterLostAnswer(t *testing.T) {
 	})
 	t.Run("DeleteKey", func(t *testing.T) {
 		srv, ka, _, name := emulatorAPIs(t)
+		srv.SetStateCodes(code)
 		k, _ := srv.Key(name)
 		landThenLose(srv, "apikeys.DeleteKey", func(ctx context.Context) error {
 			_, err := ka.svc.Projects.Locations.Keys.Delete(name).Context(ctx).Do()
@@ -260,6 +272,7 @@ func TestRetryAfterLostAnswer(t *testing.T) {
 	})
 	t.Run("UpdateKey", func(t *testing.T) {
 		srv, ka, _, name := emulatorAPIs(t)
+		srv.SetStateCodes(code)
 		k, _ := srv.Key(name)
 		want := &apikeys.V2Key{Name: name, Etag: k.Etag, Annotations: map[string]string{annDeleteAfter: "2030-01-01T00:00:00Z"}}
 		landThenLose(srv, "apikeys.UpdateKey", func(ctx context.Context) error {
@@ -276,6 +289,7 @@ func TestRetryAfterLostAnswer(t *testing.T) {
 	})
 	t.Run("UndeleteKey", func(t *testing.T) {
 		srv, ka, _, name := emulatorAPIs(t)
+		srv.SetStateCodes(code)
 		if err := ka.delete(context.Background(), name, ""); err != nil {
 			t.Fatal(err)
 		}

@@ -509,7 +509,16 @@ func TestLiveLeaseStopsSecondRun(t *testing.T) {
 // TestFaultAtEachMutatingCall fails each mutating call of a rotation once:
 // the run stops safely (the old key works, every target holds a working
 // key), and a second run finishes the rotation with exactly one new key.
+// TestFaultAtEachMutatingCall runs under the emulator's default codes and
+// under FAILED_PRECONDITION and INVALID_ARGUMENT for the refusals only a
+// key's state explains (SetStateCodes): the resumed run decides by state.
 func TestFaultAtEachMutatingCall(t *testing.T) {
+	for _, code := range []codes.Code{codes.OK, codes.FailedPrecondition, codes.InvalidArgument} {
+		t.Run(code.String(), func(t *testing.T) { faultAtEachMutatingCall(t, code) })
+	}
+}
+
+func faultAtEachMutatingCall(t *testing.T, code codes.Code) {
 	for _, tc := range []struct {
 		method string
 		n      int
@@ -534,6 +543,7 @@ func TestFaultAtEachMutatingCall(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
+			w.srv.SetStateCodes(code)
 			var opts rotate.Options
 			if tc.grace {
 				g := time.Hour
