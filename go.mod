@@ -3,6 +3,7 @@ module github.com/keyrotate/keyrotate
 go 1.26.0
 
 require (
+	cloud.google.com/go/apikeys v1.10.1
 	cloud.google.com/go/iam v1.14.0
 	cloud.google.com/go/longrunning v1.5.0
 	cloud.google.com/go/run v1.25.0

@@ -627,25 +627,33 @@ func (s *Server) getKeyString(name string) (any, error) {
 }
 
 func (s *Server) lookupKey(r *http.Request) (any, error) {
-	ks := r.URL.Query().Get("keyString")
-	if ks == "" {
-		return nil, newError(codes.InvalidArgument, "keyString is required.")
+	parent, name, err := s.lookupKeyString(r.URL.Query().Get("keyString"))
+	if err != nil {
+		return nil, err
 	}
-	type lookupResponse struct {
+	return struct {
 		Parent string `json:"parent"`
 		Name   string `json:"name,omitempty"`
+	}{parent, name}, nil
+}
+
+// lookupKeyString answers LookupKey (REST or gRPC): the key's parent and
+// name; a purged key's string names only its parent.
+func (s *Server) lookupKeyString(ks string) (parent, name string, err error) {
+	if ks == "" {
+		return "", "", newError(codes.InvalidArgument, "keyString is required.")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purgeLocked()
 	if k := s.keys.byString[ks]; k != nil {
-		return lookupResponse{Parent: fmt.Sprintf("projects/%d/locations/global", k.project.number), Name: k.name()}, nil
+		return fmt.Sprintf("projects/%d/locations/global", k.project.number), k.name(), nil
 	}
 	if n, ok := s.keys.purged[ks]; ok {
-		return lookupResponse{Parent: fmt.Sprintf("projects/%d/locations/global", n)}, nil
+		return fmt.Sprintf("projects/%d/locations/global", n), "", nil
 	}
 	// Deliberately no part of the string in the message.
-	return nil, newError(codes.InvalidArgument, "Invalid key string: the value is not an API key issued by this service.")
+	return "", "", newError(codes.InvalidArgument, "Invalid key string: the value is not an API key issued by this service.")
 }
 
 // mutableFields maps the field-mask paths UpdateKey accepts (JSON and proto

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"github.com/google/go-cmp/cmp"
 	apikeys "google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -325,6 +327,11 @@ func TestLookupKey(t *testing.T) {
 	wait(t, svc, mustDo(t, svc.Projects.Locations.Keys.Delete(purged).Do))
 	clock.Advance(31 * 24 * time.Hour)
 	wait(t, svc, mustDo(t, svc.Projects.Locations.Keys.Delete(deleted).Do))
+	lookup, err := s.APIKeysLookupClient(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lookup.Close()
 
 	tests := []struct {
 		name       string
@@ -356,6 +363,57 @@ func TestLookupKey(t *testing.T) {
 				t.Errorf("LookupKey (-want +got):\n%s", diff)
 			}
 		})
+		// The same lookup over gRPC, on the same address.
+		t.Run(tt.name+"/grpc", func(t *testing.T) {
+			got, err := lookup.LookupKey(context.Background(), &apikeyspb.LookupKeyRequest{KeyString: tt.keyString})
+			if tt.wantCode != 0 {
+				if status.Code(err) != codes.InvalidArgument {
+					t.Fatalf("LookupKey over gRPC: %v, want INVALID_ARGUMENT", err)
+				}
+				if tt.keyString != "" && strings.Contains(err.Error(), tt.keyString) {
+					t.Errorf("error quotes the key string")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LookupKey over gRPC: %v", err)
+			}
+			if got.GetParent() != tt.want.Parent || got.GetName() != tt.want.Name {
+				t.Errorf("LookupKey over gRPC = {%q, %q}, want {%q, %q}", got.GetParent(), got.GetName(), tt.want.Parent, tt.want.Name)
+			}
+		})
+	}
+	// Five REST lookups carried the key string in the URL; the gRPC ones
+	// did not.
+	if got := s.KeyStringsInURLs(); got != len(tests) {
+		t.Errorf("KeyStringsInURLs() = %d, want %d (the REST lookups only)", got, len(tests))
+	}
+	if got := s.Calls("apikeys.LookupKey"); got != 2*len(tests) {
+		t.Errorf("Calls(apikeys.LookupKey) = %d, want %d (REST and gRPC)", got, 2*len(tests))
+	}
+}
+
+// TestLookupKeyGRPCFaults: injected faults and denied permissions reach
+// the gRPC LookupKey as they reach REST.
+func TestLookupKeyGRPCFaults(t *testing.T) {
+	s, _, _ := startKeys(t, Options{})
+	_, ks, _ := s.SeedKey(testProject, "live", nil)
+	lookup, err := s.APIKeysLookupClient(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lookup.Close()
+	s.FailNext("apikeys.LookupKey", codes.Unavailable, "")
+	if _, err := lookup.LookupKey(context.Background(), &apikeyspb.LookupKeyRequest{KeyString: ks}); status.Code(err) != codes.Unavailable {
+		t.Errorf("LookupKey with a fault = %v, want UNAVAILABLE", err)
+	}
+	s.DenyPermission("apikeys.keys.lookup")
+	if _, err := lookup.LookupKey(context.Background(), &apikeyspb.LookupKeyRequest{KeyString: ks}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("LookupKey without permission = %v, want PERMISSION_DENIED", err)
+	}
+	s.AllowPermission("apikeys.keys.lookup")
+	if _, err := lookup.LookupKey(context.Background(), &apikeyspb.LookupKeyRequest{KeyString: ks}); err != nil {
+		t.Errorf("LookupKey: %v", err)
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package emulator is an in-process fake of the Google APIs keyrotate uses:
-// the API Keys API v2 (REST), Secret Manager v1 (gRPC), the Gemini API's
+// the API Keys API v2 (REST, and gRPC for LookupKey, on one address), Secret Manager v1 (gRPC), the Gemini API's
 // model list (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
 // sharing one state. Tests drive Google's own Go clients
 // against it over real loopback connections; `keyrotate demo` and
@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -165,7 +166,10 @@ type Server struct {
 	stateCodes codes.Code
 	hooks      map[string]Hook
 	denied     map[string]bool // IAM permissions the caller lacks
-	seq        int64           // for ids, uids and etags
+	// keyStringsInURLs counts API Keys requests with a key string in the
+	// URL (apikeys_grpc.go).
+	keyStringsInURLs int
+	seq              int64 // for ids, uids and etags
 
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
@@ -209,7 +213,11 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	if s.quota, err = newQuotaState(opts.Quotas, opts.QuotaWindow); err != nil {
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
-	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, withAPIKeysResource(s.apiKeysHandler())); err != nil {
+	// API Keys: REST, and gRPC for LookupKey, on the one address.
+	keysGRPC := grpc.NewServer()
+	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
+	s.closers = append(s.closers, keysGRPC.Stop)
+	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, withAPIKeysResource(s.apiKeysHandler()))); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}

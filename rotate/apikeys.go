@@ -9,8 +9,12 @@ import (
 	"strings"
 	"time"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keyrotate/keyrotate/secret"
 )
@@ -29,9 +33,10 @@ const (
 // errors at the boundary. Retries are safe: a call whose answer was lost is
 // recognised when it is repeated (see each method).
 type keysAPI struct {
-	svc   *apikeys.Service
-	poll  time.Duration // first interval between operations.get polls
-	retry RetryPolicy
+	svc     *apikeys.Service
+	lookupc *apikeysapi.Client // LookupKey only, over gRPC
+	poll    time.Duration      // first interval between operations.get polls
+	retry   RetryPolicy
 }
 
 func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) {
@@ -60,21 +65,45 @@ func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error
 	return secret.New(resp.KeyString), nil
 }
 
-// lookup maps a key string to its key's resource name.
+// lookup maps a key string to its key's resource name. It goes over gRPC
+// (k.lookupc): the REST keys:lookupKey carries the key string in its URL,
+// where proxies and access logs record it; the gRPC request carries it in
+// its body.
 func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
-	var resp *apikeys.V2LookupKeyResponse
+	if k.lookupc == nil {
+		return "", fmt.Errorf("look up key %s: %w", key, ErrNoLookupClient)
+	}
+	var resp *apikeyspb.LookupKeyResponse
 	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
-		resp, err = k.svc.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
+		resp, err = k.lookupc.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: key.Reveal()})
 		return secret.StripQuery(err)
 	})
 	if err != nil {
-		return "", fmt.Errorf("look up key %s: %w", key, keyErr(err, "apikeys.keys.lookup", ""))
+		return "", fmt.Errorf("look up key %s: %w", key, lookupErr(err))
 	}
-	if resp.Name == "" {
+	if resp.GetName() == "" {
 		return "", fmt.Errorf("look up key %s: the key was purged: %w", key, ErrKeyNotFound)
 	}
-	return resp.Name, nil
+	return resp.GetName(), nil
+}
+
+// ErrNoLookupClient: a Rotator without its gRPC API Keys client (Lookup)
+// was asked to look a key string up. LookupKey is never sent over REST,
+// which would put the key string in the URL.
+var ErrNoLookupClient = errors.New("no gRPC API Keys client for LookupKey")
+
+// lookupErr translates a gRPC LookupKey error: INVALID_ARGUMENT (a string
+// the API never issued) and NOT_FOUND are ErrKeyNotFound, PERMISSION_DENIED
+// gets the hint of a missing permission.
+func lookupErr(err error) error {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound:
+		return &apiError{err: err, kind: ErrKeyNotFound}
+	case codes.PermissionDenied:
+		return WithHint(err, denialHint(err, "apikeys.keys.lookup", ""))
+	}
+	return err
 }
 
 // list returns every key of parent ("projects/P/locations/global"), all

@@ -7,14 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/api/apikeys/v2"
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyrotate/keyrotate/secret"
 )
 
-// TestLookupErrorHidesKey: LookupKey carries the key string in its query;
-// a transport error must not repeat it.
+// TestLookupErrorHidesKey: a transport error of LookupKey must not repeat
+// the key string it carries.
 func TestLookupErrorHidesKey(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -22,15 +24,18 @@ func TestLookupErrorHidesKey(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: connection refused
-	svc, err := apikeys.NewService(context.Background(), option.WithEndpoint("http://"+addr+"/"), option.WithoutAuthentication())
+	lookupc, err := apikeysapi.NewClient(context.Background(), option.WithEndpoint(addr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	if err != nil {
 		t.Fatal(err)
 	}
+	lookupc.CallOptions = &apikeysapi.CallOptions{}
+	defer lookupc.Close()
 	const canary = "AIzaSyCANARYcanaryCANARYcanary-0123456"
 	// A refused connection is retried (the network may come back): bound
 	// the retries.
 	fast := RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxElapsed: 50 * time.Millisecond}
-	_, err = (&keysAPI{svc: svc, retry: fast}).lookup(context.Background(), secret.New(canary))
+	_, err = (&keysAPI{lookupc: lookupc, retry: fast}).lookup(context.Background(), secret.New(canary))
 	if err == nil {
 		t.Fatal("lookup against a closed port succeeded")
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
@@ -198,10 +199,18 @@ func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scale
 	}
 	sm.CallOptions = &secretmanager.CallOptions{}
 	tb.Cleanup(func() { sm.Close() })
+	lookup, err := apikeysapi.NewClient(ctx, option.WithEndpoint(fe.APIKeys), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lookup.CallOptions = &apikeysapi.CallOptions{}
+	tb.Cleanup(func() { lookup.Close() })
 	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
 	d := rotate.DefaultRetry
 	return &rotate.Rotator{
-		Keys: keys, Secrets: sm,
+		Keys: keys, Lookup: lookup, Secrets: sm,
 		PollInterval:  scale.d(250 * time.Millisecond),
 		ProbeInterval: scale.d(2 * time.Second), ProbeMaxInterval: scale.d(rotate.DefaultProbeMaxInterval),
 		Retry: rotate.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},

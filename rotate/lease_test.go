@@ -41,7 +41,7 @@ func (w *world) otherRun() (*rotate.Rotator, *rotate.Slot) {
 	s := *w.slot
 	s.Targets = []rotate.Target{targets.NewDotEnv(w.envPath, "GEMINI_API_KEY")}
 	r := &rotate.Rotator{
-		Keys: w.r.Keys, Secrets: w.r.Secrets,
+		Keys: w.r.Keys, Lookup: w.r.Lookup, Secrets: w.r.Secrets,
 		PollInterval: w.r.PollInterval, ProbeInterval: w.r.ProbeInterval, ProbeMaxInterval: w.r.ProbeMaxInterval,
 	}
 	return r, &s

@@ -199,7 +199,7 @@ func restMethod(api string, req *http.Request) (method, resource string) {
 }
 
 // UnaryInterceptor returns a gRPC client interceptor that paces and counts
-// the calls of api (SecretManager). AccessSecretVersion is counted, not
+// the calls of api (SecretManager; APIKeys, whose LookupKey goes over gRPC). AccessSecretVersion is counted, not
 // paced: its quota (90,000 a minute) is far beyond a rotation's two.
 func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -208,7 +208,7 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 			return invoker(ctx, fullMethod, req, reply, cc, opts...)
 		}
 		if !strings.HasPrefix(name, "Access") {
-			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List")
+			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup")
 			if err := m.Pacer.Wait(ctx, api, quotaProject(ctx, grpcResource(req)), write); err != nil {
 				return err
 			}

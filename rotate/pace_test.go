@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
+	"google.golang.org/grpc"
 )
 
 // TestPacerBurstThenWindow: N calls go at once, the N+1-th waits until the
@@ -269,5 +272,28 @@ func TestMeterCountsThrottled(t *testing.T) {
 	}
 	if got := m.Calls()["apikeys.GetKey"]; got != 2 {
 		t.Errorf("apikeys.GetKey counted %d", got)
+	}
+}
+
+// TestMeterLookupKeyOverGRPCIsARead: LookupKey goes over gRPC (the key
+// string in the body, not the URL); the Meter counts it as the REST method
+// was counted, apikeys.LookupKey, and paces it under the read quota, not
+// the write one.
+func TestMeterLookupKeyOverGRPCIsARead(t *testing.T) {
+	m := &Meter{Pacer: NewPacer(map[string]Quota{APIKeys: {Reads: 10, Writes: 1}}, time.Hour)}
+	intercept := m.UnaryInterceptor(APIKeys)
+	invoke := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
+	ctx := withProject(context.Background(), "p")
+	for i := range 3 {
+		// A write quota of 1 an hour would hold the second call.
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := intercept(ctx, "/google.api.apikeys.v2.ApiKeys/LookupKey", &apikeyspb.LookupKeyRequest{}, &apikeyspb.LookupKeyResponse{}, nil, invoke)
+		cancel()
+		if err != nil {
+			t.Fatalf("LookupKey call %d: %v, want it paced as a read", i+1, err)
+		}
+	}
+	if got := m.Calls()["apikeys.LookupKey"]; got != 3 {
+		t.Errorf("apikeys.LookupKey counted %d, want 3", got)
 	}
 }

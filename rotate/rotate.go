@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/cenkalti/backoff/v5"
@@ -49,7 +50,14 @@ type Slot struct {
 // Rotator runs the protocol with Google's clients. The zero values of the
 // optional fields are sensible defaults.
 type Rotator struct {
-	Keys    *apikeys.Service
+	// Keys is the API Keys API (REST, the discovery client: only it
+	// carries a key's service account binding).
+	Keys *apikeys.Service
+	// Lookup is the API Keys API over gRPC, for LookupKey only: the REST
+	// keys:lookupKey would put the key string in its URL. Required when
+	// the current key is found from a secret's key string; without it
+	// such a lookup fails with ErrNoLookupClient.
+	Lookup  *apikeysapi.Client
 	Secrets *secretmanager.Client
 
 	// Log receives progress logs; nil discards them.
@@ -184,7 +192,7 @@ func (r *Rotator) event(slot, step, format string, args ...any) {
 }
 
 func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
-	return &keysAPI{svc: r.Keys, poll: r.PollInterval, retry: r.Retry}, &secretsAPI{c: r.Secrets, retry: r.Retry}
+	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: r.Retry}, &secretsAPI{c: r.Secrets, retry: r.Retry}
 }
 
 // keyID derives the new key's id from the rotation id, so that a retried

@@ -75,6 +75,11 @@ func newWorld(t testing.TB, opts ...worldOpt) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sm.Close() })
+	lookup, err := srv.APIKeysLookupClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lookup.Close() })
 	w := &world{t: t, srv: srv, logs: &bytes.Buffer{}, events: &bytes.Buffer{}}
 	w.slot = &rotate.Slot{
 		Name: "gemini-prod", Project: project,
@@ -104,7 +109,7 @@ func newWorld(t testing.TB, opts ...worldOpt) *world {
 	}
 	w.slot.Targets = []rotate.Target{targets.NewDotEnv(w.envPath, "GEMINI_API_KEY")}
 	w.r = &rotate.Rotator{
-		Keys: keysSvc, Secrets: sm,
+		Keys: keysSvc, Lookup: lookup, Secrets: sm,
 		Log:          slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Events:       func(e rotate.Event) { fmt.Fprintf(w.events, "%+v\n", e) },
 		PollInterval: time.Millisecond, ProbeInterval: 5 * time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond,
@@ -778,4 +783,25 @@ func TestOldKeyPutBackDuringDelete(t *testing.T) {
 		t.Error("after the resume: the old key works or the .env holds a key that does not")
 	}
 	w.invariant()
+}
+
+// TestLookupKeyStringNeverInURL: the rotation finds the current key from
+// the secret's key string with LookupKey, and that call goes over gRPC, the
+// key string in the request body: no request to the API Keys API carries a
+// key string in its URL (the REST keys:lookupKey would, where proxies and
+// access logs record it).
+func TestLookupKeyStringNeverInURL(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true}); err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	if _, err := w.rotate(rotate.Options{}); err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if got := w.srv.Calls("apikeys.LookupKey"); got == 0 {
+		t.Fatalf("LookupKey calls = 0, want > 0 (the current key is found from the secret)")
+	}
+	if got := w.srv.KeyStringsInURLs(); got != 0 {
+		t.Errorf("requests with a key string in the URL = %d, want 0", got)
+	}
 }

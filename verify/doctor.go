@@ -15,6 +15,7 @@ import (
 	"context"
 	"strings"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/secret"
@@ -164,7 +165,11 @@ type Doctor struct {
 	// Keys reads key metadata (LookupKey, GetKey). Nil skips those checks;
 	// KeysErr then says why (for example: no Application Default
 	// Credentials).
-	Keys    *apikeys.Service
+	Keys *apikeys.Service
+	// Lookup is the API Keys API over gRPC, for LookupKey only (the REST
+	// call would carry the key string in its URL). Nil, like a nil Keys,
+	// skips the key's checks.
+	Lookup  *apikeysapi.Client
 	KeysErr error
 	// Probe calls the Gemini API with the key. Nil skips the live probe.
 	Probe *Gemini

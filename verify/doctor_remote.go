@@ -8,8 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keyrotate/keyrotate/secret"
 )
@@ -33,7 +36,7 @@ const (
 func (c *checkup) remote(ctx context.Context) {
 	key := secret.New(c.clean)
 	var meta *apikeys.V2Key
-	if c.d.Keys == nil {
+	if c.d.Keys == nil || c.d.Lookup == nil {
 		reason := "no Google credentials"
 		if c.d.KeysErr != nil {
 			reason = c.scrub(firstLine(c.d.KeysErr.Error()))
@@ -69,31 +72,33 @@ func (c *checkup) remote(ctx context.Context) {
 // the project and returns the key's metadata (GetKey), or nil.
 func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 	keys := c.d.Keys
-	resp, err := keys.Keys.LookupKey().KeyString(key.Reveal()).Context(ctx).Do()
+	// Over gRPC: the REST keys:lookupKey would carry the key string in
+	// its URL.
+	resp, err := c.d.Lookup.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: key.Reveal()})
 	if err != nil {
 		err = secret.StripQuery(err)
-		switch apiCode(err) {
-		case http.StatusBadRequest, http.StatusNotFound:
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.NotFound:
 			c.add(FindLookup, StatusFail, c.after+"Google's API Keys service knows no key with this value: it is mistyped, incomplete, or not a Google Cloud API key",
 				"copy the key again from the Cloud console (APIs & Services → Credentials) or Secret Manager; `keyrotate status` shows each slot's current key")
-		case http.StatusForbidden, http.StatusUnauthorized:
+		case codes.PermissionDenied, codes.Unauthenticated:
 			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), viewerFix)
 		default:
 			c.add(FindLookup, StatusSkip, "key lookup failed: "+c.scrub(firstLine(err.Error())), "retry later")
 		}
 		return nil
 	}
-	project := strings.TrimSuffix(resp.Parent, "/locations/global")
+	project := strings.TrimSuffix(resp.GetParent(), "/locations/global")
 	c.r.Project = project
-	if resp.Name == "" {
+	if resp.GetName() == "" {
 		c.add(FindLookup, StatusFail, fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
 			"put a current key into the variable (`keyrotate status` shows each slot's current key), or create a new one")
 		return nil
 	}
-	c.r.KeyName = resp.Name
-	c.add(FindLookup, StatusOK, fmt.Sprintf("%skey %s, in %s", c.after, resp.Name, project), "")
+	c.r.KeyName = resp.GetName()
+	c.add(FindLookup, StatusOK, fmt.Sprintf("%skey %s, in %s", c.after, resp.GetName(), project), "")
 
-	name := resp.Name
+	name := resp.GetName()
 	if p := c.d.Project; p != "" {
 		num := strings.TrimPrefix(project, "projects/")
 		keyID := name[strings.LastIndex(name, "/")+1:]

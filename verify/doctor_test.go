@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/verify"
@@ -31,8 +34,10 @@ type docWorld struct {
 	srv   *emulator.Server
 	clock *emulator.FakeClock
 	svc   *apikeys.Service
-	key   map[string]string // key id -> key string
-	name  map[string]string // key id -> key name
+	// lookup is the gRPC client for LookupKey.
+	lookup *apikeysapi.Client
+	key    map[string]string // key id -> key string
+	name   map[string]string // key id -> key name
 }
 
 func newDocWorld(t *testing.T) *docWorld {
@@ -51,7 +56,12 @@ func newDocWorld(t *testing.T) *docWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &docWorld{srv: srv, clock: clock, svc: svc, key: map[string]string{}, name: map[string]string{}}
+	lookup, err := srv.APIKeysLookupClient(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lookup.Close() })
+	w := &docWorld{srv: srv, clock: clock, svc: svc, lookup: lookup, key: map[string]string{}, name: map[string]string{}}
 	gemini := func() *apikeys.V2Restrictions {
 		return &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}}
 	}
@@ -97,7 +107,7 @@ func newDocWorld(t *testing.T) *docWorld {
 }
 
 func (w *docWorld) doctor(project string) *verify.Doctor {
-	return &verify.Doctor{Keys: w.svc, Probe: &verify.Gemini{BaseURL: "http://" + w.srv.GeminiAddr}, Project: project}
+	return &verify.Doctor{Keys: w.svc, Lookup: w.lookup, Probe: &verify.Gemini{BaseURL: "http://" + w.srv.GeminiAddr}, Project: project}
 }
 
 // allKeys returns every key string the emulator knows.
@@ -340,14 +350,19 @@ func TestDoctor(t *testing.T) {
 		{name: "api keys unreachable", in: keyIn("good", func(s string) string { return s + " " }),
 			doctor: func(w *docWorld) *verify.Doctor {
 				d := w.doctor("")
-				svc, err := apikeys.NewService(context.Background(), option.WithEndpoint("http://"+deadAddr(t)+"/"), option.WithoutAuthentication())
+				lookup, err := apikeysapi.NewClient(context.Background(), option.WithEndpoint(deadAddr(t)), option.WithoutAuthentication(),
+					option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 				if err != nil {
 					t.Fatal(err)
 				}
-				d.Keys = svc
+				lookup.CallOptions = &apikeysapi.CallOptions{}
+				t.Cleanup(func() { lookup.Close() })
+				d.Lookup = lookup
 				return d
 			},
-			want: want{status: map[string]verify.Status{"lookup": skip, "probe": ok}, healthy: true, has: []string{"key lookup failed", "?<redacted>"}}},
+			// The lookup goes over gRPC: no URL, so no query to redact;
+			// the transport's reason is kept.
+			want: want{status: map[string]verify.Status{"lookup": skip, "probe": ok}, healthy: true, has: []string{"key lookup failed", "connection refused"}}},
 		{name: "gemini unreachable", in: keyIn("good", same),
 			doctor: func(w *docWorld) *verify.Doctor {
 				d := w.doctor("")
@@ -383,6 +398,23 @@ func TestDoctorPurged(t *testing.T) {
 	checkReport(t, rep, want{status: map[string]verify.Status{"lookup": fail, "probe": fail}, cause: "lookup",
 		has: []string{"belonged to projects/345678901234 but was deleted more than 30 days ago and purged"}})
 	checkCanary(t, rep, append(w.allKeys(), w.key["deleted"]))
+}
+
+// TestDoctorLookupKeyStringNeverInURL: doctor looks the key string up over
+// gRPC, the key string in the request body, never in a URL (the REST
+// keys:lookupKey would put it in the query string, where proxies and
+// access logs record it).
+func TestDoctorLookupKeyStringNeverInURL(t *testing.T) {
+	w := newDocWorld(t)
+	in := verify.Input{Env: envOf("GEMINI_API_KEY", w.key["good"])}
+	rep := w.doctor("").Check(context.Background(), in)
+	checkReport(t, rep, want{status: map[string]verify.Status{"lookup": ok}, healthy: true})
+	if got := w.srv.Calls("apikeys.LookupKey"); got == 0 {
+		t.Fatalf("LookupKey calls = 0, want > 0")
+	}
+	if got := w.srv.KeyStringsInURLs(); got != 0 {
+		t.Errorf("requests with a key string in the URL = %d, want 0", got)
+	}
 }
 
 // inputValue returns the raw value the input holds, for the canary.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	run "cloud.google.com/go/run/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
@@ -49,9 +50,12 @@ func hostsFromEnv() hosts {
 // clients are Google's own Go clients. The API Keys API goes through the
 // discovery client google.golang.org/api/apikeys/v2: the gRPC client
 // cloud.google.com/go/apikeys has no service_account_email and cannot read
-// or copy a key's binding.
+// or copy a key's binding. LookupKey alone goes over gRPC: the REST
+// keys:lookupKey carries the key string in its URL, where proxies and
+// access logs record it.
 type clients struct {
 	keys    *apikeys.Service
+	lookup  *apikeysapi.Client    // LookupKey only
 	secrets *secretmanager.Client // the global endpoint
 	gemini  *verify.Gemini
 
@@ -95,6 +99,10 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 	if err != nil {
 		return nil, credentialsError("API Keys", err)
 	}
+	lookup, err := newLookupClient(ctx, h.apiKeys, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))
+	if err != nil {
+		return nil, err
+	}
 	sm, err := newSecretManagerClient(ctx, smOpts)
 	if err != nil {
 		return nil, err
@@ -109,7 +117,7 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	cl := &clients{keys: keys, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
+	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
 		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
@@ -119,6 +127,24 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		cl.run.CallOptions = &run.ServicesCallOptions{}
 	}
 	return cl, nil
+}
+
+// newLookupClient connects the gRPC API Keys client used for LookupKey: to
+// the emulator at host (plain text, no credentials; it serves gRPC on its
+// REST address) or, with host "", to apikeys.googleapis.com:443 with
+// Application Default Credentials.
+func newLookupClient(ctx context.Context, host string, opts ...option.ClientOption) (*apikeysapi.Client, error) {
+	if host != "" {
+		opts = append(opts, option.WithEndpoint(host), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	}
+	c, err := apikeysapi.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("API Keys", err)
+	}
+	// No retries in the client: package rotate retries every call itself.
+	c.CallOptions = &apikeysapi.CallOptions{}
+	return c, nil
 }
 
 func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {
@@ -194,6 +220,9 @@ func (c *clients) Close() {
 	}
 	if c.secrets != nil {
 		_ = c.secrets.Close()
+	}
+	if c.lookup != nil {
+		_ = c.lookup.Close()
 	}
 	for _, sm := range c.regional {
 		_ = sm.Close()

@@ -106,8 +106,11 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 	}
 	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
+	} else if lookup, err := newLookupClient(ctx, h.apiKeys); err != nil {
+		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else {
-		d.Keys = keys
+		defer lookup.Close()
+		d.Keys, d.Lookup = keys, lookup
 	}
 
 	rep := d.Check(ctx, in)

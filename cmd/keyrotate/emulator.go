@@ -17,7 +17,7 @@ func emulatorCommand() *cli.Command {
 			"clients) at it, then serves until interrupted. --seed DIR adds a demo project, key and\n" +
 			"secret and writes DIR/keyrotate.yaml and DIR/app/.env to try keyrotate by hand.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "apikeys-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the API Keys REST API"},
+			&cli.StringFlag{Name: "apikeys-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the API Keys API (REST, and gRPC for LookupKey)"},
 			&cli.StringFlag{Name: "secretmanager-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Secret Manager gRPC API"},
 			&cli.StringFlag{Name: "gemini-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Gemini REST API"},
 			&cli.StringFlag{Name: "run-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Cloud Run Admin API v2 (gRPC)"},

@@ -152,6 +152,11 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		if (got == n) == neg {
 			ts.Fatalf("calls %s = %d, want %d: %v", rest[0], got, n, srv.CallCounts())
 		}
+	case "key-in-urls": // emu key-in-urls N: requests whose URL carried a key string
+		n, _ := strconv.Atoi(rest[0])
+		if got := srv.KeyStringsInURLs(); (got == n) == neg {
+			ts.Fatalf("requests with a key string in the URL = %d, want %d", got, n)
+		}
 	case "untouched":
 		checkUntouched(ts, sw)
 	case "restored":

@@ -119,7 +119,7 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 
 func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
-		Keys: j.clients.keys, Secrets: j.clients.secrets,
+		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
