@@ -9,6 +9,21 @@ package emulator
 //     metadata and response are the Service, as on the real API.
 //   - A change of the template (or force_new_revision) creates a revision
 //     named "{service}-{00002}-{xyz}" (or the template's own `revision`).
+//   - Revision names are unique within a service and a revision is
+//     immutable: an update whose template.revision names an existing
+//     revision and would create a new one (a changed template, or
+//     force_new_revision) fails with ALREADY_EXISTS "Revision named '…' with
+//     different configuration already exists.", on every attempt. gcloud and
+//     the console name revisions client-side, so a service they deployed
+//     carries its revision's name in template.revision (seed one by setting
+//     it: SeedRunService keeps it), and a client that sends the template
+//     back changed without clearing it hits this. The code and message are
+//     Google's as quoted in public reports: firebase/firebase-tools#10151
+//     ("HTTP Error: 409, Revision named '…' with different configuration
+//     already exists.") and #10136 (ALREADY_EXISTS revision conflict).
+//     A revision name must start with the service's name and a hyphen (also
+//     from public reports; the exact wording of that error is not confirmed:
+//     INVALID_ARGUMENT here).
 //     While the operation runs the service is `reconciling`, its
 //     latest_created_revision the new one and traffic still on the old one.
 //     The revision becomes ready when the operation finishes: the service's
@@ -68,9 +83,12 @@ type runState struct {
 }
 
 type runService struct {
-	pb      *runpb.Service // Name canonical; never handed out
-	revSeq  int            // revisions created so far
-	pending *runOp         // the operation deploying the newest revision
+	pb     *runpb.Service // Name canonical; never handed out
+	revSeq int            // revisions created so far
+	// revisions holds the template each revision was created from, by
+	// revision name: names are unique and revisions immutable.
+	revisions map[string]*runpb.RevisionTemplate
+	pending   *runOp // the operation deploying the newest revision
 }
 
 type runOp struct {
@@ -175,7 +193,10 @@ func (s *Server) SeedRunService(projectID, location, id string, svc *runpb.Servi
 	pb.Uri = "https://" + id + "-" + strconv.FormatInt(pr.number, 10) + "." + location + ".run.app"
 	pb.Urls = []string{pb.Uri}
 	pb.Traffic = []*runpb.TrafficTarget{{Type: runpb.TrafficTargetAllocationType_TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST, Percent: 100}}
-	rs := &runService{pb: pb}
+	if rev := pb.Template.Revision; rev != "" && !strings.HasPrefix(rev, id+"-") {
+		return "", fmt.Errorf("revision name %q does not start with %q", rev, id+"-")
+	}
+	rs := &runService{pb: pb, revisions: map[string]*runpb.RevisionTemplate{}}
 	s.run.services[name] = rs
 	rev := s.newRevision(rs)
 	s.settle(rs, rev, false)
@@ -228,6 +249,7 @@ func (s *Server) newRevision(rs *runService) string {
 		suffix := []byte{byte('a' + n%26), byte('a' + n/26%26), byte('a' + n/676%26)}
 		rev = fmt.Sprintf("%s-%05d-%s", id, rs.revSeq, suffix)
 	}
+	rs.revisions[rev] = proto.Clone(rs.pb.Template).(*runpb.RevisionTemplate)
 	rs.pb.LatestCreatedRevision = rev
 	rs.pb.Reconciling = true
 	rs.pb.TerminalCondition = &runpb.Condition{Type: "Ready", State: runpb.Condition_CONDITION_RECONCILING,
@@ -375,10 +397,16 @@ func (r *runServer) UpdateService(ctx context.Context, req *runpb.UpdateServiceR
 	if err := validateTemplate(in.Template); err != nil {
 		return nil, err
 	}
-	if rev := in.Template.GetRevision(); rev != "" && rev == rs.pb.LatestCreatedRevision && !proto.Equal(in.Template, rs.pb.Template) {
-		return nil, status.Errorf(codes.Aborted, "Revision named '%s' with different configuration already exists.", rev)
-	}
 	changed := !proto.Equal(in.Template, rs.pb.Template) || req.GetForceNewRevision()
+	if rev := in.Template.GetRevision(); rev != "" {
+		id := rs.pb.Name[strings.LastIndex(rs.pb.Name, "/")+1:]
+		if !strings.HasPrefix(rev, id+"-") {
+			return nil, status.Errorf(codes.InvalidArgument, "spec.template.metadata.name: revision name %q must start with the service name followed by a hyphen (%s-).", rev, id)
+		}
+		if _, exists := rs.revisions[rev]; exists && changed {
+			return nil, status.Errorf(codes.AlreadyExists, "Revision named '%s' with different configuration already exists.", rev)
+		}
+	}
 	// Copy what the caller may set; keep what is output only.
 	out := proto.Clone(rs.pb).(*runpb.Service)
 	out.Description, out.Labels, out.Annotations = in.Description, in.Labels, in.Annotations

@@ -13,6 +13,13 @@ import (
 
 func runWorld(t *testing.T) (*Server, string) {
 	t.Helper()
+	return runWorldRevision(t, "")
+}
+
+// runWorldRevision seeds the service with its template naming revision rev
+// ("" : none), as gcloud and the console leave it.
+func runWorldRevision(t *testing.T, rev string) (*Server, string) {
+	t.Helper()
 	srv, err := Start(Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -20,7 +27,7 @@ func runWorld(t *testing.T) (*Server, string) {
 	t.Cleanup(func() { srv.Close() })
 	srv.AddProject("run-project", 424242)
 	name, err := srv.SeedRunService("run-project", "europe-west1", "api", &runpb.Service{
-		Template: &runpb.RevisionTemplate{Containers: []*runpb.Container{{
+		Template: &runpb.RevisionTemplate{Revision: rev, Containers: []*runpb.Container{{
 			Image: "gcr.io/x/api",
 			Env:   []*runpb.EnvVar{{Name: "GEMINI_API_KEY", Values: &runpb.EnvVar_Value{Value: "old"}}},
 		}}},
@@ -105,6 +112,78 @@ func TestRunGetAndUpdateService(t *testing.T) {
 	}
 	if got2, err := op.Wait(ctx); err != nil || got2.LatestReadyRevision == got.LatestReadyRevision {
 		t.Fatalf("forced revision: %v %v", got2.GetLatestReadyRevision(), err)
+	}
+}
+
+// A revision name is unique and a revision immutable: reusing the name of
+// an existing revision with a changed template is ALREADY_EXISTS, on every
+// attempt, as on Cloud Run (see run.go for the sources).
+func TestRunRevisionNameReuse(t *testing.T) {
+	srv, name := runWorldRevision(t, "api-00001-gcl")
+	if _, err := srv.SeedRunService("run-project", "europe-west1", "other", &runpb.Service{
+		Template: &runpb.RevisionTemplate{Revision: "api-00001-x", Containers: []*runpb.Container{{Image: "i"}}}}); err == nil {
+		t.Fatal("seeding a revision name without the service's prefix succeeded")
+	}
+	ctx := context.Background()
+	c, err := srv.RunClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc, _ := srv.RunService(name)
+	if svc.Template.Revision != "api-00001-gcl" || svc.LatestReadyRevision != "api-00001-gcl" {
+		t.Fatalf("seeded: template revision %q, serving %q", svc.Template.Revision, svc.LatestReadyRevision)
+	}
+
+	// The same template under its own name: no new revision, no error.
+	op, err := c.UpdateService(ctx, &runpb.UpdateServiceRequest{Service: svc})
+	if err != nil {
+		t.Fatalf("unchanged update: %v", err)
+	}
+	if _, err := op.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, force := range []bool{false, true} {
+		for attempt := 1; attempt <= 2; attempt++ {
+			cur, _ := srv.RunService(name)
+			if !force {
+				cur.Template.Containers[0].Env[0].Values = &runpb.EnvVar_Value{Value: "new"}
+			}
+			_, err := c.UpdateService(ctx, &runpb.UpdateServiceRequest{Service: cur, ForceNewRevision: force})
+			want := "Revision named 'api-00001-gcl' with different configuration already exists."
+			if status.Code(err) != codes.AlreadyExists || status.Convert(err).Message() != want {
+				t.Fatalf("force=%v attempt %d: %v, want ALREADY_EXISTS %q", force, attempt, err, want)
+			}
+		}
+	}
+	if got, _ := srv.RunService(name); got.LatestCreatedRevision != "api-00001-gcl" || got.Generation != 2 {
+		t.Fatalf("a refused update changed the service: created %s, generation %d", got.LatestCreatedRevision, got.Generation)
+	}
+
+	// A name without the service's prefix is refused.
+	cur, _ := srv.RunService(name)
+	cur.Template.Revision = "web-00002-abc"
+	if _, err := c.UpdateService(ctx, &runpb.UpdateServiceRequest{Service: cur}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("foreign revision name: %v, want InvalidArgument", err)
+	}
+
+	// Cleared, Cloud Run names the revision; a new name is taken as given.
+	for _, rev := range []string{"", "api-00003-own"} {
+		cur, _ := srv.RunService(name)
+		cur.Template.Revision = rev
+		cur.Template.Containers[0].Env[0].Values = &runpb.EnvVar_Value{Value: "new-" + rev}
+		op, err := c.UpdateService(ctx, &runpb.UpdateServiceRequest{Service: cur})
+		if err != nil {
+			t.Fatalf("update with revision %q: %v", rev, err)
+		}
+		got, err := op.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LatestReadyRevision == "api-00001-gcl" || (rev != "" && got.LatestReadyRevision != rev) {
+			t.Fatalf("update with revision %q: serving %s", rev, got.LatestReadyRevision)
+		}
 	}
 }
 

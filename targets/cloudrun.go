@@ -192,6 +192,13 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 			c.Env[i] = want
 		}
 	}
+	// gcloud and the console name revisions client-side, so their
+	// services carry the serving revision's name in template.revision.
+	// Sent back with a changed template it fails with 409 ALREADY_EXISTS
+	// "Revision named '…' with different configuration already exists", on
+	// every attempt (reported in firebase/firebase-tools#10151 and #10136).
+	// Cleared, Cloud Run names the new revision itself.
+	upd.Template.Revision = ""
 	if force {
 		if upd.Template.Annotations == nil {
 			upd.Template.Annotations = map[string]string{}

@@ -30,6 +30,13 @@ type crWorld struct {
 // and a service whose container's GEMINI_API_KEY is env.
 func newCloudRunWorld(t *testing.T, env *runpb.EnvVar, extra ...*runpb.Container) (*crWorld, *CloudRun) {
 	t.Helper()
+	return newCloudRunWorldRevision(t, "", env, extra...)
+}
+
+// newCloudRunWorldRevision is newCloudRunWorld with the template's revision
+// name set to rev, as gcloud and the console leave it ("" : none).
+func newCloudRunWorldRevision(t *testing.T, rev string, env *runpb.EnvVar, extra ...*runpb.Container) (*crWorld, *CloudRun) {
+	t.Helper()
 	srv, err := emulator.Start(emulator.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +54,7 @@ func newCloudRunWorld(t *testing.T, env *runpb.EnvVar, extra ...*runpb.Container
 		{Name: "OTHER", Values: &runpb.EnvVar_Value{Value: "x"}}, env}}}
 	containers = append(containers, extra...)
 	name, err := srv.SeedRunService("run-project", "europe-west1", "api", &runpb.Service{
-		Template: &runpb.RevisionTemplate{Containers: containers}})
+		Template: &runpb.RevisionTemplate{Revision: rev, Containers: containers}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +155,39 @@ func TestCloudRunPlainValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustRead(t, tg, crOld)
+}
+
+// A service deployed with gcloud or the console names its revision in
+// template.revision; sending that name back with a changed template is
+// ALREADY_EXISTS on every attempt. Write clears it, so Cloud Run names the
+// new revision.
+func TestCloudRunGcloudRevisionName(t *testing.T) {
+	for _, env := range []*runpb.EnvVar{plainEnv(crOld), refEnv("gemini", "1"), refEnv("gemini", "latest")} {
+		name := "plain"
+		if ref := env.GetValueSource().GetSecretKeyRef(); ref != nil {
+			name = "ref-" + ref.Version
+		}
+		t.Run(name, func(t *testing.T) {
+			w, tg := newCloudRunWorldRevision(t, "api-00001-gcl", env)
+			ctx := context.Background()
+			before, _ := w.env(t)
+			if before.Template.Revision != "api-00001-gcl" || before.LatestReadyRevision != "api-00001-gcl" {
+				t.Fatalf("seeded template revision %q, serving %q; want api-00001-gcl", before.Template.Revision, before.LatestReadyRevision)
+			}
+			mustRead(t, tg, crOld)
+			if _, err := w.srv.SeedSecretVersion(w.secret, []byte(crNew)); err != nil {
+				t.Fatal(err)
+			}
+			if err := tg.Write(ctx, secret.New(crNew)); err != nil {
+				t.Fatalf("Write to a gcloud-deployed service: %v", err)
+			}
+			after, _ := w.env(t)
+			if after.LatestReadyRevision == "api-00001-gcl" || after.LatestReadyRevision != after.LatestCreatedRevision || after.Template.Revision != "" {
+				t.Fatalf("after Write: serving %q, created %q, template revision %q; want a new generated revision", after.LatestReadyRevision, after.LatestCreatedRevision, after.Template.Revision)
+			}
+			mustRead(t, tg, crNew)
+		})
+	}
 }
 
 func TestCloudRunPinnedReference(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,8 +70,9 @@ type GitHub struct {
 
 	mu    sync.Mutex
 	wrote struct {
-		fp string    // fingerprint of the key written last
-		at time.Time // when (the server's Date of the PUT when it sent one)
+		fp     string    // fingerprint of the key written last
+		at     time.Time // when (the server's Date of the PUT when it sent one)
+		access orgAccess // an organization secret's access as sent
 	}
 }
 
@@ -138,7 +140,9 @@ func (g *GitHub) permission() string {
 		return `a fine-grained token needs the organization permission "Secrets: read and write", a classic token the admin:org scope`
 	}
 	if g.cfg.Environment != "" {
-		return `a fine-grained token needs the repository permissions "Secrets: read and write" and "Environments: read", a classic token the repo scope`
+		// GitHub's REST docs: environment secrets need "Environments"
+		// (write), their public key "Environments" (read); not "Secrets".
+		return `a fine-grained token needs the repository permission "Environments: read and write", a classic token the repo scope`
 	}
 	return `a fine-grained token needs the repository permission "Secrets: read and write", a classic token the repo scope`
 }
@@ -221,8 +225,9 @@ func (g *GitHub) publicKey(ctx context.Context, tok string) (*publicKey, error) 
 }
 
 // Write seals key with the scope's current public key and PUTs it. An
-// organization secret keeps its visibility (new ones are private) and its
-// selected repositories.
+// organization secret keeps its visibility (new ones are private) and, with
+// visibility selected, its repositories: GitHub clears that list on a PUT
+// without selected_repository_ids, so the current list is read and sent.
 func (g *GitHub) Write(ctx context.Context, key secret.Key) error {
 	tok, err := g.token()
 	if err != nil {
@@ -232,13 +237,16 @@ func (g *GitHub) Write(ctx context.Context, key secret.Key) error {
 	if err != nil {
 		return err
 	}
-	body := map[string]string{"key_id": pk.KeyID}
+	body := map[string]any{"key_id": pk.KeyID}
+	var acc orgAccess
 	if g.cfg.Org != "" {
-		vis, err := g.visibility(ctx, tok)
-		if err != nil {
+		if acc, err = g.access(ctx, tok); err != nil {
 			return err
 		}
-		body["visibility"] = vis
+		body["visibility"] = acc.visibility
+		if acc.visibility == "selected" {
+			body["selected_repository_ids"] = acc.repos
+		}
 	}
 	sealed, err := box.SealAnonymous(nil, []byte(key.Reveal()), &pk.pub, rand.Reader)
 	if err != nil {
@@ -258,7 +266,7 @@ func (g *GitHub) Write(ctx context.Context, key secret.Key) error {
 		at = d
 	}
 	g.mu.Lock()
-	g.wrote.fp, g.wrote.at = key.Fingerprint(), at
+	g.wrote.fp, g.wrote.at, g.wrote.access = key.Fingerprint(), at, acc
 	g.mu.Unlock()
 	return nil
 }
@@ -286,14 +294,66 @@ func (g *GitHub) meta(ctx context.Context, tok string) (*secretMeta, error) {
 	return &m, nil
 }
 
-// visibility returns the organization secret's visibility, or "private"
-// for a new secret.
-func (g *GitHub) visibility(ctx context.Context, tok string) (string, error) {
+// orgAccess is which repositories an organization secret reaches.
+type orgAccess struct {
+	visibility string  // all, private or selected
+	repos      []int64 // with visibility selected: the repository ids, sorted (never nil)
+}
+
+func (a orgAccess) String() string {
+	if a.visibility != "selected" {
+		return "visibility " + a.visibility
+	}
+	return fmt.Sprintf("visibility selected, repositories %v", a.repos)
+}
+
+func (a orgAccess) equal(b orgAccess) bool {
+	return a.visibility == b.visibility && slices.Equal(a.repos, b.repos)
+}
+
+// access returns the organization secret's visibility and, with visibility
+// selected, its repositories; a new secret is private.
+func (g *GitHub) access(ctx context.Context, tok string) (orgAccess, error) {
 	m, err := g.meta(ctx, tok)
 	if err != nil || m == nil || m.Visibility == "" {
-		return "private", err
+		return orgAccess{visibility: "private"}, err
 	}
-	return m.Visibility, nil
+	acc := orgAccess{visibility: m.Visibility}
+	if acc.visibility == "selected" {
+		if acc.repos, err = g.selectedRepos(ctx, tok); err != nil {
+			return orgAccess{}, err
+		}
+	}
+	return acc, nil
+}
+
+// selectedRepos lists the ids of the repositories an organization secret
+// with visibility selected reaches, every page of them.
+func (g *GitHub) selectedRepos(ctx context.Context, tok string) ([]int64, error) {
+	ids := []int64{}
+	for page := 1; ; page++ {
+		var resp struct {
+			TotalCount   int `json:"total_count"`
+			Repositories []struct {
+				ID int64 `json:"id"`
+			} `json:"repositories"`
+		}
+		r, err := g.do(ctx, tok, http.MethodGet, fmt.Sprintf("%s/repositories?per_page=100&page=%d", g.secretPath(), page), nil, &resp)
+		if err != nil {
+			return nil, err
+		}
+		if r.status != http.StatusOK {
+			return nil, g.statusError(ctx, tok, "list the selected repositories of the secret of", r)
+		}
+		for _, repo := range resp.Repositories {
+			ids = append(ids, repo.ID)
+		}
+		if len(resp.Repositories) == 0 || len(ids) >= resp.TotalCount {
+			break
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // ConfirmedBy says, for plans, how a write is proved.
@@ -301,10 +361,11 @@ func (g *GitHub) ConfirmedBy() string { return "the secret's updated_at (values 
 
 // Confirm proves that key, written by the last Write of this process, is
 // in place: the secret exists and its updated_at is not before that write
-// (the value itself cannot be read).
+// (the value itself cannot be read). An organization secret must still
+// have the visibility and repositories it had before the write.
 func (g *GitHub) Confirm(ctx context.Context, key secret.Key) error {
 	g.mu.Lock()
-	fp, at := g.wrote.fp, g.wrote.at
+	fp, at, sent := g.wrote.fp, g.wrote.at, g.wrote.access
 	g.mu.Unlock()
 	if fp == "" || fp != key.Fingerprint() {
 		return fmt.Errorf("%s: no write of %s to confirm: this run did not write it", g, key.Fingerprint())
@@ -324,6 +385,16 @@ func (g *GitHub) Confirm(ctx context.Context, key secret.Key) error {
 		return rotate.WithHint(fmt.Errorf("%s: the secret's updated_at %s is before the write at %s: the write did not land",
 			g, m.UpdatedAt.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)),
 			"run again: the secret is written again")
+	}
+	if g.cfg.Org != "" {
+		now, err := g.access(ctx, tok)
+		if err != nil {
+			return err
+		}
+		if !now.equal(sent) {
+			return rotate.WithHint(fmt.Errorf("%s: the secret's repository access changed with the write: before, %s; now, %s", g, sent, now),
+				"restore the secret's repository access in the organization's settings (Settings > Secrets and variables > Actions); CI in the repositories it no longer reaches fails until then")
+		}
 	}
 	return nil
 }

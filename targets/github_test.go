@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -211,6 +212,77 @@ func TestGitHubOrgKeepsVisibility(t *testing.T) {
 	}
 }
 
+// GitHub clears an organization secret's selected repositories on a PUT
+// without selected_repository_ids: Write reads the list (every page) and
+// sends it; Confirm fails when the access changed with the write.
+func TestGitHubOrgSelectedRepositories(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		vis      string
+		selected []int64
+	}{
+		{"selected, two", "selected", []int64{202, 101}},
+		{"selected, 150 (two pages)", "selected", seq(5000, 150)},
+		{"selected, none", "selected", nil},
+		{"all", "all", nil},
+		{"private", "private", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, g, sc := ghOrgWrite(t, tc.vis, tc.selected...)
+			ctx := context.Background()
+			if err := g.Confirm(ctx, secret.New(newKey)); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := w.fake.Secret(sc, ghOrgSelectedN)
+			if s.Value != newKey || s.Visibility != tc.vis || fmt.Sprint(sortedIDs(s.Selected)) != fmt.Sprint(sortedIDs(tc.selected)) {
+				t.Errorf("org secret after Write: %s, visibility %q, %d repositories; want the new key, %q, %d repositories",
+					secret.New(s.Value), s.Visibility, len(s.Selected), tc.vis, len(tc.selected))
+			}
+		})
+	}
+
+	t.Run("changed with the write", func(t *testing.T) {
+		w, g, sc := ghOrgWrite(t, "selected", 101, 202)
+		ctx := context.Background()
+		w.fake.SetSelected(sc, ghOrgSelectedN) // as GitHub leaves it after a PUT without the list
+		err := g.Confirm(ctx, secret.New(newKey))
+		if err == nil || !strings.Contains(err.Error(), "repository access changed") || !strings.Contains(err.Error(), "[101 202]") ||
+			!strings.Contains(rotate.Hint(err), "organization's settings") {
+			t.Fatalf("Confirm after the repositories were cleared = %v (hint %q), want an error naming the lost access", err, rotate.Hint(err))
+		}
+		ghClean(t, "error", err.Error())
+	})
+}
+
+// ghOrgWrite seeds the organization secret with visibility vis and the
+// selected repositories, and writes newKey to it an hour later.
+func ghOrgWrite(t *testing.T, vis string, selected ...int64) (*ghWorld, *GitHub, string) {
+	t.Helper()
+	w := newGHWorld(t)
+	sc := githubfake.OrgScope(ghOrg)
+	w.fake.SeedSecret(sc, ghOrgSelectedN, oldKey, vis, selected...)
+	g := w.target(GitHubConfig{Org: ghOrg, Name: ghOrgSelectedN})
+	w.clock.add(time.Hour)
+	if err := g.Write(context.Background(), secret.New(newKey)); err != nil {
+		t.Fatal(err)
+	}
+	return w, g, sc
+}
+
+func seq(from int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = from + int64(i)
+	}
+	return out
+}
+
+func sortedIDs(ids []int64) []int64 {
+	out := append([]int64{}, ids...)
+	slices.Sort(out)
+	return out
+}
+
 func TestGitHubConfirmNeedsUpdatedAt(t *testing.T) {
 	w := newGHWorld(t)
 	sc := githubfake.RepoScope(ghRepo)
@@ -254,6 +326,7 @@ func TestGitHubFailures(t *testing.T) {
 		{name: "wrong token", cfg: GitHubConfig{Repo: ghRepo}, token: ghWrongToken, want: rotate.ErrInvalidTarget, hint: "valid token in GH_TOKEN_TEST"},
 		{name: "no access", cfg: GitHubConfig{Repo: ghRepo}, token: ghNoneToken, want: rotate.ErrInvalidTarget, hint: `"Secrets: read and write"`},
 		{name: "read-only token", cfg: GitHubConfig{Repo: ghRepo}, token: ghReadToken, write: true, want: rotate.ErrInvalidTarget, hint: "the repo scope"},
+		{name: "environment no access", cfg: GitHubConfig{Repo: ghRepo, Environment: ghEnv}, token: ghNoneToken, want: rotate.ErrInvalidTarget, hint: `"Environments: read and write"`},
 		{name: "org no access", cfg: GitHubConfig{Org: ghOrg}, token: ghNoneToken, want: rotate.ErrInvalidTarget, hint: "admin:org"},
 		{name: "classic without repo", cfg: GitHubConfig{Repo: ghRepo}, token: ghClassicNo, want: rotate.ErrInvalidTarget, hint: "repo scope"},
 		{name: "classic repo for org", cfg: GitHubConfig{Org: ghOrg}, token: ghClassicRepo, want: rotate.ErrInvalidTarget, hint: "admin:org scope"},

@@ -17,9 +17,13 @@ const (
 
 // cmdRun seeds and inspects the Cloud Run service:
 //
-//	run seed plain|pinned|latest   the service, GEMINI_API_KEY holding the secret's
+//	run seed plain|pinned|latest [gcloud]
+//	                               the service, GEMINI_API_KEY holding the secret's
 //	                               latest key (plain), or a reference to the slot's
-//	                               secret pinned to its latest version number, or to latest
+//	                               secret pinned to its latest version number, or to latest;
+//	                               with gcloud, deployed as gcloud does: the template names
+//	                               its revision (chat-api-00001-gcl)
+//	run template-revision NAME|-   the template names revision NAME, or none (-)
 //	run holds current|seeded       the template holds (or references) the secret's
 //	                               latest key / the seeded key, and its revision serves
 //	run revision N                 the serving revision is the N-th (api-0000N-xyz)
@@ -50,8 +54,12 @@ func cmdRun(ts *testscript.TestScript, neg bool, args []string) {
 		default:
 			ts.Fatalf("run seed plain|pinned|latest")
 		}
+		var rev string
+		if len(args) > 2 && args[2] == "gcloud" {
+			rev = "chat-api-00001-gcl"
+		}
 		_, err := srv.SeedRunService(demoProject, runLocation, "chat-api", &runpb.Service{
-			Template: &runpb.RevisionTemplate{Containers: []*runpb.Container{{
+			Template: &runpb.RevisionTemplate{Revision: rev, Containers: []*runpb.Container{{
 				Name: "app", Image: "europe-docker.pkg.dev/demo-project/chat/api:1.4.2",
 				Env: []*runpb.EnvVar{{Name: "APP_ENV", Values: &runpb.EnvVar_Value{Value: "production"}}, env},
 			}}}})
@@ -79,6 +87,12 @@ func cmdRun(ts *testscript.TestScript, neg bool, args []string) {
 		svc, _ := runEnv(ts, sw)
 		if strings.HasPrefix(svc.LatestReadyRevision, "chat-api-0000"+args[1]+"-") == neg {
 			ts.Fatalf("serving revision %s, want number %s", svc.LatestReadyRevision, args[1])
+		}
+	case "template-revision":
+		svc, _ := runEnv(ts, sw)
+		want := strings.TrimPrefix(args[1], "-")
+		if (svc.Template.GetRevision() == want) == neg {
+			ts.Fatalf("template revision %q, want %q", svc.Template.GetRevision(), want)
 		}
 	case "pinned":
 		_, env := runEnv(ts, sw)

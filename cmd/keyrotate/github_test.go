@@ -54,7 +54,7 @@ func ghScope(ts *testscript.TestScript, kind string) string {
 //	gh config FILE repo|env|org [ENV]   write the demo config plus a github target of that scope
 //	gh holds repo|env|org current|seeded   the secret holds the secret's latest key / the seeded key
 //	gh visibility org VIS [ID...] the organization secret's visibility and selected repositories
-//	gh calls METHOD|total N       calls of GetPublicKey, GetSecret, PutSecret, GetRepo
+//	gh calls METHOD|total N       calls of GetPublicKey, GetSecret, PutSecret, GetRepo, ListSelectedRepos
 //	gh fail METHOD N STATUS       the Nth next call of METHOD answers STATUS
 //	gh clean                      no token and no secret value in the last stdout and stderr
 func cmdGitHub(ts *testscript.TestScript, neg bool, args []string) {
@@ -68,7 +68,8 @@ func cmdGitHub(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Defer(func() { f.Close(); ghFakes.Delete(ts) })
 		f.AddToken(ghScriptToken, githubfake.Token{Grant: githubfake.Write})
 		f.AddToken(ghReadToken, githubfake.Token{Grant: githubfake.ReadOnly})
-		f.AddRepo(ghScriptRepo)
+		f.AddRepo(ghScriptRepo)          // id 1296270
+		f.AddRepo(ghScriptRepo + "-web") // id 1296271
 		f.AddEnvironment(ghScriptRepo, ghScriptEnv)
 		f.AddOrg(ghScriptOrg)
 		seeded := world(ts).w.key.Reveal()

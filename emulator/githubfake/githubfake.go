@@ -10,10 +10,17 @@
 // returns the plaintext, so that tests can check what landed. Timestamps
 // come from an injectable clock and have GitHub's one-second precision.
 //
+// An organization secret with visibility selected lists its repositories
+// at GET /orgs/{org}/actions/secrets/{name}/repositories (paginated with
+// per_page, at most 100, and page). A PUT without selected_repository_ids
+// clears that list, as GitHub does: the secret then reaches no repository
+// (reported in external-secrets/external-secrets#6519; GitHub's docs call
+// the field optional and do not say what omitting it does).
+//
 // Fidelity limits: tokens carry one of three grants (write, read-only,
 // none) instead of GitHub's permission model; classic tokens are modelled
-// only by the X-OAuth-Scopes header they produce; there is no pagination,
-// no listing, no deletion, no rate limit, and repositories are public.
+// only by the X-OAuth-Scopes header they produce; there is no listing of
+// secrets, no deletion, no rate limit, and repositories are public.
 package githubfake
 
 import (
@@ -23,6 +30,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +81,7 @@ type Server struct {
 	now      func() time.Time
 	tokens   map[string]Token
 	repos    map[string]int64  // lower-case owner/repo -> id
+	repoName map[int64]string  // id -> owner/repo as added
 	scopes   map[string]*scope // lower-case scope path -> scope
 	calls    map[string]int
 	faults   map[string][]fault
@@ -96,13 +105,14 @@ type fault struct {
 // Start starts a fake with no token, repository or organization.
 func Start() *Server {
 	s := &Server{
-		now:    func() time.Time { return time.Now().UTC() },
-		tokens: map[string]Token{},
-		repos:  map[string]int64{},
-		scopes: map[string]*scope{},
-		calls:  map[string]int{},
-		faults: map[string][]fault{},
-		nextID: 1296269,
+		now:      func() time.Time { return time.Now().UTC() },
+		tokens:   map[string]Token{},
+		repos:    map[string]int64{},
+		repoName: map[int64]string{},
+		scopes:   map[string]*scope{},
+		calls:    map[string]int{},
+		faults:   map[string][]fault{},
+		nextID:   1296269,
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
@@ -138,8 +148,16 @@ func (s *Server) AddRepo(repo string) {
 	if _, ok := s.repos[strings.ToLower(repo)]; !ok {
 		s.nextID++
 		s.repos[strings.ToLower(repo)] = s.nextID
+		s.repoName[s.nextID] = repo
 	}
 	s.addScope(RepoScope(repo))
+}
+
+// RepoID returns the id of repository owner/name (0 when it does not exist).
+func (s *Server) RepoID(repo string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.repos[strings.ToLower(repo)]
 }
 
 // AddEnvironment creates environment env in repository repo (which must
@@ -211,6 +229,19 @@ func (s *Server) SeedSecret(scopeName, name, value, visibility string, selected 
 		Visibility: visibility, Selected: selected}
 }
 
+// SetSelected replaces the repositories an organization secret reaches,
+// as the organization's settings page (or another client) would, without
+// touching its value or updated_at.
+func (s *Server) SetSelected(scopeName, name string, selected ...int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.scopes[strings.ToLower(scopeName)]
+	if sc == nil || sc.secrets[strings.ToUpper(name)] == nil {
+		panic("githubfake: no secret " + name + " in " + scopeName)
+	}
+	sc.secrets[strings.ToUpper(name)].Selected = append([]int64(nil), selected...)
+}
+
 // Secret returns a copy of a stored secret.
 func (s *Server) Secret(scopeName, name string) (Secret, bool) {
 	s.mu.Lock()
@@ -256,7 +287,8 @@ func (s *Server) FreezeUpdatedAt(frozen bool) {
 }
 
 // FailNth makes the nth call (1-based, counted from now) of method answer
-// status. Methods: GetRepo, GetPublicKey, GetSecret, PutSecret.
+// status. Methods: GetRepo, GetPublicKey, GetSecret, PutSecret,
+// ListSelectedRepos.
 func (s *Server) FailNth(method string, n, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -298,6 +330,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+p+"/{name}", s.handle("GetSecret", s.getSecret))
 		mux.HandleFunc("PUT "+p+"/{name}", s.handle("PutSecret", s.putSecret))
 	}
+	mux.HandleFunc("GET /orgs/{org}/actions/secrets/{name}/repositories", s.handle("ListSelectedRepos", s.listSelectedRepos))
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, tok Token) (int, any)
@@ -426,17 +459,27 @@ func (s *Server) getPublicKey(_ http.ResponseWriter, r *http.Request, tok Token)
 	return http.StatusOK, map[string]string{"key_id": sc.keyID, "key": base64.StdEncoding.EncodeToString(sc.pub[:])}
 }
 
-func (s *Server) getSecret(_ http.ResponseWriter, r *http.Request, tok Token) (int, any) {
+// secretOf finds the secret a request names and checks that tok may read
+// it; with no secret it returns the status and message to answer.
+func (s *Server) secretOf(r *http.Request, tok Token) (sec *Secret, org bool, orgName string, status int, msg string) {
 	sc, org, orgName := s.scopeOf(r)
 	if sc == nil {
-		return http.StatusNotFound, "Not Found"
+		return nil, false, "", http.StatusNotFound, "Not Found"
 	}
 	if tok.Grant == None {
-		return http.StatusForbidden, "Resource not accessible by personal access token"
+		return nil, false, "", http.StatusForbidden, "Resource not accessible by personal access token"
 	}
 	sec, ok := sc.secrets[strings.ToUpper(r.PathValue("name"))]
 	if !ok {
-		return http.StatusNotFound, "Not Found"
+		return nil, false, "", http.StatusNotFound, "Not Found"
+	}
+	return sec, org, orgName, 0, ""
+}
+
+func (s *Server) getSecret(_ http.ResponseWriter, r *http.Request, tok Token) (int, any) {
+	sec, org, orgName, status, msg := s.secretOf(r, tok)
+	if sec == nil {
+		return status, msg
 	}
 	body := map[string]any{
 		"name":       sec.Name,
@@ -514,17 +557,48 @@ func (s *Server) putSecret(_ http.ResponseWriter, r *http.Request, tok Token) (i
 	}
 	if org {
 		sec.Visibility = *req.Visibility
-		switch {
-		case req.Selected != nil:
+		// Without selected_repository_ids the list is cleared, also for
+		// visibility selected (see the package doc).
+		sec.Selected = nil
+		if req.Selected != nil {
 			sec.Selected = append([]int64(nil), (*req.Selected)...)
-		case sec.Visibility != "selected":
-			sec.Selected = nil
 		}
 	}
 	if exists {
 		return http.StatusNoContent, nil
 	}
 	return http.StatusCreated, struct{}{}
+}
+
+// listSelectedRepos answers GET .../secrets/{name}/repositories: the
+// repositories an organization secret with visibility selected reaches.
+func (s *Server) listSelectedRepos(_ http.ResponseWriter, r *http.Request, tok Token) (int, any) {
+	sec, _, org, status, msg := s.secretOf(r, tok)
+	if sec == nil {
+		return status, msg
+	}
+	if sec.Visibility != "selected" {
+		return http.StatusConflict, "You cannot list selected repositories for a secret when the visibility is not set to 'selected'"
+	}
+	perPage, page := 30, 1
+	if v, err := strconv.Atoi(r.URL.Query().Get("per_page")); err == nil && v > 0 {
+		perPage = min(v, 100)
+	}
+	if v, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && v > 0 {
+		page = v
+	}
+	repos := []map[string]any{}
+	for i := (page - 1) * perPage; i < len(sec.Selected) && i < page*perPage; i++ {
+		id := sec.Selected[i]
+		full := s.repoName[id]
+		if full == "" {
+			full = fmt.Sprintf("%s/repo-%d", org, id)
+		}
+		owner, name, _ := strings.Cut(full, "/")
+		repos = append(repos, map[string]any{"id": id, "name": name, "full_name": full, "private": false,
+			"owner": map[string]any{"login": owner}})
+	}
+	return http.StatusOK, map[string]any{"total_count": len(sec.Selected), "repositories": repos}
 }
 
 func validName(name string) bool {
