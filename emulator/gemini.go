@@ -26,6 +26,7 @@ import (
 //	unknown key                           400 API_KEY_INVALID "API key not valid."
 //	key created, not yet propagated       400 API_KEY_INVALID "API Key not found."
 //	soft-deleted key                      400 API_KEY_INVALID "API key expired."
+//	key reported as leaked (MarkLeaked)   403 PERMISSION_DENIED (no details)
 //	suspended key (SuspendKey)            403 CONSUMER_SUSPENDED
 //	referrer / IP / Android / iOS         403 API_KEY_*_BLOCKED
 //	apiTargets exclude the service        403 API_KEY_SERVICE_BLOCKED
@@ -38,6 +39,21 @@ import (
 //
 // Some real messages quote the key string itself (CONSUMER_SUSPENDED);
 // the emulator does too, so tests catch a client that echoes them.
+//
+// A key Google reported as leaked is answered with nothing but a message:
+//
+//	{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}
+//
+// That body is quoted verbatim in public threads, for example
+// https://github.com/continuedev/continue/issues/11541 (2026-03) and
+// https://github.com/continuedev/continue/issues/10513 (2026-02), and the
+// message alone in https://github.com/google-gemini-php/laravel/issues/47
+// and https://github.com/googleapis/python-genai/issues/1764. None shows an
+// ErrorInfo, so a client can tell it only by the message. Where it ranks
+// among the other checks is not documented: the emulator answers it for
+// any key the API still knows (not deleted, propagated) before every other
+// check, the strictest reading (a leaked key that is also suspended or
+// restricted gets the leak answer).
 
 const (
 	geminiService    = "generativelanguage.googleapis.com"
@@ -115,6 +131,22 @@ func (s *Server) authorizeGemini(r *http.Request) error {
 	return nil
 }
 
+// leakedMessage is the Gemini API's whole answer for a key reported as
+// leaked (see the package comment above for the sources).
+const leakedMessage = "Your API key was reported as leaked. Please use another API key."
+
+// MarkLeaked marks the key named name (projects/P/locations/global/keys/K,
+// P the id or number) as reported leaked: the Gemini API answers it with
+// 403 PERMISSION_DENIED and no details. SuspendKey models the other answer
+// Google gives leaked keys, CONSUMER_SUSPENDED with an ErrorInfo.
+func (s *Server) MarkLeaked(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, err := s.resolveKey(name); err == nil {
+		k.leaked = true
+	}
+}
+
 func keyInvalid(msg string) *apiError {
 	return newError(codes.InvalidArgument, "%s", msg).
 		withInfo("API_KEY_INVALID", "googleapis.com", map[string]string{"service": geminiService})
@@ -129,6 +161,9 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request) *apiError {
 	}
 	if now.Before(k.validFrom) {
 		return keyInvalid("API Key not found. Please pass a valid API key.")
+	}
+	if k.leaked {
+		return newError(codes.PermissionDenied, "%s", leakedMessage)
 	}
 	consumer := fmt.Sprintf("projects/%d", k.project.number)
 	if k.suspended {

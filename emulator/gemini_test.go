@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	apikeys "google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 )
@@ -320,5 +321,51 @@ func TestGeminiUnknownPath(t *testing.T) {
 	}
 	if got := s.Calls("gemini.ListModels"); got != 0 {
 		t.Errorf("Calls(gemini.ListModels) = %d, want 0", got)
+	}
+}
+
+// TestGeminiLeakedKey: a key Google reported as leaked is answered 403
+// PERMISSION_DENIED with exactly Google's message and no details at all (no
+// ErrorInfo, no LocalizedMessage), before any other check of the key but
+// after the checks that make it unknown to the API (deleted, not yet
+// propagated).
+func TestGeminiLeakedKey(t *testing.T) {
+	s, _, _ := startKeys(t, Options{})
+	name, ks, err := s.SeedKey(testProject, "leaked", &apikeys.V2Key{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SuspendKey(name) // a leaked key may be suspended too: the leak answer wins
+	s.MarkLeaked(name)
+	got := probe(t, s, ks, nil)
+	if got.code != http.StatusForbidden {
+		t.Fatalf("probe of a leaked key = HTTP %d %s, want 403", got.code, got.body)
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(got.body), &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"error": map[string]any{
+		"code":    float64(403),
+		"message": "Your API key was reported as leaked. Please use another API key.",
+		"status":  "PERMISSION_DENIED",
+	}}
+	if diff := cmp.Diff(want, body); diff != "" {
+		t.Errorf("leaked-key body (-want +got):\n%s\nbody: %s", diff, got.body)
+	}
+	if s.KeyWorks(ks) {
+		t.Errorf("KeyWorks = true for a leaked key")
+	}
+
+	// Deleted: the API no longer knows the key, whatever was reported.
+	svc, err := s.APIKeysService(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Projects.Locations.Keys.Delete(name).Do(); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe(t, s, ks, nil); got.code != http.StatusBadRequest || got.reason != "API_KEY_INVALID" {
+		t.Errorf("probe of a deleted leaked key = HTTP %d reason %q, want 400 API_KEY_INVALID", got.code, got.reason)
 	}
 }
