@@ -81,7 +81,7 @@ type apiKey struct {
 	etag                string
 	validFrom           time.Time // when Gemini starts to accept the key
 	suspended           bool
-	leaked              bool // reported as leaked (MarkLeaked)
+	leaked              bool      // reported as leaked (MarkLeaked)
 	lastUsed            time.Time // last successful Gemini call
 }
 
