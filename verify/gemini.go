@@ -119,6 +119,10 @@ const (
 	CauseNetwork
 	// CauseUnauthenticated: another 401 or 403 (for example no key at all).
 	CauseUnauthenticated
+	// CauseLeaked: 403 PERMISSION_DENIED "Your API key was reported as
+	// leaked. Please use another API key." — Google blocks the key as
+	// leaked. The answer carries no ErrorInfo, so only its message tells.
+	CauseLeaked
 )
 
 var causeNames = map[Cause]string{
@@ -133,6 +137,7 @@ var causeNames = map[Cause]string{
 	CauseServer:              "server-error",
 	CauseNetwork:             "network",
 	CauseUnauthenticated:     "unauthenticated",
+	CauseLeaked:              "leaked",
 }
 
 func (c Cause) String() string { return causeNames[c] }
@@ -186,6 +191,9 @@ func (e *ProbeError) Temporary() bool {
 // deleted, expired): what a revoked key gets.
 func (e *ProbeError) Rejected() bool { return e.Cause == CauseInvalid }
 
+// Leaked reports whether Google reported the key as leaked and blocks it.
+func (e *ProbeError) Leaked() bool { return e.Cause == CauseLeaked }
+
 // Throttled reports whether the key works but is rate limited.
 func (e *ProbeError) Throttled() bool { return e.Cause == CauseThrottled }
 
@@ -205,6 +213,8 @@ func (e *ProbeError) Hint() string {
 		return "enable the Generative Language API (generativelanguage.googleapis.com) in the key's project"
 	case CauseSuspended:
 		return "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
+	case CauseLeaked:
+		return "Google reported the key as leaked and blocks it: replace it with a new key in every place that uses it, delete it, and find where it leaked"
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
 	case CauseThrottled:
@@ -232,6 +242,7 @@ var (
 	ErrClientBlocked       error = &ProbeError{Cause: CauseClientBlocked, sentinel: true}
 	ErrThrottled           error = &ProbeError{Cause: CauseThrottled, sentinel: true}
 	ErrUnauthenticated     error = &ProbeError{Cause: CauseUnauthenticated, sentinel: true}
+	ErrLeaked              error = &ProbeError{Cause: CauseLeaked, sentinel: true}
 )
 
 type errorBody struct {
@@ -265,7 +276,20 @@ func Classify(httpStatus int, body []byte) *ProbeError {
 		}
 	}
 	pe.Cause = classify(httpStatus, pe.Reason)
+	if pe.Reason == "" && httpStatus == http.StatusForbidden && isLeakedMessage(pe.Message) {
+		pe.Cause = CauseLeaked
+	}
 	return pe
+}
+
+// isLeakedMessage reports whether msg is the Gemini API's answer for a key
+// reported as leaked: 403 PERMISSION_DENIED with no details, only
+// "Your API key was reported as leaked. Please use another API key." (as
+// quoted in https://github.com/continuedev/continue/issues/11541 and
+// https://github.com/google-gemini-php/laravel/issues/47). It is consulted
+// only when the body has no ErrorInfo reason, which always decides first.
+func isLeakedMessage(msg string) bool {
+	return strings.Contains(strings.ToLower(msg), "reported as leaked")
 }
 
 func classify(httpStatus int, reason string) Cause {

@@ -44,6 +44,8 @@ func TestProbeClassification(t *testing.T) {
 		BrowserKeyRestrictions: &apikeys.V2BrowserKeyRestrictions{AllowedReferrers: []string{"https://example.com/*"}}}})
 	suspended := seed("p-one", "leaked", &apikeys.V2Key{Restrictions: gemini})
 	srv.SuspendKey("projects/p-one/locations/global/keys/leaked")
+	reported := seed("p-one", "reported", &apikeys.V2Key{Restrictions: gemini})
+	srv.MarkLeaked("projects/p-one/locations/global/keys/reported")
 	off := seed("p-off", "off", &apikeys.V2Key{Restrictions: gemini})
 	srv.SetServiceEnabled("p-off", "generativelanguage.googleapis.com", false)
 
@@ -62,6 +64,7 @@ func TestProbeClassification(t *testing.T) {
 		{"service blocked", maps, nil, verify.ErrServiceBlocked, false},
 		{"referrer blocked", referrer, nil, verify.ErrClientBlocked, false},
 		{"suspended", suspended, nil, verify.ErrSuspended, false},
+		{"reported leaked", reported, nil, verify.ErrLeaked, false},
 		{"service disabled", off, nil, verify.ErrServiceDisabled, false},
 		{"throttled", good, func() { srv.FailNext("gemini.ListModels", codes.ResourceExhausted, "") }, verify.ErrThrottled, true},
 	} {
@@ -149,6 +152,13 @@ func TestClassify(t *testing.T) {
 		{429, `{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}`, verify.CauseThrottled},
 		{503, `upstream connect error`, verify.CauseServer},
 		{403, `{"error":{"code":403,"message":"Method doesn't allow unregistered callers","status":"PERMISSION_DENIED"}}`, verify.CauseUnauthenticated},
+		// A leaked key: no ErrorInfo, only the message tells (the body as
+		// quoted in continuedev/continue#11541 and #10513).
+		{403, "{\n  \"error\": {\n    \"code\": 403,\n    \"message\": \"Your API key was reported as leaked. Please use another API key.\",\n    \"status\": \"PERMISSION_DENIED\"\n  }\n}\n", verify.CauseLeaked},
+		// The message decides only where there is no ErrorInfo reason.
+		{403, `{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED"}]}}`, verify.CauseSuspended},
+		// A 400 with that message is not the leak answer Google sends.
+		{400, `{"error":{"code":400,"message":"Your API key was reported as leaked. Please use another API key.","status":"INVALID_ARGUMENT"}}`, verify.CauseUnknown},
 	} {
 		if got := verify.Classify(tc.status, []byte(tc.body)).Cause; got != tc.want {
 			t.Errorf("Classify(%d, %.40q) = %s, want %s", tc.status, tc.body, got, tc.want)
