@@ -960,7 +960,7 @@ func (s *Server) KeyWorks(keyString string) bool {
 	defer s.mu.Unlock()
 	s.purgeLocked()
 	k := s.keys.byString[keyString]
-	return k != nil && s.keyProblemLocked(k, nil) == nil
+	return k != nil && s.keyProblemLocked(k, nil, geminiListMethod) == nil
 }
 
 // APIKeysService returns a client of Google's API Keys library that talks to

@@ -369,3 +369,71 @@ func TestGeminiLeakedKey(t *testing.T) {
 		t.Errorf("probe of a deleted leaked key = HTTP %d reason %q, want 400 API_KEY_INVALID", got.code, got.reason)
 	}
 }
+
+// TestGeminiCountTokens: countTokens is checked against the key per method,
+// as the application's generation calls are: a key whose apiTargets list
+// only ListModels lists models but cannot count tokens, one that lists only
+// the generation methods the other way round, and a standard key under the
+// generation-only policy lists models but gets 401 on countTokens.
+func TestGeminiCountTokens(t *testing.T) {
+	const list, count = geminiListMethod, geminiCountMethod
+	methods := func(ms ...string) *apikeys.V2Key {
+		return &apikeys.V2Key{ServiceAccountEmail: testSA, Restrictions: &apikeys.V2Restrictions{
+			ApiTargets: []*apikeys.V2ApiTarget{{Service: geminiService, Methods: ms}}}}
+	}
+	for _, tc := range []struct {
+		name                string
+		key                 *apikeys.V2Key
+		genOnly             bool
+		model               string
+		wantList, wantCount int
+		wantReason          string // of the countTokens answer
+	}{
+		{name: "all methods", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, wantList: 200, wantCount: 200},
+		{name: "only listing", key: methods(list), wantList: 200, wantCount: 403, wantReason: "API_KEY_SERVICE_BLOCKED"},
+		{name: "only generation", key: methods("google.ai.generativelanguage.v1beta.GenerativeService.*"), wantList: 403, wantCount: 200},
+		{name: "standard key, generation-only policy", key: &apikeys.V2Key{}, genOnly: true, wantList: 200, wantCount: 401, wantReason: "ACCESS_TOKEN_TYPE_UNSUPPORTED"},
+		{name: "auth key, generation-only policy", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, genOnly: true, wantList: 200, wantCount: 200},
+		{name: "unknown model", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, model: "models/gemini-0.1-nano", wantList: 200, wantCount: 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, _ := startKeys(t, Options{})
+			_, ks, err := s.SeedKey(testProject, "", tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.RejectStandardKeysOnGeneration(tc.genOnly)
+			if got := probe(t, s, ks, nil); got.code != tc.wantList {
+				t.Errorf("ListModels = HTTP %d %s, want %d", got.code, got.body, tc.wantList)
+			}
+			model := tc.model
+			if model == "" {
+				model = "models/gemini-2.5-flash"
+			}
+			req, err := http.NewRequest(http.MethodPost, "http://"+s.GeminiAddr+"/v1beta/"+model+":countTokens",
+				strings.NewReader(`{"contents":[{"parts":[{"text":"one two three"}]}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("x-goog-api-key", ks)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCount {
+				t.Fatalf("countTokens = HTTP %d %s, want %d", resp.StatusCode, b, tc.wantCount)
+			}
+			if tc.wantReason != "" && !strings.Contains(string(b), `"reason":"`+tc.wantReason+`"`) {
+				t.Errorf("countTokens body %s, want reason %s", b, tc.wantReason)
+			}
+			if tc.wantCount == 200 && string(b) != `{"totalTokens":3}`+"\n" && string(b) != `{"totalTokens":3}` {
+				t.Errorf("countTokens body %q, want totalTokens 3", b)
+			}
+			if n := s.Calls("gemini.CountTokens"); n != 1 {
+				t.Errorf("Calls(gemini.CountTokens) = %d, want 1", n)
+			}
+		})
+	}
+}
