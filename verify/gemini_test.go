@@ -165,3 +165,65 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeMethods: the countTokens probe exercises the generation path
+// the application calls, where listing models can pass for a key that
+// does not work there.
+func TestProbeMethods(t *testing.T) {
+	srv, err := emulator.Start(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AddProject("p-one", 111111111111)
+	seed := func(id string, k *apikeys.V2Key) secret.Key {
+		t.Helper()
+		_, s, err := srv.SeedKey("p-one", id, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return secret.New(s)
+	}
+	sa := "sa@p-one.iam.gserviceaccount.com"
+	listOnly := seed("list-only", &apikeys.V2Key{ServiceAccountEmail: sa, Restrictions: &apikeys.V2Restrictions{
+		ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com",
+			Methods: []string{"google.ai.generativelanguage.v1beta.ModelService.ListModels"}}}}})
+	standard := seed("standard", &apikeys.V2Key{})
+	good := seed("good", &apikeys.V2Key{ServiceAccountEmail: sa})
+	srv.RejectStandardKeysOnGeneration(true)
+
+	base := "http://" + srv.GeminiAddr
+	for _, tc := range []struct {
+		name   string
+		probe  *verify.Gemini
+		key    secret.Key
+		want   error // nil: works
+		counts string
+	}{
+		{"list: list-only key passes", &verify.Gemini{BaseURL: base}, listOnly, nil, "gemini.ListModels"},
+		{"countTokens: list-only key blocked", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, listOnly, verify.ErrServiceBlocked, "gemini.CountTokens"},
+		{"list: standard key passes", &verify.Gemini{BaseURL: base}, standard, nil, "gemini.ListModels"},
+		{"countTokens: standard key rejected", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, standard, verify.ErrStandardKeyRejected, "gemini.CountTokens"},
+		{"countTokens: good key", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, good, nil, "gemini.CountTokens"},
+		{"countTokens: other model", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens, Model: "gemini-2.5-pro"}, good, nil, "gemini.CountTokens"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := srv.Calls(tc.counts)
+			err := tc.probe.Probe(context.Background(), tc.key)
+			switch {
+			case tc.want == nil && err != nil:
+				t.Errorf("Probe = %v, want nil", err)
+			case tc.want != nil && !errors.Is(err, tc.want):
+				t.Errorf("Probe = %v, want %v", err, tc.want)
+			}
+			if n := srv.Calls(tc.counts) - before; n != 1 {
+				t.Errorf("%s calls = %d, want 1", tc.counts, n)
+			}
+		})
+	}
+	var pe *verify.ProbeError
+	err = (&verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens, Model: "no-such-model"}).Probe(context.Background(), good)
+	if !errors.As(err, &pe) || pe.HTTPStatus != 404 || pe.Temporary() {
+		t.Errorf("Probe with an unknown model = %v, want a definite 404", err)
+	}
+}
