@@ -81,6 +81,7 @@ type apiKey struct {
 	etag                string
 	validFrom           time.Time // when Gemini starts to accept the key
 	suspended           bool
+	leaked              bool      // reported as leaked (MarkLeaked)
 	lastUsed            time.Time // last successful Gemini call
 }
 
@@ -991,7 +992,7 @@ func (s *Server) KeyWorks(keyString string) bool {
 	defer s.mu.Unlock()
 	s.purgeLocked()
 	k := s.keys.byString[keyString]
-	return k != nil && s.keyProblemLocked(k, nil) == nil
+	return k != nil && s.keyProblemLocked(k, nil, geminiListMethod) == nil
 }
 
 // APIKeysService returns a client of Google's API Keys library that talks to

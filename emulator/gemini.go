@@ -2,10 +2,13 @@ package emulator
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +29,7 @@ import (
 //	unknown key                           400 API_KEY_INVALID "API key not valid."
 //	key created, not yet propagated       400 API_KEY_INVALID "API Key not found."
 //	soft-deleted key                      400 API_KEY_INVALID "API key expired."
+//	key reported as leaked (MarkLeaked)   403 PERMISSION_DENIED (no details)
 //	suspended key (SuspendKey)            403 CONSUMER_SUSPENDED
 //	referrer / IP / Android / iOS         403 API_KEY_*_BLOCKED
 //	apiTargets exclude the service        403 API_KEY_SERVICE_BLOCKED
@@ -38,10 +42,26 @@ import (
 //
 // Some real messages quote the key string itself (CONSUMER_SUSPENDED);
 // the emulator does too, so tests catch a client that echoes them.
+//
+// A key Google reported as leaked is answered with nothing but a message:
+//
+//	{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}
+//
+// That body is quoted verbatim in public threads, for example
+// https://github.com/continuedev/continue/issues/11541 (2026-03) and
+// https://github.com/continuedev/continue/issues/10513 (2026-02), and the
+// message alone in https://github.com/google-gemini-php/laravel/issues/47
+// and https://github.com/googleapis/python-genai/issues/1764. None shows an
+// ErrorInfo, so a client can tell it only by the message. Where it ranks
+// among the other checks is not documented: the emulator answers it for
+// any key the API still knows (not deleted, propagated) before every other
+// check, the strictest reading (a leaked key that is also suspended or
+// restricted gets the leak answer).
 
 const (
-	geminiService    = "generativelanguage.googleapis.com"
-	geminiListMethod = "google.ai.generativelanguage.v1beta.ModelService.ListModels"
+	geminiService     = "generativelanguage.googleapis.com"
+	geminiListMethod  = "google.ai.generativelanguage.v1beta.ModelService.ListModels"
+	geminiCountMethod = "google.ai.generativelanguage.v1beta.GenerativeService.CountTokens"
 	// Google's defaults for ListModels: 50 per page, at most 1000.
 	geminiDefaultPageSize = 50
 	geminiMaxPageSize     = 1000
@@ -52,15 +72,65 @@ func (s *Server) geminiHandler() http.Handler {
 }
 
 func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1beta/models" || r.Method != http.MethodGet {
+	switch p := r.URL.Path; {
+	case p == "/v1beta/models" && r.Method == http.MethodGet:
+		s.serveListModels(w, r)
+	case strings.HasPrefix(p, "/v1beta/models/") && strings.HasSuffix(p, ":countTokens") && r.Method == http.MethodPost:
+		s.serveCountTokens(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/"), ":countTokens"))
+	default:
 		methodNotFound(w)
+	}
+}
+
+// serveCountTokens is POST /v1beta/models/{model}:countTokens, the free
+// call on the generation path: it is checked against the key as
+// generateContent is (apiTargets per method, the standard-key policy for
+// generation), without a billed generation.
+func (s *Server) serveCountTokens(w http.ResponseWriter, r *http.Request, model string) {
+	if err := s.enter(r.Context(), "gemini.CountTokens"); err != nil {
+		writeError(w, geminiFault(err))
 		return
 	}
+	if err := s.authorizeGemini(r, geminiCountMethod); err != nil {
+		writeError(w, err)
+		return
+	}
+	var req struct {
+		Contents []struct {
+			Parts []struct {
+				Text string `json:"text"`
+			} `json:"parts"`
+		} `json:"contents"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err))
+		return
+	}
+	supported := false
+	for _, m := range geminiModels {
+		if m.Name == model && slices.Contains(m.SupportedGenerationMethods, "countTokens") {
+			supported = true
+		}
+	}
+	if !supported {
+		writeError(w, newError(codes.NotFound, "%s is not found for API version v1beta, or is not supported for countTokens. Call ListModels to see the list of available models and their supported methods.", model))
+		return
+	}
+	total := 0
+	for _, c := range req.Contents {
+		for _, part := range c.Parts {
+			total += len(strings.Fields(part.Text))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"totalTokens": total})
+}
+
+func (s *Server) serveListModels(w http.ResponseWriter, r *http.Request) {
 	if err := s.enter(r.Context(), "gemini.ListModels"); err != nil {
 		writeError(w, geminiFault(err))
 		return
 	}
-	if err := s.authorizeGemini(r); err != nil {
+	if err := s.authorizeGemini(r, geminiListMethod); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -95,8 +165,9 @@ func geminiFault(err error) *apiError {
 	}
 }
 
-// authorizeGemini decides whether the request's key may call ListModels.
-func (s *Server) authorizeGemini(r *http.Request) error {
+// authorizeGemini decides whether the request's key may call method (the
+// full RPC name, as apiTargets list it).
+func (s *Server) authorizeGemini(r *http.Request, method string) error {
 	ks := r.Header.Get("X-Goog-Api-Key")
 	if ks == "" {
 		return newError(codes.PermissionDenied, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")
@@ -108,11 +179,37 @@ func (s *Server) authorizeGemini(r *http.Request) error {
 	if k == nil {
 		return keyInvalid("API key not valid. Please pass a valid API key.")
 	}
-	if err := s.keyProblemLocked(k, r); err != nil {
+	if err := s.keyProblemLocked(k, r, method); err != nil {
 		return err
 	}
 	k.lastUsed = s.Now()
 	return nil
+}
+
+// RejectStandardKeysOnGeneration makes the Gemini API answer standard keys
+// with 401 ACCESS_TOKEN_TYPE_UNSUPPORTED on the generation path
+// (countTokens) while it still lists models for them: the case in which a
+// probe that only lists models passes and the application fails.
+func (s *Server) RejectStandardKeysOnGeneration(reject bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.standardKeysRejectedGen = reject
+}
+
+// leakedMessage is the Gemini API's whole answer for a key reported as
+// leaked (see the package comment above for the sources).
+const leakedMessage = "Your API key was reported as leaked. Please use another API key."
+
+// MarkLeaked marks the key named name (projects/P/locations/global/keys/K,
+// P the id or number) as reported leaked: the Gemini API answers it with
+// 403 PERMISSION_DENIED and no details. SuspendKey models the other answer
+// Google gives leaked keys, CONSUMER_SUSPENDED with an ErrorInfo.
+func (s *Server) MarkLeaked(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, err := s.resolveKey(name); err == nil {
+		k.leaked = true
+	}
 }
 
 func keyInvalid(msg string) *apiError {
@@ -120,15 +217,19 @@ func keyInvalid(msg string) *apiError {
 		withInfo("API_KEY_INVALID", "googleapis.com", map[string]string{"service": geminiService})
 }
 
-// keyProblemLocked returns the error the Gemini API answers k with, or nil.
-// With r nil, application restrictions are not checked.
-func (s *Server) keyProblemLocked(k *apiKey, r *http.Request) *apiError {
+// keyProblemLocked returns the error the Gemini API answers k with for a
+// call of method, or nil. With r nil, application restrictions are not
+// checked.
+func (s *Server) keyProblemLocked(k *apiKey, r *http.Request, method string) *apiError {
 	now := s.Now()
 	if k.deleted() {
 		return keyInvalid("API key expired. Please renew the API key.")
 	}
 	if now.Before(k.validFrom) {
 		return keyInvalid("API Key not found. Please pass a valid API key.")
+	}
+	if k.leaked {
+		return newError(codes.PermissionDenied, "%s", leakedMessage)
 	}
 	consumer := fmt.Sprintf("projects/%d", k.project.number)
 	if k.suspended {
@@ -144,13 +245,13 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request) *apiError {
 			return err
 		}
 	}
-	if !targetAllowed(k.restrictions, geminiService, geminiListMethod) {
-		return newError(codes.PermissionDenied, "Requests to this API %s method %s are blocked.", geminiService, geminiListMethod).
+	if !targetAllowed(k.restrictions, geminiService, method) {
+		return newError(codes.PermissionDenied, "Requests to this API %s method %s are blocked.", geminiService, method).
 			withInfo("API_KEY_SERVICE_BLOCKED", "googleapis.com", map[string]string{
 				"consumer":   consumer,
 				"service":    geminiService,
 				"apiName":    geminiService,
-				"methodName": geminiListMethod,
+				"methodName": method,
 			})
 	}
 	if k.project.disabled[geminiService] {
@@ -166,10 +267,10 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request) *apiError {
 			}).
 			withDetail(help{Type: typeHelp, Links: []helpLink{{Description: "Google developers console API activation", URL: url}}})
 	}
-	if s.standardKeysRejected && k.serviceAccountEmail == "" {
+	if (s.standardKeysRejected || s.standardKeysRejectedGen && method != geminiListMethod) && k.serviceAccountEmail == "" {
 		return newError(codes.Unauthenticated, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.").
 			withInfo("ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com", map[string]string{
-				"method":  geminiListMethod,
+				"method":  method,
 				"service": geminiService,
 			})
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	apikeys "google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 )
@@ -320,5 +321,119 @@ func TestGeminiUnknownPath(t *testing.T) {
 	}
 	if got := s.Calls("gemini.ListModels"); got != 0 {
 		t.Errorf("Calls(gemini.ListModels) = %d, want 0", got)
+	}
+}
+
+// TestGeminiLeakedKey: a key Google reported as leaked is answered 403
+// PERMISSION_DENIED with exactly Google's message and no details at all (no
+// ErrorInfo, no LocalizedMessage), before any other check of the key but
+// after the checks that make it unknown to the API (deleted, not yet
+// propagated).
+func TestGeminiLeakedKey(t *testing.T) {
+	s, _, _ := startKeys(t, Options{})
+	name, ks, err := s.SeedKey(testProject, "leaked", &apikeys.V2Key{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SuspendKey(name) // a leaked key may be suspended too: the leak answer wins
+	s.MarkLeaked(name)
+	got := probe(t, s, ks, nil)
+	if got.code != http.StatusForbidden {
+		t.Fatalf("probe of a leaked key = HTTP %d %s, want 403", got.code, got.body)
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(got.body), &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"error": map[string]any{
+		"code":    float64(403),
+		"message": "Your API key was reported as leaked. Please use another API key.",
+		"status":  "PERMISSION_DENIED",
+	}}
+	if diff := cmp.Diff(want, body); diff != "" {
+		t.Errorf("leaked-key body (-want +got):\n%s\nbody: %s", diff, got.body)
+	}
+	if s.KeyWorks(ks) {
+		t.Errorf("KeyWorks = true for a leaked key")
+	}
+
+	// Deleted: the API no longer knows the key, whatever was reported.
+	svc, err := s.APIKeysService(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Projects.Locations.Keys.Delete(name).Do(); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe(t, s, ks, nil); got.code != http.StatusBadRequest || got.reason != "API_KEY_INVALID" {
+		t.Errorf("probe of a deleted leaked key = HTTP %d reason %q, want 400 API_KEY_INVALID", got.code, got.reason)
+	}
+}
+
+// TestGeminiCountTokens: countTokens is checked against the key per method,
+// as the application's generation calls are: a key whose apiTargets list
+// only ListModels lists models but cannot count tokens, one that lists only
+// the generation methods the other way round, and a standard key under the
+// generation-only policy lists models but gets 401 on countTokens.
+func TestGeminiCountTokens(t *testing.T) {
+	const list, count = geminiListMethod, geminiCountMethod
+	methods := func(ms ...string) *apikeys.V2Key {
+		return &apikeys.V2Key{ServiceAccountEmail: testSA, Restrictions: &apikeys.V2Restrictions{
+			ApiTargets: []*apikeys.V2ApiTarget{{Service: geminiService, Methods: ms}}}}
+	}
+	for _, tc := range []struct {
+		name                string
+		key                 *apikeys.V2Key
+		genOnly             bool
+		model               string
+		wantList, wantCount int
+		wantReason          string // of the countTokens answer
+	}{
+		{name: "all methods", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, wantList: 200, wantCount: 200},
+		{name: "only listing", key: methods(list), wantList: 200, wantCount: 403, wantReason: "API_KEY_SERVICE_BLOCKED"},
+		{name: "only generation", key: methods("google.ai.generativelanguage.v1beta.GenerativeService.*"), wantList: 403, wantCount: 200},
+		{name: "standard key, generation-only policy", key: &apikeys.V2Key{}, genOnly: true, wantList: 200, wantCount: 401, wantReason: "ACCESS_TOKEN_TYPE_UNSUPPORTED"},
+		{name: "auth key, generation-only policy", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, genOnly: true, wantList: 200, wantCount: 200},
+		{name: "unknown model", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, model: "models/gemini-0.1-nano", wantList: 200, wantCount: 404},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, _ := startKeys(t, Options{})
+			_, ks, err := s.SeedKey(testProject, "", tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.RejectStandardKeysOnGeneration(tc.genOnly)
+			if got := probe(t, s, ks, nil); got.code != tc.wantList {
+				t.Errorf("ListModels = HTTP %d %s, want %d", got.code, got.body, tc.wantList)
+			}
+			model := tc.model
+			if model == "" {
+				model = "models/gemini-2.5-flash"
+			}
+			req, err := http.NewRequest(http.MethodPost, "http://"+s.GeminiAddr+"/v1beta/"+model+":countTokens",
+				strings.NewReader(`{"contents":[{"parts":[{"text":"one two three"}]}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("x-goog-api-key", ks)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCount {
+				t.Fatalf("countTokens = HTTP %d %s, want %d", resp.StatusCode, b, tc.wantCount)
+			}
+			if tc.wantReason != "" && !strings.Contains(string(b), `"reason":"`+tc.wantReason+`"`) {
+				t.Errorf("countTokens body %s, want reason %s", b, tc.wantReason)
+			}
+			if tc.wantCount == 200 && string(b) != `{"totalTokens":3}`+"\n" && string(b) != `{"totalTokens":3}` {
+				t.Errorf("countTokens body %q, want totalTokens 3", b)
+			}
+			if n := s.Calls("gemini.CountTokens"); n != 1 {
+				t.Errorf("Calls(gemini.CountTokens) = %d, want 1", n)
+			}
+		})
 	}
 }

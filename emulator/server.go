@@ -174,6 +174,8 @@ type Server struct {
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
 	standardKeysRejected bool
+	// standardKeysRejectedGen: the same on the generation path only.
+	standardKeysRejectedGen bool
 
 	keys  *keyState    // apikeys.go
 	sm    *secretState // secretmanager.go
@@ -452,7 +454,7 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
 		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
-		"gemini.ListModels",
+		"gemini.ListModels", "gemini.CountTokens",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
 	}
 	sort.Strings(all)

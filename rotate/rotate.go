@@ -666,6 +666,14 @@ func (st *run) removeNew(ctx context.Context, cause error) error {
 	}
 	st.undone = true
 	hint := "the old key still works and nothing was changed; " + hintFor(cause)
+	var lk interface{ Leaked() bool }
+	if errors.As(cause, &lk) && lk.Leaked() {
+		// Before any target held it: something exposes keys as they are
+		// made (a log of the create response, a CI output), or the report
+		// is false; another new key would likely meet the same fate.
+		hint = "Google reported the new key as leaked before anything used it; it was deleted and the old key still works: nothing was changed. " +
+			"Find what exposes new keys (logs of the create response, CI output, a tool that copies keys) before rotating again"
+	}
 	return replaceHint(failed, hint)
 }
 

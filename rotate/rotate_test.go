@@ -358,6 +358,48 @@ func TestVerifyFailureRemovesNewKey(t *testing.T) {
 	}
 }
 
+// TestVerifyLeakedNewKey: a new key that the Gemini API answers "reported as
+// leaked" (403 with no ErrorInfo) is a definite failure: probed once, not
+// retried for the propagation window, deleted, nothing else changed, and
+// the error says why.
+func TestVerifyLeakedNewKey(t *testing.T) {
+	w := newWorld(t)
+	w.slot.PropagationTimeout = 5 * time.Second
+	// Google's leak detection flags the new key as soon as it exists.
+	w.srv.SetHook("gemini.ListModels", func(context.Context, int) error {
+		for _, k := range w.srv.Keys(project, false) {
+			if k.Name != w.oldName {
+				w.srv.MarkLeaked(k.Name)
+			}
+		}
+		return nil
+	})
+	before := w.srv.Calls("gemini.ListModels")
+	start := time.Now()
+	_, err := w.rotate(rotate.Options{})
+	if !errors.Is(err, rotate.ErrVerifyFailed) || !errors.Is(err, verify.ErrLeaked) {
+		t.Fatalf("Rotate error = %v, want ErrVerifyFailed caused by verify.ErrLeaked", err)
+	}
+	if n := w.srv.Calls("gemini.ListModels") - before; n != 1 {
+		t.Errorf("the leaked new key was probed %d times, want 1 (not retried)", n)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a definite failure took %s; it should not wait for propagation", d)
+	}
+	if h := rotate.Hint(err); !strings.Contains(h, "reported the new key as leaked") || !strings.Contains(h, "the old key still works") {
+		t.Errorf("hint = %q, want it to say the new key was reported as leaked and the old key still works", h)
+	}
+	if live := w.liveKeys(); len(live) != 1 || live[0].Name != w.oldName {
+		t.Errorf("live keys = %v, want only the old key", live)
+	}
+	if got, _ := os.ReadFile(w.envPath); string(got) != w.envText {
+		t.Errorf(".env changed")
+	}
+	if w.latest() != w.oldKey || len(w.srv.SecretVersions(w.slot.Secret)) != 1 {
+		t.Errorf("secret changed")
+	}
+}
+
 // TestVerifyFailureCleanupResumes: when removing a new key that failed
 // verification is itself interrupted, the run stops part-way, and the next
 // run finishes the cleanup and reports the verification failure.

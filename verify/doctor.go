@@ -127,6 +127,11 @@ type Report struct {
 	Summary        Summary   `json:"summary"`
 	// Healthy is true when no finding failed.
 	Healthy bool `json:"healthy"`
+	// ProbeError is the live probe's failure, classified (nil when the
+	// probe passed or did not run), for callers that add their own advice
+	// to a cause (errors.Is(r.ProbeError, ErrLeaked)). Its message is
+	// scrubbed like the findings.
+	ProbeError *ProbeError `json:"-"`
 }
 
 // Finding returns the finding with this ID, if any.

@@ -54,7 +54,10 @@ func (c *checkup) remote(ctx context.Context) {
 		probed = true
 	}
 	var pe *ProbeError
-	errors.As(probeErr, &pe)
+	if errors.As(probeErr, &pe) {
+		pe.Message = c.scrub(pe.Message)
+		c.r.ProbeError = pe
+	}
 
 	if meta != nil {
 		c.state(meta)
@@ -298,6 +301,10 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 	case CauseSuspended:
 		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)",
 			"rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked")
+	case CauseLeaked:
+		// No ErrorInfo here: Google's message is the whole answer.
+		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it",
+			"replace it with a new key in every place that uses it and delete it, then find where it leaked")
 	case CauseClientBlocked:
 		add(StatusWarn, "the key's application restrictions reject this caller; callers that match them may still succeed",
 			"run doctor where the program runs, or widen the key's application restrictions")

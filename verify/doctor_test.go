@@ -85,6 +85,8 @@ func newDocWorld(t *testing.T) *docWorld {
 	}})
 	seed(docProject, "suspended", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: docSA})
 	srv.SuspendKey(w.name["suspended"])
+	seed(docProject, "reported", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: docSA})
+	srv.MarkLeaked(w.name["reported"])
 	seed(docProject, "deleted", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: docSA})
 	if _, err := svc.Projects.Locations.Keys.Delete(w.name["deleted"]).Do(); err != nil {
 		t.Fatal(err)
@@ -307,6 +309,9 @@ func TestDoctor(t *testing.T) {
 				has: []string{"https://chat.example.com/*", "403 API_KEY_HTTP_REFERRER_BLOCKED"}}},
 		{name: "suspended", in: keyIn("suspended", same),
 			want: want{status: map[string]verify.Status{"probe": fail}, cause: "probe", has: []string{"403 CONSUMER_SUSPENDED", "keyrotate rotate --leaked"}}},
+		{name: "reported leaked", in: keyIn("reported", same),
+			want: want{status: map[string]verify.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
+				has: []string{"403 PERMISSION_DENIED", "Google reported the key as leaked", "replace it", "find where it leaked"}}},
 		{name: "deleted", in: keyIn("deleted", same),
 			want: want{status: map[string]verify.Status{"lookup": ok, "deleted": fail, "probe": fail}, cause: "deleted",
 				has: []string{"deleted on 2026-11-02 10:00 UTC; it can be undeleted until 2026-12-02 10:00 UTC", "gcloud services api-keys undelete deleted --project=345678901234", "the key is deleted"}}},
@@ -430,6 +435,21 @@ func inputValue(in verify.Input) string {
 		}
 	}
 	return ""
+}
+
+// TestDoctorLeakedFacts: for a key Google reports as leaked the library
+// says what happened and what to do in facts, names no keyrotate command
+// (the CLI adds that), and hands the probe's error to the caller.
+func TestDoctorLeakedFacts(t *testing.T) {
+	w := newDocWorld(t)
+	rep := w.doctor("").Check(context.Background(), keyIn("reported", same)(w))
+	if !errors.Is(rep.ProbeError, verify.ErrLeaked) {
+		t.Fatalf("Report.ProbeError = %v, want ErrLeaked", rep.ProbeError)
+	}
+	if text := render(rep); strings.Contains(text, "keyrotate ") || strings.Contains(rep.ProbeError.Hint(), "keyrotate ") {
+		t.Errorf("the library names a command:\n%s\nhint: %s", text, rep.ProbeError.Hint())
+	}
+	checkCanary(t, rep, w.allKeys())
 }
 
 func checkReport(t *testing.T, rep *verify.Report, w want) {

@@ -3,7 +3,11 @@
 //
 // The probe is the cheapest authenticated call, GET /v1beta/models?pageSize=1,
 // with the key in the x-goog-api-key header (never in the URL, where proxies
-// and access logs would keep it). Failures are classified by the
+// and access logs would keep it). Listing models can pass for a key that
+// fails where the application calls (apiTargets limited to some methods, a
+// standard key refused only on generation): ProbeCountTokens probes the
+// generation path instead, with POST models/{model}:countTokens, which is
+// free. Failures are classified by the
 // google.rpc.ErrorInfo reason of Google's error body into causes that a
 // person can act on, and into temporary ones that the propagation of a new
 // key (1–10 minutes) can explain.
@@ -15,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -29,12 +34,32 @@ const DefaultBaseURL = "https://generativelanguage.googleapis.com"
 // (plain HTTP, host:port).
 const EmulatorHostEnv = "GEMINI_EMULATOR_HOST"
 
+// ProbeMethod is the Gemini API call a probe makes.
+type ProbeMethod string
+
+// The probe methods.
+const (
+	// ProbeListModels lists one model: GET /v1beta/models?pageSize=1.
+	ProbeListModels ProbeMethod = "listModels"
+	// ProbeCountTokens counts the tokens of a one-word prompt on Model:
+	// POST /v1beta/models/{model}:countTokens, the generation path, free.
+	ProbeCountTokens ProbeMethod = "countTokens"
+)
+
+// DefaultProbeModel is the model ProbeCountTokens uses when Model is empty.
+const DefaultProbeModel = "gemini-2.5-flash"
+
 // Gemini probes keys against the Gemini API.
 type Gemini struct {
 	// BaseURL is the API's scheme and host, without a trailing slash.
 	BaseURL string
 	// Client sends the requests; nil means a client with a 30s timeout.
 	Client *http.Client
+	// Method is the call to make; empty means ProbeListModels.
+	Method ProbeMethod
+	// Model is the model ProbeCountTokens names ("gemini-2.5-flash" or
+	// "models/gemini-2.5-flash"); empty means DefaultProbeModel.
+	Model string
 }
 
 // NewGemini returns a probe for the real API, or for the emulator named by
@@ -54,7 +79,7 @@ func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.BaseURL+"/v1beta/models?pageSize=1", nil)
+	req, err := g.request(ctx)
 	if err != nil {
 		return fmt.Errorf("build Gemini probe: %w", err)
 	}
@@ -78,6 +103,27 @@ func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 	pe := Classify(resp.StatusCode, body)
 	pe.Message = redact(pe.Message, key)
 	return pe
+}
+
+// request builds the probe's request, without the key.
+func (g *Gemini) request(ctx context.Context) (*http.Request, error) {
+	switch g.Method {
+	case "", ProbeListModels:
+		return http.NewRequestWithContext(ctx, http.MethodGet, g.BaseURL+"/v1beta/models?pageSize=1", nil)
+	case ProbeCountTokens:
+		model := strings.TrimPrefix(g.Model, "models/")
+		if model == "" {
+			model = DefaultProbeModel
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.BaseURL+"/v1beta/models/"+url.PathEscape(model)+":countTokens",
+			strings.NewReader(`{"contents":[{"parts":[{"text":"ping"}]}]}`))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return req, nil
+	}
+	return nil, fmt.Errorf("unknown probe method %q (want %s or %s)", g.Method, ProbeListModels, ProbeCountTokens)
 }
 
 func redact(s string, key secret.Key) string {
@@ -119,6 +165,10 @@ const (
 	CauseNetwork
 	// CauseUnauthenticated: another 401 or 403 (for example no key at all).
 	CauseUnauthenticated
+	// CauseLeaked: 403 PERMISSION_DENIED "Your API key was reported as
+	// leaked. Please use another API key." — Google blocks the key as
+	// leaked. The answer carries no ErrorInfo, so only its message tells.
+	CauseLeaked
 )
 
 var causeNames = map[Cause]string{
@@ -133,6 +183,7 @@ var causeNames = map[Cause]string{
 	CauseServer:              "server-error",
 	CauseNetwork:             "network",
 	CauseUnauthenticated:     "unauthenticated",
+	CauseLeaked:              "leaked",
 }
 
 func (c Cause) String() string { return causeNames[c] }
@@ -186,6 +237,9 @@ func (e *ProbeError) Temporary() bool {
 // deleted, expired): what a revoked key gets.
 func (e *ProbeError) Rejected() bool { return e.Cause == CauseInvalid }
 
+// Leaked reports whether Google reported the key as leaked and blocks it.
+func (e *ProbeError) Leaked() bool { return e.Cause == CauseLeaked }
+
 // Throttled reports whether the key works but is rate limited.
 func (e *ProbeError) Throttled() bool { return e.Cause == CauseThrottled }
 
@@ -205,6 +259,8 @@ func (e *ProbeError) Hint() string {
 		return "enable the Generative Language API (generativelanguage.googleapis.com) in the key's project"
 	case CauseSuspended:
 		return "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
+	case CauseLeaked:
+		return "Google reported the key as leaked and blocks it: replace it with a new key in every place that uses it, delete it, and find where it leaked"
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
 	case CauseThrottled:
@@ -232,6 +288,7 @@ var (
 	ErrClientBlocked       error = &ProbeError{Cause: CauseClientBlocked, sentinel: true}
 	ErrThrottled           error = &ProbeError{Cause: CauseThrottled, sentinel: true}
 	ErrUnauthenticated     error = &ProbeError{Cause: CauseUnauthenticated, sentinel: true}
+	ErrLeaked              error = &ProbeError{Cause: CauseLeaked, sentinel: true}
 )
 
 type errorBody struct {
@@ -265,7 +322,20 @@ func Classify(httpStatus int, body []byte) *ProbeError {
 		}
 	}
 	pe.Cause = classify(httpStatus, pe.Reason)
+	if pe.Reason == "" && httpStatus == http.StatusForbidden && isLeakedMessage(pe.Message) {
+		pe.Cause = CauseLeaked
+	}
 	return pe
+}
+
+// isLeakedMessage reports whether msg is the Gemini API's answer for a key
+// reported as leaked: 403 PERMISSION_DENIED with no details, only
+// "Your API key was reported as leaked. Please use another API key." (as
+// quoted in https://github.com/continuedev/continue/issues/11541 and
+// https://github.com/google-gemini-php/laravel/issues/47). It is consulted
+// only when the body has no ErrorInfo reason, which always decides first.
+func isLeakedMessage(msg string) bool {
+	return strings.Contains(strings.ToLower(msg), "reported as leaked")
 }
 
 func classify(httpStatus int, reason string) Cause {

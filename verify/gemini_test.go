@@ -44,6 +44,8 @@ func TestProbeClassification(t *testing.T) {
 		BrowserKeyRestrictions: &apikeys.V2BrowserKeyRestrictions{AllowedReferrers: []string{"https://example.com/*"}}}})
 	suspended := seed("p-one", "leaked", &apikeys.V2Key{Restrictions: gemini})
 	srv.SuspendKey("projects/p-one/locations/global/keys/leaked")
+	reported := seed("p-one", "reported", &apikeys.V2Key{Restrictions: gemini})
+	srv.MarkLeaked("projects/p-one/locations/global/keys/reported")
 	off := seed("p-off", "off", &apikeys.V2Key{Restrictions: gemini})
 	srv.SetServiceEnabled("p-off", "generativelanguage.googleapis.com", false)
 
@@ -62,6 +64,7 @@ func TestProbeClassification(t *testing.T) {
 		{"service blocked", maps, nil, verify.ErrServiceBlocked, false},
 		{"referrer blocked", referrer, nil, verify.ErrClientBlocked, false},
 		{"suspended", suspended, nil, verify.ErrSuspended, false},
+		{"reported leaked", reported, nil, verify.ErrLeaked, false},
 		{"service disabled", off, nil, verify.ErrServiceDisabled, false},
 		{"throttled", good, func() { srv.FailNext("gemini.ListModels", codes.ResourceExhausted, "") }, verify.ErrThrottled, true},
 	} {
@@ -149,9 +152,78 @@ func TestClassify(t *testing.T) {
 		{429, `{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}`, verify.CauseThrottled},
 		{503, `upstream connect error`, verify.CauseServer},
 		{403, `{"error":{"code":403,"message":"Method doesn't allow unregistered callers","status":"PERMISSION_DENIED"}}`, verify.CauseUnauthenticated},
+		// A leaked key: no ErrorInfo, only the message tells (the body as
+		// quoted in continuedev/continue#11541 and #10513).
+		{403, "{\n  \"error\": {\n    \"code\": 403,\n    \"message\": \"Your API key was reported as leaked. Please use another API key.\",\n    \"status\": \"PERMISSION_DENIED\"\n  }\n}\n", verify.CauseLeaked},
+		// The message decides only where there is no ErrorInfo reason.
+		{403, `{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED"}]}}`, verify.CauseSuspended},
+		// A 400 with that message is not the leak answer Google sends.
+		{400, `{"error":{"code":400,"message":"Your API key was reported as leaked. Please use another API key.","status":"INVALID_ARGUMENT"}}`, verify.CauseUnknown},
 	} {
 		if got := verify.Classify(tc.status, []byte(tc.body)).Cause; got != tc.want {
 			t.Errorf("Classify(%d, %.40q) = %s, want %s", tc.status, tc.body, got, tc.want)
 		}
+	}
+}
+
+// TestProbeMethods: the countTokens probe exercises the generation path
+// the application calls, where listing models can pass for a key that
+// does not work there.
+func TestProbeMethods(t *testing.T) {
+	srv, err := emulator.Start(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AddProject("p-one", 111111111111)
+	seed := func(id string, k *apikeys.V2Key) secret.Key {
+		t.Helper()
+		_, s, err := srv.SeedKey("p-one", id, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return secret.New(s)
+	}
+	sa := "sa@p-one.iam.gserviceaccount.com"
+	listOnly := seed("list-only", &apikeys.V2Key{ServiceAccountEmail: sa, Restrictions: &apikeys.V2Restrictions{
+		ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com",
+			Methods: []string{"google.ai.generativelanguage.v1beta.ModelService.ListModels"}}}}})
+	standard := seed("standard", &apikeys.V2Key{})
+	good := seed("good", &apikeys.V2Key{ServiceAccountEmail: sa})
+	srv.RejectStandardKeysOnGeneration(true)
+
+	base := "http://" + srv.GeminiAddr
+	for _, tc := range []struct {
+		name   string
+		probe  *verify.Gemini
+		key    secret.Key
+		want   error // nil: works
+		counts string
+	}{
+		{"list: list-only key passes", &verify.Gemini{BaseURL: base}, listOnly, nil, "gemini.ListModels"},
+		{"countTokens: list-only key blocked", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, listOnly, verify.ErrServiceBlocked, "gemini.CountTokens"},
+		{"list: standard key passes", &verify.Gemini{BaseURL: base}, standard, nil, "gemini.ListModels"},
+		{"countTokens: standard key rejected", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, standard, verify.ErrStandardKeyRejected, "gemini.CountTokens"},
+		{"countTokens: good key", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens}, good, nil, "gemini.CountTokens"},
+		{"countTokens: other model", &verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens, Model: "gemini-2.5-pro"}, good, nil, "gemini.CountTokens"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := srv.Calls(tc.counts)
+			err := tc.probe.Probe(context.Background(), tc.key)
+			switch {
+			case tc.want == nil && err != nil:
+				t.Errorf("Probe = %v, want nil", err)
+			case tc.want != nil && !errors.Is(err, tc.want):
+				t.Errorf("Probe = %v, want %v", err, tc.want)
+			}
+			if n := srv.Calls(tc.counts) - before; n != 1 {
+				t.Errorf("%s calls = %d, want 1", tc.counts, n)
+			}
+		})
+	}
+	var pe *verify.ProbeError
+	err = (&verify.Gemini{BaseURL: base, Method: verify.ProbeCountTokens, Model: "no-such-model"}).Probe(context.Background(), good)
+	if !errors.As(err, &pe) || pe.HTTPStatus != 404 || pe.Temporary() {
+		t.Errorf("Probe with an unknown model = %v, want a definite 404", err)
 	}
 }

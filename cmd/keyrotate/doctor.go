@@ -114,6 +114,7 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 	}
 
 	rep := d.Check(ctx, in)
+	adviseDoctor(rep)
 	p := newPrinter(c)
 	if p.json {
 		if err := p.jsonDoc(struct {
@@ -133,6 +134,26 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 		next = "see the findings above"
 	}
 	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
+}
+
+// leakedNext is the command that takes a key reported as leaked out of
+// service: verify states the facts, the CLI names its own command.
+const leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked"
+
+// adviseDoctor puts the keyrotate command that fixes a finding into its
+// fix and into the summary's next step.
+func adviseDoctor(rep *verify.Report) {
+	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
+		return
+	}
+	for i, f := range rep.Findings {
+		if f.ID == verify.FindProbe {
+			rep.Findings[i].Fix = leakedNext
+		}
+	}
+	if rep.Summary.Cause == verify.FindProbe {
+		rep.Summary.Next = leakedNext
+	}
 }
 
 var statusMarks = map[verify.Status]string{

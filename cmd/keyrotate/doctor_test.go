@@ -53,6 +53,7 @@ func newDoctorWorld(t *testing.T) *doctorWorld {
 	seed("code-assist", &apikeys.V2Key{ServiceAccountEmail: demoSA, Restrictions: &apikeys.V2Restrictions{
 		ApiTargets: []*apikeys.V2ApiTarget{{Service: "cloudaicompanion.googleapis.com"}}}})
 	srv.SuspendKey(seed("leaked", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: demoSA}))
+	srv.MarkLeaked(seed("reported", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: demoSA}))
 	deleted := seed("retired", &apikeys.V2Key{Restrictions: gemini(), ServiceAccountEmail: demoSA})
 	svc, err := srv.APIKeysService(context.Background())
 	if err != nil {
@@ -148,6 +149,7 @@ func TestDoctorGolden(t *testing.T) {
 		{name: "service-blocked", env: map[string]string{"GEMINI_API_KEY": key("code-assist")}, exit: 1},
 		{name: "standard-rejected", env: map[string]string{"GEMINI_API_KEY": key("legacy-standard")}, exit: 1},
 		{name: "suspended", env: map[string]string{"GEMINI_API_KEY": key("leaked")}, exit: 1},
+		{name: "reported-leaked", env: map[string]string{"GEMINI_API_KEY": key("reported")}, exit: 1},
 		{name: "no-credentials", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)},
 			setup: func(t *testing.T) {
 				t.Setenv("APIKEYS_EMULATOR_HOST", "")

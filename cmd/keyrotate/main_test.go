@@ -191,6 +191,12 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 				srv.SuspendKey(k.Name)
 			}
 		}
+	case "report-current": // emu report-current: the secret's key answers "reported as leaked" (403, no details)
+		for _, k := range srv.Keys(demoProject, false) {
+			if k.KeyString == latestPayload(sw) {
+				srv.MarkLeaked(k.Name)
+			}
+		}
 	case "leftover": // emu leftover ID: a key a failed rotation left behind
 		_, _, err := srv.SeedKey(demoProject, rest[0], &apikeys.V2Key{Annotations: map[string]string{
 			"keyrotate.slot": "gemini-prod", "keyrotate.rotation": "20260101000000-leftover"}})
