@@ -120,6 +120,21 @@ func record(method, kase, outcome string) {
 // permission). Every run that fails ends safe: the invariant holds, the
 // message names the resource and the real error, the class is right, and
 // a second run without faults finishes with exactly one new key.
+// TestFaultMatrixStateCodes runs every cell of the fault matrix with the
+// emulator answering FAILED_PRECONDITION to the refusals only a key's state
+// explains (emulator.SetStateCodes): Google documents no code for them, and
+// the runs must reach the same outcomes by reading the state.
+func TestFaultMatrixStateCodes(t *testing.T) {
+	for i, c := range faultCells {
+		for _, kase := range []string{"transient-once", "transient-until-deadline", "permanent"} {
+			t.Run(c.method+"/"+kase, func(t *testing.T) {
+				t.Parallel()
+				runFaultCell(t, c, kase, i, codes.FailedPrecondition)
+			})
+		}
+	}
+}
+
 func TestFaultMatrix(t *testing.T) {
 	cases := []string{"transient-once", "transient-until-deadline", "permanent"}
 	t.Run("cells", func(t *testing.T) {
@@ -127,7 +142,7 @@ func TestFaultMatrix(t *testing.T) {
 			for _, kase := range cases {
 				t.Run(c.method+"/"+kase, func(t *testing.T) {
 					t.Parallel() // each cell has its own emulator
-					outcome := runFaultCell(t, c, kase, i)
+					outcome := runFaultCell(t, c, kase, i, codes.OK)
 					t.Logf("MATRIX | %s | %s | %s", c.method, kase, outcome)
 					record(c.method, kase, outcome)
 				})
@@ -165,8 +180,9 @@ func newFaultWorld(t *testing.T, c faultCell) *world {
 	return w
 }
 
-func runFaultCell(t *testing.T, c faultCell, kase string, i int) string {
+func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code) string {
 	w := newFaultWorld(t, c)
+	w.srv.SetStateCodes(code)
 	var opts rotate.Options
 	if c.grace {
 		g := time.Hour

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -456,6 +457,10 @@ type crashCase struct {
 	withoutNow bool
 	// allKinds runs the row in the all-kinds world (crash_kinds_test.go).
 	allKinds bool
+	// stateCode, when not OK, makes the emulator answer refusals that only
+	// a key's state explains with this code (emulator.SetStateCodes):
+	// Google documents none, so the runs must decide by state.
+	stateCode codes.Code
 }
 
 var crashCases = []crashCase{
@@ -483,8 +488,13 @@ var crashCases = []crashCase{
 // emulator). A blocked exec script or PUT goes on after
 // keyrotate was killed, as a landed API call does.
 func init() {
-	for _, c := range crashCases {
+	base := crashCases
+	for _, c := range base {
 		c.name, c.allKinds = "all kinds: "+c.name, true
+		crashCases = append(crashCases, c)
+	}
+	for _, c := range base {
+		c.name, c.stateCode = "FAILED_PRECONDITION for state refusals: "+c.name, codes.FailedPrecondition
 		crashCases = append(crashCases, c)
 	}
 	crashCases = append(crashCases,
@@ -634,6 +644,7 @@ func crashAt(t *testing.T, c crashCase, row *crashRow) {
 	if c.allKinds {
 		cw.addKinds()
 	}
+	cw.srv.SetStateCodes(c.stateCode)
 	reached := make(chan struct{})
 	release := make(chan struct{})
 	var releaseOnce sync.Once
