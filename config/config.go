@@ -96,7 +96,19 @@ type Slot struct {
 	// SecretProjectDiffers allows Secret to live in another project than
 	// Project (a central secrets project); the keys stay in Project.
 	SecretProjectDiffers bool `yaml:"secret_project_differs,omitempty"`
+	// BoundKeyRestrictions decides the restrictions of a key newly bound to
+	// ServiceAccount when the old key is not restricted to the Gemini API
+	// alone: BoundGemini narrows its API restriction to the Gemini API (what
+	// the default org policy allows), BoundCopy copies them (the
+	// organization allows bound keys with them). "": refuse such a migration.
+	BoundKeyRestrictions string `yaml:"bound_key_restrictions,omitempty"`
 }
+
+// Values of Slot.BoundKeyRestrictions.
+const (
+	BoundGemini = "gemini"
+	BoundCopy   = "copy"
+)
 
 // Target is one more place that receives the key, besides the slot's secret.
 type Target struct {

@@ -155,6 +155,11 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("Project = %q, want 123456789012", c.Slots[0].Project)
 			}
 		}},
+		{"bound key restrictions narrowed", head + slotYAML + "    service_account: sa@my-project.iam.gserviceaccount.com\n    bound_key_restrictions: gemini\n", func(t *testing.T, c *Config) {
+			if c.Slots[0].BoundKeyRestrictions != BoundGemini {
+				t.Errorf("BoundKeyRestrictions = %q, want %q", c.Slots[0].BoundKeyRestrictions, BoundGemini)
+			}
+		}},
 		{"secret in a central secrets project", head + "  - name: a\n    project: my-project\n    secret: projects/vault-project/secrets/k\n    secret_project_differs: true\n", func(t *testing.T, c *Config) {
 			if !c.Slots[0].SecretProjectDiffers {
 				t.Errorf("SecretProjectDiffers = false, want true")
@@ -292,6 +297,10 @@ func TestParseBad(t *testing.T) {
 			`is in project "vault-project", not in the slot's project "my-project"`, "keys live in its project"},
 		{"secret_project_differs without a difference", head + slotYAML + "    secret_project_differs: true\n", 6,
 			"secret_project_differs is true, but secret", "remove secret_project_differs"},
+		{"bound_key_restrictions unknown", head + slotYAML + "    service_account: sa@my-project.iam.gserviceaccount.com\n    bound_key_restrictions: narrow\n", 7,
+			`bound_key_restrictions must be gemini or copy, not "narrow"`, `"gemini"`},
+		{"bound_key_restrictions without service_account", head + slotYAML + "    bound_key_restrictions: gemini\n", 6,
+			"bound_key_restrictions applies only with service_account", "set service_account"},
 		{"secret_project_differs not a bool", head + slotYAML + "    secret_project_differs: yes please\n", 6,
 			`secret_project_differs must be true or false, not "yes please"`, "central secrets project"},
 		{"secret_project_differs misspelt", head + slotYAML + "    secret_project_differ: true\n", 6,

@@ -22,7 +22,7 @@ var (
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas"}
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
-	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "verify", "grace", "max_age", "targets"}
+	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions", "verify", "grace", "max_age", "targets"}
 	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable", "env", "show_output"}
 )
 
@@ -659,6 +659,21 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 				p.at(fa.val, hint, "service_account %s is not a service account email", quote(v))
 			}
 			s.ServiceAccount = v
+		}
+	}
+
+	// bound_key_restrictions
+	if fb, ok := f["bound_key_restrictions"]; ok {
+		if v, ok := p.str(fb); ok && !p.keyString(fb, v) {
+			switch {
+			case v != BoundGemini && v != BoundCopy:
+				p.at(fb.val, `write "gemini" to restrict new bound keys to the Gemini API, or "copy" to copy the old key's restrictions`,
+					"bound_key_restrictions must be gemini or copy, not %s", quote(v))
+			case s.ServiceAccount == "":
+				p.at(fb.key, "remove bound_key_restrictions, or set service_account to bind new keys",
+					"bound_key_restrictions applies only with service_account")
+			}
+			s.BoundKeyRestrictions = v
 		}
 	}
 

@@ -111,6 +111,10 @@ type keyState struct {
 	// blockedBound lists projects (by id and number) where the org policy
 	// forbids creating keys bound to a service account.
 	blockedBound map[string]bool
+	// defaultBound lists projects (by id and number) under the default
+	// form of that policy: bound keys only when restricted to the Gemini
+	// API (EnforceDefaultBoundKeyPolicy).
+	defaultBound map[string]bool
 	// delay overrides Options.PropagationDelay for keys created after
 	// SetPropagationDelay.
 	delay    time.Duration
@@ -124,6 +128,7 @@ func newKeyState() *keyState {
 		purged:       map[string]int64{},
 		ops:          map[string]*operation{},
 		blockedBound: map[string]bool{},
+		defaultBound: map[string]bool{},
 	}
 }
 
@@ -424,6 +429,9 @@ func (s *Server) createKey(r *http.Request, parent string) (any, error) {
 		return nil, err
 	}
 	if in.ServiceAccountEmail != "" && (s.keys.blockedBound[p.id] || s.keys.blockedBound[strconv.FormatInt(p.number, 10)]) {
+		return nil, boundKeysBlocked(p)
+	}
+	if in.ServiceAccountEmail != "" && (s.keys.defaultBound[p.id] || s.keys.defaultBound[strconv.FormatInt(p.number, 10)]) && !geminiOnly(in.Restrictions) {
 		return nil, boundKeysBlocked(p)
 	}
 	k, err := s.insertKeyLocked(p, keyID, &in, false)
@@ -889,6 +897,44 @@ func (s *Server) getOperation(name string) (any, error) {
 }
 
 // ---- seeding and inspection ----
+
+// EnforceDefaultBoundKeyPolicy switches the default form of the org-policy
+// constraint iam.managed.disableServiceAccountApiKeyCreation for a project:
+// CreateKey with a serviceAccountEmail succeeds only when the key's API
+// restrictions name the Gemini API (generativelanguage.googleapis.com) and
+// nothing else; otherwise it fails as BlockBoundKeyCreation's does. Google
+// states the Gemini exception in its announcement of auth keys; whether
+// client restrictions alongside are allowed is not documented — they are
+// allowed here, and a key with none or other API targets is refused (the
+// strictest reading that still lets the documented case through).
+func (s *Server) EnforceDefaultBoundKeyPolicy(projectID string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := []string{projectID}
+	if p := s.project(projectID); p != nil {
+		ids = []string{p.id, strconv.FormatInt(p.number, 10)}
+	}
+	for _, id := range ids {
+		if on {
+			s.keys.defaultBound[id] = true
+		} else {
+			delete(s.keys.defaultBound, id)
+		}
+	}
+}
+
+// geminiOnly reports whether r has API targets naming only the Gemini API.
+func geminiOnly(r *apikeys.V2Restrictions) bool {
+	if r == nil || len(r.ApiTargets) == 0 {
+		return false
+	}
+	for _, t := range r.ApiTargets {
+		if t.Service != "generativelanguage.googleapis.com" {
+			return false
+		}
+	}
+	return true
+}
 
 // BlockBoundKeyCreation switches the org-policy constraint
 // iam.managed.disableServiceAccountApiKeyCreation for a project: while

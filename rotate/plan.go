@@ -94,6 +94,9 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
 		return p, nil
+	case bindErr(slot, pre.old) != nil:
+		p.Blocked = bindErr(slot, pre.old).Error() + "; " + Hint(bindErr(slot, pre.old))
+		return p, nil
 	default:
 		p.WillRotate = true
 	}
@@ -136,6 +139,12 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	}
 	p.Actions = append(p.Actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
 	return p, nil
+}
+
+// bindErr is bindingRestrictions's refusal, if any.
+func bindErr(slot *Slot, old *apikeys.V2Key) error {
+	_, err := bindingRestrictions(slot, old)
+	return err
 }
 
 func trimSlot(s string) string {

@@ -36,6 +36,10 @@ type Slot struct {
 	// ServiceAccount, when set, binds new keys to it: the migration from a
 	// standard key to an auth key.
 	ServiceAccount string
+	// BoundKeyRestrictions is BoundGemini, BoundCopy or "": what a key
+	// newly bound to ServiceAccount is restricted to when the old key is
+	// not restricted to the Gemini API alone (see bindingRestrictions).
+	BoundKeyRestrictions string
 	// Targets receive the new key after the secret.
 	Targets []Target
 	// Prober checks new keys live; nil skips the live check (verify: none).
@@ -252,6 +256,9 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			return nil, WithHint(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
 				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
 		}
+		if _, err := bindingRestrictions(slot, pre.old); err != nil {
+			return nil, err
+		}
 	}
 	r.logDrift(slot, pre)
 	grace := slot.Grace
@@ -423,9 +430,13 @@ func (st *run) create(ctx context.Context) error {
 	}
 	var key *apikeys.V2Key
 	if st.pre.old != nil {
+		restrictions, err := bindingRestrictions(st.slot, st.pre.old)
+		if err != nil {
+			return err
+		}
 		spec := &apikeys.V2Key{
 			DisplayName:         st.pre.old.DisplayName,
-			Restrictions:        st.pre.old.Restrictions,
+			Restrictions:        restrictions,
 			ServiceAccountEmail: sa,
 			Annotations: map[string]string{
 				annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,

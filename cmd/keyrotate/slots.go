@@ -105,6 +105,7 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 		LeaseTTL:           time.Duration(j.cfg.Defaults.LeaseTTL),
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
+	rs.BoundKeyRestrictions = s.BoundKeyRestrictions
 	if s.Verify == "gemini" {
 		rs.Prober = j.clients.gemini
 	}
