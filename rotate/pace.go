@@ -98,8 +98,9 @@ func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error
 	if p == nil || project == "" {
 		return nil
 	}
-	now := time.Now()
-	d := p.reserve(api, project, write, now).Sub(now)
+	var now time.Time
+	at := p.reserve(api, project, write, func() time.Time { now = time.Now(); return now })
+	d := at.Sub(now)
 	if d <= 0 {
 		return nil
 	}
@@ -121,17 +122,19 @@ func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error
 	}
 }
 
-// reserve records a call of api in project arriving at now and returns
-// when it may go: now when the call is not paced. Wait calls it with the
-// wall clock; tests with a fake one.
-func (p *Pacer) reserve(api, project string, write bool, now time.Time) time.Time {
+// reserve records a call of api in project arriving at clock() and returns
+// when it may go: that time when the call is not paced. Wait passes the
+// wall clock, tests a fake one. The clock is read under the lock: a call's
+// time must never be before the last reserved one (callLog), or the call
+// would seem to wait for its own predecessor.
+func (p *Pacer) reserve(api, project string, write bool, clock func() time.Time) time.Time {
 	q := p.quotas[api]
 	n := q.Reads
 	if write {
 		n = q.Writes
 	}
 	if n <= 0 {
-		return now
+		return clock()
 	}
 	k := paceKey{api, project, write}
 	p.mu.Lock()
@@ -141,7 +144,7 @@ func (p *Pacer) reserve(api, project string, write bool, now time.Time) time.Tim
 		l = &callLog{limit: n}
 		p.logs[k] = l
 	}
-	return l.reserve(now, p.window)
+	return l.reserve(clock(), p.window)
 }
 
 // Waits returns how many calls had to wait for quota, and for how long in

@@ -163,17 +163,17 @@ func TestPacerWindowMargin(t *testing.T) {
 		// A trickle of 3 within the window goes at once.
 		for i := range 3 {
 			at := t0.Add(time.Duration(i) * c.want / 6)
-			if got := p.reserve(APIKeys, "p", true, at); !got.Equal(at) {
+			if got := p.reserve(APIKeys, "p", true, fixed(at)); !got.Equal(at) {
 				t.Errorf("window %s: call %d at %s reserved %s, want at once", c.window, i+1, at, got)
 			}
 		}
 		// The 4th waits until the 1st leaves the window and its margin:
 		// not a nanosecond less, nor more.
-		if got, want := p.reserve(APIKeys, "p", true, t0.Add(c.want/2)), t0.Add(c.want); !got.Equal(want) {
+		if got, want := p.reserve(APIKeys, "p", true, fixed(t0.Add(c.want/2))), t0.Add(c.want); !got.Equal(want) {
 			t.Errorf("window %s: 4th call of a quota of 3 reserved t0+%s, want t0+%s", c.window, got.Sub(t0), want.Sub(t0))
 		}
 		// The 5th arrives the instant the 2nd leaves: it goes at once.
-		if at := t0.Add(c.want/6 + c.want); !p.reserve(APIKeys, "p", true, at).Equal(at) {
+		if at := t0.Add(c.want/6 + c.want); !p.reserve(APIKeys, "p", true, fixed(at)).Equal(at) {
 			t.Errorf("window %s: 5th call arriving as the 2nd left the window waited", c.window)
 		}
 		// Reads, other projects and unpaced APIs count apart.
@@ -181,7 +181,7 @@ func TestPacerWindowMargin(t *testing.T) {
 			api, project string
 			write        bool
 		}{{APIKeys, "p", false}, {APIKeys, "q", true}, {Gemini, "p", true}} {
-			if got := p.reserve(o.api, o.project, o.write, t0); !got.Equal(t0) {
+			if got := p.reserve(o.api, o.project, o.write, fixed(t0)); !got.Equal(t0) {
 				t.Errorf("window %s: %+v waited for another quota's calls (reserved t0+%s)", c.window, o, got.Sub(t0))
 			}
 		}
@@ -297,3 +297,6 @@ func TestMeterLookupKeyOverGRPCIsARead(t *testing.T) {
 		t.Errorf("apikeys.LookupKey counted %d, want 3", got)
 	}
 }
+
+// fixed is a clock that always says t.
+func fixed(t time.Time) func() time.Time { return func() time.Time { return t } }
