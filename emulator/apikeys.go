@@ -902,25 +902,17 @@ func (s *Server) getOperation(name string) (any, error) {
 // constraint iam.managed.disableServiceAccountApiKeyCreation for a project:
 // CreateKey with a serviceAccountEmail succeeds only when the key's API
 // restrictions name the Gemini API (generativelanguage.googleapis.com) and
-// nothing else; otherwise it fails as BlockBoundKeyCreation's does. Google
-// states the Gemini exception in its announcement of auth keys; whether
-// client restrictions alongside are allowed is not documented — they are
-// allowed here, and a key with none or other API targets is refused (the
-// strictest reading that still lets the documented case through).
+// nothing else; otherwise it fails as BlockBoundKeyCreation's does.
+// What was checked: public threads show bound keys restricted to the
+// Gemini API as the form AI Studio and the console create (e.g.
+// discuss.ai.google.dev/t/174585: "the 'Gemini API' restriction checkbox is
+// disabled unless the key is bound to a service account"); no public
+// source found states the policy's exception itself or its error text, so
+// this is the reading of the project's brief, taken strictly: a key with no
+// API target or any other API target is refused; client restrictions
+// alongside are allowed (not confirmed either way).
 func (s *Server) EnforceDefaultBoundKeyPolicy(projectID string, on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := []string{projectID}
-	if p := s.project(projectID); p != nil {
-		ids = []string{p.id, strconv.FormatInt(p.number, 10)}
-	}
-	for _, id := range ids {
-		if on {
-			s.keys.defaultBound[id] = true
-		} else {
-			delete(s.keys.defaultBound, id)
-		}
-	}
+	s.setProjectFlag(s.keys.defaultBound, projectID, on)
 }
 
 // geminiOnly reports whether r has API targets naming only the Gemini API.
@@ -941,6 +933,12 @@ func geminiOnly(r *apikeys.V2Restrictions) bool {
 // blocked, CreateKey with a serviceAccountEmail fails with
 // FAILED_PRECONDITION naming the constraint.
 func (s *Server) BlockBoundKeyCreation(projectID string, blocked bool) {
+	s.setProjectFlag(s.keys.blockedBound, projectID, blocked)
+}
+
+// setProjectFlag sets or clears a per-project flag under the project's id
+// and number (requests may name either).
+func (s *Server) setProjectFlag(flags map[string]bool, projectID string, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ids := []string{projectID}
@@ -948,10 +946,10 @@ func (s *Server) BlockBoundKeyCreation(projectID string, blocked bool) {
 		ids = []string{p.id, strconv.FormatInt(p.number, 10)}
 	}
 	for _, id := range ids {
-		if blocked {
-			s.keys.blockedBound[id] = true
+		if on {
+			flags[id] = true
 		} else {
-			delete(s.keys.blockedBound, id)
+			delete(flags, id)
 		}
 	}
 }

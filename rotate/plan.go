@@ -83,6 +83,10 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	if opts.Grace != nil {
 		grace = *opts.Grace
 	}
+	bindBlocked := ""
+	if pre.old != nil {
+		bindBlocked = bindErr(slot, pre.old)
+	}
 	switch {
 	case pre.rec != nil:
 		p.WillRotate = true
@@ -94,8 +98,8 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
 		return p, nil
-	case bindErr(slot, pre.old) != nil:
-		p.Blocked = bindErr(slot, pre.old).Error() + "; " + Hint(bindErr(slot, pre.old))
+	case bindBlocked != "":
+		p.Blocked = bindBlocked
 		return p, nil
 	default:
 		p.WillRotate = true
@@ -141,10 +145,12 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	return p, nil
 }
 
-// bindErr is bindingRestrictions's refusal, if any.
-func bindErr(slot *Slot, old *apikeys.V2Key) error {
-	_, err := bindingRestrictions(slot, old)
-	return err
+// bindErr is bindingRestrictions's refusal with its hint, or "".
+func bindErr(slot *Slot, old *apikeys.V2Key) string {
+	if _, err := bindingRestrictions(slot, old); err != nil {
+		return err.Error() + "; " + Hint(err)
+	}
+	return ""
 }
 
 func trimSlot(s string) string {

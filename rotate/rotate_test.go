@@ -709,6 +709,23 @@ func TestLaterRotationsSkipLookup(t *testing.T) {
 	}
 }
 
+// putBackAt writes the .env's original content (the old key) back once,
+// just before the n-th call of method lands: what a sync job or
+// configuration management would do.
+func (w *world) putBackAt(method string, n int) {
+	var once sync.Once
+	w.srv.SetHook(method, func(ctx context.Context, call int) error {
+		if call == n {
+			once.Do(func() {
+				if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
+					w.t.Error(err)
+				}
+			})
+		}
+		return nil
+	})
+}
+
 // TestOldKeyPutBackBeforeDelete: something (a configuration-management
 // run, a sync job) writes the old content of the .env back after the
 // read-back proved the new key there and before the old key is deleted.
@@ -720,17 +737,7 @@ func TestOldKeyPutBackBeforeDelete(t *testing.T) {
 	w := newWorld(t)
 	// The write that ends the read-back is the second UpdateSecret (the
 	// lock is the first): put the old file back just before it lands.
-	var once sync.Once
-	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, n int) error {
-		if n == 2 {
-			once.Do(func() {
-				if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
-					t.Error(err)
-				}
-			})
-		}
-		return nil
-	})
+	w.putBackAt("secretmanager.UpdateSecret", 2)
 	_, err := w.rotate(rotate.Options{})
 	if !errors.Is(err, rotate.ErrHeldAgain) || !errors.Is(err, rotate.ErrStoppedPartWay) {
 		t.Fatalf("Rotate = %v, want ErrHeldAgain and ErrStoppedPartWay", err)
@@ -772,15 +779,7 @@ func TestFinalizeKeepsKeyPutBack(t *testing.T) {
 	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
-	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, n int) error {
-		once.Do(func() {
-			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
-				t.Error(err)
-			}
-		})
-		return nil
-	})
+	w.putBackAt("secretmanager.UpdateSecret", w.srv.Calls("secretmanager.UpdateSecret")+1) // finalize's lock
 	res, err := w.r.Finalize(context.Background(), w.slot, rotate.FinalizeOptions{Only: []string{w.oldName}})
 	if err != nil {
 		t.Fatalf("Finalize = %v", err)
@@ -799,15 +798,7 @@ func TestFinalizeKeepsKeyPutBack(t *testing.T) {
 // naming the target, and the next run finishes.
 func TestOldKeyPutBackDuringDelete(t *testing.T) {
 	w := newWorld(t)
-	var once sync.Once
-	w.srv.SetHook("apikeys.DeleteKey", func(ctx context.Context, n int) error {
-		once.Do(func() {
-			if err := os.WriteFile(w.envPath, []byte(w.envText), 0o640); err != nil {
-				t.Error(err)
-			}
-		})
-		return nil
-	})
+	w.putBackAt("apikeys.DeleteKey", 1)
 	_, err := w.rotate(rotate.Options{})
 	if !errors.Is(err, rotate.ErrHeldAgain) || !errors.Is(err, rotate.ErrStoppedPartWay) {
 		t.Fatalf("Rotate = %v, want ErrHeldAgain and ErrStoppedPartWay", err)
