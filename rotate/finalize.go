@@ -184,10 +184,11 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			f.DeleteAfter = &t
 			if now.Before(t) {
 				f.Action, f.Reason = "kept", "grace period until "+t.Format(time.RFC3339)
-				res.Keys = append(res.Keys, f)
 				if c.pending != nil {
+					f.Fingerprint = c.pending.Fingerprint // recorded when it was kept: no call
 					keep = append(keep, *c.pending)
 				}
+				res.Keys = append(res.Keys, f)
 				continue
 			}
 			f.Reason = "grace period ended " + t.Format(time.RFC3339)

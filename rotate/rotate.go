@@ -162,8 +162,9 @@ type Result struct {
 	NewKey     KeyRef         `json:"new_key,omitempty"`
 	NewVersion string         `json:"new_version,omitempty"`
 	Targets    []TargetResult `json:"targets,omitempty"`
-	// Retired says what happened to the old key: "deleted", or kept until
-	// DeleteAfter.
+	// Retired says what happened to the old key: "deleted", kept until
+	// DeleteAfter, or (an abort of a rotation that stopped before
+	// creating its key) RetiredNeverCreated.
 	Retired     string     `json:"retired,omitempty"`
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Propagation is how long the new key took to start working.
@@ -785,6 +786,9 @@ func (st *run) retire(ctx context.Context) error {
 	old := st.from
 	var pend *pendingKey
 	switch {
+	case old == nil && st.kind == KindAbort:
+		// The aborted rotation stopped before its new key was created.
+		st.res.Retired = RetiredNeverCreated
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.grace > 0 && st.kind == KindRotate:
@@ -861,8 +865,20 @@ func (st *run) retire(ctx context.Context) error {
 		return err
 	}
 	st.res.Rotated = true
-	st.event(st.slot.Name, "done", "%s: %s -> %s", doneVerb[st.kind], st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
+	st.event(st.slot.Name, "done", "%s", st.doneMessage())
 	return nil
+}
+
+// doneMessage says what a finished run put in place of what.
+func (st *run) doneMessage() string {
+	from := st.res.OldKey.Fingerprint
+	switch {
+	case st.res.Retired == RetiredNeverCreated:
+		return fmt.Sprintf("%s: no new key had been created; %s stays current", doneVerb[st.kind], st.res.NewKey.Fingerprint)
+	case from == "":
+		from = "key " + keyIDOf(st.res.OldKey.Name) + " (fingerprint unknown)"
+	}
+	return fmt.Sprintf("%s: %s -> %s", doneVerb[st.kind], from, st.res.NewKey.Fingerprint)
 }
 
 // recheck reads every local target (see Local) once more, immediately
@@ -920,6 +936,10 @@ func readLocal(ctx context.Context, targets []Target) ([]heldKey, error) {
 	}
 	return held, nil
 }
+
+// RetiredNeverCreated is Result.Retired of an abort whose rotation had not
+// created its new key: there was nothing to delete.
+const RetiredNeverCreated = "never-created"
 
 var doneVerb = map[string]string{KindRotate: "rotated", KindAbort: "aborted", KindRollback: "rolled back"}
 

@@ -53,6 +53,17 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 		st.mayHaveCreated = true
 		return nil, st.fail(ctx, err)
 	}
+	if st.from != nil && st.from.DeleteTime == "" && res.OldKey.Fingerprint == "" {
+		// The rotation stopped before its read-back recorded the new
+		// key's fingerprint: read it, so that the result names the key
+		// being retired as every other result does. Only for display: a
+		// failure to read it does not hold up the abort.
+		if ks, kerr := ka.keyString(ctx, rec.OldKey); kerr == nil {
+			res.OldKey.Fingerprint = ks.Fingerprint()
+		} else {
+			r.log().Warn("could not read the fingerprint of the key being retired", "slot", slot.Name, "key", rec.OldKey, "error", kerr)
+		}
+	}
 	return st.drive(ctx)
 }
 

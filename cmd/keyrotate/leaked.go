@@ -94,7 +94,7 @@ func runLeaked(c *cli.Context) error {
 	}
 	if resp != nil && resp.Finalized != nil {
 		for _, k := range resp.Finalized.Keys {
-			j.out.note("%s: %-12s %s  %s (%s)", resp.Finalized.Slot, k.Action, orNone(k.Fingerprint), k.Key, k.Reason)
+			j.out.note("%s", finalizedLine(resp.Finalized.Slot, k, ""))
 		}
 	}
 	if err == nil && leak.Deleted && resp.Rotation == nil {

@@ -74,12 +74,24 @@ func printResult(p *printer, res *rotate.Result) {
 	}
 	p.note("")
 	p.note("%s: %s (%s %s%s)", res.Slot, verb, res.Kind, res.RotationID, resumed)
-	p.note("  retired  %s  %s  %s", res.OldKey.Fingerprint, res.OldKey.Name, retired(res))
+	if res.Retired == rotate.RetiredNeverCreated {
+		p.note("  retired  never created  %s", res.OldKey.Name)
+	} else {
+		p.note("  retired  %s  %s  %s", orUnknown(res.OldKey.Fingerprint), res.OldKey.Name, retired(res))
+	}
 	p.note("  current  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
 	p.note("  secret   %s", res.NewVersion)
 	for _, t := range res.Targets {
 		p.note("  target   %s  %s (%s)", t.Fingerprint, t.Target, t.Action)
 	}
+}
+
+// orUnknown stands in for a fingerprint that could not be read.
+func orUnknown(fp string) string {
+	if fp == "" {
+		return "(fingerprint unknown)"
+	}
+	return fp
 }
 
 func retired(res *rotate.Result) string {
