@@ -19,7 +19,7 @@ func finalizeCommand() *cli.Command {
 			"deletes the current key or a key the secret or a target still holds, and disables the secret\n" +
 			"version of each deleted key (never the newest). rotate also finalizes its slots' due keys.",
 		Flags: []cli.Flag{
-			slotFlag(),
+			slotFlag("delete due old keys of only"),
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be deleted; change nothing"},
 			&cli.BoolFlag{Name: "confirm-revocation", Usage: "probe each deleted key until the API rejects it, and report how long that took"},
 		},

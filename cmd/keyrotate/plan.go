@@ -17,7 +17,7 @@ func planCommand() *cli.Command {
 		Usage:       "show what rotate would do, without changing anything",
 		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.",
 		Flags: append([]cli.Flag{
-			slotFlag(),
+			slotFlag("show the plan for only"),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
 		}, shardFlags()...),
 		Action: func(c *cli.Context) error {

@@ -10,8 +10,10 @@ import (
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
-func slotFlag() cli.Flag {
-	return &cli.StringSliceFlag{Name: "slot", Aliases: []string{"s"}, Usage: "rotate only this `SLOT` (repeatable, globs allowed); default all"}
+// slotFlag selects slots; what says what the command does to them, e.g.
+// "rotate only".
+func slotFlag(what string) cli.Flag {
+	return &cli.StringSliceFlag{Name: "slot", Aliases: []string{"s"}, Usage: what + " this `SLOT` (repeatable, globs allowed); default all"}
 }
 
 func rotateCommand() *cli.Command {
@@ -22,7 +24,7 @@ func rotateCommand() *cli.Command {
 			"writes it to the secret and every target, reads them back, then deletes the old key\n" +
 			"(or keeps it for --grace). A run that stops part-way resumes on the next run.",
 		Flags: append([]cli.Flag{
-			slotFlag(),
+			slotFlag("rotate only"),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
