@@ -203,6 +203,9 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rot
 	b := budgetOf(c)
 	err := rotateFleet(c, h, cfgPath, names, opts, fo, rec)
 	rec.finish(err)
+	if rec.Summary.Slots > 0 && c.String("output") != "json" {
+		fmt.Fprintln(c.App.Writer, rec.totals())
+	}
 	if fo.report != "" {
 		if werr := rec.write(fo.report); werr != nil {
 			warn(c, "could not write the run record: %v", werr)

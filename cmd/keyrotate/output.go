@@ -25,6 +25,7 @@ type printer struct {
 
 	mu      sync.Mutex
 	spinner *progressbar.ProgressBar
+	ended   map[string]bool // slots whose "done" step line was printed
 }
 
 func newPrinter(c *cli.Context) *printer {
@@ -33,6 +34,7 @@ func newPrinter(c *cli.Context) *printer {
 		stderr: c.App.ErrWriter,
 		json:   c.String("output") == "json",
 		tty:    isTerminal(c.App.ErrWriter),
+		ended:  map[string]bool{},
 	}
 }
 
@@ -51,7 +53,18 @@ func (p *printer) event(ev rotate.Event) {
 	if p.json {
 		return
 	}
+	if ev.Step == "done" {
+		p.ended[ev.Slot] = true
+	}
 	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, ev.Message)
+}
+
+// saidDone reports whether slot's "done" step line was printed (then a
+// "nothing to do" result is not printed again).
+func (p *printer) saidDone(slot string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ended[slot]
 }
 
 func (p *printer) wait(ev rotate.Event) {

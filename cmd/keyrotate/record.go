@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -202,4 +203,38 @@ func (r *runRecord) write(path string) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// totals is the line that ends a rotate run for people, e.g. "totals: 3
+// slots: 1 rotated (1 resumed), 1 nothing to do, 1 failed (1 in progress
+// elsewhere); 2 old keys finalized; took 4.2s".
+func (r *runRecord) totals() string {
+	s := r.Summary
+	var b strings.Builder
+	fmt.Fprintf(&b, "totals: %d slot%s: %d rotated", s.Slots, plural(s.Slots), s.Rotated)
+	if s.Resumed > 0 {
+		fmt.Fprintf(&b, " (%d resumed)", s.Resumed)
+	}
+	fmt.Fprintf(&b, ", %d nothing to do, %d failed", s.NotDue, s.Failed)
+	if s.Pending > 0 {
+		fmt.Fprintf(&b, " (%d in progress elsewhere)", s.Pending)
+	}
+	if s.Finalized > 0 {
+		fmt.Fprintf(&b, "; %d old key%s finalized", s.Finalized, plural(s.Finalized))
+	}
+	took := r.Finished.Sub(r.Started)
+	if took >= time.Second {
+		took = took.Round(100 * time.Millisecond)
+	} else {
+		took = took.Round(time.Millisecond)
+	}
+	fmt.Fprintf(&b, "; took %s", took)
+	return b.String()
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

@@ -66,7 +66,9 @@ func printResult(p *printer, res *rotate.Result) {
 		p.note("%s: finalize: %s %s (%s)", res.Slot, f.Action, f.Key, f.Reason)
 	}
 	if !res.Rotated {
-		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		if !p.saidDone(res.Slot) { // a progress bar took the step lines
+			p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		}
 		return
 	}
 	verb := map[string]string{rotate.KindRotate: "rotated", rotate.KindAbort: "aborted", rotate.KindRollback: "rolled back"}[res.Kind]
