@@ -62,8 +62,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if f := c.String("log-format"); f != "text" && f != "json" && f != "auto" {
 				return usagef("--log-format must be text, json or auto, not %q", f)
 			}
-			if d := c.Duration("timeout"); d <= 0 {
-				return usagef("--timeout must be positive, not %s", d)
+			if _, err := durationFlag(c, "timeout", false); err != nil {
+				return err
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {

@@ -30,7 +30,11 @@ func demoCommand() *cli.Command {
 }
 
 func runDemo(c *cli.Context) error {
-	srv, err := emulator.Start(emulator.Options{PropagationDelay: c.Duration("propagation-delay")})
+	delay, err := durationFlag(c, "propagation-delay", true)
+	if err != nil {
+		return err
+	}
+	srv, err := emulator.Start(emulator.Options{PropagationDelay: delay})
 	if err != nil {
 		return err
 	}
@@ -62,7 +66,7 @@ func runDemo(c *cli.Context) error {
 	if err := runPlan(c, h, w.config, nil, rotate.Options{}); err != nil {
 		return err
 	}
-	say("$ keyrotate rotate --now   (new keys take %s to work here; up to 10 minutes on Google)", c.Duration("propagation-delay"))
+	say("$ keyrotate rotate --now   (new keys take %s to work here; up to 10 minutes on Google)", delay)
 	if err := runRotate(c, h, w.config, nil, rotate.Options{Force: true}, fleetOptions{parallel: 1}); err != nil {
 		return err
 	}

@@ -37,12 +37,17 @@ func emulatorCommand() *cli.Command {
 					return usagef("--fleet seeds slots into the config of --seed DIR: add --seed")
 				}
 			}
-			if c.Duration("quota-window") <= 0 {
-				return usagef("--quota-window must be positive")
+			window, err := durationFlag(c, "quota-window", false)
+			if err != nil {
+				return err
 			}
-			opts := emulator.Options{PropagationDelay: c.Duration("propagation-delay"), RunAddr: c.String("run-addr")}
+			delay, err := durationFlag(c, "propagation-delay", true)
+			if err != nil {
+				return err
+			}
+			opts := emulator.Options{PropagationDelay: delay, RunAddr: c.String("run-addr")}
 			if c.Bool("quotas") {
-				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, c.Duration("quota-window")
+				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, window
 			}
 			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"), opts)
 			if err != nil {
