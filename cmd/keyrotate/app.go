@@ -35,7 +35,7 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	return withVersionAndCompletion(&cli.App{
 		Name:  "keyrotate",
 		Usage: "rotate Google Cloud API keys (Gemini first of all) safely",
 		Description: "keyrotate creates a new key with the old key's restrictions and binding, proves it works\n" +
@@ -44,7 +44,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Metadata:        map[string]any{},
 		Writer:          stdout,
 		ErrWriter:       stderr,
-		HideVersion:     true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // errors are returned; main picks the exit code
 		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
 		CommandNotFound: nil,
@@ -93,8 +92,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			revokeCommand(),
 			demoCommand(),
 			emulatorCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
-	}
+	})
 }
 
 // newLogger builds the logger the global flags ask for. JSON logs use the
