@@ -23,7 +23,7 @@ func demoCommand() *cli.Command {
 			"rotate with a visible propagation delay, and shows the before and after fingerprints.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long the new key takes to work", Value: 4 * time.Second},
-			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary directory"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary directory with the demo's keyrotate.yaml and .env (removed on exit otherwise)"},
 		},
 		Action: runDemo,
 	}
@@ -61,6 +61,11 @@ func runDemo(c *cli.Context) error {
 	say("  secret   projects/%s/secrets/%s", demoProject, demoSecretID)
 	say("  config   %s", w.config)
 	say("  .env     %s", w.dotenv)
+	if c.Bool("keep") {
+		say("  (kept in %s after the demo: --keep)", dir)
+	} else {
+		say("  (%s is removed when the demo ends: `keyrotate demo --keep` keeps it)", dir)
+	}
 	say("")
 	say("$ keyrotate plan")
 	if err := runPlan(c, h, w.config, nil, rotate.Options{}); err != nil {
