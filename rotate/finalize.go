@@ -229,9 +229,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		if old != nil {
 			return Record{}, false, fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID)
 		}
-		return Record{Kind: "finalize", ID: newID(now), Slot: slot.Name, Phase: PhaseLocked, OldKey: current, Started: now}, false, nil
+		return Record{Kind: "finalize", ID: r.runID(), Slot: slot.Name, Phase: PhaseLocked, OldKey: current, Started: now}, false, nil
 	}
-	l, _, err := acquire(ctx, sa, sec, next, slot.LeaseTTL, r.now)
+	l, _, err := acquire(ctx, sa, sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}

@@ -183,33 +183,73 @@ func procStart(pid int) (string, error) {
 	return f[19], nil // field 22: starttime
 }
 
-// runs lists the run ids this process has made: true while the run is in
-// flight, false once it ended. Run ids are random, so a record naming one
-// of them was written by this very process, whatever /proc can tell.
+// runs lists the run ids this process has used, with how many of its
+// leases are in flight under each (one run of the CLI holds the leases of
+// all its slots under its one id; 0 once they all ended). Run ids are
+// random, so a record naming one of them was written by this very process,
+// whatever /proc can tell.
 var runs = struct {
 	sync.Mutex
-	m map[string]bool
-}{m: map[string]bool{}}
+	m map[string]int
+}{m: map[string]int{}}
 
 // ownRun reports whether run is one of this process's runs and whether it
 // is still in flight.
 func ownRun(run string) (mine, inFlight bool) {
 	runs.Lock()
 	defer runs.Unlock()
-	inFlight, mine = runs.m[run]
-	return mine, inFlight
+	n, mine := runs.m[run]
+	return mine, n > 0
 }
 
+// setRun counts a lease of run in flight (true) or ended (false).
 func setRun(run string, inFlight bool) {
 	runs.Lock()
 	defer runs.Unlock()
-	runs.m[run] = inFlight
+	switch {
+	case inFlight:
+		runs.m[run]++
+	case runs.m[run] > 0:
+		runs.m[run]--
+	default:
+		runs.m[run] = 0
+	}
+}
+
+// NewID returns a fresh run id: UTC time and 8 random base32 characters,
+// e.g. 20261130041502-3kq7zx2m. It is valid in an API key id after the
+// slot name.
+func NewID(now time.Time) string { return newID(now) }
+
+// runID is the id the rotator's new records and leases take: its RunID,
+// or a fresh one per record.
+func (r *Rotator) runID() string {
+	if r.RunID != "" {
+		return r.RunID
+	}
+	return newID(r.now())
 }
 
 // takeable reports whether a run may take over a lease held by h that
 // expires at exp.
 func takeable(h Holder, exp, now time.Time) bool {
 	return canTakeOver(h, self, exp, now, ownRun, procStart)
+}
+
+// takeableBy is takeable for the run run, which counts itself in flight
+// while it acquires: a lease of that same run that is not one of its
+// others in flight is a finished one's.
+func takeableBy(run string, h Holder, exp, now time.Time) bool {
+	own := func(r string) (mine, inFlight bool) {
+		runs.Lock()
+		defer runs.Unlock()
+		n, mine := runs.m[r]
+		if r == run {
+			n-- // this acquisition
+		}
+		return mine, n > 0
+	}
+	return canTakeOver(h, self, exp, now, own, procStart)
 }
 
 // canTakeOver decides whether the run me may take over a lease held by h
@@ -269,8 +309,9 @@ type lease struct {
 	sec *secretmanagerpb.Secret // as last written by us
 	rec Record
 
-	stop chan struct{}
-	done chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	ended bool // stopRenewal ran
 }
 
 // errLeaseLost: another run took the lease over; this run must stop.
@@ -279,8 +320,10 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // acquire takes the slot's lease. next decides, from the record found on
 // the secret (nil when none), which record to hold and whether that resumes
 // an earlier run; it is only asked about records that no live run holds.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time) (*lease, bool, error) {
-	run := newID(now())
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
+	if run == "" {
+		run = newID(now())
+	}
 	// The run is active from before its lock write lands: another run of
 	// this process that reads the record in between must not take it for a
 	// finished run's.
@@ -296,12 +339,12 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		if err != nil {
 			return nil, false, err
 		}
-		if old != nil && old.Holder.Run == run {
+		if attempt > 0 && old != nil && old.Holder.Run == run {
 			// Our own lock write landed though its answer was lost.
 			held = true
 			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
-		if old != nil && !takeable(old.Holder, old.Expires, now()) {
+		if old != nil && !takeableBy(run, old.Holder, old.Expires, now()) {
 			return nil, false, WithHint(
 				fmt.Errorf("slot %s: %w: %s %s (phase %s) is held by %s until %s",
 					old.Slot, ErrRotationInProgress, old.kind(), old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
@@ -447,7 +490,10 @@ func (l *lease) stopRenewal() {
 		<-l.done
 		l.stop = nil
 	}
-	setRun(l.rec.Holder.Run, false)
+	if !l.ended { // once: the run counts its leases in flight
+		l.ended = true
+		setRun(l.rec.Holder.Run, false)
+	}
 }
 
 // release keeps the record (so the next run resumes) but gives up the lease.

@@ -70,6 +70,12 @@ type Rotator struct {
 	Events func(Event)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// RunID, when set, is the id of the run this rotator works for (see
+	// NewID): the new rotations it starts take it as their id (and key
+	// ids), and it holds their leases under it, so that the rotation
+	// record, the lease holder and a caller's logs and reports name one
+	// id. Empty: a fresh id per rotation.
+	RunID string
 	// PollInterval is the first wait between polls of a long-running
 	// operation (default 250ms, doubling to 5s).
 	PollInterval time.Duration
@@ -276,14 +282,14 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			}
 			return *old, true, nil
 		}
-		id := newID(r.now())
+		id := r.runID()
 		return Record{
 			ID: id, Slot: slot.Name, Phase: PhaseLocked,
 			OldKey: pre.oldName, OldVersion: pre.latest.Name, OldFP: pre.oldKey.Fingerprint(),
 			NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
 		}, false, nil
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}

@@ -104,7 +104,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 	next := func(old *Record) (Record, bool, error) {
 		switch {
 		case old == nil:
-			id := newID(r.now())
+			id := r.runID()
 			return Record{
 				Kind: KindRollback, ID: id, Slot: slot.Name, Phase: PhaseLocked,
 				OldKey: pre.oldName, OldFP: pre.oldKey.Fingerprint(), OldVersion: pre.latest.Name,
@@ -129,7 +129,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 // lockUndo takes the slot's lease for an abort or a rollback and names the
 // keys in the result.
 func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *secretsAPI, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, Record{}, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}

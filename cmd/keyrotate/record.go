@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -93,8 +91,10 @@ func newRunRecord(c *cli.Context, command, cfgPath string) *runRecord {
 		Started: time.Now().UTC(), APICalls: map[string]int64{}, Slots: []slotRecord{}}
 }
 
-// runID returns the id of this process's run, made once: UTC time and 4
-// random bytes, e.g. 20261130t041502-9f3a1c2e.
+// runID returns the id of this process's run, made once (rotate.NewID,
+// e.g. 20261130041502-3kq7zx2m). It is the one id of the run everywhere:
+// the log labels, the run record, the lease holder, and the id of every
+// rotation the run starts (a resumed rotation keeps its first run's id).
 func runID(c *cli.Context) string {
 	if c.App.Metadata == nil {
 		c.App.Metadata = map[string]any{}
@@ -102,9 +102,7 @@ func runID(c *cli.Context) string {
 	if id, ok := c.App.Metadata["run"].(string); ok {
 		return id
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	id := time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b)
+	id := rotate.NewID(time.Now())
 	c.App.Metadata["run"] = id
 	return id
 }
@@ -228,7 +226,7 @@ func (r *runRecord) totals() string {
 	} else {
 		took = took.Round(time.Millisecond)
 	}
-	fmt.Fprintf(&b, "; took %s", took)
+	fmt.Fprintf(&b, "; took %s (run %s)", took, r.Run)
 	return b.String()
 }
 

@@ -124,6 +124,7 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
+		RunID:          runID(c), // one id in the records, leases, logs and report
 	}
 }
 
