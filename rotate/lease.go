@@ -334,13 +334,16 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			setRun(run, false)
 		}
 	}()
+	var wrote *Record // the record of our last lock write
 	for attempt := 0; ; attempt++ {
 		old, err := parseRecord(sec)
 		if err != nil {
 			return nil, false, err
 		}
-		if attempt > 0 && old != nil && old.Holder.Run == run {
-			// Our own lock write landed though its answer was lost.
+		if wrote != nil && old != nil && old.Holder.Run == run && old.ID == wrote.ID && old.Expires.Equal(wrote.Expires) {
+			// Our own lock write landed though its answer was lost. (The
+			// run id alone does not tell: the leases of one run's slots
+			// share it.)
 			held = true
 			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
@@ -368,6 +371,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		rec.Holder.Run = run
 		rec.Expires = now().Add(ttl)
 		l := &lease{api: api, ttl: ttl, now: now, sec: sec, rec: rec}
+		wrote = &rec
 		err = l.write(ctx)
 		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
 			// Someone wrote the secret since we read it: look again.
