@@ -975,6 +975,10 @@ func (s *Server) SeedKey(projectID, keyID string, k *apikeys.V2Key) (name, keySt
 	if err != nil {
 		return "", "", fmt.Errorf("seed key %q in %s: %w", keyID, projectID, err)
 	}
+	if k.ServiceAccountEmail != "" {
+		// A key bound to an account implies that the account exists.
+		s.addServiceAccountLocked(k.ServiceAccountEmail)
+	}
 	return key.name(), key.keyString, nil
 }
 
