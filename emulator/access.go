@@ -269,8 +269,15 @@ func (m *smServer) TestIamPermissions(ctx context.Context, req *iampb.TestIamPer
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	resp := &iampb.TestIamPermissionsResponse{}
-	if _, _, _, err := parseSecretName(req.GetResource()); err != nil {
+	p, _, _, err := parseSecretName(req.GetResource())
+	if err != nil {
 		return nil, err
+	}
+	if s.project(p) != nil {
+		// A disabled API refuses this call too (strictest reading).
+		if _, err := s.smProject(p, "secretmanager.secrets.get", req.GetResource()); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := s.lookupSecret(req.GetResource(), inspect); err != nil {
 		return resp, nil // no such secret, or a project the caller cannot see

@@ -61,7 +61,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		// The checks may explain the failure, and name what else is
 		// missing: a first run lacks several permissions at once.
 		checks := r.checkAccess(ctx, slot, slot.ServiceAccount)
-		p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}}
+		p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}, Actions: []string{}}
 		if p.AccessErr() != nil {
 			return nil, &AccessError{Plan: p, Err: err}
 		}
