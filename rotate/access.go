@@ -40,7 +40,9 @@ type AccessCheck struct {
 	What   string `json:"what"`
 	Status string `json:"status"`
 	// Kind is "permission", "api" or "service account"; Name the
-	// permission, the API's service name or the account's email.
+	// permission, the API's service name or the account's email. A
+	// testIamPermissions call that failed is one check of Kind
+	// "permissions", Name the API whose permissions it tested.
 	Kind     string `json:"kind"`
 	Name     string `json:"name"`
 	Resource string `json:"resource"`
@@ -66,7 +68,11 @@ func (c AccessCheck) String() string {
 			fmt.Fprintf(&b, "the caller lacks %s on %s", c.Name, c.Resource)
 		}
 	case CheckWarn:
-		fmt.Fprintf(&b, "cannot check %s %s on %s (%s)", c.Kind, c.Name, c.Resource, c.Reason)
+		if c.Kind == "permissions" {
+			fmt.Fprintf(&b, "cannot check the caller's %s permissions on %s (%s)", c.Name, c.Resource, c.Reason)
+		} else {
+			fmt.Fprintf(&b, "cannot check %s %s on %s (%s)", c.Kind, c.Name, c.Resource, c.Reason)
+		}
 	default:
 		fmt.Fprintf(&b, "%s %s on %s: ok", c.Kind, c.Name, c.Resource)
 	}

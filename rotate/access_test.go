@@ -9,7 +9,9 @@ import (
 	"google.golang.org/api/cloudresourcemanager/v3"
 	iamapi "google.golang.org/api/iam/v1"
 	"google.golang.org/api/serviceusage/v1"
+	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -146,13 +148,15 @@ func deny(perm string) func(*world) {
 }
 
 // TestPlanCannotCheck: a caller that may not read the APIs' state or the
-// service account gets a warning that names what would let it check, and
-// plan does not fail for it.
+// service account gets a warning that names what would let it check (a
+// failed testIamPermissions, one warning for its permissions), and plan
+// does not fail for it.
 func TestPlanCannotCheck(t *testing.T) {
 	w := newWorld(t)
 	w.withAccess()
 	w.srv.DenyPermission("serviceusage.services.get")
 	w.srv.DenyPermission("iam.serviceAccounts.get")
+	w.srv.FailFrom("resourcemanager.TestIamPermissions", emulator.Fault{Code: codes.PermissionDenied, Message: "The caller does not have permission"})
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
 	if err != nil {
 		t.Fatal(err)
@@ -170,9 +174,10 @@ func TestPlanCannotCheck(t *testing.T) {
 		"apikeys.googleapis.com":       "roles/serviceusage.serviceUsageViewer",
 		"secretmanager.googleapis.com": "roles/serviceusage.serviceUsageViewer",
 		sa:                             "roles/iam.serviceAccountViewer",
+		"API Keys":                     "",
 	}
 	for k, v := range want {
-		if roles[k] != v {
+		if r, ok := roles[k]; !ok || r != v {
 			t.Errorf("warning for %s names role %q, want %q (warnings: %v)", k, roles[k], v, roles)
 		}
 	}
