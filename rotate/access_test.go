@@ -119,6 +119,13 @@ func TestPlanProvesAccess(t *testing.T) {
 				if !p.WillRotate {
 					t.Errorf("Plan: WillRotate false (%s)", p.Blocked)
 				}
+				// One read call each.
+				for _, m := range []string{"resourcemanager.TestIamPermissions", "secretmanager.TestIamPermissions",
+					"serviceusage.BatchGetServices", "iam.GetServiceAccount", "iam.TestIamPermissions"} {
+					if n := w.srv.Calls(m); n != 1 {
+						t.Errorf("%s called %d times, want 1", m, n)
+					}
+				}
 				return
 			}
 			if !errors.Is(err, rotate.ErrAccessMissing) {
