@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -100,13 +101,17 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
-	var opts []option.ClientOption
+	qp := quotaProjectOf(c, nil)
+	opts := quotaOptions(qp, h.apiKeys != "")
 	if h.apiKeys != "" {
 		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
+		if qp != "" {
+			opts = append(opts, option.WithHTTPClient(&http.Client{Transport: userProjectTransport{qp, http.DefaultTransport}}))
+		}
 	}
 	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
-	} else if lookup, err := newLookupClient(ctx, h.apiKeys); err != nil {
+	} else if lookup, err := newLookupClient(ctx, h.apiKeys, quotaOptions(qp, h.apiKeys != "")...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else {
 		defer lookup.Close()
