@@ -421,15 +421,16 @@ func (t userProjectTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	return t.base.RoundTrip(req)
 }
 
-// TestFleetUnderOneQuotaProject: 3 projects × 4 slots whose calls are all
-// charged to one quota project, whose API Keys quota is 4 writes a window:
+// TestFleetUnderOneQuotaProject: 3 projects × 2 slots whose calls are all
+// charged to one quota project, whose API Keys quota is 4 writes a window
+// (a second: its margin, 16ms, absorbs the jitter of a loaded machine):
 // the pacer keys its budget on the charged project, so the fleet never
 // goes over that one budget (no 429), whether the quota project is known to
 // the Rotator (the slots' calls) or to the Meter (every call). Keyed on the
-// slots' projects it would send 12 writes a window.
+// slots' projects it sends 12 writes in the first window.
 func TestFleetUnderOneQuotaProject(t *testing.T) {
 	const (
-		window = 300 * time.Millisecond
+		window = time.Second
 		qp     = "fleet-billing"
 	)
 	limits := map[string]rotate.Quota{rotate.APIKeys: {Reads: 1000, Writes: 4}, rotate.SecretManager: {Reads: 1000, Writes: 1000}}
@@ -444,7 +445,7 @@ func TestFleetUnderOneQuotaProject(t *testing.T) {
 		{name: "neither", wantThrottle: true}, // the budget of each slot's project: over the one quota
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 4, QuotaWindow: window, QuotaProject: qp,
+			fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 2, QuotaWindow: window, QuotaProject: qp,
 				Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}, "secretmanager": {Reads: 1000, Writes: 1000}}})
 			meter := &rotate.Meter{Pacer: rotate.NewPacer(limits, window)}
 			if tc.meter {
