@@ -93,10 +93,10 @@ func (e *ConsumerError) Hint() string {
 	return h + "), wait a few minutes and run again; or charge a project where it is enabled"
 }
 
-// consumerError returns the ConsumerError err is, or nil: a 403 whose
+// ConsumerErrorOf returns the ConsumerError err is, or nil: a 403 whose
 // ErrorInfo (REST details or gRPC status details) has a consumer reason.
 // project is the project the call was about ("" if unknown).
-func consumerError(err error, project string) *ConsumerError {
+func ConsumerErrorOf(err error, project string) *ConsumerError {
 	var ce *ConsumerError
 	if errors.As(err, &ce) {
 		return ce
@@ -159,7 +159,7 @@ func consumerError(err error, project string) *ConsumerError {
 // resource: a ConsumerError when the charged project is the cause, else
 // the hint of a missing permission.
 func denied(err error, perm, resource string) error {
-	if ce := consumerError(err, projectOfResource(resource)); ce != nil {
+	if ce := ConsumerErrorOf(err, projectOfResource(resource)); ce != nil {
 		return WithHint(ce, ce.Hint())
 	}
 	return WithHint(err, denialHint(err, perm, resource))

@@ -102,12 +102,15 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
 	qp := quotaProjectOf(c, nil)
-	opts := quotaOptions(qp, h.apiKeys != "")
-	if h.apiKeys != "" {
+	var opts []option.ClientOption
+	switch {
+	case h.apiKeys == "":
+		opts = quotaOptions(qp, false)
+	case qp != "":
+		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"),
+			option.WithHTTPClient(&http.Client{Transport: userProjectTransport{qp, http.DefaultTransport}}))
+	default:
 		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
-		if qp != "" {
-			opts = append(opts, option.WithHTTPClient(&http.Client{Transport: userProjectTransport{qp, http.DefaultTransport}}))
-		}
 	}
 	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
