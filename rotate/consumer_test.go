@@ -142,3 +142,34 @@ func TestConsumerRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestPlanChecksAPIsWhereCharged: with a quota project, plan checks that
+// the APIs are enabled there, the project the calls are charged to
+// (ChargedProject), not in the slot's project.
+func TestPlanChecksAPIsWhereCharged(t *testing.T) {
+	w := newWorld(t)
+	w.withAccess()
+	w.srv.AddProject("billing-proj", 999)
+	w.srv.SetServiceEnabled("billing-proj", "secretmanager.googleapis.com", false)
+	chargeTo(t, w, "billing-proj")
+	w.r.QuotaProject = "billing-proj"
+	if got := w.r.ChargedProject(w.slot); got != "billing-proj" {
+		t.Fatalf("ChargedProject = %q, want billing-proj", got)
+	}
+	checks, _, err := w.planChecks()
+	if !errors.Is(err, rotate.ErrAccessMissing) {
+		t.Errorf("Plan error = %v, want ErrAccessMissing", err)
+	}
+	var failed []string
+	for _, c := range checks {
+		if c.Status == rotate.CheckFail {
+			failed = append(failed, c.Name+" "+c.Fix)
+		}
+	}
+	if want := "secretmanager.googleapis.com gcloud services enable secretmanager.googleapis.com --project=billing-proj"; len(failed) != 1 || failed[0] != want {
+		t.Errorf("failed checks %q, want only %q", failed, want)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("plan made %d writes", n)
+	}
+}

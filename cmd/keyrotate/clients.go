@@ -116,7 +116,7 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject 
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
-	if cl.access, err = newAccessClients(ctx, h.apiKeys); err != nil {
+	if cl.access, err = newAccessClients(ctx, h.apiKeys, quotaProject); err != nil {
 		return nil, err
 	}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
@@ -177,6 +177,20 @@ func quotaOptions(quotaProject string, emulated bool) []option.ClientOption {
 		}))}
 }
 
+// restOptions are the options of a REST client of Google (host "", with
+// Application Default Credentials) or of the emulator at host, charging
+// quotaProject ("": none).
+func restOptions(host, quotaProject string) []option.ClientOption {
+	switch {
+	case host == "":
+		return quotaOptions(quotaProject, false)
+	case quotaProject != "":
+		return []option.ClientOption{option.WithEndpoint("http://" + host + "/"),
+			option.WithHTTPClient(&http.Client{Transport: userProjectTransport{quotaProject, http.DefaultTransport}})}
+	}
+	return []option.ClientOption{option.WithEndpoint("http://" + host + "/"), option.WithoutAuthentication()}
+}
+
 // userProjectHeader names the quota project of a call
 // (https://cloud.google.com/apis/docs/system-parameters).
 const userProjectHeader = "x-goog-user-project"
@@ -218,11 +232,8 @@ func newLookupClient(ctx context.Context, host string, opts ...option.ClientOpti
 // iam.googleapis.com), with Application Default Credentials; with an
 // emulator (host set) they go to the API Keys emulator's address, which
 // serves them too, so that no further *_EMULATOR_HOST variable is needed.
-func newAccessClients(ctx context.Context, host string) (*rotate.AccessClients, error) {
-	var opts []option.ClientOption
-	if host != "" {
-		opts = append(opts, option.WithEndpoint("http://"+host+"/"), option.WithoutAuthentication())
-	}
+func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.AccessClients, error) {
+	opts := restOptions(host, quotaProject)
 	crm, err := cloudresourcemanager.NewService(ctx, opts...)
 	if err != nil {
 		return nil, credentialsError("Resource Manager", err)

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/apikeys/v2"
-	"google.golang.org/api/option"
 
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -102,17 +100,7 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
 	qp := quotaProjectOf(c, nil)
-	var opts []option.ClientOption
-	switch {
-	case h.apiKeys == "":
-		opts = quotaOptions(qp, false)
-	case qp != "":
-		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"),
-			option.WithHTTPClient(&http.Client{Transport: userProjectTransport{qp, http.DefaultTransport}}))
-	default:
-		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
-	}
-	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
+	if keys, err := apikeys.NewService(ctx, restOptions(h.apiKeys, qp)...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else if lookup, err := newLookupClient(ctx, h.apiKeys, quotaOptions(qp, h.apiKeys != "")...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
