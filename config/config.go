@@ -71,6 +71,11 @@ type Defaults struct {
 	// raised; keyrotate paces its calls under them. Zero fields keep the
 	// documented value.
 	Quotas map[string]Quota `yaml:"quotas,omitempty"`
+	// QuotaProject is the project charged for the API Keys and Secret
+	// Manager calls (sent as x-goog-user-project), for every slot; "":
+	// the credentials' own (see README, "Quota project"). A --quota-project
+	// flag or GOOGLE_CLOUD_QUOTA_PROJECT overrides it.
+	QuotaProject string `yaml:"quota_project,omitempty"`
 }
 
 // Quota is a per-project quota per minute of one API.

@@ -132,6 +132,11 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("Quotas mismatch (-want +got):\n%s", diff)
 			}
 		}},
+		{"quota project", "version: 1\ndefaults:\n  quota_project: billing-project\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
+			if c.Defaults.QuotaProject != "billing-project" {
+				t.Errorf("QuotaProject = %q, want %q", c.Defaults.QuotaProject, "billing-project")
+			}
+		}},
 		{"defaults filled in", head + slotYAML, func(t *testing.T, c *Config) {
 			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute)}
 			if diff := cmp.Diff(want, c.Defaults); diff != "" {
@@ -236,6 +241,12 @@ func TestParseBad(t *testing.T) {
 		{"quota zero", "version: 1\ndefaults:\n  quotas:\n    secretmanager: {reads: 0}\nslots:\n" + slotYAML, 4, "secretmanager reads must be a whole number from 1", "per minute"},
 		{"quota unknown API", "version: 1\ndefaults:\n  quotas:\n    gemini: {reads: 10}\nslots:\n" + slotYAML, 4, `unknown field "gemini" in defaults.quotas`, "apikeys, secretmanager"},
 		{"quota unknown kind", "version: 1\ndefaults:\n  quotas:\n    apikeys: {write: 10}\nslots:\n" + slotYAML, 4, `unknown field "write"`, "writes"},
+
+		// quota_project
+		{"quota project not a project", "version: 1\ndefaults:\n  quota_project: My_Project\nslots:\n" + slotYAML, 3, `quota_project "My_Project" is not a project id or number`, "project charged"},
+		{"quota project a list", "version: 1\ndefaults:\n  quota_project: [a]\nslots:\n" + slotYAML, 3, "quota_project must be a string", "single value"},
+		{"quota project typo", "version: 1\ndefaults:\n  quota_projct: billing-project\nslots:\n" + slotYAML, 3, `unknown field "quota_projct"`, `did you mean "quota_project"?`},
+		{"quota project in a slot", "version: 1\nslots:\n  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/s\n    quota_project: billing-project\n", 6, `unknown field "quota_project"`, "under \"defaults:\""},
 
 		// version
 		{"missing version", "slots:\n" + slotYAML, 1, "missing version", `add "version: 1"`},

@@ -19,7 +19,7 @@ import (
 // The fields of each mapping, in the order the hints list them.
 var (
 	topFields      = []string{"version", "defaults", "slots"}
-	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas"}
+	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas", "quota_project"}
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
 	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions", "verify", "grace", "max_age", "targets"}
@@ -476,6 +476,16 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
 		p.quotas(fq.val, d)
 	}
+	if fq, ok := f["quota_project"]; ok {
+		if v, ok := p.str(fq); ok {
+			if !ValidProject(v) {
+				p.at(fq.val, "the quota project is the project charged for the API Keys and Secret Manager calls; "+projectHint,
+					"quota_project %s is not a project id or number", quote(v))
+			} else {
+				d.QuotaProject = v
+			}
+		}
+	}
 }
 
 // quotas parses defaults.quotas: per API, the reads and writes a project
@@ -753,7 +763,13 @@ func sameForm(a, b string) bool {
 	return a != "" && b != "" && projectNumRE.MatchString(a) == projectNumRE.MatchString(b)
 }
 
+// ProjectHint says what a project id or number looks like.
+const ProjectHint = projectHint
+
 const projectHint = "write the project id (6–30 lower-case letters, digits and dashes, starting with a letter, not ending with a dash; see gcloud projects list) or the project number (digits only)"
+
+// ValidProject reports whether s is a project id or a project number.
+func ValidProject(s string) bool { return validProject(s) }
 
 func validProject(s string) bool {
 	return projectIDRE.MatchString(s) || projectNumRE.MatchString(s) && len(s) <= 30

@@ -134,9 +134,7 @@ const inspect = ""
 func (s *Server) smProject(p, permission, resource string) (*project, error) {
 	if pr := s.project(p); pr != nil {
 		if permission != inspect && pr.disabled["secretmanager.googleapis.com"] {
-			return nil, status.Errorf(codes.PermissionDenied,
-				"Secret Manager API has not been used in project %d before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/secretmanager.googleapis.com/overview?project=%d then retry.",
-				pr.number, pr.number)
+			return nil, serviceDisabled("secretmanager.googleapis.com", pr)
 		}
 		return pr, nil
 	}

@@ -176,6 +176,10 @@ type Server struct {
 	keyStringsInURLs int
 	seq              int64 // for ids, uids and etags
 
+	// quotaProjectRequired: calls without x-goog-user-project fail as
+	// for user credentials without a quota project (quotaproject.go).
+	quotaProjectRequired bool
+
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
 	standardKeysRejected bool
@@ -487,8 +491,16 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	s.calls[method]++
 	n := s.calls[method]
 	hook := s.hooks[method]
-	var consumer *project
-	if s.quota.metered(method) {
+	// The front end checks the quota project first (quotaproject.go).
+	consumer, charged, err := s.chargedLocked(ctx, method)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	switch {
+	case !s.quota.metered(method):
+		consumer = nil
+	case !charged:
 		consumer = s.consumerLocked(ctx, method)
 	}
 	var injected error
@@ -632,6 +644,9 @@ func withAPIKeysResource(h http.Handler) http.Handler {
 		rt, ok := routeAPIKeys(r)
 		if ok && rt.name != "" {
 			r = r.WithContext(context.WithValue(r.Context(), resourceKey{}, rt.name))
+		}
+		if up := r.Header.Get(userProjectHeader); ok && up != "" {
+			r = r.WithContext(context.WithValue(r.Context(), userProjectKey{}, up))
 		}
 		if ok && rt.method == "apikeys.LookupKey" {
 			// For the quota: the call is charged to the key's project.

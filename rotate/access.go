@@ -139,10 +139,6 @@ var servicesNeeded = []need{
 	{"secretmanager.googleapis.com", "every Secret Manager call", ""},
 }
 
-// chargedProject is the project whose APIs a slot's calls are charged to,
-// and so must have them enabled. It is the slot's project for now.
-func chargedProject(slot *Slot) string { return slot.Project }
-
 // checkAccess runs the read-only checks of a slot whose new keys are bound
 // to sa ("" for none). A nil r.Access checks nothing.
 func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []AccessCheck {
@@ -152,7 +148,8 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 	var out []AccessCheck
 	out = append(out, r.checkProject(ctx, slot.Project)...)
 	out = append(out, r.checkSecret(ctx, slot.Secret)...)
-	out = append(out, r.checkServices(ctx, chargedProject(slot))...)
+	// The APIs must be enabled where the calls are charged (ChargedProject).
+	out = append(out, r.checkServices(ctx, r.ChargedProject(slot))...)
 	if sa != "" {
 		out = append(out, r.checkServiceAccount(ctx, sa)...)
 	}

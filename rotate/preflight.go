@@ -82,8 +82,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			break
 		}
 		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
-			return nil, WithHint(fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err),
-				"the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")
+			err = fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err)
+			if !errors.Is(err, ErrKeyNotFound) {
+				return nil, err // the lookup failed, not the key: its own hint says why
+			}
+			return nil, WithHint(err, "the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")
 		}
 		if slot.Key != "" && keyIDOf(slot.Key) != keyIDOf(p.oldName) {
 			r.log().Warn("the config's key differs from the key in the secret; the secret wins", "slot", slot.Name, "config_key", slot.Key, "secret_key", p.oldName)

@@ -90,9 +90,29 @@ type Rotator struct {
 	// Zero is DefaultCleanupTimeout.
 	CleanupTimeout time.Duration
 
+	// QuotaProject is the project the API Keys and Secret Manager calls
+	// are charged to when the clients send one (x-goog-user-project); ""
+	// when they do not, and each call is charged as its credentials say.
+	// It decides whose quota a slot's calls are paced under
+	// (ChargedProject).
+	QuotaProject string
+
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).
 	prop propagation
+}
+
+// ChargedProject returns the project whose quota the API Keys and Secret
+// Manager calls for slot are charged to: the quota project when one is
+// set, else the slot's project (the API Keys calls act on it; a Secret
+// Manager secret in another project is still paced on the slot's budget,
+// the stricter choice). Many slots under one quota project share one
+// budget.
+func (r *Rotator) ChargedProject(slot *Slot) string {
+	if r.QuotaProject != "" {
+		return r.QuotaProject
+	}
+	return slot.Project
 }
 
 // Probe timing defaults. The interval between probes of a new key grows
@@ -223,7 +243,7 @@ func keyID(slot, rotationID string) string {
 // ErrStoppedPartWay (both keys work, run again to resume); any other error
 // means nothing was changed.
 func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
-	ctx = withProject(ctx, slot.Project)
+	ctx = withProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 )
 
@@ -85,7 +86,11 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 			c.add(FindLookup, StatusFail, c.after+"Google's API Keys service knows no key with this value: it is mistyped, incomplete, or not a Google Cloud API key",
 				"copy the key again from the Cloud console (APIs & Services → Credentials) or Secret Manager; `keyrotate status` shows each slot's current key")
 		case codes.PermissionDenied, codes.Unauthenticated:
-			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), viewerFix)
+			fix := viewerFix
+			if ce := rotate.ConsumerErrorOf(err, c.d.Project); ce != nil {
+				fix = ce.Hint() // the charged project, not a role, is the cause
+			}
+			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), fix)
 		default:
 			c.add(FindLookup, StatusSkip, "key lookup failed: "+c.scrub(firstLine(err.Error())), "retry later")
 		}

@@ -54,6 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
 			&cli.DurationFlag{Name: "timeout", Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
+			quotaProjectFlag(),
 		},
 		Before: func(c *cli.Context) error {
 			if o := c.String("output"); o != "text" && o != "json" {
@@ -64,6 +65,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			}
 			if d := c.Duration("timeout"); d <= 0 {
 				return usagef("--timeout must be positive, not %s", d)
+			}
+			if err := checkQuotaProject(c); err != nil {
+				return err
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -268,7 +272,7 @@ func report(w io.Writer, err error) int {
 
 func hintOf(err error) string {
 	if h := rotate.Hint(err); h != "" {
-		return h
+		return quotaProjectHint(err, h)
 	}
 	var ue usageError
 	switch {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/apikeys/v2"
-	"google.golang.org/api/option"
 
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -100,13 +99,10 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
-	var opts []option.ClientOption
-	if h.apiKeys != "" {
-		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
-	}
-	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
+	qp := quotaProjectOf(c, nil)
+	if keys, err := apikeys.NewService(ctx, restOptions(h.apiKeys, qp)...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
-	} else if lookup, err := newLookupClient(ctx, h.apiKeys); err != nil {
+	} else if lookup, err := newLookupClient(ctx, h.apiKeys, quotaOptions(qp, h.apiKeys != "")...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else {
 		defer lookup.Close()

@@ -181,11 +181,11 @@ func runRevoke(c *cli.Context) error {
 func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error) {
 	path := c.String("config")
 	if _, err := os.Stat(path); err != nil && !c.IsSet("config") && os.Getenv("KEYROTATE_CONFIG") == "" {
-		cl, err := newClients(c.Context, hostsFromEnv(), nil)
+		cl, err := newClients(c.Context, hostsFromEnv(), nil, quotaProjectOf(c, nil))
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, Log: newLogger(c), Events: newPrinter(c).event}
+		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, QuotaProject: quotaProjectOf(c, nil), Log: newLogger(c), Events: newPrinter(c).event}
 		return nil, cl.Close, r, nil
 	} else if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("config %s: %w", path, err)}

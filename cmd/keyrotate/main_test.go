@@ -217,6 +217,8 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		if want := strings.ReplaceAll(ts.ReadFile(rest[1]), rest[2], latestPayload(sw)); (ts.ReadFile(rest[0]) == want) == neg {
 			ts.Fatalf("%s is not %s with the secret's latest key in place of %s", rest[0], rest[1], rest[2])
 		}
+	case "quota-project": // emu quota-project require|off (quotaproject_test.go)
+		cmdEmuQuotaProject(ts, sw, rest)
 	case "rotated":
 		checkRotated(ts, sw)
 	case "invariant":

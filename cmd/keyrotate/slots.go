@@ -55,7 +55,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	}
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh}
-	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0)}
+	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
 	j.budget = budgetOf(c)
 	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
 	for _, s := range selected {
@@ -70,7 +70,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 			}
 		}
 	}
-	if j.clients, err = newClients(j.ctx, h, j.meter); err != nil {
+	if j.clients, err = newClients(j.ctx, h, j.meter, j.meter.QuotaProject); err != nil {
 		j.cancel()
 		return nil, err
 	}
@@ -122,6 +122,7 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
 		Access:         j.clients.access,
+		QuotaProject:   j.meter.QuotaProject,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
