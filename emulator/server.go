@@ -176,6 +176,8 @@ type Server struct {
 	standardKeysRejected bool
 	// standardKeysRejectedGen: the same on the generation path only.
 	standardKeysRejectedGen bool
+	// generated counts generateContent answers, for their responseId.
+	generated int
 
 	keys  *keyState    // apikeys.go
 	sm    *secretState // secretmanager.go
@@ -454,7 +456,7 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
 		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
-		"gemini.ListModels", "gemini.CountTokens",
+		"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
 	}
 	sort.Strings(all)

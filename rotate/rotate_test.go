@@ -366,7 +366,7 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 	w := newWorld(t)
 	w.slot.PropagationTimeout = 5 * time.Second
 	// Google's leak detection flags the new key as soon as it exists.
-	w.srv.SetHook("gemini.ListModels", func(context.Context, int) error {
+	w.srv.SetHook("gemini.CountTokens", func(context.Context, int) error {
 		for _, k := range w.srv.Keys(project, false) {
 			if k.Name != w.oldName {
 				w.srv.MarkLeaked(k.Name)
@@ -374,13 +374,13 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 		}
 		return nil
 	})
-	before := w.srv.Calls("gemini.ListModels")
+	before := w.srv.Calls("gemini.CountTokens")
 	start := time.Now()
 	_, err := w.rotate(rotate.Options{})
 	if !errors.Is(err, rotate.ErrVerifyFailed) || !errors.Is(err, verify.ErrLeaked) {
 		t.Fatalf("Rotate error = %v, want ErrVerifyFailed caused by verify.ErrLeaked", err)
 	}
-	if n := w.srv.Calls("gemini.ListModels") - before; n != 1 {
+	if n := w.srv.Calls("gemini.CountTokens") - before; n != 1 {
 		t.Errorf("the leaked new key was probed %d times, want 1 (not retried)", n)
 	}
 	if d := time.Since(start); d > 2*time.Second {

@@ -319,7 +319,7 @@ func TestDoctor(t *testing.T) {
 			want: want{status: map[string]verify.Status{"probe": fail}, cause: "probe",
 				has: []string{"403 SERVICE_DISABLED", "not enabled in project " + offProjectNum, "gcloud services enable generativelanguage.googleapis.com --project=" + offProjectNum, "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=" + offProjectNum}}},
 		{name: "throttled", in: keyIn("good", same),
-			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("gemini.ListModels", codes.ResourceExhausted, "") },
+			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("gemini.CountTokens", codes.ResourceExhausted, "") },
 			want:  want{status: map[string]verify.Status{"probe": warn}, healthy: true, has: []string{"429", "valid but rate limited"}}},
 		{name: "not propagated", in: keyIn("fresh", same),
 			want: want{status: map[string]verify.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
