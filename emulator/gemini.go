@@ -17,8 +17,13 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// The Gemini API's model list, GET /v1beta/models, the cheapest call that
-// proves a key works. The key is read only from the x-goog-api-key header:
+// The Gemini API's model list, GET /v1beta/models, and the generation path,
+// POST /v1beta/models/{model}:countTokens and :generateContent (request
+// and response shapes from ai.google.dev/api/tokens and
+// ai.google.dev/api/generate-content). Each call is checked against the
+// key's apiTargets by its own RPC name (ModelService.ListModels,
+// GenerativeService.CountTokens, GenerativeService.GenerateContent).
+// The key is read only from the x-goog-api-key header:
 // keyrotate never puts a key in a URL, so a ?key= parameter is ignored and
 // the call is answered as one without a key.
 //
