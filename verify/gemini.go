@@ -351,6 +351,7 @@ var (
 	ErrUnauthenticated     error = &ProbeError{Cause: CauseUnauthenticated, sentinel: true}
 	ErrLeaked              error = &ProbeError{Cause: CauseLeaked, sentinel: true}
 	ErrModelNotFound       error = &ProbeError{Cause: CauseModelNotFound, sentinel: true}
+	ErrServer              error = &ProbeError{Cause: CauseServer, sentinel: true}
 )
 
 type errorBody struct {

@@ -52,54 +52,61 @@ func TestProbeClassification(t *testing.T) {
 	off := seed("p-off", "off", &apikeys.V2Key{Restrictions: gemini})
 	srv.SetServiceEnabled("p-off", "generativelanguage.googleapis.com", false)
 
-	probe := &verify.Gemini{BaseURL: "http://" + srv.GeminiAddr}
-	for _, tc := range []struct {
-		name      string
-		key       string
-		setup     func()
-		want      error // nil: the key works
-		temporary bool
-	}{
-		{"works", good, nil, nil, false},
-		{"unknown key", "AIzaSyD-this-key-was-never-issued-00000", nil, verify.ErrInvalid, true},
-		{"empty key", "", nil, verify.ErrUnauthenticated, false},
-		{"standard key rejected", standard, func() { srv.RejectStandardKeys(true) }, verify.ErrStandardKeyRejected, true},
-		{"service blocked", maps, nil, verify.ErrServiceBlocked, false},
-		{"referrer blocked", referrer, nil, verify.ErrClientBlocked, false},
-		{"suspended", suspended, nil, verify.ErrSuspended, false},
-		{"reported leaked", reported, nil, verify.ErrLeaked, false},
-		{"service disabled", off, nil, verify.ErrServiceDisabled, false},
-		{"throttled", good, func() { srv.FailNext("gemini.CountTokens", codes.ResourceExhausted, "") }, verify.ErrThrottled, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.setup != nil {
-				tc.setup()
-				defer srv.RejectStandardKeys(false)
-			}
-			err := probe.Probe(context.Background(), secret.New(tc.key))
-			switch {
-			case tc.name == "works":
-				if err != nil {
-					t.Fatalf("Probe = %v, want nil", err)
+	// Every probe method gets the same classification.
+	calls := map[verify.ProbeMethod]string{verify.ProbeCountTokens: "gemini.CountTokens",
+		verify.ProbeGenerateContent: "gemini.GenerateContent", verify.ProbeListModels: "gemini.ListModels"}
+	for _, method := range verify.ProbeMethods {
+		probe := &verify.Gemini{BaseURL: "http://" + srv.GeminiAddr, Method: method}
+		call := calls[method]
+		for _, tc := range []struct {
+			name      string
+			key       string
+			setup     func()
+			want      error // nil: the key works
+			temporary bool
+		}{
+			{"works", good, nil, nil, false},
+			{"unknown key", "AIzaSyD-this-key-was-never-issued-00000", nil, verify.ErrInvalid, true},
+			{"empty key", "", nil, verify.ErrUnauthenticated, false},
+			{"standard key rejected", standard, func() { srv.RejectStandardKeys(true) }, verify.ErrStandardKeyRejected, true},
+			{"service blocked", maps, nil, verify.ErrServiceBlocked, false},
+			{"referrer blocked", referrer, nil, verify.ErrClientBlocked, false},
+			{"suspended", suspended, nil, verify.ErrSuspended, false},
+			{"reported leaked", reported, nil, verify.ErrLeaked, false},
+			{"service disabled", off, nil, verify.ErrServiceDisabled, false},
+			{"throttled", good, func() { srv.FailNext(call, codes.ResourceExhausted, "") }, verify.ErrThrottled, true},
+			{"server error", good, func() { srv.FailNext(call, codes.Unavailable, "") }, verify.ErrServer, true},
+		} {
+			t.Run(string(method)+"/"+tc.name, func(t *testing.T) {
+				if tc.setup != nil {
+					tc.setup()
+					defer srv.RejectStandardKeys(false)
 				}
-				return
-			case err == nil:
-				t.Fatalf("Probe = nil, want an error")
-			}
-			var pe *verify.ProbeError
-			if !errors.As(err, &pe) {
-				t.Fatalf("Probe error %T is not a *ProbeError", err)
-			}
-			if !errors.Is(err, tc.want) {
-				t.Errorf("Probe = %v (cause %s), want %v", err, pe.Cause, tc.want)
-			}
-			if pe.Temporary() != tc.temporary {
-				t.Errorf("Temporary() = %t, want %t (%v)", pe.Temporary(), tc.temporary, err)
-			}
-			if tc.key != "" && (strings.Contains(err.Error(), tc.key) || strings.Contains(pe.Hint(), tc.key)) {
-				t.Errorf("the key string appears in the error: %v", err)
-			}
-		})
+				err := probe.Probe(context.Background(), secret.New(tc.key))
+				switch {
+				case tc.name == "works":
+					if err != nil {
+						t.Fatalf("Probe = %v, want nil", err)
+					}
+					return
+				case err == nil:
+					t.Fatalf("Probe = nil, want an error")
+				}
+				var pe *verify.ProbeError
+				if !errors.As(err, &pe) {
+					t.Fatalf("Probe error %T is not a *ProbeError", err)
+				}
+				if !errors.Is(err, tc.want) {
+					t.Errorf("Probe = %v (cause %s), want %v", err, pe.Cause, tc.want)
+				}
+				if pe.Temporary() != tc.temporary {
+					t.Errorf("Temporary() = %t, want %t (%v)", pe.Temporary(), tc.temporary, err)
+				}
+				if tc.key != "" && (strings.Contains(err.Error(), tc.key) || strings.Contains(pe.Hint(), tc.key)) {
+					t.Errorf("the key string appears in the error: %v", err)
+				}
+			})
+		}
 	}
 }
 
