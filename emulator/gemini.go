@@ -22,7 +22,15 @@ import (
 // and response shapes from ai.google.dev/api/tokens and
 // ai.google.dev/api/generate-content). Each call is checked against the
 // key's apiTargets by its own RPC name (ModelService.ListModels,
-// GenerativeService.CountTokens, GenerativeService.GenerateContent).
+// GenerativeService.CountTokens, GenerativeService.GenerateContent), the
+// names Google's 403 quotes ("Requests to this API
+// generativelanguage.googleapis.com method
+// google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are
+// blocked.", google-gemini/deprecated-generative-ai-dart#219).
+// Whether countTokens refuses a standard key exactly as generateContent
+// does is not documented; RejectStandardKeysOnGeneration takes the
+// strictest reading (both refuse it), so that countTokens can stand in for
+// the application's call.
 // The key is read only from the x-goog-api-key header:
 // keyrotate never puts a key in a URL, so a ?key= parameter is ignored and
 // the call is answered as one without a key.

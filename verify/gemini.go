@@ -4,7 +4,9 @@
 // The probe exercises what applications call: by default
 // POST /v1beta/models/{model}:countTokens, which runs on the generation path
 // (the same apiTargets method checks and standard-key policy as
-// generateContent) and is free. ProbeGenerateContent makes the application's
+// generateContent) and is free (no charge and no generation quota, per
+// Firebase's "Count tokens" guide and Google's answer in
+// discuss.ai.google.dev/t/189068; still subject to per-project RPM limits). ProbeGenerateContent makes the application's
 // own call with the smallest request (a one-word prompt, at most one output
 // token), a tiny billed call; ProbeListModels lists one model, the cheapest
 // call, which can pass for a key that fails where the application calls
