@@ -340,6 +340,8 @@ func TestParseBad(t *testing.T) {
 		{"model with a method", head + slotYAML + "    model: models/gemini-3.5-flash-lite:generateContent\n", 6, "is not a Gemini model id", "probe:"},
 		{"model in defaults", "version: 1\ndefaults:\n  model: tunedModels/x\nslots:\n" + slotYAML, 3, "is not a Gemini model id", "gemini-3.5-flash-lite"},
 		{"model with listModels", head + slotYAML + "    probe: listModels\n    model: gemini-3.5-flash-lite\n", 7, "model applies only to the countTokens and generateContent probes", "remove model"},
+		{"model with listModels from defaults", "version: 1\ndefaults:\n  probe: listModels\nslots:\n" + slotYAML + "    model: gemini-3.5-flash-lite\n", 8, "model applies only to the countTokens and generateContent probes", "remove model"},
+		{"model in defaults with listModels", "version: 1\ndefaults:\n  probe: listModels\n  model: gemini-3.5-flash-lite\nslots:\n" + slotYAML, 4, "model applies only", "remove model"},
 		{"probe with verify none", head + slotYAML + "    verify: none\n    probe: countTokens\n", 7, "probe applies only with verify: gemini", "remove probe"},
 		{"name is a list", head + "  - name: [a]\n    project: my-project\n    secret: projects/my-project/secrets/a\n", 3, "name must be a string, not a list", "single value"},
 

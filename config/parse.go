@@ -480,15 +480,16 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 			d.LeaseTTL = x
 		}
 	}
-	p.probe(f, &d.Probe, &d.Model)
+	p.probe(f, &d.Probe, &d.Model, "")
 	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
 		p.quotas(fq.val, d)
 	}
 }
 
 // probe parses the probe and model fields of a slot or of the defaults
-// into probe and model (left as they are when absent).
-func (p *parser) probe(f map[string]field, probe, model *string) {
+// into probe and model (left as they are when absent); inherited is the
+// probe that applies when probe stays "" (a slot's, from the defaults).
+func (p *parser) probe(f map[string]field, probe, model *string, inherited string) {
 	if fp, ok := f["probe"]; ok {
 		if v, ok := p.str(fp); ok && !p.keyString(fp, v) {
 			if msg, hint := CheckProbe(v); msg != "" {
@@ -508,7 +509,7 @@ func (p *parser) probe(f map[string]field, probe, model *string) {
 	}
 	if msg, hint := CheckModel(v); msg != "" {
 		p.at(fm.val, hint, "%s", msg)
-	} else if *probe == ProbeListModels && f["probe"].val != nil {
+	} else if *probe == ProbeListModels || *probe == "" && inherited == ProbeListModels {
 		p.at(fm.key, "remove model, or probe with countTokens or generateContent",
 			"model applies only to the countTokens and generateContent probes, not to listModels")
 	} else {
@@ -637,14 +638,14 @@ func (p *parser) slots(n *yaml.Node, cfg *Config) {
 	}
 	names := map[string]int{}
 	for _, item := range n.Content {
-		s, ok := p.slot(item, names)
+		s, ok := p.slot(item, names, &cfg.Defaults)
 		if ok {
 			cfg.Slots = append(cfg.Slots, s)
 		}
 	}
 }
 
-func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
+func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (Slot, bool) {
 	n = deref(n)
 	s := Slot{Line: n.Line, Verify: DefaultVerify}
 	f := p.mapping(n, "in a slot", slotFields)
@@ -757,7 +758,7 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 	}
 
 	// probe, model
-	p.probe(f, &s.Probe, &s.Model)
+	p.probe(f, &s.Probe, &s.Model, defaults.Probe)
 	if s.Verify == VerifyNone {
 		for _, name := range []string{"probe", "model"} {
 			if fd, ok := f[name]; ok {
