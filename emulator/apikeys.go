@@ -1033,15 +1033,16 @@ func (s *Server) SetPropagationDelay(d time.Duration) {
 	s.keys.delaySet = true
 }
 
-// KeyWorks reports whether the Gemini API would accept the key string now.
-// Application restrictions (referrer, IP, Android, iOS) depend on the
-// request and are not considered.
+// KeyWorks reports whether the Gemini API would accept the key string now
+// for what applications call, generateContent (listing models can pass for
+// a key that fails there). Application restrictions (referrer, IP,
+// Android, iOS) depend on the request and are not considered.
 func (s *Server) KeyWorks(keyString string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purgeLocked()
 	k := s.keys.byString[keyString]
-	return k != nil && s.keyProblemLocked(k, nil, geminiListMethod) == nil
+	return k != nil && s.keyProblemLocked(k, nil, geminiGenerateMethod) == nil
 }
 
 // APIKeysService returns a client of Google's API Keys library that talks to

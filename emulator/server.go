@@ -1,6 +1,6 @@
 // Package emulator is an in-process fake of the Google APIs keyrotate uses:
 // the API Keys API v2 (REST, and gRPC for LookupKey, on one address), Secret Manager v1 (gRPC), the Gemini API's
-// model list (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
+// model list, countTokens and generateContent (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
 // sharing one state. Tests drive Google's own Go clients
 // against it over real loopback connections; `keyrotate demo` and
 // `keyrotate emulator` run it for people.
@@ -185,6 +185,8 @@ type Server struct {
 	standardKeysRejected bool
 	// standardKeysRejectedGen: the same on the generation path only.
 	standardKeysRejectedGen bool
+	// generated counts generateContent answers, for their responseId.
+	generated int
 
 	keys  *keyState    // apikeys.go
 	sm    *secretState // secretmanager.go
@@ -465,7 +467,7 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
 		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
-		"gemini.ListModels", "gemini.CountTokens",
+		"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
 		// plan's read-only access checks (access.go)
 		"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices",

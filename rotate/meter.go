@@ -167,6 +167,12 @@ func restMethod(api string, req *http.Request) (method, resource string) {
 	p := strings.TrimPrefix(req.URL.Path, "/")
 	switch api {
 	case Gemini:
+		switch {
+		case strings.HasSuffix(p, ":countTokens"):
+			return "gemini.CountTokens", ""
+		case strings.HasSuffix(p, ":generateContent"):
+			return "gemini.GenerateContent", ""
+		}
 		return "gemini.ListModels", ""
 	case APIKeys:
 		p = strings.TrimPrefix(p, "v2/")

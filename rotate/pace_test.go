@@ -236,6 +236,16 @@ func TestRestMethod(t *testing.T) {
 			t.Errorf("%s %s: got %s %s, want %s %s", c.verb, c.path, m, res, c.want, c.resource)
 		}
 	}
+	// Gemini probes are named by the call they make.
+	for _, c := range []struct{ verb, path, want string }{
+		{"GET", "/v1beta/models?pageSize=1", "gemini.ListModels"},
+		{"POST", "/v1beta/models/gemini-3.5-flash-lite:countTokens", "gemini.CountTokens"},
+		{"POST", "/v1beta/models/gemini-3.5-flash-lite:generateContent", "gemini.GenerateContent"},
+	} {
+		if m, _ := restMethod(Gemini, httptest.NewRequest(c.verb, c.path, nil)); m != c.want {
+			t.Errorf("%s %s: got %s, want %s", c.verb, c.path, m, c.want)
+		}
+	}
 	m := &Meter{}
 	if p := m.charged(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
 		t.Errorf("charged from the path = %q", p)

@@ -132,7 +132,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, human(slot.LeaseTTL)),
 		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind))
 	if slot.Prober != nil {
-		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API until it works (at most %s); on failure delete it and stop", human(slot.PropagationTimeout)))
+		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API%s until it works (at most %s); on failure delete it and stop", probeCall(slot.Prober), human(slot.PropagationTimeout)))
 	} else {
 		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
 	}
@@ -219,4 +219,13 @@ func summarizeRestrictions(r *apikeys.V2Restrictions) []string {
 		out = append(out, "ios apps "+strings.Join(i.AllowedBundleIds, ", "))
 	}
 	return out
+}
+
+// probeCall names the call p makes, as " with countTokens on MODEL (free)",
+// when p can say (a Describe method); else "".
+func probeCall(p Prober) string {
+	if d, ok := p.(interface{ Describe() string }); ok {
+		return " with " + d.Describe()
+	}
+	return ""
 }

@@ -405,7 +405,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 		var thr interface{ Throttled() bool }
 		switch {
 		case err == nil:
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API"})
+			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("slot %s: probe key %s: %w", slot.Name, name, err)
 		case errors.As(err, &thr) && thr.Throttled():

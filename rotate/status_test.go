@@ -120,7 +120,7 @@ func TestStatusHealthy(t *testing.T) {
 	if c := checkOf(v, "target"); c.Status != rotate.CheckOK || c.Subject != w.slot.Targets[0].String() {
 		t.Errorf("target check = %+v", c)
 	}
-	if n := w.srv.Calls("gemini.ListModels"); n != 1 {
+	if n := w.srv.Calls("gemini.CountTokens"); n != 1 {
 		t.Errorf("Verify probed %d times, want once", n)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"github.com/keyrotate/keyrotate/config"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // job is what plan and rotate share: the config, the selected slots, the
@@ -106,8 +107,9 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	rs.BoundKeyRestrictions = s.BoundKeyRestrictions
-	if s.Verify == "gemini" {
-		rs.Prober = j.clients.gemini
+	if s.Verify == config.VerifyGemini {
+		probe, model := j.cfg.EffectiveProbe(s)
+		rs.Prober = j.clients.gemini.With(verify.ProbeMethod(probe), model)
 	}
 	for _, t := range s.Targets {
 		rs.Targets = append(rs.Targets, j.target(t))
