@@ -240,11 +240,16 @@ func reportRun(app *cli.App, w io.Writer, err error) int {
 		return code
 	}
 	// One entry per failed slot of a multi-slot run.
-	all := []error{err}
+	all, cmd := []error{err}, commandOf(err)
+	var ce commandError
+	if errors.As(err, &ce) {
+		err = ce.err
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		all = j.Unwrap()
 	}
 	for _, e := range all {
+		e = inCommand(cmd, e)
 		logger.Error(e.Error(), "hint", hintOf(e), "exit_code", exitCode(e))
 	}
 	return code
@@ -304,7 +309,7 @@ func hintOf(err error) string {
 	}
 	if exitCode(err) == exitFailed {
 		if readOnly[cmd] {
-			return "`keyrotate " + cmd + "` only reads: nothing was changed. Fix the cause above and run again"
+			return "fix the cause above and run `keyrotate " + cmd + "` again"
 		}
 		return "nothing was changed; the old key still works everywhere. Fix the cause above and run again"
 	}

@@ -49,7 +49,7 @@ func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotat
 		p, err := r.Plan(j.ctx, s, opts)
 		if err != nil {
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("plan", err)))
 			continue
 		}
 		out.Plans = append(out.Plans, p)
