@@ -77,7 +77,7 @@ type clients struct {
 // project's quota and counts it.
 func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, error) {
 	var keyOpts, smOpts []option.ClientOption
-	keysTransport := meter.Transport(rotate.APIKeys, nil)
+	keysTransport := meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil))
 	if h.apiKeys != "" {
 		keyOpts = append(keyOpts, option.WithEndpoint("http://"+h.apiKeys+"/"),
 			option.WithHTTPClient(&http.Client{Transport: keysTransport}))
@@ -90,7 +90,7 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		}
 		keyOpts = append(keyOpts, option.WithHTTPClient(&http.Client{Transport: t}))
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager), rotate.LogUnaryCalls(rotate.SecretManager))))
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
@@ -99,7 +99,7 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 	if err != nil {
 		return nil, credentialsError("API Keys", err)
 	}
-	lookup, err := newLookupClient(ctx, h.apiKeys, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))
+	lookup, err := newLookupClient(ctx, h.apiKeys, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys), rotate.LogUnaryCalls(rotate.APIKeys))))
 	if err != nil {
 		return nil, err
 	}
@@ -108,11 +108,11 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, rotate.LogCalls(rotate.Gemini, nil))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	var runOpts []option.ClientOption
+	runOpts := []option.ClientOption{option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(rotate.LogUnaryCalls("run")))}
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
