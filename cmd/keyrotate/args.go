@@ -43,6 +43,15 @@ func arrange(app *cli.App, args []string) (arranged, error) {
 	if len(args) == 0 {
 		return arranged{args: args}, nil
 	}
+	if app.EnableBashCompletion && args[len(args)-1] == "--generate-bash-completion" {
+		// Shell completion of a line being typed: half a command is no
+		// error, and urfave/cli reads the line its own way.
+		return arranged{args: args}, nil
+	}
+	globalFlags := app.Flags
+	if !app.HideVersion {
+		globalFlags = append(slices.Clone(app.Flags), cli.VersionFlag)
+	}
 	var (
 		globals, own, positional []string
 		cmd                      *cli.Command
@@ -87,7 +96,7 @@ func arrange(app *cli.App, args []string) (arranged, error) {
 			}
 		}
 		if f == nil {
-			f = findFlag(app.Flags, name)
+			f = findFlag(globalFlags, name)
 		}
 		if f == nil {
 			return a, unknownFlag(app, cmd, name)
