@@ -128,7 +128,16 @@ func arrange(app *cli.App, args []string) (arranged, error) {
 	}
 	a.args = out
 	a.json = outputFlag(globals) == "json"
+	if hint, ok := textOnly[a.command]; ok && a.json {
+		return a, rotate.WithHint(usagef("`keyrotate %s` prints text for people, not JSON", a.command), hint)
+	}
 	return a, nil
+}
+
+// textOnly are the commands without a JSON document, and what to run for one.
+var textOnly = map[string]string{
+	"demo":     "run it without --output json; for JSON, start `keyrotate emulator --seed DIR` and run `keyrotate --config DIR/keyrotate.yaml -o json plan` against it",
+	"emulator": "run it without --output json: it prints shell exports (`export NAME=ADDR`) for the commands that use it",
 }
 
 // outputFlag is the last value of --output (-o) among global flags.
