@@ -17,7 +17,8 @@ package emulator
 //   - Expiration (expire_time, ttl) is stored and returned but never enforced;
 //     rotation and topics are stored only; version_destroy_ttl (delayed
 //     destroy) and customer-managed encryption are UNIMPLEMENTED.
-//   - IAM methods are UNIMPLEMENTED and no caller is denied unless a test
+//   - IAM methods are UNIMPLEMENTED but TestIamPermissions (access.go),
+//     and no caller is denied unless a test
 //     calls DenyPermission (server.go), except that an unknown project answers PERMISSION_DENIED, as the real API does for a
 //     project the caller cannot see, and so does a project where
 //     SetServiceEnabled disabled "secretmanager.googleapis.com".

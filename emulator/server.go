@@ -12,7 +12,9 @@
 // them) Google's per-project rate quotas in synchronized windows (quota.go).
 // It is not a full implementation: regional endpoints (regional secrets are
 // served on the one address) and most list filters are absent, and IAM is
-// only what DenyPermission models (a caller that lacks a permission).
+// only what DenyPermission models (a caller that lacks a permission), which
+// the testIamPermissions methods and Service Usage's batchGet report
+// (access.go, served on the API Keys address).
 //
 // For tests it offers seeding and inspection helpers, per-method call
 // counters, deterministic fault injection (fail the Nth call of a method, or
@@ -166,6 +168,9 @@ type Server struct {
 	stateCodes codes.Code
 	hooks      map[string]Hook
 	denied     map[string]bool // IAM permissions the caller lacks
+	// serviceAccounts that exist, by email, with their unique ids
+	// (access.go)
+	serviceAccounts map[string]string
 	// keyStringsInURLs counts API Keys requests with a key string in the
 	// URL (apikeys_grpc.go).
 	keyStringsInURLs int
@@ -207,6 +212,8 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		hooks:    map[string]Hook{},
 		denied:   map[string]bool{},
 		seq:      1000,
+
+		serviceAccounts: map[string]string{},
 	}
 	s.keys = newKeyState()
 	s.sm = newSecretState()
@@ -219,7 +226,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	keysGRPC := grpc.NewServer()
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
-	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, withAPIKeysResource(s.apiKeysHandler()))); err != nil {
+	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}
@@ -456,6 +463,9 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
 		"gemini.ListModels", "gemini.CountTokens",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
+		// plan's read-only access checks (access.go)
+		"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices",
+		"iam.GetServiceAccount", "iam.TestIamPermissions", "secretmanager.TestIamPermissions",
 	}
 	sort.Strings(all)
 	return all, func(m string) bool { return mutating[m] }
@@ -564,6 +574,8 @@ var methodPermissions = map[string]string{
 	"secretmanager.EnableSecretVersion":  "secretmanager.versions.enable",
 	"secretmanager.DisableSecretVersion": "secretmanager.versions.disable",
 	"secretmanager.DestroySecretVersion": "secretmanager.versions.destroy",
+	"serviceusage.BatchGetServices":      "serviceusage.services.get",
+	"iam.GetServiceAccount":              "iam.serviceAccounts.get",
 }
 
 // DenyPermission makes the caller lack an IAM permission (for example

@@ -208,7 +208,8 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 			return invoker(ctx, fullMethod, req, reply, cc, opts...)
 		}
 		if !strings.HasPrefix(name, "Access") {
-			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup")
+			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup") &&
+				!strings.HasPrefix(name, "Test") // TestIamPermissions: plan's check, a read
 			if err := m.Pacer.Wait(ctx, api, quotaProject(ctx, grpcResource(req)), write); err != nil {
 				return err
 			}
@@ -231,6 +232,8 @@ func grpcResource(req any) string {
 		return r.GetName()
 	case interface{ GetParent() string }:
 		return r.GetParent()
+	case interface{ GetResource() string }: // TestIamPermissions
+		return r.GetResource()
 	}
 	return ""
 }

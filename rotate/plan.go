@@ -47,6 +47,10 @@ type Plan struct {
 	WillRotate bool     `json:"will_rotate"`
 	Blocked    string   `json:"blocked,omitempty"`
 	Actions    []string `json:"actions"`
+	// Checks are what the rotation needs of the caller's access, proved
+	// with read-only calls (see AccessClients; none without them). A
+	// missing one makes AccessErr non-nil.
+	Checks []AccessCheck `json:"checks"`
 }
 
 // Plan runs the read-only preflight and lists what Rotate would do with the
@@ -54,6 +58,13 @@ type Plan struct {
 func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, error) {
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {
+		// The checks may explain the failure, and name what else is
+		// missing: a first run lacks several permissions at once.
+		checks := r.checkAccess(ctx, slot, slot.ServiceAccount)
+		p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}, Actions: []string{}}
+		if p.AccessErr() != nil {
+			return nil, &AccessError{Plan: p, Err: err}
+		}
 		return nil, err
 	}
 	p := &Plan{Slot: slot.Name, Secret: slot.Secret, Version: pre.latest.Name, InProgress: pre.rec}
@@ -65,6 +76,11 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Current.Fingerprint = pre.rec.OldFP
 	}
 	p.Due = pre.due(slot, r.now())
+	sa := slot.ServiceAccount
+	if sa == "" && pre.old != nil {
+		sa = pre.old.ServiceAccountEmail
+	}
+	p.Checks = r.checkAccess(ctx, slot, sa)
 	for i, t := range slot.Targets {
 		k := pre.targets[i]
 		holds := "other key"
@@ -103,10 +119,6 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		return p, nil
 	default:
 		p.WillRotate = true
-	}
-	sa := slot.ServiceAccount
-	if sa == "" && pre.old != nil {
-		sa = pre.old.ServiceAccountEmail
 	}
 	bind := "unbound (standard key)"
 	if sa != "" {

@@ -63,6 +63,10 @@ type Rotator struct {
 	// such a lookup fails with ErrNoLookupClient.
 	Lookup  *apikeysapi.Client
 	Secrets *secretmanager.Client
+	// Access, when set, lets Plan prove the caller's permissions, the APIs
+	// and the bound service account with read-only calls; nil skips those
+	// checks.
+	Access *AccessClients
 
 	// Log receives progress logs; nil discards them.
 	Log *slog.Logger

@@ -301,7 +301,7 @@ func oldHeld(ts TargetStatus, o *OldKeyStatus) TargetStatus {
 
 // Check statuses in a VerifyReport.
 const (
-	CheckOK      = "ok"
+	CheckOK      = "ok" // also for AccessCheck
 	CheckFail    = "fail"
 	CheckWarn    = "warn"
 	CheckSkipped = "skipped"

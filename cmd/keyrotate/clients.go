@@ -13,7 +13,10 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
 	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/cloudresourcemanager/v3"
+	iamapi "google.golang.org/api/iam/v1"
 	"google.golang.org/api/option"
+	"google.golang.org/api/serviceusage/v1"
 	htransport "google.golang.org/api/transport/http"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -70,6 +73,9 @@ type clients struct {
 	// cloudrun target fails for it.
 	run    *run.ServicesClient
 	runErr error
+
+	// access are plan's read-only checks (rotate.AccessClients).
+	access *rotate.AccessClients
 }
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
@@ -118,6 +124,9 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
+	if cl.access, err = newAccessClients(ctx, h.apiKeys); err != nil {
+		return nil, err
+	}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
 		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
@@ -145,6 +154,32 @@ func newLookupClient(ctx context.Context, host string, opts ...option.ClientOpti
 	// No retries in the client: package rotate retries every call itself.
 	c.CallOptions = &apikeysapi.CallOptions{}
 	return c, nil
+}
+
+// newAccessClients connects the clients of plan's read-only checks:
+// Resource Manager v3, Service Usage v1 and IAM v1, over REST. On Google
+// each is its own host (cloudresourcemanager, serviceusage and
+// iam.googleapis.com), with Application Default Credentials; with an
+// emulator (host set) they go to the API Keys emulator's address, which
+// serves them too, so that no further *_EMULATOR_HOST variable is needed.
+func newAccessClients(ctx context.Context, host string) (*rotate.AccessClients, error) {
+	var opts []option.ClientOption
+	if host != "" {
+		opts = append(opts, option.WithEndpoint("http://"+host+"/"), option.WithoutAuthentication())
+	}
+	crm, err := cloudresourcemanager.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("Resource Manager", err)
+	}
+	su, err := serviceusage.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("Service Usage", err)
+	}
+	ia, err := iamapi.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("IAM", err)
+	}
+	return &rotate.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
 }
 
 func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {

@@ -229,7 +229,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	}
 	defer j.close()
 	rec.start(j)
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	if !j.shard.all() {

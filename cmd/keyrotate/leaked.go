@@ -62,7 +62,7 @@ func runLeaked(c *cli.Context) error {
 		return err
 	}
 	defer j.close()
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	r := j.rotator(c)

@@ -137,6 +137,10 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		srv.SetPropagationDelay(d)
 	case "disable-gemini":
 		srv.SetServiceEnabled(demoProject, "generativelanguage.googleapis.com", false)
+	case "deny": // emu deny PERMISSION: the caller lacks it
+		srv.DenyPermission(rest[0])
+	case "disable-api": // emu disable-api SERVICE: disabled in the demo project
+		srv.SetServiceEnabled(demoProject, rest[0], false)
 	case "reset":
 		srv.ResetCalls()
 	case "calls": // emu calls total|mutating|METHOD N

@@ -121,6 +121,7 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
+		Access:         j.clients.access,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
@@ -181,9 +182,13 @@ func slotNames(cfg *config.Config) string {
 
 // cleanTemp removes temp files of interrupted atomic writes next to each
 // .env target, so that no key string is left in a stray file.
-func (j *job) cleanTemp() error {
+// A write holds its directory's lock for milliseconds; a lock held for
+// long belongs to a stuck process, so the wait is bounded.
+func (j *job) cleanTemp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, p := range j.dotenvs {
-		removed, err := targets.CleanTemp(p)
+		removed, err := targets.CleanTemp(ctx, p)
 		if err != nil {
 			return fmt.Errorf("clean temp files of %s: %w", p, err)
 		}
