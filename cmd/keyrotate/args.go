@@ -309,6 +309,13 @@ func runApp(ctx context.Context, app *cli.App, args []string) error {
 	a, err := arrange(app, args)
 	if wantsJSON(args) {
 		app.Metadata[jsonSinkKey] = &jsonSink{command: a.command}
+		if p, ok := app.Metadata[processKey].(*process); ok {
+			// A process ended at once (second signal, --timeout) prints
+			// its document too.
+			p.atEnd = func(why, hint string) {
+				flushJSON(app, app.Writer, rotate.WithHint(errors.New(why), hint), exitPartWay)
+			}
+		}
 	}
 	if err != nil {
 		return inCommand(a.command, err)
