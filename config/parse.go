@@ -1144,3 +1144,8 @@ func (p *parser) resolve(path string) string {
 	}
 	return filepath.Join(p.dir, path)
 }
+
+// Suggest returns the word of known that name is most likely a typo of,
+// or "": the same rule that suggests config fields, for other callers'
+// names (commands, flags, slots).
+func Suggest(name string, known []string) string { return suggest(name, known) }

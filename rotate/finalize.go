@@ -39,7 +39,7 @@ type Finalized struct {
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Revocation is how long the API kept accepting the key after its
 	// deletion (ConfirmRevocation).
-	Revocation time.Duration `json:"revocation_ns,omitempty"`
+	Revocation time.Duration `json:"-"` // JSON: revocation_seconds (json.go)
 }
 
 // FinalizeResult lists the keys of one slot that finalize looked at.

@@ -150,7 +150,7 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*KeyI
 		}
 		cur, err := ka.lookup(ctx, latest.Key)
 		if err == nil && keyIDOf(cur) == keyIDOf(k.Name) {
-			return nil, WithHint(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrBadConfig),
+			return nil, WithHint(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
 				fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first", s.Name))
 		}
 	}

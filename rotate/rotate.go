@@ -191,7 +191,7 @@ type Result struct {
 	Retired     string     `json:"retired,omitempty"`
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Propagation is how long the new key took to start working.
-	Propagation time.Duration `json:"propagation_ns,omitempty"`
+	Propagation time.Duration `json:"-"` // JSON: propagation_seconds (json.go)
 	Probes      int           `json:"probes,omitempty"`
 	// Finalized lists old keys whose grace period ended, handled first.
 	Finalized []Finalized `json:"finalized,omitempty"`

@@ -43,7 +43,7 @@ type SlotStatus struct {
 	Current KeyInfo `json:"current_key"`
 	// Age is how old the current key is; Due says whether it is older
 	// than the slot's max age (DueAt).
-	Age   time.Duration `json:"age_ns,omitempty"`
+	Age   time.Duration `json:"-"` // JSON: age_seconds (json.go)
 	Due   bool          `json:"due"`
 	DueAt time.Time     `json:"due_at,omitzero"`
 	// OldKeys are the slot's old keys still alive: kept for a grace period

@@ -81,23 +81,23 @@ type clients struct {
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
 // Gemini call goes through meter (nil: none), which paces it under the
-// quota of the project it is charged to and counts it. quotaProject, when
-// set, is that project for every API Keys, Secret Manager and Cloud Run
-// call (x-goog-user-project).
+// quota of the project it is charged to and counts it; at debug level
+// every call is logged. quotaProject, when set, is that project for every
+// API Keys, Secret Manager and Cloud Run call (x-goog-user-project).
 func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject string) (*clients, error) {
 	var smOpts []option.ClientOption
-	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, nil), quotaProject)
+	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil)), quotaProject)
 	if err != nil {
 		return nil, err
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager), rotate.LogUnaryCalls(rotate.SecretManager))))
 	smOpts = append(smOpts, quotaOptions(quotaProject, h.secretManager != "")...)
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))...)
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys), rotate.LogUnaryCalls(rotate.APIKeys))))...)
 	if err != nil {
 		return nil, err
 	}
@@ -106,11 +106,11 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject 
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, rotate.LogCalls(rotate.Gemini, nil))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	runOpts := quotaOptions(quotaProject, h.run != "")
+	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(rotate.LogUnaryCalls("run"))))
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))

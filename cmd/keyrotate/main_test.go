@@ -63,13 +63,14 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"kr":   cmdKR,
-			"exit": cmdExit,
-			"emu":  cmdEmu,
-			"sm":   cmdSM,     // further Secret Manager secrets (secrets_test.go)
-			"gh":   cmdGitHub, // github*.txtar: the GitHub API fake (github_test.go)
-			"k8s":  cmdK8s,    // k8s*.txtar: the Kubernetes API server fake (k8s_test.go)
-			"run":  cmdRun,    // cloudrun*.txtar: a Cloud Run service (cloudrun_test.go)
+			"kr":      cmdKR,
+			"jsondoc": cmdJSONDoc, // json_test.go
+			"exit":    cmdExit,
+			"emu":     cmdEmu,
+			"sm":      cmdSM,     // further Secret Manager secrets (secrets_test.go)
+			"gh":      cmdGitHub, // github*.txtar: the GitHub API fake (github_test.go)
+			"k8s":     cmdK8s,    // k8s*.txtar: the Kubernetes API server fake (k8s_test.go)
+			"run":     cmdRun,    // cloudrun*.txtar: a Cloud Run service (cloudrun_test.go)
 			"sleep": func(ts *testscript.TestScript, _ bool, args []string) {
 				d, err := time.ParseDuration(args[0])
 				ts.Check(err)

@@ -67,7 +67,7 @@ func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotat
 		}
 		if err != nil {
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("plan", err)))
 		}
 	}
 	if j.out.json {

@@ -158,7 +158,15 @@ func selectSlots(cfg *config.Config, names []string) ([]*config.Slot, error) {
 			}
 		}
 		if n == 0 {
-			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), "the config's slots are: "+slotNames(cfg))
+			hint := "the config's slots are: " + slotNames(cfg)
+			var names []string
+			for _, sl := range cfg.Slots {
+				names = append(names, sl.Name)
+			}
+			if s := config.Suggest(pat, names); s != "" {
+				hint = fmt.Sprintf("did you mean %q? The config's slots are: %s", s, slotNames(cfg))
+			}
+			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), hint)
 		}
 	}
 	return out, nil

@@ -55,7 +55,7 @@ func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 		st, err := r.Status(j.ctx, s)
 		if err != nil {
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("status", err)))
 			continue
 		}
 		out.Slots = append(out.Slots, st)

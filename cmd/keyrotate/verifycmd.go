@@ -54,7 +54,7 @@ func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 		if err != nil {
 			out.Healthy = false
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("verify", err)))
 		}
 		if v == nil {
 			continue
