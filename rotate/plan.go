@@ -21,7 +21,19 @@ type KeyInfo struct {
 	Created        time.Time `json:"created,omitzero"`
 	Restrictions   []string  `json:"restrictions,omitempty"`
 	Deleted        bool      `json:"deleted,omitempty"`
+	// DeletedAt is when a deleted key was deleted, and RestorableUntil
+	// the end of its retention (KeyRetention later): until then UndeleteKey
+	// restores it.
+	DeletedAt       time.Time `json:"deleted_at,omitzero"`
+	RestorableUntil time.Time `json:"restorable_until,omitzero"`
 }
+
+// KeyRetention is how long the API Keys API keeps a deleted key, which
+// UndeleteKey restores until then: "API Keys that are deleted will be
+// retained in the system for 30 days" (gcloud services api-keys undelete
+// reference; the REST reference of keys.undelete: "Undeletes an API key
+// which was deleted within 30 days").
+const KeyRetention = 30 * 24 * time.Hour
 
 // PlanTarget is one target as preflight found it.
 type PlanTarget struct {
@@ -169,6 +181,11 @@ func describeKey(k *apikeys.V2Key, name string) KeyInfo {
 	info.UID, info.DisplayName, info.ServiceAccount = k.Uid, k.DisplayName, k.ServiceAccountEmail
 	info.Created = parseTime(k.CreateTime)
 	info.Deleted = k.DeleteTime != ""
+	if info.Deleted {
+		if t := parseTime(k.DeleteTime); !t.IsZero() {
+			info.DeletedAt, info.RestorableUntil = t, t.Add(KeyRetention)
+		}
+	}
 	info.Type = "standard key"
 	if k.ServiceAccountEmail != "" {
 		info.Type = "auth key"
