@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// The library states facts (a typed error, a finding); these turn them into
+// the keyrotate command that fixes the situation.
+
+// cmdHinted replaces the hint of err: the library's hint says what is
+// wrong, this one names the command.
+type cmdHinted struct {
+	err  error
+	hint string
+}
+
+func (h *cmdHinted) Error() string { return h.err.Error() }
+func (h *cmdHinted) Unwrap() error { return h.err }
+func (h *cmdHinted) Hint() string  { return h.hint }
+
+func withCmdHint(err error, hint string) error { return &cmdHinted{err: err, hint: hint} }
+
+// holderOf describes the run of a held slot: what it does, its process and
+// since when.
+func holderOf(rec *rotate.Record) string {
+	h := rec.Holder
+	kind := rec.Kind
+	if kind == "" {
+		kind = rotate.KindRotate
+	}
+	s := fmt.Sprintf("%s %s is running on host %s as pid %d (run %s, started %s; its lease, renewed while it runs, lasts until %s)",
+		kind, rec.ID, h.Host, h.PID, h.Run, rec.Started.Format(time.RFC3339), rec.Expires.Format(time.RFC3339))
+	if where := h.Elsewhere(); where != "" {
+		s += "; it runs " + where
+	}
+	return s
+}
+
+// heldHint gives err, when another live run holds the slot, a hint that
+// names that run and what to do instead of cmd (e.g. "abort gemini-prod"):
+// stop it with SIGTERM — keyrotate stops at a safe point and releases the
+// slot (see stop.go) — and then run cmd, or wait for it.
+func heldHint(err error, cmd string) error {
+	var held *rotate.HeldError
+	if !errors.As(err, &held) {
+		return err
+	}
+	rec := &held.Record
+	stop := fmt.Sprintf("stop it with `kill -TERM %d` on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
+	if rec.Holder.Elsewhere() != "" {
+		stop = fmt.Sprintf("stop it with `kill -TERM %d` from within its container or pid namespace on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
+	}
+	return withCmdHint(err, fmt.Sprintf("%s. To %s instead: %s, then run `keyrotate %s`; or wait for it to finish",
+		holderOf(rec), verbOf(cmd), stop, cmd))
+}
+
+func verbOf(cmd string) string {
+	for i := range len(cmd) {
+		if cmd[i] == ' ' {
+			return cmd[:i]
+		}
+	}
+	return cmd
+}
