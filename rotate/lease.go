@@ -309,6 +309,10 @@ func (e *HeldError) Hint() string {
 // Kind is what the holding run does: rotate, abort or rollback.
 func (e *HeldError) Kind() string { return e.Record.kind() }
 
+// errChangedWhileLocking: the secret changed between the preflight and the
+// lock write, and nobody holds it now; the run must start over.
+var errChangedWhileLocking = fmt.Errorf("%w: the secret changed while this run was locking it", ErrRotationInProgress)
+
 // errLeaseLost: another run took the lease over; this run must stop.
 var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", ErrRotationInProgress)
 
@@ -347,7 +351,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			// targets the preflight saw may be stale. Going on would
 			// rotate from a stale view (a second new key); start over.
 			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", sec.GetName(), ErrRotationInProgress),
+				fmt.Errorf("slot %s: %w", sec.GetName(), errChangedWhileLocking),
 				"another run probably changed the slot at the same moment; run again")
 		}
 		rec, resumed, err := next(old)

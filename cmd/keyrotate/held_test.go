@@ -6,13 +6,13 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"regexp"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -102,4 +102,74 @@ func (c *child) stopped() bool {
 	}
 }
 
-var _ = fmt.Sprint
+// TestOverlappingShardRunsWait: two processes of the same shard (a retried
+// Cloud Run task beside its first attempt) with --wait-for-lease both exit
+// 0, each slot's key is rotated exactly once, and a run that waited says
+// for whom and what came of it. Without the flag the run that meets a held
+// slot exits 4 (shown first, so the overlap is real).
+func TestOverlappingShardRunsWait(t *testing.T) {
+	world := func() *crashWorld {
+		cw := newCrashWorldWith(t, emulator.Options{}, func(srv *emulator.Server, w *seeded) error {
+			_, err := seedFleet(srv, w, 1, 2)
+			return err
+		})
+		// Each rotation takes a second or more: the runs overlap.
+		cw.srv.SetPropagationDelay(time.Second)
+		return cw
+	}
+	args := func(cw *crashWorld, more ...string) []string {
+		return append([]string{"--config", cw.w.config, "rotate", "--now", "--shard", "0/1", "--parallel", "1"}, more...)
+	}
+
+	cw := world()
+	a := cw.start(args(cw)...)
+	cw.waitHeld(t, a)
+	b := cw.run(args(cw)...)
+	codeA := a.wait(t)
+	if codeA != 4 && b.code != 4 {
+		t.Fatalf("without --wait-for-lease, overlapping runs: exit %d and %d, want one 4 (the runs did not overlap?)", codeA, b.code)
+	}
+
+	cw = world()
+	a = cw.start(args(cw, "--wait-for-lease", "2m")...)
+	cw.waitHeld(t, a)
+	b = cw.start(args(cw, "--wait-for-lease", "2m")...)
+	codeA, codeB := a.wait(t), b.wait(t)
+	if codeA != 0 || codeB != 0 {
+		t.Fatalf("exit codes %d and %d, want 0 and 0\nfirst:\n%s\nsecond:\n%s", codeA, codeB, a.output(), b.output())
+	}
+	for _, c := range []*child{a, b} {
+		if err := cw.noKeyIn(c.output()); err != nil {
+			t.Error(err)
+		}
+	}
+	waited := regexp.MustCompile(`waited \d+s for rotate \S+ held by \S+ pid \d+ \(run \S+\): it rotated the slot`)
+	if !waited.MatchString(a.stdout.String()) && !waited.MatchString(b.stdout.String()) {
+		t.Errorf("neither run says it waited for the other and that it rotated the slot:\nfirst:\n%s\nsecond:\n%s", a.output(), b.output())
+	}
+	made := madeKeys(cw.srv)
+	if len(made) != 3 {
+		t.Fatalf("slots with new keys: %v, want 3", made)
+	}
+	for slot, n := range made {
+		if n != 1 {
+			t.Errorf("slot %s: %d new keys, want exactly 1", slot, n)
+		}
+	}
+	if live := liveKeys(cw.srv); len(live) != 1 {
+		t.Errorf("demo project: %d live keys, want 1", len(live))
+	}
+}
+
+// madeKeys counts, per slot, the keys keyrotate made (deleted ones too).
+func madeKeys(srv *emulator.Server) map[string]int {
+	n := map[string]int{}
+	for _, p := range []string{demoProject, "fleet-p00"} {
+		for _, k := range srv.Keys(p, true) {
+			if s := k.Annotations["keyrotate.slot"]; s != "" && k.Annotations["keyrotate.rotation"] != "" {
+				n[s]++
+			}
+		}
+	}
+	return n
+}

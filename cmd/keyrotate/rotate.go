@@ -27,6 +27,7 @@ func rotateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
+			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` (e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
 		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
@@ -47,6 +48,16 @@ func rotateCommand() *cli.Command {
 				g := time.Duration(d)
 				opts.Grace = &g
 			}
+			if c.IsSet("wait-for-lease") {
+				d, err := config.ParseDuration(c.String("wait-for-lease"))
+				if err != nil {
+					return usagef("--wait-for-lease: %v", err)
+				}
+				if d <= 0 {
+					return usagef("--wait-for-lease must be positive (got %s)", c.String("wait-for-lease"))
+				}
+				opts.WaitForLease = time.Duration(d)
+			}
 			if c.Args().Present() {
 				return usagef("rotate takes no arguments (got %q); use --slot", c.Args().First())
 			}
@@ -62,6 +73,9 @@ func rotateCommand() *cli.Command {
 func printResult(p *printer, res *rotate.Result) {
 	for _, f := range res.Finalized {
 		p.note("%s: finalize: %s %s (%s)", res.Slot, f.Action, f.Key, f.Reason)
+	}
+	if w := res.Waited; w != nil {
+		p.note("%s: waited %s for %s %s held by %s: %s", res.Slot, w.Duration.Round(time.Second), w.Kind, w.ID, w.Holder, waitedOutcome(res))
 	}
 	if !res.Rotated {
 		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
@@ -87,4 +101,14 @@ func retired(res *rotate.Result) string {
 		return fmt.Sprintf("(kept until %s)", res.DeleteAfter.Format(time.RFC3339))
 	}
 	return "(" + res.Retired + ")"
+}
+
+func waitedOutcome(res *rotate.Result) string {
+	switch res.Waited.Outcome {
+	case "rotated":
+		return fmt.Sprintf("it rotated the slot (current key %s %s)", res.OldKey.Fingerprint, res.OldKey.Name)
+	case "resumed":
+		return "it stopped part-way; this run resumed it"
+	}
+	return fmt.Sprintf("it ended without rotating (current key %s %s)", res.OldKey.Fingerprint, res.OldKey.Name)
 }
