@@ -95,6 +95,10 @@ const (
 	KindRotate   = "rotate"
 	KindAbort    = "abort"
 	KindRollback = "rollback"
+	// KindRepair puts the current key back into drifted targets: no key
+	// changes, so a repair record left by a dead run holds nothing to
+	// resume or undo.
+	KindRepair = "repair"
 )
 
 func (r *Record) kind() string {
@@ -353,6 +357,9 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			return nil, false, WithHint(
 				fmt.Errorf("slot %s: %w", sec.GetName(), errChangedWhileLocking),
 				"another run probably changed the slot at the same moment; run again")
+		}
+		if old != nil && old.kind() == KindRepair {
+			old = nil // a repair that ended without clearing its record
 		}
 		rec, resumed, err := next(old)
 		if err != nil {

@@ -55,9 +55,11 @@ type Plan struct {
 	InProgress *Record      `json:"in_progress,omitempty"`
 	Targets    []PlanTarget `json:"targets"`
 	// WillRotate is false when rotate would do nothing or refuse; Blocked
-	// then says why.
+	// then says why: for nothing to do, in the very words of the Result's
+	// Reason, and Skip names its kind as the Result's Skip does.
 	WillRotate bool     `json:"will_rotate"`
 	Blocked    string   `json:"blocked,omitempty"`
+	Skip       string   `json:"skip,omitempty"`
 	Actions    []string `json:"actions"`
 }
 
@@ -104,8 +106,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.WillRotate = true
 		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",
 			pre.rec.ID, pre.rec.Phase, pre.rec.Holder, pre.rec.Expires.Format(time.RFC3339)))
-	case !opts.Force && !p.Due:
-		p.Blocked = fmt.Sprintf("not due until %s (max age %s); use --now to rotate anyway", p.DueAt.Format(time.RFC3339), human(slot.MaxAge))
+	case skipOf(r, slot, pre, opts, p):
 		return p, nil
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
@@ -155,6 +156,13 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	}
 	p.Actions = append(p.Actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
 	return p, nil
+}
+
+// skipOf fills p's Skip and Blocked when Rotate with opts would do
+// nothing, and reports whether it would.
+func skipOf(r *Rotator, slot *Slot, pre *preflight, opts Options, p *Plan) bool {
+	p.Skip, p.Blocked = r.skip(slot, pre, opts)
+	return p.Skip != ""
 }
 
 // bindErr is bindingRestrictions's refusal with its hint, or "".

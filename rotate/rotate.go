@@ -157,10 +157,12 @@ type TargetResult struct {
 
 // Result is the outcome of a rotation.
 type Result struct {
-	Slot       string         `json:"slot"`
-	Kind       string         `json:"kind"` // rotate, abort or rollback
-	Rotated    bool           `json:"rotated"`
-	Reason     string         `json:"reason,omitempty"` // why nothing was done
+	Slot    string `json:"slot"`
+	Kind    string `json:"kind"` // rotate, abort or rollback
+	Rotated bool   `json:"rotated"`
+	Reason  string `json:"reason,omitempty"` // why nothing was done
+	// Skip names the kind of Reason: SkipNotDue, SkipRetry or SkipNoDrift.
+	Skip       string         `json:"skip,omitempty"`
 	RotationID string         `json:"rotation_id,omitempty"`
 	Resumed    bool           `json:"resumed,omitempty"`
 	OldKey     KeyRef         `json:"old_key"`
@@ -351,14 +353,8 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 		res.madeBy = pre.old.Annotations[annRotation]
 	}
 	if pre.rec == nil {
-		if reason := r.recentlyRotated(slot, pre, opts); reason != "" {
-			res.Reason = reason
-			r.event(slot.Name, "done", "nothing to do: %s", reason)
-			return res, nil
-		}
-		if !opts.Force && !pre.due(slot, r.now()) {
-			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
-			r.event(slot.Name, "done", "nothing to do: key %s is %s", pre.oldName, res.Reason)
+		if res.Skip, res.Reason = r.skip(slot, pre, opts); res.Skip != "" {
+			r.event(slot.Name, "done", "nothing to do: %s", res.Reason)
 			return res, nil
 		}
 		if pre.old == nil {
@@ -414,22 +410,45 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	return st.drive(ctx)
 }
 
+// Kinds of "nothing to do", in Result.Skip and Plan.Skip.
+const (
+	SkipNotDue  = "not-due" // the key is younger than the max age, and the run not forced
+	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key
+	SkipNoDrift = "no-drift"
+)
+
+// skip says why a run with opts does nothing to a slot with no rotation in
+// progress (kind and reason), or "" when it rotates. Plan and Rotate both
+// decide by it, so that plan predicts rotate.
+func (r *Rotator) skip(slot *Slot, pre *preflight, opts Options) (kind, reason string) {
+	if reason := r.recentlyRotated(slot, pre, opts); reason != "" {
+		return SkipRetry, reason
+	}
+	if !opts.Force && !pre.due(slot, r.now()) {
+		return SkipNotDue, fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
+	}
+	return "", ""
+}
+
 // recentlyRotated explains why a forced run does nothing: the current key
 // was made by a rotation that finished less than the lease TTL ago, so the
 // run is most likely a retry of it (a job whose process died after the
 // rotation completed but before it reported). Unforced runs need no such
-// guard: the fresh key is not due.
+// guard: the fresh key is not due. A run that finds drift (the secret or a
+// target not holding the current key) is no retry: the rotation that made
+// the key left every place holding it, so something changed since, and the
+// run acts on it.
 func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) string {
-	if !opts.Force || opts.Again || pre.old == nil {
+	if !opts.Force || opts.Again || pre.old == nil || pre.drift() {
 		return ""
 	}
 	id := pre.old.Annotations[annRotation]
-	age := r.now().Sub(pre.created())
-	if id == "" || age >= slot.LeaseTTL {
+	made := pre.created()
+	if id == "" || r.now().Sub(made) >= slot.LeaseTTL {
 		return ""
 	}
-	return fmt.Sprintf("the current key %s was made %s ago by rotation %s; a repeated forced rotation within the lease TTL (%s) is taken for a retry of that one (use --again to rotate anyway)",
-		pre.oldName, age.Round(time.Second), id, human(slot.LeaseTTL))
+	return fmt.Sprintf("retry of rotation %s: it made the current key %s at %s, less than the lease TTL (%s) ago, and the secret and every target hold it",
+		id, pre.oldName, made.Format(time.RFC3339), human(slot.LeaseTTL))
 }
 
 // drive runs the steps past the lock and, when one fails, undoes what can

@@ -66,3 +66,26 @@ func verbOf(cmd string) string {
 	}
 	return cmd
 }
+
+// repairHint names the command for what stopped a repair of slot.
+func repairHint(err error, slot string) error {
+	var unf *rotate.UnfinishedError
+	switch {
+	case errors.As(err, &unf) && unf.Kind() == rotate.KindRotate:
+		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target (or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
+	case errors.As(err, &unf):
+		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
+	case errors.Is(err, rotate.ErrKeyDead):
+		return withCmdHint(err, fmt.Sprintf("nothing was written: the current key does not work. `keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
+	}
+	return heldHint(err, "repair --slot "+slot)
+}
+
+// driftHint names the command that fixes drift on slot: repair, or the
+// resume of the rotation in progress (which rewrites every target).
+func driftHint(slot string, inProgress bool) string {
+	if inProgress {
+		return fmt.Sprintf("`keyrotate rotate --slot %s` resumes the rotation in progress, which writes the new key to every target", slot)
+	}
+	return fmt.Sprintf("`keyrotate repair --slot %s` writes the current key back into the drifted targets (no new key); `keyrotate rotate --slot %s --now` replaces the key everywhere instead", slot, slot)
+}

@@ -36,17 +36,9 @@ func rotateCommand() *cli.Command {
 				}
 				return runLeaked(c)
 			}
-			opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
-			if c.IsSet("grace") {
-				d, err := config.ParseDuration(c.String("grace"))
-				if err != nil {
-					return usagef("--grace: %v", err)
-				}
-				if d < 0 {
-					return usagef("--grace must not be negative (got %s)", c.String("grace"))
-				}
-				g := time.Duration(d)
-				opts.Grace = &g
+			opts, err := rotateOptions(c)
+			if err != nil {
+				return err
 			}
 			if c.IsSet("wait-for-lease") {
 				d, err := config.ParseDuration(c.String("wait-for-lease"))
@@ -70,6 +62,35 @@ func rotateCommand() *cli.Command {
 	}
 }
 
+// rotateOptions reads the flags that decide what rotate does to a slot,
+// shared by rotate and plan (which predicts it): --now, --again, --grace.
+func rotateOptions(c *cli.Context) (rotate.Options, error) {
+	opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
+	if c.IsSet("grace") {
+		d, err := config.ParseDuration(c.String("grace"))
+		if err != nil {
+			return opts, usagef("--grace: %v", err)
+		}
+		if d < 0 {
+			return opts, usagef("--grace must not be negative (got %s)", c.String("grace"))
+		}
+		g := time.Duration(d)
+		opts.Grace = &g
+	}
+	return opts, nil
+}
+
+// skipHint says how to rotate anyway when rotate would do nothing.
+func skipHint(skip string) string {
+	switch skip {
+	case rotate.SkipNotDue:
+		return "use --now to rotate anyway"
+	case rotate.SkipRetry:
+		return "use --now --again to rotate anyway"
+	}
+	return ""
+}
+
 func printResult(p *printer, res *rotate.Result) {
 	for _, f := range res.Finalized {
 		p.note("%s: finalize: %s %s (%s)", res.Slot, f.Action, f.Key, f.Reason)
@@ -77,8 +98,16 @@ func printResult(p *printer, res *rotate.Result) {
 	if w := res.Waited; w != nil {
 		p.note("%s: waited %s for %s %s held by %s: %s", res.Slot, w.Duration.Round(time.Second), w.Kind, w.ID, w.Holder, waitedOutcome(res))
 	}
+	if res.Kind == rotate.KindRepair {
+		printRepair(p, res)
+		return
+	}
 	if !res.Rotated {
-		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		if h := skipHint(res.Skip); h != "" {
+			p.note("%s: nothing to do (%s; %s)", res.Slot, res.Reason, h)
+		} else {
+			p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		}
 		return
 	}
 	verb := map[string]string{rotate.KindRotate: "rotated", rotate.KindAbort: "aborted", rotate.KindRollback: "rolled back"}[res.Kind]
