@@ -129,6 +129,11 @@ func TestOverlappingShardRunsWait(t *testing.T) {
 	if codeA != 4 && b.code != 4 {
 		t.Fatalf("without --wait-for-lease, overlapping runs: exit %d and %d, want one 4 (the runs did not overlap?)", codeA, b.code)
 	}
+	for _, c := range []*child{a, b} {
+		if c.code == 4 && !regexp.MustCompile("keyrotate: hint: rotate .* is running on host .* as pid \\d+ .*Run `keyrotate rotate --slot \\S+ --wait-for-lease \\d+m` to wait for it").MatchString(c.stderr.String()) {
+			t.Errorf("the run that met a held slot does not name the holder and --wait-for-lease:\n%s", c.stderr.String())
+		}
+	}
 
 	cw = world()
 	a = cw.start(args(cw, "--wait-for-lease", "2m")...)

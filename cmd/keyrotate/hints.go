@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/keyrotate/keyrotate/rotate"
@@ -88,4 +89,25 @@ func driftHint(slot string, inProgress bool) string {
 		return fmt.Sprintf("`keyrotate rotate --slot %s` resumes the rotation in progress, which writes the new key to every target", slot)
 	}
 	return fmt.Sprintf("`keyrotate repair --slot %s` writes the current key back into the drifted targets (no new key); `keyrotate rotate --slot %s --now` replaces the key everywhere instead", slot, slot)
+}
+
+// rotateHeldHint: a rotate that found the slot held by another live run
+// can wait for it instead of exit 4.
+func rotateHeldHint(err error, slot string) error {
+	var held *rotate.HeldError
+	if !errors.As(err, &held) {
+		return err
+	}
+	return withCmdHint(err, fmt.Sprintf("%s. Run `keyrotate rotate --slot %s --wait-for-lease %s` to wait for it and report its outcome, or let it finish",
+		holderOf(&held.Record), slot, waitFor(held.Record)))
+}
+
+// waitFor suggests a --wait-for-lease that outlasts the holder's lease as
+// it stands, rounded up to a minute.
+func waitFor(rec rotate.Record) string {
+	d := time.Until(rec.Expires) + time.Minute
+	if d < time.Minute {
+		d = time.Minute
+	}
+	return strings.TrimSuffix((d.Truncate(time.Minute)).String(), "0s")
 }
