@@ -90,3 +90,57 @@ func TestRepair(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitForLease: a run that finds the slot held by a live run on another
+// host waits for it with Options.WaitForLease: it ends with its context,
+// fails with the HeldError at the end of the wait, and once the holder
+// releases its lease (stopped part-way) resumes that rotation and says so.
+func TestWaitForLease(t *testing.T) {
+	held := func(w *world) *rotate.Record {
+		rec := w.seededRecord(rotate.Holder{Host: "other-host", PID: 7, Run: "x"}, time.Now().Add(time.Hour))
+		w.putRecord(rec)
+		return rec
+	}
+	t.Run("context", func(t *testing.T) {
+		w := newWorld(t)
+		held(w)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := w.r.Rotate(ctx, w.slot, rotate.Options{Force: true, WaitForLease: time.Hour})
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+			t.Errorf("Rotate = %v after %s; want the context's end, at once", err, time.Since(start))
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		w := newWorld(t)
+		held(w)
+		start := time.Now()
+		_, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true, WaitForLease: 1500 * time.Millisecond})
+		var he *rotate.HeldError
+		if !errors.As(err, &he) || he.Record.Holder.Host != "other-host" || time.Since(start) < 1500*time.Millisecond {
+			t.Errorf("Rotate = %v after %s; want the HeldError after the wait", err, time.Since(start))
+		}
+		if n := w.srv.Calls("apikeys.CreateKey"); n != 0 {
+			t.Errorf("%d CreateKey calls while the slot was held", n)
+		}
+	})
+	t.Run("released", func(t *testing.T) {
+		w := newWorld(t)
+		rec := held(w)
+		released := *rec
+		released.Holder, released.Expires = rotate.Holder{}, time.Now().Add(-time.Second)
+		go func() {
+			time.Sleep(time.Second)
+			w.putRecord(&released)
+		}()
+		res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true, WaitForLease: time.Minute})
+		if err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+		if !res.Rotated || res.Waited == nil || res.Waited.ID != rec.ID || res.Waited.Outcome != "resumed" || res.Waited.Holder.Host != "other-host" {
+			t.Fatalf("Rotate = %+v (waited %+v); want the released rotation resumed after a wait", res, res.Waited)
+		}
+		w.invariant()
+	})
+}
