@@ -102,6 +102,12 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		bindBlocked = bindErr(slot, pre.old)
 	}
 	switch {
+	case pre.rec != nil && !takeable(pre.rec.Holder, pre.rec.Expires, r.now()):
+		p.Blocked = (&HeldError{Record: *pre.rec}).Error() // rotate stops at its lock
+		return p, nil
+	case pre.rec != nil && pre.rec.kind() != KindRotate:
+		p.Blocked = (&UnfinishedError{Record: *pre.rec}).Error() // rotate refuses to resume another kind
+		return p, nil
 	case pre.rec != nil:
 		p.WillRotate = true
 		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -69,6 +70,18 @@ func TestAbortNamesHolder(t *testing.T) {
 		if !regexp.MustCompile(`keyrotate: hint: .*` + regexp.QuoteMeta(want)).MatchString(ab.stderr.String()) {
 			t.Errorf("abort's hint does not say %q:\n%s", want, ab.stderr.String())
 		}
+	}
+	// plan predicts that rotate stops at the held lock.
+	pl := cw.run("--config", cw.w.config, "--output", "json", "plan", "--now")
+	var plan struct {
+		Plans []struct {
+			WillRotate bool   `json:"will_rotate"`
+			Blocked    string `json:"blocked"`
+		} `json:"plans"`
+	}
+	if err := json.Unmarshal(pl.stdout.Bytes(), &plan); err != nil || len(plan.Plans) != 1 || plan.Plans[0].WillRotate ||
+		!strings.Contains(plan.Plans[0].Blocked, "is held by "+rec.Holder.Host+" pid "+pid) {
+		t.Errorf("plan while held = %s (%v); want will_rotate false, naming the holder", pl.stdout.String(), err)
 	}
 	if holder.stopped() {
 		t.Fatalf("the holder ended:\n%s", holder.output())
