@@ -58,6 +58,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if p.rec, err = parseRecord(p.sec); err != nil {
 		return nil, err
 	}
+	if p.rec != nil && p.rec.kind() == KindRepair {
+		// A repair changes no key: there is nothing to resume, and a live
+		// one stops a run at its lock (acquire).
+		p.rec = nil
+	}
 	p.latest, err = sa.access(ctx, slot.Secret+"/versions/latest")
 	switch {
 	case errors.Is(err, ErrSecretNotFound):
@@ -149,6 +154,28 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		p.unreadable = append(p.unreadable, err != nil)
 	}
 	return p, nil
+}
+
+// drifted lists the targets that can be read and do not hold the current
+// key (indexes into slot order), and whether the secret's latest version
+// does not hold it either. Only meaningful with no rotation in progress.
+func (p *preflight) drifted() (targets []int, secret bool) {
+	if p.oldKey.IsZero() {
+		return nil, false
+	}
+	for i, k := range p.targets {
+		if !p.unreadable[i] && !k.Equal(p.oldKey) {
+			targets = append(targets, i)
+		}
+	}
+	return targets, !p.latest.Key.Equal(p.oldKey)
+}
+
+// drift reports whether the secret or a readable target does not hold the
+// current key.
+func (p *preflight) drift() bool {
+	t, s := p.drifted()
+	return len(t) > 0 || s
 }
 
 // logDrift warns about targets that hold neither the current key nor the

@@ -88,6 +88,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			planCommand(),
 			rotateCommand(),
+			repairCommand(),
 			statusCommand(),
 			verifyCommand(),
 			doctorCommand(),

@@ -262,7 +262,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 		rec.add(o)
 		prog.done(o)
 		if o.Err != nil {
-			fails = append(fails, failed{o.Slot.Name, o.Err})
+			fails = append(fails, failed{o.Slot.Name, rotateHeldHint(o.Err, o.Slot.Name)})
 			return
 		}
 		results[o.Slot.Name] = o.Result

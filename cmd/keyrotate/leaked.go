@@ -170,7 +170,12 @@ func runRevoke(c *cli.Context) error {
 	}
 	p := newPrinter(c)
 	if p.json {
-		return p.jsonDoc(map[string]any{"command": "revoke", "key": info})
+		return p.jsonDoc(map[string]any{"command": "revoke", "key": info.KeyInfo, "already_deleted": info.AlreadyDeleted})
+	}
+	if info.AlreadyDeleted {
+		p.note("key %s was already deleted at %s: nothing was changed", info.Name, orUnknownTime(info.DeletedAt))
+		p.note("  restorable with `gcloud services api-keys undelete %s` until %s", info.Name, orUnknownTime(info.RestorableUntil))
+		return nil
 	}
 	p.note("deleted key %s (soft delete: restorable for 30 days)", info.Name)
 	return nil
@@ -195,4 +200,11 @@ func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error
 		return nil, nil, nil, err
 	}
 	return j.slots, j.close, j.rotator(c), nil
+}
+
+func orUnknownTime(t time.Time) string {
+	if t.IsZero() {
+		return "an unknown time"
+	}
+	return t.Format(time.RFC3339)
 }

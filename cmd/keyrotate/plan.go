@@ -19,12 +19,18 @@ func planCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			slotFlag(),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
+			&cli.BoolFlag{Name: "again", Usage: "with --now, plan as rotate --again would do"},
+			&cli.StringFlag{Name: "grace", Usage: "plan as if keeping the old key this `DURATION` instead of the config's grace"},
 		}, shardFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("plan takes no arguments (got %q); use --slot", c.Args().First())
 			}
-			return runPlan(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), rotate.Options{Force: c.Bool("now")})
+			opts, err := rotateOptions(c)
+			if err != nil {
+				return err
+			}
+			return runPlan(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts)
 		},
 	}
 }
@@ -111,9 +117,12 @@ func printPlan(o *printer, p *rotate.Plan) {
 		o.note("  target %s %s  %s (holds the %s)", mark, t.Fingerprint, t.Target, t.Holds)
 	}
 	printChecks(o, p)
-	if p.Blocked != "" {
-		o.note("  rotate would do nothing: %s", p.Blocked)
-	} else {
+	switch {
+	case p.Skip != "":
+		o.note("  rotate would do nothing: %s; %s", p.Blocked, skipHint(p.Skip))
+	case p.Blocked != "":
+		o.note("  rotate would refuse: %s", p.Blocked)
+	default:
 		o.note("  rotate would:")
 		for i, a := range p.Actions {
 			o.note("    %d. %s", i+1, a)

@@ -171,7 +171,7 @@ func formatStatus(st *rotate.SlotStatus) string {
 				n++
 			}
 		}
-		fmt.Fprintf(&b, "  drift: %d target(s) do not hold the current key; `keyrotate rotate --slot %s --now` writes a new key to every target\n", n, st.Slot)
+		fmt.Fprintf(&b, "  drift: %d target(s) do not hold the current key; %s\n", n, driftHint(st.Slot, st.Rotation != nil))
 	}
 	b.WriteString("\n")
 	return b.String()

@@ -73,6 +73,7 @@ func runUndo(c *cli.Context, slot string, do func(context.Context, *rotate.Rotat
 	}
 	out := rotateOutput{Command: c.Command.Name, Results: []*rotate.Result{}}
 	res, err := do(j.ctx, j.rotator(c), j.slots[0])
+	err = heldHint(err, c.Command.Name+" "+slot)
 	if err != nil {
 		out.Errors = append(out.Errors, toErrorJSON(slot, err))
 	} else {
