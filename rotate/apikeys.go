@@ -101,7 +101,7 @@ func lookupErr(err error) error {
 	case codes.InvalidArgument, codes.NotFound:
 		return &apiError{err: err, kind: ErrKeyNotFound}
 	case codes.PermissionDenied:
-		return WithHint(err, denialHint(err, "apikeys.keys.lookup", ""))
+		return denied(err, "apikeys.keys.lookup", "")
 	}
 	return err
 }
@@ -389,7 +389,7 @@ func keyErr(err error, perm, resource string) error {
 	case isAlreadyExists(err):
 		return &apiError{err: err, kind: errAlreadyExists}
 	case ge.Code == http.StatusForbidden:
-		return WithHint(err, denialHint(err, perm, resource))
+		return denied(err, perm, resource)
 	case ge.Code == http.StatusBadRequest && strings.Contains(ge.Message, "disableServiceAccountApiKeyCreation"):
 		return WithHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
 	}

@@ -39,7 +39,7 @@ type Finalized struct {
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Revocation is how long the API kept accepting the key after its
 	// deletion (ConfirmRevocation).
-	Revocation time.Duration `json:"revocation_ns,omitempty"`
+	Revocation time.Duration `json:"-"` // JSON: revocation_seconds (json.go)
 }
 
 // FinalizeResult lists the keys of one slot that finalize looked at.
@@ -61,7 +61,7 @@ type candidate struct {
 // version of each deleted key (never the newest). It holds the slot's lease
 // while it deletes, and leaves a slot with an unfinished rotation alone.
 func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions) (*FinalizeResult, error) {
-	ctx = withProject(ctx, slot.Project)
+	ctx = withProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	res := &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}
 	sec, err := sa.get(ctx, slot.Secret)

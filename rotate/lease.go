@@ -95,6 +95,10 @@ const (
 	KindRotate   = "rotate"
 	KindAbort    = "abort"
 	KindRollback = "rollback"
+	// KindRepair puts the current key back into drifted targets: no key
+	// changes, so a repair record left by a dead run holds nothing to
+	// resume or undo.
+	KindRepair = "repair"
 )
 
 func (r *Record) kind() string {
@@ -117,16 +121,26 @@ func (h Holder) String() string {
 		return "nobody"
 	}
 	s := fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	if e := h.Elsewhere(); e != "" {
+		s += " " + e
+	}
+	return s
+}
+
+// Elsewhere says why the holder's pid may not name a process as this
+// process sees them on a host of the same name ("in another pid
+// namespace", ...), or "" when it does or the host differs.
+func (h Holder) Elsewhere() string {
 	switch {
 	case h.Host != self.Host:
 	case h.BootID != "" && h.BootID != self.BootID:
-		s += " on another boot or machine of that name"
+		return "on another boot or machine of that name"
 	case h.PIDNS != "" && h.PIDNS != self.PIDNS:
-		s += " in another pid namespace"
+		return "in another pid namespace"
 	case h.TimeNS != self.TimeNS && h.PIDNS != "":
-		s += " in another time namespace"
+		return "in another time namespace"
 	}
-	return s
+	return ""
 }
 
 func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {
@@ -314,6 +328,36 @@ type lease struct {
 	ended bool // stopRenewal ran
 }
 
+// HeldError is the error of a run that found its slot held by another live
+// run: Record is that run's rotation record, naming its holder (host, pid,
+// process start, run id), its start and its lease's expiry. It matches
+// ErrRotationInProgress.
+type HeldError struct {
+	Record Record
+}
+
+func (e *HeldError) Error() string {
+	r := &e.Record
+	return fmt.Sprintf("slot %s: %s: %s %s (phase %s) is held by %s until %s",
+		r.Slot, ErrRotationInProgress, r.kind(), r.ID, r.Phase, r.Holder, r.Expires.Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrRotationInProgress) hold.
+func (e *HeldError) Is(target error) bool { return target == ErrRotationInProgress }
+
+// Hint says what a user can do without naming a command: the holder
+// renews its lease while it runs and releases it when it stops.
+func (e *HeldError) Hint() string {
+	return "wait for it to finish; a holder that stops releases the slot, and one that dies leaves it to be taken over when its lease expires"
+}
+
+// Kind is what the holding run does: rotate, abort or rollback.
+func (e *HeldError) Kind() string { return e.Record.kind() }
+
+// errChangedWhileLocking: the secret changed between the preflight and the
+// lock write, and nobody holds it now; the run must start over.
+var errChangedWhileLocking = fmt.Errorf("%w: the secret changed while this run was locking it", ErrRotationInProgress)
+
 // errLeaseLost: another run took the lease over; this run must stop.
 var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", ErrRotationInProgress)
 
@@ -348,10 +392,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
 		if old != nil && !takeableBy(run, old.Holder, old.Expires, now()) {
-			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: %s %s (phase %s) is held by %s until %s",
-					old.Slot, ErrRotationInProgress, old.kind(), old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
-				"wait for it to finish, or run again after the lease expires to resume it")
+			return nil, false, &HeldError{Record: *old}
 		}
 		if attempt > 0 {
 			// The secret changed since the preflight read it and nobody
@@ -360,8 +401,11 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			// targets the preflight saw may be stale. Going on would
 			// rotate from a stale view (a second new key); start over.
 			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", sec.GetName(), ErrRotationInProgress),
+				fmt.Errorf("slot %s: %w", sec.GetName(), errChangedWhileLocking),
 				"another run probably changed the slot at the same moment; run again")
+		}
+		if old != nil && old.kind() == KindRepair {
+			old = nil // a repair that ended without clearing its record
 		}
 		rec, resumed, err := next(old)
 		if err != nil {

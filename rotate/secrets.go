@@ -99,7 +99,7 @@ func secretErr(err error, perm, resource string) error {
 	case codes.NotFound:
 		return &apiError{err: err, kind: ErrSecretNotFound}
 	case codes.PermissionDenied:
-		return WithHint(err, denialHint(err, perm, resource))
+		return denied(err, perm, resource)
 	}
 	return err
 }

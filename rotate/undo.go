@@ -93,11 +93,11 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 			to = pre.old.Annotations[annSupersedes]
 		}
 		if to == "" {
-			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrBadConfig),
+			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
 				"name the key to go back to with --to projects/P/locations/global/keys/K")
 		}
 		if keyIDOf(to) == keyIDOf(pre.oldName) {
-			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrBadConfig)
+			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrNothingToRollBack)
 		}
 	}
 	res := &Result{Slot: slot.Name, Kind: KindRollback}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 )
 
@@ -85,7 +86,11 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 			c.add(FindLookup, StatusFail, c.after+"Google's API Keys service knows no key with this value: it is mistyped, incomplete, or not a Google Cloud API key",
 				"copy the key again from the Cloud console (APIs & Services → Credentials) or Secret Manager; `keyrotate status` shows each slot's current key")
 		case codes.PermissionDenied, codes.Unauthenticated:
-			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), viewerFix)
+			fix := viewerFix
+			if ce := rotate.ConsumerErrorOf(err, c.d.Project); ce != nil {
+				fix = ce.Hint() // the charged project, not a role, is the cause
+			}
+			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), fix)
 		default:
 			c.add(FindLookup, StatusSkip, "key lookup failed: "+c.scrub(firstLine(err.Error())), "retry later")
 		}
@@ -253,7 +258,7 @@ func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
 // probe reports the live call's outcome with its exact classification.
 func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 	if err == nil {
-		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key (GET /v1beta/models)", "")
+		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key ("+c.d.Probe.Describe()+")", "")
 		return
 	}
 	if pe == nil {
@@ -312,6 +317,10 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 		add(StatusWarn, "the key is valid but rate limited", "wait and retry, or raise the project's Gemini API quota")
 	case CauseServer, CauseNetwork:
 		c.add(FindProbe, StatusSkip, "live probe not finished: "+c.scrub(firstLine(pe.Error())), "retry later")
+	case CauseModelNotFound:
+		// Says nothing about the key: the probe's model is not served.
+		c.add(FindProbe, StatusSkip, "live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
+			"name a current model with --model (GET /v1beta/models lists them)")
 	default:
 		what := "the key was refused"
 		if pe.Message != "" {

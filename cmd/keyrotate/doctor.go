@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/apikeys/v2"
-	"google.golang.org/api/option"
 
+	"github.com/keyrotate/keyrotate/config"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
@@ -45,6 +45,8 @@ func doctorCommand() *cli.Command {
 			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
 			&cli.BoolFlag{Name: "stdin", Usage: "read the key from the first line of standard input"},
 			&cli.StringFlag{Name: "project", Usage: "the `PROJECT` (id or number) the key should belong to"},
+			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe, Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
+			&cli.StringFlag{Name: "model", Usage: "the `MODEL` countTokens and generateContent name (default: " + verify.DefaultProbeModel + ")"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -54,6 +56,10 @@ func doctorCommand() *cli.Command {
 			}
 			if c.Bool("stdin") && (c.IsSet("env") || c.IsSet("dotenv")) {
 				return usagef("--stdin cannot be combined with --env or --dotenv")
+			}
+			probe, err := probeFlags(c)
+			if err != nil {
+				return err
 			}
 			in := verify.Input{Env: doctorLookupEnv, Var: c.String("env")}
 			switch {
@@ -75,7 +81,7 @@ func doctorCommand() *cli.Command {
 				}
 				in.DotEnv, in.DotEnvPath = b, path
 			}
-			return runDoctor(c, hostsFromEnv(), in, c.String("project"))
+			return runDoctor(c, hostsFromEnv(), in, c.String("project"), probe)
 		},
 	}
 }
@@ -93,20 +99,34 @@ func readKeyLine(r io.Reader) (string, error) {
 	return strings.TrimSuffix(line, "\n"), nil
 }
 
-func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
+// probeFlags reads --probe and --model into the probe doctor makes.
+func probeFlags(c *cli.Context) (*verify.Gemini, error) {
+	probe, model := c.String("probe"), c.String("model")
+	if msg, hint := config.CheckProbe(probe); msg != "" {
+		return nil, rotate.WithHint(usagef("--%s", msg), hint)
+	}
+	if model != "" {
+		if msg, hint := config.CheckModel(model); msg != "" {
+			return nil, rotate.WithHint(usagef("--%s", msg), hint)
+		}
+		if probe == config.ProbeListModels {
+			return nil, usagef("--model applies only to --probe countTokens or generateContent")
+		}
+	}
+	return &verify.Gemini{BaseURL: verify.DefaultBaseURL, Method: verify.ProbeMethod(probe), Model: model}, nil
+}
+
+func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *verify.Gemini) error {
 	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
-	d := &verify.Doctor{Project: project, Probe: &verify.Gemini{BaseURL: verify.DefaultBaseURL}}
+	d := &verify.Doctor{Project: project, Probe: probe}
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
-	var opts []option.ClientOption
-	if h.apiKeys != "" {
-		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
-	}
-	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
+	qp := quotaProjectOf(c, nil)
+	if keys, err := apikeys.NewService(ctx, restOptions(h.apiKeys, qp)...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
-	} else if lookup, err := newLookupClient(ctx, h.apiKeys); err != nil {
+	} else if lookup, err := newLookupClient(ctx, h.apiKeys, quotaOptions(qp, h.apiKeys != "")...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else {
 		defer lookup.Close()

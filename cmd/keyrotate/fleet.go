@@ -232,7 +232,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	}
 	defer j.close()
 	rec.start(j)
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	if !j.shard.all() {
@@ -265,7 +265,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 		rec.add(o)
 		prog.done(o)
 		if o.Err != nil {
-			fails = append(fails, failed{o.Slot.Name, o.Err})
+			fails = append(fails, failed{o.Slot.Name, rotateHeldHint(o.Err, o.Slot.Name)})
 			return
 		}
 		results[o.Slot.Name] = o.Result

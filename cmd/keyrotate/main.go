@@ -13,7 +13,7 @@ func main() {
 	p := newProcess(os.Stderr, os.Exit) // signals and --timeout: stop.go
 	app := newApp(os.Stdout, os.Stderr)
 	app.Metadata[processKey] = p
-	err := app.RunContext(p.listen(context.Background()), os.Args)
+	err := runApp(p.listen(context.Background()), app, os.Args) // args.go
 	p.finish()
 	os.Exit(reportRun(app, os.Stderr, err))
 }

@@ -23,6 +23,8 @@ type printer struct {
 	json           bool
 	tty            bool
 
+	sink *jsonSink // nil: print at once
+
 	mu      sync.Mutex
 	spinner *progressbar.ProgressBar
 	ended   map[string]bool // slots whose "done" step line was printed
@@ -35,7 +37,13 @@ func newPrinter(c *cli.Context) *printer {
 		json:   c.String("output") == "json",
 		tty:    isTerminal(c.App.ErrWriter),
 		ended:  map[string]bool{},
+		sink:   sinkOf(c),
 	}
+}
+
+func sinkOf(c *cli.Context) *jsonSink {
+	s, _ := c.App.Metadata[jsonSinkKey].(*jsonSink)
+	return s
 }
 
 // event prints a rotation step.
@@ -103,8 +111,12 @@ func (p *printer) note(format string, args ...any) {
 	fmt.Fprintf(p.stdout, format+"\n", args...)
 }
 
-// jsonDoc prints the one JSON document of a command.
+// jsonDoc prints the one JSON document of a command; in a run of main,
+// at the run's end with its outcome (flushJSON).
 func (p *printer) jsonDoc(v any) error {
+	if p.sink != nil {
+		return p.sink.set(v)
+	}
 	enc := json.NewEncoder(p.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
