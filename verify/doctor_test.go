@@ -374,7 +374,18 @@ func TestDoctor(t *testing.T) {
 				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
 				return d
 			},
-			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, healthy: true, has: []string{"live probe not finished"}}},
+			// The probe decides health: a lookup that passed proves the
+			// key exists, not that it works. Incomplete, not healthy.
+			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, cause: verify.CauseIncomplete, has: []string{"live probe not finished"}}},
+		{name: "no credentials and gemini unreachable", in: keyIn("good", same),
+			doctor: func(w *docWorld) *verify.Doctor {
+				d := w.doctor("")
+				d.Keys, d.Lookup, d.KeysErr = nil, nil, errors.New("no Google credentials")
+				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
+				return d
+			},
+			want: want{status: map[string]verify.Status{"credentials": skip, "probe": skip}, cause: verify.CauseIncomplete,
+				has: []string{"key lookup skipped", "live probe not finished"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -479,6 +490,9 @@ func checkReport(t *testing.T, rep *verify.Report, w want) {
 	}
 	if !w.healthy && rep.Summary.Cause != w.cause {
 		t.Errorf("summary cause = %q, want %q", rep.Summary.Cause, w.cause)
+	}
+	if rep.Incomplete != (w.cause == verify.CauseIncomplete) {
+		t.Errorf("incomplete = %v, want %v", rep.Incomplete, w.cause == verify.CauseIncomplete)
 	}
 	if !rep.Healthy && rep.Summary.Next == "" {
 		t.Errorf("summary has no next step")

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
@@ -236,6 +238,19 @@ func credentialsError(api string, err error) error {
 	return rotate.WithHint(fmt.Errorf("connect to the %s API: %w", api, err),
 		"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job), or set "+
 			apiKeysEmulatorEnv+"/"+secretManagerEmulatorEnv+" to use an emulator")
+}
+
+// emulatorHint is the hint for an emulator address where nothing answers:
+// the emulator picks new ports on every start, so a stale export is the
+// usual cause.
+func emulatorHint(envVar, addr string) string {
+	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: export the variables it prints again, or unset %s to use Google", addr, envVar)
+}
+
+// connRefused reports whether err is a refused connection, over REST (a
+// net.OpError) or gRPC (a status whose message carries the dial error).
+func connRefused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused"))
 }
 
 func isTTY(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
