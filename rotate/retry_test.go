@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -339,5 +340,55 @@ func TestEnableVersion(t *testing.T) {
 	}
 	if st := srv.SecretVersions(sec)[0].State.String(); st != "ENABLED" {
 		t.Errorf("state = %s, want ENABLED", st)
+	}
+}
+
+// TestRetryIsVisible: every retry is logged with the call, its resource,
+// the error, the attempt and the next wait — at info, at warn once the call
+// has been retrying for WarnAfter — and OnRetry hears of it; Permanent ends
+// the retries of an error that looks transient.
+func TestRetryIsVisible(t *testing.T) {
+	var logs strings.Builder
+	var heard []Retrying
+	p := fast
+	p.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p.WarnAfter = 20 * time.Millisecond
+	p.OnRetry = func(r Retrying) { heard = append(heard, r) }
+	n := 0
+	err := p.named("secretmanager.versions.access", "projects/p/secrets/s/versions/latest").do(context.Background(), func(context.Context, attempt) error {
+		n++
+		if n == 2 {
+			time.Sleep(25 * time.Millisecond) // past WarnAfter
+		}
+		if n == 3 {
+			return nil
+		}
+		return grpcErr(codes.Unavailable)
+	})
+	if err != nil {
+		t.Fatalf("do = %v, want success on the third attempt", err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log has %d lines, want one per retry (2):\n%s", len(lines), logs.String())
+	}
+	for i, want := range []string{"level=INFO", "level=WARN"} {
+		l := lines[i]
+		for _, s := range []string{want, `msg="retrying secretmanager.versions.access after a transient error"`,
+			"call=secretmanager.versions.access", "resource=projects/p/secrets/s/versions/latest",
+			fmt.Sprintf("attempt=%d", i+1), "code = Unavailable desc = boom", "next_in="} {
+			if !strings.Contains(l, s) {
+				t.Errorf("retry log line %d = %q, want %q in it", i+1, l, s)
+			}
+		}
+	}
+	if len(heard) != 2 || heard[0].Attempt != 1 || heard[1].Attempt != 2 || heard[0].Call != "secretmanager.versions.access" || heard[0].Wait <= 0 {
+		t.Errorf("OnRetry heard %+v, want attempts 1 and 2 of the call with their waits", heard)
+	}
+
+	p.Permanent = func(error) bool { return true }
+	n = 0
+	if err := p.do(context.Background(), func(context.Context, attempt) error { n++; return grpcErr(codes.Unavailable) }); n != 1 || status.Code(err) != codes.Unavailable {
+		t.Errorf("with Permanent: %d attempts, error %v; want 1 attempt and the error as it is", n, err)
 	}
 }

@@ -266,7 +266,21 @@ func report(w io.Writer, err error) int {
 	return code
 }
 
+// hintOf is the hint printed for err: a refused emulator address first
+// (whatever else the library advised, that is the cause to fix), then the
+// error's own.
 func hintOf(err error) string {
+	h := errorHint(err)
+	if eh := hostsFromEnv().emulatorDownHint(err); eh != "" && !strings.Contains(h, eh) {
+		if h == "" || exitCode(err) == exitFailed {
+			return eh
+		}
+		return eh + "; then " + h
+	}
+	return h
+}
+
+func errorHint(err error) string {
 	if h := rotate.Hint(err); h != "" {
 		return h
 	}
