@@ -392,3 +392,40 @@ func TestRetryIsVisible(t *testing.T) {
 		t.Errorf("with Permanent: %d attempts, error %v; want 1 attempt and the error as it is", n, err)
 	}
 }
+
+// TestDenialHint: PERMISSION_DENIED is also Google's answer for a secret,
+// key or project that does not exist (a mistyped name): the hint says so
+// with the gcloud commands that tell the two apart, then names the role.
+func TestDenialHint(t *testing.T) {
+	smDenied := status.Error(codes.PermissionDenied, "Permission 'secretmanager.secrets.get' denied for resource 'projects/typo-project/secrets/k' (or it may not exist).")
+	for _, tc := range []struct {
+		name           string
+		err            error
+		perm, resource string
+		want           []string
+	}{
+		{"secret", smDenied, "secretmanager.secrets.get", "projects/typo-project/secrets/k", []string{
+			"when the secret projects/typo-project/secrets/k or its project does not exist (a mistyped name or project)",
+			"`gcloud secrets describe k --project typo-project` and `gcloud projects describe typo-project`",
+			"; if both exist, the caller lacks secretmanager.secrets.get: grant it, on the secret or its project, roles/secretmanager.viewer"}},
+		{"secret version", status.Error(codes.PermissionDenied, "denied"), "secretmanager.versions.access", "projects/p/secrets/k/versions/latest", []string{
+			"`gcloud secrets describe k --project p` and `gcloud projects describe p`", "roles/secretmanager.secretAccessor"}},
+		{"regional secret", status.Error(codes.PermissionDenied, "denied"), "secretmanager.secrets.get", "projects/p/locations/europe-west1/secrets/k", []string{
+			"`gcloud secrets describe k --project p --location europe-west1`"}},
+		{"key", &googleapi.Error{Code: 403, Message: "denied"}, "apikeys.keys.get", "projects/p/locations/global/keys/k1", []string{
+			"when the key k1 or its project does not exist", "`gcloud services api-keys describe k1 --project p` and `gcloud projects describe p`", "roles/serviceusage.apiKeysViewer"}},
+		{"list keys of a project", &googleapi.Error{Code: 403, Message: "denied"}, "apikeys.keys.list", "projects/p/locations/global", []string{
+			"when project p does not exist", "check it with `gcloud projects describe p`; if it exists, the caller lacks apikeys.keys.list"}},
+		{"unknown consumer project", &googleapi.Error{Code: 403, Message: "Permission denied on resource project typo-project."}, "apikeys.keys.list", "projects/typo-project/locations/global", []string{
+			"project typo-project does not exist, or the caller cannot see it", "`gcloud projects describe typo-project`"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := denialHint(tc.err, tc.perm, tc.resource)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("denialHint = %q, want %q in it", got, w)
+				}
+			}
+		})
+	}
+}
