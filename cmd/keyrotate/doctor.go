@@ -117,8 +117,15 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 
 	rep := d.Check(ctx, in)
 	adviseDoctor(rep)
-	if h.gemini != "" && rep.ProbeError != nil && connRefused(rep.ProbeError) {
-		adviseFinding(rep, verify.FindProbe, emulatorHint(verify.EmulatorHostEnv, h.gemini))
+	// A check that could not run because an emulator address refused
+	// the connection names the variable to fix.
+	for _, f := range rep.Findings {
+		if f.Status != verify.StatusSkip {
+			continue
+		}
+		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
+			adviseFinding(rep, f.ID, eh)
+		}
 	}
 	p := newPrinter(c)
 	if p.json {

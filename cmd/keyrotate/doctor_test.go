@@ -171,6 +171,8 @@ func TestDoctorGolden(t *testing.T) {
 				t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/adc.json")
 				t.Setenv("GEMINI_EMULATOR_HOST", closedAddr(t))
 			}},
+		{name: "lookup-emulator-down", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)},
+			setup: func(t *testing.T) { t.Setenv("APIKEYS_EMULATOR_HOST", closedAddr(t)) }},
 		{name: "missing", env: map[string]string{}, exit: 1},
 		{name: "stdin-quoted-bearer", stdin: "\"Bearer " + key(demoKeyID) + "\"\r\n", args: []string{"--stdin"}, exit: 1},
 		{name: "dotenv-differs", env: map[string]string{"GEMINI_API_KEY": key("gemini-staging")}, args: []string{"--dotenv", "app/.env"}},
