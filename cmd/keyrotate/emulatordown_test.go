@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -91,3 +95,85 @@ type netOpErr struct{ addr string }
 
 func (e *netOpErr) Error() string { return "dial tcp " + e.addr + ": connect: connection refused" }
 func (e *netOpErr) Unwrap() error { return syscall.ECONNREFUSED }
+
+// TestEmulatorGoneMidRun: an emulator that goes away during a run (its
+// address now refuses connections) ends the run within seconds with the
+// variable named, instead of retrying until --timeout.
+func TestEmulatorGoneMidRun(t *testing.T) {
+	cw := newCrashWorld(t)
+	px := newTCPProxy(t, cw.srv.SecretManagerAddr)
+	cw.env = []string{secretManagerEmulatorEnv + "=" + px.addr}
+	cw.srv.SetHook("secretmanager.GetSecret", func(_ context.Context, n int) error {
+		if n == 1 {
+			px.close() // the emulator is gone: its port refuses from now on
+			return status.Error(codes.Unavailable, "connection reset")
+		}
+		return nil
+	})
+	start := time.Now()
+	c := cw.start("--config", cw.w.config, "--timeout", "60s", "rotate", "--now")
+	c.wait(t)
+	took := time.Since(start)
+	out := c.stderr.String()
+	if took > 15*time.Second {
+		t.Errorf("rotate took %s to stop, want a few seconds", took.Round(time.Millisecond))
+	}
+	if c.code != exitFailed {
+		t.Errorf("exit %d, want %d (nothing changed)\nstderr:\n%s", c.code, exitFailed, out)
+	}
+	if want := "keyrotate: hint: is `keyrotate emulator` running at " + px.addr + "? "; !strings.Contains(out, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, out)
+	}
+	if err := cw.invariant(); err != nil {
+		t.Error(err)
+	}
+	t.Logf("stopped after %s", took.Round(time.Millisecond))
+}
+
+// tcpProxy forwards connections to an address until closed; then its
+// address refuses connections, as a stopped emulator's does.
+type tcpProxy struct {
+	addr string
+	l    net.Listener
+	mu   sync.Mutex
+	conn []net.Conn
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{addr: l.Addr().String(), l: l}
+	t.Cleanup(p.close)
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conn = append(p.conn, in, out)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *tcpProxy) close() {
+	p.l.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conn {
+		c.Close()
+	}
+	p.conn = nil
+}
