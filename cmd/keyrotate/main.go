@@ -17,6 +17,7 @@ func main() {
 	app.Metadata[processKey] = p
 	err := runApp(p.listen(context.Background()), app, os.Args) // args.go
 	p.finish()
+	code := reportRun(app, os.Stderr, err) // prints a held JSON document
 	stdout.warn(os.Stderr, "standard output")
-	os.Exit(reportRun(app, os.Stderr, err))
+	os.Exit(code)
 }
