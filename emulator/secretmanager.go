@@ -138,6 +138,12 @@ func (s *Server) smProject(p, permission, resource string) (*project, error) {
 		}
 		return pr, nil
 	}
+	// A project that does not exist answers as one the caller may not
+	// see: PERMISSION_DENIED, "(or it may not exist)", never NOT_FOUND
+	// (AIP-211; the message as Secret Manager sends it, e.g.
+	// googleapis/python-secret-manager#389 and
+	// GoogleCloudPlatform/java-docs-samples#6571; the choice is deliberate,
+	// googleapis/google-cloud-dotnet#7879).
 	return nil, status.Errorf(codes.PermissionDenied,
 		"Permission '%s' denied for resource '%s' (or it may not exist).", permission, resource)
 }

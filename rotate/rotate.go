@@ -254,7 +254,11 @@ func (r *Rotator) event(slot, step, format string, args ...any) {
 }
 
 func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
-	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: r.Retry}, &secretsAPI{c: r.Secrets, retry: r.Retry}
+	retry := r.Retry
+	if retry.Log == nil {
+		retry.Log = r.log()
+	}
+	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: retry}, &secretsAPI{c: r.Secrets, retry: retry}
 }
 
 // keyID derives the new key's id from the rotation id, so that a retried

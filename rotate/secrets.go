@@ -34,7 +34,7 @@ func AccessVersion(ctx context.Context, c *secretmanager.Client, version string)
 
 func accessVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, version string) (Version, error) {
 	var resp *secretmanagerpb.AccessSecretVersionResponse
-	err := p.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := p.named("secretmanager.versions.access", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		resp, err = c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: version})
 		return err
@@ -62,7 +62,7 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 	data := []byte(key.Reveal())
 	sum := int64(crc32.Checksum(data, castagnoli))
 	var name string
-	err := p.do(ctx, func(ctx context.Context, a attempt) error {
+	err := p.named("secretmanager.versions.add", secretName).do(ctx, func(ctx context.Context, a attempt) error {
 		if a.retried() {
 			resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: secretName + "/versions/latest"})
 			if transient(err) {
@@ -123,7 +123,7 @@ func (s *secretsAPI) add(ctx context.Context, secretName string, key secret.Key)
 
 func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Secret, error) {
 	var sec *secretmanagerpb.Secret
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.secrets.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		sec, err = s.c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
 		return err
@@ -140,7 +140,7 @@ func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Sec
 // reading the secret again and checking the record is still its own.
 func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.secrets.update", sec.GetName()).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		out, err = s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 			Secret:     sec,
@@ -157,7 +157,7 @@ func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, ma
 // disable disables a version. Disabling an already disabled version is a
 // no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *secretsAPI) disable(ctx context.Context, version string) error {
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.versions.disable", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		_, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
 		return err
 	})
@@ -169,7 +169,7 @@ func (s *secretsAPI) disable(ctx context.Context, version string) error {
 
 // enable enables a version; enabling an enabled version is a no-op.
 func (s *secretsAPI) enable(ctx context.Context, version string) error {
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.versions.enable", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		_, err := s.c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
 		return err
 	})

@@ -374,15 +374,27 @@ func TestDoctor(t *testing.T) {
 				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
 				return d
 			},
-			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, healthy: true, has: []string{"live probe not finished"}}},
-		// A model the API does not serve says nothing about the key.
+			// The probe decides health: a lookup that passed proves the
+			// key exists, not that it works. Incomplete, not healthy.
+			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, cause: verify.CauseIncomplete, has: []string{"live probe not finished"}}},
+		{name: "no credentials and gemini unreachable", in: keyIn("good", same),
+			doctor: func(w *docWorld) *verify.Doctor {
+				d := w.doctor("")
+				d.Keys, d.Lookup, d.KeysErr = nil, nil, errors.New("no Google credentials")
+				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
+				return d
+			},
+			want: want{status: map[string]verify.Status{"credentials": skip, "probe": skip}, cause: verify.CauseIncomplete,
+				has: []string{"key lookup skipped", "live probe not finished"}}},
+		// A model the API does not serve says nothing about the key: the
+		// verdict is incomplete, not a failure of the key.
 		{name: "probe model not served", in: keyIn("good", same),
 			doctor: func(w *docWorld) *verify.Doctor {
 				d := w.doctor("")
 				d.Probe = d.Probe.With(verify.ProbeGenerateContent, "gemini-0.1-nano")
 				return d
 			},
-			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, healthy: true,
+			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, cause: verify.CauseIncomplete,
 				has: []string{"does not serve generateContent on gemini-0.1-nano", "--model"}}},
 		{name: "listModels probe", in: keyIn("good", same),
 			doctor: func(w *docWorld) *verify.Doctor {
@@ -495,6 +507,9 @@ func checkReport(t *testing.T, rep *verify.Report, w want) {
 	}
 	if !w.healthy && rep.Summary.Cause != w.cause {
 		t.Errorf("summary cause = %q, want %q", rep.Summary.Cause, w.cause)
+	}
+	if rep.Incomplete != (w.cause == verify.CauseIncomplete) {
+		t.Errorf("incomplete = %v, want %v", rep.Incomplete, w.cause == verify.CauseIncomplete)
 	}
 	if !rep.Healthy && rep.Summary.Next == "" {
 		t.Errorf("summary has no next step")

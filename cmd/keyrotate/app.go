@@ -289,9 +289,23 @@ func report(w io.Writer, err error) int {
 // configHint follows the problems of a config file.
 const configHint = "nothing was changed; fix the configuration and run again"
 
-// hintOf is what to do about err. Only a command that can change keys or
-// targets says that nothing was changed and the old key still works.
+// hintOf is the hint printed for err: a refused emulator address first
+// (whatever else the library advised, that is the cause to fix), then the
+// error's own.
 func hintOf(err error) string {
+	h := errorHint(err)
+	if eh := hostsFromEnv().emulatorDownHint(err); eh != "" && !strings.Contains(h, eh) {
+		if h == "" || exitCode(err) == exitFailed {
+			return eh
+		}
+		return eh + "; then " + h
+	}
+	return h
+}
+
+// errorHint is what to do about err. Only a command that can change keys
+// or targets says that nothing was changed and the old key still works.
+func errorHint(err error) string {
 	cmd := commandOf(err)
 	var ue usageError
 	if errors.As(err, &ue) {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
@@ -51,6 +54,59 @@ func hostsFromEnv() hosts {
 	}
 }
 
+// emulated lists the emulator variables that are set, with their
+// addresses.
+func (h hosts) emulated() [][2]string {
+	var out [][2]string
+	for _, e := range [][2]string{{apiKeysEmulatorEnv, h.apiKeys}, {secretManagerEmulatorEnv, h.secretManager},
+		{verify.EmulatorHostEnv, h.gemini}, {runEmulatorEnv, h.run}} {
+		if e[1] != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// emulatorDialTimeout bounds the check that an emulator listens: it runs on
+// this machine or next to it, and answers at once when it is there.
+const emulatorDialTimeout = 3 * time.Second
+
+// check connects to every emulator address set, so that a stale variable
+// (the emulator picks new ports on every start) fails at once, naming it,
+// instead of leaving the run retrying a refused connection.
+func (h hosts) check(ctx context.Context) error {
+	for _, e := range h.emulated() {
+		d := net.Dialer{Timeout: emulatorDialTimeout}
+		conn, err := d.DialContext(ctx, "tcp", e[1])
+		if err != nil {
+			return rotate.WithHint(fmt.Errorf("%s=%s: nothing answers there: %w", e[0], e[1], err), emulatorHint(e[0], e[1]))
+		}
+		_ = conn.Close()
+	}
+	return nil
+}
+
+// refusedEmulator reports whether err is a refused connection while an
+// emulator is in use: not worth retrying, nothing starts listening by
+// itself (Google's endpoints do not refuse connections).
+func (h hosts) refusedEmulator(err error) bool {
+	return len(h.emulated()) > 0 && connRefused(err)
+}
+
+// emulatorDownHint returns the hint for err when it is a refused connection
+// to one of the emulator addresses set, else "".
+func (h hosts) emulatorDownHint(err error) string {
+	if !connRefused(err) {
+		return ""
+	}
+	for _, e := range h.emulated() {
+		if strings.Contains(err.Error(), e[1]) {
+			return emulatorHint(e[0], e[1])
+		}
+	}
+	return ""
+}
+
 // clients are Google's own Go clients. The API Keys API goes through the
 // discovery client google.golang.org/api/apikeys/v2: the gRPC client
 // cloud.google.com/go/apikeys has no service_account_email and cannot read
@@ -83,8 +139,12 @@ type clients struct {
 // Gemini call goes through meter (nil: none), which paces it under the
 // quota of the project it is charged to and counts it; at debug level
 // every call is logged. quotaProject, when set, is that project for every
-// API Keys, Secret Manager and Cloud Run call (x-goog-user-project).
+// API Keys, Secret Manager and Cloud Run call (x-goog-user-project). An
+// emulator address that does not answer fails it at once.
 func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject string) (*clients, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, err
+	}
 	var smOpts []option.ClientOption
 	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil)), quotaProject)
 	if err != nil {
@@ -338,6 +398,19 @@ func credentialsError(api string, err error) error {
 	return rotate.WithHint(fmt.Errorf("connect to the %s API: %w", api, err),
 		"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job), or set "+
 			apiKeysEmulatorEnv+"/"+secretManagerEmulatorEnv+" to use an emulator")
+}
+
+// emulatorHint is the hint for an emulator address where nothing answers:
+// the emulator picks new ports on every start, so a stale export is the
+// usual cause.
+func emulatorHint(envVar, addr string) string {
+	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: export the variables it prints again, or unset %s to use Google", addr, envVar)
+}
+
+// connRefused reports whether err is a refused connection, over REST (a
+// net.OpError) or gRPC (a status whose message carries the dial error).
+func connRefused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused"))
 }
 
 func isTTY(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

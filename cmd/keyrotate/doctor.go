@@ -39,7 +39,9 @@ func doctorCommand() *cli.Command {
 			"Without Google credentials the key lookup is skipped; the other checks still run.\n" +
 			"The key is read from a variable, a .env file or standard input, never from an argument, and never\n" +
 			"printed: findings name characters by code point and position, keys by fingerprint.\n" +
-			"Exit status: 0 healthy, 1 a problem was found, 2 bad usage.",
+			"Exit status: 0 healthy (the live probe ran and nothing failed), 1 a problem was found or the\n" +
+			"checks are incomplete (the live probe could not run: the verdict says what was not checked),\n" +
+			"2 bad usage.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "env", Usage: "read the key from environment variable `VAR` (default: GEMINI_API_KEY, else GOOGLE_API_KEY)"},
 			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
@@ -135,6 +137,16 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 
 	rep := d.Check(ctx, in)
 	adviseDoctor(rep)
+	// A check that could not run because an emulator address refused
+	// the connection names the variable to fix.
+	for _, f := range rep.Findings {
+		if f.Status != verify.StatusSkip {
+			continue
+		}
+		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
+			adviseFinding(rep, f.ID, eh)
+		}
+	}
 	p := newPrinter(c)
 	if p.json {
 		if err := p.jsonDoc(struct {
@@ -153,6 +165,9 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 	if next == "" {
 		next = "see the findings above"
 	}
+	if rep.Incomplete {
+		return rotate.WithHint(fmt.Errorf("doctor could not finish its checks: %s", rep.Summary.Message), next)
+	}
 	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
 }
 
@@ -166,13 +181,20 @@ func adviseDoctor(rep *verify.Report) {
 	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
 		return
 	}
+	adviseFinding(rep, verify.FindProbe, leakedNext)
+}
+
+// adviseFinding sets the fix of finding id, and the summary's next step
+// where that finding is the cause or decided that the checks are
+// incomplete.
+func adviseFinding(rep *verify.Report, id, fix string) {
 	for i, f := range rep.Findings {
-		if f.ID == verify.FindProbe {
-			rep.Findings[i].Fix = leakedNext
+		if f.ID == id {
+			rep.Findings[i].Fix = fix
 		}
 	}
-	if rep.Summary.Cause == verify.FindProbe {
-		rep.Summary.Next = leakedNext
+	if rep.Summary.Cause == id || rep.Incomplete && id == verify.FindProbe {
+		rep.Summary.Next = fix
 	}
 }
 
@@ -200,6 +222,8 @@ func printDoctor(w io.Writer, r *verify.Report) {
 	}
 	if r.Healthy {
 		fmt.Fprintf(w, "summary: healthy: %s\n", r.Summary.Message)
+	} else if r.Incomplete {
+		fmt.Fprintf(w, "summary: incomplete: %s\n", r.Summary.Message)
 	} else {
 		fmt.Fprintf(w, "summary: %s: %s\n", r.Summary.Cause, r.Summary.Message)
 	}

@@ -256,6 +256,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	)
 	if prog != nil {
 		r.Events = processOf(c).events(prog.event)
+		r.Retry.OnRetry = prog.retrying
 	}
 	f := &rotate.Fleet{Rotator: r, Parallel: fo.parallel}
 	f.Start = func(s *rotate.Slot) { prog.start(s.Name) }

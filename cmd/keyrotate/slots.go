@@ -27,6 +27,7 @@ type job struct {
 	slots   []*rotate.Slot
 	dotenvs []string // files written by atomic replace (temp files to clean)
 	clients *clients
+	hosts   hosts // where the APIs are (emulators)
 	out     *printer
 	// shard is the part of the selected slots this process takes.
 	shard shard
@@ -55,7 +56,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 		return nil, err
 	}
 	selected = inShard(selected, sh)
-	j := &job{cfg: cfg, out: newPrinter(c), shard: sh}
+	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
 	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
 	j.budget = budgetOf(c)
 	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
@@ -129,6 +130,9 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
 		RunID:          runID(c), // one id in the records, leases, logs and report
+		// Retries are logged (info, warn after 30s) and shown on a
+		// terminal; a refused emulator address fails at once.
+		Retry: rotate.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},
 	}
 }
 
