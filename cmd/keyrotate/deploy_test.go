@@ -340,9 +340,13 @@ type deployInvocation struct {
 // root): the Dockerfile, go.mod, and YAML, shell and Markdown files.
 func checkDeploy(files map[string][]byte) *deployChecker {
 	app := newApp(io.Discard, io.Discard)
+	global := app.Flags
+	if !app.HideVersion { // urfave/cli adds --version when it runs
+		global = append(slices.Clip(global), cli.VersionFlag)
+	}
 	c := &deployChecker{
-		global:      deployFlags(app.Flags),
-		globalFlags: app.Flags,
+		global:      deployFlags(global),
+		globalFlags: global,
 		commands:    app.Commands,
 		envVars:     map[string]bool{},
 		timeout:     90 * time.Minute,
@@ -568,7 +572,8 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 		args, argsLine = append(args, a), append(argsLine, line(i))
 	}
 	if inv.cmd == nil {
-		if _, help := inv.global["help"]; !help {
+		_, help := inv.global["help"]
+		if _, version := inv.global["version"]; !help && !version {
 			c.problemf(file, line(0), "keyrotate without a command only prints its help (commands: %s)", deployCommandList(c.commands))
 		}
 		return inv
