@@ -60,7 +60,9 @@ func runRepair(c *cli.Context) error {
 // printRepair shows a repair's outcome.
 func printRepair(p *printer, res *rotate.Result) {
 	if res.Skip != "" {
-		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		if !p.saidDone(res.Slot) { // a progress bar took the step lines
+			p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		}
 		return
 	}
 	p.note("")
