@@ -34,6 +34,7 @@ const (
 	typeRetryInfo        = "type.googleapis.com/google.rpc.RetryInfo"
 	typeQuotaFailure     = "type.googleapis.com/google.rpc.QuotaFailure"
 	typePrecondition     = "type.googleapis.com/google.rpc.PreconditionFailure"
+	typeBadRequest       = "type.googleapis.com/google.rpc.BadRequest"
 )
 
 // apiError is a canonical error with optional google.rpc details.
@@ -111,6 +112,16 @@ type preconditionViolation struct {
 	Type        string `json:"type"`
 	Subject     string `json:"subject"`
 	Description string `json:"description"`
+}
+
+type fieldViolation struct {
+	Field       string `json:"field,omitempty"`
+	Description string `json:"description"`
+}
+
+type badRequest struct {
+	Type            string           `json:"@type"`
+	FieldViolations []fieldViolation `json:"fieldViolations"`
 }
 
 type preconditionFailure struct {

@@ -169,7 +169,10 @@ type Server struct {
 	// keyStringsInURLs counts API Keys requests with a key string in the
 	// URL (apikeys_grpc.go).
 	keyStringsInURLs int
-	seq              int64 // for ids, uids and etags
+	// violations are the requests that broke the APIs' published
+	// definitions (discovery.go, fieldbehavior.go).
+	violations []Violation
+	seq        int64 // for ids, uids and etags
 
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).

@@ -56,6 +56,9 @@ type fleetSlot struct{ Name, Project, Secret string }
 type fleetStats struct {
 	Calls     map[string]int
 	Throttled int
+	// Violations are the requests that broke the APIs' published
+	// definitions (emulator.Server.SchemaViolations): each fails the test.
+	Violations []string
 }
 
 func TestMain(m *testing.M) {
@@ -120,7 +123,11 @@ func fleetChild(specJSON string) error {
 		return err
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	return enc.Encode(fleetStats{Calls: srv.CallCounts(), Throttled: srv.Throttled()})
+	var vs []string
+	for _, v := range srv.SchemaViolations() {
+		vs = append(vs, v.String())
+	}
+	return enc.Encode(fleetStats{Calls: srv.CallCounts(), Throttled: srv.Throttled(), Violations: vs})
 }
 
 // fleetEmulator is a running child.
@@ -129,6 +136,7 @@ type fleetEmulator struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader
+	tb    testing.TB
 }
 
 func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
@@ -148,7 +156,7 @@ func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), tb: tb}
 	tb.Cleanup(func() { fe.stop() })
 	line, err := fe.out.ReadBytes('\n')
 	if err != nil {
@@ -172,6 +180,9 @@ func (fe *fleetEmulator) stop() fleetStats {
 		_ = json.Unmarshal(line, &st)
 	}
 	_ = fe.cmd.Wait()
+	for _, v := range st.Violations {
+		fe.tb.Errorf("request broke the published API definition: %s", v)
+	}
 	return st
 }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 	"github.com/keyrotate/keyrotate/targets"
@@ -51,11 +52,7 @@ type worldOpt func(*apikeys.V2Key, *rotate.Slot)
 
 func newWorld(t testing.TB, opts ...worldOpt) *world {
 	t.Helper()
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, emulator.Options{})
 	srv.AddProject(project, projectNum)
 	spec := &apikeys.V2Key{
 		DisplayName: "Gemini (prod)",

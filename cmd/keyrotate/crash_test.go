@@ -30,6 +30,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
 // crashTimeout bounds every wait of these tests for a child or a hook, so
@@ -83,11 +84,7 @@ func newCrashWorldWith(t *testing.T, opts emulator.Options, more func(*emulator.
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := emulator.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, opts)
 	w, err := seedDemo(srv, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
