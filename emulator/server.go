@@ -219,7 +219,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
 	// API Keys: REST, and gRPC for LookupKey, on the one address.
-	keysGRPC := grpc.NewServer()
+	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
 	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, withAPIKeysResource(s.apiKeysHandler()))); err != nil {
@@ -271,7 +271,9 @@ func (s *Server) serveGRPC(addr string, interceptor grpc.UnaryServerInterceptor,
 	if err != nil {
 		return "", err
 	}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(interceptor))
+	// Field behaviours first: the front end refuses a malformed request
+	// before the service sees it (fieldbehavior.go).
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(s.checkFieldBehavior, interceptor))
 	register(gs)
 	go func() { _ = gs.Serve(ln) }()
 	// Stop, not GracefulStop: a test hook may hold a call open forever.
