@@ -18,7 +18,7 @@ import (
 // INVALID_ARGUMENT and a BadRequest naming it, an OUTPUT_ONLY field that is
 // set is ignored; both are recorded. Well-formed requests record nothing.
 func TestGRPCFieldBehaviours(t *testing.T) {
-	s, _, _ := startKeys(t, Options{})
+	s, _, _ := startKeys(t, Options{NoSecretWriteLimits: true})
 	ctx := context.Background()
 	sec, err := s.SeedSecret(testProject, "gemini", nil)
 	if err != nil {

@@ -97,6 +97,9 @@ type Options struct {
 	// with DocumentedQuotas: sixty times faster than real). Negative is an
 	// error.
 	QuotaWindow time.Duration
+	// NoSecretWriteLimits turns off Secret Manager's per-secret write
+	// rates (secretrate.go), which are otherwise enforced.
+	NoSecretWriteLimits bool
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
@@ -184,6 +187,7 @@ type Server struct {
 	sm    *secretState // secretmanager.go
 	run   *runState    // run.go
 	quota *quotaState  // quota.go; its own lock
+	rates *secretRates // secretrate.go; its own lock
 
 	closers []func()
 }
@@ -214,6 +218,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	s.keys = newKeyState()
 	s.sm = newSecretState()
 	s.run = newRunState()
+	s.rates = newSecretRates()
 	var err error
 	if s.quota, err = newQuotaState(opts.Quotas, opts.QuotaWindow); err != nil {
 		return nil, fmt.Errorf("start emulator: %w", err)
@@ -503,6 +508,9 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	s.mu.Unlock()
 	if err := s.quota.admit(method, consumer, s.clock); err != nil {
 		return err
+	}
+	if err := s.admitSecretWrite(method, resourceOf(ctx)); err != nil {
+		return err // secretrate.go
 	}
 	if hook != nil {
 		if err := hook(ctx, n); err != nil {

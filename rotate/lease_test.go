@@ -77,7 +77,10 @@ func (w *world) putRecord(rec *rotate.Record) {
 		}
 		sec.Annotations[recordAnn] = string(b)
 		_, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-			Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+			// Only what the mask writes (and the etag): the rest of a read
+			// secret is output-only or not written.
+			Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 		})
 		if err == nil {
 			return

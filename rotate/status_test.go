@@ -210,7 +210,10 @@ func TestStatusGraceOldKeys(t *testing.T) {
 	sec := w.secret()
 	delete(sec.Annotations, "keyrotate.pending")
 	if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-		Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+		// Only what the mask writes (and the etag): the rest of a read
+		// secret is output-only or not written.
+		Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +284,10 @@ func TestStatusRotationInProgress(t *testing.T) {
 		sec := w.secret()
 		sec.Annotations["keyrotate.rotation"] = rec
 		if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-			Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+			// Only what the mask writes (and the etag): the rest of a read
+			// secret is output-only or not written.
+			Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 		}); err != nil {
 			t.Fatal(err)
 		}
