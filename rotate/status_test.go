@@ -209,7 +209,7 @@ func TestStatusGraceOldKeys(t *testing.T) {
 	// Without the secret's index, the key's own annotation still shows it.
 	sec := w.secret()
 	delete(sec.Annotations, "keyrotate.pending")
-	if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
+	if err := w.updateSecret(&secretmanagerpb.UpdateSecretRequest{
 		// Only what the mask writes (and the etag): the rest of a read
 		// secret is output-only or not written.
 		Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
@@ -283,7 +283,7 @@ func TestStatusRotationInProgress(t *testing.T) {
 			exp.Format(time.RFC3339) + `"}`
 		sec := w.secret()
 		sec.Annotations["keyrotate.rotation"] = rec
-		if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
+		if err := w.updateSecret(&secretmanagerpb.UpdateSecretRequest{
 			// Only what the mask writes (and the etag): the rest of a read
 			// secret is output-only or not written.
 			Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
