@@ -5,8 +5,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,12 +201,7 @@ func checkAPIKeysRequest(r *http.Request, body []byte, name string) (string, []V
 	}
 	c := &checker{d: d, method: name}
 	q := r.URL.Query()
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(q)) {
 		p := m.Parameters[k]
 		if p == nil || p.Location != "query" {
 			p = d.Parameters[k]
@@ -221,12 +218,7 @@ func checkAPIKeysRequest(r *http.Request, body []byte, name string) (string, []V
 			c.queryValue(k, p, v)
 		}
 	}
-	pnames := make([]string, 0, len(m.Parameters))
-	for k := range m.Parameters {
-		pnames = append(pnames, k)
-	}
-	sort.Strings(pnames)
-	for _, k := range pnames {
+	for _, k := range slices.Sorted(maps.Keys(m.Parameters)) {
 		p := m.Parameters[k]
 		// A query parameter the API documents as "Required." (lookupKey's
 		// keyString) is required although the document does not flag it:
@@ -290,7 +282,7 @@ func (c *checker) queryValue(name string, p *discoveryParam, v string) {
 			bad("TYPE_BOOL")
 		}
 	case "string":
-		if len(p.Enum) > 0 && !contains(p.Enum, v) {
+		if len(p.Enum) > 0 && !slices.Contains(p.Enum, v) {
 			bad("TYPE_ENUM")
 		}
 		if p.Format == "google-fieldmask" {
@@ -353,12 +345,7 @@ func (c *checker) value(at string, s *discoverySchema, v any) {
 			bad("type.googleapis.com/google.api.apikeys.v2." + strings.TrimPrefix(s.ID, "V2"))
 			return
 		}
-		names := make([]string, 0, len(obj))
-		for k := range obj {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
+		for _, k := range slices.Sorted(maps.Keys(obj)) {
 			f := s.Properties[k]
 			if f == nil {
 				f = s.Properties[camel(k)] // proto JSON accepts the proto name too
@@ -402,7 +389,7 @@ func (c *checker) value(at string, s *discoverySchema, v any) {
 			bad("TYPE_STRING")
 			return
 		}
-		if len(s.Enum) > 0 && !contains(s.Enum, str) {
+		if len(s.Enum) > 0 && !slices.Contains(s.Enum, str) {
 			bad("TYPE_ENUM")
 		}
 	case s.Type == "boolean":
@@ -433,15 +420,6 @@ func join(at, name string) string {
 		return name
 	}
 	return at + "." + name
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // snake turns a JSON name into the proto field name: apiTargets ->
