@@ -2,9 +2,12 @@ package rotate
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 )
 
 // Secret Manager limits the rate of writes to one secret, apart from the
@@ -18,11 +21,12 @@ import (
 // the steps (the lock, the version, the record, the aliases), so every
 // write to a secret waits here until it fits.
 //
-// The record is process-wide: the limit is the secret's, whichever slot,
-// target or Rotator writes it. A secret is known by its location and id,
-// not its project, so that a secret named by project id and by number
-// counts once (two projects' secrets of the same id share a budget: slower,
-// never over). Each window is counted with a tenth more (100ms a second), for
+// The record is kept per Secret Manager client, for the whole process: the
+// limit is the secret's, whichever slot, target or Rotator writes it, and
+// a process writes its secrets through one client (per location). Within
+// a client a secret is known by its location and id, not its project, so
+// that a secret named by project id and by number counts once (two
+// projects' secrets of the same id share a budget: slower, never over). Each window is counted with a tenth more (100ms a second), for
 // jitter between the time a write is sent and the time it arrives.
 
 type writeLimit struct {
@@ -64,10 +68,11 @@ func secretKey(name string, version bool) (string, bool) {
 	return key, regional
 }
 
-// waitSecretWrite waits until a write to the secret name fits its rate
-// (version: a state change of the version name).
-func waitSecretWrite(ctx context.Context, name string, version bool) error {
+// waitSecretWrite waits until a write through c to the secret name fits
+// its rate (version: a state change of the version name).
+func waitSecretWrite(ctx context.Context, c *secretmanager.Client, name string, version bool) error {
 	key, regional := secretKey(name, version)
+	key = fmt.Sprintf("%p:%s", c, key)
 	limits := secretWriteLimits
 	switch {
 	case version && regional:

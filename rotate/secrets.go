@@ -76,7 +76,7 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 			// Any other answer (no version, no access permission, another
 			// key): add, at worst a duplicate of a version that landed.
 		}
-		if err := waitSecretWrite(ctx, secretName, false); err != nil {
+		if err := waitSecretWrite(ctx, c, secretName, false); err != nil {
 			return err
 		}
 		v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
@@ -145,7 +145,7 @@ func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Sec
 func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
 	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, sec.GetName(), false); err != nil {
+		if err := waitSecretWrite(ctx, s.c, sec.GetName(), false); err != nil {
 			return err
 		}
 		var err error
@@ -165,7 +165,7 @@ func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, ma
 // no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *secretsAPI) disable(ctx context.Context, version string) error {
 	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, version, true); err != nil {
+		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
 			return err
 		}
 		_, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
@@ -180,7 +180,7 @@ func (s *secretsAPI) disable(ctx context.Context, version string) error {
 // enable enables a version; enabling an enabled version is a no-op.
 func (s *secretsAPI) enable(ctx context.Context, version string) error {
 	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, version, true); err != nil {
+		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
 			return err
 		}
 		_, err := s.c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
