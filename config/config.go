@@ -33,7 +33,26 @@ const (
 	DefaultPropagationTimeout = Duration(10 * time.Minute)
 	DefaultLeaseTTL           = Duration(15 * time.Minute)
 	DefaultVerify             = VerifyGemini
+	DefaultProbe              = ProbeCountTokens
 )
+
+// Values of Slot.Probe and Defaults.Probe: the Gemini API call that proves
+// a key works (verify: gemini).
+const (
+	// ProbeCountTokens: POST models/{model}:countTokens, on the generation
+	// path, free.
+	ProbeCountTokens = "countTokens"
+	// ProbeGenerateContent: POST models/{model}:generateContent with a
+	// one-word prompt and one output token, the application's own call, a
+	// tiny billed call.
+	ProbeGenerateContent = "generateContent"
+	// ProbeListModels: GET models?pageSize=1, the cheapest call, which
+	// does not exercise generation.
+	ProbeListModels = "listModels"
+)
+
+// Probes are the values of probe, the default first.
+var Probes = []string{ProbeCountTokens, ProbeGenerateContent, ProbeListModels}
 
 // Values of Slot.Verify.
 const (
@@ -66,11 +85,18 @@ type Defaults struct {
 	MaxAge             Duration `yaml:"max_age"`             // a key older than this is due
 	PropagationTimeout Duration `yaml:"propagation_timeout"` // how long the live probe may wait for a new key
 	LeaseTTL           Duration `yaml:"lease_ttl"`           // how long a rotation's lock lasts without renewal
+	Probe              string   `yaml:"probe"`               // the live probe's call: ProbeCountTokens (default), ProbeGenerateContent or ProbeListModels
+	Model              string   `yaml:"model,omitempty"`     // the model the generation probes name; "": the probe's default model
 	// Quotas override Google's documented per-project quotas per minute,
 	// by API ("apikeys", "secretmanager"), for projects whose quotas were
 	// raised; keyrotate paces its calls under them. Zero fields keep the
 	// documented value.
 	Quotas map[string]Quota `yaml:"quotas,omitempty"`
+	// QuotaProject is the project charged for the API Keys and Secret
+	// Manager calls (sent as x-goog-user-project), for every slot; "":
+	// the credentials' own (see README, "Quota project"). A --quota-project
+	// flag or GOOGLE_CLOUD_QUOTA_PROJECT overrides it.
+	QuotaProject string `yaml:"quota_project,omitempty"`
 }
 
 // Quota is a per-project quota per minute of one API.
@@ -88,6 +114,8 @@ type Slot struct {
 	Key            string    `yaml:"key,omitempty"`             // projects/P/locations/global/keys/K, or "": find it from the secret
 	ServiceAccount string    `yaml:"service_account,omitempty"` // bind new keys to this account, or "": copy the old key's binding
 	Verify         string    `yaml:"verify"`                    // VerifyGemini or VerifyNone
+	Probe          string    `yaml:"probe,omitempty"`           // "": Defaults.Probe
+	Model          string    `yaml:"model,omitempty"`           // "": Defaults.Model
 	Grace          *Duration `yaml:"grace,omitempty"`           // nil: Defaults.Grace
 	MaxAge         *Duration `yaml:"max_age,omitempty"`         // nil: Defaults.MaxAge
 	Targets        []Target  `yaml:"targets,omitempty"`
@@ -213,4 +241,24 @@ func (c *Config) EffectiveMaxAge(s *Slot) time.Duration {
 		return time.Duration(*s.MaxAge)
 	}
 	return time.Duration(c.Defaults.MaxAge)
+}
+
+// EffectiveProbe returns the slot's live probe call and the model it names
+// (its own, else the defaults; a model "" means the probe's default model,
+// and listModels names none).
+func (c *Config) EffectiveProbe(s *Slot) (probe, model string) {
+	probe, model = c.Defaults.Probe, c.Defaults.Model
+	if probe == "" {
+		probe = DefaultProbe
+	}
+	if s != nil && s.Probe != "" {
+		probe = s.Probe
+	}
+	if s != nil && s.Model != "" {
+		model = s.Model
+	}
+	if probe == ProbeListModels {
+		model = ""
+	}
+	return probe, model
 }

@@ -39,6 +39,7 @@ func TestLoadDesignExample(t *testing.T) {
 			MaxAge:             Duration(90 * 24 * time.Hour),
 			PropagationTimeout: Duration(10 * time.Minute),
 			LeaseTTL:           Duration(15 * time.Minute),
+			Probe:              ProbeCountTokens,
 		},
 		Slots: []Slot{{
 			Name:           "gemini-prod",
@@ -132,8 +133,13 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("Quotas mismatch (-want +got):\n%s", diff)
 			}
 		}},
+		{"quota project", "version: 1\ndefaults:\n  quota_project: billing-project\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
+			if c.Defaults.QuotaProject != "billing-project" {
+				t.Errorf("QuotaProject = %q, want %q", c.Defaults.QuotaProject, "billing-project")
+			}
+		}},
 		{"defaults filled in", head + slotYAML, func(t *testing.T, c *Config) {
-			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute)}
+			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute), Probe: ProbeCountTokens}
 			if diff := cmp.Diff(want, c.Defaults); diff != "" {
 				t.Errorf("Defaults mismatch (-want +got):\n%s", diff)
 			}
@@ -153,6 +159,26 @@ func TestParseGood(t *testing.T) {
 		{"project number", head + "  - name: a\n    project: 123456789012\n    secret: projects/123456789012/secrets/k\n", func(t *testing.T, c *Config) {
 			if c.Slots[0].Project != "123456789012" {
 				t.Errorf("Project = %q, want 123456789012", c.Slots[0].Project)
+			}
+		}},
+		{"probe by default: countTokens on the default model", head + slotYAML, func(t *testing.T, c *Config) {
+			if p, m := c.EffectiveProbe(&c.Slots[0]); p != ProbeCountTokens || m != "" {
+				t.Errorf("EffectiveProbe = %q, %q; want countTokens and the probe's default model", p, m)
+			}
+		}},
+		{"probe and model from defaults, a slot overrides", "version: 1\ndefaults:\n  probe: generateContent\n  model: gemini-3.8-flash\nslots:\n" + slotYAML +
+			"  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    probe: countTokens\n" +
+			"  - name: c\n    project: my-project\n    secret: projects/my-project/secrets/c\n    model: models/gemini-3.5-flash-lite\n" +
+			"  - name: d\n    project: my-project\n    secret: projects/my-project/secrets/d\n    probe: listModels\n", func(t *testing.T, c *Config) {
+			type pm struct{ Probe, Model string }
+			var got []pm
+			for i := range c.Slots {
+				p, m := c.EffectiveProbe(&c.Slots[i])
+				got = append(got, pm{p, m})
+			}
+			want := []pm{{"generateContent", "gemini-3.8-flash"}, {"countTokens", "gemini-3.8-flash"}, {"generateContent", "models/gemini-3.5-flash-lite"}, {"listModels", ""}}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("EffectiveProbe mismatch (-want +got):\n%s", diff)
 			}
 		}},
 		{"bound key restrictions narrowed", head + slotYAML + "    service_account: sa@my-project.iam.gserviceaccount.com\n    bound_key_restrictions: gemini\n", func(t *testing.T, c *Config) {
@@ -237,6 +263,12 @@ func TestParseBad(t *testing.T) {
 		{"quota unknown API", "version: 1\ndefaults:\n  quotas:\n    gemini: {reads: 10}\nslots:\n" + slotYAML, 4, `unknown field "gemini" in defaults.quotas`, "apikeys, secretmanager"},
 		{"quota unknown kind", "version: 1\ndefaults:\n  quotas:\n    apikeys: {write: 10}\nslots:\n" + slotYAML, 4, `unknown field "write"`, "writes"},
 
+		// quota_project
+		{"quota project not a project", "version: 1\ndefaults:\n  quota_project: My_Project\nslots:\n" + slotYAML, 3, `quota_project "My_Project" is not a project id or number`, "project charged"},
+		{"quota project a list", "version: 1\ndefaults:\n  quota_project: [a]\nslots:\n" + slotYAML, 3, "quota_project must be a string", "single value"},
+		{"quota project typo", "version: 1\ndefaults:\n  quota_projct: billing-project\nslots:\n" + slotYAML, 3, `unknown field "quota_projct"`, `did you mean "quota_project"?`},
+		{"quota project in a slot", "version: 1\nslots:\n  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/s\n    quota_project: billing-project\n", 6, `unknown field "quota_project"`, "under \"defaults:\""},
+
 		// version
 		{"missing version", "slots:\n" + slotYAML, 1, "missing version", `add "version: 1"`},
 		{"version 2", "version: 2\nslots:\n" + slotYAML, 1, "unsupported version 2", "version: 1"},
@@ -308,6 +340,20 @@ func TestParseBad(t *testing.T) {
 		{"bad service account", head + slotYAML + "    service_account: me@gmail.com\n", 6, "not a service account email", "iam.gserviceaccount.com"},
 		{"upper-case service account", head + slotYAML + "    service_account: SA@my-project.iam.gserviceaccount.com\n", 6, "not a service account email", "lower case"},
 		{"bad verify", head + slotYAML + "    verify: yes\n", 6, `verify must be gemini or none, not "yes"`, "verify: none"},
+
+		// probe, model
+		{"probe misspelt", head + slotYAML + "    probe: counttokens\n", 6, `probe must be countTokens, generateContent or listModels, not "counttokens"`, `did you mean "countTokens"?`},
+		{"probe typo", head + slotYAML + "    probe: generateContnet\n", 6, `probe must be countTokens`, `did you mean "generateContent"?`},
+		{"probe unknown", head + slotYAML + "    probe: ping\n", 6, `not "ping"`, "countTokens (free"},
+		{"probe in defaults misspelt", "version: 1\ndefaults:\n  probe: list_models\nslots:\n" + slotYAML, 3, `probe must be`, `did you mean "listModels"?`},
+		{"model not a model id", head + slotYAML + "    model: Gemini 3.5 Flash\n", 6, `model "Gemini 3.5 Flash" is not a Gemini model id`, "gemini-3.5-flash-lite"},
+		{"model upper case", head + slotYAML + "    model: Gemini-3.5-Flash-Lite\n", 6, "is not a Gemini model id", `"gemini-3.5-flash-lite"`},
+		{"model with a method", head + slotYAML + "    model: models/gemini-3.5-flash-lite:generateContent\n", 6, "is not a Gemini model id", "probe:"},
+		{"model in defaults", "version: 1\ndefaults:\n  model: tunedModels/x\nslots:\n" + slotYAML, 3, "is not a Gemini model id", "gemini-3.5-flash-lite"},
+		{"model with listModels", head + slotYAML + "    probe: listModels\n    model: gemini-3.5-flash-lite\n", 7, "model applies only to the countTokens and generateContent probes", "remove model"},
+		{"model with listModels from defaults", "version: 1\ndefaults:\n  probe: listModels\nslots:\n" + slotYAML + "    model: gemini-3.5-flash-lite\n", 8, "model applies only to the countTokens and generateContent probes", "remove model"},
+		{"model in defaults with listModels", "version: 1\ndefaults:\n  probe: listModels\n  model: gemini-3.5-flash-lite\nslots:\n" + slotYAML, 4, "model applies only", "remove model"},
+		{"probe with verify none", head + slotYAML + "    verify: none\n    probe: countTokens\n", 7, "probe applies only with verify: gemini", "remove probe"},
 		{"name is a list", head + "  - name: [a]\n    project: my-project\n    secret: projects/my-project/secrets/a\n", 3, "name must be a string, not a list", "single value"},
 
 		// targets

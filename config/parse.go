@@ -19,10 +19,10 @@ import (
 // The fields of each mapping, in the order the hints list them.
 var (
 	topFields      = []string{"version", "defaults", "slots"}
-	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "quotas"}
+	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project"}
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
-	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions", "verify", "grace", "max_age", "targets"}
+	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions", "verify", "probe", "model", "grace", "max_age", "targets"}
 	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable", "env", "show_output"}
 )
 
@@ -38,7 +38,10 @@ var (
 	varRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// keyStringRE matches what standard (AIza…) and auth (AQ.…) API key
 	// strings look like, so that no message repeats one.
-	keyStringRE  = regexp.MustCompile(`AIza[0-9A-Za-z_\-]*|AQ\.[0-9A-Za-z_.\-]*`)
+	keyStringRE = regexp.MustCompile(`AIza[0-9A-Za-z_\-]*|AQ\.[0-9A-Za-z_.\-]*`)
+	// modelRE matches a Gemini model id as models.list names them
+	// (gemini-3.5-flash-lite, models/gemini-3.5-flash-lite).
+	modelRE      = regexp.MustCompile(`^(models/)?[a-z0-9]([a-z0-9.-]{0,126}[a-z0-9])?$`)
 	yamlLineRE   = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
 	yamlAnchorRE = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
 )
@@ -119,6 +122,7 @@ func (p *parser) parse(data []byte) *Config {
 			MaxAge:             DefaultMaxAge,
 			PropagationTimeout: DefaultPropagationTimeout,
 			LeaseTTL:           DefaultLeaseTTL,
+			Probe:              DefaultProbe,
 		},
 	}
 	f := p.mapping(root, "at the top level", topFields)
@@ -320,7 +324,10 @@ func unknownHint(name, where string, known []string) string {
 	}
 	if where == "at the top level" && (contains(slotFields, name) || contains(defaultsFields, name)) {
 		if contains(defaultsFields, name) {
-			return fmt.Sprintf("%s belongs under \"defaults:\" (or in a slot, for grace and max_age)", name)
+			if contains(slotFields, name) {
+				return fmt.Sprintf("%s belongs under \"defaults:\" or in a slot", name)
+			}
+			return fmt.Sprintf("%s belongs under \"defaults:\"", name)
 		}
 		return fmt.Sprintf("%s belongs in a slot, under \"slots:\"", name)
 	}
@@ -473,9 +480,81 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 			d.LeaseTTL = x
 		}
 	}
+	p.probe(f, &d.Probe, &d.Model, "")
 	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
 		p.quotas(fq.val, d)
 	}
+	if fq, ok := f["quota_project"]; ok {
+		if v, ok := p.str(fq); ok {
+			if !ValidProject(v) {
+				p.at(fq.val, "the quota project is the project charged for the API Keys and Secret Manager calls; "+projectHint,
+					"quota_project %s is not a project id or number", quote(v))
+			} else {
+				d.QuotaProject = v
+			}
+		}
+	}
+}
+
+// probe parses the probe and model fields of a slot or of the defaults
+// into probe and model (left as they are when absent); inherited is the
+// probe that applies when probe stays "" (a slot's, from the defaults).
+func (p *parser) probe(f map[string]field, probe, model *string, inherited string) {
+	if fp, ok := f["probe"]; ok {
+		if v, ok := p.str(fp); ok && !p.keyString(fp, v) {
+			if msg, hint := CheckProbe(v); msg != "" {
+				p.at(fp.val, hint, "%s", msg)
+			} else {
+				*probe = v
+			}
+		}
+	}
+	fm, ok := f["model"]
+	if !ok {
+		return
+	}
+	v, ok := p.str(fm)
+	if !ok || p.keyString(fm, v) {
+		return
+	}
+	if msg, hint := CheckModel(v); msg != "" {
+		p.at(fm.val, hint, "%s", msg)
+	} else if *probe == ProbeListModels || *probe == "" && inherited == ProbeListModels {
+		p.at(fm.key, "remove model, or probe with countTokens or generateContent",
+			"model applies only to the countTokens and generateContent probes, not to listModels")
+	} else {
+		*model = v
+	}
+}
+
+// CheckProbe checks a probe name (a value of probe); for a bad one it
+// returns what is wrong and a hint.
+func CheckProbe(v string) (msg, hint string) {
+	if contains(Probes, v) {
+		return "", ""
+	}
+	hint = "write countTokens (free, on the generation path; the default), generateContent (the application's own call, a tiny billed call) or listModels (the cheapest, but it does not exercise generation)"
+	if s := suggest(v, Probes); s != "" {
+		hint = fmt.Sprintf("did you mean %q?", s)
+	}
+	return "probe must be countTokens, generateContent or listModels, not " + quote(v), hint
+}
+
+// CheckModel checks the shape of a Gemini model id (a value of model),
+// without asking the API whether it serves it; for a bad one it returns
+// what is wrong and a hint.
+func CheckModel(v string) (msg, hint string) {
+	if modelRE.MatchString(v) {
+		return "", ""
+	}
+	hint = "write a Gemini model id such as gemini-3.5-flash-lite (the API's model list, GET /v1beta/models, names them)"
+	switch l := strings.ToLower(v); {
+	case strings.Contains(v, ":"):
+		hint = "write the model id alone, such as gemini-3.5-flash-lite; the call is chosen with probe:"
+	case l != v && modelRE.MatchString(l):
+		hint = fmt.Sprintf("write it in lower case: %q", l)
+	}
+	return "model " + quote(v) + " is not a Gemini model id", hint
 }
 
 // quotas parses defaults.quotas: per API, the reads and writes a project
@@ -569,14 +648,14 @@ func (p *parser) slots(n *yaml.Node, cfg *Config) {
 	}
 	names := map[string]int{}
 	for _, item := range n.Content {
-		s, ok := p.slot(item, names)
+		s, ok := p.slot(item, names, &cfg.Defaults)
 		if ok {
 			cfg.Slots = append(cfg.Slots, s)
 		}
 	}
 }
 
-func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
+func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (Slot, bool) {
 	n = deref(n)
 	s := Slot{Line: n.Line, Verify: DefaultVerify}
 	f := p.mapping(n, "in a slot", slotFields)
@@ -688,6 +767,17 @@ func (p *parser) slot(n *yaml.Node, names map[string]int) (Slot, bool) {
 		}
 	}
 
+	// probe, model
+	p.probe(f, &s.Probe, &s.Model, defaults.Probe)
+	if s.Verify == VerifyNone {
+		for _, name := range []string{"probe", "model"} {
+			if fd, ok := f[name]; ok {
+				p.at(fd.key, fmt.Sprintf("remove %s, or set verify: gemini to probe the Gemini API with each new key", name),
+					"%s applies only with verify: gemini", name)
+			}
+		}
+	}
+
 	// grace, max_age
 	if x, ok := p.duration(f, "grace"); ok && p.atLeast(f["grace"], x, 0, "grace is how long the old key survives a rotation; 0s deletes it at once") {
 		s.Grace = &x
@@ -753,7 +843,13 @@ func sameForm(a, b string) bool {
 	return a != "" && b != "" && projectNumRE.MatchString(a) == projectNumRE.MatchString(b)
 }
 
+// ProjectHint says what a project id or number looks like.
+const ProjectHint = projectHint
+
 const projectHint = "write the project id (6–30 lower-case letters, digits and dashes, starting with a letter, not ending with a dash; see gcloud projects list) or the project number (digits only)"
+
+// ValidProject reports whether s is a project id or a project number.
+func ValidProject(s string) bool { return validProject(s) }
 
 func validProject(s string) bool {
 	return projectIDRE.MatchString(s) || projectNumRE.MatchString(s) && len(s) <= 30
@@ -1048,3 +1144,8 @@ func (p *parser) resolve(path string) string {
 	}
 	return filepath.Join(p.dir, path)
 }
+
+// Suggest returns the word of known that name is most likely a typo of,
+// or "": the same rule that suggests config fields, for other callers'
+// names (commands, flags, slots).
+func Suggest(name string, known []string) string { return suggest(name, known) }

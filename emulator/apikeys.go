@@ -969,7 +969,8 @@ func (s *Server) setProjectFlag(flags map[string]bool, projectID string, on bool
 // for a while: it works at the Gemini API immediately. keyID may be empty
 // (an id is generated); k may be nil. Only the client-settable fields of k
 // are used (displayName, restrictions, annotations, serviceAccountEmail: a
-// key with a service account is an auth key "AQ.…"). It returns the key's
+// key with a service account is an auth key "AQ.…", and its account is
+// made to exist, as by AddServiceAccount). It returns the key's
 // name (with the project number) and its key string.
 func (s *Server) SeedKey(projectID, keyID string, k *apikeys.V2Key) (name, keyString string, err error) {
 	if k == nil {
@@ -985,6 +986,10 @@ func (s *Server) SeedKey(projectID, keyID string, k *apikeys.V2Key) (name, keySt
 	key, err := s.insertKeyLocked(p, keyID, k, true)
 	if err != nil {
 		return "", "", fmt.Errorf("seed key %q in %s: %w", keyID, projectID, err)
+	}
+	if k.ServiceAccountEmail != "" {
+		// A key bound to an account implies that the account exists.
+		s.addServiceAccountLocked(k.ServiceAccountEmail)
 	}
 	return key.name(), key.keyString, nil
 }
@@ -1039,15 +1044,16 @@ func (s *Server) SetPropagationDelay(d time.Duration) {
 	s.keys.delaySet = true
 }
 
-// KeyWorks reports whether the Gemini API would accept the key string now.
-// Application restrictions (referrer, IP, Android, iOS) depend on the
-// request and are not considered.
+// KeyWorks reports whether the Gemini API would accept the key string now
+// for what applications call, generateContent (listing models can pass for
+// a key that fails there). Application restrictions (referrer, IP,
+// Android, iOS) depend on the request and are not considered.
 func (s *Server) KeyWorks(keyString string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purgeLocked()
 	k := s.keys.byString[keyString]
-	return k != nil && s.keyProblemLocked(k, nil, geminiListMethod) == nil
+	return k != nil && s.keyProblemLocked(k, nil, geminiGenerateMethod) == nil
 }
 
 // APIKeysService returns a client of Google's API Keys library that talks to

@@ -17,8 +17,21 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// The Gemini API's model list, GET /v1beta/models, the cheapest call that
-// proves a key works. The key is read only from the x-goog-api-key header:
+// The Gemini API's model list, GET /v1beta/models, and the generation path,
+// POST /v1beta/models/{model}:countTokens and :generateContent (request
+// and response shapes from ai.google.dev/api/tokens and
+// ai.google.dev/api/generate-content). Each call is checked against the
+// key's apiTargets by its own RPC name (ModelService.ListModels,
+// GenerativeService.CountTokens, GenerativeService.GenerateContent), the
+// names Google's 403 quotes ("Requests to this API
+// generativelanguage.googleapis.com method
+// google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are
+// blocked.", google-gemini/deprecated-generative-ai-dart#219).
+// Whether countTokens refuses a standard key exactly as generateContent
+// does is not documented; RejectStandardKeysOnGeneration takes the
+// strictest reading (both refuse it), so that countTokens can stand in for
+// the application's call.
+// The key is read only from the x-goog-api-key header:
 // keyrotate never puts a key in a URL, so a ?key= parameter is ignored and
 // the call is answered as one without a key.
 //
@@ -62,6 +75,8 @@ const (
 	geminiService     = "generativelanguage.googleapis.com"
 	geminiListMethod  = "google.ai.generativelanguage.v1beta.ModelService.ListModels"
 	geminiCountMethod = "google.ai.generativelanguage.v1beta.GenerativeService.CountTokens"
+	// geminiGenerateMethod is the application's own call, billed.
+	geminiGenerateMethod = "google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent"
 	// Google's defaults for ListModels: 50 per page, at most 1000.
 	geminiDefaultPageSize = 50
 	geminiMaxPageSize     = 1000
@@ -76,53 +91,144 @@ func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request) {
 	case p == "/v1beta/models" && r.Method == http.MethodGet:
 		s.serveListModels(w, r)
 	case strings.HasPrefix(p, "/v1beta/models/") && strings.HasSuffix(p, ":countTokens") && r.Method == http.MethodPost:
-		s.serveCountTokens(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/"), ":countTokens"))
+		s.serveGeneration(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/"), ":countTokens"), countTokensCall)
+	case strings.HasPrefix(p, "/v1beta/models/") && strings.HasSuffix(p, ":generateContent") && r.Method == http.MethodPost:
+		s.serveGeneration(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/v1beta/"), ":generateContent"), generateContentCall)
 	default:
 		methodNotFound(w)
 	}
 }
 
-// serveCountTokens is POST /v1beta/models/{model}:countTokens, the free
-// call on the generation path: it is checked against the key as
-// generateContent is (apiTargets per method, the standard-key policy for
-// generation), without a billed generation.
-func (s *Server) serveCountTokens(w http.ResponseWriter, r *http.Request, model string) {
-	if err := s.enter(r.Context(), "gemini.CountTokens"); err != nil {
+// generation names the two calls on the generation path the emulator
+// serves: the fault/count name, the RPC name apiTargets list, and the
+// model method that supportedGenerationMethods must name.
+type generation struct {
+	call, rpc, verb string
+}
+
+var (
+	countTokensCall     = generation{"gemini.CountTokens", geminiCountMethod, "countTokens"}
+	generateContentCall = generation{"gemini.GenerateContent", geminiGenerateMethod, "generateContent"}
+)
+
+// serveGeneration is POST /v1beta/models/{model}:countTokens (free) or
+// :generateContent (billed): both are checked against the key the same way
+// (apiTargets per method, the standard-key policy for generation), then the
+// model must exist and support the call. The order (key first, then body,
+// then model) is the strictest plausible reading: Google documents none.
+func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, model string, g generation) {
+	if err := s.enter(r.Context(), g.call); err != nil {
 		writeError(w, geminiFault(err))
 		return
 	}
-	if err := s.authorizeGemini(r, geminiCountMethod); err != nil {
+	if err := s.authorizeGemini(r, g.rpc); err != nil {
 		writeError(w, err)
 		return
 	}
-	var req struct {
-		Contents []struct {
-			Parts []struct {
-				Text string `json:"text"`
-			} `json:"parts"`
-		} `json:"contents"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+	var req generateRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
 		writeError(w, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err))
 		return
 	}
-	supported := false
-	for _, m := range geminiModels {
-		if m.Name == model && slices.Contains(m.SupportedGenerationMethods, "countTokens") {
-			supported = true
-		}
-	}
-	if !supported {
-		writeError(w, newError(codes.NotFound, "%s is not found for API version v1beta, or is not supported for countTokens. Call ListModels to see the list of available models and their supported methods.", model))
+	// contents is REQUIRED in GenerateContentRequest; countTokens takes
+	// contents or a generateContentRequest.
+	if len(req.Contents) == 0 && (g.verb == "generateContent" || req.GenerateContentRequest == nil) {
+		writeError(w, newError(codes.InvalidArgument, "* GenerateContentRequest.contents: contents is not specified"))
 		return
 	}
-	total := 0
+	if c := req.GenerationConfig; c != nil && c.MaxOutputTokens != nil && *c.MaxOutputTokens < 1 {
+		writeError(w, newError(codes.InvalidArgument, "* GenerateContentRequest.generation_config.max_output_tokens: must be positive"))
+		return
+	}
+	m := findModel(model)
+	if m == nil || !slices.Contains(m.SupportedGenerationMethods, g.verb) {
+		writeError(w, newError(codes.NotFound, "%s is not found for API version v1beta, or is not supported for %s. Call ListModels to see the list of available models and their supported methods.", model, g.verb))
+		return
+	}
+	prompt := 0
 	for _, c := range req.Contents {
 		for _, part := range c.Parts {
-			total += len(strings.Fields(part.Text))
+			prompt += len(strings.Fields(part.Text))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"totalTokens": total})
+	if g.verb == "countTokens" {
+		writeJSON(w, http.StatusOK, map[string]int{"totalTokens": prompt})
+		return
+	}
+	// The answer to a request capped at maxOutputTokens: one candidate,
+	// cut short (finishReason MAX_TOKENS when the cap is reached), as in the
+	// GenerateContentResponse of ai.google.dev/api/generate-content.
+	out, finish := 8, "STOP"
+	if c := req.GenerationConfig; c != nil && c.MaxOutputTokens != nil && *c.MaxOutputTokens < out {
+		out, finish = *c.MaxOutputTokens, "MAX_TOKENS"
+	}
+	s.mu.Lock()
+	s.generated++
+	n := s.generated
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, generateResponse{
+		Candidates: []candidate{{
+			Content:      content{Parts: []part{{Text: strings.TrimSpace(strings.Repeat("pong ", out))}}, Role: "model"},
+			FinishReason: finish,
+			Index:        0,
+		}},
+		UsageMetadata: usageMetadata{PromptTokenCount: prompt, CandidatesTokenCount: out, TotalTokenCount: prompt + out},
+		ModelVersion:  strings.TrimPrefix(m.Name, "models/"),
+		ResponseID:    fmt.Sprintf("emulator-%d", n),
+	})
+}
+
+func findModel(name string) *geminiModel {
+	for i := range geminiModels {
+		if geminiModels[i].Name == name {
+			return &geminiModels[i]
+		}
+	}
+	return nil
+}
+
+// generateRequest is the part of GenerateContentRequest (and of
+// CountTokensRequest, which adds generateContentRequest) the emulator
+// reads; other fields of the real request are refused as unknown, so that
+// a probe sends only what it means to.
+type generateRequest struct {
+	Contents               []content         `json:"contents"`
+	GenerationConfig       *generationConfig `json:"generationConfig,omitempty"`
+	GenerateContentRequest *json.RawMessage  `json:"generateContentRequest,omitempty"`
+}
+
+type generationConfig struct {
+	MaxOutputTokens *int `json:"maxOutputTokens,omitempty"`
+}
+
+type content struct {
+	Parts []part `json:"parts"`
+	Role  string `json:"role,omitempty"`
+}
+
+type part struct {
+	Text string `json:"text"`
+}
+
+type generateResponse struct {
+	Candidates    []candidate   `json:"candidates"`
+	UsageMetadata usageMetadata `json:"usageMetadata"`
+	ModelVersion  string        `json:"modelVersion"`
+	ResponseID    string        `json:"responseId"`
+}
+
+type candidate struct {
+	Content      content `json:"content"`
+	FinishReason string  `json:"finishReason"`
+	Index        int     `json:"index"`
+}
+
+type usageMetadata struct {
+	PromptTokenCount     int `json:"promptTokenCount"`
+	CandidatesTokenCount int `json:"candidatesTokenCount"`
+	TotalTokenCount      int `json:"totalTokenCount"`
 }
 
 func (s *Server) serveListModels(w http.ResponseWriter, r *http.Request) {
@@ -188,7 +294,7 @@ func (s *Server) authorizeGemini(r *http.Request, method string) error {
 
 // RejectStandardKeysOnGeneration makes the Gemini API answer standard keys
 // with 401 ACCESS_TOKEN_TYPE_UNSUPPORTED on the generation path
-// (countTokens) while it still lists models for them: the case in which a
+// (countTokens, generateContent) while it still lists models for them: the case in which a
 // probe that only lists models passes and the application fails.
 func (s *Server) RejectStandardKeysOnGeneration(reject bool) {
 	s.mu.Lock()
@@ -485,6 +591,16 @@ var geminiModels = []geminiModel{
 		InputTokenLimit: 1048576, OutputTokenLimit: 8192,
 		SupportedGenerationMethods: []string{"generateContent", "countTokens", "createCachedContent", "batchGenerateContent"},
 		Temperature:                1, TopP: 0.95, TopK: 40, MaxTemperature: 2,
+	},
+	// The current stable Flash-Lite (July 2026; no shutdown date announced
+	// on ai.google.dev/gemini-api/docs/deprecations): keyrotate's default
+	// probe model. Limits from ai.google.dev/gemini-api/docs/models.
+	{
+		Name: "models/gemini-3.5-flash-lite", Version: "3.5", DisplayName: "Gemini 3.5 Flash-Lite",
+		Description:     "Gemini 3.5 Flash-Lite",
+		InputTokenLimit: 1048576, OutputTokenLimit: 65536,
+		SupportedGenerationMethods: []string{"generateContent", "countTokens", "createCachedContent", "batchGenerateContent"},
+		Temperature:                1, TopP: 0.95, TopK: 64, MaxTemperature: 2, Thinking: true,
 	},
 	{
 		Name: "models/gemini-embedding-001", Version: "001", DisplayName: "Gemini Embedding 001",

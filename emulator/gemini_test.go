@@ -410,20 +410,9 @@ func TestGeminiCountTokens(t *testing.T) {
 			if model == "" {
 				model = "models/gemini-2.5-flash"
 			}
-			req, err := http.NewRequest(http.MethodPost, "http://"+s.GeminiAddr+"/v1beta/"+model+":countTokens",
-				strings.NewReader(`{"contents":[{"parts":[{"text":"one two three"}]}]}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("x-goog-api-key", ks)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tc.wantCount {
-				t.Fatalf("countTokens = HTTP %d %s, want %d", resp.StatusCode, b, tc.wantCount)
+			code, b := postGemini(t, s, ks, model+":countTokens", `{"contents":[{"parts":[{"text":"one two three"}]}]}`)
+			if code != tc.wantCount {
+				t.Fatalf("countTokens = HTTP %d %s, want %d", code, b, tc.wantCount)
 			}
 			if tc.wantReason != "" && !strings.Contains(string(b), `"reason":"`+tc.wantReason+`"`) {
 				t.Errorf("countTokens body %s, want reason %s", b, tc.wantReason)
@@ -436,4 +425,103 @@ func TestGeminiCountTokens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGeminiGenerateContent: POST models/{model}:generateContent, the
+// application's own call, is authorized per method like countTokens
+// (apiTargets, the generation-only standard-key policy), answers unknown
+// models 404, refuses a request without contents, and answers the smallest
+// request with one candidate cut at maxOutputTokens.
+func TestGeminiGenerateContent(t *testing.T) {
+	const count, generate = geminiCountMethod, geminiGenerateMethod
+	methods := func(ms ...string) *apikeys.V2Key {
+		return &apikeys.V2Key{ServiceAccountEmail: testSA, Restrictions: &apikeys.V2Restrictions{
+			ApiTargets: []*apikeys.V2ApiTarget{{Service: geminiService, Methods: ms}}}}
+	}
+	const smallest = `{"contents":[{"parts":[{"text":"ping"}]}],"generationConfig":{"maxOutputTokens":1}}`
+	for _, tc := range []struct {
+		name       string
+		key        *apikeys.V2Key
+		genOnly    bool
+		model      string
+		body       string
+		wantCode   int
+		wantReason string
+	}{
+		{name: "all methods", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, wantCode: 200},
+		{name: "generateContent allowed", key: methods(generate), wantCode: 200},
+		{name: "only countTokens", key: methods(count), wantCode: 403, wantReason: "API_KEY_SERVICE_BLOCKED"},
+		{name: "standard key, generation-only policy", key: &apikeys.V2Key{}, genOnly: true, wantCode: 401, wantReason: "ACCESS_TOKEN_TYPE_UNSUPPORTED"},
+		{name: "auth key, generation-only policy", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, genOnly: true, wantCode: 200},
+		{name: "unknown model", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, model: "models/gemini-0.1-nano", wantCode: 404},
+		{name: "embedding model cannot generate", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, model: "models/gemini-embedding-001", wantCode: 404},
+		{name: "no contents", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, body: `{"generationConfig":{"maxOutputTokens":1}}`, wantCode: 400},
+		{name: "unknown field", key: &apikeys.V2Key{ServiceAccountEmail: testSA}, body: `{"contents":[{"parts":[{"text":"ping"}]}],"prompt":"x"}`, wantCode: 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, _ := startKeys(t, Options{})
+			_, ks, err := s.SeedKey(testProject, "", tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.RejectStandardKeysOnGeneration(tc.genOnly)
+			model, body := tc.model, tc.body
+			if model == "" {
+				model = "models/gemini-3.5-flash-lite"
+			}
+			if body == "" {
+				body = smallest
+			}
+			code, b := postGemini(t, s, ks, model+":generateContent", body)
+			if code != tc.wantCode {
+				t.Fatalf("generateContent = HTTP %d %s, want %d", code, b, tc.wantCode)
+			}
+			if tc.wantReason != "" && !strings.Contains(string(b), `"reason":"`+tc.wantReason+`"`) {
+				t.Errorf("generateContent body %s, want reason %s", b, tc.wantReason)
+			}
+			if n := s.Calls("gemini.GenerateContent"); n != 1 {
+				t.Errorf("Calls(gemini.GenerateContent) = %d, want 1", n)
+			}
+			if n := s.Calls("gemini.CountTokens") + s.Calls("gemini.ListModels"); n != 0 {
+				t.Errorf("other Gemini calls = %d, want 0", n)
+			}
+			if tc.wantCode != 200 {
+				return
+			}
+			var got generateResponse
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := generateResponse{
+				Candidates:    []candidate{{Content: content{Parts: []part{{Text: "pong"}}, Role: "model"}, FinishReason: "MAX_TOKENS"}},
+				UsageMetadata: usageMetadata{PromptTokenCount: 1, CandidatesTokenCount: 1, TotalTokenCount: 2},
+				ModelVersion:  "gemini-3.5-flash-lite",
+				ResponseID:    got.ResponseID,
+			}
+			if diff := cmp.Diff(want, got); diff != "" || got.ResponseID == "" {
+				t.Errorf("generateContent answer (-want +got):\n%s (responseId %q)", diff, got.ResponseID)
+			}
+		})
+	}
+}
+
+// postGemini POSTs body to /v1beta/PATH with keyString in the header and
+// returns the answer.
+func postGemini(t *testing.T, s *Server, keyString, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+s.GeminiAddr+"/v1beta/"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("x-goog-api-key", keyString)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }

@@ -18,16 +18,15 @@ package emulator
 //     requests (AccessSecretVersion, 90,000), read requests (any other call
 //     that changes nothing, 600) and write requests (every mutating call,
 //     600).
-//   - The consumer charged is the project of the call's resource: the
-//     project in its name or parent (by id or number, the same project),
-//     the project of the operation's key for operations.get, and the
-//     project of the key found for keys:lookupKey. A real API may charge
-//     the caller's quota project instead (the project of its credentials,
-//     or x-goog-user-project); keyrotate works on one project per slot, so
-//     the two are the same there. A call whose project the emulator does
-//     not know is not charged: an unknown project fails with
-//     PERMISSION_DENIED, and an unknown operation or key string names no
-//     project to charge.
+//   - The consumer charged is the caller's quota project when the call
+//     names one (x-goog-user-project, see quotaproject.go), else the
+//     project of the call's resource (standing for a service account of
+//     that project): the project in its name or parent (by id or number,
+//     the same project), the project of the operation's key for
+//     operations.get, and the project of the key found for
+//     keys:lookupKey. A call whose project the emulator does not know is
+//     not charged: an unknown project fails with PERMISSION_DENIED, and an
+//     unknown operation or key string names no project to charge.
 //   - The front end meters a call before the service sees it: a call
 //     rejected for quota is not charged, runs no hook and does not reach
 //     the service, so a fault injected for it (FailNth and friends, or

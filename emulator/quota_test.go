@@ -562,7 +562,7 @@ func TestQuotaFaultsAndHooks(t *testing.T) {
 }
 
 func TestQuotaNotForGeminiOrRun(t *testing.T) {
-	for _, m := range []string{"gemini.ListModels", "run.GetService", "run.UpdateService", "run.GetOperation"} {
+	for _, m := range []string{"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent", "run.GetService", "run.UpdateService", "run.GetOperation"} {
 		if _, _, ok := quotaOf(m); ok {
 			t.Errorf("quotaOf(%q) is metered, want not", m)
 		}

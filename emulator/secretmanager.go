@@ -17,7 +17,8 @@ package emulator
 //   - Expiration (expire_time, ttl) is stored and returned but never enforced;
 //     rotation and topics are stored only; version_destroy_ttl (delayed
 //     destroy) and customer-managed encryption are UNIMPLEMENTED.
-//   - IAM methods are UNIMPLEMENTED and no caller is denied unless a test
+//   - IAM methods are UNIMPLEMENTED but TestIamPermissions (access.go),
+//     and no caller is denied unless a test
 //     calls DenyPermission (server.go), except that an unknown project answers PERMISSION_DENIED, as the real API does for a
 //     project the caller cannot see, and so does a project where
 //     SetServiceEnabled disabled "secretmanager.googleapis.com".
@@ -133,12 +134,16 @@ const inspect = ""
 func (s *Server) smProject(p, permission, resource string) (*project, error) {
 	if pr := s.project(p); pr != nil {
 		if permission != inspect && pr.disabled["secretmanager.googleapis.com"] {
-			return nil, status.Errorf(codes.PermissionDenied,
-				"Secret Manager API has not been used in project %d before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/secretmanager.googleapis.com/overview?project=%d then retry.",
-				pr.number, pr.number)
+			return nil, serviceDisabled("secretmanager.googleapis.com", pr)
 		}
 		return pr, nil
 	}
+	// A project that does not exist answers as one the caller may not
+	// see: PERMISSION_DENIED, "(or it may not exist)", never NOT_FOUND
+	// (AIP-211; the message as Secret Manager sends it, e.g.
+	// googleapis/python-secret-manager#389 and
+	// GoogleCloudPlatform/java-docs-samples#6571; the choice is deliberate,
+	// googleapis/google-cloud-dotnet#7879).
 	return nil, status.Errorf(codes.PermissionDenied,
 		"Permission '%s' denied for resource '%s' (or it may not exist).", permission, resource)
 }

@@ -1,6 +1,6 @@
 // Package emulator is an in-process fake of the Google APIs keyrotate uses:
 // the API Keys API v2 (REST, and gRPC for LookupKey, on one address), Secret Manager v1 (gRPC), the Gemini API's
-// model list (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
+// model list, countTokens and generateContent (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
 // sharing one state. Tests drive Google's own Go clients
 // against it over real loopback connections; `keyrotate demo` and
 // `keyrotate emulator` run it for people.
@@ -12,7 +12,9 @@
 // them) Google's per-project rate quotas in synchronized windows (quota.go).
 // It is not a full implementation: regional endpoints (regional secrets are
 // served on the one address) and most list filters are absent, and IAM is
-// only what DenyPermission models (a caller that lacks a permission).
+// only what DenyPermission models (a caller that lacks a permission), which
+// the testIamPermissions methods and Service Usage's batchGet report
+// (access.go, served on the API Keys address).
 //
 // For tests it offers seeding and inspection helpers, per-method call
 // counters, deterministic fault injection (fail the Nth call of a method, or
@@ -169,6 +171,9 @@ type Server struct {
 	stateCodes codes.Code
 	hooks      map[string]Hook
 	denied     map[string]bool // IAM permissions the caller lacks
+	// serviceAccounts that exist, by email, with their unique ids
+	// (access.go)
+	serviceAccounts map[string]string
 	// keyStringsInURLs counts API Keys requests with a key string in the
 	// URL (apikeys_grpc.go).
 	keyStringsInURLs int
@@ -177,11 +182,17 @@ type Server struct {
 	violations []Violation
 	seq        int64 // for ids, uids and etags
 
+	// quotaProjectRequired: calls without x-goog-user-project fail as
+	// for user credentials without a quota project (quotaproject.go).
+	quotaProjectRequired bool
+
 	// standardKeysRejected: the Gemini API answers standard keys with 401
 	// ACCESS_TOKEN_TYPE_UNSUPPORTED (the late-2026 policy).
 	standardKeysRejected bool
 	// standardKeysRejectedGen: the same on the generation path only.
 	standardKeysRejectedGen bool
+	// generated counts generateContent answers, for their responseId.
+	generated int
 
 	keys  *keyState    // apikeys.go
 	sm    *secretState // secretmanager.go
@@ -214,6 +225,8 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		hooks:    map[string]Hook{},
 		denied:   map[string]bool{},
 		seq:      1000,
+
+		serviceAccounts: map[string]string{},
 	}
 	s.keys = newKeyState()
 	s.sm = newSecretState()
@@ -227,7 +240,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
-	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, withAPIKeysResource(s.apiKeysHandler()))); err != nil {
+	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}
@@ -464,8 +477,11 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
 		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
-		"gemini.ListModels", "gemini.CountTokens",
+		"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
+		// plan's read-only access checks (access.go)
+		"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices",
+		"iam.GetServiceAccount", "iam.TestIamPermissions", "secretmanager.TestIamPermissions",
 	}
 	sort.Strings(all)
 	return all, func(m string) bool { return mutating[m] }
@@ -487,8 +503,16 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	s.calls[method]++
 	n := s.calls[method]
 	hook := s.hooks[method]
-	var consumer *project
-	if s.quota.metered(method) {
+	// The front end checks the quota project first (quotaproject.go).
+	consumer, charged, err := s.chargedLocked(ctx, method)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	switch {
+	case !s.quota.metered(method):
+		consumer = nil
+	case !charged:
 		consumer = s.consumerLocked(ctx, method)
 	}
 	var injected error
@@ -577,6 +601,8 @@ var methodPermissions = map[string]string{
 	"secretmanager.EnableSecretVersion":  "secretmanager.versions.enable",
 	"secretmanager.DisableSecretVersion": "secretmanager.versions.disable",
 	"secretmanager.DestroySecretVersion": "secretmanager.versions.destroy",
+	"serviceusage.BatchGetServices":      "serviceusage.services.get",
+	"iam.GetServiceAccount":              "iam.serviceAccounts.get",
 }
 
 // DenyPermission makes the caller lack an IAM permission (for example
@@ -633,6 +659,9 @@ func withAPIKeysResource(h http.Handler) http.Handler {
 		rt, ok := routeAPIKeys(r)
 		if ok && rt.name != "" {
 			r = r.WithContext(context.WithValue(r.Context(), resourceKey{}, rt.name))
+		}
+		if up := r.Header.Get(userProjectHeader); ok && up != "" {
+			r = r.WithContext(context.WithValue(r.Context(), userProjectKey{}, up))
 		}
 		if ok && rt.method == "apikeys.LookupKey" {
 			// For the quota: the call is charged to the key's project.

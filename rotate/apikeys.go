@@ -41,7 +41,7 @@ type keysAPI struct {
 
 func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) {
 	var key *apikeys.V2Key
-	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.retry.named("apikeys.keys.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		key, err = k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
 		return err
@@ -54,7 +54,7 @@ func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) 
 
 func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error) {
 	var resp *apikeys.V2GetKeyStringResponse
-	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.retry.named("apikeys.keys.getKeyString", name).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		resp, err = k.svc.Projects.Locations.Keys.GetKeyString(name).Context(ctx).Do()
 		return err
@@ -74,7 +74,7 @@ func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
 		return "", fmt.Errorf("look up key %s: %w", key, ErrNoLookupClient)
 	}
 	var resp *apikeyspb.LookupKeyResponse
-	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.retry.named("apikeys.keys.lookup", key.Fingerprint()).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		resp, err = k.lookupc.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: key.Reveal()})
 		return secret.StripQuery(err)
@@ -101,7 +101,7 @@ func lookupErr(err error) error {
 	case codes.InvalidArgument, codes.NotFound:
 		return &apiError{err: err, kind: ErrKeyNotFound}
 	case codes.PermissionDenied:
-		return WithHint(err, denialHint(err, "apikeys.keys.lookup", ""))
+		return denied(err, "apikeys.keys.lookup", "")
 	}
 	return err
 }
@@ -113,7 +113,7 @@ func (k *keysAPI) list(ctx context.Context, parent string, showDeleted bool) ([]
 	token := ""
 	for {
 		var resp *apikeys.V2ListKeysResponse
-		err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		err := k.retry.named("apikeys.keys.list", parent).do(ctx, func(ctx context.Context, _ attempt) error {
 			var err error
 			resp, err = k.svc.Projects.Locations.Keys.List(parent).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
 			return err
@@ -135,7 +135,7 @@ func (k *keysAPI) list(ctx context.Context, parent string, showDeleted bool) ([]
 func (k *keysAPI) create(ctx context.Context, parent, keyID string, key *apikeys.V2Key) (*apikeys.V2Key, error) {
 	name := parent + "/keys/" + keyID
 	var op *apikeys.Operation
-	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.retry.named("apikeys.keys.create", parent).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		op, err = k.svc.Projects.Locations.Keys.Create(parent, key).KeyId(keyID).Context(ctx).Do()
 		return err
@@ -186,7 +186,7 @@ func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*
 		op   *apikeys.Operation
 		done *apikeys.V2Key
 	)
-	err := k.retry.do(ctx, func(ctx context.Context, a attempt) error {
+	err := k.retry.named("apikeys.keys.update", key.Name).do(ctx, func(ctx context.Context, a attempt) error {
 		var err error
 		op, err = k.svc.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
 		if err != nil && a.retried() && stateRefusal(err) {
@@ -243,7 +243,7 @@ func holds(cur, want *apikeys.V2Key, mask string) bool {
 func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 	var op *apikeys.Operation
 	gone := false
-	err := k.retry.do(ctx, func(ctx context.Context, a attempt) error {
+	err := k.retry.named("apikeys.keys.delete", name).do(ctx, func(ctx context.Context, a attempt) error {
 		call := k.svc.Projects.Locations.Keys.Delete(name).Context(ctx)
 		if etag != "" {
 			call = call.Etag(etag)
@@ -280,7 +280,7 @@ func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 func (k *keysAPI) undelete(ctx context.Context, name string) (*apikeys.V2Key, error) {
 	var op *apikeys.Operation
 	live := false
-	err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.retry.named("apikeys.keys.undelete", name).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		op, err = k.svc.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
 		if err != nil && stateRefusal(err) {
@@ -324,7 +324,7 @@ func (k *keysAPI) wait(ctx context.Context, op *apikeys.Operation) (*apikeys.V2K
 			interval *= 2
 		}
 		name := op.Name
-		err := k.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		err := k.retry.named("serviceusage.operations.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
 			next, err := k.svc.Operations.Get(name).Context(ctx).Do()
 			if err == nil {
 				op = next
@@ -389,7 +389,7 @@ func keyErr(err error, perm, resource string) error {
 	case isAlreadyExists(err):
 		return &apiError{err: err, kind: errAlreadyExists}
 	case ge.Code == http.StatusForbidden:
-		return WithHint(err, denialHint(err, perm, resource))
+		return denied(err, perm, resource)
 	case ge.Code == http.StatusBadRequest && strings.Contains(ge.Message, "disableServiceAccountApiKeyCreation"):
 		return WithHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
 	}

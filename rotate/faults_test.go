@@ -92,7 +92,7 @@ var faultCells = []faultCell{
 	{method: "secretmanager.UpdateSecret", resource: "secrets/gemini-api-key", early: true},
 	{method: "apikeys.CreateKey", resource: "keys/gemini-prod-", early: true, createUnsure: true},
 	{method: "apikeys.GetOperation", resource: "operations/"},
-	{method: "gemini.ListModels", resource: "keys/gemini-prod-"},
+	{method: "gemini.CountTokens", resource: "keys/gemini-prod-"},
 	{method: "secretmanager.AddSecretVersion", resource: "secrets/gemini-api-key"},
 	{method: "apikeys.DeleteKey", resource: "keys/gemini-2026"},
 	{method: "secretmanager.DisableSecretVersion", resource: "secrets/gemini-api-key/versions/1"},
@@ -201,7 +201,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 		w.srv.FailRange(c.method, 1, 1, f)
 	case "transient-until-deadline":
 		w.srv.FailFrom(c.method, emulator.Fault{Code: codes.Unavailable, Message: "injected outage: " + c.method})
-		if c.method == "gemini.ListModels" {
+		if c.method == "gemini.CountTokens" {
 			// The probe's deadline is the propagation window.
 			w.slot.PropagationTimeout = 300 * time.Millisecond
 			want = classVerify
@@ -218,7 +218,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 			}
 		}
 	case "permanent":
-		if c.method == "gemini.ListModels" {
+		if c.method == "gemini.CountTokens" {
 			w.srv.SetServiceEnabled(project, "generativelanguage.googleapis.com", false)
 			want = classVerify
 		} else {
@@ -252,12 +252,12 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 			if !strings.Contains(msg, "injected outage") {
 				t.Errorf("error does not name the last real error: %v", err)
 			}
-			if c.method != "gemini.ListModels" && !errors.Is(err, context.DeadlineExceeded) {
+			if c.method != "gemini.CountTokens" && !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("errors.Is(err, context.DeadlineExceeded) = false: %v", err)
 			}
 			outcome += ": " + lastRealError(msg)
 		case "permanent":
-			if c.method == "gemini.ListModels" {
+			if c.method == "gemini.CountTokens" {
 				if !strings.Contains(msg, "SERVICE_DISABLED") {
 					t.Errorf("error does not name SERVICE_DISABLED: %v", err)
 				}

@@ -39,7 +39,7 @@ type Finalized struct {
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Revocation is how long the API kept accepting the key after its
 	// deletion (ConfirmRevocation).
-	Revocation time.Duration `json:"revocation_ns,omitempty"`
+	Revocation time.Duration `json:"-"` // JSON: revocation_seconds (json.go)
 }
 
 // FinalizeResult lists the keys of one slot that finalize looked at.
@@ -61,7 +61,7 @@ type candidate struct {
 // version of each deleted key (never the newest). It holds the slot's lease
 // while it deletes, and leaves a slot with an unfinished rotation alone.
 func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions) (*FinalizeResult, error) {
-	ctx = withProject(ctx, slot.Project)
+	ctx = withProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	res := &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}
 	sec, err := sa.get(ctx, slot.Secret)
@@ -184,10 +184,11 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			f.DeleteAfter = &t
 			if now.Before(t) {
 				f.Action, f.Reason = "kept", "grace period until "+t.Format(time.RFC3339)
-				res.Keys = append(res.Keys, f)
 				if c.pending != nil {
+					f.Fingerprint = c.pending.Fingerprint // recorded when it was kept: no call
 					keep = append(keep, *c.pending)
 				}
+				res.Keys = append(res.Keys, f)
 				continue
 			}
 			f.Reason = "grace period ended " + t.Format(time.RFC3339)
@@ -228,9 +229,9 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		if old != nil {
 			return Record{}, false, fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID)
 		}
-		return Record{Kind: "finalize", ID: newID(now), Slot: slot.Name, Phase: PhaseLocked, OldKey: current, Started: now}, false, nil
+		return Record{Kind: "finalize", ID: r.runID(), Slot: slot.Name, Phase: PhaseLocked, OldKey: current, Started: now}, false, nil
 	}
-	l, _, err := acquire(ctx, sa, sec, next, slot.LeaseTTL, r.now)
+	l, _, err := acquire(ctx, sa, sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/keyrotate/keyrotate/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -41,6 +41,10 @@ type fleetSpec struct {
 	// quotas (or Quotas) over that window (a minute, time-scaled).
 	QuotaWindow time.Duration
 	Quotas      map[string]emulator.Quota
+	// QuotaProject, when set, is a project the child adds; the emulator
+	// then refuses every call that does not name a quota project
+	// (RequireQuotaProject), and charges the one named.
+	QuotaProject string
 }
 
 // fleetSeeded is what the child tells the parent.
@@ -93,6 +97,10 @@ func fleetChild(specJSON string) error {
 	// Not closed: the process ends when the parent is done, without
 	// waiting for the parent's connections to close.
 	out := fleetSeeded{APIKeys: srv.APIKeysAddr, SecretManager: srv.SecretManagerAddr, Gemini: srv.GeminiAddr}
+	if spec.QuotaProject != "" {
+		srv.AddProject(spec.QuotaProject, 799999999999)
+		srv.RequireQuotaProject(true)
+	}
 	for p := range spec.Projects {
 		id := fmt.Sprintf("fleet-p%03d", p)
 		srv.AddProject(id, int64(700000000000+p))
@@ -195,16 +203,30 @@ func (s scaled) d(d time.Duration) time.Duration { return time.Duration(float64(
 // fleetRotator builds a Rotator whose clients go through meter, with the
 // protocol's default timings divided by scale.
 func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scaled) (*rotate.Rotator, *verify.Gemini) {
+	return fe.rotatorCharging(tb, meter, scale, "")
+}
+
+// rotatorCharging is rotator whose API Keys and Secret Manager clients
+// name quotaProject ("": none) in x-goog-user-project on every call, as
+// keyrotate's do with a quota project (Google's clients send it only with
+// credentials, which the emulator does not take).
+func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *rotate.Meter, scale scaled, quotaProject string) (*rotate.Rotator, *verify.Gemini) {
 	tb.Helper()
 	ctx := context.Background()
+	var keysTransport http.RoundTripper = meter.Transport(rotate.APIKeys, nil)
+	header := userProjectDial(quotaProject)
+	if quotaProject != "" {
+		keysTransport = userProjectTransport{quotaProject, keysTransport}
+	}
 	keys, err := apikeys.NewService(ctx, option.WithEndpoint("http://"+fe.APIKeys+"/"),
-		option.WithHTTPClient(&http.Client{Transport: meter.Transport(rotate.APIKeys, nil)}))
+		option.WithHTTPClient(&http.Client{Transport: keysTransport}))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	sm, err := secretmanager.NewClient(ctx, option.WithEndpoint(fe.SecretManager), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))),
+		option.WithGRPCDialOption(header))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -212,7 +234,8 @@ func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scale
 	tb.Cleanup(func() { sm.Close() })
 	lookup, err := apikeysapi.NewClient(ctx, option.WithEndpoint(fe.APIKeys), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))),
+		option.WithGRPCDialOption(header))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -316,18 +339,7 @@ func TestFleetRetriesThrottledCalls(t *testing.T) {
 		Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}}})
 	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, window)} // paces at 120 writes a window
 	r, g := fe.rotator(t, meter, 600)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var failed atomic.Int32
-	f := &rotate.Fleet{Rotator: r, Parallel: 12, Done: func(o rotate.Outcome) {
-		if o.Err != nil || !o.Result.Rotated {
-			failed.Add(1)
-			t.Errorf("%s: %v", o.Slot.Name, o.Err)
-		}
-	}}
-	start := time.Now()
-	f.Run(ctx, fe.slots(g, 600), rotate.Options{Force: true})
-	took := time.Since(start)
+	took := rotateEach(t, r, fe.slots(g, 600), 30*time.Second)
 	st := fe.stop()
 	_, thr := meter.Total()
 	if thr == 0 || int(thr) != st.Throttled {
@@ -339,6 +351,22 @@ func TestFleetRetriesThrottledCalls(t *testing.T) {
 		t.Errorf("took %s for 12 writes per project at 4 per %s", took, window)
 	}
 	t.Logf("%d 429s, %s", thr, took)
+}
+
+// rotateEach rotates slots, 12 at a time, within timeout, each forced;
+// every one must be rotated. It returns how long the run took.
+func rotateEach(t *testing.T, r *rotate.Rotator, slots []*rotate.Slot, timeout time.Duration) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	f := &rotate.Fleet{Rotator: r, Parallel: 12, Done: func(o rotate.Outcome) {
+		if o.Err != nil || !o.Result.Rotated {
+			t.Errorf("%s: %v", o.Slot.Name, o.Err)
+		}
+	}}
+	start := time.Now()
+	f.Run(ctx, slots, rotate.Options{Force: true})
+	return time.Since(start)
 }
 
 // TestInterleave: slots are taken round-robin by project, in config order
@@ -380,5 +408,80 @@ func TestShardIsStable(t *testing.T) {
 		if c < 90 || c > 160 {
 			t.Errorf("shard %d of 8 got %d of 1000 slots", i, c)
 		}
+	}
+}
+
+// userProjectDial sends x-goog-user-project with every gRPC call, unless
+// project is "".
+func userProjectDial(project string) grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if project != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-goog-user-project", project)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
+
+// userProjectTransport sends x-goog-user-project on every request.
+type userProjectTransport struct {
+	project string
+	base    http.RoundTripper
+}
+
+func (t userProjectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("X-Goog-User-Project", t.project)
+	return t.base.RoundTrip(req)
+}
+
+// TestFleetUnderOneQuotaProject: 3 projects × 2 slots whose calls are all
+// charged to one quota project, whose API Keys quota is 4 writes a window
+// (a second: its margin, 16ms, absorbs the jitter of a loaded machine):
+// the pacer keys its budget on the charged project, so the fleet never
+// goes over that one budget (no 429), whether the quota project is known to
+// the Rotator (the slots' calls) or to the Meter (every call). Keyed on the
+// slots' projects it sends 12 writes in the first window.
+func TestFleetUnderOneQuotaProject(t *testing.T) {
+	const (
+		window = time.Second
+		qp     = "fleet-billing"
+	)
+	limits := map[string]rotate.Quota{rotate.APIKeys: {Reads: 1000, Writes: 4}, rotate.SecretManager: {Reads: 1000, Writes: 1000}}
+	for _, tc := range []struct {
+		name         string
+		rotator      bool // the Rotator knows the quota project
+		meter        bool // the Meter does
+		wantThrottle bool
+	}{
+		{name: "rotator", rotator: true},
+		{name: "meter", meter: true},
+		{name: "neither", wantThrottle: true}, // the budget of each slot's project: over the one quota
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 2, QuotaWindow: window, QuotaProject: qp,
+				Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}, "secretmanager": {Reads: 1000, Writes: 1000}}})
+			meter := &rotate.Meter{Pacer: rotate.NewPacer(limits, window)}
+			if tc.meter {
+				meter.QuotaProject = qp
+			}
+			r, g := fe.rotatorCharging(t, meter, 600, qp)
+			if tc.rotator {
+				r.QuotaProject = qp
+			}
+			r.Retry.MaxElapsed = 20 * time.Second
+			slots := fe.slots(g, 600)
+			for _, s := range slots {
+				if got, want := r.ChargedProject(s), map[bool]string{true: qp, false: s.Project}[tc.rotator]; got != want {
+					t.Errorf("ChargedProject(%s) = %q, want %q", s.Name, got, want)
+				}
+			}
+			took := rotateEach(t, r, slots, 60*time.Second)
+			st := fe.stop()
+			if (st.Throttled > 0) != tc.wantThrottle {
+				t.Errorf("emulator answered %d 429s; want any: %v", st.Throttled, tc.wantThrottle)
+			}
+			writes := st.Calls["apikeys.CreateKey"] + st.Calls["apikeys.UpdateKey"] + st.Calls["apikeys.DeleteKey"] + st.Calls["apikeys.UndeleteKey"]
+			t.Logf("%d API Keys writes, %d 429s, %s", writes, st.Throttled, took)
+		})
 	}
 }

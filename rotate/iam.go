@@ -75,8 +75,13 @@ func deniedPermission(err error) string {
 }
 
 // denialHint says what to do about a PERMISSION_DENIED from a call that
-// needs perm on resource: grant the role that holds the permission the
-// error names (or, when it names none, the one the call needs).
+// needs perm on resource. Google answers PERMISSION_DENIED, not NOT_FOUND,
+// for a resource the caller cannot see, and so for one that does not exist
+// or whose project does not exist (AIP-211; Secret Manager's message ends
+// "(or it may not exist)"): a mistyped name looks like a missing grant. So
+// the hint says both, with the gcloud commands that tell them apart, then
+// the role that holds the permission the error names (or, when it names
+// none, the one the call needs).
 func denialHint(err error, perm, resource string) string {
 	msg := err.Error()
 	if strings.Contains(msg, "has not been used in project") || strings.Contains(msg, "SERVICE_DISABLED") {
@@ -86,8 +91,20 @@ func denialHint(err error, perm, resource string) string {
 	if named != "" {
 		perm = named
 	}
+	if m := unknownProject.FindStringSubmatch(msg); m != nil && named == "" {
+		// The front end's answer for a consumer project it does not
+		// know (ErrorInfo reason CONSUMER_INVALID).
+		return "project " + m[1] + " does not exist, or the caller cannot see it: check the project in the config (`gcloud projects describe " + m[1] + "`)"
+	}
+	what, check := existenceCheck(resource)
+	h := "Google answers PERMISSION_DENIED both when the caller lacks a permission and when " + what + " does not exist (a mistyped name or project): " + check
+	if strings.Contains(check, " and ") {
+		h += "; if both exist"
+	} else {
+		h += "; if it exists"
+	}
 	if perm == "" {
-		return "the caller lacks a permission: grant roles/serviceusage.apiKeysAdmin and roles/secretmanager.admin on the project, or check that the project exists"
+		return h + ", grant the caller roles/serviceusage.apiKeysAdmin and roles/secretmanager.admin on the project"
 	}
 	role := permissionRoles[perm]
 	if role == "" {
@@ -96,17 +113,41 @@ func denialHint(err error, perm, resource string) string {
 	on := "the project"
 	if strings.HasPrefix(perm, "secretmanager.") {
 		on = "the secret or its project"
-		if i := strings.Index(resource, "/versions/"); i >= 0 {
-			resource = resource[:i]
+	}
+	return h + ", the caller lacks " + perm + ": grant it, on " + on + ", " + role
+}
+
+// unknownProject matches the answer for a project that does not exist.
+var unknownProject = regexp.MustCompile(`Permission denied on resource project ([A-Za-z0-9:._-]+?)\.?(?:$|[\s,])`)
+
+// existenceCheck names what a denied call acted on and the gcloud commands
+// that show whether it and its project exist.
+func existenceCheck(resource string) (what, check string) {
+	parts := strings.Split(resource, "/")
+	if len(parts) < 2 || parts[0] != "projects" {
+		return "the key's project", "check the project (`gcloud projects describe PROJECT`)"
+	}
+	project := parts[1]
+	projectCmd := "`gcloud projects describe " + project + "`"
+	field := func(name string) (string, bool) {
+		for i := 2; i+1 < len(parts); i += 2 {
+			if parts[i] == name {
+				return parts[i+1], true
+			}
 		}
+		return "", false
 	}
-	h := "the caller lacks the IAM permission " + perm
-	if resource != "" {
-		h += " on " + resource
+	if s, ok := field("secrets"); ok {
+		cmd := "gcloud secrets describe " + s + " --project " + project
+		if loc, ok := field("locations"); ok {
+			cmd += " --location " + loc
+		}
+		return "the secret projects/" + project + "/secrets/" + s + " or its project",
+			"check them with `" + cmd + "` and " + projectCmd
 	}
-	h += ": grant " + role + " to it on " + on
-	if named == "" {
-		h += " (or check that the resource exists: Google answers PERMISSION_DENIED for one the caller cannot see)"
+	if k, ok := field("keys"); ok {
+		return "the key " + k + " or its project",
+			"check them with `gcloud services api-keys describe " + k + " --project " + project + "` and " + projectCmd
 	}
-	return h
+	return "project " + project, "check it with " + projectCmd
 }

@@ -130,10 +130,20 @@ func slotHolds(leak *Leak, slot *Slot) bool {
 	return false
 }
 
+// Revoked is the outcome of Revoke: the key, deleted, and whether it was
+// deleted already (then Revoke changed nothing; DeletedAt and
+// RestorableUntil say when it was deleted and until when it can be
+// restored).
+type Revoked struct {
+	KeyInfo
+	AlreadyDeleted bool `json:"already_deleted"`
+}
+
 // Revoke deletes one key (a soft delete: undelete restores it for 30 days).
 // It refuses the current key of any of slots: deleting that breaks every
-// place that uses it; rotate it instead.
-func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*KeyInfo, error) {
+// place that uses it; rotate it instead. A key deleted already is left
+// alone: no call that changes anything.
+func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revoked, error) {
 	ka, sa := r.apis()
 	k, err := ka.get(ctx, name)
 	if err != nil {
@@ -141,7 +151,7 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*KeyI
 	}
 	info := describeKey(k, k.Name)
 	if info.Deleted {
-		return &info, nil
+		return &Revoked{KeyInfo: info, AlreadyDeleted: true}, nil
 	}
 	for _, s := range slots {
 		latest, err := sa.access(ctx, s.Secret+"/versions/latest")
@@ -150,7 +160,7 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*KeyI
 		}
 		cur, err := ka.lookup(ctx, latest.Key)
 		if err == nil && keyIDOf(cur) == keyIDOf(k.Name) {
-			return nil, WithHint(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrBadConfig),
+			return nil, WithHint(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
 				fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first", s.Name))
 		}
 	}
@@ -159,5 +169,5 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*KeyI
 	}
 	info.Deleted = true
 	r.event("", "revoke", "deleted key %s (soft delete: `undelete` restores it for 30 days)", k.Name)
-	return &info, nil
+	return &Revoked{KeyInfo: info}, nil
 }

@@ -77,7 +77,7 @@ func TestLeakedOldKeyInGrace(t *testing.T) {
 func TestRevoke(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	if _, err := w.r.Revoke(ctx, w.oldName, []*rotate.Slot{w.slot}); !errors.Is(err, rotate.ErrBadConfig) {
+	if _, err := w.r.Revoke(ctx, w.oldName, []*rotate.Slot{w.slot}); !errors.Is(err, rotate.ErrKeyInUse) {
 		t.Fatalf("Revoke of the current key = %v, want a refusal", err)
 	}
 	if k, _ := w.srv.Key(w.oldName); k.DeleteTime != "" {

@@ -95,6 +95,10 @@ const (
 	KindRotate   = "rotate"
 	KindAbort    = "abort"
 	KindRollback = "rollback"
+	// KindRepair puts the current key back into drifted targets: no key
+	// changes, so a repair record left by a dead run holds nothing to
+	// resume or undo.
+	KindRepair = "repair"
 )
 
 func (r *Record) kind() string {
@@ -117,16 +121,26 @@ func (h Holder) String() string {
 		return "nobody"
 	}
 	s := fmt.Sprintf("%s pid %d (run %s)", h.Host, h.PID, h.Run)
+	if e := h.Elsewhere(); e != "" {
+		s += " " + e
+	}
+	return s
+}
+
+// Elsewhere says why the holder's pid may not name a process as this
+// process sees them on a host of the same name ("in another pid
+// namespace", ...), or "" when it does or the host differs.
+func (h Holder) Elsewhere() string {
 	switch {
 	case h.Host != self.Host:
 	case h.BootID != "" && h.BootID != self.BootID:
-		s += " on another boot or machine of that name"
+		return "on another boot or machine of that name"
 	case h.PIDNS != "" && h.PIDNS != self.PIDNS:
-		s += " in another pid namespace"
+		return "in another pid namespace"
 	case h.TimeNS != self.TimeNS && h.PIDNS != "":
-		s += " in another time namespace"
+		return "in another time namespace"
 	}
-	return s
+	return ""
 }
 
 func parseRecord(sec *secretmanagerpb.Secret) (*Record, error) {
@@ -183,33 +197,73 @@ func procStart(pid int) (string, error) {
 	return f[19], nil // field 22: starttime
 }
 
-// runs lists the run ids this process has made: true while the run is in
-// flight, false once it ended. Run ids are random, so a record naming one
-// of them was written by this very process, whatever /proc can tell.
+// runs lists the run ids this process has used, with how many of its
+// leases are in flight under each (one run of the CLI holds the leases of
+// all its slots under its one id; 0 once they all ended). Run ids are
+// random, so a record naming one of them was written by this very process,
+// whatever /proc can tell.
 var runs = struct {
 	sync.Mutex
-	m map[string]bool
-}{m: map[string]bool{}}
+	m map[string]int
+}{m: map[string]int{}}
 
 // ownRun reports whether run is one of this process's runs and whether it
 // is still in flight.
 func ownRun(run string) (mine, inFlight bool) {
 	runs.Lock()
 	defer runs.Unlock()
-	inFlight, mine = runs.m[run]
-	return mine, inFlight
+	n, mine := runs.m[run]
+	return mine, n > 0
 }
 
+// setRun counts a lease of run in flight (true) or ended (false).
 func setRun(run string, inFlight bool) {
 	runs.Lock()
 	defer runs.Unlock()
-	runs.m[run] = inFlight
+	switch {
+	case inFlight:
+		runs.m[run]++
+	case runs.m[run] > 0:
+		runs.m[run]--
+	default:
+		runs.m[run] = 0
+	}
+}
+
+// NewID returns a fresh run id: UTC time and 8 random base32 characters,
+// e.g. 20261130041502-3kq7zx2m. It is valid in an API key id after the
+// slot name.
+func NewID(now time.Time) string { return newID(now) }
+
+// runID is the id the rotator's new records and leases take: its RunID,
+// or a fresh one per record.
+func (r *Rotator) runID() string {
+	if r.RunID != "" {
+		return r.RunID
+	}
+	return newID(r.now())
 }
 
 // takeable reports whether a run may take over a lease held by h that
 // expires at exp.
 func takeable(h Holder, exp, now time.Time) bool {
 	return canTakeOver(h, self, exp, now, ownRun, procStart)
+}
+
+// takeableBy is takeable for the run run, which counts itself in flight
+// while it acquires: a lease of that same run that is not one of its
+// others in flight is a finished one's.
+func takeableBy(run string, h Holder, exp, now time.Time) bool {
+	own := func(r string) (mine, inFlight bool) {
+		runs.Lock()
+		defer runs.Unlock()
+		n, mine := runs.m[r]
+		if r == run {
+			n-- // this acquisition
+		}
+		return mine, n > 0
+	}
+	return canTakeOver(h, self, exp, now, own, procStart)
 }
 
 // canTakeOver decides whether the run me may take over a lease held by h
@@ -269,9 +323,40 @@ type lease struct {
 	sec *secretmanagerpb.Secret // as last written by us
 	rec Record
 
-	stop chan struct{}
-	done chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	ended bool // stopRenewal ran
 }
+
+// HeldError is the error of a run that found its slot held by another live
+// run: Record is that run's rotation record, naming its holder (host, pid,
+// process start, run id), its start and its lease's expiry. It matches
+// ErrRotationInProgress.
+type HeldError struct {
+	Record Record
+}
+
+func (e *HeldError) Error() string {
+	r := &e.Record
+	return fmt.Sprintf("slot %s: %s: %s %s (phase %s) is held by %s until %s",
+		r.Slot, ErrRotationInProgress, r.kind(), r.ID, r.Phase, r.Holder, r.Expires.Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrRotationInProgress) hold.
+func (e *HeldError) Is(target error) bool { return target == ErrRotationInProgress }
+
+// Hint says what a user can do without naming a command: the holder
+// renews its lease while it runs and releases it when it stops.
+func (e *HeldError) Hint() string {
+	return "wait for it to finish; a holder that stops releases the slot, and one that dies leaves it to be taken over when its lease expires"
+}
+
+// Kind is what the holding run does: rotate, abort or rollback.
+func (e *HeldError) Kind() string { return e.Record.kind() }
+
+// errChangedWhileLocking: the secret changed between the preflight and the
+// lock write, and nobody holds it now; the run must start over.
+var errChangedWhileLocking = fmt.Errorf("%w: the secret changed while this run was locking it", ErrRotationInProgress)
 
 // errLeaseLost: another run took the lease over; this run must stop.
 var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", ErrRotationInProgress)
@@ -279,8 +364,10 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // acquire takes the slot's lease. next decides, from the record found on
 // the secret (nil when none), which record to hold and whether that resumes
 // an earlier run; it is only asked about records that no live run holds.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time) (*lease, bool, error) {
-	run := newID(now())
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
+	if run == "" {
+		run = newID(now())
+	}
 	// The run is active from before its lock write lands: another run of
 	// this process that reads the record in between must not take it for a
 	// finished run's.
@@ -291,21 +378,21 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			setRun(run, false)
 		}
 	}()
+	var wrote *Record // the record of our last lock write
 	for attempt := 0; ; attempt++ {
 		old, err := parseRecord(sec)
 		if err != nil {
 			return nil, false, err
 		}
-		if old != nil && old.Holder.Run == run {
-			// Our own lock write landed though its answer was lost.
+		if wrote != nil && old != nil && old.Holder.Run == run && old.ID == wrote.ID && old.Expires.Equal(wrote.Expires) {
+			// Our own lock write landed though its answer was lost. (The
+			// run id alone does not tell: the leases of one run's slots
+			// share it.)
 			held = true
 			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
-		if old != nil && !takeable(old.Holder, old.Expires, now()) {
-			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: %s %s (phase %s) is held by %s until %s",
-					old.Slot, ErrRotationInProgress, old.kind(), old.ID, old.Phase, old.Holder, old.Expires.Format(time.RFC3339)),
-				"wait for it to finish, or run again after the lease expires to resume it")
+		if old != nil && !takeableBy(run, old.Holder, old.Expires, now()) {
+			return nil, false, &HeldError{Record: *old}
 		}
 		if attempt > 0 {
 			// The secret changed since the preflight read it and nobody
@@ -314,8 +401,11 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			// targets the preflight saw may be stale. Going on would
 			// rotate from a stale view (a second new key); start over.
 			return nil, false, WithHint(
-				fmt.Errorf("slot %s: %w: the secret changed while this run was locking it", sec.GetName(), ErrRotationInProgress),
+				fmt.Errorf("slot %s: %w", sec.GetName(), errChangedWhileLocking),
 				"another run probably changed the slot at the same moment; run again")
+		}
+		if old != nil && old.kind() == KindRepair {
+			old = nil // a repair that ended without clearing its record
 		}
 		rec, resumed, err := next(old)
 		if err != nil {
@@ -325,6 +415,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		rec.Holder.Run = run
 		rec.Expires = now().Add(ttl)
 		l := &lease{api: api, ttl: ttl, now: now, sec: sec, rec: rec}
+		wrote = &rec
 		err = l.write(ctx)
 		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
 			// Someone wrote the secret since we read it: look again.
@@ -447,7 +538,10 @@ func (l *lease) stopRenewal() {
 		<-l.done
 		l.stop = nil
 	}
-	setRun(l.rec.Holder.Run, false)
+	if !l.ended { // once: the run counts its leases in flight
+		l.ended = true
+		setRun(l.rec.Holder.Run, false)
+	}
 }
 
 // release keeps the record (so the next run resumes) but gives up the lease.

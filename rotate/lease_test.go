@@ -278,13 +278,17 @@ func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		failRelease   bool
-		wantHolderRun bool // the record left by the first run still names it
+		wantHolderRun bool   // the record left by the first run still names it
+		runID         string // Rotator.RunID, the same for both calls (one run of the CLI)
 	}{
-		{"released", false, false},
-		{"release failed", true, true},
+		{"released", false, false, ""},
+		{"release failed", true, true, ""},
+		{"released, one run id", false, false, rotate.NewID(time.Now())},
+		{"release failed, one run id", true, true, rotate.NewID(time.Now())},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
+			w.r.RunID = tc.runID
 			w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.PermissionDenied, "")
 			if tc.failRelease {
 				w.srv.FailNth("secretmanager.UpdateSecret", 2, codes.PermissionDenied, "") // 1: lock, 2: release
@@ -300,6 +304,9 @@ func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
 			}
 			if got := rec.Holder.Run != ""; got != tc.wantHolderRun {
 				t.Errorf("record holder = %v; still held = %t, want %t", rec.Holder, got, tc.wantHolderRun)
+			}
+			if tc.runID != "" && (rec.ID != tc.runID || (tc.wantHolderRun && rec.Holder.Run != tc.runID)) {
+				t.Errorf("record id %q, holder run %q; want the run id %q for both", rec.ID, rec.Holder.Run, tc.runID)
 			}
 			if tc.wantHolderRun && !time.Now().Before(rec.Expires) {
 				t.Fatalf("record expires %s, want a live lease for this test", rec.Expires)
@@ -349,6 +356,13 @@ func checkOneWinner(t *testing.T, out []runResult) {
 // first UpdateSecret (the lock write) of each is held until all 8 have sent
 // it, so that they all race for the same etag. Exactly one rotates.
 func TestConcurrentRotations(t *testing.T) {
+	t.Run("own run ids", func(t *testing.T) { testConcurrentRotations(t, "") })
+	// Rotators of one run share its id (the CLI's slots do): the lease is
+	// still exclusive.
+	t.Run("one run id", func(t *testing.T) { testConcurrentRotations(t, rotate.NewID(time.Now())) })
+}
+
+func testConcurrentRotations(t *testing.T, runID string) {
 	const n = 8
 	w := newWorld(t)
 	var arrived atomic.Int32
@@ -373,6 +387,7 @@ func TestConcurrentRotations(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		r, slot := w.otherRun()
+		r.RunID = runID
 		wg.Go(func() {
 			res, err := r.Rotate(context.Background(), slot, rotate.Options{Force: true})
 			out[i] = runResult{res, err}

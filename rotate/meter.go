@@ -20,6 +20,11 @@ import (
 // clients) and UnaryInterceptor (gRPC clients). A nil *Meter counts nothing.
 type Meter struct {
 	Pacer *Pacer
+	// QuotaProject, when set, is the project every call is charged to
+	// (the clients send it as x-goog-user-project): all calls draw on its
+	// budget, whatever project they act on. "": each call draws on the
+	// budget of its slot's project, or of the project it names.
+	QuotaProject string
 
 	mu        sync.Mutex
 	calls     map[string]int64 // by method, e.g. "apikeys.CreateKey"
@@ -101,8 +106,9 @@ func WithSlotCalls(ctx context.Context, c *SlotCalls) context.Context {
 }
 
 // withProject tells the Meter which project's quota the calls made with
-// ctx draw on: the slot's, also for calls whose request names no project
-// (operations, LookupKey) or names it by number.
+// ctx draw on: the slot's charged project (Rotator.ChargedProject), also
+// for calls whose request names no project (operations, LookupKey) or
+// names it by number.
 func withProject(ctx context.Context, project string) context.Context {
 	if project == "" {
 		return ctx
@@ -110,18 +116,17 @@ func withProject(ctx context.Context, project string) context.Context {
 	return context.WithValue(ctx, projectKey{}, project)
 }
 
-// quotaProject returns the project of ctx, else the one in resource
-// ("projects/P/...").
-func quotaProject(ctx context.Context, resource string) string {
+// charged returns the project whose budget a call on resource draws on:
+// the Meter's quota project, else the project of ctx, else the one in
+// resource ("projects/P/...").
+func (m *Meter) charged(ctx context.Context, resource string) string {
+	if m.QuotaProject != "" {
+		return m.QuotaProject
+	}
 	if p, ok := ctx.Value(projectKey{}).(string); ok {
 		return p
 	}
-	rest, ok := strings.CutPrefix(resource, "projects/")
-	if !ok {
-		return ""
-	}
-	p, _, _ := strings.Cut(rest, "/")
-	return p
+	return projectOfResource(resource)
 }
 
 // Transport returns base (nil: http.DefaultTransport) wrapped so that each
@@ -147,7 +152,7 @@ func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	ctx := req.Context()
 	method, resource := restMethod(t.api, req)
 	if t.api != Gemini {
-		if err := t.m.Pacer.Wait(ctx, t.api, quotaProject(ctx, resource), req.Method != http.MethodGet); err != nil {
+		if err := t.m.Pacer.Wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
 			return nil, err
 		}
 	}
@@ -162,6 +167,12 @@ func restMethod(api string, req *http.Request) (method, resource string) {
 	p := strings.TrimPrefix(req.URL.Path, "/")
 	switch api {
 	case Gemini:
+		switch {
+		case strings.HasSuffix(p, ":countTokens"):
+			return "gemini.CountTokens", ""
+		case strings.HasSuffix(p, ":generateContent"):
+			return "gemini.GenerateContent", ""
+		}
 		return "gemini.ListModels", ""
 	case APIKeys:
 		p = strings.TrimPrefix(p, "v2/")
@@ -208,8 +219,9 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 			return invoker(ctx, fullMethod, req, reply, cc, opts...)
 		}
 		if !strings.HasPrefix(name, "Access") {
-			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup")
-			if err := m.Pacer.Wait(ctx, api, quotaProject(ctx, grpcResource(req)), write); err != nil {
+			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup") &&
+				!strings.HasPrefix(name, "Test") // TestIamPermissions: plan's check, a read
+			if err := m.Pacer.Wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
 				return err
 			}
 		}
@@ -231,6 +243,8 @@ func grpcResource(req any) string {
 		return r.GetName()
 	case interface{ GetParent() string }:
 		return r.GetParent()
+	case interface{ GetResource() string }: // TestIamPermissions
+		return r.GetResource()
 	}
 	return ""
 }

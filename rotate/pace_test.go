@@ -236,11 +236,26 @@ func TestRestMethod(t *testing.T) {
 			t.Errorf("%s %s: got %s %s, want %s %s", c.verb, c.path, m, res, c.want, c.resource)
 		}
 	}
-	if p := quotaProject(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
-		t.Errorf("quotaProject from the path = %q", p)
+	// Gemini probes are named by the call they make.
+	for _, c := range []struct{ verb, path, want string }{
+		{"GET", "/v1beta/models?pageSize=1", "gemini.ListModels"},
+		{"POST", "/v1beta/models/gemini-3.5-flash-lite:countTokens", "gemini.CountTokens"},
+		{"POST", "/v1beta/models/gemini-3.5-flash-lite:generateContent", "gemini.GenerateContent"},
+	} {
+		if m, _ := restMethod(Gemini, httptest.NewRequest(c.verb, c.path, nil)); m != c.want {
+			t.Errorf("%s %s: got %s, want %s", c.verb, c.path, m, c.want)
+		}
 	}
-	if p := quotaProject(withProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
-		t.Errorf("quotaProject with the slot's project = %q", p)
+	m := &Meter{}
+	if p := m.charged(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
+		t.Errorf("charged from the path = %q", p)
+	}
+	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
+		t.Errorf("charged with the slot's project = %q", p)
+	}
+	m.QuotaProject = "billing"
+	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "billing" {
+		t.Errorf("charged with a quota project = %q, want the quota project", p)
 	}
 }
 

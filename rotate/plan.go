@@ -21,7 +21,19 @@ type KeyInfo struct {
 	Created        time.Time `json:"created,omitzero"`
 	Restrictions   []string  `json:"restrictions,omitempty"`
 	Deleted        bool      `json:"deleted,omitempty"`
+	// DeletedAt is when a deleted key was deleted, and RestorableUntil
+	// the end of its retention (KeyRetention later): until then UndeleteKey
+	// restores it.
+	DeletedAt       time.Time `json:"deleted_at,omitzero"`
+	RestorableUntil time.Time `json:"restorable_until,omitzero"`
 }
+
+// KeyRetention is how long the API Keys API keeps a deleted key, which
+// UndeleteKey restores until then: "API Keys that are deleted will be
+// retained in the system for 30 days" (gcloud services api-keys undelete
+// reference; the REST reference of keys.undelete: "Undeletes an API key
+// which was deleted within 30 days").
+const KeyRetention = 30 * 24 * time.Hour
 
 // PlanTarget is one target as preflight found it.
 type PlanTarget struct {
@@ -43,10 +55,16 @@ type Plan struct {
 	InProgress *Record      `json:"in_progress,omitempty"`
 	Targets    []PlanTarget `json:"targets"`
 	// WillRotate is false when rotate would do nothing or refuse; Blocked
-	// then says why.
+	// then says why: for nothing to do, in the very words of the Result's
+	// Reason, and Skip names its kind as the Result's Skip does.
 	WillRotate bool     `json:"will_rotate"`
 	Blocked    string   `json:"blocked,omitempty"`
+	Skip       string   `json:"skip,omitempty"`
 	Actions    []string `json:"actions"`
+	// Checks are what the rotation needs of the caller's access, proved
+	// with read-only calls (see AccessClients; none without them). A
+	// missing one makes AccessErr non-nil.
+	Checks []AccessCheck `json:"checks"`
 }
 
 // Plan runs the read-only preflight and lists what Rotate would do with the
@@ -54,6 +72,13 @@ type Plan struct {
 func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, error) {
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {
+		// The checks may explain the failure, and name what else is
+		// missing: a first run lacks several permissions at once.
+		checks := r.checkAccess(ctx, slot, slot.ServiceAccount)
+		p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}, Actions: []string{}}
+		if p.AccessErr() != nil {
+			return nil, &AccessError{Plan: p, Err: err}
+		}
 		return nil, err
 	}
 	p := &Plan{Slot: slot.Name, Secret: slot.Secret, Version: pre.latest.Name, InProgress: pre.rec}
@@ -65,6 +90,11 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Current.Fingerprint = pre.rec.OldFP
 	}
 	p.Due = pre.due(slot, r.now())
+	sa := slot.ServiceAccount
+	if sa == "" && pre.old != nil {
+		sa = pre.old.ServiceAccountEmail
+	}
+	p.Checks = r.checkAccess(ctx, slot, sa)
 	for i, t := range slot.Targets {
 		k := pre.targets[i]
 		holds := "other key"
@@ -88,12 +118,17 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		bindBlocked = bindErr(slot, pre.old)
 	}
 	switch {
+	case pre.rec != nil && !takeable(pre.rec.Holder, pre.rec.Expires, r.now()):
+		p.Blocked = (&HeldError{Record: *pre.rec}).Error() // rotate stops at its lock
+		return p, nil
+	case pre.rec != nil && pre.rec.kind() != KindRotate:
+		p.Blocked = (&UnfinishedError{Record: *pre.rec}).Error() // rotate refuses to resume another kind
+		return p, nil
 	case pre.rec != nil:
 		p.WillRotate = true
 		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",
 			pre.rec.ID, pre.rec.Phase, pre.rec.Holder, pre.rec.Expires.Format(time.RFC3339)))
-	case !opts.Force && !p.Due:
-		p.Blocked = fmt.Sprintf("not due until %s (max age %s); use --now to rotate anyway", p.DueAt.Format(time.RFC3339), human(slot.MaxAge))
+	case skipOf(r, slot, pre, opts, p):
 		return p, nil
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
@@ -103,10 +138,6 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		return p, nil
 	default:
 		p.WillRotate = true
-	}
-	sa := slot.ServiceAccount
-	if sa == "" && pre.old != nil {
-		sa = pre.old.ServiceAccountEmail
 	}
 	bind := "unbound (standard key)"
 	if sa != "" {
@@ -120,7 +151,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, human(slot.LeaseTTL)),
 		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind))
 	if slot.Prober != nil {
-		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API until it works (at most %s); on failure delete it and stop", human(slot.PropagationTimeout)))
+		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API%s until it works (at most %s); on failure delete it and stop", probeCall(slot.Prober), human(slot.PropagationTimeout)))
 	} else {
 		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
 	}
@@ -143,6 +174,13 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	}
 	p.Actions = append(p.Actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
 	return p, nil
+}
+
+// skipOf fills p's Skip and Blocked when Rotate with opts would do
+// nothing, and reports whether it would.
+func skipOf(r *Rotator, slot *Slot, pre *preflight, opts Options, p *Plan) bool {
+	p.Skip, p.Blocked = r.skip(slot, pre, opts)
+	return p.Skip != ""
 }
 
 // bindErr is bindingRestrictions's refusal with its hint, or "".
@@ -169,6 +207,11 @@ func describeKey(k *apikeys.V2Key, name string) KeyInfo {
 	info.UID, info.DisplayName, info.ServiceAccount = k.Uid, k.DisplayName, k.ServiceAccountEmail
 	info.Created = parseTime(k.CreateTime)
 	info.Deleted = k.DeleteTime != ""
+	if info.Deleted {
+		if t := parseTime(k.DeleteTime); !t.IsZero() {
+			info.DeletedAt, info.RestorableUntil = t, t.Add(KeyRetention)
+		}
+	}
 	info.Type = "standard key"
 	if k.ServiceAccountEmail != "" {
 		info.Type = "auth key"
@@ -207,4 +250,13 @@ func summarizeRestrictions(r *apikeys.V2Restrictions) []string {
 		out = append(out, "ios apps "+strings.Join(i.AllowedBundleIds, ", "))
 	}
 	return out
+}
+
+// probeCall names the call p makes, as " with countTokens on MODEL (free)",
+// when p can say (a Describe method); else "".
+func probeCall(p Prober) string {
+	if d, ok := p.(interface{ Describe() string }); ok {
+		return " with " + d.Describe()
+	}
+	return ""
 }

@@ -58,6 +58,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if p.rec, err = parseRecord(p.sec); err != nil {
 		return nil, err
 	}
+	if p.rec != nil && p.rec.kind() == KindRepair {
+		// A repair changes no key: there is nothing to resume, and a live
+		// one stops a run at its lock (acquire).
+		p.rec = nil
+	}
 	p.latest, err = sa.access(ctx, slot.Secret+"/versions/latest")
 	switch {
 	case errors.Is(err, ErrSecretNotFound):
@@ -82,8 +87,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			break
 		}
 		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
-			return nil, WithHint(fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err),
-				"the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")
+			err = fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err)
+			if !errors.Is(err, ErrKeyNotFound) {
+				return nil, err // the lookup failed, not the key: its own hint says why
+			}
+			return nil, WithHint(err, "the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")
 		}
 		if slot.Key != "" && keyIDOf(slot.Key) != keyIDOf(p.oldName) {
 			r.log().Warn("the config's key differs from the key in the secret; the secret wins", "slot", slot.Name, "config_key", slot.Key, "secret_key", p.oldName)
@@ -146,6 +154,28 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		p.unreadable = append(p.unreadable, err != nil)
 	}
 	return p, nil
+}
+
+// drifted lists the targets that can be read and do not hold the current
+// key (indexes into slot order), and whether the secret's latest version
+// does not hold it either. Only meaningful with no rotation in progress.
+func (p *preflight) drifted() (targets []int, secret bool) {
+	if p.oldKey.IsZero() {
+		return nil, false
+	}
+	for i, k := range p.targets {
+		if !p.unreadable[i] && !k.Equal(p.oldKey) {
+			targets = append(targets, i)
+		}
+	}
+	return targets, !p.latest.Key.Equal(p.oldKey)
+}
+
+// drift reports whether the secret or a readable target does not hold the
+// current key.
+func (p *preflight) drift() bool {
+	t, s := p.drifted()
+	return len(t) > 0 || s
 }
 
 // logDrift warns about targets that hold neither the current key nor the

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -38,12 +40,45 @@ type RetryPolicy struct {
 	// MaxElapsed bounds the retries of one call when the context has no
 	// earlier deadline (default 10m).
 	MaxElapsed time.Duration
+
+	// Log gets a line per retry, so that a run that waits on an API is
+	// never silent: the call, its resource, the error, the attempt and
+	// the next wait, at info, and at warn once the call has been retrying
+	// for WarnAfter (default 30s). nil is slog.Default().
+	Log       *slog.Logger
+	WarnAfter time.Duration
+	// OnRetry, when set, is told about each retry before its wait (for a
+	// progress display).
+	OnRetry func(Retrying)
+	// Permanent, when set, says that an error that looks transient is not
+	// worth retrying (a refused connection to a local emulator: nothing
+	// will start listening there by itself).
+	Permanent func(error) bool
+
+	// call and resource name the call for the retry log (set by named).
+	call, resource string
+}
+
+// Retrying describes a retry about to wait.
+type Retrying struct {
+	Call     string        // the permission-style name of the call, e.g. secretmanager.versions.access
+	Resource string        // what it acts on
+	Attempt  int           // the attempt that failed, 1-based
+	Err      error         // its error
+	Wait     time.Duration // until the next attempt
+	Elapsed  time.Duration // since the first attempt
+}
+
+// named returns p for one call, named in the retry log.
+func (p RetryPolicy) named(call, resource string) RetryPolicy {
+	p.call, p.resource = call, resource
+	return p
 }
 
 // DefaultRetry is the policy of calls made without one: the exported
 // AccessVersion and AddVersion, and a Rotator whose Retry is zero. Tests may
 // replace it with a faster policy.
-var DefaultRetry = RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute}
+var DefaultRetry = RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute, WarnAfter: 30 * time.Second}
 
 // orDefault fills the zero fields of p from DefaultRetry.
 func (p RetryPolicy) orDefault() RetryPolicy {
@@ -60,6 +95,19 @@ func (p RetryPolicy) orDefault() RetryPolicy {
 	if p.MaxElapsed > 0 {
 		d.MaxElapsed = p.MaxElapsed
 	}
+	if p.WarnAfter > 0 {
+		d.WarnAfter = p.WarnAfter
+	}
+	if p.Log != nil {
+		d.Log = p.Log
+	}
+	if p.OnRetry != nil {
+		d.OnRetry = p.OnRetry
+	}
+	if p.Permanent != nil {
+		d.Permanent = p.Permanent
+	}
+	d.call, d.resource = p.call, p.resource
 	return d
 }
 
@@ -108,7 +156,7 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 		}
 		if timedOut {
 			err = fmt.Errorf("no answer within %s (per-call timeout): %w", p.CallTimeout, err)
-		} else if !transient(err) {
+		} else if !transient(err) || p.Permanent != nil && p.Permanent(err) {
 			return err
 		}
 		// A deadline error that races the run's own deadline (the server
@@ -129,6 +177,7 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 			return fmt.Errorf("gave up after %s over %s: %w (the next retry, in %s, would pass the deadline: %w)",
 				attempts(n), roundDur(time.Since(start)), last, roundDur(wait), context.DeadlineExceeded)
 		}
+		p.notify(ctx, Retrying{Call: p.call, Resource: p.resource, Attempt: n, Err: err, Wait: wait, Elapsed: time.Since(start)})
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -137,6 +186,34 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 		case <-t.C:
 		}
 	}
+}
+
+// notify logs a retry and tells OnRetry.
+func (p RetryPolicy) notify(ctx context.Context, r Retrying) {
+	log := p.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	lvl := slog.LevelInfo
+	if r.Elapsed >= p.WarnAfter {
+		lvl = slog.LevelWarn
+	}
+	call := r.Call
+	if call == "" {
+		call = "an API call"
+	}
+	log.Log(ctx, lvl, "retrying "+call+" after a transient error", "call", r.Call, "resource", r.Resource,
+		"attempt", r.Attempt, "error", firstLine(r.Err.Error()), "next_in", roundDur(r.Wait).String(), "retrying_for", roundDur(r.Elapsed).String())
+	if p.OnRetry != nil {
+		p.OnRetry(r)
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 func (p RetryPolicy) gaveUp(ctx context.Context, n int, start time.Time, last error) error {

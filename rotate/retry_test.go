@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -336,5 +337,92 @@ func TestEnableVersion(t *testing.T) {
 	}
 	if st := srv.SecretVersions(sec)[0].State.String(); st != "ENABLED" {
 		t.Errorf("state = %s, want ENABLED", st)
+	}
+}
+
+// TestRetryIsVisible: every retry is logged with the call, its resource,
+// the error, the attempt and the next wait — at info, at warn once the call
+// has been retrying for WarnAfter — and OnRetry hears of it; Permanent ends
+// the retries of an error that looks transient.
+func TestRetryIsVisible(t *testing.T) {
+	var logs strings.Builder
+	var heard []Retrying
+	p := fast
+	p.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p.WarnAfter = 20 * time.Millisecond
+	p.OnRetry = func(r Retrying) { heard = append(heard, r) }
+	n := 0
+	err := p.named("secretmanager.versions.access", "projects/p/secrets/s/versions/latest").do(context.Background(), func(context.Context, attempt) error {
+		n++
+		if n == 2 {
+			time.Sleep(25 * time.Millisecond) // past WarnAfter
+		}
+		if n == 3 {
+			return nil
+		}
+		return grpcErr(codes.Unavailable)
+	})
+	if err != nil {
+		t.Fatalf("do = %v, want success on the third attempt", err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log has %d lines, want one per retry (2):\n%s", len(lines), logs.String())
+	}
+	for i, want := range []string{"level=INFO", "level=WARN"} {
+		l := lines[i]
+		for _, s := range []string{want, `msg="retrying secretmanager.versions.access after a transient error"`,
+			"call=secretmanager.versions.access", "resource=projects/p/secrets/s/versions/latest",
+			fmt.Sprintf("attempt=%d", i+1), "code = Unavailable desc = boom", "next_in="} {
+			if !strings.Contains(l, s) {
+				t.Errorf("retry log line %d = %q, want %q in it", i+1, l, s)
+			}
+		}
+	}
+	if len(heard) != 2 || heard[0].Attempt != 1 || heard[1].Attempt != 2 || heard[0].Call != "secretmanager.versions.access" || heard[0].Wait <= 0 {
+		t.Errorf("OnRetry heard %+v, want attempts 1 and 2 of the call with their waits", heard)
+	}
+
+	p.Permanent = func(error) bool { return true }
+	n = 0
+	if err := p.do(context.Background(), func(context.Context, attempt) error { n++; return grpcErr(codes.Unavailable) }); n != 1 || status.Code(err) != codes.Unavailable {
+		t.Errorf("with Permanent: %d attempts, error %v; want 1 attempt and the error as it is", n, err)
+	}
+}
+
+// TestDenialHint: PERMISSION_DENIED is also Google's answer for a secret,
+// key or project that does not exist (a mistyped name): the hint says so
+// with the gcloud commands that tell the two apart, then names the role.
+func TestDenialHint(t *testing.T) {
+	smDenied := status.Error(codes.PermissionDenied, "Permission 'secretmanager.secrets.get' denied for resource 'projects/typo-project/secrets/k' (or it may not exist).")
+	for _, tc := range []struct {
+		name           string
+		err            error
+		perm, resource string
+		want           []string
+	}{
+		{"secret", smDenied, "secretmanager.secrets.get", "projects/typo-project/secrets/k", []string{
+			"when the secret projects/typo-project/secrets/k or its project does not exist (a mistyped name or project)",
+			"`gcloud secrets describe k --project typo-project` and `gcloud projects describe typo-project`",
+			"; if both exist, the caller lacks secretmanager.secrets.get: grant it, on the secret or its project, roles/secretmanager.viewer"}},
+		{"secret version", status.Error(codes.PermissionDenied, "denied"), "secretmanager.versions.access", "projects/p/secrets/k/versions/latest", []string{
+			"`gcloud secrets describe k --project p` and `gcloud projects describe p`", "roles/secretmanager.secretAccessor"}},
+		{"regional secret", status.Error(codes.PermissionDenied, "denied"), "secretmanager.secrets.get", "projects/p/locations/europe-west1/secrets/k", []string{
+			"`gcloud secrets describe k --project p --location europe-west1`"}},
+		{"key", &googleapi.Error{Code: 403, Message: "denied"}, "apikeys.keys.get", "projects/p/locations/global/keys/k1", []string{
+			"when the key k1 or its project does not exist", "`gcloud services api-keys describe k1 --project p` and `gcloud projects describe p`", "roles/serviceusage.apiKeysViewer"}},
+		{"list keys of a project", &googleapi.Error{Code: 403, Message: "denied"}, "apikeys.keys.list", "projects/p/locations/global", []string{
+			"when project p does not exist", "check it with `gcloud projects describe p`; if it exists, the caller lacks apikeys.keys.list"}},
+		{"unknown consumer project", &googleapi.Error{Code: 403, Message: "Permission denied on resource project typo-project."}, "apikeys.keys.list", "projects/typo-project/locations/global", []string{
+			"project typo-project does not exist, or the caller cannot see it", "`gcloud projects describe typo-project`"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := denialHint(tc.err, tc.perm, tc.resource)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("denialHint = %q, want %q in it", got, w)
+				}
+			}
+		})
 	}
 }

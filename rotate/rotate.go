@@ -63,6 +63,10 @@ type Rotator struct {
 	// such a lookup fails with ErrNoLookupClient.
 	Lookup  *apikeysapi.Client
 	Secrets *secretmanager.Client
+	// Access, when set, lets Plan prove the caller's permissions, the APIs
+	// and the bound service account with read-only calls; nil skips those
+	// checks.
+	Access *AccessClients
 
 	// Log receives progress logs; nil discards them.
 	Log *slog.Logger
@@ -70,6 +74,12 @@ type Rotator struct {
 	Events func(Event)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// RunID, when set, is the id of the run this rotator works for (see
+	// NewID): the new rotations it starts take it as their id (and key
+	// ids), and it holds their leases under it, so that the rotation
+	// record, the lease holder and a caller's logs and reports name one
+	// id. Empty: a fresh id per rotation.
+	RunID string
 	// PollInterval is the first wait between polls of a long-running
 	// operation (default 250ms, doubling to 5s).
 	PollInterval time.Duration
@@ -86,9 +96,29 @@ type Rotator struct {
 	// Zero is DefaultCleanupTimeout.
 	CleanupTimeout time.Duration
 
+	// QuotaProject is the project the API Keys and Secret Manager calls
+	// are charged to when the clients send one (x-goog-user-project); ""
+	// when they do not, and each call is charged as its credentials say.
+	// It decides whose quota a slot's calls are paced under
+	// (ChargedProject).
+	QuotaProject string
+
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).
 	prop propagation
+}
+
+// ChargedProject returns the project whose quota the API Keys and Secret
+// Manager calls for slot are charged to: the quota project when one is
+// set, else the slot's project (the API Keys calls act on it; a Secret
+// Manager secret in another project is still paced on the slot's budget,
+// the stricter choice). Many slots under one quota project share one
+// budget.
+func (r *Rotator) ChargedProject(slot *Slot) string {
+	if r.QuotaProject != "" {
+		return r.QuotaProject
+	}
+	return slot.Project
 }
 
 // Probe timing defaults. The interval between probes of a new key grows
@@ -135,6 +165,11 @@ type Options struct {
 	// is taken for a retry of that rotation (a job rerun after its process
 	// died before reporting) and does nothing.
 	Again bool
+	// WaitForLease, when positive, is how long a run that finds the slot
+	// held by another live run waits for it (polling the lease with
+	// backoff) before it runs again; the Result then says what became of
+	// that run (Waited). Zero stops at once with a HeldError.
+	WaitForLease time.Duration
 }
 
 // KeyRef names a key and its fingerprint.
@@ -152,25 +187,48 @@ type TargetResult struct {
 
 // Result is the outcome of a rotation.
 type Result struct {
-	Slot       string         `json:"slot"`
-	Kind       string         `json:"kind"` // rotate, abort or rollback
-	Rotated    bool           `json:"rotated"`
-	Reason     string         `json:"reason,omitempty"` // why nothing was done
+	Slot    string `json:"slot"`
+	Kind    string `json:"kind"` // rotate, abort or rollback
+	Rotated bool   `json:"rotated"`
+	Reason  string `json:"reason,omitempty"` // why nothing was done
+	// Skip names the kind of Reason: SkipNotDue, SkipRetry or SkipNoDrift.
+	Skip       string         `json:"skip,omitempty"`
 	RotationID string         `json:"rotation_id,omitempty"`
 	Resumed    bool           `json:"resumed,omitempty"`
 	OldKey     KeyRef         `json:"old_key"`
 	NewKey     KeyRef         `json:"new_key,omitempty"`
 	NewVersion string         `json:"new_version,omitempty"`
 	Targets    []TargetResult `json:"targets,omitempty"`
-	// Retired says what happened to the old key: "deleted", or kept until
-	// DeleteAfter.
+	// Retired says what happened to the old key: "deleted", kept until
+	// DeleteAfter, or (an abort of a rotation that stopped before
+	// creating its key) RetiredNeverCreated.
 	Retired     string     `json:"retired,omitempty"`
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
 	// Propagation is how long the new key took to start working.
-	Propagation time.Duration `json:"propagation_ns,omitempty"`
+	Propagation time.Duration `json:"-"` // JSON: propagation_seconds (json.go)
 	Probes      int           `json:"probes,omitempty"`
 	// Finalized lists old keys whose grace period ended, handled first.
 	Finalized []Finalized `json:"finalized,omitempty"`
+	// Waited is set when the run waited for another run that held the slot
+	// (Options.WaitForLease).
+	Waited *Waited `json:"waited,omitempty"`
+
+	// madeBy is the rotation id annotated on the current key found by the
+	// preflight, "" when none.
+	madeBy string
+}
+
+// Waited tells about another run that held the slot and that a run waited
+// for: which rotation, its holder, how long the wait took, and its outcome.
+type Waited struct {
+	Kind     string        `json:"kind"`
+	ID       string        `json:"rotation_id"`
+	Holder   Holder        `json:"holder"`
+	Duration time.Duration `json:"waited_ns"`
+	// Outcome is "rotated" (it made the current key), "resumed" (it
+	// stopped part-way and this run resumed it) or "not rotated" (it
+	// ended without changing the current key: undone or failed).
+	Outcome string `json:"outcome"`
 }
 
 func (r *Rotator) now() time.Time {
@@ -196,7 +254,11 @@ func (r *Rotator) event(slot, step, format string, args ...any) {
 }
 
 func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
-	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: r.Retry}, &secretsAPI{c: r.Secrets, retry: r.Retry}
+	retry := r.Retry
+	if retry.Log == nil {
+		retry.Log = r.log()
+	}
+	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: retry}, &secretsAPI{c: r.Secrets, retry: retry}
 }
 
 // keyID derives the new key's id from the rotation id, so that a retried
@@ -218,8 +280,92 @@ func keyID(slot, rotationID string) string {
 // ErrVerifyFailed (the new key never worked and was removed);
 // ErrStoppedPartWay (both keys work, run again to resume); any other error
 // means nothing was changed.
+//
+// With opts.WaitForLease, a slot held by another live run is waited for,
+// then rotated (or not) as the protocol decides: most often nothing is
+// left to do because that run rotated it; Result.Waited says so.
 func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
-	ctx = withProject(ctx, slot.Project)
+	ctx = withProject(ctx, r.ChargedProject(slot))
+	if opts.WaitForLease <= 0 {
+		return r.rotate(ctx, slot, opts)
+	}
+	start := r.now()
+	deadline := start.Add(opts.WaitForLease)
+	var waited *Waited
+	for {
+		res, err := r.rotate(ctx, slot, opts)
+		var held *HeldError
+		switch {
+		case errors.Is(err, errChangedWhileLocking) && r.now().Before(deadline):
+			continue // another run changed the slot as this one locked it: look again
+		case errors.As(err, &held):
+			if err := r.waitLease(ctx, slot, &held.Record, deadline); err != nil {
+				return nil, err
+			}
+			waited = &Waited{Kind: held.Kind(), ID: held.Record.ID, Holder: held.Record.Holder}
+			continue
+		case err != nil || waited == nil:
+			return res, err
+		}
+		waited.Duration = r.now().Sub(start)
+		switch {
+		case res.madeBy == waited.ID && !res.Rotated:
+			waited.Outcome = "rotated"
+		case res.Resumed && res.RotationID == waited.ID:
+			waited.Outcome = "resumed"
+		default:
+			waited.Outcome = "not rotated"
+		}
+		res.Waited = waited
+		return res, nil
+	}
+}
+
+// waitLease waits until the lease of rec, held by another live run, is no
+// longer held by that run: the record was cleared or replaced, released,
+// or may be taken over (expired, or its process gone). It polls the secret
+// with exponential backoff (1s growing to 15s), and fails at deadline with
+// the HeldError of what holds the slot then, or when ctx ends.
+func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadline time.Time) error {
+	_, sa := r.apis()
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     time.Second,
+		RandomizationFactor: backoff.DefaultRandomizationFactor,
+		Multiplier:          backoff.DefaultMultiplier,
+		MaxInterval:         15 * time.Second,
+	}
+	b.Reset()
+	r.event(slot.Name, "lock", "waiting for %s %s held by %s (until %s at most)", rec.kind(), rec.ID, rec.Holder, deadline.Format(time.RFC3339))
+	last := *rec
+	for {
+		rest := deadline.Sub(r.now())
+		if rest <= 0 {
+			return WithHint(fmt.Errorf("slot %s: waited until %s: %w", slot.Name, deadline.Format(time.RFC3339), &HeldError{Record: last}),
+				"the other run is still at work; its outcome shows on the slot when it ends")
+		}
+		t := time.NewTimer(min(b.NextBackOff(), rest))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("slot %s: waiting for %s %s: %w", slot.Name, rec.kind(), rec.ID, context.Cause(ctx))
+		case <-t.C:
+		}
+		sec, err := sa.get(ctx, slot.Secret)
+		if err != nil {
+			return fmt.Errorf("slot %s: waiting for %s %s: %w", slot.Name, rec.kind(), rec.ID, err)
+		}
+		cur, err := parseRecord(sec)
+		if err != nil {
+			return err
+		}
+		if cur == nil || cur.ID != rec.ID || cur.Holder.Run != rec.Holder.Run || takeable(cur.Holder, cur.Expires, r.now()) {
+			return nil
+		}
+		last = *cur
+	}
+}
+
+func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
 	ka, sa := r.apis()
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {
@@ -238,15 +384,12 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 		}
 	}
 	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
+	if pre.old != nil {
+		res.madeBy = pre.old.Annotations[annRotation]
+	}
 	if pre.rec == nil {
-		if reason := r.recentlyRotated(slot, pre, opts); reason != "" {
-			res.Reason = reason
-			r.event(slot.Name, "done", "nothing to do: %s", reason)
-			return res, nil
-		}
-		if !opts.Force && !pre.due(slot, r.now()) {
-			res.Reason = fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
-			r.event(slot.Name, "done", "nothing to do: key %s is %s", pre.oldName, res.Reason)
+		if res.Skip, res.Reason = r.skip(slot, pre, opts); res.Skip != "" {
+			r.event(slot.Name, "done", "nothing to do: %s", res.Reason)
 			return res, nil
 		}
 		if pre.old == nil {
@@ -275,14 +418,14 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			}
 			return *old, true, nil
 		}
-		id := newID(r.now())
+		id := r.runID()
 		return Record{
 			ID: id, Slot: slot.Name, Phase: PhaseLocked,
 			OldKey: pre.oldName, OldVersion: pre.latest.Name, OldFP: pre.oldKey.Fingerprint(),
 			NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
 		}, false, nil
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
@@ -302,22 +445,45 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	return st.drive(ctx)
 }
 
+// Kinds of "nothing to do", in Result.Skip and Plan.Skip.
+const (
+	SkipNotDue  = "not-due" // the key is younger than the max age, and the run not forced
+	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key
+	SkipNoDrift = "no-drift"
+)
+
+// skip says why a run with opts does nothing to a slot with no rotation in
+// progress (kind and reason), or "" when it rotates. Plan and Rotate both
+// decide by it, so that plan predicts rotate.
+func (r *Rotator) skip(slot *Slot, pre *preflight, opts Options) (kind, reason string) {
+	if reason := r.recentlyRotated(slot, pre, opts); reason != "" {
+		return SkipRetry, reason
+	}
+	if !opts.Force && !pre.due(slot, r.now()) {
+		return SkipNotDue, fmt.Sprintf("not due until %s (max age %s)", pre.dueAt(slot).Format(time.RFC3339), human(slot.MaxAge))
+	}
+	return "", ""
+}
+
 // recentlyRotated explains why a forced run does nothing: the current key
 // was made by a rotation that finished less than the lease TTL ago, so the
 // run is most likely a retry of it (a job whose process died after the
 // rotation completed but before it reported). Unforced runs need no such
-// guard: the fresh key is not due.
+// guard: the fresh key is not due. A run that finds drift (the secret or a
+// target not holding the current key) is no retry: the rotation that made
+// the key left every place holding it, so something changed since, and the
+// run acts on it.
 func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) string {
-	if !opts.Force || opts.Again || pre.old == nil {
+	if !opts.Force || opts.Again || pre.old == nil || pre.drift() {
 		return ""
 	}
 	id := pre.old.Annotations[annRotation]
-	age := r.now().Sub(pre.created())
-	if id == "" || age >= slot.LeaseTTL {
+	made := pre.created()
+	if id == "" || r.now().Sub(made) >= slot.LeaseTTL {
 		return ""
 	}
-	return fmt.Sprintf("the current key %s was made %s ago by rotation %s; a repeated forced rotation within the lease TTL (%s) is taken for a retry of that one (use --again to rotate anyway)",
-		pre.oldName, age.Round(time.Second), id, human(slot.LeaseTTL))
+	return fmt.Sprintf("retry of rotation %s: it made the current key %s at %s, less than the lease TTL (%s) ago, and the secret and every target hold it",
+		id, pre.oldName, made.Format(time.RFC3339), human(slot.LeaseTTL))
 }
 
 // drive runs the steps past the lock and, when one fails, undoes what can
@@ -785,6 +951,9 @@ func (st *run) retire(ctx context.Context) error {
 	old := st.from
 	var pend *pendingKey
 	switch {
+	case old == nil && st.kind == KindAbort:
+		// The aborted rotation stopped before its new key was created.
+		st.res.Retired = RetiredNeverCreated
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.grace > 0 && st.kind == KindRotate:
@@ -861,8 +1030,20 @@ func (st *run) retire(ctx context.Context) error {
 		return err
 	}
 	st.res.Rotated = true
-	st.event(st.slot.Name, "done", "%s: %s -> %s", doneVerb[st.kind], st.res.OldKey.Fingerprint, st.res.NewKey.Fingerprint)
+	st.event(st.slot.Name, "done", "%s", st.doneMessage())
 	return nil
+}
+
+// doneMessage says what a finished run put in place of what.
+func (st *run) doneMessage() string {
+	from := st.res.OldKey.Fingerprint
+	switch {
+	case st.res.Retired == RetiredNeverCreated:
+		return fmt.Sprintf("%s: no new key had been created; %s stays current", doneVerb[st.kind], st.res.NewKey.Fingerprint)
+	case from == "":
+		from = "key " + keyIDOf(st.res.OldKey.Name) + " (fingerprint unknown)"
+	}
+	return fmt.Sprintf("%s: %s -> %s", doneVerb[st.kind], from, st.res.NewKey.Fingerprint)
 }
 
 // recheck reads every local target (see Local) once more, immediately
@@ -920,6 +1101,10 @@ func readLocal(ctx context.Context, targets []Target) ([]heldKey, error) {
 	}
 	return held, nil
 }
+
+// RetiredNeverCreated is Result.Retired of an abort whose rotation had not
+// created its new key: there was nothing to delete.
+const RetiredNeverCreated = "never-created"
 
 var doneVerb = map[string]string{KindRotate: "rotated", KindAbort: "aborted", KindRollback: "rolled back"}
 

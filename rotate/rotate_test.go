@@ -381,7 +381,7 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 	w := newWorld(t)
 	w.slot.PropagationTimeout = 5 * time.Second
 	// Google's leak detection flags the new key as soon as it exists.
-	w.srv.SetHook("gemini.ListModels", func(context.Context, int) error {
+	w.srv.SetHook("gemini.CountTokens", func(context.Context, int) error {
 		for _, k := range w.srv.Keys(project, false) {
 			if k.Name != w.oldName {
 				w.srv.MarkLeaked(k.Name)
@@ -389,13 +389,13 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 		}
 		return nil
 	})
-	before := w.srv.Calls("gemini.ListModels")
+	before := w.srv.Calls("gemini.CountTokens")
 	start := time.Now()
 	_, err := w.rotate(rotate.Options{})
 	if !errors.Is(err, rotate.ErrVerifyFailed) || !errors.Is(err, verify.ErrLeaked) {
 		t.Fatalf("Rotate error = %v, want ErrVerifyFailed caused by verify.ErrLeaked", err)
 	}
-	if n := w.srv.Calls("gemini.ListModels") - before; n != 1 {
+	if n := w.srv.Calls("gemini.CountTokens") - before; n != 1 {
 		t.Errorf("the leaked new key was probed %d times, want 1 (not retried)", n)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -854,5 +854,66 @@ func TestLookupKeyStringNeverInURL(t *testing.T) {
 	}
 	if got := w.srv.KeyStringsInURLs(); got != 0 {
 		t.Errorf("requests with a key string in the URL = %d, want 0", got)
+	}
+}
+
+// TestProbeExercisesGeneration: the live probe checks the call the
+// application makes. A standard new key that the Gemini API lists models
+// for but refuses on generation (401 ACCESS_TOKEN_TYPE_UNSUPPORTED) is
+// refused by the default probe, where listModels would pass it; a key whose
+// apiTargets allow only generation methods (not models.list) passes the
+// default probe, where listModels fails it although the application works.
+func TestProbeExercisesGeneration(t *testing.T) {
+	standard := func(spec *apikeys.V2Key, _ *rotate.Slot) { spec.ServiceAccountEmail = "" }
+	genOnly := func(spec *apikeys.V2Key, _ *rotate.Slot) {
+		spec.Restrictions.ApiTargets = []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com", Methods: []string{
+			"google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent",
+			"google.ai.generativelanguage.v1beta.GenerativeService.CountTokens",
+		}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		key   func(*apikeys.V2Key, *rotate.Slot)
+		probe verify.ProbeMethod // "": the default
+		want  error              // nil: rotated
+		calls string
+	}{
+		{"standard key, default probe refuses it", standard, "", verify.ErrStandardKeyRejected, "gemini.CountTokens"},
+		{"standard key, generateContent refuses it", standard, verify.ProbeGenerateContent, verify.ErrStandardKeyRejected, "gemini.GenerateContent"},
+		{"standard key, listModels passes it", standard, verify.ProbeListModels, nil, "gemini.ListModels"},
+		{"generation-only key, default probe passes it", genOnly, "", nil, "gemini.CountTokens"},
+		{"generation-only key, generateContent passes it", genOnly, verify.ProbeGenerateContent, nil, "gemini.GenerateContent"},
+		{"generation-only key, listModels refuses it", genOnly, verify.ProbeListModels, verify.ErrServiceBlocked, "gemini.ListModels"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, tc.key)
+			w.srv.RejectStandardKeysOnGeneration(true)
+			w.slot.Prober = w.slot.Prober.(*verify.Gemini).With(tc.probe, "")
+			w.slot.PropagationTimeout = 300 * time.Millisecond
+			_, err := w.rotate(rotate.Options{})
+			if n := w.srv.Calls(tc.calls); n == 0 {
+				t.Errorf("the probe made no %s call: %v", tc.calls, w.srv.CallCounts())
+			}
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("Rotate = %v, want success", err)
+				}
+				if live := w.liveKeys(); len(live) != 1 || live[0].Name == w.oldName {
+					t.Errorf("live keys = %d, want only the new key", len(live))
+				}
+				return
+			}
+			if !errors.Is(err, rotate.ErrVerifyFailed) || !errors.Is(err, tc.want) {
+				t.Fatalf("Rotate = %v, want ErrVerifyFailed caused by %v", err, tc.want)
+			}
+			// Back to the old key (which fails the same way for a standard
+			// key under this policy: the rotation did not make it worse).
+			if live := w.liveKeys(); len(live) != 1 || live[0].Name != w.oldName {
+				t.Errorf("live keys = %d, want only the old key", len(live))
+			}
+			if got, _ := os.ReadFile(w.envPath); string(got) != w.envText || w.latest() != w.oldKey {
+				t.Errorf(".env or secret changed")
+			}
+		})
 	}
 }

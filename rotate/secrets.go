@@ -34,7 +34,7 @@ func AccessVersion(ctx context.Context, c *secretmanager.Client, version string)
 
 func accessVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, version string) (Version, error) {
 	var resp *secretmanagerpb.AccessSecretVersionResponse
-	err := p.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := p.named("secretmanager.versions.access", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		resp, err = c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: version})
 		return err
@@ -63,7 +63,7 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 	data := []byte(key.Reveal())
 	sum := int64(crc32.Checksum(data, castagnoli))
 	var name string
-	err := p.do(ctx, func(ctx context.Context, a attempt) error {
+	err := p.named("secretmanager.versions.add", secretName).do(ctx, func(ctx context.Context, a attempt) error {
 		if a.retried() {
 			resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: secretName + "/versions/latest"})
 			if transient(err) {
@@ -103,7 +103,7 @@ func secretErr(err error, perm, resource string) error {
 	case codes.NotFound:
 		return &apiError{err: err, kind: ErrSecretNotFound}
 	case codes.PermissionDenied:
-		return WithHint(err, denialHint(err, perm, resource))
+		return denied(err, perm, resource)
 	}
 	return err
 }
@@ -127,7 +127,7 @@ func (s *secretsAPI) add(ctx context.Context, secretName string, key secret.Key)
 
 func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Secret, error) {
 	var sec *secretmanagerpb.Secret
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.secrets.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
 		var err error
 		sec, err = s.c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
 		return err
@@ -144,7 +144,7 @@ func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Sec
 // reading the secret again and checking the record is still its own.
 func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.secrets.update", sec.GetName()).do(ctx, func(ctx context.Context, _ attempt) error {
 		if err := waitSecretWrite(ctx, s.c, sec.GetName(), false); err != nil {
 			return err
 		}
@@ -164,7 +164,7 @@ func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, ma
 // disable disables a version. Disabling an already disabled version is a
 // no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *secretsAPI) disable(ctx context.Context, version string) error {
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.versions.disable", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func (s *secretsAPI) disable(ctx context.Context, version string) error {
 
 // enable enables a version; enabling an enabled version is a no-op.
 func (s *secretsAPI) enable(ctx context.Context, version string) error {
-	err := s.retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.retry.named("secretmanager.versions.enable", version).do(ctx, func(ctx context.Context, _ attempt) error {
 		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
 			return err
 		}

@@ -43,7 +43,7 @@ type SlotStatus struct {
 	Current KeyInfo `json:"current_key"`
 	// Age is how old the current key is; Due says whether it is older
 	// than the slot's max age (DueAt).
-	Age   time.Duration `json:"age_ns,omitempty"`
+	Age   time.Duration `json:"-"` // JSON: age_seconds (json.go)
 	Due   bool          `json:"due"`
 	DueAt time.Time     `json:"due_at,omitzero"`
 	// OldKeys are the slot's old keys still alive: kept for a grace period
@@ -301,7 +301,7 @@ func oldHeld(ts TargetStatus, o *OldKeyStatus) TargetStatus {
 
 // Check statuses in a VerifyReport.
 const (
-	CheckOK      = "ok"
+	CheckOK      = "ok" // also for AccessCheck
 	CheckFail    = "fail"
 	CheckWarn    = "warn"
 	CheckSkipped = "skipped"
@@ -314,6 +314,12 @@ type VerifyCheck struct {
 	Status  string `json:"status"`  // ok, fail, warn, skipped
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
+	// Drift marks a failed target check: the target does not hold the
+	// current key (put it back) and Hint is left to the caller. Dead marks
+	// a failed key check: the current key does not work (a new key is
+	// needed); Hint then says only what the API told.
+	Drift bool `json:"drift,omitempty"`
+	Dead  bool `json:"dead,omitempty"`
 }
 
 // VerifyReport is the outcome of Verify for one slot.
@@ -375,17 +381,12 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 	st, pre, err := r.status(ctx, slot)
 	if errors.Is(err, ErrKeyNotFound) {
 		v.dead = true
-		hint := "`keyrotate doctor` diagnoses a key"
-		if h := Hint(err); h != "" {
-			hint = h + "; " + hint
-		}
-		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: hint})
+		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: Hint(err), Dead: true})
 		return v, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rotateHint := fmt.Sprintf("`keyrotate rotate --slot %s --now` makes a new key and writes it to every target", slot.Name)
 
 	// The key consumers get: the secret's latest version.
 	probe, name := pre.latest.Key, st.Current.Name
@@ -405,18 +406,14 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 		var thr interface{ Throttled() bool }
 		switch {
 		case err == nil:
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API"})
+			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("slot %s: probe key %s: %w", slot.Name, name, err)
 		case errors.As(err, &thr) && thr.Throttled():
 			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
 		default:
 			v.dead = true
-			hint := "`keyrotate doctor` diagnoses the key; " + rotateHint
-			if h := Hint(err); h != "" {
-				hint = h + "; " + hint
-			}
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: hint})
+			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: Hint(err), Dead: true})
 		}
 	}
 
@@ -443,7 +440,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 			v.drift = true
 			c.Status = CheckFail
 			c.Message = fmt.Sprintf("DRIFT: holds %s (%s), not the current key %s", orEmpty(t.Fingerprint), t.Detail, st.Current.Fingerprint)
-			c.Hint = rotateHint
+			c.Drift = true // the caller names the fix: put the current key back
 		}
 		v.add(c)
 	}

@@ -77,6 +77,13 @@ var (
 	ErrTargetChanged = errors.New("target changed since it was read")
 	// ErrBadConfig: the slot's configuration cannot work (exit 2).
 	ErrBadConfig = errors.New("bad configuration")
+	// ErrNothingToRollBack: a rollback has no older key to go back to
+	// (the current key supersedes none, or --to names the current key).
+	// Nothing was changed; not a fault of the configuration.
+	ErrNothingToRollBack = errors.New("nothing to roll back")
+	// ErrKeyInUse: refusing to delete a key that a configured slot uses
+	// as its current key. Nothing was changed.
+	ErrKeyInUse = errors.New("refusing to delete a key in use")
 	// ErrKeyNotFound: an API key does not exist (or is deleted).
 	ErrKeyNotFound = errors.New("API key not found")
 	// ErrSecretNotFound: a Secret Manager secret or version does not exist.

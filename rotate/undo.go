@@ -53,6 +53,17 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 		st.mayHaveCreated = true
 		return nil, st.fail(ctx, err)
 	}
+	if st.from != nil && st.from.DeleteTime == "" && res.OldKey.Fingerprint == "" {
+		// The rotation stopped before its read-back recorded the new
+		// key's fingerprint: read it, so that the result names the key
+		// being retired as every other result does. Only for display: a
+		// failure to read it does not hold up the abort.
+		if ks, kerr := ka.keyString(ctx, rec.OldKey); kerr == nil {
+			res.OldKey.Fingerprint = ks.Fingerprint()
+		} else {
+			r.log().Warn("could not read the fingerprint of the key being retired", "slot", slot.Name, "key", rec.OldKey, "error", kerr)
+		}
+	}
 	return st.drive(ctx)
 }
 
@@ -82,18 +93,18 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 			to = pre.old.Annotations[annSupersedes]
 		}
 		if to == "" {
-			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrBadConfig),
+			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
 				"name the key to go back to with --to projects/P/locations/global/keys/K")
 		}
 		if keyIDOf(to) == keyIDOf(pre.oldName) {
-			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrBadConfig)
+			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrNothingToRollBack)
 		}
 	}
 	res := &Result{Slot: slot.Name, Kind: KindRollback}
 	next := func(old *Record) (Record, bool, error) {
 		switch {
 		case old == nil:
-			id := newID(r.now())
+			id := r.runID()
 			return Record{
 				Kind: KindRollback, ID: id, Slot: slot.Name, Phase: PhaseLocked,
 				OldKey: pre.oldName, OldFP: pre.oldKey.Fingerprint(), OldVersion: pre.latest.Name,
@@ -118,7 +129,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 // lockUndo takes the slot's lease for an abort or a rollback and names the
 // keys in the result.
 func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *secretsAPI, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now)
+	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, Record{}, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}

@@ -1,6 +1,7 @@
 package targets
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -128,7 +129,13 @@ func checkWritable(path string) error {
 // file at path may have left next to it (".<base>.keyrotate-*.tmp", after
 // resolving symlinks), so that no key string stays behind in a stray file.
 // It returns the paths it removed. A missing directory is not an error.
-func CleanTemp(path string) (removed []string, err error) {
+//
+// It holds the directory's write lock (see lockDir) while it looks: a
+// write in progress — by another keyrotate process writing a file in the
+// same directory — holds that lock from creating its temporary file to
+// renaming it, so only the files of writes that died are removed. It waits
+// for the lock until ctx ends.
+func CleanTemp(ctx context.Context, path string) (removed []string, err error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -142,6 +149,14 @@ func CleanTemp(path string) (removed []string, err error) {
 		}
 	}
 	dir, prefix := filepath.Dir(real), tempPrefix(real)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	unlock, err := lockDir(ctx, real)
+	if err != nil {
+		return nil, fmt.Errorf("clean temporary files of %s: %w", path, err)
+	}
+	defer unlock()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -316,7 +316,7 @@ func TestComposeSymlink(t *testing.T) {
 	// CleanTemp looks where Write puts its temporary files.
 	leftover := filepath.Join(realDir, tempPrefix(real)+"1.tmp")
 	writeFile(t, leftover, "x", 0o600)
-	if removed, err := CleanTemp(link); err != nil || len(removed) != 1 || removed[0] != leftover {
+	if removed, err := CleanTemp(context.Background(), link); err != nil || len(removed) != 1 || removed[0] != leftover {
 		t.Errorf("CleanTemp(%s) = %q, %v, want %s removed", link, removed, err, leftover)
 	}
 }

@@ -515,7 +515,7 @@ func TestCleanTemp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	removed, err := CleanTemp(link)
+	removed, err := CleanTemp(context.Background(), link)
 	if err != nil {
 		t.Fatalf("CleanTemp = %v", err)
 	}
@@ -534,14 +534,56 @@ func TestCleanTemp(t *testing.T) {
 	}
 
 	// A missing file or directory is nothing to clean.
-	if removed, err := CleanTemp(filepath.Join(dir, "nope", ".env")); err != nil || len(removed) != 0 {
+	if removed, err := CleanTemp(context.Background(), filepath.Join(dir, "nope", ".env")); err != nil || len(removed) != 0 {
 		t.Errorf("CleanTemp(missing dir) = %q, %v, want nothing", removed, err)
 	}
 	gone := filepath.Join(dir, "gone.env")
 	p := filepath.Join(dir, ".gone.env.keyrotate-1.tmp")
 	writeFile(t, p, "x", 0o600)
-	if removed, err := CleanTemp(gone); err != nil || len(removed) != 1 {
+	if removed, err := CleanTemp(context.Background(), gone); err != nil || len(removed) != 1 {
 		t.Errorf("CleanTemp(missing file) = %q, %v, want %s removed", removed, err, p)
+	}
+}
+
+// TestCleanTempSparesAWriteInProgress checks that CleanTemp never removes
+// the temporary file of a write that is still going on (another keyrotate
+// process writing a file in the same directory, holding the directory's
+// lock): it waits for the lock, and gives up when its context ends.
+func TestCleanTempSparesAWriteInProgress(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, ".env")
+	writeFile(t, real, sampleEnv, 0o600)
+	inProgress := filepath.Join(dir, "..env.keyrotate-42.tmp")
+	writeFile(t, inProgress, "GEMINI_API_KEY="+newKey+"\n", 0o600)
+
+	unlock, err := lockDir(context.Background(), real) // the writer
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if removed, err := CleanTemp(ctx, real); err == nil || len(removed) != 0 {
+		t.Errorf("CleanTemp while a write holds the lock = %q, %v; want it to wait and give up at the deadline", removed, err)
+	}
+	if _, err := os.Lstat(inProgress); err != nil {
+		t.Fatalf("the temporary file of a write in progress was removed: %v", err)
+	}
+
+	done := make(chan []string)
+	go func() {
+		removed, err := CleanTemp(context.Background(), real)
+		if err != nil {
+			t.Errorf("CleanTemp = %v", err)
+		}
+		done <- removed
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := os.Lstat(inProgress); err != nil {
+		t.Fatalf("the temporary file of a write in progress was removed: %v", err)
+	}
+	unlock() // the writer dies without renaming: now it is a leftover
+	if removed := <-done; len(removed) != 1 || removed[0] != inProgress {
+		t.Errorf("CleanTemp after the write = %q, want %s removed", removed, inProgress)
 	}
 }
 

@@ -125,8 +125,15 @@ type Report struct {
 	ServiceAccount string    `json:"service_account,omitempty"`
 	Findings       []Finding `json:"findings"`
 	Summary        Summary   `json:"summary"`
-	// Healthy is true when no finding failed.
+	// Healthy is true when no finding failed and the live probe ran and
+	// the Gemini API accepted the key or answered for it.
 	Healthy bool `json:"healthy"`
+	// Incomplete is true when nothing failed but the live probe, the check
+	// that decides health, could not run or finish: the verdict is neither
+	// healthy nor a problem. Unchecked lists the IDs of the findings that
+	// could not be checked (their messages say why).
+	Incomplete bool     `json:"incomplete,omitempty"`
+	Unchecked  []string `json:"unchecked,omitempty"`
 	// ProbeError is the live probe's failure, classified (nil when the
 	// probe passed or did not run), for callers that add their own advice
 	// to a cause (errors.Is(r.ProbeError, ErrLeaked)). Its message is
@@ -261,7 +268,11 @@ func isKeyChar(b byte) bool {
 	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '-' || b == '.'
 }
 
-// summarize picks the most likely cause and sets Healthy.
+// CauseIncomplete is Summary.Cause when the checks that decide health could
+// not all run (Report.Incomplete).
+const CauseIncomplete = "incomplete"
+
+// summarize picks the most likely cause and sets Healthy (or Incomplete).
 func (c *checkup) summarize() {
 	r := c.r
 	r.Healthy = true
@@ -282,6 +293,23 @@ func (c *checkup) summarize() {
 				}
 			}
 		}
+	}
+	if f, ok := r.Finding(FindProbe); !ok || f.Status == StatusSkip {
+		// Only the live probe proves that the key works: without it,
+		// nothing failing is no verdict.
+		r.Healthy, r.Incomplete = false, true
+		for _, f := range r.Findings {
+			if f.Status == StatusSkip {
+				r.Unchecked = append(r.Unchecked, f.ID)
+			}
+		}
+		r.Summary = Summary{Cause: CauseIncomplete, Message: "the key was not proven to work: the live probe could not run, and nothing else can prove it; not checked: " + strings.Join(r.Unchecked, ", ")}
+		if f, ok := r.Finding(FindProbe); ok && f.Fix != "" {
+			r.Summary.Next = f.Fix
+		} else {
+			r.Summary.Next = "run doctor again where the Gemini API can be reached"
+		}
+		return
 	}
 	who := "the key"
 	if r.KeyType == "auth" {

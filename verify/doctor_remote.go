@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 )
 
@@ -83,9 +84,13 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 		switch status.Code(err) {
 		case codes.InvalidArgument, codes.NotFound:
 			c.add(FindLookup, StatusFail, c.after+"Google's API Keys service knows no key with this value: it is mistyped, incomplete, or not a Google Cloud API key",
-				"copy the key again from the Cloud console (APIs & Services → Credentials) or Secret Manager; `keyrotate status` shows each slot's current key")
+				"copy the key again from the Cloud console (APIs & Services → Credentials), or "+c.currentKeyFix())
 		case codes.PermissionDenied, codes.Unauthenticated:
-			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), viewerFix)
+			fix := viewerFix
+			if ce := rotate.ConsumerErrorOf(err, c.d.Project); ce != nil {
+				fix = ce.Hint() // the charged project, not a role, is the cause
+			}
+			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), fix)
 		default:
 			c.add(FindLookup, StatusSkip, "key lookup failed: "+c.scrub(firstLine(err.Error())), "retry later")
 		}
@@ -95,7 +100,7 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 	c.r.Project = project
 	if resp.GetName() == "" {
 		c.add(FindLookup, StatusFail, fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
-			"put a current key into the variable (`keyrotate status` shows each slot's current key), or create a new one")
+			c.currentKeyFix()+", or create a new one")
 		return nil
 	}
 	c.r.KeyName = resp.GetName()
@@ -110,7 +115,7 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 			c.add(FindProject, StatusOK, "the key belongs to project "+p+", as --project says", "")
 		case isDigits(p):
 			c.add(FindProject, StatusFail, fmt.Sprintf("the key belongs to project %s, not to project %s", num, p),
-				"use a key of project "+p+" (`keyrotate status`), or correct --project")
+				"use a key of project "+p+" (read it from the secret that holds it: "+secretAccessCmd(p)+"), or correct --project")
 		default:
 			// Names in responses carry the project number; asking for the
 			// key under the project id tells whether the id is that project.
@@ -120,7 +125,7 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 				c.add(FindProject, StatusOK, fmt.Sprintf("the key belongs to project %s (number %s), as --project says", p, num), "")
 			case code == http.StatusNotFound || code == http.StatusForbidden || code == http.StatusBadRequest:
 				c.add(FindProject, StatusFail, fmt.Sprintf("the key belongs to project %s, not to project %s", num, p),
-					"use a key of project "+p+" (`keyrotate status`), or correct --project")
+					"use a key of project "+p+" (read it from the secret that holds it: "+secretAccessCmd(p)+"), or correct --project")
 			default:
 				c.add(FindProject, StatusSkip, "could not compare the key's project with --project: "+c.scrub(firstLine(err.Error())), "")
 			}
@@ -154,13 +159,13 @@ func (c *checkup) state(k *apikeys.V2Key) {
 	project := strings.TrimPrefix(c.r.Project, "projects/")
 	del, err := time.Parse(time.RFC3339Nano, k.DeleteTime)
 	if err != nil {
-		c.add(FindDeleted, StatusFail, "the key is deleted", "put a current key into the variable (`keyrotate status` shows each slot's current key)")
+		c.add(FindDeleted, StatusFail, "the key is deleted", c.currentKeyFix())
 		return
 	}
 	until := del.Add(undeleteWindow).UTC().Format(timeLayout)
 	c.add(FindDeleted, StatusFail,
 		fmt.Sprintf("the key was deleted on %s; it can be undeleted until %s", del.UTC().Format(timeLayout), until),
-		fmt.Sprintf("put the current key into the variable (`keyrotate status` shows each slot's current key); to restore this one (until %s): `gcloud services api-keys undelete %s --project=%s`", until, keyID, project))
+		fmt.Sprintf("%s; to restore this one (until %s): `gcloud services api-keys undelete %s --project=%s`", c.currentKeyFix(), until, keyID, project))
 }
 
 // restrictions reports on API targets and application restrictions.
@@ -253,7 +258,7 @@ func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
 // probe reports the live call's outcome with its exact classification.
 func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 	if err == nil {
-		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key (GET /v1beta/models)", "")
+		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key ("+c.d.Probe.Describe()+")", "")
 		return
 	}
 	if pe == nil {
@@ -268,7 +273,7 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 	switch pe.Cause {
 	case CauseInvalid:
 		what := "the key is invalid, deleted or expired"
-		fix := "put a current key into the variable (`keyrotate status` shows each slot's current key), or rotate: `keyrotate rotate --slot SLOT`"
+		fix := c.currentKeyFix() + ", or rotate: `keyrotate rotate --slot SLOT`"
 		switch {
 		case meta != nil && meta.DeleteTime != "":
 			what = "the key is deleted"
@@ -312,13 +317,36 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 		add(StatusWarn, "the key is valid but rate limited", "wait and retry, or raise the project's Gemini API quota")
 	case CauseServer, CauseNetwork:
 		c.add(FindProbe, StatusSkip, "live probe not finished: "+c.scrub(firstLine(pe.Error())), "retry later")
+	case CauseModelNotFound:
+		// Says nothing about the key: the probe's model is not served.
+		c.add(FindProbe, StatusSkip, "live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
+			"name a current model with --model (GET /v1beta/models lists them)")
 	default:
 		what := "the key was refused"
 		if pe.Message != "" {
 			what += " (" + c.scrub(firstLine(pe.Message)) + ")"
 		}
-		add(StatusFail, what, "put a current key into the variable (`keyrotate status`), or rotate: `keyrotate rotate --slot SLOT`")
+		add(StatusFail, what, c.currentKeyFix()+", or rotate: `keyrotate rotate --slot SLOT`")
 	}
+}
+
+// currentKeyFix says how to get the key that belongs in the variable: the
+// secret that holds it shows the key itself (a fingerprint would not help
+// to fix the value). The project is --project, else the key's own.
+func (c *checkup) currentKeyFix() string {
+	project := "PROJECT"
+	if c.d.Project != "" {
+		project = c.d.Project
+	} else if c.r.Project != "" {
+		project = strings.TrimPrefix(c.r.Project, "projects/")
+	}
+	return "put the current key into the variable: read it from the secret that holds it, " + secretAccessCmd(project)
+}
+
+// secretAccessCmd is the gcloud command that prints the newest key of a
+// secret in project.
+func secretAccessCmd(project string) string {
+	return "`gcloud secrets versions access latest --secret SECRET --project " + project + "`"
 }
 
 func apiCode(err error) int {

@@ -316,7 +316,7 @@ func TestDoctor(t *testing.T) {
 			want: want{status: map[string]verify.Status{"probe": fail}, cause: "probe",
 				has: []string{"403 SERVICE_DISABLED", "not enabled in project " + offProjectNum, "gcloud services enable generativelanguage.googleapis.com --project=" + offProjectNum, "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=" + offProjectNum}}},
 		{name: "throttled", in: keyIn("good", same),
-			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("gemini.ListModels", codes.ResourceExhausted, "") },
+			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("gemini.CountTokens", codes.ResourceExhausted, "") },
 			want:  want{status: map[string]verify.Status{"probe": warn}, healthy: true, has: []string{"429", "valid but rate limited"}}},
 		{name: "not propagated", in: keyIn("fresh", same),
 			want: want{status: map[string]verify.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
@@ -371,7 +371,35 @@ func TestDoctor(t *testing.T) {
 				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
 				return d
 			},
-			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, healthy: true, has: []string{"live probe not finished"}}},
+			// The probe decides health: a lookup that passed proves the
+			// key exists, not that it works. Incomplete, not healthy.
+			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, cause: verify.CauseIncomplete, has: []string{"live probe not finished"}}},
+		{name: "no credentials and gemini unreachable", in: keyIn("good", same),
+			doctor: func(w *docWorld) *verify.Doctor {
+				d := w.doctor("")
+				d.Keys, d.Lookup, d.KeysErr = nil, nil, errors.New("no Google credentials")
+				d.Probe = &verify.Gemini{BaseURL: "http://" + deadAddr(t)}
+				return d
+			},
+			want: want{status: map[string]verify.Status{"credentials": skip, "probe": skip}, cause: verify.CauseIncomplete,
+				has: []string{"key lookup skipped", "live probe not finished"}}},
+		// A model the API does not serve says nothing about the key: the
+		// verdict is incomplete, not a failure of the key.
+		{name: "probe model not served", in: keyIn("good", same),
+			doctor: func(w *docWorld) *verify.Doctor {
+				d := w.doctor("")
+				d.Probe = d.Probe.With(verify.ProbeGenerateContent, "gemini-0.1-nano")
+				return d
+			},
+			want: want{status: map[string]verify.Status{"lookup": ok, "probe": skip}, cause: verify.CauseIncomplete,
+				has: []string{"does not serve generateContent on gemini-0.1-nano", "--model"}}},
+		{name: "listModels probe", in: keyIn("good", same),
+			doctor: func(w *docWorld) *verify.Doctor {
+				d := w.doctor("")
+				d.Probe = d.Probe.With(verify.ProbeListModels, "")
+				return d
+			},
+			want: want{status: map[string]verify.Status{"probe": ok}, healthy: true, has: []string{"accepts the key (listModels"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -476,6 +504,9 @@ func checkReport(t *testing.T, rep *verify.Report, w want) {
 	}
 	if !w.healthy && rep.Summary.Cause != w.cause {
 		t.Errorf("summary cause = %q, want %q", rep.Summary.Cause, w.cause)
+	}
+	if rep.Incomplete != (w.cause == verify.CauseIncomplete) {
+		t.Errorf("incomplete = %v, want %v", rep.Incomplete, w.cause == verify.CauseIncomplete)
 	}
 	if !rep.Healthy && rep.Summary.Next == "" {
 		t.Errorf("summary has no next step")

@@ -413,7 +413,7 @@ func (c *checkup) format(s string) bool {
 	default:
 		c.r.KeyType = "unknown"
 		c.add(FindFormat, StatusFail, "not a Google API key: it starts with neither AIza (standard key) nor AQ. (auth key)"+hintOther(s),
-			"put a Google API key into the variable: create or copy one in the Cloud console, or use `keyrotate status` to find the current key of a slot")
+			"create or copy one in the Cloud console, or "+c.currentKeyFix())
 		c.add(FindLookup, StatusSkip, "remote checks skipped: the value is not an API key", "")
 		return false
 	}

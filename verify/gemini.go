@@ -1,15 +1,20 @@
 // Package verify proves that an API key works against the live Gemini API
 // and explains why it does not.
 //
-// The probe is the cheapest authenticated call, GET /v1beta/models?pageSize=1,
-// with the key in the x-goog-api-key header (never in the URL, where proxies
-// and access logs would keep it). Listing models can pass for a key that
-// fails where the application calls (apiTargets limited to some methods, a
-// standard key refused only on generation): ProbeCountTokens probes the
-// generation path instead, with POST models/{model}:countTokens, which is
-// free. Failures are classified by the
-// google.rpc.ErrorInfo reason of Google's error body into causes that a
-// person can act on, and into temporary ones that the propagation of a new
+// The probe exercises what applications call: by default
+// POST /v1beta/models/{model}:countTokens, which runs on the generation path
+// (the same apiTargets method checks and standard-key policy as
+// generateContent) and is free (no charge and no generation quota, per
+// Firebase's "Count tokens" guide and Google's answer in
+// discuss.ai.google.dev/t/189068; still subject to per-project RPM limits). ProbeGenerateContent makes the application's
+// own call with the smallest request (a one-word prompt, at most one output
+// token), a tiny billed call; ProbeListModels lists one model, the cheapest
+// call, which can pass for a key that fails where the application calls
+// (apiTargets limited to generation methods, a standard key refused only on
+// generation). The key travels in the x-goog-api-key header, never in the
+// URL, where proxies and access logs would keep it. Failures are classified
+// by the google.rpc.ErrorInfo reason of Google's error body into causes that
+// a person can act on, and into temporary ones that the propagation of a new
 // key (1–10 minutes) can explain.
 package verify
 
@@ -39,15 +44,25 @@ type ProbeMethod string
 
 // The probe methods.
 const (
-	// ProbeListModels lists one model: GET /v1beta/models?pageSize=1.
-	ProbeListModels ProbeMethod = "listModels"
 	// ProbeCountTokens counts the tokens of a one-word prompt on Model:
 	// POST /v1beta/models/{model}:countTokens, the generation path, free.
+	// The default.
 	ProbeCountTokens ProbeMethod = "countTokens"
+	// ProbeGenerateContent generates at most one token from a one-word
+	// prompt on Model: POST /v1beta/models/{model}:generateContent, the
+	// application's own call, billed (a few tokens).
+	ProbeGenerateContent ProbeMethod = "generateContent"
+	// ProbeListModels lists one model: GET /v1beta/models?pageSize=1. The
+	// cheapest call, but not on the generation path.
+	ProbeListModels ProbeMethod = "listModels"
 )
 
-// DefaultProbeModel is the model ProbeCountTokens uses when Model is empty.
-const DefaultProbeModel = "gemini-2.5-flash"
+// ProbeMethods are the probe methods, the default first.
+var ProbeMethods = []ProbeMethod{ProbeCountTokens, ProbeGenerateContent, ProbeListModels}
+
+// DefaultProbeModel is the model the generation probes name when Model is
+// empty: the current stable Flash-Lite, the cheapest for generateContent.
+const DefaultProbeModel = "gemini-3.5-flash-lite"
 
 // Gemini probes keys against the Gemini API.
 type Gemini struct {
@@ -55,11 +70,51 @@ type Gemini struct {
 	BaseURL string
 	// Client sends the requests; nil means a client with a 30s timeout.
 	Client *http.Client
-	// Method is the call to make; empty means ProbeListModels.
+	// Method is the call to make; empty means ProbeCountTokens.
 	Method ProbeMethod
-	// Model is the model ProbeCountTokens names ("gemini-2.5-flash" or
-	// "models/gemini-2.5-flash"); empty means DefaultProbeModel.
+	// Model is the model the generation probes name
+	// ("gemini-3.5-flash-lite" or "models/gemini-3.5-flash-lite"); empty
+	// means DefaultProbeModel. ProbeListModels ignores it.
 	Model string
+}
+
+// With returns a copy of g that makes the call method on model (empty:
+// the defaults).
+func (g *Gemini) With(method ProbeMethod, model string) *Gemini {
+	c := *g
+	c.Method, c.Model = method, model
+	return &c
+}
+
+// method is g's call, the default filled in.
+func (g *Gemini) method() ProbeMethod {
+	if g.Method == "" {
+		return ProbeCountTokens
+	}
+	return g.Method
+}
+
+// model is g's model id without the models/ prefix, the default filled in.
+func (g *Gemini) model() string {
+	if m := strings.TrimPrefix(g.Model, "models/"); m != "" {
+		return m
+	}
+	return DefaultProbeModel
+}
+
+// Describe says which call the probe makes and what it costs, for plans
+// and reports: "countTokens on gemini-3.5-flash-lite (free)".
+func (g *Gemini) Describe() string {
+	switch m := g.method(); m {
+	case ProbeCountTokens:
+		return "countTokens on " + g.model() + " (free)"
+	case ProbeGenerateContent:
+		return "generateContent on " + g.model() + " (billed, one output token)"
+	case ProbeListModels:
+		return "listModels (does not exercise generation)"
+	default:
+		return string(m)
+	}
 }
 
 // NewGemini returns a probe for the real API, or for the emulator named by
@@ -72,7 +127,7 @@ func NewGemini() *Gemini {
 	return &Gemini{BaseURL: base}
 }
 
-// Probe lists one model with key. It returns nil when the key works, and
+// Probe makes g's call with key. It returns nil when the key works, and
 // otherwise a *ProbeError.
 func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 	client := g.Client
@@ -107,23 +162,24 @@ func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 
 // request builds the probe's request, without the key.
 func (g *Gemini) request(ctx context.Context) (*http.Request, error) {
-	switch g.Method {
-	case "", ProbeListModels:
+	var body string
+	switch g.method() {
+	case ProbeListModels:
 		return http.NewRequestWithContext(ctx, http.MethodGet, g.BaseURL+"/v1beta/models?pageSize=1", nil)
 	case ProbeCountTokens:
-		model := strings.TrimPrefix(g.Model, "models/")
-		if model == "" {
-			model = DefaultProbeModel
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.BaseURL+"/v1beta/models/"+url.PathEscape(model)+":countTokens",
-			strings.NewReader(`{"contents":[{"parts":[{"text":"ping"}]}]}`))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return req, nil
+		body = `{"contents":[{"parts":[{"text":"ping"}]}]}`
+	case ProbeGenerateContent:
+		body = `{"contents":[{"parts":[{"text":"ping"}]}],"generationConfig":{"maxOutputTokens":1}}`
+	default:
+		return nil, fmt.Errorf("unknown probe method %q (want %s, %s or %s)", g.Method, ProbeCountTokens, ProbeGenerateContent, ProbeListModels)
 	}
-	return nil, fmt.Errorf("unknown probe method %q (want %s or %s)", g.Method, ProbeListModels, ProbeCountTokens)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		g.BaseURL+"/v1beta/models/"+url.PathEscape(g.model())+":"+string(g.method()), strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
 }
 
 func redact(s string, key secret.Key) string {
@@ -169,6 +225,10 @@ const (
 	// leaked. Please use another API key." — Google blocks the key as
 	// leaked. The answer carries no ErrorInfo, so only its message tells.
 	CauseLeaked
+	// CauseModelNotFound: 404 NOT_FOUND — the API does not serve the
+	// probe's model for the probe's call (retired, misspelled, or not a
+	// generation model). The key is not at fault; the probe proved nothing.
+	CauseModelNotFound
 )
 
 var causeNames = map[Cause]string{
@@ -184,6 +244,7 @@ var causeNames = map[Cause]string{
 	CauseNetwork:             "network",
 	CauseUnauthenticated:     "unauthenticated",
 	CauseLeaked:              "leaked",
+	CauseModelNotFound:       "model-not-found",
 }
 
 func (c Cause) String() string { return causeNames[c] }
@@ -263,6 +324,8 @@ func (e *ProbeError) Hint() string {
 		return "Google reported the key as leaked and blocks it: replace it with a new key in every place that uses it, delete it, and find where it leaked"
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
+	case CauseModelNotFound:
+		return "the Gemini API does not serve the probe's model for this call (retired, misspelled, or not a generation model): name a current model for the probe (the API's model list shows them)"
 	case CauseThrottled:
 		return "the key works but is rate limited; retry later"
 	case CauseServer, CauseNetwork:
@@ -289,6 +352,8 @@ var (
 	ErrThrottled           error = &ProbeError{Cause: CauseThrottled, sentinel: true}
 	ErrUnauthenticated     error = &ProbeError{Cause: CauseUnauthenticated, sentinel: true}
 	ErrLeaked              error = &ProbeError{Cause: CauseLeaked, sentinel: true}
+	ErrModelNotFound       error = &ProbeError{Cause: CauseModelNotFound, sentinel: true}
+	ErrServer              error = &ProbeError{Cause: CauseServer, sentinel: true}
 )
 
 type errorBody struct {
@@ -359,6 +424,8 @@ func classify(httpStatus int, reason string) Cause {
 	switch {
 	case httpStatus == http.StatusTooManyRequests:
 		return CauseThrottled
+	case httpStatus == http.StatusNotFound:
+		return CauseModelNotFound
 	case httpStatus >= 500:
 		return CauseServer
 	case httpStatus == http.StatusBadRequest && reason == "":

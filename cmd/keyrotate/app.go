@@ -35,7 +35,7 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := withVersionAndCompletion(&cli.App{
 		Name:  "keyrotate",
 		Usage: "rotate Google Cloud API keys (Gemini first of all) safely",
 		Description: "keyrotate creates a new key with the old key's restrictions and binding, proves it works\n" +
@@ -44,9 +44,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Metadata:        map[string]any{},
 		Writer:          stdout,
 		ErrWriter:       stderr,
-		HideVersion:     true,
 		ExitErrHandler:  func(*cli.Context, error) {}, // errors are returned; main picks the exit code
-		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
+		OnUsageError:    onUsageError,                 // args.go
 		CommandNotFound: nil,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
@@ -54,6 +53,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
 			&cli.DurationFlag{Name: "timeout", Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
+			quotaProjectFlag(),
 		},
 		Before: func(c *cli.Context) error {
 			if o := c.String("output"); o != "text" && o != "json" {
@@ -62,8 +62,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if f := c.String("log-format"); f != "text" && f != "json" && f != "auto" {
 				return usagef("--log-format must be text, json or auto, not %q", f)
 			}
-			if d := c.Duration("timeout"); d <= 0 {
-				return usagef("--timeout must be positive, not %s", d)
+			if _, err := durationFlag(c, "timeout", false); err != nil {
+				return err
+			}
+			if err := checkQuotaProject(c); err != nil {
+				return err
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -84,6 +87,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			planCommand(),
 			rotateCommand(),
+			repairCommand(),
 			statusCommand(),
 			verifyCommand(),
 			doctorCommand(),
@@ -93,8 +97,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			revokeCommand(),
 			demoCommand(),
 			emulatorCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
+	})
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = onUsageError
+		if action := cmd.Action; action != nil {
+			name := cmd.Name
+			cmd.Action = func(c *cli.Context) error { return inCommand(name, action(c)) }
+		}
 	}
+	return app
 }
 
 // newLogger builds the logger the global flags ask for. JSON logs use the
@@ -219,11 +233,12 @@ const jsonLoggerKey = "json-logger"
 // as ERROR log entries when its logs are JSON (each with its hint and the
 // exit code), else as text for people.
 func reportRun(app *cli.App, w io.Writer, err error) int {
+	code := exitCode(err)
+	flushJSON(app, app.Writer, err, code)
 	logger, ok := app.Metadata[jsonLoggerKey].(*slog.Logger)
 	if !ok || err == nil {
 		return report(w, err)
 	}
-	code := exitCode(err)
 	if errs := config.Errors(err); len(errs) > 0 {
 		for _, e := range errs {
 			logger.Error(e.Error(), "hint", e.Hint(), "exit_code", code)
@@ -231,11 +246,16 @@ func reportRun(app *cli.App, w io.Writer, err error) int {
 		return code
 	}
 	// One entry per failed slot of a multi-slot run.
-	all := []error{err}
+	all, cmd := []error{err}, commandOf(err)
+	var ce commandError
+	if errors.As(err, &ce) {
+		err = ce.err
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		all = j.Unwrap()
 	}
 	for _, e := range all {
+		e = inCommand(cmd, e)
 		logger.Error(e.Error(), "hint", hintOf(e), "exit_code", exitCode(e))
 	}
 	return code
@@ -254,7 +274,7 @@ func report(w io.Writer, err error) int {
 				fmt.Fprintf(w, "keyrotate: hint: %s\n", h)
 			}
 		}
-		fmt.Fprintf(w, "keyrotate: hint: nothing was changed; fix the configuration and run again\n")
+		fmt.Fprintf(w, "keyrotate: hint: %s\n", configHint)
 		return code
 	}
 	for _, line := range strings.Split(err.Error(), "\n") {
@@ -266,20 +286,51 @@ func report(w io.Writer, err error) int {
 	return code
 }
 
+// configHint follows the problems of a config file.
+const configHint = "nothing was changed; fix the configuration and run again"
+
+// hintOf is the hint printed for err: a refused emulator address first
+// (whatever else the library advised, that is the cause to fix), then the
+// error's own.
 func hintOf(err error) string {
-	if h := rotate.Hint(err); h != "" {
+	h := errorHint(err)
+	if eh := hostsFromEnv().emulatorDownHint(err); eh != "" && !strings.Contains(h, eh) {
+		if h == "" || exitCode(err) == exitFailed {
+			return eh
+		}
+		return eh + "; then " + h
+	}
+	return h
+}
+
+// errorHint is what to do about err. Only a command that can change keys
+// or targets says that nothing was changed and the old key still works.
+func errorHint(err error) string {
+	cmd := commandOf(err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		h := rotate.Hint(err)
+		if h == "" {
+			h = "run `keyrotate " + strings.TrimSpace(cmd+" --help") + "` for usage"
+		}
+		if cmd != "" && !readOnly[cmd] {
+			h += "; nothing was changed"
+		}
 		return h
 	}
-	var ue usageError
+	if h := rotate.Hint(err); h != "" {
+		return quotaProjectHint(err, h)
+	}
 	switch {
-	case errors.As(err, &ue):
-		return "run `keyrotate --help` for usage"
 	case errors.Is(err, config.ErrInvalid):
 		return "fix the configuration file and run again; nothing was changed"
 	case errors.Is(err, rotate.ErrRotationInProgress):
 		return "another run is rotating this slot; wait for it, or run again after its lease expires"
 	}
 	if exitCode(err) == exitFailed {
+		if readOnly[cmd] {
+			return "fix the cause above and run `keyrotate " + cmd + "` again"
+		}
 		return "nothing was changed; the old key still works everywhere. Fix the cause above and run again"
 	}
 	return ""
@@ -293,7 +344,8 @@ func exitCode(err error) int {
 	case errors.Is(err, rotate.ErrStoppedPartWay), errors.Is(err, rotate.ErrRotationInProgress):
 		return exitPartWay
 	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid),
-		errors.Is(err, rotate.ErrInvalidTarget), errors.Is(err, rotate.ErrBadConfig):
+		errors.Is(err, rotate.ErrInvalidTarget), errors.Is(err, rotate.ErrBadConfig),
+		errors.Is(err, rotate.ErrNothingToRollBack), errors.Is(err, rotate.ErrKeyInUse):
 		return exitUsage
 	case errors.Is(err, rotate.ErrVerifyFailed):
 		return exitVerify

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
@@ -13,10 +16,14 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
 	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/cloudresourcemanager/v3"
+	iamapi "google.golang.org/api/iam/v1"
 	"google.golang.org/api/option"
+	"google.golang.org/api/serviceusage/v1"
 	htransport "google.golang.org/api/transport/http"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
@@ -47,6 +54,59 @@ func hostsFromEnv() hosts {
 	}
 }
 
+// emulated lists the emulator variables that are set, with their
+// addresses.
+func (h hosts) emulated() [][2]string {
+	var out [][2]string
+	for _, e := range [][2]string{{apiKeysEmulatorEnv, h.apiKeys}, {secretManagerEmulatorEnv, h.secretManager},
+		{verify.EmulatorHostEnv, h.gemini}, {runEmulatorEnv, h.run}} {
+		if e[1] != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// emulatorDialTimeout bounds the check that an emulator listens: it runs on
+// this machine or next to it, and answers at once when it is there.
+const emulatorDialTimeout = 3 * time.Second
+
+// check connects to every emulator address set, so that a stale variable
+// (the emulator picks new ports on every start) fails at once, naming it,
+// instead of leaving the run retrying a refused connection.
+func (h hosts) check(ctx context.Context) error {
+	for _, e := range h.emulated() {
+		d := net.Dialer{Timeout: emulatorDialTimeout}
+		conn, err := d.DialContext(ctx, "tcp", e[1])
+		if err != nil {
+			return rotate.WithHint(fmt.Errorf("%s=%s: nothing answers there: %w", e[0], e[1], err), emulatorHint(e[0], e[1]))
+		}
+		_ = conn.Close()
+	}
+	return nil
+}
+
+// refusedEmulator reports whether err is a refused connection while an
+// emulator is in use: not worth retrying, nothing starts listening by
+// itself (Google's endpoints do not refuse connections).
+func (h hosts) refusedEmulator(err error) bool {
+	return len(h.emulated()) > 0 && connRefused(err)
+}
+
+// emulatorDownHint returns the hint for err when it is a refused connection
+// to one of the emulator addresses set, else "".
+func (h hosts) emulatorDownHint(err error) string {
+	if !connRefused(err) {
+		return ""
+	}
+	for _, e := range h.emulated() {
+		if strings.Contains(err.Error(), e[1]) {
+			return emulatorHint(e[0], e[1])
+		}
+	}
+	return ""
+}
+
 // clients are Google's own Go clients. The API Keys API goes through the
 // discovery client google.golang.org/api/apikeys/v2: the gRPC client
 // cloud.google.com/go/apikeys has no service_account_email and cannot read
@@ -70,36 +130,34 @@ type clients struct {
 	// cloudrun target fails for it.
 	run    *run.ServicesClient
 	runErr error
+
+	// access are plan's read-only checks (rotate.AccessClients).
+	access *rotate.AccessClients
 }
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
 // Gemini call goes through meter (nil: none), which paces it under the
-// project's quota and counts it.
-func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, error) {
-	var keyOpts, smOpts []option.ClientOption
-	keysTransport := meter.Transport(rotate.APIKeys, nil)
-	if h.apiKeys != "" {
-		keyOpts = append(keyOpts, option.WithEndpoint("http://"+h.apiKeys+"/"),
-			option.WithHTTPClient(&http.Client{Transport: keysTransport}))
-	} else {
-		// Pace and count under the authentication transport, so that
-		// token fetches are neither.
-		t, err := htransport.NewTransport(ctx, keysTransport, option.WithScopes(apikeys.CloudPlatformScope))
-		if err != nil {
-			return nil, credentialsError("API Keys", err)
-		}
-		keyOpts = append(keyOpts, option.WithHTTPClient(&http.Client{Transport: t}))
+// quota of the project it is charged to and counts it; at debug level
+// every call is logged. quotaProject, when set, is that project for every
+// API Keys, Secret Manager and Cloud Run call (x-goog-user-project). An
+// emulator address that does not answer fails it at once.
+func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject string) (*clients, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, err
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))))
+	var smOpts []option.ClientOption
+	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil)), quotaProject)
+	if err != nil {
+		return nil, err
+	}
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager), rotate.LogUnaryCalls(rotate.SecretManager))))
+	smOpts = append(smOpts, quotaOptions(quotaProject, h.secretManager != "")...)
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	keys, err := apikeys.NewService(ctx, keyOpts...)
-	if err != nil {
-		return nil, credentialsError("API Keys", err)
-	}
-	lookup, err := newLookupClient(ctx, h.apiKeys, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))))
+	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys), rotate.LogUnaryCalls(rotate.APIKeys))))...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,16 +166,19 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, rotate.LogCalls(rotate.Gemini, nil))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	var runOpts []option.ClientOption
+	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(rotate.LogUnaryCalls("run"))))
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
+	if cl.access, err = newAccessClients(ctx, h.apiKeys, quotaProject); err != nil {
+		return nil, err
+	}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
 		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
@@ -127,6 +188,84 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter) (*clients, er
 		cl.run.CallOptions = &run.ServicesCallOptions{}
 	}
 	return cl, nil
+}
+
+// newKeysService connects the API Keys REST client: to the emulator at
+// host (plain text, no credentials) or, with host "", to Google with
+// Application Default Credentials. Every call goes through transport (the
+// Meter's), under the authentication transport, so that token fetches are
+// neither paced nor counted.
+func newKeysService(ctx context.Context, host string, transport http.RoundTripper, quotaProject string) (*apikeys.Service, error) {
+	var opts []option.ClientOption
+	if host != "" {
+		if quotaProject != "" {
+			transport = userProjectTransport{quotaProject, transport}
+		}
+		opts = append(opts, option.WithEndpoint("http://"+host+"/"), option.WithHTTPClient(&http.Client{Transport: transport}))
+	} else {
+		t, err := htransport.NewTransport(ctx, transport, append(quotaOptions(quotaProject, false), option.WithScopes(apikeys.CloudPlatformScope))...)
+		if err != nil {
+			return nil, credentialsError("API Keys", err)
+		}
+		opts = append(opts, option.WithHTTPClient(&http.Client{Transport: t}))
+	}
+	keys, err := apikeys.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("API Keys", err)
+	}
+	return keys, nil
+}
+
+// quotaOptions are the client options that charge every call to
+// quotaProject ("": none, the credentials decide). On Google that is
+// option.WithQuotaProject: the client sends x-goog-user-project with its
+// credentials. An emulated client has no credentials, and Google's
+// transports then send no such header (cloud.google.com/go/auth adds it
+// only to authenticated connections), so for an emulator (emulated) the
+// gRPC metadata is added here; REST clients of an emulator use
+// userProjectTransport.
+func quotaOptions(quotaProject string, emulated bool) []option.ClientOption {
+	switch {
+	case quotaProject == "":
+		return nil
+	case !emulated:
+		return []option.ClientOption{option.WithQuotaProject(quotaProject)}
+	}
+	return []option.ClientOption{option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
+		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(metadata.AppendToOutgoingContext(ctx, userProjectHeader, quotaProject), method, req, reply, cc, opts...)
+		}))}
+}
+
+// restOptions are the options of a REST client of Google (host "", with
+// Application Default Credentials) or of the emulator at host, charging
+// quotaProject ("": none).
+func restOptions(host, quotaProject string) []option.ClientOption {
+	switch {
+	case host == "":
+		return quotaOptions(quotaProject, false)
+	case quotaProject != "":
+		return []option.ClientOption{option.WithEndpoint("http://" + host + "/"),
+			option.WithHTTPClient(&http.Client{Transport: userProjectTransport{quotaProject, http.DefaultTransport}})}
+	}
+	return []option.ClientOption{option.WithEndpoint("http://" + host + "/"), option.WithoutAuthentication()}
+}
+
+// userProjectHeader names the quota project of a call
+// (https://cloud.google.com/apis/docs/system-parameters).
+const userProjectHeader = "x-goog-user-project"
+
+// userProjectTransport names the quota project on every request to an
+// emulator (see quotaOptions).
+type userProjectTransport struct {
+	project string
+	base    http.RoundTripper
+}
+
+func (t userProjectTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(userProjectHeader, t.project)
+	return t.base.RoundTrip(req)
 }
 
 // newLookupClient connects the gRPC API Keys client used for LookupKey: to
@@ -145,6 +284,29 @@ func newLookupClient(ctx context.Context, host string, opts ...option.ClientOpti
 	// No retries in the client: package rotate retries every call itself.
 	c.CallOptions = &apikeysapi.CallOptions{}
 	return c, nil
+}
+
+// newAccessClients connects the clients of plan's read-only checks:
+// Resource Manager v3, Service Usage v1 and IAM v1, over REST. On Google
+// each is its own host (cloudresourcemanager, serviceusage and
+// iam.googleapis.com), with Application Default Credentials; with an
+// emulator (host set) they go to the API Keys emulator's address, which
+// serves them too, so that no further *_EMULATOR_HOST variable is needed.
+func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.AccessClients, error) {
+	opts := restOptions(host, quotaProject)
+	crm, err := cloudresourcemanager.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("Resource Manager", err)
+	}
+	su, err := serviceusage.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("Service Usage", err)
+	}
+	ia, err := iamapi.NewService(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("IAM", err)
+	}
+	return &rotate.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
 }
 
 func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {
@@ -236,6 +398,19 @@ func credentialsError(api string, err error) error {
 	return rotate.WithHint(fmt.Errorf("connect to the %s API: %w", api, err),
 		"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job), or set "+
 			apiKeysEmulatorEnv+"/"+secretManagerEmulatorEnv+" to use an emulator")
+}
+
+// emulatorHint is the hint for an emulator address where nothing answers:
+// the emulator picks new ports on every start, so a stale export is the
+// usual cause.
+func emulatorHint(envVar, addr string) string {
+	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: export the variables it prints again, or unset %s to use Google", addr, envVar)
+}
+
+// connRefused reports whether err is a refused connection, over REST (a
+// net.OpError) or gRPC (a status whose message carries the dial error).
+func connRefused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused"))
 }
 
 func isTTY(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

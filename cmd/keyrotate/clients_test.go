@@ -33,7 +33,7 @@ func TestRegionalClients(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	ctx := context.Background()
-	c, err := newClients(ctx, hostsFromEnv(), nil)
+	c, err := newClients(ctx, hostsFromEnv(), nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,14 +23,18 @@ func demoCommand() *cli.Command {
 			"rotate with a visible propagation delay, and shows the before and after fingerprints.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long the new key takes to work", Value: 4 * time.Second},
-			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary directory"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep the temporary directory with the demo's keyrotate.yaml and .env (removed on exit otherwise)"},
 		},
 		Action: runDemo,
 	}
 }
 
 func runDemo(c *cli.Context) error {
-	srv, err := emulator.Start(emulator.Options{PropagationDelay: c.Duration("propagation-delay")})
+	delay, err := durationFlag(c, "propagation-delay", true)
+	if err != nil {
+		return err
+	}
+	srv, err := emulator.Start(emulator.Options{PropagationDelay: delay})
 	if err != nil {
 		return err
 	}
@@ -57,12 +61,17 @@ func runDemo(c *cli.Context) error {
 	say("  secret   projects/%s/secrets/%s", demoProject, demoSecretID)
 	say("  config   %s", w.config)
 	say("  .env     %s", w.dotenv)
+	if c.Bool("keep") {
+		say("  (kept in %s after the demo: --keep)", dir)
+	} else {
+		say("  (%s is removed when the demo ends: `keyrotate demo --keep` keeps it)", dir)
+	}
 	say("")
 	say("$ keyrotate plan")
 	if err := runPlan(c, h, w.config, nil, rotate.Options{}); err != nil {
 		return err
 	}
-	say("$ keyrotate rotate --now   (new keys take %s to work here; up to 10 minutes on Google)", c.Duration("propagation-delay"))
+	say("$ keyrotate rotate --now   (new keys take %s to work here; up to 10 minutes on Google)", delay)
 	if err := runRotate(c, h, w.config, nil, rotate.Options{Force: true}, fleetOptions{parallel: 1}); err != nil {
 		return err
 	}

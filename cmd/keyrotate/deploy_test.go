@@ -178,12 +178,14 @@ keyrotate abort gemini-prod && ./bin/keyrotate --help
 		},
 		want: []string{`deploy/k8s/cronjob.yaml:21: unknown command "rotat"`},
 	}, {
-		name: "global flag after the command",
+		// keyrotate reads a global flag after the command (args.go): its
+		// value is still checked there.
+		name: "global flag after the command with a bad value",
 		files: map[string][]byte{
-			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "rotate", "--output", "json")),
+			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "rotate", "--now", "--timeout", "90")),
 			"deploy/k8s/configmap.yaml": []byte(configMap),
 		},
-		want: []string{"--output is a global flag: put it before the command"},
+		want: []string{`deploy/k8s/cronjob.yaml:21: --timeout "90" is not a duration`},
 	}, {
 		name:  "wrong command behind a line continuation",
 		files: map[string][]byte{"deploy/gh/wf.yml": []byte(workflow("go run github.com/keyrotate/keyrotate/cmd/keyrotate@latest \\\n  --timeout 1h \\\n  rotat \\\n  --now\n"))},
@@ -205,9 +207,17 @@ keyrotate abort gemini-prod && ./bin/keyrotate --help
 		files: map[string][]byte{"deploy/gh/wf.yml": []byte(workflow("keyrotate --timeout 90 rotate\n"))},
 		want:  []string{`--timeout "90" is not a duration`},
 	}, {
-		name:  "flag after an argument",
+		name:  "flags where people put them",
+		files: map[string][]byte{"deploy/gh/wf.yml": []byte(workflow("keyrotate rotate --now -o json --timeout 1h\nkeyrotate rollback gemini-prod --to projects/p/locations/global/keys/k --config x.yaml\n"))},
+	}, {
+		// keyrotate reads a command's flags after its argument too (args.go).
+		name:  "unknown flag after an argument",
 		files: map[string][]byte{"deploy/gh/wf.yml": []byte(workflow("keyrotate abort gemini-prod --slot x\n"))},
-		want:  []string{"--slot comes after the argument"},
+		want:  []string{"deploy/gh/wf.yml:11: unknown flag --slot for `keyrotate abort`"},
+	}, {
+		name:  "wrong number of arguments",
+		files: map[string][]byte{"deploy/gh/wf.yml": []byte(workflow("keyrotate rollback gemini-prod other --to k\n"))},
+		want:  []string{"deploy/gh/wf.yml:11: `keyrotate rollback SLOT` takes 1 argument(s), got 2"},
 	}, {
 		name: "unknown environment variable",
 		files: map[string][]byte{
@@ -330,9 +340,13 @@ type deployInvocation struct {
 // root): the Dockerfile, go.mod, and YAML, shell and Markdown files.
 func checkDeploy(files map[string][]byte) *deployChecker {
 	app := newApp(io.Discard, io.Discard)
+	global := app.Flags
+	if !app.HideVersion { // urfave/cli adds --version when it runs
+		global = append(slices.Clip(global), cli.VersionFlag)
+	}
 	c := &deployChecker{
-		global:      deployFlags(app.Flags),
-		globalFlags: app.Flags,
+		global:      deployFlags(global),
+		globalFlags: global,
 		commands:    app.Commands,
 		envVars:     map[string]bool{},
 		timeout:     90 * time.Minute,
@@ -472,8 +486,8 @@ func deployIsFlag(a string) bool {
 func deployDynamic(v string) bool { return strings.ContainsAny(v, "$`") }
 
 // checkArgv checks keyrotate's arguments (without the program name) the way
-// urfave/cli v2 parses them: global flags, the command, the command's flags,
-// then arguments; the flag package stops reading flags at the first argument.
+// keyrotate reads them (args.go): global flags before or after the command,
+// the command's flags before or after its arguments, `--` ending the flags.
 // lines[i] is the line of argv[i]; at holds when argv is empty.
 func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at int) *deployInvocation {
 	inv := &deployInvocation{global: map[string]string{}, flags: map[string]string{}, lines: map[string]int{}}
@@ -497,7 +511,10 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 		}
 		if deployIsFlag(a) && !endOfFlags {
 			name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			f := scope[name]
+			f, values := scope[name], values
+			if f == nil && inv.cmd != nil && c.global[name] != nil {
+				f, values = c.global[name], inv.global
+			}
 			if f == nil {
 				c.problemf(file, line(i), "%s", c.unknownFlag(name, inv.cmd))
 				// Take an unknown flag to have a value, so that one unknown
@@ -528,7 +545,7 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 			case i+1 == len(argv):
 				c.problemf(file, line(i), "flag %s needs a value (%s VALUE or %s=VALUE)", deployDashed(name), deployDashed(name), deployDashed(name))
 				continue
-			case deployIsFlag(argv[i+1]) && scope[strings.TrimLeft(strings.SplitN(argv[i+1], "=", 2)[0], "-")] != nil:
+			case deployIsFlag(argv[i+1]) && (scope[strings.TrimLeft(strings.SplitN(argv[i+1], "=", 2)[0], "-")] != nil || c.global[strings.TrimLeft(strings.SplitN(argv[i+1], "=", 2)[0], "-")] != nil):
 				c.problemf(file, line(i), "flag %s needs a value, but %s follows it", deployDashed(name), argv[i+1])
 				continue
 			default:
@@ -538,9 +555,6 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 			c.checkValue(file, line(i), f, name, val)
 			values[canon], inv.lines[canon] = val, line(i)
 			continue
-		}
-		if deployIsFlag(a) && len(args) > 0 {
-			c.problemf(file, line(i), "%s comes after the argument %q: urfave/cli stops reading flags at the first argument, so it would be an argument too; put the flags first", a, args[0])
 		}
 		if len(args) == 0 && (inv.cmd == nil || len(subs) > 0) {
 			if sub := deployFindCommand(subs, a); sub != nil {
@@ -556,16 +570,18 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 			}
 		}
 		args, argsLine = append(args, a), append(argsLine, line(i))
-		endOfFlags = true
 	}
 	if inv.cmd == nil {
-		if _, help := inv.global["help"]; !help {
+		_, help := inv.global["help"]
+		if _, version := inv.global["version"]; !help && !version {
 			c.problemf(file, line(0), "keyrotate without a command only prints its help (commands: %s)", deployCommandList(c.commands))
 		}
 		return inv
 	}
 	if len(args) > 0 && strings.TrimSpace(inv.cmd.ArgsUsage) == "" && len(inv.cmd.Subcommands) == 0 {
 		c.problemf(file, argsLine[0], "`keyrotate %s` takes no arguments, got %q", inv.cmd.Name, args[0])
+	} else if want := strings.Fields(inv.cmd.ArgsUsage); len(want) > 0 && len(args) != len(want) {
+		c.problemf(file, line(0), "`keyrotate %s %s` takes %d argument(s), got %d", inv.cmd.Name, inv.cmd.ArgsUsage, len(want), len(args))
 	}
 	return inv
 }
@@ -596,9 +612,6 @@ func (c *deployChecker) unknownFlag(name string, cmd *cli.Command) string {
 			}
 		}
 		return fmt.Sprintf("unknown global flag %s (global flags: %s)", deployDashed(name), deployFlagList(c.globalFlags))
-	}
-	if c.global[name] != nil {
-		return fmt.Sprintf("%s is a global flag: put it before the command %q (urfave/cli reads global flags only there)", deployDashed(name), cmd.Name)
 	}
 	return fmt.Sprintf("unknown flag %s for `keyrotate %s` (its flags: %s)", deployDashed(name), cmd.Name, deployFlagList(cmd.Flags))
 }

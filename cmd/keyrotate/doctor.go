@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/apikeys/v2"
-	"google.golang.org/api/option"
 
+	"github.com/keyrotate/keyrotate/config"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
@@ -39,12 +39,16 @@ func doctorCommand() *cli.Command {
 			"Without Google credentials the key lookup is skipped; the other checks still run.\n" +
 			"The key is read from a variable, a .env file or standard input, never from an argument, and never\n" +
 			"printed: findings name characters by code point and position, keys by fingerprint.\n" +
-			"Exit status: 0 healthy, 1 a problem was found, 2 bad usage.",
+			"Exit status: 0 healthy (the live probe ran and nothing failed), 1 a problem was found or the\n" +
+			"checks are incomplete (the live probe could not run: the verdict says what was not checked),\n" +
+			"2 bad usage.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "env", Usage: "read the key from environment variable `VAR` (default: GEMINI_API_KEY, else GOOGLE_API_KEY)"},
 			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
 			&cli.BoolFlag{Name: "stdin", Usage: "read the key from the first line of standard input"},
 			&cli.StringFlag{Name: "project", Usage: "the `PROJECT` (id or number) the key should belong to"},
+			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe, Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
+			&cli.StringFlag{Name: "model", Usage: "the `MODEL` countTokens and generateContent name (default: " + verify.DefaultProbeModel + ")"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -54,6 +58,10 @@ func doctorCommand() *cli.Command {
 			}
 			if c.Bool("stdin") && (c.IsSet("env") || c.IsSet("dotenv")) {
 				return usagef("--stdin cannot be combined with --env or --dotenv")
+			}
+			probe, err := probeFlags(c)
+			if err != nil {
+				return err
 			}
 			in := verify.Input{Env: doctorLookupEnv, Var: c.String("env")}
 			switch {
@@ -75,7 +83,7 @@ func doctorCommand() *cli.Command {
 				}
 				in.DotEnv, in.DotEnvPath = b, path
 			}
-			return runDoctor(c, hostsFromEnv(), in, c.String("project"))
+			return runDoctor(c, hostsFromEnv(), in, c.String("project"), probe)
 		},
 	}
 }
@@ -93,20 +101,34 @@ func readKeyLine(r io.Reader) (string, error) {
 	return strings.TrimSuffix(line, "\n"), nil
 }
 
-func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
+// probeFlags reads --probe and --model into the probe doctor makes.
+func probeFlags(c *cli.Context) (*verify.Gemini, error) {
+	probe, model := c.String("probe"), c.String("model")
+	if msg, hint := config.CheckProbe(probe); msg != "" {
+		return nil, rotate.WithHint(usagef("--%s", msg), hint)
+	}
+	if model != "" {
+		if msg, hint := config.CheckModel(model); msg != "" {
+			return nil, rotate.WithHint(usagef("--%s", msg), hint)
+		}
+		if probe == config.ProbeListModels {
+			return nil, usagef("--model applies only to --probe countTokens or generateContent")
+		}
+	}
+	return &verify.Gemini{BaseURL: verify.DefaultBaseURL, Method: verify.ProbeMethod(probe), Model: model}, nil
+}
+
+func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *verify.Gemini) error {
 	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
-	d := &verify.Doctor{Project: project, Probe: &verify.Gemini{BaseURL: verify.DefaultBaseURL}}
+	d := &verify.Doctor{Project: project, Probe: probe}
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
-	var opts []option.ClientOption
-	if h.apiKeys != "" {
-		opts = append(opts, option.WithEndpoint("http://"+h.apiKeys+"/"), option.WithoutAuthentication())
-	}
-	if keys, err := apikeys.NewService(ctx, opts...); err != nil {
+	qp := quotaProjectOf(c, nil)
+	if keys, err := apikeys.NewService(ctx, restOptions(h.apiKeys, qp)...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
-	} else if lookup, err := newLookupClient(ctx, h.apiKeys); err != nil {
+	} else if lookup, err := newLookupClient(ctx, h.apiKeys, quotaOptions(qp, h.apiKeys != "")...); err != nil {
 		d.KeysErr = fmt.Errorf("no Google credentials: %w", err)
 	} else {
 		defer lookup.Close()
@@ -115,6 +137,16 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 
 	rep := d.Check(ctx, in)
 	adviseDoctor(rep)
+	// A check that could not run because an emulator address refused
+	// the connection names the variable to fix.
+	for _, f := range rep.Findings {
+		if f.Status != verify.StatusSkip {
+			continue
+		}
+		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
+			adviseFinding(rep, f.ID, eh)
+		}
+	}
 	p := newPrinter(c)
 	if p.json {
 		if err := p.jsonDoc(struct {
@@ -133,6 +165,9 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string) error {
 	if next == "" {
 		next = "see the findings above"
 	}
+	if rep.Incomplete {
+		return rotate.WithHint(fmt.Errorf("doctor could not finish its checks: %s", rep.Summary.Message), next)
+	}
 	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
 }
 
@@ -146,13 +181,20 @@ func adviseDoctor(rep *verify.Report) {
 	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
 		return
 	}
+	adviseFinding(rep, verify.FindProbe, leakedNext)
+}
+
+// adviseFinding sets the fix of finding id, and the summary's next step
+// where that finding is the cause or decided that the checks are
+// incomplete.
+func adviseFinding(rep *verify.Report, id, fix string) {
 	for i, f := range rep.Findings {
-		if f.ID == verify.FindProbe {
-			rep.Findings[i].Fix = leakedNext
+		if f.ID == id {
+			rep.Findings[i].Fix = fix
 		}
 	}
-	if rep.Summary.Cause == verify.FindProbe {
-		rep.Summary.Next = leakedNext
+	if rep.Summary.Cause == id || rep.Incomplete && id == verify.FindProbe {
+		rep.Summary.Next = fix
 	}
 }
 
@@ -180,6 +222,8 @@ func printDoctor(w io.Writer, r *verify.Report) {
 	}
 	if r.Healthy {
 		fmt.Fprintf(w, "summary: healthy: %s\n", r.Summary.Message)
+	} else if r.Incomplete {
+		fmt.Fprintf(w, "summary: incomplete: %s\n", r.Summary.Message)
 	} else {
 		fmt.Fprintf(w, "summary: %s: %s\n", r.Summary.Cause, r.Summary.Message)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -123,7 +124,13 @@ var (
 	fingerprintRe = regexp.MustCompile(`sha256:[0-9a-f]{12}`)
 )
 
-func normalize(s string) string { return fingerprintRe.ReplaceAllString(s, "sha256:<fp>") }
+// loopbackRe matches a loopback address: the closed port of a test
+// differs on each run.
+var loopbackRe = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+
+func normalize(s string) string {
+	return loopbackRe.ReplaceAllString(fingerprintRe.ReplaceAllString(s, "sha256:<fp>"), "127.0.0.1:<port>")
+}
 
 // TestDoctorGolden keeps doctor's text and JSON output for a representative
 // set of problems in testdata/doctor (rewrite with -update), and checks the
@@ -138,6 +145,9 @@ func TestDoctorGolden(t *testing.T) {
 		args  []string
 		setup func(t *testing.T)
 		exit  int
+		// incomplete: the live probe could not run, the verdict is
+		// "incomplete" (exit 1), not "healthy" and not a problem.
+		incomplete bool
 	}{
 		{name: "healthy", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)}, args: []string{"--project", demoProject}},
 		{name: "zero-width", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)[:24] + "\u200b" + key(demoKeyID)[24:]}, exit: 1},
@@ -152,6 +162,14 @@ func TestDoctorGolden(t *testing.T) {
 				t.Setenv("APIKEYS_EMULATOR_HOST", "")
 				t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/adc.json")
 			}},
+		{name: "incomplete", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)}, exit: 1, incomplete: true,
+			setup: func(t *testing.T) {
+				t.Setenv("APIKEYS_EMULATOR_HOST", "")
+				t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/adc.json")
+				t.Setenv("GEMINI_EMULATOR_HOST", closedAddr(t))
+			}},
+		{name: "lookup-emulator-down", env: map[string]string{"GEMINI_API_KEY": key(demoKeyID)},
+			setup: func(t *testing.T) { t.Setenv("APIKEYS_EMULATOR_HOST", closedAddr(t)) }},
 		{name: "missing", env: map[string]string{}, exit: 1},
 		{name: "stdin-quoted-bearer", stdin: "\"Bearer " + key(demoKeyID) + "\"\r\n", args: []string{"--stdin"}, exit: 1},
 		{name: "dotenv-differs", env: map[string]string{"GEMINI_API_KEY": key("gemini-staging")}, args: []string{"--dotenv", "app/.env"}},
@@ -172,6 +190,10 @@ func TestDoctorGolden(t *testing.T) {
 				switch {
 				case tc.exit == 0 && run.stderr != "":
 					t.Errorf("%s: stderr = %q, want nothing", format, run.stderr)
+				case tc.incomplete && (!strings.HasPrefix(run.stderr, "keyrotate: error: doctor could not finish its checks: ") ||
+					!strings.Contains(run.stderr, "\nkeyrotate: hint: ")):
+					t.Errorf("%s: stderr = %q, want the incomplete verdict and a hint", format, run.stderr)
+				case tc.incomplete:
 				case tc.exit == 1 && !strings.HasPrefix(run.stderr, "keyrotate: error: doctor found a problem (") ||
 					tc.exit == 1 && !strings.Contains(run.stderr, "\nkeyrotate: hint: "):
 					t.Errorf("%s: stderr = %q, want the error and a hint", format, run.stderr)
@@ -181,11 +203,15 @@ func TestDoctorGolden(t *testing.T) {
 				if format == "json" {
 					golden = filepath.Join("testdata", "doctor", tc.name+".json")
 					var doc struct {
-						Command string `json:"command"`
-						Healthy bool   `json:"healthy"`
+						Command    string `json:"command"`
+						Healthy    bool   `json:"healthy"`
+						Incomplete bool   `json:"incomplete"`
 					}
 					if err := json.Unmarshal([]byte(run.stdout), &doc); err != nil || doc.Command != "doctor" || doc.Healthy != (tc.exit == 0) {
 						t.Errorf("json: %v, command %q, healthy %v; want one document of doctor, healthy %v", err, doc.Command, doc.Healthy, tc.exit == 0)
+					}
+					if doc.Incomplete != tc.incomplete {
+						t.Errorf("json: incomplete %v, want %v", doc.Incomplete, tc.incomplete)
 					}
 				} else {
 					got += "-- stderr --\n" + normalize(run.stderr)
@@ -194,6 +220,19 @@ func TestDoctorGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// closedAddr returns a loopback host:port where nothing listens: a port
+// that was just free, closed again.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // origDir is the package directory, where the goldens are, whatever the

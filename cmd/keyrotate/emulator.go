@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/rotate"
 )
 
 func emulatorCommand() *cli.Command {
@@ -22,7 +25,8 @@ func emulatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "gemini-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Gemini REST API"},
 			&cli.StringFlag{Name: "run-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Cloud Run Admin API v2 (gRPC)"},
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long a new key takes to work at Gemini"},
-			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR`"},
+			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR` (DIR/keyrotate.yaml and DIR/app/.env; existing files are refused without --force)"},
+			&cli.BoolFlag{Name: "force", Usage: "with --seed, overwrite DIR/keyrotate.yaml and DIR/app/.env if they exist"},
 			&cli.StringFlag{Name: "fleet", Usage: "with --seed, also seed `PROJECTSxSLOTS` more slots (e.g. 4x25) to try --parallel and --shard"},
 			&cli.BoolFlag{Name: "quotas", Value: true, Usage: "enforce Google's documented per-project quotas (API Keys: 120 writes, 240 reads; Secret Manager: 600 each, per window)"},
 			&cli.DurationFlag{Name: "quota-window", Value: time.Minute, Usage: "the quotas' `INTERVAL` (shorter scales time: 1s makes them per second)"},
@@ -37,12 +41,22 @@ func emulatorCommand() *cli.Command {
 					return usagef("--fleet seeds slots into the config of --seed DIR: add --seed")
 				}
 			}
-			if c.Duration("quota-window") <= 0 {
-				return usagef("--quota-window must be positive")
+			if dir := c.String("seed"); dir != "" && !c.Bool("force") {
+				if err := refuseOverwrite(seedFiles(dir)); err != nil {
+					return err
+				}
 			}
-			opts := emulator.Options{PropagationDelay: c.Duration("propagation-delay"), RunAddr: c.String("run-addr")}
+			window, err := durationFlag(c, "quota-window", false)
+			if err != nil {
+				return err
+			}
+			delay, err := durationFlag(c, "propagation-delay", true)
+			if err != nil {
+				return err
+			}
+			opts := emulator.Options{PropagationDelay: delay, RunAddr: c.String("run-addr")}
 			if c.Bool("quotas") {
-				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, c.Duration("quota-window")
+				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, window
 			}
 			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"), opts)
 			if err != nil {
@@ -59,6 +73,7 @@ func emulatorCommand() *cli.Command {
 				}
 				fmt.Fprintf(c.App.Writer, "# seeded project %s (%d), key %s, secret projects/%s/secrets/%s\n",
 					demoProject, demoProjectNumber, w.keyName, demoProject, demoSecretID)
+				fmt.Fprintf(c.App.Writer, "# wrote %s and %s\n", w.config, w.dotenv)
 				if projects > 0 {
 					if _, err := seedFleet(srv, w, projects, slots); err != nil {
 						return err
@@ -74,4 +89,20 @@ func emulatorCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// refuseOverwrite refuses to write over files that exist: --seed writes a
+// config and a .env, and a user's own must not be replaced without a word.
+func refuseOverwrite(files []string) error {
+	var exist []string
+	for _, f := range files {
+		if _, err := os.Lstat(f); err == nil {
+			exist = append(exist, f)
+		}
+	}
+	if len(exist) == 0 {
+		return nil
+	}
+	return rotate.WithHint(usagef("--seed would overwrite %s (it writes %s)", strings.Join(exist, " and "), strings.Join(files, " and ")),
+		"nothing was written; pass an empty or new directory to --seed, or add --force to overwrite")
 }

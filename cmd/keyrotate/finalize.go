@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,7 +19,7 @@ func finalizeCommand() *cli.Command {
 			"deletes the current key or a key the secret or a target still holds, and disables the secret\n" +
 			"version of each deleted key (never the newest). rotate also finalizes its slots' due keys.",
 		Flags: []cli.Flag{
-			slotFlag(),
+			slotFlag("delete due old keys of only"),
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be deleted; change nothing"},
 			&cli.BoolFlag{Name: "confirm-revocation", Usage: "probe each deleted key until the API rejects it, and report how long that took"},
 		},
@@ -73,7 +74,7 @@ func runFinalize(c *cli.Context, opts rotate.FinalizeOptions) error {
 			if k.Revocation > 0 {
 				extra = "; rejected by the API after " + k.Revocation.Round(time.Millisecond).String()
 			}
-			j.out.note("%s: %-12s %s  %s (%s%s)", res.Slot, k.Action, orNone(k.Fingerprint), k.Key, k.Reason, extra)
+			j.out.note("%s", finalizedLine(res.Slot, k, extra))
 		}
 	}
 	if j.out.json {
@@ -82,4 +83,15 @@ func runFinalize(c *cli.Context, opts rotate.FinalizeOptions) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// finalizedLine is the line for one key finalize looked at: its action,
+// fingerprint (left out when unknown, e.g. a kept key found only by its
+// annotation) and name, and why.
+func finalizedLine(slot string, k rotate.Finalized, extra string) string {
+	fp := ""
+	if k.Fingerprint != "" {
+		fp = k.Fingerprint + "  "
+	}
+	return fmt.Sprintf("%s: %-12s %s%s (%s%s)", slot, k.Action, fp, k.Key, k.Reason, extra)
 }

@@ -203,6 +203,9 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rot
 	b := budgetOf(c)
 	err := rotateFleet(c, h, cfgPath, names, opts, fo, rec)
 	rec.finish(err)
+	if rec.Summary.Slots > 0 && c.String("output") != "json" {
+		fmt.Fprintln(c.App.Writer, rec.totals())
+	}
 	if fo.report != "" {
 		if werr := rec.write(fo.report); werr != nil {
 			warn(c, "could not write the run record: %v", werr)
@@ -229,7 +232,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	}
 	defer j.close()
 	rec.start(j)
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	if !j.shard.all() {
@@ -253,6 +256,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 	)
 	if prog != nil {
 		r.Events = processOf(c).events(prog.event)
+		r.Retry.OnRetry = prog.retrying
 	}
 	f := &rotate.Fleet{Rotator: r, Parallel: fo.parallel}
 	f.Start = func(s *rotate.Slot) { prog.start(s.Name) }
@@ -262,7 +266,7 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 		rec.add(o)
 		prog.done(o)
 		if o.Err != nil {
-			fails = append(fails, failed{o.Slot.Name, o.Err})
+			fails = append(fails, failed{o.Slot.Name, rotateHeldHint(o.Err, o.Slot.Name)})
 			return
 		}
 		results[o.Slot.Name] = o.Result

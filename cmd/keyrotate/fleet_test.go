@@ -715,7 +715,7 @@ func noWebhookURL(t *testing.T, what, text string) {
 }
 
 var (
-	runIDPattern       = regexp.MustCompile(`^[0-9]{8}t[0-9]{6}-[0-9a-f]{8}$`)
+	runIDPattern       = regexp.MustCompile(`^[0-9]{14}-[a-z2-7]{8}$`) // rotate.NewID: also the rotation ids the run starts
 	fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{12}$`)
 )
 

@@ -62,7 +62,7 @@ func runLeaked(c *cli.Context) error {
 		return err
 	}
 	defer j.close()
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	r := j.rotator(c)
@@ -94,7 +94,7 @@ func runLeaked(c *cli.Context) error {
 	}
 	if resp != nil && resp.Finalized != nil {
 		for _, k := range resp.Finalized.Keys {
-			j.out.note("%s: %-12s %s  %s (%s)", resp.Finalized.Slot, k.Action, orNone(k.Fingerprint), k.Key, k.Reason)
+			j.out.note("%s", finalizedLine(resp.Finalized.Slot, k, ""))
 		}
 	}
 	if err == nil && leak.Deleted && resp.Rotation == nil {
@@ -170,7 +170,12 @@ func runRevoke(c *cli.Context) error {
 	}
 	p := newPrinter(c)
 	if p.json {
-		return p.jsonDoc(map[string]any{"command": "revoke", "key": info})
+		return p.jsonDoc(map[string]any{"command": "revoke", "key": info.KeyInfo, "already_deleted": info.AlreadyDeleted})
+	}
+	if info.AlreadyDeleted {
+		p.note("key %s was already deleted at %s: nothing was changed", info.Name, orUnknownTime(info.DeletedAt))
+		p.note("  restorable with `gcloud services api-keys undelete %s` until %s", info.Name, orUnknownTime(info.RestorableUntil))
+		return nil
 	}
 	p.note("deleted key %s (soft delete: restorable for 30 days)", info.Name)
 	return nil
@@ -181,11 +186,11 @@ func runRevoke(c *cli.Context) error {
 func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error) {
 	path := c.String("config")
 	if _, err := os.Stat(path); err != nil && !c.IsSet("config") && os.Getenv("KEYROTATE_CONFIG") == "" {
-		cl, err := newClients(c.Context, hostsFromEnv(), nil)
+		cl, err := newClients(c.Context, hostsFromEnv(), nil, quotaProjectOf(c, nil))
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, Log: newLogger(c), Events: newPrinter(c).event}
+		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, QuotaProject: quotaProjectOf(c, nil), Log: newLogger(c), Events: newPrinter(c).event, RunID: runID(c)}
 		return nil, cl.Close, r, nil
 	} else if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("config %s: %w", path, err)}
@@ -195,4 +200,11 @@ func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error
 		return nil, nil, nil, err
 	}
 	return j.slots, j.close, j.rotator(c), nil
+}
+
+func orUnknownTime(t time.Time) string {
+	if t.IsZero() {
+		return "an unknown time"
+	}
+	return t.Format(time.RFC3339)
 }

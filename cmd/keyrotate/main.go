@@ -10,10 +10,14 @@ import (
 )
 
 func main() {
+	receiveSIGPIPE() // a closed stdout never kills a run: pipe.go
+	stdout := &sink{w: os.Stdout}
 	p := newProcess(os.Stderr, os.Exit) // signals and --timeout: stop.go
-	app := newApp(os.Stdout, os.Stderr)
+	app := newApp(stdout, os.Stderr)
 	app.Metadata[processKey] = p
-	err := app.RunContext(p.listen(context.Background()), os.Args)
+	err := runApp(p.listen(context.Background()), app, os.Args) // args.go
 	p.finish()
-	os.Exit(reportRun(app, os.Stderr, err))
+	code := reportRun(app, os.Stderr, err) // prints a held JSON document
+	stdout.warn(os.Stderr, "standard output")
+	os.Exit(code)
 }

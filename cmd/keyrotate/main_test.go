@@ -71,13 +71,14 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"kr":   cmdKR,
-			"exit": cmdExit,
-			"emu":  cmdEmu,
-			"sm":   cmdSM,     // further Secret Manager secrets (secrets_test.go)
-			"gh":   cmdGitHub, // github*.txtar: the GitHub API fake (github_test.go)
-			"k8s":  cmdK8s,    // k8s*.txtar: the Kubernetes API server fake (k8s_test.go)
-			"run":  cmdRun,    // cloudrun*.txtar: a Cloud Run service (cloudrun_test.go)
+			"kr":      cmdKR,
+			"jsondoc": cmdJSONDoc, // json_test.go
+			"exit":    cmdExit,
+			"emu":     cmdEmu,
+			"sm":      cmdSM,     // further Secret Manager secrets (secrets_test.go)
+			"gh":      cmdGitHub, // github*.txtar: the GitHub API fake (github_test.go)
+			"k8s":     cmdK8s,    // k8s*.txtar: the Kubernetes API server fake (k8s_test.go)
+			"run":     cmdRun,    // cloudrun*.txtar: a Cloud Run service (cloudrun_test.go)
 			"sleep": func(ts *testscript.TestScript, _ bool, args []string) {
 				d, err := time.ParseDuration(args[0])
 				ts.Check(err)
@@ -144,6 +145,10 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		srv.SetPropagationDelay(d)
 	case "disable-gemini":
 		srv.SetServiceEnabled(demoProject, "generativelanguage.googleapis.com", false)
+	case "deny": // emu deny PERMISSION: the caller lacks it
+		srv.DenyPermission(rest[0])
+	case "disable-api": // emu disable-api SERVICE: disabled in the demo project
+		srv.SetServiceEnabled(demoProject, rest[0], false)
 	case "reset":
 		srv.ResetCalls()
 	case "calls": // emu calls total|mutating|METHOD N
@@ -221,6 +226,8 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		if want := strings.ReplaceAll(ts.ReadFile(rest[1]), rest[2], latestPayload(sw)); (ts.ReadFile(rest[0]) == want) == neg {
 			ts.Fatalf("%s is not %s with the secret's latest key in place of %s", rest[0], rest[1], rest[2])
 		}
+	case "quota-project": // emu quota-project require|off (quotaproject_test.go)
+		cmdEmuQuotaProject(ts, sw, rest)
 	case "rotated":
 		checkRotated(ts, sw)
 	case "invariant":

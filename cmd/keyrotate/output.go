@@ -23,8 +23,11 @@ type printer struct {
 	json           bool
 	tty            bool
 
+	sink *jsonSink // nil: print at once
+
 	mu      sync.Mutex
 	spinner *progressbar.ProgressBar
+	ended   map[string]bool // slots whose "done" step line was printed
 }
 
 func newPrinter(c *cli.Context) *printer {
@@ -33,7 +36,14 @@ func newPrinter(c *cli.Context) *printer {
 		stderr: c.App.ErrWriter,
 		json:   c.String("output") == "json",
 		tty:    isTerminal(c.App.ErrWriter),
+		ended:  map[string]bool{},
+		sink:   sinkOf(c),
 	}
+}
+
+func sinkOf(c *cli.Context) *jsonSink {
+	s, _ := c.App.Metadata[jsonSinkKey].(*jsonSink)
+	return s
 }
 
 // event prints a rotation step.
@@ -51,7 +61,18 @@ func (p *printer) event(ev rotate.Event) {
 	if p.json {
 		return
 	}
+	if ev.Step == "done" {
+		p.ended[ev.Slot] = true
+	}
 	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, ev.Message)
+}
+
+// saidDone reports whether slot's "done" step line was printed (then a
+// "nothing to do" result is not printed again).
+func (p *printer) saidDone(slot string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ended[slot]
 }
 
 func (p *printer) wait(ev rotate.Event) {
@@ -60,15 +81,7 @@ func (p *printer) wait(ev rotate.Event) {
 	left := time.Until(w.Deadline).Round(time.Second)
 	desc := fmt.Sprintf("%s: waiting for %s to work (probe %d failed; deadline %s, in %s)", ev.Slot, shortName(w.Key), w.Attempt, w.Deadline.Local().Format("15:04:05"), left)
 	if p.tty {
-		if p.spinner == nil {
-			p.spinner = progressbar.NewOptions(-1,
-				progressbar.OptionSetWriter(p.stderr),
-				progressbar.OptionSpinnerType(14),
-				progressbar.OptionSetElapsedTime(true),
-				progressbar.OptionClearOnFinish(),
-				progressbar.OptionThrottle(100*time.Millisecond),
-			)
-		}
+		p.spin()
 		p.spinner.Describe(desc)
 		_ = p.spinner.Add(1)
 		return
@@ -78,6 +91,39 @@ func (p *printer) wait(ev rotate.Event) {
 	}
 	fmt.Fprintf(p.stdout, "%-12s %-10s waiting for the new key to work: probe %d failed (%s), %s elapsed, deadline %s\n",
 		ev.Slot, ev.Step, w.Attempt, firstLine(w.Last), elapsed, w.Deadline.Format(time.RFC3339))
+}
+
+// spin starts the spinner on stderr if it is not running. p.mu is held.
+func (p *printer) spin() {
+	if p.spinner == nil {
+		p.spinner = progressbar.NewOptions(-1,
+			progressbar.OptionSetWriter(p.stderr),
+			progressbar.OptionSpinnerType(14),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+		)
+	}
+}
+
+// retrying shows, on a terminal, that a call is being retried: the
+// spinner line says "retrying …" until the next step. Elsewhere the log
+// has a line per retry (rotate.RetryPolicy).
+func (p *printer) retrying(r rotate.Retrying) {
+	if !p.tty {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.spin()
+	p.spinner.Describe(retryingLine(r))
+	_ = p.spinner.Add(1)
+}
+
+// retryingLine is the progress line of a retried call.
+func retryingLine(r rotate.Retrying) string {
+	return fmt.Sprintf("retrying %s %s: attempt %d failed (%s); next in %s, retrying for %s",
+		r.Call, r.Resource, r.Attempt, firstLine(r.Err.Error()), r.Wait.Round(100*time.Millisecond), r.Elapsed.Round(time.Second))
 }
 
 // note prints a remark for people (not in JSON output).
@@ -90,8 +136,12 @@ func (p *printer) note(format string, args ...any) {
 	fmt.Fprintf(p.stdout, format+"\n", args...)
 }
 
-// jsonDoc prints the one JSON document of a command.
+// jsonDoc prints the one JSON document of a command; in a run of main,
+// at the run's end with its outcome (flushJSON).
 func (p *printer) jsonDoc(v any) error {
+	if p.sink != nil {
+		return p.sink.set(v)
+	}
 	enc := json.NewEncoder(p.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -185,6 +235,16 @@ func (g *progress) event(ev rotate.Event) {
 	}
 	g.inflight[ev.Slot] = step
 	g.describe()
+}
+
+// retrying shows a retried call on the bar until the next step.
+func (g *progress) retrying(r rotate.Retrying) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.bar.Describe(retryingLine(r))
 }
 
 func (g *progress) done(o rotate.Outcome) {

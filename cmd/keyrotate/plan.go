@@ -15,16 +15,22 @@ func planCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "plan",
 		Usage:       "show what rotate would do, without changing anything",
-		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.",
+		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.\n\nIt also proves, with read-only calls, that the caller holds what the rotation needs:\nthe IAM permissions on each slot's project and secret, the API Keys and Secret Manager\nAPIs enabled, and the service account new keys are bound to. Each thing missing is one\nline with the role and the command that grants it, and plan exits 1.",
 		Flags: append([]cli.Flag{
-			slotFlag(),
+			slotFlag("show the plan for only"),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
+			&cli.BoolFlag{Name: "again", Usage: "with --now, plan as rotate --again would do"},
+			&cli.StringFlag{Name: "grace", Usage: "plan as if keeping the old key this `DURATION` instead of the config's grace"},
 		}, shardFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("plan takes no arguments (got %q); use --slot", c.Args().First())
 			}
-			return runPlan(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), rotate.Options{Force: c.Bool("now")})
+			opts, err := rotateOptions(c)
+			if err != nil {
+				return err
+			}
+			return runPlan(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts)
 		},
 	}
 }
@@ -47,14 +53,27 @@ func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotat
 	var errs []error
 	for _, s := range j.slots {
 		p, err := r.Plan(j.ctx, s, opts)
+		var ae *rotate.AccessError
+		if errors.As(err, &ae) {
+			// The preflight failed; the checks say what is missing.
+			out.Plans = append(out.Plans, ae.Plan)
+			if !j.out.json {
+				j.out.note("slot %s", s.Name)
+				printChecks(j.out, ae.Plan)
+				j.out.note("")
+			}
+		}
+		if err == nil {
+			out.Plans = append(out.Plans, p)
+			if !j.out.json {
+				printPlan(j.out, p)
+			}
+			// A plan whose checks failed is a rotation that would fail.
+			err = p.AccessErr()
+		}
 		if err != nil {
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
-			continue
-		}
-		out.Plans = append(out.Plans, p)
-		if !j.out.json {
-			printPlan(j.out, p)
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("plan", err)))
 		}
 	}
 	if j.out.json {
@@ -97,15 +116,41 @@ func printPlan(o *printer, p *rotate.Plan) {
 		}
 		o.note("  target %s %s  %s (holds the %s)", mark, t.Fingerprint, t.Target, t.Holds)
 	}
-	if p.Blocked != "" {
-		o.note("  rotate would do nothing: %s", p.Blocked)
-	} else {
+	printChecks(o, p)
+	switch {
+	case p.Skip != "":
+		o.note("  rotate would do nothing: %s; %s", p.Blocked, skipHint(p.Skip))
+	case p.Blocked != "":
+		o.note("  rotate would refuse: %s", p.Blocked)
+	default:
 		o.note("  rotate would:")
 		for i, a := range p.Actions {
 			o.note("    %d. %s", i+1, a)
 		}
 	}
 	o.note("")
+}
+
+// printChecks prints what plan proved about the caller's access: one line
+// per check that failed or could not be made, else that all passed.
+func printChecks(o *printer, p *rotate.Plan) {
+	if len(p.Checks) == 0 {
+		return
+	}
+	bad := 0
+	for _, c := range p.Checks {
+		switch c.Status {
+		case rotate.CheckFail:
+			bad++
+			o.note("  access FAIL  %s", c)
+		case rotate.CheckWarn:
+			bad++
+			o.note("  access WARN  %s", c)
+		}
+	}
+	if bad == 0 {
+		o.note("  access       all %d checks pass (IAM permissions on the project and the secret, APIs enabled, bound service account)", len(p.Checks))
+	}
 }
 
 func orNone(s string) string {

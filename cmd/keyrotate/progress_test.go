@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,46 @@ func TestNoProgressOffTerminal(t *testing.T) {
 	g.finish()
 	if b.String() != "x" {
 		t.Errorf("nil progress wrote %q", b.String())
+	}
+}
+
+// TestRetryingOnTerminal: a retried call shows on the terminal's progress
+// line as "retrying …" (one slot: the spinner; a fleet: the bar), with the
+// call, the attempt and the next wait; off a terminal the log says it.
+func TestRetryingOnTerminal(t *testing.T) {
+	r := rotate.Retrying{Call: "secretmanager.versions.access", Resource: "projects/p/secrets/s/versions/latest", Attempt: 2,
+		Err: errors.New("rpc error: code = Unavailable desc = boom\nmore"), Wait: 1500 * time.Millisecond, Elapsed: 4 * time.Second}
+	want := "retrying secretmanager.versions.access projects/p/secrets/s/versions/latest: attempt 2 failed (rpc error: code = Unavailable desc = boom); next in 1.5s, retrying for 4s"
+
+	var stdout, stderr bytes.Buffer
+	p := &printer{stdout: &stdout, stderr: &stderr, tty: true}
+	p.retrying(r)
+	time.Sleep(150 * time.Millisecond)
+	p.retrying(r)
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("spinner does not show the retry:\n%q\nwant %q in it", stderr.String(), want)
+	}
+	p.event(rotate.Event{Slot: "a", Step: "lock", Message: "locked"}) // the next step ends the spinner
+	if stdout.String() != fmt.Sprintf("%-12s %-10s %s\n", "a", "lock", "locked") {
+		t.Errorf("stdout = %q, want the step line only", stdout.String())
+	}
+
+	stderr.Reset()
+	g := newProgress(p, 2)
+	g.start("a")
+	time.Sleep(150 * time.Millisecond)
+	g.retrying(r)
+	time.Sleep(150 * time.Millisecond)
+	g.event(rotate.Event{Slot: "a", Step: "create"})
+	g.retrying(r)
+	if !strings.Contains(stderr.String(), "retrying secretmanager.versions.access") {
+		t.Errorf("bar does not show the retry:\n%q", stderr.String())
+	}
+	g.finish()
+
+	var off bytes.Buffer
+	(&printer{stdout: &off, stderr: &off}).retrying(r)
+	if off.Len() != 0 {
+		t.Errorf("off a terminal the printer wrote %q; the log has the retry", off.String())
 	}
 }

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -92,8 +91,10 @@ func newRunRecord(c *cli.Context, command, cfgPath string) *runRecord {
 		Started: time.Now().UTC(), APICalls: map[string]int64{}, Slots: []slotRecord{}}
 }
 
-// runID returns the id of this process's run, made once: UTC time and 4
-// random bytes, e.g. 20261130t041502-9f3a1c2e.
+// runID returns the id of this process's run, made once (rotate.NewID,
+// e.g. 20261130041502-3kq7zx2m). It is the one id of the run everywhere:
+// the log labels, the run record, the lease holder, and the id of every
+// rotation the run starts (a resumed rotation keeps its first run's id).
 func runID(c *cli.Context) string {
 	if c.App.Metadata == nil {
 		c.App.Metadata = map[string]any{}
@@ -101,9 +102,7 @@ func runID(c *cli.Context) string {
 	if id, ok := c.App.Metadata["run"].(string); ok {
 		return id
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	id := time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b)
+	id := rotate.NewID(time.Now())
 	c.App.Metadata["run"] = id
 	return id
 }
@@ -202,4 +201,38 @@ func (r *runRecord) write(path string) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// totals is the line that ends a rotate run for people, e.g. "totals: 3
+// slots: 1 rotated (1 resumed), 1 nothing to do, 1 failed (1 in progress
+// elsewhere); 2 old keys finalized; took 4.2s".
+func (r *runRecord) totals() string {
+	s := r.Summary
+	var b strings.Builder
+	fmt.Fprintf(&b, "totals: %d slot%s: %d rotated", s.Slots, plural(s.Slots), s.Rotated)
+	if s.Resumed > 0 {
+		fmt.Fprintf(&b, " (%d resumed)", s.Resumed)
+	}
+	fmt.Fprintf(&b, ", %d nothing to do, %d failed", s.NotDue, s.Failed)
+	if s.Pending > 0 {
+		fmt.Fprintf(&b, " (%d in progress elsewhere)", s.Pending)
+	}
+	if s.Finalized > 0 {
+		fmt.Fprintf(&b, "; %d old key%s finalized", s.Finalized, plural(s.Finalized))
+	}
+	took := r.Finished.Sub(r.Started)
+	if took >= time.Second {
+		took = took.Round(100 * time.Millisecond)
+	} else {
+		took = took.Round(time.Millisecond)
+	}
+	fmt.Fprintf(&b, "; took %s (run %s)", took, r.Run)
+	return b.String()
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

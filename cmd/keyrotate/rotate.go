@@ -10,8 +10,10 @@ import (
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
-func slotFlag() cli.Flag {
-	return &cli.StringSliceFlag{Name: "slot", Aliases: []string{"s"}, Usage: "rotate only this `SLOT` (repeatable, globs allowed); default all"}
+// slotFlag selects slots; what says what the command does to them, e.g.
+// "rotate only".
+func slotFlag(what string) cli.Flag {
+	return &cli.StringSliceFlag{Name: "slot", Aliases: []string{"s"}, Usage: what + " this `SLOT` (repeatable, globs allowed); default all"}
 }
 
 func rotateCommand() *cli.Command {
@@ -22,11 +24,12 @@ func rotateCommand() *cli.Command {
 			"writes it to the secret and every target, reads them back, then deletes the old key\n" +
 			"(or keeps it for --grace). A run that stops part-way resumes on the next run.",
 		Flags: append([]cli.Flag{
-			slotFlag(),
+			slotFlag("rotate only"),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
+			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` (e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
 		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
@@ -35,17 +38,19 @@ func rotateCommand() *cli.Command {
 				}
 				return runLeaked(c)
 			}
-			opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
-			if c.IsSet("grace") {
-				d, err := config.ParseDuration(c.String("grace"))
+			opts, err := rotateOptions(c)
+			if err != nil {
+				return err
+			}
+			if c.IsSet("wait-for-lease") {
+				d, err := config.ParseDuration(c.String("wait-for-lease"))
 				if err != nil {
-					return usagef("--grace: %v", err)
+					return usagef("--wait-for-lease: %v", err)
 				}
-				if d < 0 {
-					return usagef("--grace must not be negative (got %s)", c.String("grace"))
+				if d <= 0 {
+					return usagef("--wait-for-lease must be positive (got %s)", c.String("wait-for-lease"))
 				}
-				g := time.Duration(d)
-				opts.Grace = &g
+				opts.WaitForLease = time.Duration(d)
 			}
 			if c.Args().Present() {
 				return usagef("rotate takes no arguments (got %q); use --slot", c.Args().First())
@@ -59,12 +64,58 @@ func rotateCommand() *cli.Command {
 	}
 }
 
+// rotateOptions reads the flags that decide what rotate does to a slot,
+// shared by rotate and plan (which predicts it): --now, --again, --grace.
+func rotateOptions(c *cli.Context) (rotate.Options, error) {
+	opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
+	if c.IsSet("grace") {
+		d, err := config.ParseDuration(c.String("grace"))
+		if err != nil {
+			return opts, usagef("--grace: %v", err)
+		}
+		if d < 0 {
+			return opts, usagef("--grace must not be negative (got %s)", c.String("grace"))
+		}
+		g := time.Duration(d)
+		opts.Grace = &g
+	}
+	return opts, nil
+}
+
+// skipHint says how to rotate anyway when rotate would do nothing.
+func skipHint(skip string) string {
+	switch skip {
+	case rotate.SkipNotDue:
+		return "use --now to rotate anyway"
+	case rotate.SkipRetry:
+		return "use --now --again to rotate anyway"
+	}
+	return ""
+}
+
 func printResult(p *printer, res *rotate.Result) {
 	for _, f := range res.Finalized {
 		p.note("%s: finalize: %s %s (%s)", res.Slot, f.Action, f.Key, f.Reason)
 	}
+	if w := res.Waited; w != nil {
+		p.note("%s: waited %s for %s %s held by %s: %s", res.Slot, w.Duration.Round(time.Second), w.Kind, w.ID, w.Holder, waitedOutcome(res))
+	}
+	if res.Kind == rotate.KindRepair {
+		printRepair(p, res)
+		return
+	}
 	if !res.Rotated {
-		p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+		h := skipHint(res.Skip)
+		switch {
+		case !p.saidDone(res.Slot): // a progress bar took the step lines
+			if h != "" {
+				p.note("%s: nothing to do (%s; %s)", res.Slot, res.Reason, h)
+			} else {
+				p.note("%s: nothing to do (%s)", res.Slot, res.Reason)
+			}
+		case h != "":
+			p.note("%s: %s", res.Slot, h) // the step line said why
+		}
 		return
 	}
 	verb := map[string]string{rotate.KindRotate: "rotated", rotate.KindAbort: "aborted", rotate.KindRollback: "rolled back"}[res.Kind]
@@ -74,7 +125,11 @@ func printResult(p *printer, res *rotate.Result) {
 	}
 	p.note("")
 	p.note("%s: %s (%s %s%s)", res.Slot, verb, res.Kind, res.RotationID, resumed)
-	p.note("  retired  %s  %s  %s", res.OldKey.Fingerprint, res.OldKey.Name, retired(res))
+	if res.Retired == rotate.RetiredNeverCreated {
+		p.note("  retired  never created  %s", res.OldKey.Name)
+	} else {
+		p.note("  retired  %s  %s  %s", orUnknown(res.OldKey.Fingerprint), res.OldKey.Name, retired(res))
+	}
 	p.note("  current  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
 	p.note("  secret   %s", res.NewVersion)
 	for _, t := range res.Targets {
@@ -82,9 +137,27 @@ func printResult(p *printer, res *rotate.Result) {
 	}
 }
 
+// orUnknown stands in for a fingerprint that could not be read.
+func orUnknown(fp string) string {
+	if fp == "" {
+		return "(fingerprint unknown)"
+	}
+	return fp
+}
+
 func retired(res *rotate.Result) string {
 	if res.DeleteAfter != nil {
 		return fmt.Sprintf("(kept until %s)", res.DeleteAfter.Format(time.RFC3339))
 	}
 	return "(" + res.Retired + ")"
+}
+
+func waitedOutcome(res *rotate.Result) string {
+	switch res.Waited.Outcome {
+	case "rotated":
+		return fmt.Sprintf("it rotated the slot (current key %s %s)", res.OldKey.Fingerprint, res.OldKey.Name)
+	case "resumed":
+		return "it stopped part-way; this run resumed it"
+	}
+	return fmt.Sprintf("it ended without rotating (current key %s %s)", res.OldKey.Fingerprint, res.OldKey.Name)
 }

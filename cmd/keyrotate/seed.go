@@ -28,6 +28,11 @@ type seeded struct {
 	key                 secret.Key
 }
 
+// seedFiles are the files seedDemo writes into dir: the config and the .env.
+func seedFiles(dir string) []string {
+	return []string{filepath.Join(dir, "keyrotate.yaml"), filepath.Join(dir, "app", ".env")}
+}
+
 // seedDemo seeds srv with the demo world and writes keyrotate.yaml and
 // app/.env into dir.
 func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
@@ -37,8 +42,8 @@ func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &seeded{dir: dir, keyName: name, key: secret.New(keyString),
-		config: filepath.Join(dir, "keyrotate.yaml"), dotenv: filepath.Join(dir, "app", ".env")}
+	files := seedFiles(dir)
+	s := &seeded{dir: dir, keyName: name, key: secret.New(keyString), config: files[0], dotenv: files[1]}
 	if err := os.MkdirAll(filepath.Dir(s.dotenv), 0o755); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/keyrotate/keyrotate/config"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // job is what plan and rotate share: the config, the selected slots, the
@@ -26,6 +27,7 @@ type job struct {
 	slots   []*rotate.Slot
 	dotenvs []string // files written by atomic replace (temp files to clean)
 	clients *clients
+	hosts   hosts // where the APIs are (emulators)
 	out     *printer
 	// shard is the part of the selected slots this process takes.
 	shard shard
@@ -54,8 +56,8 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 		return nil, err
 	}
 	selected = inShard(selected, sh)
-	j := &job{cfg: cfg, out: newPrinter(c), shard: sh}
-	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0)}
+	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
+	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
 	j.budget = budgetOf(c)
 	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
 	for _, s := range selected {
@@ -70,7 +72,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 			}
 		}
 	}
-	if j.clients, err = newClients(j.ctx, h, j.meter); err != nil {
+	if j.clients, err = newClients(j.ctx, h, j.meter, j.meter.QuotaProject); err != nil {
 		j.cancel()
 		return nil, err
 	}
@@ -106,8 +108,9 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	rs.BoundKeyRestrictions = s.BoundKeyRestrictions
-	if s.Verify == "gemini" {
-		rs.Prober = j.clients.gemini
+	if s.Verify == config.VerifyGemini {
+		probe, model := j.cfg.EffectiveProbe(s)
+		rs.Prober = j.clients.gemini.With(verify.ProbeMethod(probe), model)
 	}
 	for _, t := range s.Targets {
 		rs.Targets = append(rs.Targets, j.target(t))
@@ -121,9 +124,15 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
+		Access:         j.clients.access,
+		QuotaProject:   j.meter.QuotaProject,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
+		RunID:          runID(c), // one id in the records, leases, logs and report
+		// Retries are logged (info, warn after 30s) and shown on a
+		// terminal; a refused emulator address fails at once.
+		Retry: rotate.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},
 	}
 }
 
@@ -154,7 +163,15 @@ func selectSlots(cfg *config.Config, names []string) ([]*config.Slot, error) {
 			}
 		}
 		if n == 0 {
-			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), "the config's slots are: "+slotNames(cfg))
+			hint := "the config's slots are: " + slotNames(cfg)
+			var names []string
+			for _, sl := range cfg.Slots {
+				names = append(names, sl.Name)
+			}
+			if s := config.Suggest(pat, names); s != "" {
+				hint = fmt.Sprintf("did you mean %q? The config's slots are: %s", s, slotNames(cfg))
+			}
+			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), hint)
 		}
 	}
 	return out, nil
@@ -173,9 +190,13 @@ func slotNames(cfg *config.Config) string {
 
 // cleanTemp removes temp files of interrupted atomic writes next to each
 // .env target, so that no key string is left in a stray file.
-func (j *job) cleanTemp() error {
+// A write holds its directory's lock for milliseconds; a lock held for
+// long belongs to a stuck process, so the wait is bounded.
+func (j *job) cleanTemp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, p := range j.dotenvs {
-		removed, err := targets.CleanTemp(p)
+		removed, err := targets.CleanTemp(ctx, p)
 		if err != nil {
 			return fmt.Errorf("clean temp files of %s: %w", p, err)
 		}

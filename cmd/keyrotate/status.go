@@ -55,7 +55,7 @@ func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 		st, err := r.Status(j.ctx, s)
 		if err != nil {
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("status", err)))
 			continue
 		}
 		out.Slots = append(out.Slots, st)
@@ -171,7 +171,7 @@ func formatStatus(st *rotate.SlotStatus) string {
 				n++
 			}
 		}
-		fmt.Fprintf(&b, "  drift: %d target(s) do not hold the current key; `keyrotate rotate --slot %s --now` writes a new key to every target\n", n, st.Slot)
+		fmt.Fprintf(&b, "  drift: %d target(s) do not hold the current key; %s\n", n, driftHint(st.Slot, st.Rotation != nil))
 	}
 	b.WriteString("\n")
 	return b.String()

@@ -43,6 +43,9 @@ type process struct {
 	ended    bool          // main is reporting the run, or the process is ending
 	timeout  time.Duration // --timeout, once a run armed the deadline
 	deadline *time.Timer
+	// atEnd, when set, also reports an end (the JSON document of
+	// --output json: args.go).
+	atEnd func(why, hint string)
 }
 
 // processKey holds the process in the App's Metadata.
@@ -126,6 +129,9 @@ func (p *process) end(why string) {
 			"(a lease left behind is taken over at once on this host, elsewhere when it expires), or `keyrotate abort SLOT` to undo a rotation it started"
 	}
 	p.say(slog.LevelError, why, hint)
+	if p.atEnd != nil {
+		p.atEnd(why, hint)
+	}
 	p.exit(exitPartWay)
 }
 

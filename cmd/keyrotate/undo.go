@@ -68,11 +68,12 @@ func runUndo(c *cli.Context, slot string, do func(context.Context, *rotate.Rotat
 	if len(j.slots) != 1 || j.slots[0].Name != slot {
 		return usagef("%s needs one slot by its exact name, not the pattern %q", c.Command.Name, slot)
 	}
-	if err := j.cleanTemp(); err != nil {
+	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
 	out := rotateOutput{Command: c.Command.Name, Results: []*rotate.Result{}}
 	res, err := do(j.ctx, j.rotator(c), j.slots[0])
+	err = heldHint(err, c.Command.Name+" "+slot)
 	if err != nil {
 		out.Errors = append(out.Errors, toErrorJSON(slot, err))
 	} else {

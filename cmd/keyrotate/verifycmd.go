@@ -49,12 +49,13 @@ func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 	for _, s := range j.slots {
 		v, err := r.Verify(j.ctx, s)
 		if err == nil {
+			nameFixes(v)
 			err = v.Err()
 		}
 		if err != nil {
 			out.Healthy = false
 			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, err))
+			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("verify", err)))
 		}
 		if v == nil {
 			continue
@@ -103,4 +104,29 @@ func formatVerify(v *rotate.VerifyReport) string {
 		fmt.Fprintf(&b, "%s: healthy\n", v.Slot)
 	}
 	return b.String()
+}
+
+// nameFixes gives the failed checks of v the command that fixes them: the
+// library reports drift and dead keys as findings, without commands.
+func nameFixes(v *rotate.VerifyReport) {
+	inProgress := false
+	for _, c := range v.Checks {
+		inProgress = inProgress || c.Check == "rotation"
+	}
+	for i := range v.Checks {
+		c := &v.Checks[i]
+		var fix string
+		switch {
+		case c.Drift:
+			fix = driftHint(v.Slot, inProgress)
+		case c.Dead:
+			fix = fmt.Sprintf("`keyrotate doctor` diagnoses the key; `keyrotate rotate --slot %s --now` makes a new key and writes it to every target", v.Slot)
+		default:
+			continue
+		}
+		if c.Hint != "" {
+			fix = c.Hint + "; " + fix
+		}
+		c.Hint = fix
+	}
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// The library states facts (a typed error, a finding); these turn them into
+// the keyrotate command that fixes the situation.
+
+// cmdHinted replaces the hint of err: the library's hint says what is
+// wrong, this one names the command.
+type cmdHinted struct {
+	err  error
+	hint string
+}
+
+func (h *cmdHinted) Error() string { return h.err.Error() }
+func (h *cmdHinted) Unwrap() error { return h.err }
+func (h *cmdHinted) Hint() string  { return h.hint }
+
+func withCmdHint(err error, hint string) error { return &cmdHinted{err: err, hint: hint} }
+
+// holderOf describes the run of a held slot: what it does, its process and
+// since when.
+func holderOf(rec *rotate.Record) string {
+	h := rec.Holder
+	kind := rec.Kind
+	if kind == "" {
+		kind = rotate.KindRotate
+	}
+	s := fmt.Sprintf("%s %s is running on host %s as pid %d (run %s, started %s; its lease, renewed while it runs, lasts until %s)",
+		kind, rec.ID, h.Host, h.PID, h.Run, rec.Started.Format(time.RFC3339), rec.Expires.Format(time.RFC3339))
+	if where := h.Elsewhere(); where != "" {
+		s += "; it runs " + where
+	}
+	return s
+}
+
+// heldHint gives err, when another live run holds the slot, a hint that
+// names that run and what to do instead of cmd (e.g. "abort gemini-prod"):
+// stop it with SIGTERM — keyrotate stops at a safe point and releases the
+// slot (see stop.go) — and then run cmd, or wait for it.
+func heldHint(err error, cmd string) error {
+	var held *rotate.HeldError
+	if !errors.As(err, &held) {
+		return err
+	}
+	rec := &held.Record
+	stop := fmt.Sprintf("stop it with `kill -TERM %d` on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
+	if rec.Holder.Elsewhere() != "" {
+		stop = fmt.Sprintf("stop it with `kill -TERM %d` from within its container or pid namespace on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
+	}
+	return withCmdHint(err, fmt.Sprintf("%s. To %s instead: %s, then run `keyrotate %s`; or wait for it to finish",
+		holderOf(rec), verbOf(cmd), stop, cmd))
+}
+
+func verbOf(cmd string) string {
+	for i := range len(cmd) {
+		if cmd[i] == ' ' {
+			return cmd[:i]
+		}
+	}
+	return cmd
+}
+
+// repairHint names the command for what stopped a repair of slot.
+func repairHint(err error, slot string) error {
+	var unf *rotate.UnfinishedError
+	switch {
+	case errors.As(err, &unf) && unf.Kind() == rotate.KindRotate:
+		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target (or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
+	case errors.As(err, &unf):
+		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
+	case errors.Is(err, rotate.ErrKeyDead):
+		return withCmdHint(err, fmt.Sprintf("nothing was written: the current key does not work. `keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
+	}
+	return heldHint(err, "repair --slot "+slot)
+}
+
+// driftHint names the command that fixes drift on slot: repair, or the
+// resume of the rotation in progress (which rewrites every target).
+func driftHint(slot string, inProgress bool) string {
+	if inProgress {
+		return fmt.Sprintf("`keyrotate rotate --slot %s` resumes the rotation in progress, which writes the new key to every target", slot)
+	}
+	return fmt.Sprintf("`keyrotate repair --slot %s` writes the current key back into the drifted targets (no new key); `keyrotate rotate --slot %s --now` replaces the key everywhere instead", slot, slot)
+}
+
+// rotateHeldHint: a rotate that found the slot held by another live run
+// can wait for it instead of exit 4.
+func rotateHeldHint(err error, slot string) error {
+	var held *rotate.HeldError
+	if !errors.As(err, &held) {
+		return err
+	}
+	return withCmdHint(err, fmt.Sprintf("%s. Run `keyrotate rotate --slot %s --wait-for-lease %s` to wait for it and report its outcome, or let it finish",
+		holderOf(&held.Record), slot, waitFor(held.Record)))
+}
+
+// waitFor suggests a --wait-for-lease that outlasts the holder's lease as
+// it stands, rounded up to a minute.
+func waitFor(rec rotate.Record) string {
+	d := time.Until(rec.Expires) + time.Minute
+	if d < time.Minute {
+		d = time.Minute
+	}
+	return strings.TrimSuffix((d.Truncate(time.Minute)).String(), "0s")
+}

@@ -1,0 +1,385 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"google.golang.org/api/cloudresourcemanager/v3"
+	"google.golang.org/api/googleapi"
+	iamapi "google.golang.org/api/iam/v1"
+	"google.golang.org/api/serviceusage/v1"
+	"google.golang.org/grpc/codes"
+)
+
+// What Plan proves, with read-only calls, before a rotation writes anything:
+// that the caller holds each IAM permission the rotation uses on the slot's
+// project and on its secret, that the API Keys and Secret Manager APIs are
+// enabled on the project that is charged, and that the service account new
+// keys are bound to exists and may be bound. A real first run fails on each
+// of these only part-way; plan names them all at once, each with the
+// predefined role and the command that grants it.
+
+// AccessClients are the read-only clients Plan proves the caller's access
+// with (the secret's permissions go through Rotator.Secrets).
+type AccessClients struct {
+	Projects *cloudresourcemanager.Service // projects.testIamPermissions
+	Services *serviceusage.Service         // services.batchGet
+	IAM      *iamapi.Service               // serviceAccounts.get, .testIamPermissions
+}
+
+// ErrAccessMissing: the caller lacks a permission, an API or a service
+// account the rotation needs (Plan.Checks say which).
+var ErrAccessMissing = errors.New("the rotation would fail for lack of access")
+
+// AccessCheck is one thing a rotation needs, as Plan found it.
+type AccessCheck struct {
+	// What is the step that fails without it.
+	What   string `json:"what"`
+	Status string `json:"status"`
+	// Kind is "permission", "api" or "service account"; Name the
+	// permission, the API's service name or the account's email. A
+	// testIamPermissions call that failed is one check of Kind
+	// "permissions", Name the API whose permissions it tested.
+	Kind     string `json:"kind"`
+	Name     string `json:"name"`
+	Resource string `json:"resource"`
+	// Role is the predefined role that grants it, and Fix the command that
+	// does (MEMBER stands for the identity the rotation runs as).
+	Role   string `json:"role,omitempty"`
+	Fix    string `json:"fix,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// String is the check as one line for people.
+func (c AccessCheck) String() string {
+	var b strings.Builder
+	switch c.Status {
+	case CheckFail:
+		fmt.Fprintf(&b, "%s would fail: ", c.What)
+		switch c.Kind {
+		case "api":
+			fmt.Fprintf(&b, "the API %s is not enabled on %s", c.Name, c.Resource)
+		case "service account":
+			fmt.Fprintf(&b, "the service account %s does not exist", c.Name)
+		default:
+			fmt.Fprintf(&b, "the caller lacks %s on %s", c.Name, c.Resource)
+		}
+	case CheckWarn:
+		if c.Kind == "permissions" {
+			fmt.Fprintf(&b, "cannot check the caller's %s permissions on %s (%s)", c.Name, c.Resource, c.Reason)
+		} else {
+			fmt.Fprintf(&b, "cannot check %s %s on %s (%s)", c.Kind, c.Name, c.Resource, c.Reason)
+		}
+	default:
+		fmt.Fprintf(&b, "%s %s on %s: ok", c.Kind, c.Name, c.Resource)
+	}
+	if c.Role != "" {
+		fmt.Fprintf(&b, "; role %s", c.Role)
+	}
+	if c.Fix != "" {
+		fmt.Fprintf(&b, "; fix: %s", c.Fix)
+	}
+	return b.String()
+}
+
+// need is a permission a rotation uses, the step that uses it and the
+// predefined role that grants it (the narrowest one that holds everything
+// the rotation needs of that API: API Keys Admin holds every apikeys.keys.*
+// permission and serviceusage.operations.get; Secret Manager's
+// secrets.update is in Secret Manager Admin only). From the API Keys
+// access-control page (https://cloud.google.com/api-keys/docs/access-control)
+// and the Secret Manager roles reference
+// (https://cloud.google.com/iam/docs/roles-permissions/secretmanager).
+type need struct {
+	perm, what, role string
+}
+
+const (
+	roleAPIKeysAdmin     = "roles/serviceusage.apiKeysAdmin"
+	roleSecretAdmin      = "roles/secretmanager.admin"
+	roleSecretAccessor   = "roles/secretmanager.secretAccessor"
+	roleVersionManager   = "roles/secretmanager.secretVersionManager"
+	roleServiceUsageView = "roles/serviceusage.serviceUsageViewer"
+	roleSAUser           = "roles/iam.serviceAccountUser"
+	roleSAViewer         = "roles/iam.serviceAccountViewer"
+	permActAs            = "iam.serviceAccounts.actAs"
+)
+
+// projectNeeds are the API Keys calls a rotation makes (rotate/apikeys.go),
+// tested on the slot's project.
+var projectNeeds = []need{
+	{"apikeys.keys.get", "reading the current key", roleAPIKeysAdmin},
+	{"apikeys.keys.lookup", "finding the current key from the secret's key string", roleAPIKeysAdmin},
+	{"apikeys.keys.list", "finding the slot's keys (resume, finalize, status)", roleAPIKeysAdmin},
+	{"apikeys.keys.create", "creating the new key", roleAPIKeysAdmin},
+	{"apikeys.keys.getKeyString", "reading the new key's string", roleAPIKeysAdmin},
+	{"serviceusage.operations.get", "waiting for key operations to finish", roleAPIKeysAdmin},
+	{"apikeys.keys.update", "marking the old key for a later finalize (grace)", roleAPIKeysAdmin},
+	{"apikeys.keys.delete", "deleting the old key", roleAPIKeysAdmin},
+	{"apikeys.keys.undelete", "restoring the old key when a target holds it again", roleAPIKeysAdmin},
+}
+
+// secretNeeds are the Secret Manager calls a rotation makes on the slot's
+// secret (rotate/secrets.go, rotate/lease.go).
+var secretNeeds = []need{
+	{"secretmanager.versions.access", "reading the current key from the secret", roleSecretAccessor},
+	{"secretmanager.secrets.get", "reading the secret's rotation record", roleSecretAdmin},
+	{"secretmanager.secrets.update", "locking the slot (the rotation record) and moving the version aliases", roleSecretAdmin},
+	{"secretmanager.versions.add", "adding the new key to the secret", roleVersionManager},
+	{"secretmanager.versions.disable", "disabling the old secret version", roleVersionManager},
+}
+
+// servicesNeeded are the APIs a rotation calls as an IAM principal. The
+// Gemini API is called with the key itself, not as the caller.
+var servicesNeeded = []need{
+	{"apikeys.googleapis.com", "every API Keys call", ""},
+	{"secretmanager.googleapis.com", "every Secret Manager call", ""},
+}
+
+// checkAccess runs the read-only checks of a slot whose new keys are bound
+// to sa ("" for none). A nil r.Access checks nothing.
+func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []AccessCheck {
+	if r.Access == nil {
+		return nil
+	}
+	var out []AccessCheck
+	out = append(out, r.checkProject(ctx, slot.Project)...)
+	out = append(out, r.checkSecret(ctx, slot.Secret)...)
+	// The APIs must be enabled where the calls are charged (ChargedProject).
+	out = append(out, r.checkServices(ctx, r.ChargedProject(slot))...)
+	if sa != "" {
+		out = append(out, r.checkServiceAccount(ctx, sa)...)
+	}
+	return out
+}
+
+// tested turns the answer of a testIamPermissions call into one check per
+// need; an error makes one unknown check for them all.
+func tested(needs []need, held []string, err error, kind, resource string, fix func(role string) string) []AccessCheck {
+	if err != nil {
+		c := AccessCheck{What: "checking permissions", Status: CheckWarn, Kind: "permissions", Name: kind, Resource: resource, Reason: errReason(err)}
+		return []AccessCheck{c}
+	}
+	has := map[string]bool{}
+	for _, p := range held {
+		has[p] = true
+	}
+	var out []AccessCheck
+	for _, n := range needs {
+		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "permission", Name: n.perm, Resource: resource}
+		if !has[n.perm] {
+			c.Status, c.Role, c.Fix = CheckFail, n.role, fix(n.role)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func perms(needs []need) []string {
+	out := make([]string, len(needs))
+	for i, n := range needs {
+		out[i] = n.perm
+	}
+	return out
+}
+
+// checkProject tests the API Keys permissions on the project (Resource
+// Manager projects.testIamPermissions: no permission needed to ask).
+func (r *Rotator) checkProject(ctx context.Context, project string) []AccessCheck {
+	res := "projects/" + project
+	var held []string
+	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		resp, err := r.Access.Projects.Projects.TestIamPermissions(res,
+			&cloudresourcemanager.TestIamPermissionsRequest{Permissions: perms(projectNeeds)}).Context(ctx).Do()
+		if err == nil {
+			held = resp.Permissions
+		}
+		return err
+	})
+	return tested(projectNeeds, held, err, "API Keys", res, func(role string) string {
+		return fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, role)
+	})
+}
+
+// checkSecret tests the Secret Manager permissions on the secret (its IAM
+// handle's TestIamPermissions).
+func (r *Rotator) checkSecret(ctx context.Context, secret string) []AccessCheck {
+	var held []string
+	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		held, err = r.Secrets.IAM(secret).TestPermissions(ctx, perms(secretNeeds))
+		return err
+	})
+	return tested(secretNeeds, held, err, "Secret Manager", secret, func(role string) string {
+		return "gcloud secrets add-iam-policy-binding " + gcloudSecret(secret) + " --member=MEMBER --role=" + role
+	})
+}
+
+// gcloudSecret names a secret as gcloud's secrets commands take it.
+func gcloudSecret(name string) string {
+	parts := strings.Split(name, "/")
+	switch {
+	case len(parts) == 4: // projects/P/secrets/S
+		return parts[3] + " --project=" + parts[1]
+	case len(parts) == 6: // projects/P/locations/L/secrets/S
+		return parts[5] + " --project=" + parts[1] + " --location=" + parts[3]
+	}
+	return name
+}
+
+// checkServices reads the state of the APIs on the charged project (Service
+// Usage services.batchGet, which needs serviceusage.services.get).
+func (r *Rotator) checkServices(ctx context.Context, project string) []AccessCheck {
+	parent := "projects/" + project
+	names := make([]string, len(servicesNeeded))
+	for i, n := range servicesNeeded {
+		names[i] = parent + "/services/" + n.perm
+	}
+	var resp *serviceusage.BatchGetServicesResponse
+	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		var err error
+		resp, err = r.Access.Services.Services.BatchGet(parent).Names(names...).Context(ctx).Do()
+		return err
+	})
+	state := map[string]string{}
+	if err == nil {
+		for _, s := range resp.Services {
+			state[s.Name[strings.LastIndex(s.Name, "/")+1:]] = s.State
+		}
+	}
+	var out []AccessCheck
+	for _, n := range servicesNeeded {
+		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "api", Name: n.perm, Resource: parent}
+		switch {
+		case err != nil:
+			c.Status, c.Reason = CheckWarn, errReason(err)
+			if isDenied(err) {
+				c.Role = roleServiceUsageView
+				c.Fix = fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, roleServiceUsageView)
+			}
+		case state[n.perm] != "ENABLED":
+			c.Status, c.Fix = CheckFail, fmt.Sprintf("gcloud services enable %s --project=%s", n.perm, project)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// checkServiceAccount checks that the account new keys are bound to exists
+// (IAM serviceAccounts.get: NOT_FOUND is missing, PERMISSION_DENIED cannot
+// tell) and that the caller may bind keys to it.
+//
+// Google's API Keys documentation does not name a permission on the
+// service account for binding a key to it. The strictest plausible reading
+// is the one for attaching a service account to any resource:
+// iam.serviceAccounts.actAs on the account (Service Account User), checked
+// with the account's testIamPermissions. Checked: the API Keys
+// access-control page, "Manage API keys" (cloud.google.com/docs/
+// authentication/api-keys) and the service-account roles page.
+func (r *Rotator) checkServiceAccount(ctx context.Context, sa string) []AccessCheck {
+	name := "projects/-/serviceAccounts/" + sa
+	exists := AccessCheck{What: "creating a key bound to " + sa, Status: CheckOK, Kind: "service account", Name: sa, Resource: saProject(sa)}
+	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		_, err := r.Access.IAM.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
+		return err
+	})
+	switch {
+	case err == nil:
+	case isNotFound(err):
+		exists.Status = CheckFail
+		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account", saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
+		return []AccessCheck{exists}
+	default:
+		exists.Status, exists.Reason = CheckWarn, errReason(err)
+		if isDenied(err) {
+			exists.Role = roleSAViewer
+			exists.Fix = fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, roleSAViewer)
+		}
+		return []AccessCheck{exists}
+	}
+	var held []string
+	err = r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+		resp, err := r.Access.IAM.Projects.ServiceAccounts.TestIamPermissions(name,
+			&iamapi.TestIamPermissionsRequest{Permissions: []string{permActAs}}).Context(ctx).Do()
+		if err == nil {
+			held = resp.Permissions
+		}
+		return err
+	})
+	actAs := tested([]need{{permActAs, "binding the new key to " + sa, roleSAUser}}, held, err, "IAM", sa, func(role string) string {
+		return fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, role)
+	})
+	return append([]AccessCheck{exists}, actAs...)
+}
+
+// saProject is the project of a user-managed service account
+// (NAME@PROJECT.iam.gserviceaccount.com), "projects/-" for another kind.
+func saProject(sa string) string {
+	_, domain, _ := strings.Cut(sa, "@")
+	if p, ok := strings.CutSuffix(domain, ".iam.gserviceaccount.com"); ok {
+		return "projects/" + p
+	}
+	return "projects/-"
+}
+
+func saID(sa string) string {
+	id, _, _ := strings.Cut(sa, "@")
+	return id
+}
+
+func isNotFound(err error) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == http.StatusNotFound
+}
+
+func isDenied(err error) bool {
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		return ge.Code == http.StatusForbidden
+	}
+	st, ok := grpcStatus(err)
+	return ok && st.Code() == codes.PermissionDenied
+}
+
+// errReason is an error's message, short, for a check that could not be
+// made.
+func errReason(err error) string {
+	var ge *googleapi.Error
+	if errors.As(err, &ge) && ge.Message != "" {
+		return fmt.Sprintf("%d %s", ge.Code, ge.Message)
+	}
+	if st, ok := grpcStatus(err); ok {
+		return st.Code().String() + " " + st.Message()
+	}
+	return err.Error()
+}
+
+// AccessError is a preflight failure (Err) that Plan's checks help explain:
+// Plan holds the slot's checks, which name at least one failure, and
+// nothing the preflight could not learn.
+type AccessError struct {
+	Plan *Plan
+	Err  error
+}
+
+func (e *AccessError) Error() string   { return e.Err.Error() }
+func (e *AccessError) Unwrap() []error { return []error{e.Err, ErrAccessMissing} }
+
+// AccessErr returns an error wrapping ErrAccessMissing, naming the checks
+// that failed, or nil when none did.
+func (p *Plan) AccessErr() error {
+	var missing []string
+	for _, c := range p.Checks {
+		if c.Status == CheckFail {
+			missing = append(missing, c.Kind+" "+c.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return WithHint(fmt.Errorf("slot %s: %d check(s) failed (%s): %w", p.Slot, len(missing), strings.Join(missing, ", "), ErrAccessMissing),
+		"each failed check above names the role and the command that grants it; MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
+}
