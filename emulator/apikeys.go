@@ -257,11 +257,6 @@ func routeAPIKeys(r *http.Request) (apiKeysRoute, bool) {
 }
 
 func (s *Server) serveAPIKeys(w http.ResponseWriter, r *http.Request) {
-	rt, ok := routeAPIKeys(r)
-	if !ok {
-		methodNotFound(w)
-		return
-	}
 	// A call arrives whole or not at all, as at a real front end: read the
 	// body before hooks run, so that a caller killed while a hook blocks
 	// its call has either sent the call or not.
@@ -270,6 +265,22 @@ func (s *Server) serveAPIKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	rt, ok := routeAPIKeys(r)
+	// The front end checks the request against the API's definition
+	// before the service sees it (discovery.go).
+	id, vs := checkAPIKeysRequest(r, body, rt.method)
+	s.recordViolations(vs)
+	if !ok || id == "" {
+		methodNotFound(w)
+		return
+	}
+	if ae := refusal(vs); ae != nil {
+		s.mu.Lock()
+		s.calls[rt.method]++
+		s.mu.Unlock()
+		writeError(w, ae)
+		return
+	}
 	if err := s.enter(r.Context(), rt.method); err != nil {
 		writeError(w, s.apiKeysFault(err, rt.name))
 		return

@@ -34,6 +34,7 @@ const (
 	typeRetryInfo        = "type.googleapis.com/google.rpc.RetryInfo"
 	typeQuotaFailure     = "type.googleapis.com/google.rpc.QuotaFailure"
 	typePrecondition     = "type.googleapis.com/google.rpc.PreconditionFailure"
+	typeBadRequest       = "type.googleapis.com/google.rpc.BadRequest"
 )
 
 // apiError is a canonical error with optional google.rpc details.
@@ -113,6 +114,16 @@ type preconditionViolation struct {
 	Description string `json:"description"`
 }
 
+type fieldViolation struct {
+	Field       string `json:"field,omitempty"`
+	Description string `json:"description"`
+}
+
+type badRequest struct {
+	Type            string           `json:"@type"`
+	FieldViolations []fieldViolation `json:"fieldViolations"`
+}
+
 type preconditionFailure struct {
 	Type       string                  `json:"@type"`
 	Violations []preconditionViolation `json:"violations"`
@@ -125,7 +136,7 @@ func newRetryInfo(d time.Duration) retryInfo {
 }
 
 // GRPCStatus renders the error for the gRPC APIs, with the details gRPC
-// can carry (ErrorInfo, LocalizedMessage, Help, RetryInfo).
+// can carry (ErrorInfo, LocalizedMessage, Help, BadRequest, RetryInfo).
 func (e *apiError) GRPCStatus() *status.Status {
 	st := status.New(e.code, e.message)
 	var ds []protoadapt.MessageV1
@@ -141,6 +152,12 @@ func (e *apiError) GRPCStatus() *status.Status {
 				h.Links = append(h.Links, &errdetails.Help_Link{Description: l.Description, Url: l.URL})
 			}
 			ds = append(ds, h)
+		case badRequest:
+			br := &errdetails.BadRequest{}
+			for _, v := range d.FieldViolations {
+				br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+			}
+			ds = append(ds, br)
 		case retryInfo:
 			if dur, err := time.ParseDuration(d.RetryDelay); err == nil {
 				ds = append(ds, &errdetails.RetryInfo{RetryDelay: durationpb.New(dur)})

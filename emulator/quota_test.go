@@ -285,6 +285,7 @@ func TestQuotaSecretManager(t *testing.T) {
 // (123456789012) and returns it with a Secret Manager client.
 func startQuotaSM(t *testing.T, opts Options) (*Server, *secretmanager.Client, context.Context) {
 	t.Helper()
+	opts.NoSecretWriteLimits = true // the project quotas are under test, not the per-secret rates
 	s, err := Start(opts)
 	if err != nil {
 		t.Fatalf("Start: %v", err)

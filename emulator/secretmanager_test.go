@@ -30,7 +30,7 @@ var smStart = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 func startSecretManager(t *testing.T) (*Server, *secretmanager.Client, context.Context) {
 	t.Helper()
-	srv, err := Start(Options{Clock: NewFakeClock(smStart)})
+	srv, err := Start(Options{Clock: NewFakeClock(smStart), NoSecretWriteLimits: true}) // these tests write one secret fast; secretrate_test.go tests the limits
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

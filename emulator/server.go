@@ -99,6 +99,9 @@ type Options struct {
 	// with DocumentedQuotas: sixty times faster than real). Negative is an
 	// error.
 	QuotaWindow time.Duration
+	// NoSecretWriteLimits turns off Secret Manager's per-secret write
+	// rates (secretrate.go), which are otherwise enforced.
+	NoSecretWriteLimits bool
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
@@ -174,7 +177,10 @@ type Server struct {
 	// keyStringsInURLs counts API Keys requests with a key string in the
 	// URL (apikeys_grpc.go).
 	keyStringsInURLs int
-	seq              int64 // for ids, uids and etags
+	// violations are the requests that broke the APIs' published
+	// definitions (discovery.go, fieldbehavior.go).
+	violations []Violation
+	seq        int64 // for ids, uids and etags
 
 	// quotaProjectRequired: calls without x-goog-user-project fail as
 	// for user credentials without a quota project (quotaproject.go).
@@ -192,6 +198,7 @@ type Server struct {
 	sm    *secretState // secretmanager.go
 	run   *runState    // run.go
 	quota *quotaState  // quota.go; its own lock
+	rates *secretRates // secretrate.go; its own lock
 
 	closers []func()
 }
@@ -224,12 +231,13 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	s.keys = newKeyState()
 	s.sm = newSecretState()
 	s.run = newRunState()
+	s.rates = newSecretRates()
 	var err error
 	if s.quota, err = newQuotaState(opts.Quotas, opts.QuotaWindow); err != nil {
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
 	// API Keys: REST, and gRPC for LookupKey, on the one address.
-	keysGRPC := grpc.NewServer()
+	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
 	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
@@ -281,7 +289,9 @@ func (s *Server) serveGRPC(addr string, interceptor grpc.UnaryServerInterceptor,
 	if err != nil {
 		return "", err
 	}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(interceptor))
+	// Field behaviours first: the front end refuses a malformed request
+	// before the service sees it (fieldbehavior.go).
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(s.checkFieldBehavior, interceptor))
 	register(gs)
 	go func() { _ = gs.Serve(ln) }()
 	// Stop, not GracefulStop: a test hook may hold a call open forever.
@@ -522,6 +532,9 @@ func (s *Server) enter(ctx context.Context, method string) error {
 	s.mu.Unlock()
 	if err := s.quota.admit(method, consumer, s.clock); err != nil {
 		return err
+	}
+	if err := s.admitSecretWrite(method, resourceOf(ctx)); err != nil {
+		return err // secretrate.go
 	}
 	if hook != nil {
 		if err := hook(ctx, n); err != nil {

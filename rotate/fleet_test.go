@@ -60,6 +60,9 @@ type fleetSlot struct{ Name, Project, Secret string }
 type fleetStats struct {
 	Calls     map[string]int
 	Throttled int
+	// Violations are the requests that broke the APIs' published
+	// definitions (emulator.Server.SchemaViolations): each fails the test.
+	Violations []string
 }
 
 func TestMain(m *testing.M) {
@@ -128,7 +131,11 @@ func fleetChild(specJSON string) error {
 		return err
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
-	return enc.Encode(fleetStats{Calls: srv.CallCounts(), Throttled: srv.Throttled()})
+	var vs []string
+	for _, v := range srv.SchemaViolations() {
+		vs = append(vs, v.String())
+	}
+	return enc.Encode(fleetStats{Calls: srv.CallCounts(), Throttled: srv.Throttled(), Violations: vs})
 }
 
 // fleetEmulator is a running child.
@@ -137,6 +144,7 @@ type fleetEmulator struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader
+	tb    testing.TB
 }
 
 func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
@@ -156,7 +164,7 @@ func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), tb: tb}
 	tb.Cleanup(func() { fe.stop() })
 	line, err := fe.out.ReadBytes('\n')
 	if err != nil {
@@ -180,6 +188,9 @@ func (fe *fleetEmulator) stop() fleetStats {
 		_ = json.Unmarshal(line, &st)
 	}
 	_ = fe.cmd.Wait()
+	for _, v := range st.Violations {
+		fe.tb.Errorf("request broke the published API definition: %s", v)
+	}
 	return st
 }
 
@@ -241,12 +252,14 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *rotate.Meter, sca
 }
 
 // slots returns the world's slots with the protocol's default timings
-// divided by scale.
+// divided by scale, but for the lease: renewed every third of its TTL, a
+// lease of less than a few seconds would write its secret faster than
+// Secret Manager's 2 writes a second per secret (not scaled) allow.
 func (fe *fleetEmulator) slots(g rotate.Prober, scale scaled) []*rotate.Slot {
 	out := make([]*rotate.Slot, len(fe.Slots))
 	for i, s := range fe.Slots {
 		out[i] = &rotate.Slot{Name: s.Name, Project: s.Project, Secret: s.Secret, Prober: g,
-			MaxAge: 90 * 24 * time.Hour, PropagationTimeout: scale.d(10 * time.Minute), LeaseTTL: scale.d(15 * time.Minute)}
+			MaxAge: 90 * 24 * time.Hour, PropagationTimeout: scale.d(10 * time.Minute), LeaseTTL: max(scale.d(15*time.Minute), 10*time.Second)}
 	}
 	return out
 }

@@ -76,8 +76,11 @@ func (w *world) putRecord(rec *rotate.Record) {
 			sec.Annotations = map[string]string{}
 		}
 		sec.Annotations[recordAnn] = string(b)
-		_, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-			Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+		err := w.updateSecret(&secretmanagerpb.UpdateSecretRequest{
+			// Only what the mask writes (and the etag): the rest of a read
+			// secret is output-only or not written.
+			Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 		})
 		if err == nil {
 			return
@@ -524,9 +527,13 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 // keeps moving forward and another run is refused long after the first
 // expiry; released, the first run finishes.
 func TestLeaseRenewal(t *testing.T) {
-	const ttl = 300 * time.Millisecond
+	// Renewed every third of its TTL, the lease is written twice a
+	// second: Secret Manager's limit on one secret.
+	const ttl = 1500 * time.Millisecond
 	w := newWorld(t)
 	w.slot.LeaseTTL = ttl
+	// The blocked call outlives three TTLs.
+	w.r.Retry.CallTimeout, w.r.Retry.MaxElapsed = 30*time.Second, 30*time.Second
 	started, _, release := blockCall(t, w, "secretmanager.AddSecretVersion")
 	done := make(chan runResult, 1)
 	go func() {

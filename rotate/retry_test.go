@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/secret"
 )
 
@@ -192,11 +193,7 @@ func TestDeniedPermission(t *testing.T) {
 // emulatorAPIs returns the API wrappers on a fresh emulator with one key.
 func emulatorAPIs(t *testing.T) (*emulator.Server, *keysAPI, *secretsAPI, string) {
 	t.Helper()
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, emulator.Options{})
 	srv.AddProject("p", 42)
 	name, _, err := srv.SeedKey("p", "k", &apikeys.V2Key{DisplayName: "k"})
 	if err != nil {

@@ -50,7 +50,8 @@ func accessVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, 
 }
 
 // AddVersion adds a version holding key to a secret, with its CRC32C so that
-// Secret Manager rejects a payload corrupted in transit. It retries under
+// Secret Manager rejects a payload corrupted in transit, within the
+// secret's write rate (secretpace.go). It retries under
 // DefaultRetry; before a retry it reads the newest version, and if the lost
 // answer hid a version that landed holding key, returns that one instead of
 // adding a duplicate.
@@ -74,6 +75,9 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 			}
 			// Any other answer (no version, no access permission, another
 			// key): add, at worst a duplicate of a version that landed.
+		}
+		if err := waitSecretWrite(ctx, c, secretName, false); err != nil {
+			return err
 		}
 		v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
 			Parent:  secretName,
@@ -141,6 +145,9 @@ func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Sec
 func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
 	err := s.retry.named("secretmanager.secrets.update", sec.GetName()).do(ctx, func(ctx context.Context, _ attempt) error {
+		if err := waitSecretWrite(ctx, s.c, sec.GetName(), false); err != nil {
+			return err
+		}
 		var err error
 		out, err = s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 			Secret:     sec,
@@ -158,6 +165,9 @@ func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, ma
 // no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *secretsAPI) disable(ctx context.Context, version string) error {
 	err := s.retry.named("secretmanager.versions.disable", version).do(ctx, func(ctx context.Context, _ attempt) error {
+		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
+			return err
+		}
 		_, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
 		return err
 	})
@@ -170,6 +180,9 @@ func (s *secretsAPI) disable(ctx context.Context, version string) error {
 // enable enables a version; enabling an enabled version is a no-op.
 func (s *secretsAPI) enable(ctx context.Context, version string) error {
 	err := s.retry.named("secretmanager.versions.enable", version).do(ctx, func(ctx context.Context, _ attempt) error {
+		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
+			return err
+		}
 		_, err := s.c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
 		return err
 	})

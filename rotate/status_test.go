@@ -211,8 +211,11 @@ func TestStatusGraceOldKeys(t *testing.T) {
 	// Without the secret's index, the key's own annotation still shows it.
 	sec := w.secret()
 	delete(sec.Annotations, "keyrotate.pending")
-	if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-		Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+	if err := w.updateSecret(&secretmanagerpb.UpdateSecretRequest{
+		// Only what the mask writes (and the etag): the rest of a read
+		// secret is output-only or not written.
+		Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -282,8 +285,11 @@ func TestStatusRotationInProgress(t *testing.T) {
 			exp.Format(time.RFC3339) + `"}`
 		sec := w.secret()
 		sec.Annotations["keyrotate.rotation"] = rec
-		if _, err := w.r.Secrets.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{
-			Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+		if err := w.updateSecret(&secretmanagerpb.UpdateSecretRequest{
+			// Only what the mask writes (and the etag): the rest of a read
+			// secret is output-only or not written.
+			Secret:     &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Annotations: sec.GetAnnotations()},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/secret"
 )
@@ -37,11 +38,7 @@ func newCloudRunWorld(t *testing.T, env *runpb.EnvVar, extra ...*runpb.Container
 // name set to rev, as gcloud and the console leave it ("" : none).
 func newCloudRunWorldRevision(t *testing.T, rev string, env *runpb.EnvVar, extra ...*runpb.Container) (*crWorld, *CloudRun) {
 	t.Helper()
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, emulator.Options{})
 	srv.AddProject("run-project", 555000111)
 	sec, err := srv.SeedSecret("run-project", "gemini", nil)
 	if err != nil {

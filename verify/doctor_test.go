@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/verify"
 )
 
@@ -43,11 +44,7 @@ type docWorld struct {
 func newDocWorld(t *testing.T) *docWorld {
 	t.Helper()
 	clock := emulator.NewFakeClock(docNow)
-	srv, err := emulator.Start(emulator.Options{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, emulator.Options{Clock: clock})
 	srv.AddProject(docProject, 345678901234)
 	srv.AddProject(offProject, 456789012345)
 	srv.SetServiceEnabled(offProject, "generativelanguage.googleapis.com", false)
@@ -570,10 +567,7 @@ func checkCanary(t *testing.T, rep *verify.Report, secrets []string) {
 
 // deadAddr returns a loopback address where nothing listens.
 func deadAddr(t *testing.T) string {
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := emutest.Start(t, emulator.Options{})
 	addr := srv.GeminiAddr
 	srv.Close()
 	return addr

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/secret"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -23,11 +24,7 @@ import (
 // temporary, and that the key string appears in no error.
 func TestProbeClassification(t *testing.T) {
 	clock := emulator.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
-	srv, err := emulator.Start(emulator.Options{Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := emutest.Start(t, emulator.Options{Clock: clock})
 	srv.AddProject("p-one", 111111111111)
 	srv.AddProject("p-off", 222222222222)
 	gemini := &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}}
@@ -114,11 +111,7 @@ func TestProbeClassification(t *testing.T) {
 // until its propagation delay has passed.
 func TestProbePropagation(t *testing.T) {
 	clock := emulator.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
-	srv, err := emulator.Start(emulator.Options{Clock: clock, PropagationDelay: 5 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := emutest.Start(t, emulator.Options{Clock: clock, PropagationDelay: 5 * time.Minute})
 	srv.AddProject("p-one", 111111111111)
 	ctx := context.Background()
 	svc, err := srv.APIKeysService(ctx)
@@ -182,11 +175,7 @@ func TestClassify(t *testing.T) {
 // the application calls, where listing models can pass for a key that
 // does not work there.
 func TestProbeMethods(t *testing.T) {
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := emutest.Start(t, emulator.Options{})
 	srv.AddProject("p-one", 111111111111)
 	seed := func(id string, k *apikeys.V2Key) secret.Key {
 		t.Helper()
@@ -253,7 +242,7 @@ func TestProbeMethods(t *testing.T) {
 	}
 	for _, p := range []*verify.Gemini{count, generate} {
 		var pe *verify.ProbeError
-		err = p.With(p.Method, "no-such-model").Probe(context.Background(), good)
+		err := p.With(p.Method, "no-such-model").Probe(context.Background(), good)
 		if !errors.As(err, &pe) || pe.HTTPStatus != 404 || pe.Temporary() || !errors.Is(err, verify.ErrModelNotFound) {
 			t.Errorf("%s with an unknown model = %v, want a definite 404 ErrModelNotFound", p.Method, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
 func TestSecretLocation(t *testing.T) {
@@ -26,11 +27,7 @@ func TestSecretLocation(t *testing.T) {
 // TestRegionalClients: one client per location, the global one for global
 // secrets, all closed by Close.
 func TestRegionalClients(t *testing.T) {
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := emutest.Start(t, emulator.Options{})
 	for _, kv := range srv.Env() { // every emulator host variable
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)

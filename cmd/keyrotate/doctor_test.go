@@ -15,6 +15,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
 // doctorWorld is the demo world plus a key in each state the goldens show.
@@ -26,11 +27,7 @@ type doctorWorld struct {
 
 func newDoctorWorld(t *testing.T) *doctorWorld {
 	t.Helper()
-	srv, err := emulator.Start(emulator.Options{Clock: emulator.NewFakeClock(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := emutest.Start(t, emulator.Options{Clock: emulator.NewFakeClock(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))})
 	dir := t.TempDir()
 	w0, err := seedDemo(srv, dir)
 	if err != nil {

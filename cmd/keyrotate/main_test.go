@@ -48,7 +48,15 @@ func TestScripts(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			env.Defer(func() { srv.Close() })
+			env.Defer(func() {
+				// A request that broke an API's published definition
+				// fails the script that sent it (see internal/emutest).
+				vs := srv.SchemaViolations()
+				srv.Close()
+				if len(vs) > 0 {
+					env.T().Fatal(fmt.Sprintf("requests broke the published API definitions: %v", vs))
+				}
+			})
 			w, err := seedDemo(srv, env.WorkDir)
 			if err != nil {
 				return err

@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
 func readREADME(t *testing.T) string {
@@ -95,11 +96,7 @@ func TestREADMEExamples(t *testing.T) {
 // names every variable the emulator prints.
 func TestREADMEEmulatorSection(t *testing.T) {
 	section := readmeSection(t, readREADME(t), "The emulator")
-	srv, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := emutest.Start(t, emulator.Options{})
 	for _, kv := range srv.Env() {
 		name, _, _ := strings.Cut(kv, "=")
 		if !strings.Contains(section, name) {
