@@ -1,8 +1,9 @@
 package main
 
 // TestOutputGolden keeps, in testdata/golden, what a fixed sequence of
-// command lines prints: stdout and stderr byte for byte (each apart) and
-// the exit code, through the real binary (the test binary that
+// command lines prints: stdout and stderr byte for byte (each apart), the
+// exit code, and the .env whenever a run changed it (key strings shown as
+// fingerprints), through the real binary (the test binary that
 // testscript.Main installs as "keyrotate") against the in-process
 // emulator. It is the proof that a refactoring changed no behaviour a user
 // sees: the same command lines give the same output before and after.
@@ -12,8 +13,8 @@ package main
 //
 // and review the diff: every changed line is a changed behaviour.
 //
-// Only what truly differs from run to run is replaced, by goldenNormalize's
-// table (see goldenRules); everything else is compared as printed.
+// Only what truly differs from run to run is replaced, by goldenNormalizer's
+// table (goldenRules); everything else is compared as printed.
 
 import (
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/secret"
 )
 
 // goldenLeftoverRotation is the rotation id of the key TestOutputGolden
@@ -131,12 +133,13 @@ type goldenWorld struct {
 	dir      string   // golden files
 	step     int
 	prefix   string
+	dotenv   []byte // the .env as the last run left it
 }
 
 func newGoldenWorld(t *testing.T, cw *crashWorld, prefix string, projects ...string) *goldenWorld {
 	return &goldenWorld{t: t, cw: cw, norm: newGoldenNormalizer(cw.w.dir), prefix: prefix,
 		projects: append([]string{demoProject, "other-project"}, projects...),
-		dir:      filepath.Join(origDir, "testdata", "golden")}
+		dir:      filepath.Join(origDir, "testdata", "golden"), dotenv: cw.dotenv}
 }
 
 // env is the children's whole environment: the emulator's variables, PATH
@@ -193,6 +196,21 @@ func (g *goldenWorld) run(name, note, stdin string, extra []string, args ...stri
 	}
 	section("stdout", stdout.String())
 	section("stderr", stderr.String())
+	// The files keyrotate writes: the .env, when this run changed it, with
+	// each key string shown as its fingerprint.
+	env, err := os.ReadFile(g.cw.w.dotenv)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if string(env) != string(g.dotenv) {
+		g.dotenv = env
+		fi, err := os.Stat(g.cw.w.dotenv)
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		section(fmt.Sprintf("file app/.env (changed; mode %v; key strings shown as <fingerprint>)", fi.Mode().Perm()), g.fingerprinted(string(env)))
+	}
+	g.noKey(b.String())
 	golden := filepath.Join(g.dir, fmt.Sprintf("%s%02d-%s.txt", g.prefix, g.step, name))
 	g.compare(golden, b.String())
 	return code
@@ -228,6 +246,19 @@ func (g *goldenWorld) noKey(out string) {
 	}
 }
 
+// fingerprinted is text with every key string of the world's projects
+// replaced by <its fingerprint>.
+func (g *goldenWorld) fingerprinted(text string) string {
+	for _, p := range g.projects {
+		for _, k := range g.cw.srv.Keys(p, true) {
+			if k.KeyString != "" {
+				text = strings.ReplaceAll(text, k.KeyString, "<"+secret.Fingerprint(k.KeyString)+">")
+			}
+		}
+	}
+	return text
+}
+
 // currentKey is the key string the secret's latest version holds.
 func (g *goldenWorld) currentKey() string {
 	_, payloads := g.cw.versions()
@@ -250,7 +281,8 @@ func (g *goldenWorld) setDotenvKey(k string) {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	if err := os.WriteFile(g.cw.w.dotenv, []byte(strings.Replace(string(b), envValue(b, "GEMINI_API_KEY"), k, 1)), 0o600); err != nil {
+	g.dotenv = []byte(strings.Replace(string(b), envValue(b, "GEMINI_API_KEY"), k, 1))
+	if err := os.WriteFile(g.cw.w.dotenv, g.dotenv, 0o600); err != nil {
 		g.t.Fatal(err)
 	}
 }
