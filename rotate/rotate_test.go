@@ -579,7 +579,7 @@ func TestLiveLeaseStopsSecondRun(t *testing.T) {
 // key's state explains (SetStateCodes): the resumed run decides by state.
 func TestFaultAtEachMutatingCall(t *testing.T) {
 	for _, code := range []codes.Code{codes.OK, codes.FailedPrecondition, codes.InvalidArgument} {
-		t.Run(code.String(), func(t *testing.T) { faultAtEachMutatingCall(t, code) })
+		t.Run(code.String(), func(t *testing.T) { t.Parallel(); faultAtEachMutatingCall(t, code) })
 	}
 }
 
@@ -607,6 +607,7 @@ func faultAtEachMutatingCall(t *testing.T, code codes.Code) {
 			name += "/grace"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each cell has its own emulator; most of a cell is waiting out per-secret write rates
 			w := newWorld(t)
 			w.srv.SetStateCodes(code)
 			var opts rotate.Options

@@ -79,6 +79,7 @@ func TestAbort(t *testing.T) {
 		{"after deleting the old key", "secretmanager.DisableSecretVersion", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case has its own emulator
 			w := newWorld(t)
 			w.stopAt(tc.method, tc.n)
 			res := w.abort()
