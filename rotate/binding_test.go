@@ -20,6 +20,7 @@ import (
 // slot says to narrow the new key to the Gemini API, or to copy the
 // restrictions because the organization allows it.
 func TestMigrationUnderDefaultOrgPolicy(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	gemini := &apikeys.V2ApiTarget{Service: "generativelanguage.googleapis.com"}
 	translate := &apikeys.V2ApiTarget{Service: "translate.googleapis.com"}
 	ips := &apikeys.V2ServerKeyRestrictions{AllowedIps: []string{"127.0.0.1", "::1"}}

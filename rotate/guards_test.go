@@ -81,6 +81,7 @@ func (w *world) oldKeyKept() {
 // while the target still holds it. The run stops part-way, names the
 // target and what it holds by fingerprint, and prints no key material.
 func TestReadBackCatchesLyingTarget(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	for _, tc := range []struct {
 		name string
 		keep bool // else the target stores the canary

@@ -24,6 +24,7 @@ const (
 // a central secrets project). Every refusal comes from the preflight, before
 // any write, as a configuration error with a hint.
 func TestSlotProject(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	byID := map[string]string{"prod": project, "shared": shared}
 	byNum := map[string]string{"prod": strconv.Itoa(projectNum), "shared": strconv.Itoa(sharedNum)}
 	for _, tc := range []struct {

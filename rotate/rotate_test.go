@@ -419,6 +419,7 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 // verification is itself interrupted, the run stops part-way, and the next
 // run finishes the cleanup and reports the verification failure.
 func TestVerifyFailureCleanupResumes(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	for _, tc := range []struct {
 		method string
 		n      int
@@ -694,6 +695,7 @@ func BenchmarkRotate(b *testing.B) {
 // its version holds, so the next one needs no LookupKey (14 calls, not
 // 15); a version added by anything else is looked up as before.
 func TestLaterRotationsSkipLookup(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	w := newWorld(t)
 	if _, err := w.rotate(rotate.Options{}); err != nil {
 		t.Fatal(err)
@@ -865,6 +867,7 @@ func TestLookupKeyStringNeverInURL(t *testing.T) {
 // apiTargets allow only generation methods (not models.list) passes the
 // default probe, where listModels fails it although the application works.
 func TestProbeExercisesGeneration(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	standard := func(spec *apikeys.V2Key, _ *rotate.Slot) { spec.ServiceAccountEmail = "" }
 	genOnly := func(spec *apikeys.V2Key, _ *rotate.Slot) {
 		spec.Restrictions.ApiTargets = []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com", Methods: []string{

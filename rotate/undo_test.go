@@ -111,6 +111,7 @@ func TestAbortNothingToDo(t *testing.T) {
 
 // TestAbortResumes: an abort that stops part-way is finished by the next.
 func TestAbortResumes(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	w := newWorld(t)
 	w.stopAt("apikeys.DeleteKey", 1)
 	w.srv.FailNth("apikeys.DeleteKey", w.srv.Calls("apikeys.DeleteKey")+1, codes.PermissionDenied, "")
@@ -149,6 +150,7 @@ func TestAbortWhenOldKeyFails(t *testing.T) {
 }
 
 func TestRollback(t *testing.T) {
+	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	w := newWorld(t)
 	first, err := w.rotate(rotate.Options{})
 	if err != nil {
