@@ -26,8 +26,9 @@ import (
 // a process writes its secrets through one client (per location). Within
 // a client a secret is known by its location and id, not its project, so
 // that a secret named by project id and by number counts once (two
-// projects' secrets of the same id share a budget: slower, never over). Each window is counted with a tenth more (100ms a second), for
-// jitter between the time a write is sent and the time it arrives.
+// projects' secrets of the same id share a budget: slower, never over).
+// Each window is counted with a tenth more (100ms a second), for jitter
+// between the time a write is sent and the time it arrives.
 
 type writeLimit struct {
 	n   int
