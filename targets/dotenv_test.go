@@ -319,12 +319,7 @@ func TestDotEnvWriteChanged(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			path := filepath.Join(t.TempDir(), ".env")
-			writeFile(t, path, sampleEnv, 0o600)
-			d := NewDotEnv(path, "GEMINI_API_KEY")
-			if _, err := d.Read(ctx); err != nil {
-				t.Fatal(err)
-			}
+			path, d := readSampleEnv(t)
 			tt.change(t, path)
 			before := readFile(t, path)
 			err := d.Write(ctx, secret.New(newKey))
@@ -338,12 +333,7 @@ func TestDotEnvWriteChanged(t *testing.T) {
 
 	t.Run("missing file", func(t *testing.T) {
 		ctx := context.Background()
-		path := filepath.Join(t.TempDir(), ".env")
-		writeFile(t, path, sampleEnv, 0o600)
-		d := NewDotEnv(path, "GEMINI_API_KEY")
-		if _, err := d.Read(ctx); err != nil {
-			t.Fatal(err)
-		}
+		path, d := readSampleEnv(t)
 		os.Remove(path)
 		checkErr(t, d.Write(ctx, secret.New(newKey)), rotate.ErrInvalidTarget)
 		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
@@ -379,12 +369,7 @@ func TestDotEnvWriteMerges(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			path := filepath.Join(t.TempDir(), ".env")
-			writeFile(t, path, sampleEnv, 0o600)
-			d := NewDotEnv(path, "GEMINI_API_KEY")
-			if _, err := d.Read(ctx); err != nil {
-				t.Fatal(err)
-			}
+			path, d := readSampleEnv(t)
 			writeFile(t, path, tt.change, 0o600)
 			if err := d.Write(ctx, secret.New(newKey)); err != nil {
 				t.Fatalf("Write = %v, want nil", err)
@@ -426,12 +411,7 @@ func TestDotEnvWriteUnsafeKey(t *testing.T) {
 }
 
 func TestDotEnvContextCanceled(t *testing.T) {
-	path := filepath.Join(t.TempDir(), ".env")
-	writeFile(t, path, sampleEnv, 0o600)
-	d := NewDotEnv(path, "GEMINI_API_KEY")
-	if _, err := d.Read(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	path, d := readSampleEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := d.Read(ctx); !errors.Is(err, context.Canceled) {
@@ -484,6 +464,19 @@ func TestDotEnvNoKeyInOutput(t *testing.T) {
 	checkErr(t, err, rotate.ErrTargetChanged)
 	noKeyIn(t, "error", err.Error())
 	noKeyIn(t, "hint", rotate.Hint(err))
+}
+
+// readSampleEnv writes sampleEnv to a new .env and reads it through a
+// DotEnv target, as a rotation does before it writes.
+func readSampleEnv(t *testing.T) (string, *DotEnv) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), ".env")
+	writeFile(t, path, sampleEnv, 0o600)
+	d := NewDotEnv(path, "GEMINI_API_KEY")
+	if _, err := d.Read(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return path, d
 }
 
 func TestCleanTemp(t *testing.T) {
