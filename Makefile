@@ -23,7 +23,7 @@ demo:
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDotEnv -fuzztime=60s ./targets/
 	$(GO) test -run='^$$' -fuzz=FuzzLoaders -fuzztime=60s ./targets/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./config/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./internal/config/
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

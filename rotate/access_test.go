@@ -11,7 +11,7 @@ import (
 	"google.golang.org/api/serviceusage/v1"
 	"google.golang.org/grpc/codes"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // TestLookupErrorHidesKey: a transport error of LookupKey must not repeat

@@ -11,7 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // FinalizeOptions change a finalize run.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 	"github.com/keyrotate/keyrotate/verify"
 )
 

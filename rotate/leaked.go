@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // Leak is a leaked key and its place among the configured slots. It holds

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 var fast = RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, CallTimeout: 5 * time.Second, MaxElapsed: 5 * time.Second}

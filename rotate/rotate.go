@@ -15,7 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // Slot is one logical credential: a Secret Manager secret holding the

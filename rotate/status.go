@@ -12,7 +12,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // What a target holds, in TargetStatus.Holds.

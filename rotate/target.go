@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // Target is one place that consumes a slot's key: a .env file, another

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // sink is a write-only target: it takes keys but never shows them.

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // These tests guard the atomic replace itself: each one fails when one

@@ -15,8 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // Compose is one variable in the environment: section of one or more

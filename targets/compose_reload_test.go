@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // fakeDocker puts a docker command first on PATH that logs its arguments

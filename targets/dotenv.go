@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // DotEnv is one variable in a .env file. Writes change only the bytes of

@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // DefaultExecTimeout is how long a command may run when ExecOptions sets no

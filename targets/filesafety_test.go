@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/keyrotate/keyrotate/internal/inputfile"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // fileTarget is a target kind that writes a local file.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // fileSeen is the value a file target last read or wrote, so that a write

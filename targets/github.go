@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // DefaultGitHubURL is the REST API of github.com. GitHub Enterprise Server

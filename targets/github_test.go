@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyrotate/keyrotate/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 const (

@@ -11,9 +11,9 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"github.com/keyrotate/keyrotate/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 const k8sNS, k8sSecret, k8sKey = "prod", "gemini", "GEMINI_API_KEY"

@@ -8,8 +8,8 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // SecretManager is a further Secret Manager secret that receives the key as

@@ -18,7 +18,7 @@ import (
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // Status is the outcome of one check.

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/text/unicode/runenames"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/targets"
 )
 

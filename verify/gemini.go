@@ -29,7 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // DefaultBaseURL is the Gemini API's endpoint.

@@ -34,8 +34,8 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/keyrotate/keyrotate/emulator/githubfake"
-	"github.com/keyrotate/keyrotate/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
 	"github.com/keyrotate/keyrotate/targets"
 )
 

@@ -29,7 +29,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 

@@ -35,7 +35,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 )
 
 // TestDeployManifests checks the repository's Dockerfile and deploy/**.

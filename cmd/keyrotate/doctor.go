@@ -12,7 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"

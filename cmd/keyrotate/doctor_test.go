@@ -14,7 +14,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 

@@ -26,9 +26,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
-	"github.com/keyrotate/keyrotate/secret"
 )
 
 // fleetEnvCleared clears, for every child, the variables through which an

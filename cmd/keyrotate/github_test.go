@@ -9,7 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/keyrotate/keyrotate/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
 )
 
 // The GitHub world of the github*.txtar scripts, next to the demo world:

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 

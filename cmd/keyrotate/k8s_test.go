@@ -9,7 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/keyrotate/keyrotate/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
 )
 
 // The Kubernetes world of the k8s*.txtar scripts, next to the demo world:

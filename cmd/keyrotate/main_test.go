@@ -16,7 +16,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 )
 
 // TestMain lets the scripts run the real CLI as the command "keyrotate", in

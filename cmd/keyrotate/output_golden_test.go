@@ -31,8 +31,8 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
-	"github.com/keyrotate/keyrotate/emulator"
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // goldenLeftoverRotation is the rotation id of the key TestOutputGolden

@@ -5,7 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 

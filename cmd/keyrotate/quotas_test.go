@@ -5,7 +5,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 

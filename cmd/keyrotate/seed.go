@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
-	"github.com/keyrotate/keyrotate/emulator"
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // The demo world: one project, one bound Gemini key restricted to the

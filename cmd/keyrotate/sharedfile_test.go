@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/keyrotate/keyrotate/emulator"
-	"github.com/keyrotate/keyrotate/secret"
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/targets"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
 	"github.com/keyrotate/keyrotate/verify"

@@ -3,7 +3,7 @@ package main
 import (
 	"time"
 
-	"github.com/keyrotate/keyrotate/config"
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
 )

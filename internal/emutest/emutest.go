@@ -8,7 +8,7 @@ package emutest
 import (
 	"testing"
 
-	"github.com/keyrotate/keyrotate/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator"
 )
 
 // Start starts an emulator with opts and registers, for the end of t, a

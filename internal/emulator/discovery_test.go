@@ -31,7 +31,7 @@ func TestDiscoveryCopyMatchesModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(apiKeysDiscovery, want) {
-		t.Errorf("emulator/apikeys-api.json differs from %s/apikeys/v2/apikeys-api.json: copy it again and update the version in discovery.go", dir)
+		t.Errorf("internal/emulator/apikeys-api.json differs from %s/apikeys/v2/apikeys-api.json: copy it again and update the version in discovery.go", dir)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-const testdata = "../testdata/config"
+const testdata = "../../testdata/config"
 
 // head is a valid start of a file; tests append slots to it.
 const head = "version: 1\nslots:\n"
