@@ -27,7 +27,7 @@ import (
 	"github.com/keyrotate/keyrotate/targets"
 )
 
-// The tests in this file exercise the rotation lock (step 2 of DESIGN.md):
+// The tests in this file exercise the rotation lock (step 2, lock, of docs/design.md):
 // who may take over a rotation record, that exactly one of many concurrent
 // runs rotates, that a live run renews its lease, and that a run which lost
 // its lease stops without finishing on top of the new holder.
