@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -42,33 +41,18 @@ type statusOutput struct {
 }
 
 func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
-	j, err := newJob(c, h, cfgPath, slots)
-	if err != nil {
-		return err
-	}
-	defer j.close()
-	r := j.rotator(c)
-	r.Events = nil
-	out := statusOutput{Command: "status", Slots: []*rotate.SlotStatus{}}
-	var errs []error
-	for _, s := range j.slots {
+	return runPerSlot(c, h, cfgPath, slots, "status", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.SlotStatus, error) {
 		st, err := r.Status(j.ctx, s)
 		if err != nil {
-			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("status", err)))
-			continue
+			return nil, err
 		}
-		out.Slots = append(out.Slots, st)
 		if !j.out.json {
 			j.out.note("%s", strings.TrimRight(formatStatus(st), "\n"))
 		}
-	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+		return st, nil
+	}, func(sts []*rotate.SlotStatus, errs []errorJSON) any {
+		return statusOutput{Command: "status", Slots: sts, Errors: errs}
+	})
 }
 
 // formatStatus renders one slot as aligned tables.
