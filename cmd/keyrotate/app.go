@@ -54,8 +54,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfig, EnvVars: []string{"KEYROTATE_CONFIG"}},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
-			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
-			&cli.DurationFlag{Name: "timeout", Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
+			&cli.StringFlag{Name: "log-format", Value: "auto",
+				Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), " +
+					"or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text"},
+			&cli.DurationFlag{Name: "timeout", Value: 90 * time.Minute,
+				Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included " +
+					"(retries end with the last real error; a stopped rotation resumes on the next run)"},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 			quotaProjectFlag(),
 		},

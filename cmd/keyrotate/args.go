@@ -177,7 +177,8 @@ func (p *argvParts) argv(program string) []string {
 
 // textOnly are the commands without a JSON document, and what to run for one.
 var textOnly = map[string]string{
-	"demo":     "run it without --output json; for JSON, start `keyrotate emulator --seed DIR` and run `keyrotate --config DIR/keyrotate.yaml -o json plan` against it",
+	"demo": "run it without --output json; for JSON, start `keyrotate emulator --seed DIR` " +
+		"and run `keyrotate --config DIR/keyrotate.yaml -o json plan` against it",
 	"emulator": "run it without --output json: it prints shell exports (`export NAME=ADDR`) for the commands that use it",
 }
 

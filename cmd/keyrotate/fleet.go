@@ -26,7 +26,8 @@ func shardFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "shard", Usage: "take only shard `i/n` of the slots (0-based, by a stable hash of the slot name); default from " +
 			cloudRunTaskIndexEnv + "/" + cloudRunTaskCountEnv + " (Cloud Run Jobs) or " + jobCompletionEnv + " with --shard-count (Kubernetes Indexed Jobs)"},
-		&cli.IntFlag{Name: "shard-count", DefaultText: "none", Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
+		&cli.IntFlag{Name: "shard-count", DefaultText: "none",
+			Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
 	}
 }
 
@@ -35,7 +36,8 @@ func fleetFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Usage: "rotate up to `N` slots at once; API calls stay paced under each project's quota", Value: 8},
 	}, append(shardFlags(),
 		&cli.StringFlag{Name: "report", Usage: "write a JSON run record to `FILE`: slots, actions, key names and fingerprints, timings, API calls, errors"},
-		&cli.StringFlag{Name: "notify-webhook", Usage: "post a Slack-compatible JSON summary to `URL` (it is a secret: prefer " + notifyWebhookEnv + ")", EnvVars: []string{notifyWebhookEnv}},
+		&cli.StringFlag{Name: "notify-webhook", EnvVars: []string{notifyWebhookEnv},
+			Usage: "post a Slack-compatible JSON summary to `URL` (it is a secret: prefer " + notifyWebhookEnv + ")"},
 		&cli.StringFlag{Name: "notify-on", Usage: "post to the webhook on `WHEN`: failure or always", Value: "failure"},
 	)...)
 }
@@ -106,7 +108,8 @@ func shardFrom(c *cli.Context, getenv func(string) string) (shard, error) {
 			n, err2 = count, nil
 		}
 		if err1 != nil || err2 != nil || i < 0 || n < 1 || i >= n {
-			return all, usagef("%s=%q and %s=%q do not name a task (want 0 <= index < count)", cloudRunTaskIndexEnv, v, cloudRunTaskCountEnv, getenv(cloudRunTaskCountEnv))
+			return all, usagef("%s=%q and %s=%q do not name a task (want 0 <= index < count)",
+				cloudRunTaskIndexEnv, v, cloudRunTaskCountEnv, getenv(cloudRunTaskCountEnv))
 		}
 		return shard{i, n, cloudRunTaskIndexEnv}, nil
 	}

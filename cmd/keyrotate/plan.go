@@ -13,9 +13,15 @@ import (
 
 func planCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "plan",
-		Usage:       "show what rotate would do, without changing anything",
-		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.\n\nIt also proves, with read-only calls, that the caller holds what the rotation needs:\nthe IAM permissions on each slot's project and secret, the API Keys and Secret Manager\nAPIs enabled, and the service account new keys are bound to. Each thing missing is one\nline with the role and the command that grants it, and plan exits 1.",
+		Name:  "plan",
+		Usage: "show what rotate would do, without changing anything",
+		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\n" +
+			"reports drift and due dates, and lists the steps rotate would take. It writes nothing.\n" +
+			"\n" +
+			"It also proves, with read-only calls, that the caller holds what the rotation needs:\n" +
+			"the IAM permissions on each slot's project and secret, the API Keys and Secret Manager\n" +
+			"APIs enabled, and the service account new keys are bound to. Each thing missing is one\n" +
+			"line with the role and the command that grants it, and plan exits 1.",
 		Flags: append([]cli.Flag{
 			slotFlag("show the plan for only"),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},

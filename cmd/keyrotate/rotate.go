@@ -32,7 +32,8 @@ func rotateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
-			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` (e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
+			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` " +
+				"(e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
 		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
