@@ -54,11 +54,17 @@ func emulatorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			opts := emulator.Options{PropagationDelay: delay, RunAddr: c.String("run-addr")}
+			opts := emulator.Options{
+				PropagationDelay:  delay,
+				APIKeysAddr:       c.String("apikeys-addr"),
+				SecretManagerAddr: c.String("secretmanager-addr"),
+				GeminiAddr:        c.String("gemini-addr"),
+				RunAddr:           c.String("run-addr"),
+			}
 			if c.Bool("quotas") {
 				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, window
 			}
-			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"), opts)
+			srv, err := emulator.Start(opts)
 			if err != nil {
 				return err
 			}
