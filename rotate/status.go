@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -357,7 +358,7 @@ func (v *VerifyReport) Err() error {
 	default:
 		err = fmt.Errorf("slot %s is unhealthy (%w): %s", v.Slot, ErrDrift, strings.Join(msgs, "; "))
 	}
-	return WithHint(err, strings.Join(hints, "; "))
+	return errhint.With(err, strings.Join(hints, "; "))
 }
 
 func (v *VerifyReport) add(c VerifyCheck) {
@@ -381,7 +382,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 	st, pre, err := r.status(ctx, slot)
 	if errors.Is(err, ErrKeyNotFound) {
 		v.dead = true
-		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: Hint(err), Dead: true})
+		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: errhint.Of(err), Dead: true})
 		return v, nil
 	}
 	if err != nil {
@@ -413,7 +414,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
 		default:
 			v.dead = true
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: Hint(err), Dead: true})
+			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
 		}
 	}
 

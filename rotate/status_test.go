@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -41,7 +42,7 @@ func (w *world) verify() *rotate.VerifyReport {
 	if err != nil {
 		w.t.Fatalf("Verify: %v", err)
 	}
-	w.readOnly("Verify", v, v.Err(), rotate.Hint(v.Err()))
+	w.readOnly("Verify", v, v.Err(), errhint.Of(v.Err()))
 	return v
 }
 
@@ -179,8 +180,8 @@ func TestStatusDrift(t *testing.T) {
 			}
 			// The library reports the finding; the command that fixes it
 			// (repair) is the CLI's to name (cmd/keyrotate nameFixes).
-			if c := checkOf(v, "target"); !c.Drift || strings.Contains(c.Hint, "keyrotate") || strings.Contains(rotate.Hint(err), "keyrotate") {
-				t.Errorf("target check = %+v, hint %q; want Drift set and no command named", c, rotate.Hint(err))
+			if c := checkOf(v, "target"); !c.Drift || strings.Contains(c.Hint, "keyrotate") || strings.Contains(errhint.Of(err), "keyrotate") {
+				t.Errorf("target check = %+v, hint %q; want Drift set and no command named", c, errhint.Of(err))
 			}
 		})
 	}
@@ -344,7 +345,7 @@ func TestVerifyDeadKey(t *testing.T) {
 		if !strings.Contains(err.Error(), w.oldName) || !strings.Contains(err.Error(), "deleted") {
 			t.Errorf("error %q does not name the deleted key", err)
 		}
-		if h := rotate.Hint(err); !strings.Contains(h, "undelete") {
+		if h := errhint.Of(err); !strings.Contains(h, "undelete") {
 			t.Errorf("hint = %q, want undelete", h)
 		}
 	})

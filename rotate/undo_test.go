@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -119,8 +120,8 @@ func TestAbortResumes(t *testing.T) {
 		t.Fatalf("Abort with a fault at DeleteKey = %v, want ErrStoppedPartWay", err)
 	}
 	w.invariant()
-	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !strings.Contains(rotate.Hint(err), "keyrotate abort") {
-		t.Errorf("Rotate during an unfinished abort = %v (hint %q), want ErrRotationInProgress pointing at abort", err, rotate.Hint(err))
+	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !strings.Contains(errhint.Of(err), "keyrotate abort") {
+		t.Errorf("Rotate during an unfinished abort = %v (hint %q), want ErrRotationInProgress pointing at abort", err, errhint.Of(err))
 	}
 	res := w.abort()
 	if !res.Resumed {

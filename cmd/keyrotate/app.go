@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -309,7 +310,7 @@ func errorHint(err error) string {
 	cmd := commandOf(err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		h := rotate.Hint(err)
+		h := errhint.Of(err)
 		if h == "" {
 			h = "run `keyrotate " + strings.TrimSpace(cmd+" --help") + "` for usage"
 		}
@@ -318,7 +319,7 @@ func errorHint(err error) string {
 		}
 		return h
 	}
-	if h := rotate.Hint(err); h != "" {
+	if h := errhint.Of(err); h != "" {
 		return quotaProjectHint(err, h)
 	}
 	switch {

@@ -6,24 +6,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // The library states facts (a typed error, a finding); these turn them into
-// the keyrotate command that fixes the situation.
-
-// cmdHinted replaces the hint of err: the library's hint says what is
-// wrong, this one names the command.
-type cmdHinted struct {
-	err  error
-	hint string
-}
-
-func (h *cmdHinted) Error() string { return h.err.Error() }
-func (h *cmdHinted) Unwrap() error { return h.err }
-func (h *cmdHinted) Hint() string  { return h.hint }
-
-func withCmdHint(err error, hint string) error { return &cmdHinted{err: err, hint: hint} }
+// the keyrotate command that fixes the situation. errhint.Replace puts the
+// command in place of the library's hint, which says what is wrong.
 
 // holderOf describes the run of a held slot: what it does, its process and
 // since when.
@@ -55,7 +44,7 @@ func heldHint(err error, cmd string) error {
 	if rec.Holder.Elsewhere() != "" {
 		stop = fmt.Sprintf("stop it with `kill -TERM %d` from within its container or pid namespace on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
 	}
-	return withCmdHint(err, fmt.Sprintf("%s. To %s instead: %s, then run `keyrotate %s`; or wait for it to finish",
+	return errhint.Replace(err, fmt.Sprintf("%s. To %s instead: %s, then run `keyrotate %s`; or wait for it to finish",
 		holderOf(rec), verbOf(cmd), stop, cmd))
 }
 
@@ -73,11 +62,11 @@ func repairHint(err error, slot string) error {
 	var unf *rotate.UnfinishedError
 	switch {
 	case errors.As(err, &unf) && unf.Kind() == rotate.KindRotate:
-		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target (or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
+		return errhint.Replace(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target (or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
 	case errors.As(err, &unf):
-		return withCmdHint(err, fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
+		return errhint.Replace(err, fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
 	case errors.Is(err, rotate.ErrKeyDead):
-		return withCmdHint(err, fmt.Sprintf("nothing was written: the current key does not work. `keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
+		return errhint.Replace(err, fmt.Sprintf("nothing was written: the current key does not work. `keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
 	}
 	return heldHint(err, "repair --slot "+slot)
 }
@@ -98,7 +87,7 @@ func rotateHeldHint(err error, slot string) error {
 	if !errors.As(err, &held) {
 		return err
 	}
-	return withCmdHint(err, fmt.Sprintf("%s. Run `keyrotate rotate --slot %s --wait-for-lease %s` to wait for it and report its outcome, or let it finish",
+	return errhint.Replace(err, fmt.Sprintf("%s. Run `keyrotate rotate --slot %s --wait-for-lease %s` to wait for it and report its outcome, or let it finish",
 		holderOf(&held.Record), slot, waitFor(held.Record)))
 }
 
