@@ -161,8 +161,8 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revo
 		}
 		cur, err := ka.lookup(ctx, latest.Key)
 		if err == nil && keyIDOf(cur) == keyIDOf(k.Name) {
-			return nil, errhint.With(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
-				fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first", s.Name))
+			return nil, withNext(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
+				"deleting it would break every place that uses it: replace it everywhere first", Next{Action: NextReplaceFirst, Slot: s.Name})
 		}
 	}
 	if err := ka.delete(ctx, k.Name, k.Etag); err != nil {

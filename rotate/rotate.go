@@ -144,6 +144,9 @@ type Event struct {
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
+	// Then, when set, is what comes next for what Message reports (the
+	// finalize of a kept key); the caller words it after Message.
+	Then Next
 }
 
 // Wait describes a wait for propagation.
@@ -247,10 +250,15 @@ func (r *Rotator) log() *slog.Logger {
 }
 
 func (r *Rotator) event(slot, step, format string, args ...any) {
+	r.eventThen(slot, step, Next{}, format, args...)
+}
+
+// eventThen reports a step whose outcome then needs what next says.
+func (r *Rotator) eventThen(slot, step string, next Next, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	r.log().Info(msg, "slot", slot, "step", step)
 	if r.Events != nil {
-		r.Events(Event{Slot: slot, Step: step, Message: msg})
+		r.Events(Event{Slot: slot, Step: step, Message: msg, Then: next})
 	}
 }
 
@@ -414,8 +422,8 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	next := func(old *Record) (Record, bool, error) {
 		if old != nil {
 			if old.kind() != KindRotate {
-				return Record{}, false, errhint.With(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
-					fmt.Sprintf("finish it first: `keyrotate %s %s`", old.kind(), slot.Name))
+				return Record{}, false, withNext(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+					"finish it first", Next{Action: NextFinishFirst, Slot: slot.Name, Kind: old.kind()})
 			}
 			return *old, true, nil
 		}
@@ -527,12 +535,8 @@ func (st *run) fail(ctx context.Context, err error) error {
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
-		next := fmt.Sprintf("run `keyrotate rotate --slot %s` again to resume, or `keyrotate abort %s` to undo", slot.Name, slot.Name)
-		if st.kind != KindRotate {
-			next = fmt.Sprintf("run `keyrotate %s %s` again to finish", st.kind, slot.Name)
-		}
-		return errhint.With(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
-			"both keys still work and every target holds one of them; "+next)
+		return withNext(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
+			"both keys still work and every target holds one of them", Next{Action: NextResume, Slot: slot.Name, Kind: st.kind})
 	}
 }
 
@@ -980,7 +984,7 @@ func (st *run) retire(ctx context.Context) error {
 		}
 		st.res.Retired, st.res.DeleteAfter = "kept", &after
 		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
-		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
+		st.eventThen(st.slot.Name, "retire", Next{Action: NextFinalize, Slot: st.slot.Name}, "kept old key %s until %s (grace %s, annotated %s)",
 			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
 		if err := st.recheck(ctx); err != nil {

@@ -247,8 +247,9 @@ func TestStatusRotationInProgress(t *testing.T) {
 		if rs == nil || rs.Kind != rotate.KindRotate || rs.Phase != rotate.PhaseDistributed || rs.OldKey != w.oldName || rs.ID == "" {
 			t.Fatalf("rotation = %+v, want the stopped one in phase distributed", rs)
 		}
-		if rs.Lease != "released" || rs.Holder.Run != "" || !strings.Contains(rs.Next, "keyrotate rotate --slot gemini-prod") {
-			t.Errorf("lease = %q held by %v, next %q; want released, resume", rs.Lease, rs.Holder, rs.Next)
+		resume := rotate.Next{Action: rotate.NextResume, Slot: "gemini-prod", Kind: rotate.KindRotate}
+		if rs.Lease != "released" || rs.Holder.Run != "" || rs.Then != resume {
+			t.Errorf("lease = %q held by %v, then %+v; want released, resume (%+v)", rs.Lease, rs.Holder, rs.Then, resume)
 		}
 		if st.Drift || st.Targets[0].Holds != rotate.HoldsNew || st.Targets[0].Key != rs.NewKey {
 			t.Errorf("target = %+v, want the new key of the rotation (no drift)", st.Targets[0])

@@ -115,8 +115,8 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 		case old.kind() == KindRollback:
 			return *old, true, nil
 		}
-		return Record{}, false, errhint.With(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
-			fmt.Sprintf("finish it with `keyrotate rotate --slot %s` or undo it with `keyrotate abort %s` first", slot.Name, slot.Name))
+		return Record{}, false, withNext(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+			"finish it or undo it first", Next{Action: NextFinishOrUndoFirst, Slot: slot.Name, Kind: old.kind()})
 	}
 	l, rec, err := r.lockUndo(ctx, slot, pre, sa, next, res)
 	if err != nil {
@@ -188,8 +188,8 @@ func (st *run) undoVerifyFailed(ctx context.Context, cause error) error {
 			return fmt.Errorf("key %s does not work (%w); restoring the rotation record: %w", name, cause, err)
 		}
 		st.undone = true
-		return errhint.With(fmt.Errorf("abort of rotation %s: the old key %s does not work: %w", st.rec.ID, name, cause),
-			fmt.Sprintf("nothing was changed: the rotation is left as it was; finish it with `keyrotate rotate --slot %s`", st.slot.Name))
+		return withNext(fmt.Errorf("abort of rotation %s: the old key %s does not work: %w", st.rec.ID, name, cause),
+			"nothing was changed: the rotation is left as it was", Next{Action: NextFinishRotation, Slot: st.slot.Name, Kind: KindRotate})
 	}
 	if err := st.lease.clear(ctx, nil); err != nil {
 		return fmt.Errorf("key %s does not work (%w); clearing the lock: %w", name, cause, err)

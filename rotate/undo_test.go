@@ -120,7 +120,9 @@ func TestAbortResumes(t *testing.T) {
 		t.Fatalf("Abort with a fault at DeleteKey = %v, want ErrStoppedPartWay", err)
 	}
 	w.invariant()
-	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !strings.Contains(errhint.Of(err), "keyrotate abort") {
+	var ne *rotate.NextError
+	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !errors.As(err, &ne) ||
+		ne.Next != (rotate.Next{Action: rotate.NextFinishFirst, Slot: w.slot.Name, Kind: rotate.KindAbort}) {
 		t.Errorf("Rotate during an unfinished abort = %v (hint %q), want ErrRotationInProgress pointing at abort", err, errhint.Of(err))
 	}
 	res := w.abort()

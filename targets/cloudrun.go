@@ -275,9 +275,10 @@ func (t *CloudRun) deploy(ctx context.Context, upd *runpb.Service, force bool, o
 		if opErr != nil {
 			msg = status.Convert(opErr).Message()
 		}
-		return errhint.With(fmt.Errorf("write %s: the new revision %s is not ready and serving (%s); revision %s still serves the old key",
+		return &rotate.NextError{Err: fmt.Errorf("write %s: the new revision %s is not ready and serving (%s); revision %s still serves the old key",
 			t, svc.LatestCreatedRevision, msg, svc.LatestReadyRevision),
-			"fix the revision (its logs: `gcloud run revisions describe "+svc.LatestCreatedRevision+"`), then run keyrotate again, or `keyrotate abort`")
+			Safe: "fix the revision (its logs: `gcloud run revisions describe " + svc.LatestCreatedRevision + "`), then run keyrotate again",
+			Next: rotate.Next{Action: rotate.NextOrAbort}}
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -310,7 +309,7 @@ func errorHint(err error) string {
 	cmd := commandOf(err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		h := errhint.Of(err)
+		h := commandHint(err)
 		if h == "" {
 			h = "run `keyrotate " + strings.TrimSpace(cmd+" --help") + "` for usage"
 		}
@@ -319,7 +318,7 @@ func errorHint(err error) string {
 		}
 		return h
 	}
-	if h := errhint.Of(err); h != "" {
+	if h := commandHint(err); h != "" {
 		return quotaProjectHint(err, h)
 	}
 	switch {

@@ -100,3 +100,61 @@ func waitFor(rec rotate.Record) string {
 	}
 	return strings.TrimSuffix((d.Truncate(time.Minute)).String(), "0s")
 }
+
+// commandHint is the hint of err with the library's words for what
+// resolves it (a rotate.NextError's hint) replaced by the command that does
+// it, where the outer hints repeat them.
+func commandHint(err error) string {
+	h := errhint.Of(err)
+	var ne *rotate.NextError
+	if h == "" || !errors.As(err, &ne) {
+		return h
+	}
+	return strings.Replace(h, ne.Hint(), nextErrorHint(ne), 1)
+}
+
+// nextErrorHint is the hint of ne with its command: the hints inside it
+// (with their commands), then its own.
+func nextErrorHint(ne *rotate.NextError) string {
+	n := ne.Next
+	var h string
+	switch n.Action {
+	case rotate.NextResume:
+		h = ne.Safe + "; run `keyrotate rotate --slot " + n.Slot + "` again to resume, or `keyrotate abort " + n.Slot + "` to undo"
+		if n.Kind != rotate.KindRotate {
+			h = fmt.Sprintf("%s; run `keyrotate %s %s` again to finish", ne.Safe, n.Kind, n.Slot)
+		}
+	case rotate.NextFinishFirst:
+		h = fmt.Sprintf("%s: `keyrotate %s %s`", ne.Safe, n.Kind, n.Slot)
+	case rotate.NextFinishOrUndoFirst:
+		h = fmt.Sprintf("finish it with `keyrotate rotate --slot %s` or undo it with `keyrotate abort %s` first", n.Slot, n.Slot)
+	case rotate.NextFinishRotation:
+		h = fmt.Sprintf("%s; finish it with `keyrotate rotate --slot %s`", ne.Safe, n.Slot)
+	case rotate.NextDiagnose:
+		h = "the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`"
+	case rotate.NextReplaceFirst:
+		h = fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first",
+			n.Slot)
+	case rotate.NextMoreTime:
+		h = "the run ended (its --timeout, or interrupted) before this slot's turn; nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"
+	case rotate.NextOrAbort:
+		h = ne.Safe + ", or `keyrotate abort`"
+	default:
+		return ne.Hint()
+	}
+	return errhint.Join(commandHint(ne.Err), h)
+}
+
+// nextHint words a finding's next step (a rotation left unfinished, an old
+// key due for deletion) as the command that takes it.
+func nextHint(n rotate.Next) string {
+	switch {
+	case n.Action == rotate.NextResume && n.Kind == rotate.KindRotate:
+		return fmt.Sprintf("run `keyrotate rotate --slot %s` to resume it, or `keyrotate abort %s` to undo it", n.Slot, n.Slot)
+	case n.Action == rotate.NextResume:
+		return fmt.Sprintf("run `keyrotate %s %s` again to finish it", n.Kind, n.Slot)
+	case n.Action == rotate.NextFinalize && n.Slot != "":
+		return fmt.Sprintf("`keyrotate finalize --slot %s` deletes it", n.Slot)
+	}
+	return ""
+}

@@ -58,6 +58,9 @@ func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("status", err)))
 			continue
 		}
+		if rs := st.Rotation; rs != nil && rs.Next == "" {
+			rs.Next = nextHint(rs.Then)
+		}
 		out.Slots = append(out.Slots, st)
 		if !j.out.json {
 			j.out.note("%s", strings.TrimRight(formatStatus(st), "\n"))

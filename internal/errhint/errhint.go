@@ -26,10 +26,16 @@ func With(err error, hint string) error {
 	if err == nil {
 		return nil
 	}
-	if inner := Of(err); inner != "" && inner != hint {
-		hint = inner + "; then " + hint
+	return &hinted{err: err, hint: Join(Of(err), hint)}
+}
+
+// Join is the hint of an error whose inner hint is inner and whose own is
+// hint: inner first, being the more specific, then hint.
+func Join(inner, hint string) string {
+	if inner != "" && inner != hint {
+		return inner + "; then " + hint
 	}
-	return &hinted{err: err, hint: hint}
+	return hint
 }
 
 // Replace attaches a hint that already says what the inner hints of err
