@@ -227,7 +227,7 @@ func TestStatusGraceOldKeys(t *testing.T) {
 		t.Fatalf("old keys = %+v, want %s due", st.OldKeys, w.oldName)
 	}
 	v := w.verify()
-	if c := checkOf(v, "old key"); c.Status != rotate.CheckWarn || !strings.Contains(c.Hint, "finalize") {
+	if c := checkOf(v, "old key"); c.Status != rotate.CheckWarn || c.Then != (rotate.Next{Action: rotate.NextFinalize, Slot: w.slot.Name}) {
 		t.Errorf("old key check = %+v, want a warning naming finalize", c)
 	}
 	if !v.Healthy {
@@ -261,7 +261,8 @@ func TestStatusRotationInProgress(t *testing.T) {
 		if !v.Healthy || v.Key.Name != rs.NewKey {
 			t.Errorf("Verify = %+v (%v), want healthy, probing the new key", v, v.Err())
 		}
-		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || !strings.Contains(c.Hint, "abort") {
+		// Resume names abort as the alternative (cmd/keyrotate words it).
+		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || c.Then != (rotate.Next{Action: rotate.NextResume, Slot: w.slot.Name, Kind: rotate.KindRotate}) {
 			t.Errorf("rotation check = %+v", c)
 		}
 	})
