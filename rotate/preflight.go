@@ -92,7 +92,8 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			if !errors.Is(err, ErrKeyNotFound) {
 				return nil, err // the lookup failed, not the key: its own hint says why
 			}
-			return nil, withNext(err, "the secret does not hold a live API key: diagnose what it holds, or name the key with `key:`", Next{Action: NextDiagnose, Slot: slot.Name})
+			return nil, withNext(err, "the secret does not hold a live API key: diagnose what it holds, or name the key with `key:`",
+				Next{Action: NextDiagnose, Slot: slot.Name})
 		}
 		if slot.Key != "" && keyIDOf(slot.Key) != keyIDOf(p.oldName) {
 			r.log().Warn("the config's key differs from the key in the secret; the secret wins", "slot", slot.Name, "config_key", slot.Key, "secret_key", p.oldName)

@@ -262,7 +262,8 @@ func TestStatusRotationInProgress(t *testing.T) {
 			t.Errorf("Verify = %+v (%v), want healthy, probing the new key", v, v.Err())
 		}
 		// Resume names abort as the alternative (cmd/keyrotate words it).
-		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || c.Then != (rotate.Next{Action: rotate.NextResume, Slot: w.slot.Name, Kind: rotate.KindRotate}) {
+		resume = rotate.Next{Action: rotate.NextResume, Slot: w.slot.Name, Kind: rotate.KindRotate}
+		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || c.Then != resume {
 			t.Errorf("rotation check = %+v", c)
 		}
 	})

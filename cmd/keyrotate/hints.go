@@ -42,7 +42,8 @@ func heldHint(err error, cmd string) error {
 	rec := &held.Record
 	stop := fmt.Sprintf("stop it with `kill -TERM %d` on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
 	if rec.Holder.Elsewhere() != "" {
-		stop = fmt.Sprintf("stop it with `kill -TERM %d` from within its container or pid namespace on host %s (keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
+		stop = fmt.Sprintf("stop it with `kill -TERM %d` from within its container or pid namespace on host %s "+
+			"(keyrotate stops at a safe point and releases the slot)", rec.Holder.PID, rec.Holder.Host)
 	}
 	return errhint.Replace(err, fmt.Sprintf("%s. To %s instead: %s, then run `keyrotate %s`; or wait for it to finish",
 		holderOf(rec), verbOf(cmd), stop, cmd))
@@ -62,11 +63,14 @@ func repairHint(err error, slot string) error {
 	var unf *rotate.UnfinishedError
 	switch {
 	case errors.As(err, &unf) && unf.Kind() == rotate.KindRotate:
-		return errhint.Replace(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target (or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
+		return errhint.Replace(err, fmt.Sprintf("nothing was changed; `keyrotate rotate --slot %s` resumes the rotation, which writes the new key to every target "+
+			"(or `keyrotate abort %s` undoes it and puts the old key back everywhere)", slot, slot))
 	case errors.As(err, &unf):
-		return errhint.Replace(err, fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
+		return errhint.Replace(err,
+			fmt.Sprintf("nothing was changed; `keyrotate %s %s` finishes the %s, which writes its key to every target", unf.Kind(), slot, unf.Kind()))
 	case errors.Is(err, rotate.ErrKeyDead):
-		return errhint.Replace(err, fmt.Sprintf("nothing was written: the current key does not work. `keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
+		return errhint.Replace(err, fmt.Sprintf("nothing was written: the current key does not work. "+
+			"`keyrotate doctor` diagnoses it; `keyrotate rotate --slot %s --now` makes a new key and writes it to every place", slot))
 	}
 	return heldHint(err, "repair --slot "+slot)
 }
@@ -77,7 +81,8 @@ func driftHint(slot string, inProgress bool) string {
 	if inProgress {
 		return fmt.Sprintf("`keyrotate rotate --slot %s` resumes the rotation in progress, which writes the new key to every target", slot)
 	}
-	return fmt.Sprintf("`keyrotate repair --slot %s` writes the current key back into the drifted targets (no new key); `keyrotate rotate --slot %s --now` replaces the key everywhere instead", slot, slot)
+	return fmt.Sprintf("`keyrotate repair --slot %s` writes the current key back into the drifted targets (no new key); "+
+		"`keyrotate rotate --slot %s --now` replaces the key everywhere instead", slot, slot)
 }
 
 // rotateHeldHint: a rotate that found the slot held by another live run
@@ -133,10 +138,11 @@ func nextErrorHint(ne *rotate.NextError) string {
 	case rotate.NextDiagnose:
 		h = "the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`"
 	case rotate.NextReplaceFirst:
-		h = fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first",
-			n.Slot)
+		h = "deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or " +
+			"`keyrotate rotate --slot " + n.Slot + " --now` replaces it first"
 	case rotate.NextMoreTime:
-		h = "the run ended (its --timeout, or interrupted) before this slot's turn; nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"
+		h = "the run ended (its --timeout, or interrupted) before this slot's turn; " +
+			"nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"
 	case rotate.NextOrAbort:
 		h = ne.Safe + ", or `keyrotate abort`"
 	default:

@@ -49,7 +49,8 @@ func TestNextErrorHints(t *testing.T) {
 			"deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot s --now` replaces it first"},
 		{"fleet out of time", &rotate.NextError{Err: base, Safe: "run again with more time",
 			Next: rotate.Next{Action: rotate.NextMoreTime, Slot: "s"}},
-			"the run ended (its --timeout, or interrupted) before this slot's turn; nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"},
+			"the run ended (its --timeout, or interrupted) before this slot's turn; " +
+				"nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"},
 		{"cloud run revision", &rotate.NextError{Err: base, Safe: "fix the revision, then run keyrotate again", Next: rotate.Next{Action: rotate.NextOrAbort}},
 			"fix the revision, then run keyrotate again, or `keyrotate abort`"},
 		// A target's hint inside a stopped run comes first, with its own
@@ -88,7 +89,8 @@ func TestNextHints(t *testing.T) {
 		next rotate.Next
 		want string
 	}{
-		{rotate.Next{Action: rotate.NextResume, Slot: "s", Kind: rotate.KindRotate}, "run `keyrotate rotate --slot s` to resume it, or `keyrotate abort s` to undo it"},
+		{rotate.Next{Action: rotate.NextResume, Slot: "s", Kind: rotate.KindRotate},
+			"run `keyrotate rotate --slot s` to resume it, or `keyrotate abort s` to undo it"},
 		{rotate.Next{Action: rotate.NextResume, Slot: "s", Kind: rotate.KindRollback}, "run `keyrotate rollback s` again to finish it"},
 		{rotate.Next{Action: rotate.NextFinalize, Slot: "s"}, "`keyrotate finalize --slot s` deletes it"},
 		{rotate.Next{}, ""},
