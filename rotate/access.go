@@ -12,6 +12,8 @@ import (
 	iamapi "google.golang.org/api/iam/v1"
 	"google.golang.org/api/serviceusage/v1"
 	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // What Plan proves, with read-only calls, before a rotation writes anything:
@@ -380,6 +382,6 @@ func (p *Plan) AccessErr() error {
 	if len(missing) == 0 {
 		return nil
 	}
-	return WithHint(fmt.Errorf("slot %s: %d check(s) failed (%s): %w", p.Slot, len(missing), strings.Join(missing, ", "), ErrAccessMissing),
+	return errhint.With(fmt.Errorf("slot %s: %d check(s) failed (%s): %w", p.Slot, len(missing), strings.Join(missing, ", "), ErrAccessMissing),
 		"each failed check above names the role and the command that grants it; MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
 }

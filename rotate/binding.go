@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"google.golang.org/api/apikeys/v2"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // geminiService is the Gemini API's service name in API restrictions.
@@ -66,7 +68,7 @@ func bindingRestrictions(slot *Slot, old *apikeys.V2Key) (*apikeys.V2Restriction
 	if r == nil || len(r.ApiTargets) == 0 {
 		what = "has no API restriction (only client restrictions)"
 	}
-	return nil, WithHint(
+	return nil, errhint.With(
 		fmt.Errorf("slot %s: binding new keys to %s needs a key restricted to the Gemini API alone, but key %s %s: %w",
 			slot.Name, slot.ServiceAccount, old.Name, what, ErrBadConfig),
 		fmt.Sprintf("the default organization policy (iam.managed.disableServiceAccountApiKeyCreation) allows keys bound to a service account only when they are restricted to %s. Either set bound_key_restrictions: gemini on the slot, so the new key may call the Gemini API only (check that the application calls nothing else with it), or, if your organization administrator has allowed bound keys with these restrictions, set bound_key_restrictions: copy", geminiService))

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -64,7 +65,7 @@ func TestMigrationUnderDefaultOrgPolicy(t *testing.T) {
 				if !errors.Is(err, rotate.ErrBadConfig) {
 					t.Fatalf("Rotate = %v, want ErrBadConfig", err)
 				}
-				h := rotate.Hint(err)
+				h := errhint.Of(err)
 				for _, s := range []string{"bound_key_restrictions: gemini", "bound_key_restrictions: copy", "organization administrator"} {
 					if !strings.Contains(h, s) {
 						t.Errorf("hint %q lacks %q", h, s)
@@ -74,7 +75,7 @@ func TestMigrationUnderDefaultOrgPolicy(t *testing.T) {
 					t.Errorf("a refused migration made %d mutating calls: %v", n, w.srv.CallCounts())
 				}
 			case "org policy":
-				if err == nil || !strings.Contains(err.Error()+rotate.Hint(err), "disableServiceAccountApiKeyCreation") {
+				if err == nil || !strings.Contains(err.Error()+errhint.Of(err), "disableServiceAccountApiKeyCreation") {
 					t.Fatalf("Rotate = %v, want the org policy's refusal named", err)
 				}
 				if len(w.liveKeys()) != 1 || !w.srv.KeyWorks(w.oldKey) {

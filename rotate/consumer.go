@@ -6,6 +6,8 @@ import (
 
 	"google.golang.org/api/googleapi"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // The consumer project. Google charges each API Keys and Secret Manager
@@ -160,9 +162,9 @@ func ConsumerErrorOf(err error, project string) *ConsumerError {
 // the hint of a missing permission.
 func denied(err error, perm, resource string) error {
 	if ce := ConsumerErrorOf(err, projectOfResource(resource)); ce != nil {
-		return WithHint(ce, ce.Hint())
+		return errhint.With(ce, ce.Hint())
 	}
-	return WithHint(err, denialHint(err, perm, resource))
+	return errhint.With(err, denialHint(err, perm, resource))
 }
 
 // projectOfResource returns P of "projects/P/...", or "".

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // restError is what the discovery client returns for a JSON error body.
@@ -108,7 +110,7 @@ func TestConsumerErrorParse(t *testing.T) {
 				if tc.wantHint != nil {
 					t.Fatalf("denied(...) = %v, want a *ConsumerError", err)
 				}
-				if h := Hint(err); !strings.Contains(h, "roles/serviceusage.apiKeysAdmin") {
+				if h := errhint.Of(err); !strings.Contains(h, "roles/serviceusage.apiKeysAdmin") {
 					t.Errorf("IAM denial hint %q, want the role", h)
 				}
 				return
@@ -120,7 +122,7 @@ func TestConsumerErrorParse(t *testing.T) {
 				t.Errorf("ConsumerError = {%s shared=%v url=%q}, want {%s shared=%v url=%q}", ce.Consumer, ce.SharedClient(), ce.ActivationURL, tc.wantConsumer, tc.wantShared, tc.wantURL)
 			}
 			for _, want := range tc.wantHint {
-				if h := Hint(err); !strings.Contains(h, want) {
+				if h := errhint.Of(err); !strings.Contains(h, want) {
 					t.Errorf("hint %q does not say %q", h, want)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -114,7 +115,7 @@ func TestConsumerRefusals(t *testing.T) {
 			if ce.Reason != tc.wantReason || ce.Consumer != tc.wantConsumer {
 				t.Errorf("ConsumerError = %s %s, want %s %s", ce.Reason, ce.Consumer, tc.wantReason, tc.wantConsumer)
 			}
-			hint := rotate.Hint(err)
+			hint := errhint.Of(err)
 			for _, want := range tc.wantHint {
 				if !strings.Contains(hint, want) {
 					t.Errorf("hint %q does not say %q", hint, want)

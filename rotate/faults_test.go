@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -271,7 +272,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 				t.Errorf("permission error does not name %s and its role:\nerror: %v\nhints: %s", perm, err, hs)
 			}
 			outcome += ": " + perm + " → " + roleIn(hs)
-			if top := rotate.Hint(err); !strings.Contains(top, "roles/") {
+			if top := errhint.Of(err); !strings.Contains(top, "roles/") {
 				outcome += " (role only in an inner hint)"
 			}
 		}

@@ -68,8 +68,9 @@ func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
 		f.Start(s)
 	}
 	if ctx.Err() != nil {
-		o.Err = WithHint(fmt.Errorf("slot %s: not started: %w", s.Name, context.Cause(ctx)),
-			"the run ended (its --timeout, or interrupted) before this slot's turn; nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size")
+		o.Err = withNext(fmt.Errorf("slot %s: not started: %w", s.Name, context.Cause(ctx)),
+			"the run ended (its time limit, or interrupted) before this slot's turn; nothing was changed: run again with more time, or more slots at once",
+			Next{Action: NextMoreTime, Slot: s.Name})
 	} else {
 		o.Result, o.Err = f.Rotator.Rotate(WithSlotCalls(ctx, &calls), s, opts)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -112,7 +113,7 @@ func TestReadBackCatchesLyingTarget(t *testing.T) {
 			}
 			keys := []string{w.oldKey, w.latest(), canary}
 			noKeyMaterial(t, "error", msg, keys...)
-			noKeyMaterial(t, "hint", rotate.Hint(err), keys...)
+			noKeyMaterial(t, "hint", errhint.Of(err), keys...)
 			noKeyMaterial(t, "logs", w.logs.String(), keys...)
 			noKeyMaterial(t, "events", w.events.String(), keys...)
 			// The .env was written and holds the new key; the record stays
@@ -185,7 +186,7 @@ func TestReadBackCatchesConcurrentSecretWriter(t *testing.T) {
 			ours, _ := w.srv.SecretPayload(vs[len(vs)-2].Name)
 			keys := []string{w.oldKey, string(ours), canary}
 			noKeyMaterial(t, "error", msg, keys...)
-			noKeyMaterial(t, "hint", rotate.Hint(err), keys...)
+			noKeyMaterial(t, "hint", errhint.Of(err), keys...)
 			if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {
 				t.Errorf("no rotation record left for the next run")
 			}
@@ -317,7 +318,7 @@ func TestPreflightRefusesBeforeAnyWrite(t *testing.T) {
 			if err == nil || errors.Is(err, rotate.ErrStoppedPartWay) || (tc.is != nil && !errors.Is(err, tc.is)) {
 				t.Fatalf("Rotate = %+v, %v; want a refusal (%v) before any change", res, err, tc.is)
 			}
-			if h := rotate.Hint(err); !strings.Contains(h, tc.hint) {
+			if h := errhint.Of(err); !strings.Contains(h, tc.hint) {
 				t.Errorf("hint = %q, want it to say %q", h, tc.hint)
 			}
 			if n := w.srv.MutatingCalls(); n != 0 {
@@ -388,7 +389,7 @@ func TestNewKeyDeletedAfterDistribution(t *testing.T) {
 	if !errors.Is(err, rotate.ErrKeyNotFound) || errors.Is(err, rotate.ErrVerifyFailed) {
 		t.Fatalf("Rotate = %+v, %v; want ErrKeyNotFound (the distributed key was deleted), not a failed verification", res, err)
 	}
-	if h := rotate.Hint(err); !strings.Contains(h, "undelete") {
+	if h := errhint.Of(err); !strings.Contains(h, "undelete") {
 		t.Errorf("hint = %q, want it to say undelete", h)
 	}
 	if _, ok := w.secret().Annotations["keyrotate.rotation"]; !ok {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -33,7 +34,7 @@ func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (
 	ka, sa := r.apis()
 	name, err := ka.lookup(ctx, key)
 	if err != nil {
-		return nil, WithHint(err, "the API does not know this key string: it is not a key of a project you can see, or it was purged")
+		return nil, errhint.With(err, "the API does not know this key string: it is not a key of a project you can see, or it was purged")
 	}
 	parts := strings.SplitN(name, "/", 3) // projects/N/...
 	l := &Leak{Key: name, Project: parts[0] + "/" + parts[1], Fingerprint: key.Fingerprint()}
@@ -160,8 +161,8 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revo
 		}
 		cur, err := ka.lookup(ctx, latest.Key)
 		if err == nil && keyIDOf(cur) == keyIDOf(k.Name) {
-			return nil, WithHint(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
-				fmt.Sprintf("deleting it would break every place that uses it: `keyrotate rotate --leaked` (key on stdin) or `keyrotate rotate --slot %s --now` replaces it first", s.Name))
+			return nil, withNext(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
+				"deleting it would break every place that uses it: replace it everywhere first", Next{Action: NextReplaceFirst, Slot: s.Name})
 		}
 	}
 	if err := ka.delete(ctx, k.Name, k.Etag); err != nil {

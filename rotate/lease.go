@@ -16,6 +16,8 @@ import (
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // recordAnnotation is the secret annotation that holds the rotation record.
@@ -400,7 +402,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 			// rotation in between, so the current key, versions and
 			// targets the preflight saw may be stale. Going on would
 			// rotate from a stale view (a second new key); start over.
-			return nil, false, WithHint(
+			return nil, false, errhint.With(
 				fmt.Errorf("slot %s: %w", sec.GetName(), errChangedWhileLocking),
 				"another run probably changed the slot at the same moment; run again")
 		}

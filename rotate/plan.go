@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/api/apikeys/v2"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // KeyInfo describes an API key for people: names and a fingerprint only.
@@ -186,7 +188,7 @@ func skipOf(r *Rotator, slot *Slot, pre *preflight, opts Options, p *Plan) bool 
 // bindErr is bindingRestrictions's refusal with its hint, or "".
 func bindErr(slot *Slot, old *apikeys.V2Key) string {
 	if _, err := bindingRestrictions(slot, old); err != nil {
-		return err.Error() + "; " + Hint(err)
+		return err.Error() + "; " + errhint.Of(err)
 	}
 	return ""
 }

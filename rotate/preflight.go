@@ -12,6 +12,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -51,7 +52,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if p.sec, err = sa.get(ctx, slot.Secret); err != nil {
 		err = fmt.Errorf("slot %s: %w", slot.Name, err)
 		if errors.Is(err, ErrSecretNotFound) {
-			err = WithHint(err, "create the secret, or fix `secret:` in the config")
+			err = errhint.With(err, "create the secret, or fix `secret:` in the config")
 		}
 		return nil, err
 	}
@@ -68,7 +69,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	case errors.Is(err, ErrSecretNotFound):
 		p.latest = Version{} // no version yet
 	case isCode(err, codes.FailedPrecondition):
-		return nil, WithHint(fmt.Errorf("slot %s: %w", slot.Name, err),
+		return nil, errhint.With(fmt.Errorf("slot %s: %w", slot.Name, err),
 			"the newest version of the secret is disabled or destroyed, so consumers reading `latest` fail: enable it or add a version holding the current key")
 	case err != nil:
 		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
@@ -91,7 +92,8 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			if !errors.Is(err, ErrKeyNotFound) {
 				return nil, err // the lookup failed, not the key: its own hint says why
 			}
-			return nil, WithHint(err, "the secret does not hold a live API key: run `keyrotate doctor` on it, or name the key with `key:`")
+			return nil, withNext(err, "the secret does not hold a live API key: diagnose what it holds, or name the key with `key:`",
+				Next{Action: NextDiagnose, Slot: slot.Name})
 		}
 		if slot.Key != "" && keyIDOf(slot.Key) != keyIDOf(p.oldName) {
 			r.log().Warn("the config's key differs from the key in the secret; the secret wins", "slot", slot.Name, "config_key", slot.Key, "secret_key", p.oldName)
@@ -103,7 +105,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	default:
-		return nil, WithHint(fmt.Errorf("slot %s: secret %s has no version and the slot names no key: %w", slot.Name, slot.Secret, ErrBadConfig),
+		return nil, errhint.With(fmt.Errorf("slot %s: secret %s has no version and the slot names no key: %w", slot.Name, slot.Secret, ErrBadConfig),
 			"name the current key with `key: projects/P/locations/global/keys/K` for the first run")
 	}
 
@@ -128,7 +130,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	case err != nil:
 		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 	case p.old.DeleteTime != "" && p.rec == nil:
-		return nil, WithHint(fmt.Errorf("slot %s: the current key %s was deleted at %s: %w", slot.Name, p.oldName, p.old.DeleteTime, ErrKeyNotFound),
+		return nil, errhint.With(fmt.Errorf("slot %s: the current key %s was deleted at %s: %w", slot.Name, p.oldName, p.old.DeleteTime, ErrKeyNotFound),
 			"undelete it within 30 days of deletion, or put a live key in the secret")
 	}
 	if p.old != nil {
@@ -220,7 +222,7 @@ func checkProjects(slot *Slot, secretName, keyName, want string) error {
 		return projectMismatch(slot, "key "+keyName, n)
 	}
 	if n := projectOf(secretName); !slot.SecretProjectDiffers && isNumber(n) && n != want {
-		return WithHint(fmt.Errorf("slot %s: secret %s is in project %s, not in the slot's project %s: %w", slot.Name, secretName, n, slot.Project, ErrBadConfig),
+		return errhint.With(fmt.Errorf("slot %s: secret %s is in project %s, not in the slot's project %s: %w", slot.Name, secretName, n, slot.Project, ErrBadConfig),
 			"fix `project:` or `secret:` in the config; if the secret lives in a central secrets project on purpose, add `secret_project_differs: true` to the slot")
 	}
 	return nil
@@ -230,7 +232,7 @@ func checkProjects(slot *Slot, secretName, keyName, want string) error {
 // got instead of the slot's project: rotating would replace, and delete,
 // another project's key.
 func projectMismatch(slot *Slot, what, got string) error {
-	return WithHint(fmt.Errorf("slot %s: %s belongs to project %s, not to the slot's project %s: %w", slot.Name, what, got, slot.Project, ErrBadConfig),
+	return errhint.With(fmt.Errorf("slot %s: %s belongs to project %s, not to the slot's project %s: %w", slot.Name, what, got, slot.Project, ErrBadConfig),
 		"fix `project:` in the config, or check that the secret holds the right key (nothing was changed)")
 }
 

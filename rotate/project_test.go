@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -104,7 +105,7 @@ func TestSlotProject(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, rotate.ErrBadConfig) || rotate.Hint(err) == "" {
+			if !errors.Is(err, rotate.ErrBadConfig) || errhint.Of(err) == "" {
 				t.Fatalf("Rotate = %+v, %v; want ErrBadConfig with a hint", res, err)
 			}
 			if !strings.Contains(err.Error(), w.slot.Project) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // UnfinishedError is the error of a run that found an unfinished rotation
@@ -72,7 +74,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("slot %s: probe key %s: %w", slot.Name, pre.oldName, context.Cause(ctx))
 		default:
-			return nil, replaceHint(fmt.Errorf("slot %s: current key %s (%s): %w: %w", slot.Name, pre.oldName, fp, ErrKeyDead, err),
+			return nil, errhint.Replace(fmt.Errorf("slot %s: current key %s (%s): %w: %w", slot.Name, pre.oldName, fp, ErrKeyDead, err),
 				"nothing was written: putting back a key that does not work would break the targets; a new key is needed")
 		}
 	}
@@ -101,7 +103,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 		err = fmt.Errorf("clear the lock: %w", cerr)
 	}
 	if err != nil {
-		return nil, WithHint(fmt.Errorf("slot %s: repair %s: %w", slot.Name, res.RotationID, err),
+		return nil, errhint.With(fmt.Errorf("slot %s: repair %s: %w", slot.Name, res.RotationID, err),
 			"every target holds the key it held or the current key, and both work; fix the cause and run the repair again")
 	}
 	r.event(slot.Name, "done", "repaired: %d place(s) hold the current key %s again", len(drifted)+btoi(secretDrifted), fp)

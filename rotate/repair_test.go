@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -64,7 +65,7 @@ func TestRepair(t *testing.T) {
 				if n := w.srv.MutatingCalls(); n != 0 || string(b) != drifted {
 					t.Errorf("a refused repair made %d mutating calls, .env changed: %v", n, string(b) != drifted)
 				}
-				if h := rotate.Hint(err); strings.Contains(h, "keyrotate") {
+				if h := errhint.Of(err); strings.Contains(h, "keyrotate") {
 					t.Errorf("the library's hint names a command: %q", h)
 				}
 			case err != nil:

@@ -15,6 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -143,6 +144,9 @@ type Event struct {
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
+	// Then, when set, is what comes next for what Message reports (the
+	// finalize of a kept key); the caller words it after Message.
+	Then Next
 }
 
 // Wait describes a wait for propagation.
@@ -246,10 +250,15 @@ func (r *Rotator) log() *slog.Logger {
 }
 
 func (r *Rotator) event(slot, step, format string, args ...any) {
+	r.eventThen(slot, step, Next{}, format, args...)
+}
+
+// eventThen reports a step whose outcome then needs what next says.
+func (r *Rotator) eventThen(slot, step string, next Next, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	r.log().Info(msg, "slot", slot, "step", step)
 	if r.Events != nil {
-		r.Events(Event{Slot: slot, Step: step, Message: msg})
+		r.Events(Event{Slot: slot, Step: step, Message: msg, Then: next})
 	}
 }
 
@@ -340,7 +349,7 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 	for {
 		rest := deadline.Sub(r.now())
 		if rest <= 0 {
-			return WithHint(fmt.Errorf("slot %s: waited until %s: %w", slot.Name, deadline.Format(time.RFC3339), &HeldError{Record: last}),
+			return errhint.With(fmt.Errorf("slot %s: waited until %s: %w", slot.Name, deadline.Format(time.RFC3339), &HeldError{Record: last}),
 				"the other run is still at work; its outcome shows on the slot when it ends")
 		}
 		t := time.NewTimer(min(b.NextBackOff(), rest))
@@ -396,7 +405,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			return nil, fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
 		}
 		if !restricted(pre.old.Restrictions) {
-			return nil, WithHint(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
+			return nil, errhint.With(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
 				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
 		}
 		if _, err := bindingRestrictions(slot, pre.old); err != nil {
@@ -413,8 +422,8 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	next := func(old *Record) (Record, bool, error) {
 		if old != nil {
 			if old.kind() != KindRotate {
-				return Record{}, false, WithHint(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
-					fmt.Sprintf("finish it first: `keyrotate %s %s`", old.kind(), slot.Name))
+				return Record{}, false, withNext(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+					"finish it first", Next{Action: NextFinishFirst, Slot: slot.Name, Kind: old.kind()})
 			}
 			return *old, true, nil
 		}
@@ -511,11 +520,11 @@ func (st *run) fail(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, errLeaseLost):
 		l.stopRenewal()
-		return WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
+		return errhint.With(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
 		st.event(slot.Name, "stop", "clearing the lock")
 		if cerr := l.clear(bg, nil); cerr != nil {
-			return WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
+			return errhint.With(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
 		}
 		return err
@@ -526,12 +535,8 @@ func (st *run) fail(ctx context.Context, err error) error {
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
-		next := fmt.Sprintf("run `keyrotate rotate --slot %s` again to resume, or `keyrotate abort %s` to undo", slot.Name, slot.Name)
-		if st.kind != KindRotate {
-			next = fmt.Sprintf("run `keyrotate %s %s` again to finish", st.kind, slot.Name)
-		}
-		return WithHint(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
-			"both keys still work and every target holds one of them; "+next)
+		return withNext(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
+			"both keys still work and every target holds one of them", Next{Action: NextResume, Slot: slot.Name, Kind: st.kind})
 	}
 }
 
@@ -676,14 +681,14 @@ func (st *run) create(ctx context.Context) error {
 // distribution the targets hold that key: only undeleting it helps.
 func (st *run) newKeyGone(ctx context.Context, name string) error {
 	if st.rec.Phase == PhaseDistributed {
-		return WithHint(fmt.Errorf("new key %s of rotation %s was deleted after it was distributed: %w", name, st.rec.ID, ErrKeyNotFound),
+		return errhint.With(fmt.Errorf("new key %s of rotation %s was deleted after it was distributed: %w", name, st.rec.ID, ErrKeyNotFound),
 			"undelete it (gcloud services api-keys undelete, within 30 days) and run again")
 	}
 	if err := st.lease.clear(ctx, nil); err != nil {
 		return err
 	}
 	st.undone = true
-	return WithHint(fmt.Errorf("%w: key %s of rotation %s was deleted after failing verification", ErrVerifyFailed, name, st.rec.ID),
+	return errhint.With(fmt.Errorf("%w: key %s of rotation %s was deleted after failing verification", ErrVerifyFailed, name, st.rec.ID),
 		"the rotation was undone and the old key still works everywhere; run again to start a new one")
 }
 
@@ -851,11 +856,11 @@ func (st *run) removeNew(ctx context.Context, cause error) error {
 		hint = "Google reported the new key as leaked before anything used it; it was deleted and the old key still works: nothing was changed. " +
 			"Find what exposes new keys (logs of the create response, CI output, a tool that copies keys) before rotating again"
 	}
-	return replaceHint(failed, hint)
+	return errhint.Replace(failed, hint)
 }
 
 func hintFor(err error) string {
-	if h := Hint(err); h != "" {
+	if h := errhint.Of(err); h != "" {
 		return h
 	}
 	return "check the key's restrictions and project, then run again"
@@ -979,7 +984,7 @@ func (st *run) retire(ctx context.Context) error {
 		}
 		st.res.Retired, st.res.DeleteAfter = "kept", &after
 		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
-		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
+		st.eventThen(st.slot.Name, "retire", Next{Action: NextFinalize, Slot: st.slot.Name}, "kept old key %s until %s (grace %s, annotated %s)",
 			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
 		if err := st.recheck(ctx); err != nil {
@@ -994,7 +999,7 @@ func (st *run) retire(ctx context.Context) error {
 		// the serving path, and the run stops as above.
 		if err := st.recheck(ctx); err != nil {
 			if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
-				return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
+				return errhint.With(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
 					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
 			}
 			st.event(st.slot.Name, "retire", "undeleted key %s: a target held it again right after its deletion", old.Name)
@@ -1062,14 +1067,14 @@ func (st *run) recheck(ctx context.Context) error {
 	fromFP := st.rec.OldFP
 	held, err := readLocal(ctx, st.slot.Targets)
 	if err != nil {
-		return WithHint(fmt.Errorf("before deleting key %s: %w: %w", st.from.Name, ErrHeldAgain, err),
+		return errhint.With(fmt.Errorf("before deleting key %s: %w: %w", st.from.Name, ErrHeldAgain, err),
 			"the key was kept because a target could not be read to prove it no longer holds it; fix the target")
 	}
 	for _, h := range held {
 		switch {
 		case h.key.Equal(st.newStr):
 		case fromFP == "" || h.key.Fingerprint() == fromFP:
-			return WithHint(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
+			return errhint.With(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
 				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
 				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
 		default:

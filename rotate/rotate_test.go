@@ -23,6 +23,7 @@ import (
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -198,7 +199,7 @@ func (w *world) noLeaks(res *rotate.Result, err error) {
 	var sinks []string
 	sinks = append(sinks, w.logs.String(), w.events.String(), fmt.Sprintf("%+v %#v", res, res))
 	if err != nil {
-		sinks = append(sinks, err.Error(), rotate.Hint(err))
+		sinks = append(sinks, err.Error(), errhint.Of(err))
 	}
 	for k, v := range w.secret().Annotations {
 		sinks = append(sinks, k+"="+v)
@@ -402,7 +403,7 @@ func TestVerifyLeakedNewKey(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("a definite failure took %s; it should not wait for propagation", d)
 	}
-	if h := rotate.Hint(err); !strings.Contains(h, "reported the new key as leaked") || !strings.Contains(h, "the old key still works") {
+	if h := errhint.Of(err); !strings.Contains(h, "reported the new key as leaked") || !strings.Contains(h, "the old key still works") {
 		t.Errorf("hint = %q, want it to say the new key was reported as leaked and the old key still works", h)
 	}
 	if live := w.liveKeys(); len(live) != 1 || live[0].Name != w.oldName {

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -82,8 +83,11 @@ type RotationStatus struct {
 	// process on this host no longer exists). Only a live lease stops
 	// another run; the others are resumed by the next rotate.
 	Lease string `json:"lease"`
-	// Next says what to do about it.
+	// Next says what to do about it: the wait for a live lease; otherwise
+	// empty, for the caller to word Then as a command.
 	Next string `json:"next"`
+	// Then is what resolves an unfinished run (no live lease).
+	Then Next `json:"-"`
 }
 
 // TargetStatus is what one target holds.
@@ -217,10 +221,8 @@ func rotationStatus(rec *Record, slot *Slot, now time.Time) *RotationStatus {
 	switch {
 	case rs.Lease == "live":
 		rs.Next = fmt.Sprintf("wait: %s holds the slot until %s", rec.Holder, rec.Expires.Format(time.RFC3339))
-	case rs.Kind == KindRotate:
-		rs.Next = fmt.Sprintf("run `keyrotate rotate --slot %s` to resume it, or `keyrotate abort %s` to undo it", slot.Name, slot.Name)
 	default:
-		rs.Next = fmt.Sprintf("run `keyrotate %s %s` again to finish it", rs.Kind, slot.Name)
+		rs.Then = Next{Action: NextResume, Slot: slot.Name, Kind: rs.Kind}
 	}
 	return rs
 }
@@ -320,6 +322,9 @@ type VerifyCheck struct {
 	// needed); Hint then says only what the API told.
 	Drift bool `json:"drift,omitempty"`
 	Dead  bool `json:"dead,omitempty"`
+	// Then, on a warning, is what resolves it when Hint is empty: the
+	// caller words it as a command.
+	Then Next `json:"-"`
 }
 
 // VerifyReport is the outcome of Verify for one slot.
@@ -357,7 +362,7 @@ func (v *VerifyReport) Err() error {
 	default:
 		err = fmt.Errorf("slot %s is unhealthy (%w): %s", v.Slot, ErrDrift, strings.Join(msgs, "; "))
 	}
-	return WithHint(err, strings.Join(hints, "; "))
+	return errhint.With(err, strings.Join(hints, "; "))
 }
 
 func (v *VerifyReport) add(c VerifyCheck) {
@@ -381,7 +386,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 	st, pre, err := r.status(ctx, slot)
 	if errors.Is(err, ErrKeyNotFound) {
 		v.dead = true
-		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: Hint(err), Dead: true})
+		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: errhint.Of(err), Dead: true})
 		return v, nil
 	}
 	if err != nil {
@@ -413,7 +418,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
 		default:
 			v.dead = true
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: Hint(err), Dead: true})
+			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
 		}
 	}
 
@@ -447,7 +452,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 
 	if rs := st.Rotation; rs != nil {
 		c := VerifyCheck{Check: "rotation", Subject: rs.ID, Status: CheckWarn,
-			Message: fmt.Sprintf("%s %s in progress (phase %s), lease %s", rs.Kind, rs.ID, rs.Phase, rs.Lease), Hint: rs.Next}
+			Message: fmt.Sprintf("%s %s in progress (phase %s), lease %s", rs.Kind, rs.ID, rs.Phase, rs.Lease), Hint: rs.Next, Then: rs.Then}
 		if rs.Lease == "live" {
 			c.Message += fmt.Sprintf(": held by %s until %s", rs.Holder, rs.Expires.Format(time.RFC3339))
 		}
@@ -456,7 +461,7 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 	for _, o := range st.OldKeys {
 		if o.Due {
 			v.add(VerifyCheck{Check: "old key", Subject: o.Name, Status: CheckWarn, Message: o.Reason,
-				Hint: fmt.Sprintf("`keyrotate finalize --slot %s` deletes it", slot.Name)})
+				Then: Next{Action: NextFinalize, Slot: slot.Name}})
 		}
 	}
 	return v, nil

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -42,7 +43,7 @@ func (w *world) verify() *rotate.VerifyReport {
 	if err != nil {
 		w.t.Fatalf("Verify: %v", err)
 	}
-	w.readOnly("Verify", v, v.Err(), rotate.Hint(v.Err()))
+	w.readOnly("Verify", v, v.Err(), errhint.Of(v.Err()))
 	return v
 }
 
@@ -180,8 +181,8 @@ func TestStatusDrift(t *testing.T) {
 			}
 			// The library reports the finding; the command that fixes it
 			// (repair) is the CLI's to name (cmd/keyrotate nameFixes).
-			if c := checkOf(v, "target"); !c.Drift || strings.Contains(c.Hint, "keyrotate") || strings.Contains(rotate.Hint(err), "keyrotate") {
-				t.Errorf("target check = %+v, hint %q; want Drift set and no command named", c, rotate.Hint(err))
+			if c := checkOf(v, "target"); !c.Drift || strings.Contains(c.Hint, "keyrotate") || strings.Contains(errhint.Of(err), "keyrotate") {
+				t.Errorf("target check = %+v, hint %q; want Drift set and no command named", c, errhint.Of(err))
 			}
 		})
 	}
@@ -227,7 +228,7 @@ func TestStatusGraceOldKeys(t *testing.T) {
 		t.Fatalf("old keys = %+v, want %s due", st.OldKeys, w.oldName)
 	}
 	v := w.verify()
-	if c := checkOf(v, "old key"); c.Status != rotate.CheckWarn || !strings.Contains(c.Hint, "finalize") {
+	if c := checkOf(v, "old key"); c.Status != rotate.CheckWarn || c.Then != (rotate.Next{Action: rotate.NextFinalize, Slot: w.slot.Name}) {
 		t.Errorf("old key check = %+v, want a warning naming finalize", c)
 	}
 	if !v.Healthy {
@@ -247,8 +248,9 @@ func TestStatusRotationInProgress(t *testing.T) {
 		if rs == nil || rs.Kind != rotate.KindRotate || rs.Phase != rotate.PhaseDistributed || rs.OldKey != w.oldName || rs.ID == "" {
 			t.Fatalf("rotation = %+v, want the stopped one in phase distributed", rs)
 		}
-		if rs.Lease != "released" || rs.Holder.Run != "" || !strings.Contains(rs.Next, "keyrotate rotate --slot gemini-prod") {
-			t.Errorf("lease = %q held by %v, next %q; want released, resume", rs.Lease, rs.Holder, rs.Next)
+		resume := rotate.Next{Action: rotate.NextResume, Slot: "gemini-prod", Kind: rotate.KindRotate}
+		if rs.Lease != "released" || rs.Holder.Run != "" || rs.Then != resume {
+			t.Errorf("lease = %q held by %v, then %+v; want released, resume (%+v)", rs.Lease, rs.Holder, rs.Then, resume)
 		}
 		if st.Drift || st.Targets[0].Holds != rotate.HoldsNew || st.Targets[0].Key != rs.NewKey {
 			t.Errorf("target = %+v, want the new key of the rotation (no drift)", st.Targets[0])
@@ -260,7 +262,9 @@ func TestStatusRotationInProgress(t *testing.T) {
 		if !v.Healthy || v.Key.Name != rs.NewKey {
 			t.Errorf("Verify = %+v (%v), want healthy, probing the new key", v, v.Err())
 		}
-		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || !strings.Contains(c.Hint, "abort") {
+		// Resume names abort as the alternative (cmd/keyrotate words it).
+		resume = rotate.Next{Action: rotate.NextResume, Slot: w.slot.Name, Kind: rotate.KindRotate}
+		if c := checkOf(v, "rotation"); c.Status != rotate.CheckWarn || c.Then != resume {
 			t.Errorf("rotation check = %+v", c)
 		}
 	})
@@ -345,7 +349,7 @@ func TestVerifyDeadKey(t *testing.T) {
 		if !strings.Contains(err.Error(), w.oldName) || !strings.Contains(err.Error(), "deleted") {
 			t.Errorf("error %q does not name the deleted key", err)
 		}
-		if h := rotate.Hint(err); !strings.Contains(h, "undelete") {
+		if h := errhint.Of(err); !strings.Contains(h, "undelete") {
 			t.Errorf("hint = %q, want undelete", h)
 		}
 	})

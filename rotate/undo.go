@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // Abort undoes an unfinished rotation of slot: every target and the secret
@@ -93,7 +95,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 			to = pre.old.Annotations[annSupersedes]
 		}
 		if to == "" {
-			return nil, WithHint(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
+			return nil, errhint.With(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
 				"name the key to go back to with --to projects/P/locations/global/keys/K")
 		}
 		if keyIDOf(to) == keyIDOf(pre.oldName) {
@@ -113,8 +115,8 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 		case old.kind() == KindRollback:
 			return *old, true, nil
 		}
-		return Record{}, false, WithHint(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
-			fmt.Sprintf("finish it with `keyrotate rotate --slot %s` or undo it with `keyrotate abort %s` first", slot.Name, slot.Name))
+		return Record{}, false, withNext(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
+			"finish it or undo it first", Next{Action: NextFinishOrUndoFirst, Slot: slot.Name, Kind: old.kind()})
 	}
 	l, rec, err := r.lockUndo(ctx, slot, pre, sa, next, res)
 	if err != nil {
@@ -145,7 +147,7 @@ func (st *run) adopt(ctx context.Context) error {
 	name := st.rec.NewKey
 	key, err := st.ka.get(ctx, name)
 	if errors.Is(err, ErrKeyNotFound) {
-		return WithHint(fmt.Errorf("key %s is gone (purged 30 days after its deletion, or never existed): %w", name, err),
+		return errhint.With(fmt.Errorf("key %s is gone (purged 30 days after its deletion, or never existed): %w", name, err),
 			"nothing was changed; a purged key cannot come back: rotate to a new key instead")
 	}
 	if err != nil {
@@ -186,13 +188,13 @@ func (st *run) undoVerifyFailed(ctx context.Context, cause error) error {
 			return fmt.Errorf("key %s does not work (%w); restoring the rotation record: %w", name, cause, err)
 		}
 		st.undone = true
-		return WithHint(fmt.Errorf("abort of rotation %s: the old key %s does not work: %w", st.rec.ID, name, cause),
-			fmt.Sprintf("nothing was changed: the rotation is left as it was; finish it with `keyrotate rotate --slot %s`", st.slot.Name))
+		return withNext(fmt.Errorf("abort of rotation %s: the old key %s does not work: %w", st.rec.ID, name, cause),
+			"nothing was changed: the rotation is left as it was", Next{Action: NextFinishRotation, Slot: st.slot.Name, Kind: KindRotate})
 	}
 	if err := st.lease.clear(ctx, nil); err != nil {
 		return fmt.Errorf("key %s does not work (%w); clearing the lock: %w", name, cause, err)
 	}
 	st.undone = true
-	return replaceHint(fmt.Errorf("%w: %s %s: key %s: %w", ErrVerifyFailed, st.kind, st.rec.ID, name, cause),
+	return errhint.Replace(fmt.Errorf("%w: %s %s: key %s: %w", ErrVerifyFailed, st.kind, st.rec.ID, name, cause),
 		"nothing was changed: the current key still works everywhere; "+hintFor(cause))
 }

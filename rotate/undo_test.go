@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -120,8 +121,10 @@ func TestAbortResumes(t *testing.T) {
 		t.Fatalf("Abort with a fault at DeleteKey = %v, want ErrStoppedPartWay", err)
 	}
 	w.invariant()
-	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !strings.Contains(rotate.Hint(err), "keyrotate abort") {
-		t.Errorf("Rotate during an unfinished abort = %v (hint %q), want ErrRotationInProgress pointing at abort", err, rotate.Hint(err))
+	var ne *rotate.NextError
+	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrRotationInProgress) || !errors.As(err, &ne) ||
+		ne.Next != (rotate.Next{Action: rotate.NextFinishFirst, Slot: w.slot.Name, Kind: rotate.KindAbort}) {
+		t.Errorf("Rotate during an unfinished abort = %v (hint %q), want ErrRotationInProgress pointing at abort", err, errhint.Of(err))
 	}
 	res := w.abort()
 	if !res.Resumed {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -160,21 +161,21 @@ func checkAccess(target fmt.Stringer, real string, allowWorldReadable bool) erro
 	}
 	id := self()
 	if dir.Mode()&0o002 != 0 && have.uid != id.uid {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, &ExposedError{Path: real,
 				Reason: fmt.Sprintf("it belongs to %s and lies in %s, a directory that every user can write, so another user may have put it there", have, filepath.Dir(real))},
 				rotate.ErrInvalidTarget),
 			fmt.Sprintf("keep the file in a directory that only its owner (and root) can write, or remove %s if nobody should have created it", real))
 	}
 	if fi.Mode()&0o004 != 0 && !allowWorldReadable {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, &ExposedError{Path: real,
 				Reason: fmt.Sprintf("every user of this machine can read it (mode %04o)", fi.Mode().Perm())},
 				rotate.ErrInvalidTarget),
 			fmt.Sprintf("take read access away from other users (chmod o-r %s), or set allow_world_readable: true on the target if it is meant to be readable by all", real))
 	}
 	if would := id.wouldOwn(dir, have); would != have {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, &OwnerError{Path: real, Have: have.String(), Would: would.String()}, rotate.ErrInvalidTarget),
 			fmt.Sprintf("rotate as %s (or as root) so that %s keeps its owner and group, or, if the application can still read it then, give the file to this user (chown %d:%d %s)",
 				userName(have.uid), real, would.uid, would.gid, real))
@@ -204,14 +205,14 @@ func readTarget(target fmt.Stringer, path, missing, kind string) (real string, d
 	case err == nil:
 		return real, data, nil
 	case errors.Is(err, fs.ErrNotExist):
-		return "", nil, rotate.WithHint(fmt.Errorf("%s: file not found: %w", target, rotate.ErrInvalidTarget), missing)
+		return "", nil, errhint.With(fmt.Errorf("%s: file not found: %w", target, rotate.ErrInvalidTarget), missing)
 	case errors.Is(err, inputfile.ErrNotRegular):
-		return "", nil, rotate.WithHint(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
+		return "", nil, errhint.With(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("point the target at %s, not at %s", kind, real))
 	case errors.Is(err, inputfile.ErrTooLarge):
-		return "", nil, rotate.WithHint(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
+		return "", nil, errhint.With(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("point the target at %s: keyrotate reads target files of at most %d bytes", kind, inputfile.MaxSize))
 	}
-	return "", nil, rotate.WithHint(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
+	return "", nil, errhint.With(fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
 		fmt.Sprintf("make %s readable by this user", path))
 }

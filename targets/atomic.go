@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -194,7 +195,7 @@ func replaceable(target fmt.Stringer, real string, check func(string) error, all
 		check = checkWritable
 	}
 	if err := check(real); err != nil {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("keyrotate replaces %s through a temporary file in its directory: make both the file and its directory writable by this user", real))
 	}

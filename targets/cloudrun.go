@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -164,7 +165,7 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
 		if !latest.Key.Equal(key) {
-			return rotate.WithHint(fmt.Errorf("write %s: the newest version of %s does not hold the new key, and the service reads `latest`", t, ref.Secret),
+			return errhint.With(fmt.Errorf("write %s: the newest version of %s does not hold the new key, and the service reads `latest`", t, ref.Secret),
 				"reference the slot's secret, or list a secretmanager target for that secret before this target")
 		}
 		force = true
@@ -219,7 +220,7 @@ func (t *CloudRun) done(env *runpb.EnvVar) error {
 }
 
 func (t *CloudRun) changed() error {
-	return rotate.WithHint(fmt.Errorf("write %s: %s changed since it was read: %w", t, t.variable, rotate.ErrTargetChanged),
+	return errhint.With(fmt.Errorf("write %s: %s changed since it was read: %w", t, t.variable, rotate.ErrTargetChanged),
 		"someone else deployed the service during the rotation: check its environment and run keyrotate again")
 }
 
@@ -227,7 +228,7 @@ func (t *CloudRun) changed() error {
 func (t *CloudRun) deploy(ctx context.Context, upd *runpb.Service, force bool, oldRevision string) error {
 	op, err := t.run.UpdateService(ctx, &runpb.UpdateServiceRequest{Service: upd, ForceNewRevision: force})
 	if status.Code(err) == codes.Aborted || status.Code(err) == codes.FailedPrecondition {
-		return rotate.WithHint(fmt.Errorf("write %s: the service changed since it was read (%s): %w", t, status.Convert(err).Message(), rotate.ErrTargetChanged),
+		return errhint.With(fmt.Errorf("write %s: the service changed since it was read (%s): %w", t, status.Convert(err).Message(), rotate.ErrTargetChanged),
 			"someone else deployed the service during the rotation: run keyrotate again")
 	}
 	if err != nil {
@@ -247,7 +248,7 @@ func (t *CloudRun) deploy(ctx context.Context, upd *runpb.Service, force bool, o
 	for !op.Done() {
 		select {
 		case <-wctx.Done():
-			return rotate.WithHint(fmt.Errorf("write %s: the deployment did not finish in %s: %w", t, timeout, wctx.Err()),
+			return errhint.With(fmt.Errorf("write %s: the deployment did not finish in %s: %w", t, timeout, wctx.Err()),
 				"check the service's newest revision in the console (`gcloud run revisions list`); revision "+oldRevision+" keeps serving until the new one is ready")
 		case <-time.After(interval):
 		}
@@ -274,9 +275,10 @@ func (t *CloudRun) deploy(ctx context.Context, upd *runpb.Service, force bool, o
 		if opErr != nil {
 			msg = status.Convert(opErr).Message()
 		}
-		return rotate.WithHint(fmt.Errorf("write %s: the new revision %s is not ready and serving (%s); revision %s still serves the old key",
+		return &rotate.NextError{Err: fmt.Errorf("write %s: the new revision %s is not ready and serving (%s); revision %s still serves the old key",
 			t, svc.LatestCreatedRevision, msg, svc.LatestReadyRevision),
-			"fix the revision (its logs: `gcloud run revisions describe "+svc.LatestCreatedRevision+"`), then run keyrotate again, or `keyrotate abort`")
+			Safe: "fix the revision (its logs: `gcloud run revisions describe " + svc.LatestCreatedRevision + "`), then run keyrotate again",
+			Next: rotate.Next{Action: rotate.NextOrAbort}}
 	}
 	return nil
 }
@@ -294,17 +296,17 @@ func (t *CloudRun) get(ctx context.Context) (*runpb.Service, *runpb.EnvVar, erro
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:
-		return nil, nil, rotate.WithHint(fmt.Errorf("%s: service %s not found: %w", t, t.service, rotate.ErrInvalidTarget),
+		return nil, nil, errhint.With(fmt.Errorf("%s: service %s not found: %w", t, t.service, rotate.ErrInvalidTarget),
 			"fix the target's `service:` (gcloud run services list shows the services of a region)")
 	case codes.PermissionDenied:
-		return nil, nil, rotate.WithHint(fmt.Errorf("%s: %s: %w", t, status.Convert(err).Message(), rotate.ErrInvalidTarget),
+		return nil, nil, errhint.With(fmt.Errorf("%s: %s: %w", t, status.Convert(err).Message(), rotate.ErrInvalidTarget),
 			"grant the caller roles/run.developer on the service (run.services.get and run.services.update), and check the project")
 	default:
 		return nil, nil, fmt.Errorf("%s: get service: %w", t, err)
 	}
 	c, err := findContainer(svc.GetTemplate(), t.container)
 	if err != nil {
-		return nil, nil, rotate.WithHint(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget), containerHint(svc.GetTemplate()))
+		return nil, nil, errhint.With(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget), containerHint(svc.GetTemplate()))
 	}
 	var env *runpb.EnvVar
 	for _, e := range c.Env {
@@ -316,7 +318,7 @@ func (t *CloudRun) get(ctx context.Context) (*runpb.Service, *runpb.EnvVar, erro
 		}
 	}
 	if env == nil {
-		return nil, nil, rotate.WithHint(fmt.Errorf("%s: %s is not in the environment of the service's container: %w", t, t.variable, rotate.ErrInvalidTarget),
+		return nil, nil, errhint.With(fmt.Errorf("%s: %s is not in the environment of the service's container: %w", t, t.variable, rotate.ErrInvalidTarget),
 			"deploy the service once with the variable set (preferably as a Secret Manager reference, --update-secrets), or fix the target's `var:`")
 	}
 	if src := env.GetValueSource(); src != nil && src.GetSecretKeyRef() == nil {
@@ -360,7 +362,7 @@ func (t *CloudRun) checkWritable(ctx context.Context) error {
 			return nil
 		}
 	}
-	return rotate.WithHint(fmt.Errorf("%s: the caller lacks %s on the service: %w", t, cloudRunUpdatePermission, rotate.ErrInvalidTarget),
+	return errhint.With(fmt.Errorf("%s: the caller lacks %s on the service: %w", t, cloudRunUpdatePermission, rotate.ErrInvalidTarget),
 		"grant the caller roles/run.developer on the service (and roles/iam.serviceAccountUser on its runtime service account)")
 }
 
@@ -369,7 +371,7 @@ func (t *CloudRun) checkWritable(ctx context.Context) error {
 func (t *CloudRun) checkTraffic(svc *runpb.Service) error {
 	for _, tr := range svc.Traffic {
 		if tr.Percent > 0 && tr.Type != runpb.TrafficTargetAllocationType_TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST {
-			return rotate.WithHint(fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w", t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
+			return errhint.With(fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w", t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
 				"send all traffic to the latest revision (gcloud run services update-traffic --to-latest): a new revision must serve the new key")
 		}
 	}
@@ -395,7 +397,7 @@ func (t *CloudRun) value(ctx context.Context, svc *runpb.Service, env *runpb.Env
 	name := t.secretName(ref.Secret) + "/versions/" + ref.Version
 	v, err := rotate.AccessVersion(ctx, t.sm, name)
 	if errors.Is(err, rotate.ErrSecretNotFound) || status.Code(errors.Unwrap(err)) == codes.PermissionDenied {
-		return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
+		return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
 			"the service references a secret version keyrotate cannot read: fix the reference or grant roles/secretmanager.secretAccessor")
 	}
 	if err != nil {
@@ -458,7 +460,7 @@ func (t *CloudRun) versionHolding(ctx context.Context, secretName string, key se
 			return strconv.Itoa(n), nil
 		}
 	}
-	return "", rotate.WithHint(fmt.Errorf("write %s: no recent enabled version of %s holds the new key", t, secretName),
+	return "", errhint.With(fmt.Errorf("write %s: no recent enabled version of %s holds the new key", t, secretName),
 		"the service must reference the slot's secret, or a secret of a secretmanager target listed before this target")
 }
 
@@ -466,7 +468,7 @@ func versionID(name string) string { return name[strings.LastIndex(name, "/")+1:
 
 func (t *CloudRun) apiErr(err error) error {
 	if status.Code(err) == codes.PermissionDenied {
-		return rotate.WithHint(err, "grant the caller roles/run.developer on the service")
+		return errhint.With(err, "grant the caller roles/run.developer on the service")
 	}
 	return err
 }

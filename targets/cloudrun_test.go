@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -111,7 +112,7 @@ func noKey(t *testing.T, tg *CloudRun, err error) {
 	t.Helper()
 	s := tg.String()
 	if err != nil {
-		s += err.Error() + rotate.Hint(err)
+		s += err.Error() + errhint.Of(err)
 	}
 	for _, k := range []string{crOld, crNew, "Ab8RN6"} {
 		if strings.Contains(s, k) {
@@ -328,8 +329,8 @@ func TestCloudRunPreflightFailures(t *testing.T) {
 				tc.setup()
 			}
 			_, err := tc.target.Read(ctx)
-			if !errors.Is(err, rotate.ErrInvalidTarget) || !strings.Contains(err.Error(), tc.msg) || !strings.Contains(rotate.Hint(err), tc.hint) {
-				t.Fatalf("Read = %v (hint %q); want ErrInvalidTarget with %q, hint with %q", err, rotate.Hint(err), tc.msg, tc.hint)
+			if !errors.Is(err, rotate.ErrInvalidTarget) || !strings.Contains(err.Error(), tc.msg) || !strings.Contains(errhint.Of(err), tc.hint) {
+				t.Fatalf("Read = %v (hint %q); want ErrInvalidTarget with %q, hint with %q", err, errhint.Of(err), tc.msg, tc.hint)
 			}
 			noKey(t, tc.target, err)
 		})
@@ -354,7 +355,7 @@ func TestCloudRunTrafficPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = tg.Read(ctx)
-	if !errors.Is(err, rotate.ErrInvalidTarget) || !strings.Contains(rotate.Hint(err), "--to-latest") {
+	if !errors.Is(err, rotate.ErrInvalidTarget) || !strings.Contains(errhint.Of(err), "--to-latest") {
 		t.Fatalf("Read of a pinned-traffic service: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -114,7 +115,7 @@ func (t *Compose) Read(ctx context.Context) (secret.Key, error) {
 	}
 	if t.reload > 0 {
 		if _, err := exec.LookPath("docker"); err != nil {
-			return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: reload needs the docker command: %w: %w", t, err, rotate.ErrInvalidTarget),
+			return secret.Key{}, errhint.With(fmt.Errorf("%s: reload needs the docker command: %w: %w", t, err, rotate.ErrInvalidTarget),
 				"install Docker (with the compose plugin) where keyrotate runs, or remove reload from the target and recreate the containers yourself")
 		}
 	}
@@ -178,12 +179,12 @@ func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
 	case r.err == nil:
 		return nil
 	case r.timedOut:
-		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", what, t.reload, output),
+		return errhint.With(fmt.Errorf("%s did not finish within %s; its process group was killed%s", what, t.reload, output),
 			"the file holds the new key but the services did not come up with it in time: check `docker compose ps` and the containers' logs, raise the target's timeout if they need longer, then run keyrotate again (or abort)")
 	case r.cancelled:
 		return fmt.Errorf("%s stopped, its process group was killed: %w", what, ctx.Err())
 	}
-	return rotate.WithHint(fmt.Errorf("%s: %s%s", what, r.status, output), hint)
+	return errhint.With(fmt.Errorf("%s: %s%s", what, r.status, output), hint)
 }
 
 // dockerEnv reports whether name is a variable that the docker command or
@@ -271,7 +272,7 @@ func (t *Compose) splice(data []byte, vals []composeValue, key string) ([]byte, 
 }
 
 func (t *Compose) unfit(v composeValue) error {
-	return rotate.WithHint(
+	return errhint.With(
 		fmt.Errorf("write %s: the new key cannot be written as the value of %s in service %s (line %d of %s) without changing its meaning: %w",
 			t, t.variable, v.service, v.line, t.path, rotate.ErrInvalidTarget),
 		fmt.Sprintf("put the value of %s on line %d of %s in double quotes, then run keyrotate again", t.variable, v.line, t.path))
@@ -334,7 +335,7 @@ func (t *Compose) load() (real string, data []byte, err error) {
 
 // invalid returns an error wrapping rotate.ErrInvalidTarget with a hint.
 func (t *Compose) invalid(hint, format string, args ...any) error {
-	return rotate.WithHint(fmt.Errorf("%s: %s: %w", t, fmt.Sprintf(format, args...), rotate.ErrInvalidTarget), hint)
+	return errhint.With(fmt.Errorf("%s: %s: %w", t, fmt.Sprintf(format, args...), rotate.ErrInvalidTarget), hint)
 }
 
 // locate finds the value of the variable in each named service, in file

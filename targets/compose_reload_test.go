@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -73,7 +74,7 @@ func TestComposeReload(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "unhealthy") {
 			t.Fatalf("Write = %v, want the reload's failure", err)
 		}
-		if strings.Contains(err.Error(), newKey) || strings.Contains(rotate.Hint(err), newKey) {
+		if strings.Contains(err.Error(), newKey) || strings.Contains(errhint.Of(err), newKey) {
 			t.Errorf("the error shows the key: %v", err)
 		}
 	})
@@ -156,7 +157,7 @@ func TestComposeReloadTimeout(t *testing.T) {
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("error spans several lines: %q", err)
 	}
-	if h := rotate.Hint(err); !strings.Contains(h, "timeout") {
+	if h := errhint.Of(err); !strings.Contains(h, "timeout") {
 		t.Errorf("hint = %q, want one about the timeout", h)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -185,7 +186,7 @@ func TestComposeReadInvalid(t *testing.T) {
 					t.Errorf("Read error %q: want it to contain %q", msg, w)
 				}
 			}
-			if h := rotate.Hint(err); !strings.Contains(h, tt.wantHint) {
+			if h := errhint.Of(err); !strings.Contains(h, tt.wantHint) {
 				t.Errorf("Read hint %q: want it to contain %q", h, tt.wantHint)
 			}
 			noKeyIn(t, "String", c.String())
@@ -251,7 +252,7 @@ func TestComposeReadNotWritableSimulated(t *testing.T) {
 			if !errors.Is(err, fs.ErrPermission) {
 				t.Errorf("Read = %v, want it to wrap fs.ErrPermission too", err)
 			}
-			if h := rotate.Hint(err); !strings.Contains(h, "writable") {
+			if h := errhint.Of(err); !strings.Contains(h, "writable") {
 				t.Errorf("hint %q does not say what to make writable", h)
 			}
 		})
@@ -524,7 +525,7 @@ func TestComposeNoKeyInOutput(t *testing.T) {
 	err = c.Write(ctx, secret.New(newKey))
 	checkErr(t, err, rotate.ErrTargetChanged)
 	noKeyIn(t, "error", err.Error())
-	noKeyIn(t, "hint", rotate.Hint(err))
+	noKeyIn(t, "hint", errhint.Of(err))
 }
 
 // FuzzCompose checks the splice: for any input that parses and holds a

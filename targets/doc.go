@@ -14,7 +14,7 @@
 //   - Read proves, without writing anything, that a later Write can succeed:
 //     the target exists, holds exactly one unambiguous value, and is
 //     writable by this process. Otherwise it fails with an error wrapping
-//     rotate.ErrInvalidTarget and a hint (rotate.WithHint) saying what to fix.
+//     rotate.ErrInvalidTarget and a hint (errhint.With) saying what to fix.
 //   - Write is atomic: whether it returns an error or not, and even if the
 //     process dies, the target holds the old key or the new one, never a
 //     mix. It refuses (rotate.ErrTargetChanged) when the target changed

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -115,7 +116,7 @@ func (t *DotEnv) Write(ctx context.Context, key secret.Key) error {
 		return err
 	}
 	if err := f.Set(t.variable, key.Reveal()); err != nil {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("write %s: %w: %w", t, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("change the quoting of %s in %s so that the new key fits (for example remove the quotes)", t.variable, t.path))
 	}
@@ -149,15 +150,15 @@ func (t *DotEnv) checkDefinition(f *EnvFile) error {
 	}
 	switch {
 	case len(defs) == 0:
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %s is not defined in %s: %w", t, t.variable, t.path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("add a line %s=<current key> to %s, or fix the variable name in the config", t.variable, t.path))
 	case len(defs) > 1:
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: %s is defined more than once in %s, on %s: %w", t, t.variable, t.path, lineList(lines), rotate.ErrInvalidTarget),
 			fmt.Sprintf("keep one definition of %s in %s and delete the others (%s)", t.variable, t.path, lineList(lines)))
 	case defs[0].Malformed:
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("%s: the value of %s on line %d of %s cannot be parsed: %w", t, t.variable, defs[0].Line, t.path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("fix line %d of %s: close the quote, or move text after the closing quote into a # comment", defs[0].Line, t.path))
 	}

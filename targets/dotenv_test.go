@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -64,8 +65,8 @@ func checkErr(t *testing.T, err, want error) {
 		t.Fatalf("err = %v, want %v", err, want)
 	}
 	noKeyIn(t, "error", err.Error())
-	noKeyIn(t, "hint", rotate.Hint(err))
-	if rotate.Hint(err) == "" {
+	noKeyIn(t, "hint", errhint.Of(err))
+	if errhint.Of(err) == "" {
 		t.Errorf("err = %v has no hint", err)
 	}
 }
@@ -463,7 +464,7 @@ func TestDotEnvNoKeyInOutput(t *testing.T) {
 	err = d.Write(ctx, secret.New(newKey))
 	checkErr(t, err, rotate.ErrTargetChanged)
 	noKeyIn(t, "error", err.Error())
-	noKeyIn(t, "hint", rotate.Hint(err))
+	noKeyIn(t, "hint", errhint.Of(err))
 }
 
 // readSampleEnv writes sampleEnv to a new .env and reads it through a

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -358,7 +359,7 @@ func (t *DotEnv) loaderConflict(f *EnvFile) error {
 	if c == nil {
 		return nil
 	}
-	return rotate.WithHint(
+	return errhint.With(
 		fmt.Errorf("%s: line %d of %s: %s %s: %w", t, c.Line, t.path, c.Loaders, c.Reason, rotate.ErrInvalidTarget),
 		fmt.Sprintf("line %d of %s: %s", c.Line, t.path, c.Fix))
 }

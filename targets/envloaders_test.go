@@ -28,6 +28,7 @@ import (
 	composedotenv "github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/joho/godotenv"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -376,7 +377,7 @@ func TestDotEnvRefusesLoaderConflicts(t *testing.T) {
 				t.Fatalf("Read(%q) = nil error, want a refusal", tt.in)
 			}
 			checkErr(t, err, rotate.ErrInvalidTarget)
-			msg, hint := err.Error(), rotate.Hint(err)
+			msg, hint := err.Error(), errhint.Of(err)
 			for _, w := range tt.wantMsg {
 				if !strings.Contains(msg, w) {
 					t.Errorf("Read error %q: want it to contain %q", msg, w)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -154,7 +155,7 @@ func (t *Exec) Read(ctx context.Context) (secret.Key, error) {
 // checkProgram proves that argv's program can be executed, without running it.
 func (t *Exec) checkProgram(role string, argv []string) error {
 	if len(argv) == 0 || argv[0] == "" {
-		return rotate.WithHint(fmt.Errorf("%s: no %s: %w", t, role, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: no %s: %w", t, role, rotate.ErrInvalidTarget),
 			`name the program and its arguments in the target, for example command: ["/usr/local/bin/reload", "--key-from-stdin"]`)
 	}
 	prog := argv[0]
@@ -162,28 +163,28 @@ func (t *Exec) checkProgram(role string, argv []string) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, exec.ErrDot):
-		return rotate.WithHint(fmt.Errorf("%s: %s %q is found only in the current directory (%s): %w", t, role, prog, path, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %q is found only in the current directory (%s): %w", t, role, prog, path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("write its path, ./%s or an absolute path, in the config", prog))
 	case errors.Is(err, exec.ErrNotFound):
-		return rotate.WithHint(fmt.Errorf("%s: %s %q not found on PATH: %w", t, role, prog, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %q not found on PATH: %w", t, role, prog, rotate.ErrInvalidTarget),
 			fmt.Sprintf("install %s, or write its absolute path as the first element of the target's %s", prog, argvField(role)))
 	case errors.Is(err, fs.ErrNotExist):
-		return rotate.WithHint(fmt.Errorf("%s: %s %s does not exist: %w", t, role, prog, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %s does not exist: %w", t, role, prog, rotate.ErrInvalidTarget),
 			fmt.Sprintf("create %s, or fix the first element of the target's %s in the config", prog, argvField(role)))
 	case errors.Is(err, syscall.EISDIR):
-		return rotate.WithHint(fmt.Errorf("%s: %s %s is a directory, not a program: %w", t, role, prog, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %s is a directory, not a program: %w", t, role, prog, rotate.ErrInvalidTarget),
 			fmt.Sprintf("name the program file itself as the first element of the target's %s", argvField(role)))
 	case errors.Is(err, fs.ErrPermission):
-		return rotate.WithHint(fmt.Errorf("%s: %s %s is not an executable file: %w", t, role, prog, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %s is not an executable file: %w", t, role, prog, rotate.ErrInvalidTarget),
 			fmt.Sprintf("make %s executable (chmod +x %s), or fix the target's %s", prog, prog, argvField(role)))
 	default:
-		return rotate.WithHint(fmt.Errorf("%s: %s %s: %w: %w", t, role, prog, err, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %s: %w: %w", t, role, prog, err, rotate.ErrInvalidTarget),
 			fmt.Sprintf("check the first element of the target's %s", argvField(role)))
 	}
 	// LookPath looks at the mode bits only; the owner and the ACLs decide
 	// whether this user may run it.
 	if err := unix.Access(path, unix.X_OK); err != nil {
-		return rotate.WithHint(fmt.Errorf("%s: %s %s cannot be executed by this user: %w", t, role, path, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %s %s cannot be executed by this user: %w", t, role, path, rotate.ErrInvalidTarget),
 			fmt.Sprintf("give this user execute permission on %s", path))
 	}
 	return nil
@@ -210,8 +211,8 @@ func (t *Exec) Write(ctx context.Context, key secret.Key) error {
 		return err
 	}
 	err := t.run(ctx, "write", t.command, key)
-	if err != nil && rotate.Hint(err) == "" && ctx.Err() == nil {
-		err = rotate.WithHint(err,
+	if err != nil && errhint.Of(err) == "" && ctx.Err() == nil {
+		err = errhint.With(err,
 			fmt.Sprintf("run %s by hand with a test value on stdin to see why it fails; it must exit 0 once the key is in place", filepath.Base(t.command[0])))
 	}
 	return err
@@ -241,8 +242,8 @@ func (t *Exec) Confirm(ctx context.Context, key secret.Key) error {
 		return nil
 	}
 	err = fmt.Errorf("verify command, given key %s: %w", key.Fingerprint(), err)
-	if rotate.Hint(err) == "" && ctx.Err() == nil {
-		err = rotate.WithHint(err,
+	if errhint.Of(err) == "" && ctx.Err() == nil {
+		err = errhint.With(err,
 			fmt.Sprintf("run %s by hand with the key on stdin to see why it fails; it must exit 0 when the place holds the key", filepath.Base(t.verify[0])))
 	}
 	return err
@@ -286,7 +287,7 @@ func (t *Exec) run(ctx context.Context, step string, argv []string, key secret.K
 	case r.err == nil:
 		return nil
 	case r.timedOut:
-		return rotate.WithHint(fmt.Errorf("%s did not finish within %s; its process group was killed%s", name, t.timeout, output),
+		return errhint.With(fmt.Errorf("%s did not finish within %s; its process group was killed%s", name, t.timeout, output),
 			fmt.Sprintf("raise the target's timeout (now %s, at most 1h) or make %s finish sooner", t.timeout, name))
 	case r.cancelled:
 		return fmt.Errorf("%s stopped, its process group was killed: %w", name, ctx.Err())

@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -122,7 +123,7 @@ func TestExecFailure(t *testing.T) {
 	if errors.Is(err, rotate.ErrInvalidTarget) {
 		t.Errorf("error %v wraps ErrInvalidTarget: a failed run is not a config problem", err)
 	}
-	if h := rotate.Hint(err); !strings.Contains(h, "by hand") {
+	if h := errhint.Of(err); !strings.Contains(h, "by hand") {
 		t.Errorf("hint = %q, want one saying to run the command by hand", h)
 	}
 }
@@ -150,7 +151,7 @@ printf 'no newline at the end: %s' "$k" >&2
 			}
 			if err != nil {
 				noKeyPart(t, "error", err.Error())
-				noKeyPart(t, "hint", rotate.Hint(err))
+				noKeyPart(t, "hint", errhint.Of(err))
 				if !strings.Contains(err.Error(), secret.Fingerprint(newKey)) {
 					t.Errorf("error %q does not name the key by its fingerprint", err)
 				}
@@ -184,7 +185,7 @@ func TestExecTimeout(t *testing.T) {
 	if !strings.Contains(err.Error(), "did not finish within 300ms") {
 		t.Errorf("error = %v, want it to name the timeout", err)
 	}
-	if h := rotate.Hint(err); !strings.Contains(h, "timeout") {
+	if h := errhint.Of(err); !strings.Contains(h, "timeout") {
 		t.Errorf("hint = %q, want one about the timeout", h)
 	}
 	pid, perr := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
@@ -295,7 +296,7 @@ func TestExecReadPreflight(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("err = %v, want it to contain %q", err, tc.msg)
 			}
-			if h := rotate.Hint(err); !strings.Contains(h, tc.hint) {
+			if h := errhint.Of(err); !strings.Contains(h, tc.hint) {
 				t.Errorf("hint = %q, want it to contain %q", h, tc.hint)
 			}
 		})

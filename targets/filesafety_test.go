@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -115,7 +116,7 @@ func TestFileTargetWorldReadable(t *testing.T) {
 						!strings.Contains(err.Error(), path) {
 						t.Errorf("Read = %v, want an *ExposedError naming %s and saying why", err, path)
 					}
-					if h := rotate.Hint(err); !strings.Contains(h, "chmod o-r "+path) || !strings.Contains(h, "allow_world_readable: true") {
+					if h := errhint.Of(err); !strings.Contains(h, "chmod o-r "+path) || !strings.Contains(h, "allow_world_readable: true") {
 						t.Errorf("hint %q, want the chmod fix and the config field", h)
 					}
 					if got := readFile(t, path); got != k.content {
@@ -434,10 +435,10 @@ func TestOwnershipChild(t *testing.T) {
 func childRotate(tg rotate.Target) string {
 	ctx := context.Background()
 	if _, err := tg.Read(ctx); err != nil {
-		return fmt.Sprintf("read error: %v\nhint: %s\n", err, rotate.Hint(err))
+		return fmt.Sprintf("read error: %v\nhint: %s\n", err, errhint.Of(err))
 	}
 	if err := tg.Write(ctx, secret.New(newKey)); err != nil {
-		return fmt.Sprintf("write error: %v\nhint: %s\n", err, rotate.Hint(err))
+		return fmt.Sprintf("write error: %v\nhint: %s\n", err, errhint.Of(err))
 	}
 	return "rotated\n"
 }

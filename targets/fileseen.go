@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -34,7 +35,7 @@ func (f *fileSeen) lockAndLoad(ctx context.Context, t fmt.Stringer, path string,
 	}
 	real, data, err = load()
 	if err == nil && real != f.realPath {
-		err = rotate.WithHint(
+		err = errhint.With(
 			fmt.Errorf("write %s: %s now points to %s, not %s as when it was read: %w", t, path, real, f.realPath, rotate.ErrTargetChanged),
 			fmt.Sprintf("something else changed %s during the rotation: check it and run keyrotate again", path))
 	}
@@ -49,7 +50,7 @@ func (f *fileSeen) lockAndLoad(ctx context.Context, t fmt.Stringer, path string,
 // target's value in the file (at path) is now cur, not the value last seen.
 func (f *fileSeen) unchanged(t fmt.Stringer, path string, cur secret.Key) error {
 	if !cur.Equal(f.value) {
-		return rotate.WithHint(
+		return errhint.With(
 			fmt.Errorf("write %s: the value in %s changed since it was read (now %s, read %s): %w", t, path, cur.Fingerprint(), f.value.Fingerprint(), rotate.ErrTargetChanged),
 			fmt.Sprintf("something else edited the value in %s during the rotation: check it and run keyrotate again", path))
 	}

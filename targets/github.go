@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -160,7 +161,7 @@ func (g *GitHub) token() (string, error) {
 	t, ok := g.getenv(g.cfg.TokenEnv)
 	t = strings.TrimSpace(t)
 	if !ok || t == "" {
-		return "", rotate.WithHint(fmt.Errorf("%s: %w: the token variable %s is not set", g, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
+		return "", errhint.With(fmt.Errorf("%s: %w: the token variable %s is not set", g, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
 			fmt.Sprintf("export %s with a GitHub token that may write the secret (%s)", g.cfg.TokenEnv, g.permission()))
 	}
 	return t, nil
@@ -218,7 +219,7 @@ func (g *GitHub) publicKey(ctx context.Context, tok string) (*publicKey, error) 
 	// A classic token names its scopes; a fine-grained one cannot be
 	// checked without writing.
 	if scopes, classic := r.header["X-Oauth-Scopes"]; classic && !hasScope(strings.Join(scopes, ","), g.classicScope()) {
-		return nil, rotate.WithHint(fmt.Errorf("%s: %w: the classic token in %s lacks the %s scope (it has %q)", g, rotate.ErrInvalidTarget, g.cfg.TokenEnv, g.classicScope(), strings.Join(scopes, ",")),
+		return nil, errhint.With(fmt.Errorf("%s: %w: the classic token in %s lacks the %s scope (it has %q)", g, rotate.ErrInvalidTarget, g.cfg.TokenEnv, g.classicScope(), strings.Join(scopes, ",")),
 			fmt.Sprintf("give the token the %s scope, or use a fine-grained token: %s", g.classicScope(), g.permission()))
 	}
 	return &pk, nil
@@ -382,7 +383,7 @@ func (g *GitHub) Confirm(ctx context.Context, key secret.Key) error {
 		return fmt.Errorf("%s: the secret does not exist after it was written", g)
 	}
 	if m.UpdatedAt.Before(at.Add(-githubSkew)) {
-		return rotate.WithHint(fmt.Errorf("%s: the secret's updated_at %s is before the write at %s: the write did not land",
+		return errhint.With(fmt.Errorf("%s: the secret's updated_at %s is before the write at %s: the write did not land",
 			g, m.UpdatedAt.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)),
 			"run again: the secret is written again")
 	}
@@ -392,7 +393,7 @@ func (g *GitHub) Confirm(ctx context.Context, key secret.Key) error {
 			return err
 		}
 		if !now.equal(sent) {
-			return rotate.WithHint(fmt.Errorf("%s: the secret's repository access changed with the write: before, %s; now, %s", g, sent, now),
+			return errhint.With(fmt.Errorf("%s: the secret's repository access changed with the write: before, %s; now, %s", g, sent, now),
 				"restore the secret's repository access in the organization's settings (Settings > Secrets and variables > Actions); CI in the repositories it no longer reaches fails until then")
 		}
 	}
@@ -419,7 +420,7 @@ func (g *GitHub) do(ctx context.Context, tok, method, path string, in, out any) 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, g.base+path, body)
 	if err != nil {
-		return nil, rotate.WithHint(fmt.Errorf("%s: %w: bad base URL %q", g, rotate.ErrInvalidTarget, g.base), "fix the target's base_url")
+		return nil, errhint.With(fmt.Errorf("%s: %w: bad base URL %q", g, rotate.ErrInvalidTarget, g.base), "fix the target's base_url")
 	}
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
@@ -479,28 +480,28 @@ func (g *GitHub) statusError(ctx context.Context, tok, step string, r *response)
 	base := fmt.Sprintf("%s: %s the %s: HTTP %d%s", g, step, g.what(), status, said)
 	switch {
 	case status == http.StatusUnauthorized:
-		return rotate.WithHint(fmt.Errorf("%s: %w: the token in %s is invalid, expired or revoked", base, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
+		return errhint.With(fmt.Errorf("%s: %w: the token in %s is invalid, expired or revoked", base, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
 			fmt.Sprintf("put a valid token in %s (%s)", g.cfg.TokenEnv, g.permission()))
 	case (status == http.StatusForbidden || status == http.StatusTooManyRequests) &&
 		(hdr.Get("X-Ratelimit-Remaining") == "0" || hdr.Get("Retry-After") != ""):
-		return rotate.WithHint(fmt.Errorf("%s: rate limited", base), "wait for GitHub's rate limit to reset, then run again")
+		return errhint.With(fmt.Errorf("%s: rate limited", base), "wait for GitHub's rate limit to reset, then run again")
 	case status == http.StatusForbidden:
-		return rotate.WithHint(fmt.Errorf("%s: %w: the token in %s may not write the secret", base, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
+		return errhint.With(fmt.Errorf("%s: %w: the token in %s may not write the secret", base, rotate.ErrInvalidTarget, g.cfg.TokenEnv),
 			g.permission()+"; grant it, or use a token that has it")
 	case status == http.StatusNotFound:
 		what := g.what()
 		if g.cfg.Environment != "" {
 			// Tell a missing environment from a missing repository.
 			if rr, err := g.do(ctx, tok, http.MethodGet, g.repoPath(), nil, nil); err == nil && rr.status == http.StatusOK {
-				return rotate.WithHint(fmt.Errorf("%s: %w: %s not found", base, rotate.ErrInvalidTarget, what),
+				return errhint.With(fmt.Errorf("%s: %w: %s not found", base, rotate.ErrInvalidTarget, what),
 					fmt.Sprintf("create the environment %q in the repository's settings (Settings > Environments), or fix the target's environment", g.cfg.Environment))
 			}
 			what = fmt.Sprintf("repository %q", g.cfg.Repo)
 		}
-		return rotate.WithHint(fmt.Errorf("%s: %w: %s not found, or the token may not see it", base, rotate.ErrInvalidTarget, what),
+		return errhint.With(fmt.Errorf("%s: %w: %s not found, or the token may not see it", base, rotate.ErrInvalidTarget, what),
 			"check the target's repo/org and environment, and that the token's resource owner and repository access include it")
 	case status == http.StatusUnprocessableEntity:
-		return rotate.WithHint(fmt.Errorf("%s: GitHub refused the sealed value", base), "run again: the public key is fetched anew (GitHub may have rotated it)")
+		return errhint.With(fmt.Errorf("%s: GitHub refused the sealed value", base), "run again: the public key is fetched anew (GitHub may have rotated it)")
 	}
 	return fmt.Errorf("%s", base)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -103,9 +104,9 @@ func ghErr(t *testing.T, err, want error, hint string) {
 		t.Fatalf("err = %v, want %v", err, want)
 	}
 	ghClean(t, "error", err.Error())
-	ghClean(t, "hint", rotate.Hint(err))
-	if hint != "" && !strings.Contains(rotate.Hint(err), hint) {
-		t.Errorf("hint = %q, want it to mention %q", rotate.Hint(err), hint)
+	ghClean(t, "hint", errhint.Of(err))
+	if hint != "" && !strings.Contains(errhint.Of(err), hint) {
+		t.Errorf("hint = %q, want it to mention %q", errhint.Of(err), hint)
 	}
 }
 
@@ -234,8 +235,8 @@ func TestGitHubOrgSelectedRepositories(t *testing.T) {
 		w.fake.SetSelected(sc, ghOrgSelectedN) // as GitHub leaves it after a PUT without the list
 		err := g.Confirm(ctx, secret.New(newKey))
 		if err == nil || !strings.Contains(err.Error(), "repository access changed") || !strings.Contains(err.Error(), "[101 202]") ||
-			!strings.Contains(rotate.Hint(err), "organization's settings") {
-			t.Fatalf("Confirm after the repositories were cleared = %v (hint %q), want an error naming the lost access", err, rotate.Hint(err))
+			!strings.Contains(errhint.Of(err), "organization's settings") {
+			t.Fatalf("Confirm after the repositories were cleared = %v (hint %q), want an error naming the lost access", err, errhint.Of(err))
 		}
 		ghClean(t, "error", err.Error())
 	})
@@ -404,7 +405,7 @@ func TestGitHubCanary(t *testing.T) {
 	cerr := g.Confirm(ctx, secret.New(oldKey))
 	w.env["GH_TOKEN_TEST"] = ghWrongToken
 	_, berr := g.Read(ctx)
-	for _, s := range []string{g.String(), fmt.Sprintf("%v %+v %#v", g, g, g), fmt.Sprint(rerr, werr, cerr, berr), rotate.Hint(berr)} {
+	for _, s := range []string{g.String(), fmt.Sprintf("%v %+v %#v", g, g, g), fmt.Sprint(rerr, werr, cerr, berr), errhint.Of(berr)} {
 		ghClean(t, "output", s)
 	}
 }

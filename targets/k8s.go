@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -155,7 +156,7 @@ func checkKubeconfigs(t fmt.Stringer, paths []string) error {
 			continue
 		}
 		if _, _, err := inputfile.Read(p, maxKubeconfig); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return rotate.WithHint(fmt.Errorf("%s: kubeconfig: %w: %w", t, err, rotate.ErrInvalidTarget),
+			return errhint.With(fmt.Errorf("%s: kubeconfig: %w: %w", t, err, rotate.ErrInvalidTarget),
 				"set the target's kubeconfig (or KUBECONFIG) to kubeconfig files that are regular files this user can read")
 		}
 	}
@@ -181,7 +182,7 @@ func (t *K8s) client() (*k8sClients, error) {
 		var err error
 		rc, err = cc.ClientConfig()
 		if err != nil {
-			return nil, rotate.WithHint(fmt.Errorf("%s: %w: no cluster configuration: %w", t, rotate.ErrInvalidTarget, err),
+			return nil, errhint.With(fmt.Errorf("%s: %w: no cluster configuration: %w", t, rotate.ErrInvalidTarget, err),
 				"set the target's kubeconfig (or KUBECONFIG) to a kubeconfig file, and context to one of its contexts, or run keyrotate in a pod with a service account")
 		}
 	}
@@ -199,7 +200,7 @@ func (t *K8s) client() (*k8sClients, error) {
 	}
 	core, err := coreclient.NewForConfig(rc)
 	if err != nil {
-		return nil, rotate.WithHint(fmt.Errorf("%s: %w: %w", t, rotate.ErrInvalidTarget, err), "check the kubeconfig's cluster and user")
+		return nil, errhint.With(fmt.Errorf("%s: %w: %w", t, rotate.ErrInvalidTarget, err), "check the kubeconfig's cluster and user")
 	}
 	apps, err := appsclient.NewForConfig(rc)
 	if err != nil {
@@ -223,14 +224,14 @@ func (t *K8s) apiError(step, what string, err error) error {
 		if strings.HasPrefix(what, "deployment") {
 			hint = "check the names in the target's restart list (deployments of namespace " + t.cfg.Namespace + ")"
 		}
-		return rotate.WithHint(fmt.Errorf("%s: %w: %s not found", base, rotate.ErrInvalidTarget, what), hint)
+		return errhint.With(fmt.Errorf("%s: %w: %s not found", base, rotate.ErrInvalidTarget, what), hint)
 	case apierrors.IsForbidden(err):
-		return rotate.WithHint(fmt.Errorf("%s: %w: forbidden: %s", base, rotate.ErrInvalidTarget, apiMessage(err)), t.rbac())
+		return errhint.With(fmt.Errorf("%s: %w: forbidden: %s", base, rotate.ErrInvalidTarget, apiMessage(err)), t.rbac())
 	case apierrors.IsUnauthorized(err):
-		return rotate.WithHint(fmt.Errorf("%s: %w: the cluster refused the credentials", base, rotate.ErrInvalidTarget),
+		return errhint.With(fmt.Errorf("%s: %w: the cluster refused the credentials", base, rotate.ErrInvalidTarget),
 			"refresh the kubeconfig's credentials (for example log in to the cluster again)")
 	}
-	return rotate.WithHint(fmt.Errorf("%s: %w", base, err), "check that the cluster is reachable, then run again")
+	return errhint.With(fmt.Errorf("%s: %w", base, err), "check that the cluster is reachable, then run again")
 }
 
 // apiMessage is the API server's message of a status error.
@@ -268,11 +269,11 @@ func (t *K8s) Read(ctx context.Context) (secret.Key, error) {
 		if len(keys) > 0 {
 			has = "keys " + strings.Join(keys, ", ")
 		}
-		return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: %w: secret %s has no key %s (it has %s)", t, rotate.ErrInvalidTarget, t.secretRef(), t.cfg.Key, has),
+		return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: secret %s has no key %s (it has %s)", t, rotate.ErrInvalidTarget, t.secretRef(), t.cfg.Key, has),
 			"fix the target's key, or add the current key to the secret under that name")
 	}
 	if sec.Immutable != nil && *sec.Immutable {
-		return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: %w: secret %s is immutable", t, rotate.ErrInvalidTarget, t.secretRef()),
+		return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: secret %s is immutable", t, rotate.ErrInvalidTarget, t.secretRef()),
 			"an immutable secret cannot be updated: replace it with a mutable one (immutable: false)")
 	}
 	if err := t.mayDo(ctx, c, "update", "", "secrets", t.cfg.Name); err != nil {
@@ -284,7 +285,7 @@ func (t *K8s) Read(ctx context.Context) (secret.Key, error) {
 			return secret.Key{}, t.apiError("get", "deployment "+t.cfg.Namespace+"/"+name, err)
 		}
 		if d.Spec.Paused {
-			return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: %w: deployment %s/%s is paused: a restart would not roll out", t, rotate.ErrInvalidTarget, t.cfg.Namespace, name),
+			return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: deployment %s/%s is paused: a restart would not roll out", t, rotate.ErrInvalidTarget, t.cfg.Namespace, name),
 				fmt.Sprintf("resume it (kubectl -n %s rollout resume deployment/%s), or remove it from restart", t.cfg.Namespace, name))
 		}
 		if err := t.mayDo(ctx, c, "patch", "apps", "deployments", name); err != nil {
@@ -325,7 +326,7 @@ func (t *K8s) Confirm(ctx context.Context, key secret.Key) error {
 		return fmt.Errorf("%s: secret %s holds %s, want %s", t, t.secretRef(), got.Fingerprint(), key.Fingerprint())
 	}
 	if fp := t.pending(sec); fp != "" {
-		return rotate.WithHint(fmt.Errorf("%s: the restart of %s for the new key did not finish", t, strings.Join(t.cfg.Restart, ", ")), "run keyrotate again: it restarts what is left and waits")
+		return errhint.With(fmt.Errorf("%s: the restart of %s for the new key did not finish", t, strings.Join(t.cfg.Restart, ", ")), "run keyrotate again: it restarts what is left and waits")
 	}
 	return nil
 }
@@ -346,7 +347,7 @@ func (t *K8s) mayDo(ctx context.Context, c *k8sClients, verb, group, resource, n
 		if res.Status.Reason != "" {
 			why = " (" + res.Status.Reason + ")"
 		}
-		return rotate.WithHint(fmt.Errorf("%s: %w: the caller may not %s %s %s/%s%s", t, rotate.ErrInvalidTarget, verb, resource, t.cfg.Namespace, name, why), t.rbac())
+		return errhint.With(fmt.Errorf("%s: %w: the caller may not %s %s %s/%s%s", t, rotate.ErrInvalidTarget, verb, resource, t.cfg.Namespace, name, why), t.rbac())
 	}
 	return nil
 }
@@ -418,7 +419,7 @@ func (t *K8s) update(ctx context.Context, c *k8sClients, sec *corev1.Secret) err
 	got, err := c.core.Secrets(t.cfg.Namespace).Update(ctx, sec, metav1.UpdateOptions{})
 	switch {
 	case apierrors.IsConflict(err):
-		return rotate.WithHint(fmt.Errorf("write %s: secret %s changed since it was read (HTTP 409): %w", t, t.secretRef(), rotate.ErrTargetChanged),
+		return errhint.With(fmt.Errorf("write %s: secret %s changed since it was read (HTTP 409): %w", t, t.secretRef(), rotate.ErrTargetChanged),
 			"something else updated the secret during the rotation: check it and run keyrotate again")
 	case err != nil:
 		return t.apiError("update", "secret "+t.secretRef(), err)
@@ -466,7 +467,7 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 			var done bool
 			done, state, err = rolloutDone(d)
 			if err != nil {
-				return rotate.WithHint(fmt.Errorf("%s: rollout of %s failed: %w", t, what, err), hint)
+				return errhint.With(fmt.Errorf("%s: rollout of %s failed: %w", t, what, err), hint)
 			}
 			if done {
 				return nil
@@ -476,7 +477,7 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 		}
 		select {
 		case <-ctx.Done():
-			return rotate.WithHint(fmt.Errorf("%s: rollout of %s did not finish within %s: %s", t, what, t.cfg.RolloutTimeout, state), hint)
+			return errhint.With(fmt.Errorf("%s: rollout of %s did not finish within %s: %s", t, what, t.cfg.RolloutTimeout, state), hint)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, t.cfg.Poll)

@@ -14,6 +14,7 @@ import (
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -161,8 +162,8 @@ func TestK8sRolloutTimeout(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if !strings.Contains(rotate.Hint(err), "rollout status deployment/api") {
-		t.Errorf("hint = %q", rotate.Hint(err))
+	if !strings.Contains(errhint.Of(err), "rollout status deployment/api") {
+		t.Errorf("hint = %q", errhint.Of(err))
 	}
 	// The secret got the key (the rotation stops part-way; abort restores).
 	if v, _ := f.Value(k8sNS, k8sSecret, k8sKey); v != newKey {
@@ -289,7 +290,7 @@ func TestK8sPreflight(t *testing.T) {
 					t.Errorf("error %q does not say %q", err, w)
 				}
 			}
-			if h := rotate.Hint(err); !strings.Contains(h, tc.hint) {
+			if h := errhint.Of(err); !strings.Contains(h, tc.hint) {
 				t.Errorf("hint %q does not say %q", h, tc.hint)
 			}
 			if f.MutatingCalls() != 0 {
@@ -303,8 +304,8 @@ func TestK8sNoCluster(t *testing.T) {
 	tg := NewK8s(K8sConfig{Kubeconfig: filepath.Join(t.TempDir(), "missing"), Namespace: k8sNS, Name: k8sSecret, Key: k8sKey})
 	_, err := tg.Read(context.Background())
 	checkErr(t, err, rotate.ErrInvalidTarget)
-	if !strings.Contains(rotate.Hint(err), "kubeconfig") {
-		t.Errorf("hint = %q", rotate.Hint(err))
+	if !strings.Contains(errhint.Of(err), "kubeconfig") {
+		t.Errorf("hint = %q", errhint.Of(err))
 	}
 }
 
@@ -414,10 +415,10 @@ func TestK8sUnauthorized(t *testing.T) {
 	tg.cfg.REST.BearerToken = "wrong-token"
 	_, err := tg.Read(context.Background())
 	checkErr(t, err, rotate.ErrInvalidTarget)
-	if !strings.Contains(err.Error(), "the cluster refused the credentials") || !strings.Contains(rotate.Hint(err), "credentials") {
-		t.Errorf("err = %v, hint %q", err, rotate.Hint(err))
+	if !strings.Contains(err.Error(), "the cluster refused the credentials") || !strings.Contains(errhint.Of(err), "credentials") {
+		t.Errorf("err = %v, hint %q", err, errhint.Of(err))
 	}
-	if strings.Contains(err.Error()+rotate.Hint(err), "wrong-token") {
+	if strings.Contains(err.Error()+errhint.Of(err), "wrong-token") {
 		t.Errorf("the token appears in the error")
 	}
 }

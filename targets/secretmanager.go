@@ -8,6 +8,7 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -36,7 +37,7 @@ func (s *SecretManager) Read(ctx context.Context) (secret.Key, error) {
 	switch {
 	case errors.Is(err, rotate.ErrSecretNotFound):
 		if _, gerr := s.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: s.name}); gerr != nil {
-			return secret.Key{}, rotate.WithHint(fmt.Errorf("%s: %w: %w", s, rotate.ErrInvalidTarget, err),
+			return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: %w", s, rotate.ErrInvalidTarget, err),
 				"create the secret (gcloud secrets create) or fix the target's `secret:`")
 		}
 		return secret.Key{}, nil

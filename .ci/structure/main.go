@@ -12,7 +12,7 @@
 // at a pinned version from the module proxy), and every function over 80
 // lines; non-test lines longer than 160 characters; lines naming
 // `keyrotate …` commands in cmd/ and outside it; the calls of
-// rotate.WithHint by package; the package import graph.
+// errhint.With (before: rotate.WithHint) by package; the package import graph.
 //
 // It only reads: informational, not part of .ci/run. It works from any
 // directory of the module (it runs in the module's root).
@@ -89,7 +89,7 @@ func main() {
 	section("non-test code lines outside cmd/ naming a --flag, no `keyrotate …` and no gcloud command (heuristic)")
 	flagWords(pkgs)
 
-	section("occurrences of WithHint( by package (non-test; rotate's count includes its definition)")
+	section("occurrences of errhint.With( (before: WithHint() by package (non-test)")
 	withHint(pkgs)
 
 	section("import graph (packages of this module)")
@@ -435,7 +435,7 @@ func flagWords(pkgs []pkg) {
 	fmt.Printf("%d lines\n", n)
 }
 
-var withHintCall = regexp.MustCompile(`\bWithHint\(`)
+var withHintCall = regexp.MustCompile(`\b(WithHint|errhint\.With)\(`)
 
 func withHint(pkgs []pkg) {
 	for _, p := range pkgs {

@@ -317,7 +317,7 @@ func errorHint(err error) string {
 	cmd := commandOf(err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		h := rotate.Hint(err)
+		h := commandHint(err)
 		if h == "" {
 			h = "run `keyrotate " + strings.TrimSpace(cmd+" --help") + "` for usage"
 		}
@@ -326,7 +326,7 @@ func errorHint(err error) string {
 		}
 		return h
 	}
-	if h := rotate.Hint(err); h != "" {
+	if h := commandHint(err); h != "" {
 		return quotaProjectHint(err, h)
 	}
 	switch {

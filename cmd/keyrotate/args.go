@@ -15,7 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 // Where flags may go. urfave/cli v2 reads global flags only before the
@@ -65,7 +65,7 @@ func arrange(app *cli.App, args []string) (arranged, error) {
 	a.args = p.argv(args[0])
 	a.json = outputFlag(p.globals) == "json"
 	if hint, ok := textOnly[a.command]; ok && a.json {
-		return a, rotate.WithHint(usagef("`keyrotate %s` prints text for people, not JSON", a.command), hint)
+		return a, errhint.With(usagef("`keyrotate %s` prints text for people, not JSON", a.command), hint)
 	}
 	return a, nil
 }
@@ -152,7 +152,7 @@ func (p *argvParts) flag(app *cli.App, globalFlags []cli.Flag, rest []string) (i
 	}
 	if len(rest) == 1 {
 		flag := dashed(name)
-		return 0, rotate.WithHint(usagef("%s needs a value", flag), fmt.Sprintf("write %s %s or %s=%s", flag, placeholder(f), flag, placeholder(f)))
+		return 0, errhint.With(usagef("%s needs a value", flag), fmt.Sprintf("write %s %s or %s=%s", flag, placeholder(f), flag, placeholder(f)))
 	}
 	*dst = append(*dst, rest[1])
 	return 1, nil
@@ -248,7 +248,7 @@ func unknownCommand(app *cli.App, name string) error {
 	if s := config.Suggest(name, names); s != "" {
 		hint = fmt.Sprintf("did you mean `keyrotate %s`? The commands are: %s", s, commandList(app))
 	}
-	return rotate.WithHint(usagef("unknown command %q", name), hint)
+	return errhint.With(usagef("unknown command %q", name), hint)
 }
 
 func commandList(app *cli.App) string {
@@ -290,7 +290,7 @@ func unknownFlag(app *cli.App, cmd *cli.Command, name string) error {
 			}
 		}
 	}
-	return rotate.WithHint(usageError{fmt.Errorf("%s", what)}, hint)
+	return errhint.With(usageError{fmt.Errorf("%s", what)}, hint)
 }
 
 // checkRequired reports a required flag of cmd that own (the command's
@@ -318,7 +318,7 @@ func checkRequired(cmd *cli.Command, own []string) error {
 		if takesValue(f) {
 			usage += " " + placeholder(f)
 		}
-		return rotate.WithHint(usagef("`keyrotate %s` needs %s", cmd.Name, usage),
+		return errhint.With(usagef("`keyrotate %s` needs %s", cmd.Name, usage),
 			fmt.Sprintf("write `keyrotate %s %s%s`; `keyrotate %s --help` shows its flags", cmd.Name, usage, argsUsage(cmd), cmd.Name))
 	}
 	return nil
@@ -355,7 +355,7 @@ func runApp(ctx context.Context, app *cli.App, args []string) error {
 			// A process ended at once (second signal, --timeout) prints
 			// its document too.
 			p.atEnd = func(why, hint string) {
-				flushJSON(app, app.Writer, rotate.WithHint(errors.New(why), hint), exitPartWay)
+				flushJSON(app, app.Writer, errhint.With(errors.New(why), hint), exitPartWay)
 			}
 		}
 	}
@@ -441,11 +441,11 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 				hint = fmt.Sprintf("%s takes no value (or %s=true, %s=false)", flag, flag, flag)
 			}
 		}
-		return inCommand(cmd, rotate.WithHint(usagef("invalid value %q for %s", m[1], flag), hint))
+		return inCommand(cmd, errhint.With(usagef("invalid value %q for %s", m[1], flag), hint))
 	}
 	if m := needsArgRe.FindStringSubmatch(msg); m != nil {
 		flag := dashed(m[1])
-		return inCommand(cmd, rotate.WithHint(usagef("%s needs a value", flag), fmt.Sprintf("write %s VALUE or %s=VALUE", flag, flag)))
+		return inCommand(cmd, errhint.With(usagef("%s needs a value", flag), fmt.Sprintf("write %s VALUE or %s=VALUE", flag, flag)))
 	}
 	return inCommand(cmd, usageError{err})
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -79,7 +80,7 @@ func (h hosts) check(ctx context.Context) error {
 		d := net.Dialer{Timeout: emulatorDialTimeout}
 		conn, err := d.DialContext(ctx, "tcp", e[1])
 		if err != nil {
-			return rotate.WithHint(fmt.Errorf("%s=%s: nothing answers there: %w", e[0], e[1], err), emulatorHint(e[0], e[1]))
+			return errhint.With(fmt.Errorf("%s=%s: nothing answers there: %w", e[0], e[1], err), emulatorHint(e[0], e[1]))
 		}
 		_ = conn.Close()
 	}
@@ -180,7 +181,7 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject 
 		return nil, err
 	}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
-		cl.run, cl.runErr = nil, rotate.WithHint(fmt.Errorf("connect to the Cloud Run API: %w", err),
+		cl.run, cl.runErr = nil, errhint.With(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
 	} else {
 		// No retries in the client either: a failed call is reported, and
@@ -395,7 +396,7 @@ func (c *clients) Close() {
 }
 
 func credentialsError(api string, err error) error {
-	return rotate.WithHint(fmt.Errorf("connect to the %s API: %w", api, err),
+	return errhint.With(fmt.Errorf("connect to the %s API: %w", api, err),
 		"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job), or set "+
 			apiKeysEmulatorEnv+"/"+secretManagerEmulatorEnv+" to use an emulator")
 }

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
-	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
 
@@ -53,7 +53,7 @@ func doctorCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				// Never echo the argument: it is most likely a key.
-				return rotate.WithHint(usagef("doctor takes no arguments (%d given, not shown): a key on the command line is visible to other users and stays in shell history", c.NArg()),
+				return errhint.With(usagef("doctor takes no arguments (%d given, not shown): a key on the command line is visible to other users and stays in shell history", c.NArg()),
 					"pass the key in a variable (--env VAR), a file (--dotenv FILE) or on standard input (--stdin < key.txt); if that argument was a real key, remove it from your shell history")
 			}
 			if c.Bool("stdin") && (c.IsSet("env") || c.IsSet("dotenv")) {
@@ -79,7 +79,7 @@ func doctorCommand() *cli.Command {
 					if errors.Is(err, inputfile.ErrNotRegular) || errors.Is(err, inputfile.ErrTooLarge) {
 						hint = "give --dotenv the .env file itself (a regular file, not a pipe or device), or pipe the key in with --stdin"
 					}
-					return rotate.WithHint(usageError{fmt.Errorf("--dotenv: %w", err)}, hint)
+					return errhint.With(usageError{fmt.Errorf("--dotenv: %w", err)}, hint)
 				}
 				in.DotEnv, in.DotEnvPath = b, path
 			}
@@ -105,11 +105,11 @@ func readKeyLine(r io.Reader) (string, error) {
 func probeFlags(c *cli.Context) (*verify.Gemini, error) {
 	probe, model := c.String("probe"), c.String("model")
 	if msg, hint := config.CheckProbe(probe); msg != "" {
-		return nil, rotate.WithHint(usagef("--%s", msg), hint)
+		return nil, errhint.With(usagef("--%s", msg), hint)
 	}
 	if model != "" {
 		if msg, hint := config.CheckModel(model); msg != "" {
-			return nil, rotate.WithHint(usagef("--%s", msg), hint)
+			return nil, errhint.With(usagef("--%s", msg), hint)
 		}
 		if probe == config.ProbeListModels {
 			return nil, usagef("--model applies only to --probe countTokens or generateContent")
@@ -166,9 +166,9 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 		next = "see the findings above"
 	}
 	if rep.Incomplete {
-		return rotate.WithHint(fmt.Errorf("doctor could not finish its checks: %s", rep.Summary.Message), next)
+		return errhint.With(fmt.Errorf("doctor could not finish its checks: %s", rep.Summary.Message), next)
 	}
-	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
+	return errhint.With(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
 }
 
 // leakedNext is the command that takes a key reported as leaked out of

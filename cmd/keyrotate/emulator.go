@@ -9,7 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
-	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 )
 
 func emulatorCommand() *cli.Command {
@@ -142,6 +142,6 @@ func refuseOverwrite(files []string) error {
 	if len(exist) == 0 {
 		return nil
 	}
-	return rotate.WithHint(usagef("--seed would overwrite %s (it writes %s)", strings.Join(exist, " and "), strings.Join(files, " and ")),
+	return errhint.With(usagef("--seed would overwrite %s (it writes %s)", strings.Join(exist, " and "), strings.Join(files, " and ")),
 		"nothing was written; pass an empty or new directory to --seed, or add --force to overwrite")
 }

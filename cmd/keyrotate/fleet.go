@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -115,7 +116,7 @@ func shardFrom(c *cli.Context, getenv func(string) string) (shard, error) {
 	}
 	if v := getenv(jobCompletionEnv); v != "" {
 		if !c.IsSet("shard-count") {
-			return all, rotate.WithHint(usagef("%s is set (a Kubernetes Indexed Job) but the number of shards is not", jobCompletionEnv),
+			return all, errhint.With(usagef("%s is set (a Kubernetes Indexed Job) but the number of shards is not", jobCompletionEnv),
 				"pass --shard-count with the Job's completions, e.g. `keyrotate rotate --shard-count 4`")
 		}
 		i, err := strconv.Atoi(v)

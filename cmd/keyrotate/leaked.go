@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -38,7 +39,7 @@ func readKey(c *cli.Context) (secret.Key, error) {
 	}
 	key := secret.New(strings.Trim(strings.TrimSpace(raw), `"'`))
 	if key.IsZero() {
-		return secret.Key{}, rotate.WithHint(usagef("--leaked reads the key string from stdin, and stdin was empty"),
+		return secret.Key{}, errhint.With(usagef("--leaked reads the key string from stdin, and stdin was empty"),
 			"pipe it in: `keyrotate rotate --leaked < leaked.txt` (never as an argument)")
 	}
 	return key, nil
@@ -79,7 +80,7 @@ func runLeaked(c *cli.Context) error {
 	}
 	resp, err := r.RespondToLeak(j.ctx, leak, slot)
 	if err == nil && slot == nil && !leak.Deleted {
-		err = rotate.WithHint(fmt.Errorf("leaked key %s (%s) belongs to no configured slot; nothing was changed", leak.Key, leak.Project),
+		err = errhint.With(fmt.Errorf("leaked key %s (%s) belongs to no configured slot; nothing was changed", leak.Key, leak.Project),
 			fmt.Sprintf("delete it with `keyrotate revoke --key %s` once nothing depends on it", leak.Key))
 	}
 	if j.out.json {
@@ -154,7 +155,7 @@ func runRevoke(c *cli.Context) error {
 	if !c.Bool("yes") {
 		f, ok := c.App.Reader.(*os.File)
 		if !ok || !isTTY(f) {
-			return rotate.WithHint(usagef("revoke asks for confirmation and stdin is not a terminal"), "pass --yes in scripts")
+			return errhint.With(usagef("revoke asks for confirmation and stdin is not a terminal"), "pass --yes in scripts")
 		}
 		id := name[strings.LastIndex(name, "/")+1:]
 		fmt.Fprintf(c.App.ErrWriter, "Delete key %s? Type its id (%s) to confirm: ", name, id)

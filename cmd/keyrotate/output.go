@@ -64,7 +64,11 @@ func (p *printer) event(ev rotate.Event) {
 	if ev.Step == "done" {
 		p.ended[ev.Slot] = true
 	}
-	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, ev.Message)
+	msg := ev.Message
+	if ev.Then.Action == rotate.NextFinalize {
+		msg += "; `keyrotate finalize` deletes it then"
+	}
+	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, msg)
 }
 
 // saidDone reports whether slot's "done" step line was printed (then a

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -25,7 +26,7 @@ func quotaProjectFlag() cli.Flag {
 // that is not a project id or number.
 func checkQuotaProject(c *cli.Context) error {
 	if p := c.String("quota-project"); p != "" && !config.ValidProject(p) {
-		return rotate.WithHint(usagef("--quota-project %q (or %s) is not a project id or number", p, quotaProjectEnv), config.ProjectHint)
+		return errhint.With(usagef("--quota-project %q (or %s) is not a project id or number", p, quotaProjectEnv), config.ProjectHint)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
 	"github.com/keyrotate/keyrotate/verify"
@@ -192,7 +193,7 @@ func selectSlots(cfg *config.Config, names []string) ([]*config.Slot, error) {
 			if s := config.Suggest(pat, names); s != "" {
 				hint = fmt.Sprintf("did you mean %q? The config's slots are: %s", s, slotNames(cfg))
 			}
-			return nil, rotate.WithHint(usagef("no slot named %q in %s", pat, cfg.Path), hint)
+			return nil, errhint.With(usagef("no slot named %q in %s", pat, cfg.Path), hint)
 		}
 	}
 	return out, nil

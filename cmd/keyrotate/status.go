@@ -46,6 +46,9 @@ func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 		if err != nil {
 			return nil, err
 		}
+		if rs := st.Rotation; rs != nil && rs.Next == "" {
+			rs.Next = nextHint(rs.Then)
+		}
 		if !j.out.json {
 			j.out.note("%s", strings.TrimRight(formatStatus(st), "\n"))
 		}

@@ -95,6 +95,9 @@ func nameFixes(v *rotate.VerifyReport) {
 		c := &v.Checks[i]
 		var fix string
 		switch {
+		case c.Hint == "" && c.Then.Action != rotate.NextNone:
+			c.Hint = nextHint(c.Then)
+			continue
 		case c.Drift:
 			fix = driftHint(v.Slot, inProgress)
 		case c.Dead:
