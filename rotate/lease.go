@@ -99,6 +99,8 @@ const (
 	// changes, so a repair record left by a dead run holds nothing to
 	// resume or undo.
 	KindRepair = "repair"
+	// KindFinalize deletes old keys whose grace period ended.
+	KindFinalize = "finalize"
 )
 
 func (r *Record) kind() string {

@@ -136,10 +136,36 @@ const (
 // soon as this process is gone).
 const DefaultCleanupTimeout = 5 * time.Second
 
+// Step names a step of a run: in its events (Event.Step), its logs and
+// the CLI's output. A rotation has seven steps, StepPreflight to
+// StepRetire in this order, then ends with StepDone (or StepStop).
+type Step string
+
+// The steps of a rotation, in order.
+const (
+	StepPreflight  Step = "preflight"  // read only: what the slot and its places hold
+	StepLock       Step = "lock"       // the rotation record written on the secret
+	StepCreate     Step = "create"     // the new key, its settings copied from the old one
+	StepVerify     Step = "verify"     // the new key proven to work live
+	StepDistribute Step = "distribute" // the new key written to the secret, then every target
+	StepReadback   Step = "readback"   // every place read back: it holds the new key
+	StepRetire     Step = "retire"     // the old key deleted, or kept for its grace period
+)
+
+// The other names events carry.
+const (
+	StepDone     Step = "done"     // the run ended: what it put in place, or why it did nothing
+	StepStop     Step = "stop"     // the cleanup of a run that stopped part-way
+	StepObtain   Step = "obtain"   // an abort or rollback gets back the key it puts in place
+	StepFinalize Step = "finalize" // old keys deleted after their grace period
+	StepLeaked   Step = "leaked"   // a leaked key's slot rotated at once
+	StepRevoke   Step = "revoke"   // a key of no slot deleted
+)
+
 // Event reports a step of a rotation.
 type Event struct {
 	Slot    string
-	Step    string // preflight, lock, create, verify, distribute, readback, retire, done; stop (the cleanup of a stopped run)
+	Step    Step
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
@@ -245,9 +271,9 @@ func (r *Rotator) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (r *Rotator) event(slot, step, format string, args ...any) {
+func (r *Rotator) event(slot string, step Step, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	r.log().Info(msg, "slot", slot, "step", step)
+	r.log().Info(msg, "slot", slot, "step", string(step))
 	if r.Events != nil {
 		r.Events(Event{Slot: slot, Step: step, Message: msg})
 	}
@@ -335,7 +361,7 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 		MaxInterval:         15 * time.Second,
 	}
 	b.Reset()
-	r.event(slot.Name, "lock", "waiting for %s %s held by %s (until %s at most)", rec.kind(), rec.ID, rec.Holder, deadline.Format(time.RFC3339))
+	r.event(slot.Name, StepLock, "waiting for %s %s held by %s (until %s at most)", rec.kind(), rec.ID, rec.Holder, deadline.Format(time.RFC3339))
 	last := *rec
 	for {
 		rest := deadline.Sub(r.now())
@@ -389,7 +415,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	if pre.rec == nil {
 		if res.Skip, res.Reason = r.skip(slot, pre, opts); res.Skip != "" {
-			r.event(slot.Name, "done", "nothing to do: %s", res.Reason)
+			r.event(slot.Name, StepDone, "nothing to do: %s", res.Reason)
 			return res, nil
 		}
 		if pre.old == nil {
@@ -433,12 +459,12 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	res.RotationID, res.Resumed = rec.ID, resumed
 	if resumed {
 		res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
-		r.event(slot.Name, "lock", "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
+		r.event(slot.Name, StepLock, "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
 		if g, err := time.ParseDuration(rec.Grace); err == nil && opts.Grace == nil {
 			grace = g
 		}
 	} else {
-		r.event(slot.Name, "lock", "locked slot (rotation %s)", rec.ID)
+		r.event(slot.Name, StepLock, "locked slot (rotation %s)", rec.ID)
 	}
 	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
 		from: pre.old, fromVersion: rec.OldVersion}
@@ -486,20 +512,44 @@ func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) stri
 		id, pre.oldName, made.Format(time.RFC3339), human(slot.LeaseTTL))
 }
 
+// step is one step of a run under the slot's lease.
+type step struct {
+	name Step // the step its events are reported under
+	do   func(context.Context) error
+}
+
+// drive runs steps in order under the lease l, which it keeps alive while
+// they run: a lease lost cancels their context. When a step fails, drive
+// stops and returns what fail makes of the error; fail gets the steps'
+// context, which may have ended (a cleanup derives a context of its own).
+// Rotations, undos and finalize all run their locked steps through it.
+func drive(ctx context.Context, l *lease, steps []step, fail func(context.Context, error) error) error {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.keepAlive(runCtx, cancel)
+	for _, s := range steps {
+		err := s.do(runCtx)
+		if err == nil {
+			continue
+		}
+		if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+		return fail(runCtx, err)
+	}
+	return nil
+}
+
 // drive runs the steps past the lock and, when one fails, undoes what can
 // be undone or leaves the record for the next run.
 func (st *run) drive(ctx context.Context) (*Result, error) {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	st.lease.keepAlive(runCtx, cancel)
-	err := st.steps(runCtx)
-	if err == nil {
-		return st.res, nil
+	// A resumed record may already name a created key; an abort or a
+	// rollback changes things from its first write.
+	st.mayHaveCreated = st.res.Resumed || st.kind != KindRotate
+	if err := drive(ctx, st.lease, st.steps(), st.fail); err != nil {
+		return nil, err
 	}
-	if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
-		err = fmt.Errorf("%w (%w)", cause, err)
-	}
-	return nil, st.fail(ctx, err)
+	return st.res, nil
 }
 
 // fail ends a run that failed with err past the lock: it undoes what can be
@@ -513,7 +563,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 		l.stopRenewal()
 		return WithHint(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
-		st.event(slot.Name, "stop", "clearing the lock")
+		st.event(slot.Name, StepStop, "clearing the lock")
 		if cerr := l.clear(bg, nil); cerr != nil {
 			return WithHint(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
@@ -522,7 +572,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 	case st.undone:
 		return err
 	default:
-		st.event(slot.Name, "stop", "releasing the lease")
+		st.event(slot.Name, StepStop, "releasing the lease")
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
@@ -561,29 +611,20 @@ type run struct {
 	version string
 }
 
-func (st *run) steps(ctx context.Context) error {
-	// A resumed record may already name a created key; an abort or a
-	// rollback changes things from its first write.
-	st.mayHaveCreated = st.res.Resumed || st.kind != KindRotate
-	obtain := st.create
+// steps are a rotation's steps past the lock. An abort or a rollback
+// obtains the key it puts back in place instead of creating one.
+func (st *run) steps() []step {
+	obtain := step{StepCreate, st.create}
 	if st.kind != KindRotate {
-		obtain = st.adopt
+		obtain = step{StepObtain, st.adopt}
 	}
-	for _, step := range []struct {
-		name string
-		f    func(context.Context) error
-	}{
-		{"obtain", obtain},
-		{"verify", st.verifyLive},
-		{"distribute", st.distribute},
-		{"readback", st.readBack},
-		{"retire", st.retire},
-	} {
-		if err := step.f(ctx); err != nil {
-			return err
-		}
+	return []step{
+		obtain,
+		{StepVerify, st.verifyLive},
+		{StepDistribute, st.distribute},
+		{StepReadback, st.readBack},
+		{StepRetire, st.retire},
 	}
-	return nil
 }
 
 // create makes the new key, or adopts the one an earlier attempt made.
@@ -616,7 +657,7 @@ func (st *run) create(ctx context.Context) error {
 			// same key id is still safe.
 			if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
 				key = k
-				st.event(st.slot.Name, "create", "followed operation %s of an earlier attempt to key %s", op, k.Name)
+				st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
 			} else if err != nil {
 				st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
 			}
@@ -634,7 +675,7 @@ func (st *run) create(ctx context.Context) error {
 				return err
 			}
 			if err == nil {
-				st.event(st.slot.Name, "create", "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+				st.event(st.slot.Name, StepCreate, "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
 			}
 		}
 	}
@@ -654,7 +695,7 @@ func (st *run) create(ctx context.Context) error {
 			return st.newKeyGone(ctx, name)
 		}
 		key = got
-		st.event(st.slot.Name, "create", "adopted key %s created by an earlier attempt", key.Name)
+		st.event(st.slot.Name, StepCreate, "adopted key %s created by an earlier attempt", key.Name)
 	}
 	st.newKey = key
 	st.newStr = secret.New(key.KeyString)
@@ -698,7 +739,7 @@ func definiteCreateFailure(err error) bool {
 // ends. On a definite failure, or at the deadline, it removes the new key.
 func (st *run) verifyLive(ctx context.Context) error {
 	if st.slot.Prober == nil {
-		st.event(st.slot.Name, "verify", "live verification is off for this slot (verify: none)")
+		st.event(st.slot.Name, StepVerify, "live verification is off for this slot (verify: none)")
 		return nil
 	}
 	start := st.now()
@@ -721,10 +762,10 @@ func (st *run) verifyLive(ctx context.Context) error {
 		// project took longer than this one's age to work: wait for that
 		// rather than probe now.
 		if delay > 0 {
-			st.event(st.slot.Name, "verify", "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
+			st.event(st.slot.Name, StepVerify, "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
 				st.newKey.Name, delay.Round(time.Second), st.slot.Project)
 		} else {
-			st.event(st.slot.Name, "verify", "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
+			st.event(st.slot.Name, StepVerify, "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
 				st.newKey.Name, st.slot.Project)
 		}
 		if err := st.waitProbe(ctx, w, made, start, deadline); err != nil {
@@ -739,7 +780,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
 			st.prop.observe(st.slot.Project, st.now().Sub(made))
-			st.event(st.slot.Name, "verify", "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
+			st.event(st.slot.Name, StepVerify, "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -763,7 +804,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		st.log().Info("new key not working yet", "slot", st.slot.Name, "key", st.newKey.Name, "attempt", wait.Attempt, "error", err)
 		if st.Events != nil {
 			w := *wait
-			st.Events(Event{Slot: st.slot.Name, Step: "verify", Message: "waiting for the new key to work", Wait: &w})
+			st.Events(Event{Slot: st.slot.Name, Step: StepVerify, Message: "waiting for the new key to work", Wait: &w})
 		}
 		if err := st.waitProbe(ctx, w, made, st.now().Add(next), deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, err, last)
@@ -831,7 +872,7 @@ func later(a, b time.Time) time.Time {
 // lock and reports ErrVerifyFailed.
 func (st *run) removeNew(ctx context.Context, cause error) error {
 	failed := fmt.Errorf("%w: key %s: %w", ErrVerifyFailed, st.newKey.Name, cause)
-	st.event(st.slot.Name, "verify", "new key failed live verification; deleting it")
+	st.event(st.slot.Name, StepVerify, "new key failed live verification; deleting it")
 	if err := st.lease.update(ctx, func(r *Record) { r.Phase = PhaseFailed; r.NewKey = st.newKey.Name }); err != nil {
 		return fmt.Errorf("%w; record the failure: %w", failed, err)
 	}
@@ -874,7 +915,7 @@ func (st *run) distribute(ctx context.Context) error {
 			return err
 		}
 		st.version = v
-		st.event(st.slot.Name, "distribute", "added secret version %s", v)
+		st.event(st.slot.Name, StepDistribute, "added secret version %s", v)
 	}
 	for i, t := range st.slot.Targets {
 		held := st.pre.targets[i]
@@ -895,7 +936,7 @@ func (st *run) distribute(ctx context.Context) error {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
 		st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "written", Fingerprint: st.newStr.Fingerprint()})
-		st.event(st.slot.Name, "distribute", "wrote %s", t)
+		st.event(st.slot.Name, StepDistribute, "wrote %s", t)
 	}
 	return nil
 }
@@ -935,7 +976,7 @@ func (st *run) readBack(ctx context.Context) error {
 		done = append(done, t.String())
 	}
 	st.res.NewVersion = st.version
-	st.event(st.slot.Name, "readback", "secret and %d target(s) hold %s", len(st.slot.Targets), want)
+	st.event(st.slot.Name, StepReadback, "secret and %d target(s) hold %s", len(st.slot.Targets), want)
 	return st.lease.update(ctx, func(r *Record) {
 		r.Phase, r.NewKey, r.NewFP, r.NewVersion, r.Done = PhaseDistributed, st.newKey.Name, want, st.version, done
 		r.OldVersion = st.fromVersion
@@ -979,7 +1020,7 @@ func (st *run) retire(ctx context.Context) error {
 		}
 		st.res.Retired, st.res.DeleteAfter = "kept", &after
 		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
-		st.event(st.slot.Name, "retire", "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
+		st.event(st.slot.Name, StepRetire, "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
 			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
 		if err := st.recheck(ctx); err != nil {
@@ -997,11 +1038,11 @@ func (st *run) retire(ctx context.Context) error {
 				return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
 					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
 			}
-			st.event(st.slot.Name, "retire", "undeleted key %s: a target held it again right after its deletion", old.Name)
+			st.event(st.slot.Name, StepRetire, "undeleted key %s: a target held it again right after its deletion", old.Name)
 			return err
 		}
 		st.res.Retired = "deleted"
-		st.event(st.slot.Name, "retire", "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
+		st.event(st.slot.Name, StepRetire, "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
 	}
 	// The old version holds a dead key now; never disable the newest.
 	oldV := st.fromVersion
@@ -1030,7 +1071,7 @@ func (st *run) retire(ctx context.Context) error {
 		return err
 	}
 	st.res.Rotated = true
-	st.event(st.slot.Name, "done", "%s", st.doneMessage())
+	st.event(st.slot.Name, StepDone, "%s", st.doneMessage())
 	return nil
 }
 
