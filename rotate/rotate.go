@@ -393,21 +393,9 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 
 func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
 	ka, sa := r.apis()
-	pre, err := r.preflight(ctx, slot)
+	pre, finalized, err := r.preflightFinalized(ctx, slot)
 	if err != nil {
 		return nil, err
-	}
-	var finalized []Finalized
-	if pre.rec == nil && pendingKeys(pre.sec).due(r.now()) {
-		// Old keys kept for a grace period are due: delete them first.
-		fin, err := r.Finalize(ctx, slot, FinalizeOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("finalize slot %s: %w", slot.Name, err)
-		}
-		finalized = fin.Keys
-		if pre, err = r.preflight(ctx, slot); err != nil {
-			return nil, err
-		}
 	}
 	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
 	if pre.old != nil {
@@ -418,24 +406,65 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 			r.event(slot.Name, StepDone, "nothing to do: %s", res.Reason)
 			return res, nil
 		}
-		if pre.old == nil {
-			return nil, fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
-		}
-		if !restricted(pre.old.Restrictions) {
-			return nil, WithHint(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
-				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
-		}
-		if _, err := bindingRestrictions(slot, pre.old); err != nil {
+		if err := canRotate(slot, pre); err != nil {
 			return nil, err
 		}
 	}
 	r.logDrift(slot, pre)
+	l, grace, err := r.lock(ctx, sa, slot, pre, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	rec := l.record()
+	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
+		from: pre.old, fromVersion: rec.OldVersion}
+	return st.drive(ctx)
+}
+
+// preflightFinalized runs the preflight and, when old keys kept for a grace
+// period are due, deletes them first (Finalize) and runs the preflight
+// again. It returns what finalize did.
+func (r *Rotator) preflightFinalized(ctx context.Context, slot *Slot) (*preflight, []Finalized, error) {
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pre.rec != nil || !pendingKeys(pre.sec).due(r.now()) {
+		return pre, nil, nil
+	}
+	fin, err := r.Finalize(ctx, slot, FinalizeOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("finalize slot %s: %w", slot.Name, err)
+	}
+	if pre, err = r.preflight(ctx, slot); err != nil {
+		return nil, nil, err
+	}
+	return pre, fin.Keys, nil
+}
+
+// canRotate refuses to start a rotation from a current key that is gone,
+// unrestricted, or that cannot be bound as the slot asks.
+func canRotate(slot *Slot, pre *preflight) error {
+	if pre.old == nil {
+		return fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
+	}
+	if !restricted(pre.old.Restrictions) {
+		return WithHint(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
+			"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
+	}
+	_, err := bindingRestrictions(slot, pre.old)
+	return err
+}
+
+// lock takes the slot's lease with a new rotation record, or resumes the
+// rotation whose record it finds, and fills res's rotation id. It returns
+// the lease and the grace period of the rotation: opts.Grace, else the
+// resumed rotation's, else the slot's.
+func (r *Rotator) lock(ctx context.Context, sa *secretsAPI, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace
 	}
-
-	// Lock.
 	next := func(old *Record) (Record, bool, error) {
 		if old != nil {
 			if old.kind() != KindRotate {
@@ -453,7 +482,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
-		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+		return nil, 0, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
 	rec := l.record()
 	res.RotationID, res.Resumed = rec.ID, resumed
@@ -466,9 +495,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	} else {
 		r.event(slot.Name, StepLock, "locked slot (rotation %s)", rec.ID)
 	}
-	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
-		from: pre.old, fromVersion: rec.OldVersion}
-	return st.drive(ctx)
+	return l, grace, nil
 }
 
 // Kinds of "nothing to do", in Result.Skip and Plan.Skip.
