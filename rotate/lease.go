@@ -366,7 +366,8 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // acquire takes the slot's lease. next decides, from the record found on
 // the secret (nil when none), which record to hold and whether that resumes
 // an earlier run; it is only asked about records that no live run holds.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error),
+	ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
 	if run == "" {
 		run = newID(now())
 	}

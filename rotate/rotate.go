@@ -656,72 +656,19 @@ func (st *run) steps() []step {
 
 // create makes the new key, or adopts the one an earlier attempt made.
 func (st *run) create(ctx context.Context) error {
-	parent := keyParent(st.rec.OldKey)
-	name := parent + "/keys/" + st.rec.NewKeyID
-	sa := st.slot.ServiceAccount
-	if st.pre.old != nil && sa == "" {
-		sa = st.pre.old.ServiceAccountEmail
-	}
 	var key *apikeys.V2Key
 	if st.pre.old != nil {
-		restrictions, err := bindingRestrictions(st.slot, st.pre.old)
-		if err != nil {
+		var err error
+		if key, err = st.createKey(ctx); err != nil {
 			return err
-		}
-		spec := &apikeys.V2Key{
-			DisplayName:         st.pre.old.DisplayName,
-			Restrictions:        restrictions,
-			ServiceAccountEmail: sa,
-			Annotations: map[string]string{
-				annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,
-			},
-		}
-		st.mayHaveCreated = true
-		if op := st.rec.CreateOp; op != "" {
-			// An earlier run's create was accepted but not followed to
-			// its end: follow it rather than create again. If that fails
-			// (the operation expired or failed), creating again with the
-			// same key id is still safe.
-			if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
-				key = k
-				st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
-			} else if err != nil {
-				st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
-			}
-		}
-		if key == nil || key.Name == "" {
-			var err error
-			key, err = st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
-			if op := acceptedOp(err); op != "" {
-				st.lease.note(func(r *Record) { r.CreateOp = op })
-			}
-			if err != nil && !errors.Is(err, errAlreadyExists) {
-				if definiteCreateFailure(err) && !st.res.Resumed {
-					st.mayHaveCreated = false
-				}
-				return err
-			}
-			if err == nil {
-				st.event(st.slot.Name, StepCreate, "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
-			}
 		}
 	}
 	if key == nil || key.Name == "" {
 		// Made by an earlier attempt: adopt it if it is ours.
-		got, err := st.ka.get(ctx, name)
-		if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
-			return fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
-		}
-		if err != nil {
+		var err error
+		if key, err = st.earlierKey(ctx); err != nil {
 			return err
 		}
-		if got.Annotations[annRotation] != st.rec.ID {
-			return fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
-		}
-		if got.DeleteTime != "" {
-			return st.newKeyGone(ctx, name)
-		}
-		key = got
 		st.event(st.slot.Name, StepCreate, "adopted key %s created by an earlier attempt", key.Name)
 	}
 	st.newKey = key
@@ -736,6 +683,71 @@ func (st *run) create(ctx context.Context) error {
 	}
 	st.res.NewKey = KeyRef{Name: key.Name, Fingerprint: st.newStr.Fingerprint()}
 	return nil
+}
+
+// createKey creates the new key with the old key's restrictions, binding
+// and display name, or follows the create an earlier attempt sent. It
+// returns no key (and no error) when an earlier attempt made it already.
+func (st *run) createKey(ctx context.Context) (*apikeys.V2Key, error) {
+	parent := keyParent(st.rec.OldKey)
+	restrictions, err := bindingRestrictions(st.slot, st.pre.old)
+	if err != nil {
+		return nil, err
+	}
+	spec := &apikeys.V2Key{
+		DisplayName:         st.pre.old.DisplayName,
+		Restrictions:        restrictions,
+		ServiceAccountEmail: serviceAccountOf(st.slot, st.pre.old),
+		Annotations: map[string]string{
+			annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,
+		},
+	}
+	st.mayHaveCreated = true
+	if op := st.rec.CreateOp; op != "" {
+		// An earlier run's create was accepted but not followed to
+		// its end: follow it rather than create again. If that fails
+		// (the operation expired or failed), creating again with the
+		// same key id is still safe.
+		if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
+			st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
+			return k, nil
+		} else if err != nil {
+			st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
+		}
+	}
+	key, err := st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
+	if op := acceptedOp(err); op != "" {
+		st.lease.note(func(r *Record) { r.CreateOp = op })
+	}
+	if err != nil && !errors.Is(err, errAlreadyExists) {
+		if definiteCreateFailure(err) && !st.res.Resumed {
+			st.mayHaveCreated = false
+		}
+		return nil, err
+	}
+	if err == nil {
+		st.event(st.slot.Name, StepCreate, "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+	}
+	return key, nil
+}
+
+// earlierKey reads the new key an earlier attempt of the rotation made.
+func (st *run) earlierKey(ctx context.Context) (*apikeys.V2Key, error) {
+	name := keyParent(st.rec.OldKey) + "/keys/" + st.rec.NewKeyID
+	got, err := st.ka.get(ctx, name)
+	if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
+		return nil, fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got.Annotations[annRotation] != st.rec.ID {
+		return nil, fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
+	}
+	if got.DeleteTime != "" {
+		return nil, st.newKeyGone(ctx, name)
+	}
+	return got, nil
 }
 
 // newKeyGone handles a resumed rotation whose new key was deleted. Before
@@ -1025,51 +1037,14 @@ func (st *run) retire(ctx context.Context) error {
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.grace > 0 && st.kind == KindRotate:
-		// Whole seconds (the annotation's precision), rounded up: never
-		// less grace than asked for.
-		after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
-		if old.Annotations[annDeleteAfter] == "" {
-			ann := map[string]string{}
-			for k, v := range old.Annotations {
-				ann[k] = v
-			}
-			ann[annSlot] = st.slot.Name
-			ann[annDeleteAfter] = after.Format(time.RFC3339)
-			ann[annSuperseded] = st.newKey.Name
-			if st.fromVersion != "" {
-				ann[annVersion] = st.fromVersion
-			}
-			if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
-				return err
-			}
-		} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
-			after = t
+		var err error
+		if pend, err = st.keepOld(ctx, old); err != nil {
+			return err
 		}
-		st.res.Retired, st.res.DeleteAfter = "kept", &after
-		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
-		st.event(st.slot.Name, StepRetire, "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
-			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
-		if err := st.recheck(ctx); err != nil {
+		if err := st.deleteOld(ctx, old); err != nil {
 			return err
 		}
-		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
-			return err
-		}
-		// Once more after the delete: a writer that ignores keyrotate's
-		// lock may have put the key back while the delete was under way.
-		// Then the key is undeleted at once, before its deletion reaches
-		// the serving path, and the run stops as above.
-		if err := st.recheck(ctx); err != nil {
-			if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
-				return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
-					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
-			}
-			st.event(st.slot.Name, StepRetire, "undeleted key %s: a target held it again right after its deletion", old.Name)
-			return err
-		}
-		st.res.Retired = "deleted"
-		st.event(st.slot.Name, StepRetire, "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
 	}
 	// The old version holds a dead key now; never disable the newest.
 	oldV := st.fromVersion
@@ -1078,7 +1053,75 @@ func (st *run) retire(ctx context.Context) error {
 			return err
 		}
 	}
-	err := st.lease.clear(ctx, func(cur, next *secretmanagerpb.Secret) {
+	if err := st.unlock(ctx, oldV, pend); err != nil {
+		return err
+	}
+	st.res.Rotated = true
+	st.event(st.slot.Name, StepDone, "%s", st.doneMessage())
+	return nil
+}
+
+// keepOld keeps the old key for the grace period: it annotates the key
+// with its deletion time (unless an earlier attempt did) and returns the
+// entry that indexes it on the secret for a later finalize.
+func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, error) {
+	// Whole seconds (the annotation's precision), rounded up: never
+	// less grace than asked for.
+	after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
+	if old.Annotations[annDeleteAfter] == "" {
+		ann := map[string]string{}
+		for k, v := range old.Annotations {
+			ann[k] = v
+		}
+		ann[annSlot] = st.slot.Name
+		ann[annDeleteAfter] = after.Format(time.RFC3339)
+		ann[annSuperseded] = st.newKey.Name
+		if st.fromVersion != "" {
+			ann[annVersion] = st.fromVersion
+		}
+		if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
+			return nil, err
+		}
+	} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
+		after = t
+	}
+	st.res.Retired, st.res.DeleteAfter = "kept", &after
+	st.event(st.slot.Name, StepRetire, "kept old key %s until %s (grace %s, annotated %s); `keyrotate finalize` deletes it then",
+		old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
+	return &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}, nil
+}
+
+// deleteOld deletes the old key once no local target holds it, before and
+// after the delete (see recheck).
+func (st *run) deleteOld(ctx context.Context, old *apikeys.V2Key) error {
+	if err := st.recheck(ctx); err != nil {
+		return err
+	}
+	if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		return err
+	}
+	// Once more after the delete: a writer that ignores keyrotate's
+	// lock may have put the key back while the delete was under way.
+	// Then the key is undeleted at once, before its deletion reaches
+	// the serving path, and the run stops as above.
+	if err := st.recheck(ctx); err != nil {
+		if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
+			return WithHint(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
+				fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
+		}
+		st.event(st.slot.Name, StepRetire, "undeleted key %s: a target held it again right after its deletion", old.Name)
+		return err
+	}
+	st.res.Retired = "deleted"
+	st.event(st.slot.Name, StepRetire, "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
+	return nil
+}
+
+// unlock clears the lock and, in the same write, points the version
+// aliases current and previous at the new version and at oldV, marks the
+// new key current, and indexes pend (the old key kept for its grace).
+func (st *run) unlock(ctx context.Context, oldV string, pend *pendingKey) error {
+	return st.lease.clear(ctx, func(cur, next *secretmanagerpb.Secret) {
 		aliases := map[string]int64{}
 		for k, v := range cur.GetVersionAliases() {
 			aliases[k] = v
@@ -1094,12 +1137,6 @@ func (st *run) retire(ctx context.Context) error {
 		setPending(next, pendingKeys(cur).without(st.newKey.Name).with(pend))
 		setCurrent(next, currentKey{Key: st.newKey.Name, Version: st.version, Fingerprint: st.newStr.Fingerprint()})
 	}, "version_aliases")
-	if err != nil {
-		return err
-	}
-	st.res.Rotated = true
-	st.event(st.slot.Name, StepDone, "%s", st.doneMessage())
-	return nil
 }
 
 // doneMessage says what a finished run put in place of what.
@@ -1141,7 +1178,8 @@ func (st *run) recheck(ctx context.Context) error {
 				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
 				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
 		default:
-			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
+			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation",
+				"slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
 		}
 	}
 	return nil
