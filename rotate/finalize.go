@@ -84,26 +84,19 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 	ctx = withProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	f := &finalizing{Rotator: r, slot: slot, opts: opts, ka: ka, sa: sa, res: &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}}
-	if err := f.readSlot(ctx); err != nil || f.res.Skipped != "" {
-		if err != nil {
-			return nil, err
-		}
-		return f.res, nil
-	}
-	if err := f.candidates(ctx); err != nil {
+	if err := f.readSlot(ctx); err != nil {
 		return nil, err
 	}
-	if err := f.classify(ctx); err != nil || !f.anyDue() {
-		if err != nil {
+	if f.res.Skipped != "" {
+		return f.res, nil // an unfinished run holds the slot
+	}
+	for _, step := range []func(context.Context) error{f.candidates, f.classify, f.checkHeld} {
+		if err := step(ctx); err != nil {
 			return nil, err
 		}
-		return f.res, nil
-	}
-	if err := f.checkHeld(ctx); err != nil {
-		return nil, err
 	}
 	if opts.DryRun || len(f.strs) == 0 {
-		return f.res, nil
+		return f.res, nil // a dry run, or nothing to delete
 	}
 	if err := f.lock(ctx); err != nil {
 		return nil, err
@@ -202,7 +195,7 @@ func (f *finalizing) candidates(ctx context.Context) error {
 		f.only[keyIDOf(n)] = true
 	}
 	if len(f.only) > 0 {
-		f.keepOnlyOnly()
+		f.limitToOnly()
 	}
 	f.ids = make([]string, 0, len(f.cands))
 	for id := range f.cands {
@@ -232,9 +225,9 @@ func (f *finalizing) scan(ctx context.Context) error {
 	return nil
 }
 
-// keepOnlyOnly limits the candidates to the keys Only names: the others
+// limitToOnly limits the candidates to the keys Only names: the others
 // stay in the index as they are.
-func (f *finalizing) keepOnlyOnly() {
+func (f *finalizing) limitToOnly() {
 	for id, c := range f.cands {
 		if !f.only[id] {
 			if c.pending != nil {
@@ -311,16 +304,6 @@ func (f *finalizing) grace(id string, c *candidate) Finalized {
 	}
 	fin.Reason = "grace period ended " + t.Format(time.RFC3339)
 	return fin
-}
-
-// anyDue reports whether classify found a key due.
-func (f *finalizing) anyDue() bool {
-	for _, fin := range f.res.Keys {
-		if fin.Action == finalizeDue {
-			return true
-		}
-	}
-	return false
 }
 
 // checkHeld reads the key string of each due key and skips the keys that

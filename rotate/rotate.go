@@ -297,9 +297,11 @@ func keyID(slot, rotationID string) string {
 	return slot + "-" + rotationID
 }
 
-// Rotate runs the rotation protocol for one slot: preflight, lock, create,
-// verify live, distribute, read back, promote and retire. When the slot's
-// secret holds a rotation record, the rotation it names is resumed.
+// Rotate runs the rotation protocol for one slot, its seven steps (see
+// Step): preflight, lock, create, verify (live), distribute, readback and
+// retire (the new version promoted, the old key deleted or kept for its
+// grace). When the slot's secret holds a rotation record, the rotation it
+// names is resumed.
 //
 // Errors: ErrInvalidTarget or ErrBadConfig (nothing changed, a usage
 // problem); ErrRotationInProgress (another run holds the slot);
@@ -411,7 +413,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 		}
 	}
 	r.logDrift(slot, pre)
-	l, grace, err := r.lock(ctx, sa, slot, pre, opts, res)
+	l, grace, err := r.lockRotation(ctx, sa, slot, pre, opts, res)
 	if err != nil {
 		return nil, err
 	}
@@ -456,11 +458,11 @@ func canRotate(slot *Slot, pre *preflight) error {
 	return err
 }
 
-// lock takes the slot's lease with a new rotation record, or resumes the
-// rotation whose record it finds, and fills res's rotation id. It returns
-// the lease and the grace period of the rotation: opts.Grace, else the
-// resumed rotation's, else the slot's.
-func (r *Rotator) lock(ctx context.Context, sa *secretsAPI, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
+// lockRotation takes the slot's lease with a new rotation record, or
+// resumes the rotation whose record it finds, and fills res's rotation id.
+// It returns the lease and the grace period of the rotation: opts.Grace,
+// else the resumed rotation's, else the slot's.
+func (r *Rotator) lockRotation(ctx context.Context, sa *secretsAPI, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace
