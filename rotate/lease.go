@@ -38,7 +38,8 @@ const (
 type Record struct {
 	// Kind is what the record drives: a rotation ("" or "rotate"), an
 	// abort of one, or a rollback of a finished one. In each, OldKey is the
-	// key being retired and NewKey the key being put in place.
+	// key being retired and NewKey the key being put in place. A repair
+	// (KindRepair) or a finalize (KindFinalize) puts no new key in place.
 	Kind       string `json:"kind,omitempty"`
 	ID         string `json:"id"`
 	Slot       string `json:"slot"`
@@ -353,7 +354,8 @@ func (e *HeldError) Hint() string {
 	return "wait for it to finish; a holder that stops releases the slot, and one that dies leaves it to be taken over when its lease expires"
 }
 
-// Kind is what the holding run does: rotate, abort or rollback.
+// Kind is what the holding run does: rotate, abort, rollback, repair or
+// finalize.
 func (e *HeldError) Kind() string { return e.Record.kind() }
 
 // errChangedWhileLocking: the secret changed between the preflight and the
