@@ -297,11 +297,9 @@ func keyID(slot, rotationID string) string {
 	return slot + "-" + rotationID
 }
 
-// Rotate runs the rotation protocol for one slot, its seven steps (see
-// Step): preflight, lock, create, verify (live), distribute, readback and
-// retire (the new version promoted, the old key deleted or kept for its
-// grace). When the slot's secret holds a rotation record, the rotation it
-// names is resumed.
+// Rotate runs the rotation protocol for one slot: preflight, lock, create,
+// verify, distribute, readback, retire (docs/design.md). When the slot's
+// secret holds a rotation record, the rotation it names is resumed.
 //
 // Errors: ErrInvalidTarget or ErrBadConfig (nothing changed, a usage
 // problem); ErrRotationInProgress (another run holds the slot);
