@@ -62,7 +62,7 @@ func TestCleanupTimeoutBoundsStop(t *testing.T) {
 				if e.Step == "stop" && stopped.IsZero() {
 					stopped = time.Now()
 				}
-				w.events.WriteString(e.Step + " " + e.Message + "\n")
+				w.events.WriteString(string(e.Step) + " " + e.Message + "\n")
 			}
 			_, err := w.r.Rotate(ctx, w.slot, rotate.Options{Force: true})
 			took := time.Since(stopped)

@@ -32,15 +32,31 @@ type FinalizeOptions struct {
 
 // Finalized is what finalize did, or would do, with one key.
 type Finalized struct {
-	Key         string     `json:"key"`
-	Fingerprint string     `json:"fingerprint,omitempty"`
-	Action      string     `json:"action"` // deleted, would delete, kept, skipped
-	Reason      string     `json:"reason"`
-	DeleteAfter *time.Time `json:"delete_after,omitempty"`
+	Key         string         `json:"key"`
+	Fingerprint string         `json:"fingerprint,omitempty"`
+	Action      FinalizeAction `json:"action"`
+	Reason      string         `json:"reason"`
+	DeleteAfter *time.Time     `json:"delete_after,omitempty"`
 	// Revocation is how long the API kept accepting the key after its
 	// deletion (ConfirmRevocation).
 	Revocation time.Duration `json:"-"` // JSON: revocation_seconds (json.go)
 }
+
+// FinalizeAction is what finalize did, or would do, with one key
+// (Finalized.Action); Finalized.Reason says why.
+type FinalizeAction string
+
+// Finalize's actions.
+const (
+	FinalizeDeleted     FinalizeAction = "deleted"
+	FinalizeWouldDelete FinalizeAction = "would delete" // a dry run's answer
+	FinalizeKept        FinalizeAction = "kept"         // its grace period has not ended
+	FinalizeSkipped     FinalizeAction = "skipped"      // held by a place, not a time, or its delete failed
+
+	// finalizeDue marks a key whose grace has ended while its key string
+	// is not yet checked against what the places hold (checkHeld).
+	finalizeDue FinalizeAction = ""
+)
 
 // FinalizeResult lists the keys of one slot that finalize looked at.
 type FinalizeResult struct {
@@ -60,239 +76,368 @@ type candidate struct {
 // key that the secret or any target still holds; it disables the secret
 // version of each deleted key (never the newest). It holds the slot's lease
 // while it deletes, and leaves a slot with an unfinished rotation alone.
+//
+// Its steps: read the slot, gather the candidates, classify them (kept for
+// their grace, or due), check the due keys against what the places hold,
+// and, under the slot's lease (see drive), delete the due keys.
 func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions) (*FinalizeResult, error) {
 	ctx = withProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
-	res := &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}
-	sec, err := sa.get(ctx, slot.Secret)
+	f := &finalizing{Rotator: r, slot: slot, opts: opts, ka: ka, sa: sa, res: &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}}
+	if err := f.readSlot(ctx); err != nil {
+		return nil, err
+	}
+	if f.res.Skipped != "" {
+		return f.res, nil // an unfinished run holds the slot
+	}
+	for _, step := range []func(context.Context) error{f.candidates, f.classify, f.checkHeld} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DryRun || len(f.strs) == 0 {
+		return f.res, nil // a dry run, or nothing to delete
+	}
+	if err := f.lock(ctx); err != nil {
+		return nil, err
+	}
+	if err := drive(ctx, f.lease, f.steps(), f.fail); err != nil {
+		return nil, err
+	}
+	return f.res, f.errs
+}
+
+// finalizing is the state of one finalize run.
+type finalizing struct {
+	*Rotator
+	slot *Slot
+	opts FinalizeOptions
+	ka   *keysAPI
+	sa   *secretsAPI
+	res  *FinalizeResult
+
+	sec     *secretmanagerpb.Secret
+	latest  Version
+	current string            // the current key's name
+	held    map[string]string // fingerprint of what a place holds -> that place
+	started time.Time         // when the candidates were classified
+
+	cands map[string]*candidate // by key id
+	ids   []string              // the ids of cands, sorted
+	only  map[string]bool       // the ids of opts.Only
+	keep  pendingList           // the index entries the secret keeps
+	strs  map[string]secret.Key // the key strings of the keys to delete, by name
+
+	lease *lease
+	errs  error // what failed in the deletes, which go on past a failure
+}
+
+// readSlot reads the slot's secret, its current key and what its places
+// hold. A slot with an unfinished run is left alone (res.Skipped).
+func (f *finalizing) readSlot(ctx context.Context) error {
+	slot := f.slot
+	sec, err := f.sa.get(ctx, slot.Secret)
 	if err != nil {
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
 	if rec, err := parseRecord(sec); err != nil || rec != nil {
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res.Skipped = fmt.Sprintf("an unfinished %s (%s) holds the slot; finish or abort it first", rec.kind(), rec.ID)
-		return res, nil
+		f.res.Skipped = fmt.Sprintf("an unfinished %s (%s) holds the slot; finish or abort it first", rec.kind(), rec.ID)
+		return nil
 	}
-	latest, err := sa.access(ctx, slot.Secret+"/versions/latest")
+	latest, err := f.sa.access(ctx, slot.Secret+"/versions/latest")
 	if err != nil {
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
 	current, ok := currentKeyOf(sec, latest)
 	if !ok {
-		if current, err = ka.lookup(ctx, latest.Key); err != nil {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		if current, err = f.ka.lookup(ctx, latest.Key); err != nil {
+			return fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	}
 	if err := checkProjects(slot, sec.GetName(), current, projectNumber(slot, sec)); err != nil {
-		return nil, err
+		return err
 	}
+	f.sec, f.latest, f.current = sec, latest, current
 	// What the slot's places hold: never delete a key one of them holds.
-	held := map[string]string{latest.Key.Fingerprint(): slot.Secret}
+	f.held = map[string]string{latest.Key.Fingerprint(): slot.Secret}
 	for _, t := range slot.Targets {
 		k, err := t.Read(ctx)
 		if errors.Is(err, ErrUnreadable) {
 			continue // what it holds cannot be known
 		}
 		if err != nil {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+			return fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
-		held[k.Fingerprint()] = t.String()
+		f.held[k.Fingerprint()] = t.String()
 	}
+	return nil
+}
 
-	cands := map[string]*candidate{}
-	pend := pendingKeys(sec)
+// candidates gathers the keys to look at: the old keys indexed on the
+// secret, with Scan the project's keys annotated with the slot, and with
+// Only just the keys it names.
+func (f *finalizing) candidates(ctx context.Context) error {
+	f.cands = map[string]*candidate{}
+	pend := pendingKeys(f.sec)
 	for i := range pend {
-		cands[keyIDOf(pend[i].Key)] = &candidate{pending: &pend[i]}
+		f.cands[keyIDOf(pend[i].Key)] = &candidate{pending: &pend[i]}
 	}
-	if opts.Scan {
-		keys, err := ka.list(ctx, keyParent(current), false)
-		if err != nil {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
-		}
-		for _, k := range keys {
-			if k.Annotations[annSlot] != slot.Name {
-				continue
-			}
-			c := cands[keyIDOf(k.Name)]
-			if c == nil {
-				c = &candidate{}
-				cands[keyIDOf(k.Name)] = c
-			}
-			c.key = k
+	if f.opts.Scan {
+		if err := f.scan(ctx); err != nil {
+			return err
 		}
 	}
-	keep := pendingList{}
-	only := map[string]bool{}
-	for _, n := range opts.Only {
-		only[keyIDOf(n)] = true
+	f.only = map[string]bool{}
+	for _, n := range f.opts.Only {
+		f.only[keyIDOf(n)] = true
 	}
-	if len(only) > 0 {
-		for id, c := range cands {
-			if !only[id] {
-				if c.pending != nil {
-					keep = append(keep, *c.pending)
-				}
-				delete(cands, id)
-			}
-		}
-		for id := range only {
-			if cands[id] == nil {
-				cands[id] = &candidate{}
-			}
-		}
+	if len(f.only) > 0 {
+		f.limitToOnly()
 	}
-	ids := make([]string, 0, len(cands))
-	for id := range cands {
-		ids = append(ids, id)
+	f.ids = make([]string, 0, len(f.cands))
+	for id := range f.cands {
+		f.ids = append(f.ids, id)
 	}
-	sort.Strings(ids)
+	sort.Strings(f.ids)
+	return nil
+}
 
-	now := r.now()
-	var due []*candidate
-	for _, id := range ids {
-		c := cands[id]
-		name := keyParent(current) + "/keys/" + id
+// scan adds the project's keys annotated with the slot to the candidates.
+func (f *finalizing) scan(ctx context.Context) error {
+	keys, err := f.ka.list(ctx, keyParent(f.current), false)
+	if err != nil {
+		return fmt.Errorf("slot %s: %w", f.slot.Name, err)
+	}
+	for _, k := range keys {
+		if k.Annotations[annSlot] != f.slot.Name {
+			continue
+		}
+		c := f.cands[keyIDOf(k.Name)]
+		if c == nil {
+			c = &candidate{}
+			f.cands[keyIDOf(k.Name)] = c
+		}
+		c.key = k
+	}
+	return nil
+}
+
+// limitToOnly limits the candidates to the keys Only names: the others
+// stay in the index as they are.
+func (f *finalizing) limitToOnly() {
+	for id, c := range f.cands {
+		if !f.only[id] {
+			if c.pending != nil {
+				f.keep = append(f.keep, *c.pending)
+			}
+			delete(f.cands, id)
+		}
+	}
+	for id := range f.only {
+		if f.cands[id] == nil {
+			f.cands[id] = &candidate{}
+		}
+	}
+}
+
+// classify reads each candidate's key and decides whether it is due: kept
+// while its grace lasts, skipped when its grace cannot be read, due when
+// its grace ended, when Only names it, or when a rotation left it behind.
+// Keys already deleted, purged, or current are no candidates.
+func (f *finalizing) classify(ctx context.Context) error {
+	f.started = f.now()
+	for _, id := range f.ids {
+		c := f.cands[id]
 		if c.key == nil {
-			k, err := ka.get(ctx, name)
+			k, err := f.ka.get(ctx, keyParent(f.current)+"/keys/"+id)
 			switch {
 			case errors.Is(err, ErrKeyNotFound):
 				continue // purged: drop it from the index
 			case err != nil:
-				return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+				return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 			}
 			c.key = k
 		}
 		k := c.key
-		f := Finalized{Key: k.Name}
 		switch {
 		case k.DeleteTime != "":
 			continue // already deleted
-		case keyIDOf(k.Name) == keyIDOf(current):
+		case keyIDOf(k.Name) == keyIDOf(f.current):
 			continue // the current key is no leftover
 		}
-		if only[id] {
-			f.Reason = "leaked: deleted at once, grace or not"
-		} else if s := k.Annotations[annDeleteAfter]; s != "" {
-			t, err := time.Parse(time.RFC3339, s)
-			if err != nil {
-				f.Action, f.Reason = "skipped", fmt.Sprintf("its %s annotation %q is not a time", annDeleteAfter, s)
-				res.Keys = append(res.Keys, f)
-				continue
-			}
-			f.DeleteAfter = &t
-			if now.Before(t) {
-				f.Action, f.Reason = "kept", "grace period until "+t.Format(time.RFC3339)
-				if c.pending != nil {
-					f.Fingerprint = c.pending.Fingerprint // recorded when it was kept: no call
-					keep = append(keep, *c.pending)
-				}
-				res.Keys = append(res.Keys, f)
-				continue
-			}
-			f.Reason = "grace period ended " + t.Format(time.RFC3339)
-		} else {
-			f.Reason = fmt.Sprintf("left by rotation %s, which did not finish with it", k.Annotations[annRotation])
+		fin := f.grace(id, c)
+		if fin.Action == FinalizeKept && c.pending != nil {
+			fin.Fingerprint = c.pending.Fingerprint // recorded when it was kept: no call
+			f.keep = append(f.keep, *c.pending)
 		}
-		due = append(due, c)
-		res.Keys = append(res.Keys, f)
+		f.res.Keys = append(f.res.Keys, fin)
 	}
-	if len(due) == 0 {
-		return res, nil
-	}
+	return nil
+}
 
-	// Check the due keys against what the places hold.
-	strs := map[string]secret.Key{}
-	for i := range res.Keys {
-		f := &res.Keys[i]
-		if f.Action != "" {
+// grace says what becomes of candidate c by its grace period: kept, skipped
+// (its deletion time is not a time), or due (Action finalizeDue).
+func (f *finalizing) grace(id string, c *candidate) Finalized {
+	k := c.key
+	fin := Finalized{Key: k.Name}
+	if f.only[id] {
+		fin.Reason = "leaked: deleted at once, grace or not"
+		return fin
+	}
+	s := k.Annotations[annDeleteAfter]
+	if s == "" {
+		fin.Reason = fmt.Sprintf("left by rotation %s, which did not finish with it", k.Annotations[annRotation])
+		return fin
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		fin.Action, fin.Reason = FinalizeSkipped, fmt.Sprintf("its %s annotation %q is not a time", annDeleteAfter, s)
+		return fin
+	}
+	fin.DeleteAfter = &t
+	if f.started.Before(t) {
+		fin.Action, fin.Reason = FinalizeKept, "grace period until "+t.Format(time.RFC3339)
+		return fin
+	}
+	fin.Reason = "grace period ended " + t.Format(time.RFC3339)
+	return fin
+}
+
+// checkHeld reads the key string of each due key and skips the keys that
+// the secret or a target holds; the others would be deleted.
+func (f *finalizing) checkHeld(ctx context.Context) error {
+	f.strs = map[string]secret.Key{}
+	for i := range f.res.Keys {
+		fin := &f.res.Keys[i]
+		if fin.Action != finalizeDue {
 			continue
 		}
-		ks, err := ka.keyString(ctx, f.Key)
+		ks, err := f.ka.keyString(ctx, fin.Key)
 		if err != nil {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+			return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 		}
-		f.Fingerprint = ks.Fingerprint()
-		if where, ok := held[f.Fingerprint]; ok {
-			f.Action, f.Reason = "skipped", "still held by "+where+" (drift): put the current key there first"
+		fin.Fingerprint = ks.Fingerprint()
+		if where, ok := f.held[fin.Fingerprint]; ok {
+			fin.Action, fin.Reason = FinalizeSkipped, "still held by "+where+" (drift): put the current key there first"
 			continue
 		}
-		strs[f.Key] = ks
-		f.Action = "would delete"
+		f.strs[fin.Key] = ks
+		fin.Action = FinalizeWouldDelete
 	}
-	if opts.DryRun || len(strs) == 0 {
-		return res, nil
-	}
+	return nil
+}
 
+// lock takes the slot's lease for the deletes.
+func (f *finalizing) lock(ctx context.Context) error {
 	next := func(old *Record) (Record, bool, error) {
 		if old != nil {
-			return Record{}, false, fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID)
+			return Record{}, false, fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", f.slot.Name, ErrRotationInProgress, old.kind(), old.ID)
 		}
-		return Record{Kind: "finalize", ID: r.runID(), Slot: slot.Name, Phase: PhaseLocked, OldKey: current, Started: now}, false, nil
+		return Record{Kind: KindFinalize, ID: f.runID(), Slot: f.slot.Name, Phase: PhaseLocked, OldKey: f.current, Started: f.started}, false, nil
 	}
-	l, _, err := acquire(ctx, sa, sec, next, slot.LeaseTTL, r.now, r.RunID)
+	l, _, err := acquire(ctx, f.sa, f.sec, next, f.slot.LeaseTTL, f.now, f.RunID)
 	if err != nil {
-		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+		return fmt.Errorf("lock slot %s: %w", f.slot.Name, err)
 	}
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	l.keepAlive(runCtx, cancel)
-	// Read the local targets once more, just before the deletes: something
-	// may have put a key back since the read above.
-	again, err := readLocal(runCtx, slot.Targets)
+	f.lease = l
+	return nil
+}
+
+// steps are finalize's steps under the lease: the deletes go on past a
+// failure (errs), and the lock is cleared whatever became of them.
+func (f *finalizing) steps() []step {
+	return []step{
+		{StepFinalize, f.readAgain},
+		{StepFinalize, f.deleteDue},
+		{StepFinalize, f.unlock},
+	}
+}
+
+// readAgain reads the local targets once more, just before the deletes:
+// something may have put a key back since the slot was read.
+func (f *finalizing) readAgain(ctx context.Context) error {
+	again, err := readLocal(ctx, f.slot.Targets)
 	if err != nil {
-		_ = l.clear(runCtx, nil)
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 	}
 	for _, h := range again {
-		held[h.key.Fingerprint()] = h.target.String()
+		f.held[h.key.Fingerprint()] = h.target.String()
 	}
-	var firstErr error
-	for i := range res.Keys {
-		f := &res.Keys[i]
-		if f.Action != "would delete" {
+	return nil
+}
+
+// fail clears the lock of a finalize that failed before it deleted.
+func (f *finalizing) fail(ctx context.Context, err error) error {
+	_ = f.lease.clear(ctx, nil)
+	return err
+}
+
+// deleteDue deletes each key that would be deleted and is not held again,
+// disables the secret version that held it (never the newest) and, with
+// ConfirmRevocation, waits until the API rejects it. A key whose delete
+// fails stays in the index.
+func (f *finalizing) deleteDue(ctx context.Context) error {
+	for i := range f.res.Keys {
+		fin := &f.res.Keys[i]
+		if fin.Action != FinalizeWouldDelete {
 			continue
 		}
-		c := cands[keyIDOf(f.Key)]
-		if where, ok := held[f.Fingerprint]; ok {
-			f.Action, f.Reason = "skipped", "held again by "+where+" (drift): put the current key there first"
-			if c.pending != nil {
-				keep = append(keep, *c.pending)
-			}
+		c := f.cands[keyIDOf(fin.Key)]
+		if where, ok := f.held[fin.Fingerprint]; ok {
+			fin.Action, fin.Reason = FinalizeSkipped, "held again by "+where+" (drift): put the current key there first"
+			f.keepPending(c)
 			continue
 		}
-		if err := ka.delete(runCtx, f.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
-			f.Action, f.Reason = "skipped", "delete failed: "+err.Error()
-			firstErr = errors.Join(firstErr, err)
-			if c.pending != nil {
-				keep = append(keep, *c.pending)
-			}
+		if err := f.ka.delete(ctx, fin.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+			fin.Action, fin.Reason = FinalizeSkipped, "delete failed: "+err.Error()
+			f.errs = errors.Join(f.errs, err)
+			f.keepPending(c)
 			continue
 		}
-		f.Action = "deleted"
-		r.event(slot.Name, "finalize", "deleted key %s (%s)", f.Key, f.Reason)
-		v := c.key.Annotations[annVersion]
-		if v == "" && c.pending != nil {
-			v = c.pending.Version
-		}
-		if v != "" && versionNumber(v) != versionNumber(latest.Name) {
-			if err := sa.disable(runCtx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
-				firstErr = errors.Join(firstErr, err)
-			}
-		}
-		if opts.ConfirmRevocation && slot.Prober != nil {
-			d, err := r.confirmRevocation(runCtx, slot, f.Key, strs[f.Key])
+		fin.Action = FinalizeDeleted
+		f.event(f.slot.Name, StepFinalize, "deleted key %s (%s)", fin.Key, fin.Reason)
+		f.disableVersion(ctx, c)
+		if f.opts.ConfirmRevocation && f.slot.Prober != nil {
+			d, err := f.confirmRevocation(ctx, f.slot, fin.Key, f.strs[fin.Key])
 			if err != nil {
-				firstErr = errors.Join(firstErr, err)
+				f.errs = errors.Join(f.errs, err)
 			}
-			f.Revocation = d
+			fin.Revocation = d
 		}
 	}
-	if err := l.clear(runCtx, func(_, next *secretmanagerpb.Secret) { setPending(next, keep) }); err != nil {
-		firstErr = errors.Join(firstErr, err)
+	return nil
+}
+
+// keepPending keeps c's index entry on the secret: its key was not deleted.
+func (f *finalizing) keepPending(c *candidate) {
+	if c.pending != nil {
+		f.keep = append(f.keep, *c.pending)
 	}
-	return res, firstErr
+}
+
+// disableVersion disables the secret version that held the deleted key of
+// c, unless it is the newest.
+func (f *finalizing) disableVersion(ctx context.Context, c *candidate) {
+	v := c.key.Annotations[annVersion]
+	if v == "" && c.pending != nil {
+		v = c.pending.Version
+	}
+	if v != "" && versionNumber(v) != versionNumber(f.latest.Name) {
+		if err := f.sa.disable(ctx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
+			f.errs = errors.Join(f.errs, err)
+		}
+	}
+}
+
+// unlock clears the lock and writes the index of the keys still kept.
+func (f *finalizing) unlock(ctx context.Context) error {
+	if err := f.lease.clear(ctx, func(_, next *secretmanagerpb.Secret) { setPending(next, f.keep) }); err != nil {
+		f.errs = errors.Join(f.errs, err)
+	}
+	return nil
 }
 
 // confirmRevocation probes a deleted key until the API rejects it and
@@ -307,7 +452,7 @@ func (r *Rotator) confirmRevocation(ctx context.Context, slot *Slot, name string
 		var rej interface{ Rejected() bool }
 		if errors.As(err, &rej) && rej.Rejected() {
 			d := r.now().Sub(start)
-			r.event(slot.Name, "finalize", "confirmed: the API rejects deleted key %s (after %s)", name, d.Round(time.Millisecond))
+			r.event(slot.Name, StepFinalize, "confirmed: the API rejects deleted key %s (after %s)", name, d.Round(time.Millisecond))
 			return d, nil
 		}
 		if ctx.Err() != nil {

@@ -95,7 +95,7 @@ func (r *Rotator) RespondToLeak(ctx context.Context, leak *Leak, slot *Slot) (*L
 	}
 	noGrace := time.Duration(0)
 	if leak.Role == "current" || slotHolds(leak, slot) {
-		r.event(slot.Name, "leaked", "rotating slot %s at once, without grace", slot.Name)
+		r.event(slot.Name, StepLeaked, "rotating slot %s at once, without grace", slot.Name)
 		res, err := r.Rotate(ctx, slot, Options{Force: true, Again: true, Grace: &noGrace})
 		resp.Rotation = res
 		if err != nil {
@@ -169,6 +169,6 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revo
 		return nil, err
 	}
 	info.Deleted = true
-	r.event("", "revoke", "deleted key %s (soft delete: `undelete` restores it for 30 days)", k.Name)
+	r.event("", StepRevoke, "deleted key %s (soft delete: `undelete` restores it for 30 days)", k.Name)
 	return &Revoked{KeyInfo: info}, nil
 }

@@ -40,7 +40,8 @@ const (
 type Record struct {
 	// Kind is what the record drives: a rotation ("" or "rotate"), an
 	// abort of one, or a rollback of a finished one. In each, OldKey is the
-	// key being retired and NewKey the key being put in place.
+	// key being retired and NewKey the key being put in place. A repair
+	// (KindRepair) or a finalize (KindFinalize) puts no new key in place.
 	Kind       string `json:"kind,omitempty"`
 	ID         string `json:"id"`
 	Slot       string `json:"slot"`
@@ -101,6 +102,8 @@ const (
 	// changes, so a repair record left by a dead run holds nothing to
 	// resume or undo.
 	KindRepair = "repair"
+	// KindFinalize deletes old keys whose grace period ended.
+	KindFinalize = "finalize"
 )
 
 func (r *Record) kind() string {
@@ -353,7 +356,8 @@ func (e *HeldError) Hint() string {
 	return "wait for it to finish; a holder that stops releases the slot, and one that dies leaves it to be taken over when its lease expires"
 }
 
-// Kind is what the holding run does: rotate, abort or rollback.
+// Kind is what the holding run does: rotate, abort, rollback, repair or
+// finalize.
 func (e *HeldError) Kind() string { return e.Record.kind() }
 
 // errChangedWhileLocking: the secret changed between the preflight and the
@@ -366,7 +370,8 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // acquire takes the slot's lease. next decides, from the record found on
 // the secret (nil when none), which record to hold and whether that resumes
 // an earlier run; it is only asked about records that no live run holds.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
+func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error),
+	ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
 	if run == "" {
 		run = newID(now())
 	}

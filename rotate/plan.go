@@ -74,14 +74,7 @@ type Plan struct {
 func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, error) {
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {
-		// The checks may explain the failure, and name what else is
-		// missing: a first run lacks several permissions at once.
-		checks := r.checkAccess(ctx, slot, slot.ServiceAccount)
-		p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}, Actions: []string{}}
-		if p.AccessErr() != nil {
-			return nil, &AccessError{Plan: p, Err: err}
-		}
-		return nil, err
+		return nil, r.planFailed(ctx, slot, err)
 	}
 	p := &Plan{Slot: slot.Name, Secret: slot.Secret, Version: pre.latest.Name, InProgress: pre.rec}
 	p.Current = describeKey(pre.old, pre.oldName)
@@ -92,11 +85,45 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Current.Fingerprint = pre.rec.OldFP
 	}
 	p.Due = pre.due(slot, r.now())
-	sa := slot.ServiceAccount
-	if sa == "" && pre.old != nil {
-		sa = pre.old.ServiceAccountEmail
-	}
+	sa := serviceAccountOf(slot, pre.old)
 	p.Checks = r.checkAccess(ctx, slot, sa)
+	p.Targets = planTargets(slot, pre, p.Current.Fingerprint)
+	if !r.planDecide(slot, pre, opts, p) {
+		return p, nil
+	}
+	grace := slot.Grace
+	if opts.Grace != nil {
+		grace = *opts.Grace
+	}
+	p.Actions = append(p.Actions, planActions(slot, pre, p, sa, grace)...)
+	return p, nil
+}
+
+// planFailed is Plan's error when the preflight failed with err: an
+// AccessError when the access checks, which may explain the failure, find
+// something missing (a first run lacks several permissions at once).
+func (r *Rotator) planFailed(ctx context.Context, slot *Slot, err error) error {
+	checks := r.checkAccess(ctx, slot, slot.ServiceAccount)
+	p := &Plan{Slot: slot.Name, Secret: slot.Secret, Blocked: err.Error(), Checks: checks, Targets: []PlanTarget{}, Actions: []string{}}
+	if p.AccessErr() != nil {
+		return &AccessError{Plan: p, Err: err}
+	}
+	return err
+}
+
+// serviceAccountOf is the service account a new key of slot is bound to:
+// the slot's, else the one the current key old is bound to ("" when none).
+func serviceAccountOf(slot *Slot, old *apikeys.V2Key) string {
+	if slot.ServiceAccount == "" && old != nil {
+		return old.ServiceAccountEmail
+	}
+	return slot.ServiceAccount
+}
+
+// planTargets says what each target holds; current is the fingerprint of
+// the current key.
+func planTargets(slot *Slot, pre *preflight, current string) []PlanTarget {
+	var out []PlanTarget
 	for i, t := range slot.Targets {
 		k := pre.targets[i]
 		holds := "other key"
@@ -105,16 +132,18 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 			holds = "unknown (write-only) key"
 		case pre.rec != nil && k.Fingerprint() == pre.rec.NewFP && pre.rec.NewFP != "":
 			holds = "new key"
-		case k.Fingerprint() == p.Current.Fingerprint:
+		case k.Fingerprint() == current:
 			holds = "current key"
 		}
-		p.Targets = append(p.Targets, PlanTarget{Target: t.String(), Fingerprint: k.Fingerprint(), Holds: holds})
+		out = append(out, PlanTarget{Target: t.String(), Fingerprint: k.Fingerprint(), Holds: holds})
 	}
+	return out
+}
 
-	grace := slot.Grace
-	if opts.Grace != nil {
-		grace = *opts.Grace
-	}
+// planDecide decides, as Rotate would, whether a rotation runs: it fills
+// p's WillRotate, or Blocked (and Skip) with why not. A rotation in
+// progress is resumed (the first of p's Actions says so).
+func (r *Rotator) planDecide(slot *Slot, pre *preflight, opts Options, p *Plan) bool {
 	bindBlocked := ""
 	if pre.old != nil {
 		bindBlocked = bindErr(slot, pre.old)
@@ -122,25 +151,26 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	switch {
 	case pre.rec != nil && !takeable(pre.rec.Holder, pre.rec.Expires, r.now()):
 		p.Blocked = (&HeldError{Record: *pre.rec}).Error() // rotate stops at its lock
-		return p, nil
 	case pre.rec != nil && pre.rec.kind() != KindRotate:
 		p.Blocked = (&UnfinishedError{Record: *pre.rec}).Error() // rotate refuses to resume another kind
-		return p, nil
 	case pre.rec != nil:
 		p.WillRotate = true
 		p.Actions = append(p.Actions, fmt.Sprintf("resume rotation %s (phase %s, lease held by %s until %s)",
 			pre.rec.ID, pre.rec.Phase, pre.rec.Holder, pre.rec.Expires.Format(time.RFC3339)))
 	case skipOf(r, slot, pre, opts, p):
-		return p, nil
 	case pre.old == nil || !restricted(pre.old.Restrictions):
 		p.Blocked = "the current key has no restrictions; keyrotate will not create an unrestricted key"
-		return p, nil
 	case bindBlocked != "":
 		p.Blocked = bindBlocked
-		return p, nil
 	default:
 		p.WillRotate = true
 	}
+	return p.WillRotate
+}
+
+// planActions lists the steps of the rotation p plans, binding new keys to
+// sa and keeping the old key for grace.
+func planActions(slot *Slot, pre *preflight, p *Plan, sa string, grace time.Duration) []string {
 	bind := "unbound (standard key)"
 	if sa != "" {
 		bind = "bound to " + sa
@@ -149,33 +179,34 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		}
 	}
 	parent := keyParent(pre.oldName)
-	p.Actions = append(p.Actions,
+	actions := []string{
 		fmt.Sprintf("lock the slot with a rotation record on %s (lease %s)", slot.Secret, human(slot.LeaseTTL)),
-		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind))
-	if slot.Prober != nil {
-		p.Actions = append(p.Actions, fmt.Sprintf("probe the new key on the Gemini API%s until it works (at most %s); on failure delete it and stop", probeCall(slot.Prober), human(slot.PropagationTimeout)))
-	} else {
-		p.Actions = append(p.Actions, "skip the live probe (verify: none)")
+		fmt.Sprintf("create key %s/keys/%s-<rotation id>: display name %q, restrictions copied, %s", parent, trimSlot(slot.Name), p.Current.DisplayName, bind),
 	}
-	p.Actions = append(p.Actions, fmt.Sprintf("add a version holding the new key to %s", slot.Secret))
+	if slot.Prober != nil {
+		actions = append(actions, fmt.Sprintf("probe the new key on the Gemini API%s until it works (at most %s); on failure delete it and stop",
+			probeCall(slot.Prober), human(slot.PropagationTimeout)))
+	} else {
+		actions = append(actions, "skip the live probe (verify: none)")
+	}
+	actions = append(actions, fmt.Sprintf("add a version holding the new key to %s", slot.Secret))
 	for i, t := range p.Targets {
 		a := fmt.Sprintf("write the new key to %s (holds the %s)", t.Target, t.Holds)
 		if c, ok := slot.Targets[i].(interface{ ConfirmedBy() string }); ok && pre.unreadable[i] {
 			a += "; confirmed by " + c.ConfirmedBy()
 		}
-		p.Actions = append(p.Actions, a)
+		actions = append(actions, a)
 	}
-	p.Actions = append(p.Actions, "read the secret and every target back and compare fingerprints")
+	actions = append(actions, "read the secret and every target back and compare fingerprints")
 	if grace > 0 {
-		p.Actions = append(p.Actions, fmt.Sprintf("keep the old key %s for %s (annotated %s for a later finalize)", pre.oldName, human(grace), annDeleteAfter))
+		actions = append(actions, fmt.Sprintf("keep the old key %s for %s (annotated %s for a later finalize)", pre.oldName, human(grace), annDeleteAfter))
 	} else {
-		p.Actions = append(p.Actions, fmt.Sprintf("delete the old key %s (soft delete, restorable for 30 days)", pre.oldName))
+		actions = append(actions, fmt.Sprintf("delete the old key %s (soft delete, restorable for 30 days)", pre.oldName))
 		if pre.latest.Name != "" {
-			p.Actions = append(p.Actions, fmt.Sprintf("disable the old secret version %s", pre.latest.Name))
+			actions = append(actions, fmt.Sprintf("disable the old secret version %s", pre.latest.Name))
 		}
 	}
-	p.Actions = append(p.Actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
-	return p, nil
+	return append(actions, "point the version aliases current and previous at the new and old versions, and clear the lock")
 }
 
 // skipOf fills p's Skip and Blocked when Rotate with opts would do

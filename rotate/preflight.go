@@ -48,16 +48,39 @@ func (p *preflight) due(slot *Slot, now time.Time) bool {
 func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error) {
 	ka, sa := r.apis()
 	p := &preflight{}
+	if err := p.readSecret(ctx, sa, slot); err != nil {
+		return nil, err
+	}
+	if err := r.findCurrent(ctx, ka, slot, p); err != nil {
+		return nil, err
+	}
+	if err := p.readCurrent(ctx, ka, slot); err != nil {
+		return nil, err
+	}
+	for _, t := range slot.Targets {
+		k, err := t.Read(ctx)
+		if err != nil && !errors.Is(err, ErrUnreadable) {
+			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		}
+		p.targets = append(p.targets, k)
+		p.unreadable = append(p.unreadable, err != nil)
+	}
+	return p, nil
+}
+
+// readSecret reads the slot's secret, its rotation record and its newest
+// version.
+func (p *preflight) readSecret(ctx context.Context, sa *secretsAPI, slot *Slot) error {
 	var err error
 	if p.sec, err = sa.get(ctx, slot.Secret); err != nil {
 		err = fmt.Errorf("slot %s: %w", slot.Name, err)
 		if errors.Is(err, ErrSecretNotFound) {
 			err = errhint.With(err, "create the secret, or fix `secret:` in the config")
 		}
-		return nil, err
+		return err
 	}
 	if p.rec, err = parseRecord(p.sec); err != nil {
-		return nil, err
+		return err
 	}
 	if p.rec != nil && p.rec.kind() == KindRepair {
 		// A repair changes no key: there is nothing to resume, and a live
@@ -69,12 +92,19 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	case errors.Is(err, ErrSecretNotFound):
 		p.latest = Version{} // no version yet
 	case isCode(err, codes.FailedPrecondition):
-		return nil, errhint.With(fmt.Errorf("slot %s: %w", slot.Name, err),
+		return errhint.With(fmt.Errorf("slot %s: %w", slot.Name, err),
 			"the newest version of the secret is disabled or destroyed, so consumers reading `latest` fail: enable it or add a version holding the current key")
 	case err != nil:
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
+	return nil
+}
 
+// findCurrent names the current key (p.oldName) and its key string
+// (p.oldKey): the old key of the rotation in progress, else the key the
+// secret's newest version holds, else the key the slot names (a first run).
+func (r *Rotator) findCurrent(ctx context.Context, ka *keysAPI, slot *Slot, p *preflight) error {
+	var err error
 	switch {
 	case p.rec != nil:
 		p.oldName = p.rec.OldKey
@@ -90,9 +120,9 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
 			err = fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err)
 			if !errors.Is(err, ErrKeyNotFound) {
-				return nil, err // the lookup failed, not the key: its own hint says why
+				return err // the lookup failed, not the key: its own hint says why
 			}
-			return nil, withNext(err, "the secret does not hold a live API key: diagnose what it holds, or name the key with `key:`",
+			return withNext(err, "the secret does not hold a live API key: diagnose what it holds, or name the key with `key:`",
 				Next{Action: NextDiagnose, Slot: slot.Name})
 		}
 		if slot.Key != "" && keyIDOf(slot.Key) != keyIDOf(p.oldName) {
@@ -102,13 +132,19 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	case slot.Key != "":
 		p.oldName = slot.Key
 		if p.oldKey, err = ka.keyString(ctx, slot.Key); err != nil {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+			return fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	default:
-		return nil, errhint.With(fmt.Errorf("slot %s: secret %s has no version and the slot names no key: %w", slot.Name, slot.Secret, ErrBadConfig),
+		return errhint.With(fmt.Errorf("slot %s: secret %s has no version and the slot names no key: %w", slot.Name, slot.Secret, ErrBadConfig),
 			"name the current key with `key: projects/P/locations/global/keys/K` for the first run")
 	}
+	return nil
+}
 
+// readCurrent reads the current key (p.old; nil when the rotation being
+// resumed deleted it) and refuses a key or a secret outside the slot's
+// project.
+func (p *preflight) readCurrent(ctx context.Context, ka *keysAPI, slot *Slot) error {
 	// The slot's project as a number, when the config or the secret's name
 	// tells it; else the key is read by its id under the slot's project, so
 	// that the API resolves the project id.
@@ -117,20 +153,21 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if want == "" {
 		name = "projects/" + slot.Project + "/locations/global/keys/" + keyIDOf(p.oldName)
 	}
+	var err error
 	p.old, err = ka.get(ctx, name)
 	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || httpCode(err) == http.StatusForbidden) {
 		// Not in the slot's project — or gone: look where it is.
 		if k, err2 := ka.get(ctx, p.oldName); err2 == nil {
-			return nil, projectMismatch(slot, "key "+k.Name, projectOf(k.Name))
+			return projectMismatch(slot, "key "+k.Name, projectOf(k.Name))
 		}
 	}
 	switch {
 	case errors.Is(err, ErrKeyNotFound) && p.rec != nil:
 		p.old = nil // deleted by the run being resumed
 	case err != nil:
-		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	case p.old.DeleteTime != "" && p.rec == nil:
-		return nil, errhint.With(fmt.Errorf("slot %s: the current key %s was deleted at %s: %w", slot.Name, p.oldName, p.old.DeleteTime, ErrKeyNotFound),
+		return errhint.With(fmt.Errorf("slot %s: the current key %s was deleted at %s: %w", slot.Name, p.oldName, p.old.DeleteTime, ErrKeyNotFound),
 			"undelete it within 30 days of deletion, or put a live key in the secret")
 	}
 	if p.old != nil {
@@ -139,23 +176,11 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		}
 		// A key of another project with the same key id is another key.
 		if n := projectOf(p.oldName); isNumber(n) && n != projectOf(p.old.Name) {
-			return nil, projectMismatch(slot, "key "+p.oldName, n)
+			return projectMismatch(slot, "key "+p.oldName, n)
 		}
 		p.oldName = p.old.Name
 	}
-	if err := checkProjects(slot, p.sec.GetName(), p.oldName, want); err != nil {
-		return nil, err
-	}
-
-	for _, t := range slot.Targets {
-		k, err := t.Read(ctx)
-		if err != nil && !errors.Is(err, ErrUnreadable) {
-			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
-		}
-		p.targets = append(p.targets, k)
-		p.unreadable = append(p.unreadable, err != nil)
-	}
-	return p, nil
+	return checkProjects(slot, p.sec.GetName(), p.oldName, want)
 }
 
 // drifted lists the targets that can be read and do not hold the current

@@ -62,7 +62,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 	drifted, secretDrifted := pre.drifted()
 	if len(drifted) == 0 && !secretDrifted {
 		res.Skip, res.Reason = SkipNoDrift, "no drift: the secret and every readable target hold the current key "+fp
-		r.event(slot.Name, "done", "nothing to do: %s", res.Reason)
+		r.event(slot.Name, StepDone, "nothing to do: %s", res.Reason)
 		return res, nil
 	}
 	if slot.Prober != nil {
@@ -70,7 +70,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 		var thr interface{ Throttled() bool }
 		switch {
 		case err == nil || errors.As(err, &thr) && thr.Throttled():
-			r.event(slot.Name, "verify", "current key %s works", pre.oldName)
+			r.event(slot.Name, StepVerify, "current key %s works", pre.oldName)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("slot %s: probe key %s: %w", slot.Name, pre.oldName, context.Cause(ctx))
 		default:
@@ -92,7 +92,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
 	res.RotationID = l.record().ID
-	r.event(slot.Name, "lock", "locked slot (repair %s)", res.RotationID)
+	r.event(slot.Name, StepLock, "locked slot (repair %s)", res.RotationID)
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	l.keepAlive(runCtx, cancel)
@@ -106,7 +106,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 		return nil, errhint.With(fmt.Errorf("slot %s: repair %s: %w", slot.Name, res.RotationID, err),
 			"every target holds the key it held or the current key, and both work; fix the cause and run the repair again")
 	}
-	r.event(slot.Name, "done", "repaired: %d place(s) hold the current key %s again", len(drifted)+btoi(secretDrifted), fp)
+	r.event(slot.Name, StepDone, "repaired: %d place(s) hold the current key %s again", len(drifted)+btoi(secretDrifted), fp)
 	return res, nil
 }
 
@@ -120,7 +120,7 @@ func (r *Rotator) repair(ctx context.Context, slot *Slot, pre *preflight, drifte
 			return err
 		}
 		res.NewVersion = v
-		r.event(slot.Name, "distribute", "added secret version %s", v)
+		r.event(slot.Name, StepDistribute, "added secret version %s", v)
 	}
 	wrote := map[int]bool{}
 	for _, i := range drifted {
@@ -137,7 +137,7 @@ func (r *Rotator) repair(ctx context.Context, slot *Slot, pre *preflight, drifte
 			return fmt.Errorf("write %s: %w", t, err)
 		}
 		wrote[i] = true
-		r.event(slot.Name, "distribute", "wrote %s", t)
+		r.event(slot.Name, StepDistribute, "wrote %s", t)
 	}
 	if secretDrifted {
 		v, err := sa.access(ctx, slot.Secret+"/versions/latest")
@@ -168,7 +168,7 @@ func (r *Rotator) repair(ctx context.Context, slot *Slot, pre *preflight, drifte
 			res.Targets[len(res.Targets)-1].Fingerprint = cur.Fingerprint()
 		}
 	}
-	r.event(slot.Name, "readback", "secret and %d target(s) hold %s", len(drifted), cur.Fingerprint())
+	r.event(slot.Name, StepReadback, "secret and %d target(s) hold %s", len(drifted), cur.Fingerprint())
 	return nil
 }
 

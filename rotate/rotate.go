@@ -137,10 +137,36 @@ const (
 // soon as this process is gone).
 const DefaultCleanupTimeout = 5 * time.Second
 
+// Step names a step of a run: in its events (Event.Step), its logs and
+// the CLI's output. A rotation has seven steps, StepPreflight to
+// StepRetire in this order, then ends with StepDone (or StepStop).
+type Step string
+
+// The steps of a rotation, in order.
+const (
+	StepPreflight  Step = "preflight"  // read only: what the slot and its places hold
+	StepLock       Step = "lock"       // the rotation record written on the secret
+	StepCreate     Step = "create"     // the new key, its settings copied from the old one
+	StepVerify     Step = "verify"     // the new key proven to work live
+	StepDistribute Step = "distribute" // the new key written to the secret, then every target
+	StepReadback   Step = "readback"   // every place read back: it holds the new key
+	StepRetire     Step = "retire"     // the old key deleted, or kept for its grace period
+)
+
+// The other names events carry.
+const (
+	StepDone     Step = "done"     // the run ended: what it put in place, or why it did nothing
+	StepStop     Step = "stop"     // the cleanup of a run that stopped part-way
+	StepObtain   Step = "obtain"   // an abort or rollback gets back the key it puts in place
+	StepFinalize Step = "finalize" // old keys deleted after their grace period
+	StepLeaked   Step = "leaked"   // a leaked key's slot rotated at once
+	StepRevoke   Step = "revoke"   // a key of no slot deleted
+)
+
 // Event reports a step of a rotation.
 type Event struct {
 	Slot    string
-	Step    string // preflight, lock, create, verify, distribute, readback, retire, done; stop (the cleanup of a stopped run)
+	Step    Step
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
@@ -249,14 +275,14 @@ func (r *Rotator) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (r *Rotator) event(slot, step, format string, args ...any) {
+func (r *Rotator) event(slot string, step Step, format string, args ...any) {
 	r.eventThen(slot, step, Next{}, format, args...)
 }
 
 // eventThen reports a step whose outcome then needs what next says.
-func (r *Rotator) eventThen(slot, step string, next Next, format string, args ...any) {
+func (r *Rotator) eventThen(slot string, step Step, next Next, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	r.log().Info(msg, "slot", slot, "step", step)
+	r.log().Info(msg, "slot", slot, "step", string(step))
 	if r.Events != nil {
 		r.Events(Event{Slot: slot, Step: step, Message: msg, Then: next})
 	}
@@ -344,7 +370,7 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 		MaxInterval:         15 * time.Second,
 	}
 	b.Reset()
-	r.event(slot.Name, "lock", "waiting for %s %s held by %s (until %s at most)", rec.kind(), rec.ID, rec.Holder, deadline.Format(time.RFC3339))
+	r.event(slot.Name, StepLock, "waiting for %s %s held by %s (until %s at most)", rec.kind(), rec.ID, rec.Holder, deadline.Format(time.RFC3339))
 	last := *rec
 	for {
 		rest := deadline.Sub(r.now())
@@ -376,21 +402,9 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 
 func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
 	ka, sa := r.apis()
-	pre, err := r.preflight(ctx, slot)
+	pre, finalized, err := r.preflightFinalized(ctx, slot)
 	if err != nil {
 		return nil, err
-	}
-	var finalized []Finalized
-	if pre.rec == nil && pendingKeys(pre.sec).due(r.now()) {
-		// Old keys kept for a grace period are due: delete them first.
-		fin, err := r.Finalize(ctx, slot, FinalizeOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("finalize slot %s: %w", slot.Name, err)
-		}
-		finalized = fin.Keys
-		if pre, err = r.preflight(ctx, slot); err != nil {
-			return nil, err
-		}
 	}
 	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
 	if pre.old != nil {
@@ -398,27 +412,68 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	if pre.rec == nil {
 		if res.Skip, res.Reason = r.skip(slot, pre, opts); res.Skip != "" {
-			r.event(slot.Name, "done", "nothing to do: %s", res.Reason)
+			r.event(slot.Name, StepDone, "nothing to do: %s", res.Reason)
 			return res, nil
 		}
-		if pre.old == nil {
-			return nil, fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
-		}
-		if !restricted(pre.old.Restrictions) {
-			return nil, errhint.With(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
-				"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
-		}
-		if _, err := bindingRestrictions(slot, pre.old); err != nil {
+		if err := canRotate(slot, pre); err != nil {
 			return nil, err
 		}
 	}
 	r.logDrift(slot, pre)
+	l, grace, err := r.lockRotation(ctx, sa, slot, pre, opts, res)
+	if err != nil {
+		return nil, err
+	}
+	rec := l.record()
+	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
+		from: pre.old, fromVersion: rec.OldVersion}
+	return st.drive(ctx)
+}
+
+// preflightFinalized runs the preflight and, when old keys kept for a grace
+// period are due, deletes them first (Finalize) and runs the preflight
+// again. It returns what finalize did.
+func (r *Rotator) preflightFinalized(ctx context.Context, slot *Slot) (*preflight, []Finalized, error) {
+	pre, err := r.preflight(ctx, slot)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pre.rec != nil || !pendingKeys(pre.sec).due(r.now()) {
+		return pre, nil, nil
+	}
+	fin, err := r.Finalize(ctx, slot, FinalizeOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("finalize slot %s: %w", slot.Name, err)
+	}
+	if pre, err = r.preflight(ctx, slot); err != nil {
+		return nil, nil, err
+	}
+	return pre, fin.Keys, nil
+}
+
+// canRotate refuses to start a rotation from a current key that is gone,
+// unrestricted, or that cannot be bound as the slot asks.
+func canRotate(slot *Slot, pre *preflight) error {
+	if pre.old == nil {
+		return fmt.Errorf("slot %s: current key %s: %w", slot.Name, pre.oldName, ErrKeyNotFound)
+	}
+	if !restricted(pre.old.Restrictions) {
+		return errhint.With(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
+			"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
+	}
+	_, err := bindingRestrictions(slot, pre.old)
+	return err
+}
+
+// lockRotation takes the slot's lease with a new rotation record, or
+// resumes the rotation whose record it finds, and fills res's rotation id.
+// It returns the lease and the grace period of the rotation: opts.Grace,
+// else the resumed rotation's, else the slot's.
+func (r *Rotator) lockRotation(ctx context.Context, sa *secretsAPI, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace
 	}
-
-	// Lock.
 	next := func(old *Record) (Record, bool, error) {
 		if old != nil {
 			if old.kind() != KindRotate {
@@ -436,22 +491,20 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
-		return nil, fmt.Errorf("lock slot %s: %w", slot.Name, err)
+		return nil, 0, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
 	rec := l.record()
 	res.RotationID, res.Resumed = rec.ID, resumed
 	if resumed {
 		res.OldKey = KeyRef{Name: rec.OldKey, Fingerprint: rec.OldFP}
-		r.event(slot.Name, "lock", "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
+		r.event(slot.Name, StepLock, "resuming rotation %s (phase %s)", rec.ID, rec.Phase)
 		if g, err := time.ParseDuration(rec.Grace); err == nil && opts.Grace == nil {
 			grace = g
 		}
 	} else {
-		r.event(slot.Name, "lock", "locked slot (rotation %s)", rec.ID)
+		r.event(slot.Name, StepLock, "locked slot (rotation %s)", rec.ID)
 	}
-	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
-		from: pre.old, fromVersion: rec.OldVersion}
-	return st.drive(ctx)
+	return l, grace, nil
 }
 
 // Kinds of "nothing to do", in Result.Skip and Plan.Skip.
@@ -495,20 +548,44 @@ func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) stri
 		id, pre.oldName, made.Format(time.RFC3339), human(slot.LeaseTTL))
 }
 
+// step is one step of a run under the slot's lease.
+type step struct {
+	name Step // the step its events are reported under
+	do   func(context.Context) error
+}
+
+// drive runs steps in order under the lease l, which it keeps alive while
+// they run: a lease lost cancels their context. When a step fails, drive
+// stops and returns what fail makes of the error; fail gets the steps'
+// context, which may have ended (a cleanup derives a context of its own).
+// Rotations, undos and finalize all run their locked steps through it.
+func drive(ctx context.Context, l *lease, steps []step, fail func(context.Context, error) error) error {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.keepAlive(runCtx, cancel)
+	for _, s := range steps {
+		err := s.do(runCtx)
+		if err == nil {
+			continue
+		}
+		if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
+			err = fmt.Errorf("%w (%w)", cause, err)
+		}
+		return fail(runCtx, err)
+	}
+	return nil
+}
+
 // drive runs the steps past the lock and, when one fails, undoes what can
 // be undone or leaves the record for the next run.
 func (st *run) drive(ctx context.Context) (*Result, error) {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	st.lease.keepAlive(runCtx, cancel)
-	err := st.steps(runCtx)
-	if err == nil {
-		return st.res, nil
+	// A resumed record may already name a created key; an abort or a
+	// rollback changes things from its first write.
+	st.mayHaveCreated = st.res.Resumed || st.kind != KindRotate
+	if err := drive(ctx, st.lease, st.steps(), st.fail); err != nil {
+		return nil, err
 	}
-	if cause := context.Cause(runCtx); cause != nil && !errors.Is(err, cause) && errors.Is(cause, ErrRotationInProgress) {
-		err = fmt.Errorf("%w (%w)", cause, err)
-	}
-	return nil, st.fail(ctx, err)
+	return st.res, nil
 }
 
 // fail ends a run that failed with err past the lock: it undoes what can be
@@ -522,7 +599,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 		l.stopRenewal()
 		return errhint.With(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
-		st.event(slot.Name, "stop", "clearing the lock")
+		st.event(slot.Name, StepStop, "clearing the lock")
 		if cerr := l.clear(bg, nil); cerr != nil {
 			return errhint.With(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
@@ -531,7 +608,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 	case st.undone:
 		return err
 	default:
-		st.event(slot.Name, "stop", "releasing the lease")
+		st.event(slot.Name, StepStop, "releasing the lease")
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
@@ -566,100 +643,38 @@ type run struct {
 	version string
 }
 
-func (st *run) steps(ctx context.Context) error {
-	// A resumed record may already name a created key; an abort or a
-	// rollback changes things from its first write.
-	st.mayHaveCreated = st.res.Resumed || st.kind != KindRotate
-	obtain := st.create
+// steps are a rotation's steps past the lock. An abort or a rollback
+// obtains the key it puts back in place instead of creating one.
+func (st *run) steps() []step {
+	obtain := step{StepCreate, st.create}
 	if st.kind != KindRotate {
-		obtain = st.adopt
+		obtain = step{StepObtain, st.adopt}
 	}
-	for _, step := range []struct {
-		name string
-		f    func(context.Context) error
-	}{
-		{"obtain", obtain},
-		{"verify", st.verifyLive},
-		{"distribute", st.distribute},
-		{"readback", st.readBack},
-		{"retire", st.retire},
-	} {
-		if err := step.f(ctx); err != nil {
-			return err
-		}
+	return []step{
+		obtain,
+		{StepVerify, st.verifyLive},
+		{StepDistribute, st.distribute},
+		{StepReadback, st.readBack},
+		{StepRetire, st.retire},
 	}
-	return nil
 }
 
 // create makes the new key, or adopts the one an earlier attempt made.
 func (st *run) create(ctx context.Context) error {
-	parent := keyParent(st.rec.OldKey)
-	name := parent + "/keys/" + st.rec.NewKeyID
-	sa := st.slot.ServiceAccount
-	if st.pre.old != nil && sa == "" {
-		sa = st.pre.old.ServiceAccountEmail
-	}
 	var key *apikeys.V2Key
 	if st.pre.old != nil {
-		restrictions, err := bindingRestrictions(st.slot, st.pre.old)
-		if err != nil {
+		var err error
+		if key, err = st.createKey(ctx); err != nil {
 			return err
-		}
-		spec := &apikeys.V2Key{
-			DisplayName:         st.pre.old.DisplayName,
-			Restrictions:        restrictions,
-			ServiceAccountEmail: sa,
-			Annotations: map[string]string{
-				annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,
-			},
-		}
-		st.mayHaveCreated = true
-		if op := st.rec.CreateOp; op != "" {
-			// An earlier run's create was accepted but not followed to
-			// its end: follow it rather than create again. If that fails
-			// (the operation expired or failed), creating again with the
-			// same key id is still safe.
-			if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
-				key = k
-				st.event(st.slot.Name, "create", "followed operation %s of an earlier attempt to key %s", op, k.Name)
-			} else if err != nil {
-				st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
-			}
-		}
-		if key == nil || key.Name == "" {
-			var err error
-			key, err = st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
-			if op := acceptedOp(err); op != "" {
-				st.lease.note(func(r *Record) { r.CreateOp = op })
-			}
-			if err != nil && !errors.Is(err, errAlreadyExists) {
-				if definiteCreateFailure(err) && !st.res.Resumed {
-					st.mayHaveCreated = false
-				}
-				return err
-			}
-			if err == nil {
-				st.event(st.slot.Name, "create", "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
-			}
 		}
 	}
 	if key == nil || key.Name == "" {
 		// Made by an earlier attempt: adopt it if it is ours.
-		got, err := st.ka.get(ctx, name)
-		if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
-			return fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
-		}
-		if err != nil {
+		var err error
+		if key, err = st.earlierKey(ctx); err != nil {
 			return err
 		}
-		if got.Annotations[annRotation] != st.rec.ID {
-			return fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
-		}
-		if got.DeleteTime != "" {
-			return st.newKeyGone(ctx, name)
-		}
-		key = got
-		st.event(st.slot.Name, "create", "adopted key %s created by an earlier attempt", key.Name)
+		st.event(st.slot.Name, StepCreate, "adopted key %s created by an earlier attempt", key.Name)
 	}
 	st.newKey = key
 	st.newStr = secret.New(key.KeyString)
@@ -673,6 +688,71 @@ func (st *run) create(ctx context.Context) error {
 	}
 	st.res.NewKey = KeyRef{Name: key.Name, Fingerprint: st.newStr.Fingerprint()}
 	return nil
+}
+
+// createKey creates the new key with the old key's restrictions, binding
+// and display name, or follows the create an earlier attempt sent. It
+// returns no key (and no error) when an earlier attempt made it already.
+func (st *run) createKey(ctx context.Context) (*apikeys.V2Key, error) {
+	parent := keyParent(st.rec.OldKey)
+	restrictions, err := bindingRestrictions(st.slot, st.pre.old)
+	if err != nil {
+		return nil, err
+	}
+	spec := &apikeys.V2Key{
+		DisplayName:         st.pre.old.DisplayName,
+		Restrictions:        restrictions,
+		ServiceAccountEmail: serviceAccountOf(st.slot, st.pre.old),
+		Annotations: map[string]string{
+			annSlot: st.slot.Name, annRotation: st.rec.ID, annSupersedes: st.rec.OldKey,
+		},
+	}
+	st.mayHaveCreated = true
+	if op := st.rec.CreateOp; op != "" {
+		// An earlier run's create was accepted but not followed to
+		// its end: follow it rather than create again. If that fails
+		// (the operation expired or failed), creating again with the
+		// same key id is still safe.
+		if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
+			st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
+			return k, nil
+		} else if err != nil {
+			st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
+		}
+	}
+	key, err := st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
+	if op := acceptedOp(err); op != "" {
+		st.lease.note(func(r *Record) { r.CreateOp = op })
+	}
+	if err != nil && !errors.Is(err, errAlreadyExists) {
+		if definiteCreateFailure(err) && !st.res.Resumed {
+			st.mayHaveCreated = false
+		}
+		return nil, err
+	}
+	if err == nil {
+		st.event(st.slot.Name, StepCreate, "created key %s (restrictions, binding and display name copied from %s)", key.Name, st.rec.OldKey)
+	}
+	return key, nil
+}
+
+// earlierKey reads the new key an earlier attempt of the rotation made.
+func (st *run) earlierKey(ctx context.Context) (*apikeys.V2Key, error) {
+	name := keyParent(st.rec.OldKey) + "/keys/" + st.rec.NewKeyID
+	got, err := st.ka.get(ctx, name)
+	if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
+		return nil, fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got.Annotations[annRotation] != st.rec.ID {
+		return nil, fmt.Errorf("key %s exists but was not made by rotation %s: %w", name, st.rec.ID, ErrBadConfig)
+	}
+	if got.DeleteTime != "" {
+		return nil, st.newKeyGone(ctx, name)
+	}
+	return got, nil
 }
 
 // newKeyGone handles a resumed rotation whose new key was deleted. Before
@@ -703,7 +783,7 @@ func definiteCreateFailure(err error) bool {
 // ends. On a definite failure, or at the deadline, it removes the new key.
 func (st *run) verifyLive(ctx context.Context) error {
 	if st.slot.Prober == nil {
-		st.event(st.slot.Name, "verify", "live verification is off for this slot (verify: none)")
+		st.event(st.slot.Name, StepVerify, "live verification is off for this slot (verify: none)")
 		return nil
 	}
 	start := st.now()
@@ -726,10 +806,10 @@ func (st *run) verifyLive(ctx context.Context) error {
 		// project took longer than this one's age to work: wait for that
 		// rather than probe now.
 		if delay > 0 {
-			st.event(st.slot.Name, "verify", "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
+			st.event(st.slot.Name, StepVerify, "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
 				st.newKey.Name, delay.Round(time.Second), st.slot.Project)
 		} else {
-			st.event(st.slot.Name, "verify", "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
+			st.event(st.slot.Name, StepVerify, "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
 				st.newKey.Name, st.slot.Project)
 		}
 		if err := st.waitProbe(ctx, w, made, start, deadline); err != nil {
@@ -744,7 +824,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
 			st.prop.observe(st.slot.Project, st.now().Sub(made))
-			st.event(st.slot.Name, "verify", "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
+			st.event(st.slot.Name, StepVerify, "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -768,7 +848,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		st.log().Info("new key not working yet", "slot", st.slot.Name, "key", st.newKey.Name, "attempt", wait.Attempt, "error", err)
 		if st.Events != nil {
 			w := *wait
-			st.Events(Event{Slot: st.slot.Name, Step: "verify", Message: "waiting for the new key to work", Wait: &w})
+			st.Events(Event{Slot: st.slot.Name, Step: StepVerify, Message: "waiting for the new key to work", Wait: &w})
 		}
 		if err := st.waitProbe(ctx, w, made, st.now().Add(next), deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, err, last)
@@ -836,7 +916,7 @@ func later(a, b time.Time) time.Time {
 // lock and reports ErrVerifyFailed.
 func (st *run) removeNew(ctx context.Context, cause error) error {
 	failed := fmt.Errorf("%w: key %s: %w", ErrVerifyFailed, st.newKey.Name, cause)
-	st.event(st.slot.Name, "verify", "new key failed live verification; deleting it")
+	st.event(st.slot.Name, StepVerify, "new key failed live verification; deleting it")
 	if err := st.lease.update(ctx, func(r *Record) { r.Phase = PhaseFailed; r.NewKey = st.newKey.Name }); err != nil {
 		return fmt.Errorf("%w; record the failure: %w", failed, err)
 	}
@@ -879,7 +959,7 @@ func (st *run) distribute(ctx context.Context) error {
 			return err
 		}
 		st.version = v
-		st.event(st.slot.Name, "distribute", "added secret version %s", v)
+		st.event(st.slot.Name, StepDistribute, "added secret version %s", v)
 	}
 	for i, t := range st.slot.Targets {
 		held := st.pre.targets[i]
@@ -900,7 +980,7 @@ func (st *run) distribute(ctx context.Context) error {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
 		st.res.Targets = append(st.res.Targets, TargetResult{Target: t.String(), Action: "written", Fingerprint: st.newStr.Fingerprint()})
-		st.event(st.slot.Name, "distribute", "wrote %s", t)
+		st.event(st.slot.Name, StepDistribute, "wrote %s", t)
 	}
 	return nil
 }
@@ -940,7 +1020,7 @@ func (st *run) readBack(ctx context.Context) error {
 		done = append(done, t.String())
 	}
 	st.res.NewVersion = st.version
-	st.event(st.slot.Name, "readback", "secret and %d target(s) hold %s", len(st.slot.Targets), want)
+	st.event(st.slot.Name, StepReadback, "secret and %d target(s) hold %s", len(st.slot.Targets), want)
 	return st.lease.update(ctx, func(r *Record) {
 		r.Phase, r.NewKey, r.NewFP, r.NewVersion, r.Done = PhaseDistributed, st.newKey.Name, want, st.version, done
 		r.OldVersion = st.fromVersion
@@ -962,51 +1042,14 @@ func (st *run) retire(ctx context.Context) error {
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.grace > 0 && st.kind == KindRotate:
-		// Whole seconds (the annotation's precision), rounded up: never
-		// less grace than asked for.
-		after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
-		if old.Annotations[annDeleteAfter] == "" {
-			ann := map[string]string{}
-			for k, v := range old.Annotations {
-				ann[k] = v
-			}
-			ann[annSlot] = st.slot.Name
-			ann[annDeleteAfter] = after.Format(time.RFC3339)
-			ann[annSuperseded] = st.newKey.Name
-			if st.fromVersion != "" {
-				ann[annVersion] = st.fromVersion
-			}
-			if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
-				return err
-			}
-		} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
-			after = t
+		var err error
+		if pend, err = st.keepOld(ctx, old); err != nil {
+			return err
 		}
-		st.res.Retired, st.res.DeleteAfter = "kept", &after
-		pend = &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}
-		st.eventThen(st.slot.Name, "retire", Next{Action: NextFinalize, Slot: st.slot.Name}, "kept old key %s until %s (grace %s, annotated %s)",
-			old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	default:
-		if err := st.recheck(ctx); err != nil {
+		if err := st.deleteOld(ctx, old); err != nil {
 			return err
 		}
-		if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
-			return err
-		}
-		// Once more after the delete: a writer that ignores keyrotate's
-		// lock may have put the key back while the delete was under way.
-		// Then the key is undeleted at once, before its deletion reaches
-		// the serving path, and the run stops as above.
-		if err := st.recheck(ctx); err != nil {
-			if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
-				return errhint.With(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
-					fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
-			}
-			st.event(st.slot.Name, "retire", "undeleted key %s: a target held it again right after its deletion", old.Name)
-			return err
-		}
-		st.res.Retired = "deleted"
-		st.event(st.slot.Name, "retire", "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
 	}
 	// The old version holds a dead key now; never disable the newest.
 	oldV := st.fromVersion
@@ -1015,7 +1058,75 @@ func (st *run) retire(ctx context.Context) error {
 			return err
 		}
 	}
-	err := st.lease.clear(ctx, func(cur, next *secretmanagerpb.Secret) {
+	if err := st.unlock(ctx, oldV, pend); err != nil {
+		return err
+	}
+	st.res.Rotated = true
+	st.event(st.slot.Name, StepDone, "%s", st.doneMessage())
+	return nil
+}
+
+// keepOld keeps the old key for the grace period: it annotates the key
+// with its deletion time (unless an earlier attempt did) and returns the
+// entry that indexes it on the secret for a later finalize.
+func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, error) {
+	// Whole seconds (the annotation's precision), rounded up: never
+	// less grace than asked for.
+	after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
+	if old.Annotations[annDeleteAfter] == "" {
+		ann := map[string]string{}
+		for k, v := range old.Annotations {
+			ann[k] = v
+		}
+		ann[annSlot] = st.slot.Name
+		ann[annDeleteAfter] = after.Format(time.RFC3339)
+		ann[annSuperseded] = st.newKey.Name
+		if st.fromVersion != "" {
+			ann[annVersion] = st.fromVersion
+		}
+		if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
+			return nil, err
+		}
+	} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
+		after = t
+	}
+	st.res.Retired, st.res.DeleteAfter = "kept", &after
+	st.eventThen(st.slot.Name, StepRetire, Next{Action: NextFinalize, Slot: st.slot.Name}, "kept old key %s until %s (grace %s, annotated %s)",
+		old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
+	return &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}, nil
+}
+
+// deleteOld deletes the old key once no local target holds it, before and
+// after the delete (see recheck).
+func (st *run) deleteOld(ctx context.Context, old *apikeys.V2Key) error {
+	if err := st.recheck(ctx); err != nil {
+		return err
+	}
+	if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		return err
+	}
+	// Once more after the delete: a writer that ignores keyrotate's
+	// lock may have put the key back while the delete was under way.
+	// Then the key is undeleted at once, before its deletion reaches
+	// the serving path, and the run stops as above.
+	if err := st.recheck(ctx); err != nil {
+		if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
+			return errhint.With(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
+				fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
+		}
+		st.event(st.slot.Name, StepRetire, "undeleted key %s: a target held it again right after its deletion", old.Name)
+		return err
+	}
+	st.res.Retired = "deleted"
+	st.event(st.slot.Name, StepRetire, "deleted key %s (soft delete: `undelete` restores it for 30 days)", old.Name)
+	return nil
+}
+
+// unlock clears the lock and, in the same write, points the version
+// aliases current and previous at the new version and at oldV, marks the
+// new key current, and indexes pend (the old key kept for its grace).
+func (st *run) unlock(ctx context.Context, oldV string, pend *pendingKey) error {
+	return st.lease.clear(ctx, func(cur, next *secretmanagerpb.Secret) {
 		aliases := map[string]int64{}
 		for k, v := range cur.GetVersionAliases() {
 			aliases[k] = v
@@ -1031,12 +1142,6 @@ func (st *run) retire(ctx context.Context) error {
 		setPending(next, pendingKeys(cur).without(st.newKey.Name).with(pend))
 		setCurrent(next, currentKey{Key: st.newKey.Name, Version: st.version, Fingerprint: st.newStr.Fingerprint()})
 	}, "version_aliases")
-	if err != nil {
-		return err
-	}
-	st.res.Rotated = true
-	st.event(st.slot.Name, "done", "%s", st.doneMessage())
-	return nil
 }
 
 // doneMessage says what a finished run put in place of what.
@@ -1078,7 +1183,8 @@ func (st *run) recheck(ctx context.Context) error {
 				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
 				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
 		default:
-			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation", "slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
+			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation",
+				"slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())
 		}
 	}
 	return nil

@@ -136,12 +136,33 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 		st.Rotation = rotationStatus(rec, slot, now)
 	}
 
-	// Old keys: the secret's index, checked against the keys themselves
-	// (their delete-after annotation is the source of truth), and keys the
-	// slot's rotations made that are neither current nor in a rotation.
+	if err := st.findOldKeys(ctx, ka, slot, pre, now); err != nil {
+		return nil, nil, err
+	}
+	for i, t := range slot.Targets {
+		if pre.unreadable[i] {
+			st.Targets = append(st.Targets, TargetStatus{Target: t.String(), Holds: HoldsUnknown, Detail: "write-only: its value cannot be read back"})
+			continue
+		}
+		ts, err := r.targetStatus(ctx, ka, pre, st, pre.targets[i])
+		if err != nil {
+			return nil, nil, fmt.Errorf("slot %s: target %s: %w", slot.Name, t, err)
+		}
+		ts.Target = t.String()
+		st.Drift = st.Drift || ts.Drift
+		st.Targets = append(st.Targets, ts)
+	}
+	return st, pre, nil
+}
+
+// findOldKeys lists the slot's old keys still alive: the secret's index,
+// checked against the keys themselves (their delete-after annotation is the
+// source of truth), and keys the slot's rotations made that are neither
+// current nor in a rotation.
+func (st *SlotStatus) findOldKeys(ctx context.Context, ka *keysAPI, slot *Slot, pre *preflight, now time.Time) error {
 	live, err := ka.list(ctx, keyParent(pre.oldName), false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("slot %s: %w", slot.Name, err)
+		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
 	pend := map[string]pendingKey{}
 	for _, p := range pendingKeys(pre.sec) {
@@ -161,21 +182,7 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 		st.OldKeys = append(st.OldKeys, oldKeyStatus(k, p, indexed, now))
 	}
 	sort.Slice(st.OldKeys, func(i, j int) bool { return st.OldKeys[i].Name < st.OldKeys[j].Name })
-
-	for i, t := range slot.Targets {
-		if pre.unreadable[i] {
-			st.Targets = append(st.Targets, TargetStatus{Target: t.String(), Holds: HoldsUnknown, Detail: "write-only: its value cannot be read back"})
-			continue
-		}
-		ts, err := r.targetStatus(ctx, ka, pre, st, pre.targets[i])
-		if err != nil {
-			return nil, nil, fmt.Errorf("slot %s: target %s: %w", slot.Name, t, err)
-		}
-		ts.Target = t.String()
-		st.Drift = st.Drift || ts.Drift
-		st.Targets = append(st.Targets, ts)
-	}
-	return st, pre, nil
+	return nil
 }
 
 func oldKeyStatus(k *apikeys.V2Key, p pendingKey, indexed bool, now time.Time) OldKeyStatus {
@@ -402,24 +409,8 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 		name = pre.rec.newKeyName()
 	}
 	v.Key = KeyRef{Name: name, Fingerprint: probe.Fingerprint()}
-	subject := fmt.Sprintf("%s %s", probe.Fingerprint(), name)
-	switch {
-	case slot.Prober == nil:
-		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckSkipped, Message: "live probe off for this slot (verify: none)"})
-	default:
-		err := slot.Prober.Probe(ctx, probe)
-		var thr interface{ Throttled() bool }
-		switch {
-		case err == nil:
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("slot %s: probe key %s: %w", slot.Name, name, err)
-		case errors.As(err, &thr) && thr.Throttled():
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
-		default:
-			v.dead = true
-			v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
-		}
+	if err := v.checkKey(ctx, slot, probe, name); err != nil {
+		return nil, err
 	}
 
 	// The secret's latest version is what preflight took the current key
@@ -431,7 +422,38 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 		}
 		v.add(VerifyCheck{Check: "secret", Subject: slot.Secret, Status: CheckOK, Message: msg})
 	}
+	v.checkTargets(st)
+	v.checkLeftovers(slot, st)
+	return v, nil
+}
 
+// checkKey probes the key consumers get (probe, the key name) live, unless
+// the slot's verify is none. Only a probe cut short by ctx is an error.
+func (v *VerifyReport) checkKey(ctx context.Context, slot *Slot, probe secret.Key, name string) error {
+	subject := fmt.Sprintf("%s %s", probe.Fingerprint(), name)
+	if slot.Prober == nil {
+		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckSkipped, Message: "live probe off for this slot (verify: none)"})
+		return nil
+	}
+	err := slot.Prober.Probe(ctx, probe)
+	var thr interface{ Throttled() bool }
+	switch {
+	case err == nil:
+		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
+	case ctx.Err() != nil:
+		return fmt.Errorf("slot %s: probe key %s: %w", slot.Name, name, err)
+	case errors.As(err, &thr) && thr.Throttled():
+		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
+	default:
+		v.dead = true
+		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
+	}
+	return nil
+}
+
+// checkTargets fails each target that holds neither the current key nor
+// the new key of the rotation in progress (drift).
+func (v *VerifyReport) checkTargets(st *SlotStatus) {
 	for _, t := range st.Targets {
 		c := VerifyCheck{Check: "target", Subject: t.Target, Status: CheckOK}
 		switch t.Holds {
@@ -449,7 +471,11 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 		}
 		v.add(c)
 	}
+}
 
+// checkLeftovers warns about a rotation in progress and about old keys due
+// for deletion.
+func (v *VerifyReport) checkLeftovers(slot *Slot, st *SlotStatus) {
 	if rs := st.Rotation; rs != nil {
 		c := VerifyCheck{Check: "rotation", Subject: rs.ID, Status: CheckWarn,
 			Message: fmt.Sprintf("%s %s in progress (phase %s), lease %s", rs.Kind, rs.ID, rs.Phase, rs.Lease), Hint: rs.Next, Then: rs.Then}
@@ -464,7 +490,6 @@ func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error)
 				Then: Next{Action: NextFinalize, Slot: slot.Name}})
 		}
 	}
-	return v, nil
 }
 
 func orEmpty(fp string) string {

@@ -25,7 +25,7 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 	res := &Result{Slot: slot.Name, Kind: KindAbort}
 	if pre.rec == nil {
 		res.Reason = "no unfinished rotation: nothing to abort"
-		r.event(slot.Name, "done", "%s", res.Reason)
+		r.event(slot.Name, StepDone, "%s", res.Reason)
 		return res, nil
 	}
 	next := func(old *Record) (Record, bool, error) {
@@ -48,7 +48,7 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.event(slot.Name, "lock", "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
+	r.event(slot.Name, StepLock, "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
 	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
 	if st.from, err = ka.get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
@@ -122,7 +122,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 	if err != nil {
 		return nil, err
 	}
-	r.event(slot.Name, "lock", "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
+	r.event(slot.Name, StepLock, "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
 	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		from: pre.old, fromVersion: rec.OldVersion}
 	return st.drive(ctx)
@@ -161,7 +161,7 @@ func (st *run) adopt(ctx context.Context) error {
 		if key, err = st.ka.undelete(ctx, name); err != nil {
 			return err
 		}
-		st.event(st.slot.Name, "obtain", "undeleted key %s", name)
+		st.event(st.slot.Name, StepObtain, "undeleted key %s", name)
 	}
 	st.newKey = key
 	if st.newStr, err = st.ka.keyString(ctx, name); err != nil {

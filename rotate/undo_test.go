@@ -249,7 +249,7 @@ func TestFinalize(t *testing.T) {
 	}
 	var got []string
 	for _, k := range res.Keys {
-		got = append(got, k.Action+" "+k.Key)
+		got = append(got, string(k.Action)+" "+k.Key)
 	}
 	want := []string{"would delete " + w.oldName, "would delete " + leftover}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -61,7 +61,7 @@ func (p *printer) event(ev rotate.Event) {
 	if p.json {
 		return
 	}
-	if ev.Step == "done" {
+	if ev.Step == rotate.StepDone {
 		p.ended[ev.Slot] = true
 	}
 	msg := ev.Message
@@ -219,7 +219,7 @@ func (g *progress) start(slot string) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.inflight[slot] = "preflight"
+	g.inflight[slot] = string(rotate.StepPreflight)
 	g.order = append(g.order, slot)
 	g.describe()
 }
@@ -234,7 +234,7 @@ func (g *progress) event(ev rotate.Event) {
 	if _, ok := g.inflight[ev.Slot]; !ok {
 		return
 	}
-	step := ev.Step
+	step := string(ev.Step)
 	if ev.Wait != nil {
 		step = fmt.Sprintf("propagating %s", time.Since(ev.Wait.Started).Round(time.Second))
 	}

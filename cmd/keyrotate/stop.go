@@ -154,7 +154,7 @@ func (p *process) events(next func(rotate.Event)) func(rotate.Event) {
 		return next
 	}
 	return func(ev rotate.Event) {
-		if ev.Step == "stop" {
+		if ev.Step == rotate.StepStop {
 			p.mu.Lock()
 			if p.signals > 0 && !p.ended {
 				p.say(slog.LevelWarn, fmt.Sprintf("stopping: %s of slot %s (%s)", ev.Message, ev.Slot, stopAtOnce), "")
