@@ -102,6 +102,13 @@ type Options struct {
 	// NoSecretWriteLimits turns off Secret Manager's per-secret write
 	// rates (secretrate.go), which are otherwise enforced.
 	NoSecretWriteLimits bool
+	// MonitoringAddr is where Cloud Monitoring listens (monitoring.go);
+	// "" is a loopback port chosen by the system.
+	MonitoringAddr string
+	// MonitoringDelay is how long after a Gemini call its point becomes
+	// visible to ListTimeSeries. Zero: at once (DefaultMonitoringDelay is
+	// Google-like).
+	MonitoringDelay time.Duration
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
@@ -158,6 +165,9 @@ type Server struct {
 	APIKeysAddr, SecretManagerAddr, GeminiAddr string
 	// RunAddr is the Cloud Run Admin API v2 (gRPC), RUN_EMULATOR_HOST.
 	RunAddr string
+	// MonitoringAddr is Cloud Monitoring's MetricService (gRPC),
+	// MONITORING_EMULATOR_HOST.
+	MonitoringAddr string
 
 	opts  Options
 	clock Clock
@@ -200,6 +210,9 @@ type Server struct {
 	quota *quotaState  // quota.go; its own lock
 	rates *secretRates // secretrate.go; its own lock
 
+	usage           []usageRecord // every Gemini call with a known key (usage.go)
+	monitoringDelay time.Duration
+
 	closers []func()
 }
 
@@ -225,6 +238,8 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		hooks:    map[string]Hook{},
 		denied:   map[string]bool{},
 		seq:      1000,
+
+		monitoringDelay: opts.MonitoringDelay,
 
 		serviceAccounts: map[string]string{},
 	}
@@ -256,6 +271,10 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		s.Close()
 		return nil, fmt.Errorf("start Cloud Run emulator: %w", err)
 	}
+	if s.MonitoringAddr, err = s.serveMonitoring(opts.MonitoringAddr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Cloud Monitoring emulator: %w", err)
+	}
 	return s, nil
 }
 
@@ -276,6 +295,7 @@ func (s *Server) Env() []string {
 		"SECRETMANAGER_EMULATOR_HOST=" + s.SecretManagerAddr,
 		"GEMINI_EMULATOR_HOST=" + s.GeminiAddr,
 		"RUN_EMULATOR_HOST=" + s.RunAddr,
+		"MONITORING_EMULATOR_HOST=" + s.MonitoringAddr,
 	}
 }
 
@@ -479,6 +499,7 @@ func Methods() (all []string, isMutating func(string) bool) {
 		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
 		"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent",
 		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
+		"monitoring.ListTimeSeries",
 		// plan's read-only access checks (access.go)
 		"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices",
 		"iam.GetServiceAccount", "iam.TestIamPermissions", "secretmanager.TestIamPermissions",
@@ -603,6 +624,7 @@ var methodPermissions = map[string]string{
 	"secretmanager.DestroySecretVersion": "secretmanager.versions.destroy",
 	"serviceusage.BatchGetServices":      "serviceusage.services.get",
 	"iam.GetServiceAccount":              "iam.serviceAccounts.get",
+	"monitoring.ListTimeSeries":          "monitoring.timeSeries.list",
 }
 
 // DenyPermission makes the caller lack an IAM permission (for example
