@@ -185,14 +185,7 @@ func TestBuildTimeSeries(t *testing.T) {
 // and two keys, and returns a connected MetricClient.
 func startMonitoring(t *testing.T, opts Options) (*Server, *monitoring.MetricClient, *FakeClock) {
 	t.Helper()
-	clock := NewFakeClock(t0)
-	opts.Clock = clock
-	s, err := Start(opts)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	s.AddProject(testProject, testNumber)
+	s, _, clock := startKeys(t, opts)
 	c, err := s.MonitoringClient(context.Background())
 	if err != nil {
 		t.Fatalf("MonitoringClient: %v", err)

@@ -167,30 +167,13 @@ func (u usageRecord) resourceLabels() map[string]string {
 }
 
 // grpcCodeOf is the canonical code Google's front end pairs with an HTTP
-// status (google/rpc/code.proto's mapping, read backwards for the statuses
-// the Gemini emulator answers).
+// status: httpStatus (google/rpc/code.proto's mapping) read backwards, the
+// lowest code that maps to it (400 is INVALID_ARGUMENT).
 func grpcCodeOf(httpCode int) codes.Code {
-	switch httpCode {
-	case http.StatusOK:
-		return codes.OK
-	case http.StatusBadRequest:
-		return codes.InvalidArgument
-	case http.StatusUnauthorized:
-		return codes.Unauthenticated
-	case http.StatusForbidden:
-		return codes.PermissionDenied
-	case http.StatusNotFound:
-		return codes.NotFound
-	case http.StatusConflict:
-		return codes.Aborted
-	case http.StatusTooManyRequests:
-		return codes.ResourceExhausted
-	case http.StatusNotImplemented:
-		return codes.Unimplemented
-	case http.StatusServiceUnavailable:
-		return codes.Unavailable
-	case http.StatusGatewayTimeout:
-		return codes.DeadlineExceeded
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if httpStatus(c) == httpCode {
+			return c
+		}
 	}
 	return codes.Unknown
 }
