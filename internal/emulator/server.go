@@ -1,6 +1,7 @@
 // Package emulator is an in-process fake of the Google APIs keyrotate uses:
 // the API Keys API v2 (REST, and gRPC for LookupKey, on one address), Secret Manager v1 (gRPC), the Gemini API's
-// model list, countTokens and generateContent (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
+// model list, countTokens and generateContent (REST), a Cloud Run Admin API v2 Services subset (gRPC)
+// and Cloud Monitoring's ListTimeSeries over the Gemini calls per key (gRPC, monitoring.go),
 // sharing one state. Tests drive Google's own Go clients
 // against it over real loopback connections; `keyrotate demo` and
 // `keyrotate emulator` run it for people.
