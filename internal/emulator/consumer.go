@@ -8,7 +8,6 @@ package emulator
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -41,17 +40,19 @@ type Consumer struct {
 	ok, fails int
 	last      int // HTTP status of the latest call, 0 before the first
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
 // StartConsumer starts a goroutine that calls the Gemini API with key right
 // away and then every interval (wall-clock time: the emulator's clock does
-// not drive it), until Stop. The key appears only in the x-goog-api-key
-// header of its requests; a Consumer prints as its counts.
+// not drive it), until Stop. A call under way when Stop is called is
+// finished, not abandoned, so that Calls matches what the emulator saw.
+// The key appears only in the x-goog-api-key header of its requests; a
+// Consumer prints as its counts.
 func (s *Server) StartConsumer(key secret.Key, every time.Duration, call ConsumerCall) *Consumer {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &Consumer{cancel: cancel, done: make(chan struct{})}
+	c := &Consumer{stop: make(chan struct{}), done: make(chan struct{})}
 	client := &http.Client{Timeout: 10 * time.Second}
 	addr := s.GeminiAddr
 	go func() {
@@ -59,10 +60,10 @@ func (s *Server) StartConsumer(key secret.Key, every time.Duration, call Consume
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			code := consumeOnce(ctx, client, addr, key, call)
+			code := consumeOnce(client, addr, key, call)
 			c.mu.Lock()
 			switch {
-			case code == 0: // canceled or no connection: not a call
+			case code == 0: // no connection: not a call
 			case code < 300:
 				c.ok++
 			default:
@@ -73,7 +74,7 @@ func (s *Server) StartConsumer(key secret.Key, every time.Duration, call Consume
 			}
 			c.mu.Unlock()
 			select {
-			case <-ctx.Done():
+			case <-c.stop:
 				return
 			case <-t.C:
 			}
@@ -82,7 +83,7 @@ func (s *Server) StartConsumer(key secret.Key, every time.Duration, call Consume
 	return c
 }
 
-func consumeOnce(ctx context.Context, client *http.Client, addr string, key secret.Key, call ConsumerCall) int {
+func consumeOnce(client *http.Client, addr string, key secret.Key, call ConsumerCall) int {
 	method, path, body := http.MethodPost, "/v1beta/"+consumerModel+":generateContent",
 		`{"contents":[{"parts":[{"text":"ping"}]}],"generationConfig":{"maxOutputTokens":1}}`
 	switch call {
@@ -95,7 +96,7 @@ func consumeOnce(ctx context.Context, client *http.Client, addr string, key secr
 	if body != "" {
 		rd = bytes.NewReader([]byte(body))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	req, err := http.NewRequest(method, "http://"+addr+path, rd)
 	if err != nil {
 		return 0
 	}
@@ -115,7 +116,7 @@ func consumeOnce(ctx context.Context, client *http.Client, addr string, key secr
 // Stop stops the consumer and waits for its last call to finish. It may be
 // called more than once.
 func (c *Consumer) Stop() {
-	c.cancel()
+	c.stopOnce.Do(func() { close(c.stop) })
 	<-c.done
 }
 
