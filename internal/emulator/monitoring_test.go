@@ -275,6 +275,15 @@ func TestMonitoringCountsGeminiCallsPerKey(t *testing.T) {
 	// Calls Monitoring cannot attribute to a key: none, and unknown.
 	probe(t, s, "", nil)
 	probe(t, s, "AIzaNotAKey", nil)
+	// Another project's key: counted in that project, not in this one.
+	s.AddProject("other", 42)
+	_, keyOther, err := s.SeedKey("other", "key-o", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := probe(t, s, keyOther, nil); r.code != http.StatusOK {
+		t.Fatalf("listModels with the other project's key: %d", r.code)
+	}
 
 	if got := sums(t, c, byCredentialQuery(clock.Now(), time.Hour)); len(got) != 0 {
 		t.Errorf("before the delay: %v, want nothing", got)
@@ -319,8 +328,13 @@ func TestMonitoringCountsGeminiCallsPerKey(t *testing.T) {
 	if _, err := it.Next(); !errors.Is(err, iterator.Done) {
 		t.Errorf("second raw series: %v, want Done", err)
 	}
-	if n := s.Calls("monitoring.ListTimeSeries"); n != 4 {
-		t.Errorf("ListTimeSeries calls = %d, want 4", n)
+	other := byCredentialQuery(clock.Now(), time.Hour)
+	other.Name = "projects/42" // by number
+	if got := sums(t, c, other); len(got) != 1 {
+		t.Errorf("the other project: %v, want its one key", got)
+	}
+	if n := s.Calls("monitoring.ListTimeSeries"); n != 5 {
+		t.Errorf("ListTimeSeries calls = %d, want 5", n)
 	}
 }
 

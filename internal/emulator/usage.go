@@ -115,8 +115,28 @@ func (s *Server) recordingUsage(next http.Handler) http.Handler {
 		if k == nil || k.deleted() || now.Before(k.validFrom) {
 			return
 		}
-		s.usage = append(s.usage, usageRecord{at: now, projectID: k.project.id, keyUID: k.uid, method: rpc, httpCode: code})
+		s.recordLocked(usageRecord{at: now, projectID: k.project.id, keyUID: k.uid, method: rpc, httpCode: code})
 	})
+}
+
+// usageRetention is how long Cloud Monitoring keeps points of Google
+// Cloud metrics: six weeks (cloud.google.com/monitoring/quotas, "Retention
+// of data"). Older records are dropped so that a long-running emulator
+// with a consumer does not grow without bound.
+const usageRetention = 6 * 7 * 24 * time.Hour
+
+// recordLocked appends a call and drops records past retention. Call
+// with s.mu held.
+func (s *Server) recordLocked(u usageRecord) {
+	s.usage = append(s.usage, u)
+	cutoff := s.Now().Add(-usageRetention)
+	i := 0
+	for i < len(s.usage) && s.usage[i].at.Before(cutoff) {
+		i++
+	}
+	if i > 0 {
+		s.usage = append(s.usage[:0], s.usage[i:]...)
+	}
 }
 
 // RecordRequest records a call of the Gemini API's method (the full RPC
@@ -132,7 +152,7 @@ func (s *Server) RecordRequest(keyName, method string, httpCode int, at time.Tim
 	if err != nil {
 		return err
 	}
-	s.usage = append(s.usage, usageRecord{at: at.UTC(), projectID: k.project.id, keyUID: k.uid, method: method, httpCode: httpCode})
+	s.recordLocked(usageRecord{at: at.UTC(), projectID: k.project.id, keyUID: k.uid, method: method, httpCode: httpCode})
 	return nil
 }
 
