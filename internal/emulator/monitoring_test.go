@@ -470,6 +470,7 @@ func TestMonitoringRefusals(t *testing.T) {
 		{name: "unknown project", edit: func(r *monitoringpb.ListTimeSeriesRequest) { r.Name = "projects/nope" }, code: codes.PermissionDenied, reason: "IAM_PERMISSION_DENIED"},
 		{name: "permission denied", setup: func() { s.DenyPermission("monitoring.timeSeries.list") }, code: codes.PermissionDenied, reason: "IAM_PERMISSION_DENIED", msg: "monitoring.timeSeries.list"},
 		{name: "API disabled", setup: func() { s.SetServiceEnabled(testProject, "monitoring.googleapis.com", false) }, code: codes.PermissionDenied, reason: "SERVICE_DISABLED", msg: "Cloud Monitoring API has not been used in project"},
+		{name: "injected outage", setup: func() { s.FailNext("monitoring.ListTimeSeries", codes.Unavailable, "") }, code: codes.Unavailable},
 		{name: "API disabled elsewhere", setup: func() { s.SetServiceEnabled("other", "monitoring.googleapis.com", false) }, code: codes.OK},
 	}
 	for _, tt := range tests {
@@ -540,5 +541,24 @@ func TestConsumerIsCountedAndNeverPrintsItsKey(t *testing.T) {
 		if strings.Contains(out, ks) {
 			t.Errorf("consumer printed its key: %q", out)
 		}
+	}
+}
+
+// TestMonitoringRetention: calls older than six weeks are gone, as on
+// Cloud Monitoring.
+func TestMonitoringRetention(t *testing.T) {
+	s, c, clock := startMonitoring(t, Options{})
+	name, _, uid := seedKey(t, s, "old", nil)
+	now := clock.Now()
+	for _, ago := range []time.Duration{usageRetention + time.Hour, time.Hour} {
+		if err := s.RecordRequest(name, geminiGenerateMethod, 200, now.Add(-ago)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sums(t, c, byCredentialQuery(now, 2*usageRetention)); got["apikey:"+uid+"/2xx"] != 1 {
+		t.Errorf("over twelve weeks: %v, want only the recent call", got)
+	}
+	if err := s.RecordRequest("projects/p/locations/global/keys/nope", geminiGenerateMethod, 200, now); err == nil {
+		t.Error("RecordRequest with an unknown key: no error")
 	}
 }
