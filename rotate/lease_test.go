@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -289,9 +290,9 @@ func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			w.r.RunID = tc.runID
-			w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.PermissionDenied, "")
+			w.srv.Fail("secretmanager.AddSecretVersion", 1, fake.Fault{Code: codes.PermissionDenied})
 			if tc.failRelease {
-				w.srv.FailNth("secretmanager.UpdateSecret", 2, codes.PermissionDenied, "") // 1: lock, 2: release
+				w.srv.Fail("secretmanager.UpdateSecret", 2, fake.Fault{Code: codes.PermissionDenied}) // 1: lock, 2: release
 			}
 			first, err := w.rotate(rotate.Options{})
 			if !errors.Is(err, rotate.ErrStoppedPartWay) {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -183,7 +184,7 @@ func TestBuildTimeSeries(t *testing.T) {
 
 // startMonitoring starts an emulator with a fake clock, the test project
 // and two keys, and returns a connected MetricClient.
-func startMonitoring(t *testing.T, opts Options) (*Server, *monitoring.MetricClient, *FakeClock) {
+func startMonitoring(t *testing.T, opts Options) (*Server, *monitoring.MetricClient, *fake.ManualClock) {
 	t.Helper()
 	s, _, clock := startKeys(t, opts)
 	c, err := s.MonitoringClient(context.Background())
@@ -470,7 +471,7 @@ func TestMonitoringRefusals(t *testing.T) {
 		{name: "unknown project", edit: func(r *monitoringpb.ListTimeSeriesRequest) { r.Name = "projects/nope" }, code: codes.PermissionDenied, reason: "IAM_PERMISSION_DENIED"},
 		{name: "permission denied", setup: func() { s.DenyPermission("monitoring.timeSeries.list") }, code: codes.PermissionDenied, reason: "IAM_PERMISSION_DENIED", msg: "monitoring.timeSeries.list"},
 		{name: "API disabled", setup: func() { s.SetServiceEnabled(testProject, "monitoring.googleapis.com", false) }, code: codes.PermissionDenied, reason: "SERVICE_DISABLED", msg: "Cloud Monitoring API has not been used in project"},
-		{name: "injected outage", setup: func() { s.FailNext("monitoring.ListTimeSeries", codes.Unavailable, "") }, code: codes.Unavailable},
+		{name: "injected outage", setup: func() { s.Fail("monitoring.ListTimeSeries", fake.Next, fake.Fault{Code: codes.Unavailable}) }, code: codes.Unavailable},
 		{name: "API disabled elsewhere", setup: func() { s.SetServiceEnabled("other", "monitoring.googleapis.com", false) }, code: codes.OK},
 	}
 	for _, tt := range tests {
