@@ -87,6 +87,18 @@ func behaviours(fd protoreflect.FieldDescriptor) (required, outputOnly bool) {
 	return required, outputOnly
 }
 
+// zeroIsAValue reports whether fd is a proto3 enum without presence whose
+// zero is a real value, not *_UNSPECIFIED (ListTimeSeriesRequest.view:
+// FULL = 0): on the wire it cannot be told from an unset field, so no API
+// can refuse it as missing.
+func zeroIsAValue(fd protoreflect.FieldDescriptor) bool {
+	if fd.Kind() != protoreflect.EnumKind || fd.HasPresence() {
+		return false
+	}
+	v := fd.Enum().Values().ByNumber(0)
+	return v != nil && !strings.HasSuffix(string(v.Name()), "UNSPECIFIED")
+}
+
 // message checks m at path at. top: m is the request; inUpdate: m is (in)
 // the resource of an update request, where REQUIRED is not checked;
 // resource: m is the resource a request carries, whose name addresses it.
@@ -97,7 +109,7 @@ func (c *fbChecker) message(at string, m protoreflect.Message, top, inUpdate, re
 		path := join(at, string(fd.Name()))
 		required, outputOnly := behaviours(fd)
 		set := m.Has(fd)
-		if required && !set && (top || !inUpdate) {
+		if required && !set && (top || !inUpdate) && !zeroIsAValue(fd) {
 			c.vs = append(c.vs, Violation{Method: c.method, Field: path, Refused: true,
 				Message: fmt.Sprintf("Required field '%s' is not set.", path)})
 		}

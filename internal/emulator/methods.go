@@ -48,6 +48,8 @@ var methods = map[string]method{
 	"run.GetOperation":       {permission: "run.operations.get"},
 	"run.TestIamPermissions": {},
 
+	"monitoring.ListTimeSeries": {permission: "monitoring.timeSeries.list"},
+
 	// plan's read-only access checks (access.go)
 	"resourcemanager.TestIamPermissions": {},
 	"serviceusage.BatchGetServices":      {permission: "serviceusage.services.get"},

@@ -83,6 +83,7 @@ const userProjectHeader = "x-goog-user-project"
 var serviceTitles = map[string]string{
 	apiKeysService:                 "API Keys API",
 	"secretmanager.googleapis.com": "Secret Manager API",
+	monitoringService:              "Cloud Monitoring API",
 }
 
 // RequireQuotaProject switches the emulator to stand for a caller with

@@ -1,11 +1,13 @@
-// Package emulator is an in-process fake of the four Google APIs keyrotate
+// Package emulator is an in-process fake of the five Google APIs keyrotate
 // uses, sharing one state, each on its own address: the API Keys API v2
 // (REST, and gRPC for LookupKey), Secret Manager v1 (gRPC), the Gemini
-// API's model list, countTokens and generateContent (REST), and a subset of
-// the Cloud Run Admin API v2 Services (gRPC). The API Keys address also
-// serves the read-only access checks of Resource Manager, Service Usage and
-// IAM (access.go). Tests drive Google's own Go clients against it over real
-// loopback connections; the demo and emulator commands run it for people.
+// API's model list, countTokens and generateContent (REST), a subset of
+// the Cloud Run Admin API v2 Services (gRPC), and Cloud Monitoring's
+// ListTimeSeries over the Gemini calls per key (gRPC, monitoring.go). The
+// API Keys address also serves the read-only access checks of Resource
+// Manager, Service Usage and IAM (access.go). Tests drive Google's own Go
+// clients against it over real loopback connections; the demo and emulator
+// commands run it for people.
 //
 // It follows the real APIs where keyrotate depends on them: resource paths,
 // canonical error codes and Google's JSON error bodies, long-running
@@ -78,6 +80,13 @@ type Options struct {
 	// NoSecretWriteLimits turns off Secret Manager's per-secret write
 	// rates (secretrate.go), which are otherwise enforced.
 	NoSecretWriteLimits bool
+	// MonitoringAddr is where Cloud Monitoring listens (monitoring.go);
+	// "" is a loopback port chosen by the system.
+	MonitoringAddr string
+	// MonitoringDelay is how long after a Gemini call its point becomes
+	// visible to ListTimeSeries. Zero: at once (DefaultMonitoringDelay is
+	// Google-like).
+	MonitoringDelay time.Duration
 }
 
 // Hook runs before the n-th call (1-based) of a method, outside the
@@ -114,6 +123,9 @@ type Server struct {
 	APIKeysAddr, SecretManagerAddr, GeminiAddr string
 	// RunAddr is the Cloud Run Admin API v2 (gRPC), RUN_EMULATOR_HOST.
 	RunAddr string
+	// MonitoringAddr is Cloud Monitoring's MetricService (gRPC),
+	// MONITORING_EMULATOR_HOST.
+	MonitoringAddr string
 
 	opts  Options
 	clock fake.Clock
@@ -156,10 +168,13 @@ type Server struct {
 	quota *quotaState  // quota.go; its own lock
 	rates *secretRates // secretrate.go; its own lock
 
+	usage           []usageRecord // every Gemini call with a known key (usage.go)
+	monitoringDelay time.Duration
+
 	closers []func()
 }
 
-// Start starts the four APIs on the addresses of opts.
+// Start starts the five APIs on the addresses of opts.
 func Start(opts Options) (*Server, error) {
 	if opts.Clock == nil {
 		opts.Clock = fake.Wall
@@ -175,6 +190,8 @@ func Start(opts Options) (*Server, error) {
 		hooks:    map[string]Hook{},
 		denied:   map[string]bool{},
 		seq:      1000,
+
+		monitoringDelay: opts.MonitoringDelay,
 
 		serviceAccounts: map[string]string{},
 	}
@@ -206,10 +223,14 @@ func Start(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("start Cloud Run emulator: %w", err)
 	}
+	if s.MonitoringAddr, err = s.serveMonitoring(opts.MonitoringAddr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Cloud Monitoring emulator: %w", err)
+	}
 	return s, nil
 }
 
-// Close stops the four APIs.
+// Close stops the five APIs.
 func (s *Server) Close() error {
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
@@ -226,6 +247,7 @@ func (s *Server) Env() []string {
 		"SECRETMANAGER_EMULATOR_HOST=" + s.SecretManagerAddr,
 		"GEMINI_EMULATOR_HOST=" + s.GeminiAddr,
 		"RUN_EMULATOR_HOST=" + s.RunAddr,
+		"MONITORING_EMULATOR_HOST=" + s.MonitoringAddr,
 	}
 }
 
