@@ -1,5 +1,9 @@
-// Package verify proves that an API key works against the live Gemini API
-// and explains why it does not.
+// Package verify is the live verification of API keys: it proves that a key
+// works against the live Gemini API, and when it does not, classifies
+// Google's answer into a cause (ProbeError, Cause). That is all "verify"
+// means here; the diagnosis of a key that does not work (its source,
+// junk in the value, its metadata) is internal/doctor, which uses this
+// package's probe and causes.
 //
 // The probe exercises what applications call: by default
 // POST /v1beta/models/{model}:countTokens, which runs on the generation path

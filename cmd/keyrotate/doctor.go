@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/doctor"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
@@ -63,7 +64,7 @@ func doctorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			in := verify.Input{Env: doctorLookupEnv, Var: c.String("env")}
+			in := doctor.Input{Env: doctorLookupEnv, Var: c.String("env")}
 			switch {
 			case c.Bool("stdin"):
 				v, err := readKeyLine(c.App.Reader)
@@ -118,10 +119,10 @@ func probeFlags(c *cli.Context) (*verify.Gemini, error) {
 	return &verify.Gemini{BaseURL: verify.DefaultBaseURL, Method: verify.ProbeMethod(probe), Model: model}, nil
 }
 
-func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *verify.Gemini) error {
+func runDoctor(c *cli.Context, h hosts, in doctor.Input, project string, probe *verify.Gemini) error {
 	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
-	d := &verify.Doctor{Project: project, Probe: probe}
+	d := &doctor.Doctor{Project: project, Probe: probe}
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
@@ -140,7 +141,7 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 	// A check that could not run because an emulator address refused
 	// the connection names the variable to fix.
 	for _, f := range rep.Findings {
-		if f.Status != verify.StatusSkip {
+		if f.Status != doctor.StatusSkip {
 			continue
 		}
 		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
@@ -151,7 +152,7 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 	if p.json {
 		if err := p.jsonDoc(struct {
 			Command string `json:"command"`
-			*verify.Report
+			*doctor.Report
 		}{"doctor", rep}); err != nil {
 			return err
 		}
@@ -177,35 +178,35 @@ const leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads
 
 // adviseDoctor puts the keyrotate command that fixes a finding into its
 // fix and into the summary's next step.
-func adviseDoctor(rep *verify.Report) {
+func adviseDoctor(rep *doctor.Report) {
 	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
 		return
 	}
-	adviseFinding(rep, verify.FindProbe, leakedNext)
+	adviseFinding(rep, doctor.FindProbe, leakedNext)
 }
 
 // adviseFinding sets the fix of finding id, and the summary's next step
 // where that finding is the cause or decided that the checks are
 // incomplete.
-func adviseFinding(rep *verify.Report, id, fix string) {
+func adviseFinding(rep *doctor.Report, id, fix string) {
 	for i, f := range rep.Findings {
 		if f.ID == id {
 			rep.Findings[i].Fix = fix
 		}
 	}
-	if rep.Summary.Cause == id || rep.Incomplete && id == verify.FindProbe {
+	if rep.Summary.Cause == id || rep.Incomplete && id == doctor.FindProbe {
 		rep.Summary.Next = fix
 	}
 }
 
-var statusMarks = map[verify.Status]string{
-	verify.StatusOK:   "ok  ",
-	verify.StatusWarn: "WARN",
-	verify.StatusFail: "FAIL",
-	verify.StatusSkip: "skip",
+var statusMarks = map[doctor.Status]string{
+	doctor.StatusOK:   "ok  ",
+	doctor.StatusWarn: "WARN",
+	doctor.StatusFail: "FAIL",
+	doctor.StatusSkip: "skip",
 }
 
-func printDoctor(w io.Writer, r *verify.Report) {
+func printDoctor(w io.Writer, r *doctor.Report) {
 	head := "doctor: " + r.Source.String()
 	if r.Fingerprint != "" {
 		head += ", " + r.Fingerprint
@@ -216,7 +217,7 @@ func printDoctor(w io.Writer, r *verify.Report) {
 	fmt.Fprintln(w, head)
 	for _, f := range r.Findings {
 		fmt.Fprintf(w, "  %s  %-19s %s\n", statusMarks[f.Status], f.ID, f.Message)
-		if f.Fix != "" && f.Status != verify.StatusOK {
+		if f.Fix != "" && f.Status != doctor.StatusOK {
 			fmt.Fprintf(w, "        %-19s fix: %s\n", "", f.Fix)
 		}
 	}

@@ -1,4 +1,8 @@
-package verify
+// Package doctor finds out why an API key does not work: the checklist
+// people work through by hand when Gemini answers "API key not valid", run
+// as code. It uses package verify's live probe and its causes for the one
+// check that decides health.
+package doctor
 
 // The doctor: the checklist people work through by hand when Gemini answers
 // "API key not valid" — is the variable set and under which name, does it
@@ -19,6 +23,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/secret"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // Status is the outcome of one check.
@@ -138,7 +143,7 @@ type Report struct {
 	// probe passed or did not run), for callers that add their own advice
 	// to a cause (errors.Is(r.ProbeError, ErrLeaked)). Its message is
 	// scrubbed like the findings.
-	ProbeError *ProbeError `json:"-"`
+	ProbeError *verify.ProbeError `json:"-"`
 }
 
 // Finding returns the finding with this ID, if any.
@@ -184,7 +189,7 @@ type Doctor struct {
 	Lookup  *apikeysapi.Client
 	KeysErr error
 	// Probe calls the Gemini API with the key. Nil skips the live probe.
-	Probe *Gemini
+	Probe *verify.Gemini
 	// Project, when set, is the project (id or number) the key should
 	// belong to.
 	Project string

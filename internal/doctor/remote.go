@@ -1,4 +1,4 @@
-package verify
+package doctor
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 const (
@@ -54,7 +55,7 @@ func (c *checkup) remote(ctx context.Context) {
 		probeErr = c.d.Probe.Probe(ctx, key)
 		probed = true
 	}
-	var pe *ProbeError
+	var pe *verify.ProbeError
 	if errors.As(probeErr, &pe) {
 		pe.Message = c.scrub(pe.Message)
 		c.r.ProbeError = pe
@@ -238,7 +239,7 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 
 // binding reports whether the key is bound to a service account: an auth
 // key, the only kind the Gemini API accepts since September 2026.
-func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
+func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *verify.ProbeError) {
 	if sa := k.ServiceAccountEmail; sa != "" {
 		c.r.ServiceAccount = sa
 		c.add(FindBinding, StatusOK, "bound to service account "+sa+" (an auth key)", "")
@@ -246,7 +247,7 @@ func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
 	}
 	msg := "not bound to a service account: a standard key, which the Gemini API rejects since September 2026"
 	switch {
-	case pe != nil && pe.Cause == CauseStandardKeyRejected:
+	case pe != nil && pe.Cause == verify.CauseStandardKeyRejected:
 		c.add(FindBinding, StatusFail, msg, migrateFix)
 	case probed && pe == nil:
 		c.add(FindBinding, StatusWarn, msg+" (it still answered here)", migrateFix)
@@ -256,7 +257,7 @@ func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
 }
 
 // probe reports the live call's outcome with its exact classification.
-func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
+func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 	if err == nil {
 		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key ("+c.d.Probe.Describe()+")", "")
 		return
@@ -271,7 +272,7 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 		c.add(FindProbe, st, c.after+answer+": "+what, fix)
 	}
 	switch pe.Cause {
-	case CauseInvalid:
+	case verify.CauseInvalid:
 		what := "the key is invalid, deleted or expired"
 		fix := c.currentKeyFix() + ", or rotate: `keyrotate rotate --slot SLOT`"
 		switch {
@@ -285,12 +286,12 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 			fix = "wait up to 10 minutes after creating a key, then run doctor again"
 		}
 		add(StatusFail, what, fix)
-	case CauseStandardKeyRejected:
+	case verify.CauseStandardKeyRejected:
 		add(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix)
-	case CauseServiceBlocked:
+	case verify.CauseServiceBlocked:
 		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)",
 			"add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)")
-	case CauseServiceDisabled:
+	case verify.CauseServiceDisabled:
 		fix := "enable the Generative Language API in the key's project"
 		if project != "" {
 			fix += ": `gcloud services enable generativelanguage.googleapis.com --project=" + project + "`"
@@ -303,21 +304,21 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 			where = "project " + project
 		}
 		add(StatusFail, "the Generative Language API is not enabled in "+where, fix)
-	case CauseSuspended:
+	case verify.CauseSuspended:
 		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)",
 			"rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked")
-	case CauseLeaked:
+	case verify.CauseLeaked:
 		// No ErrorInfo here: Google's message is the whole answer.
 		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it",
 			"replace it with a new key in every place that uses it and delete it, then find where it leaked")
-	case CauseClientBlocked:
+	case verify.CauseClientBlocked:
 		add(StatusWarn, "the key's application restrictions reject this caller; callers that match them may still succeed",
 			"run doctor where the program runs, or widen the key's application restrictions")
-	case CauseThrottled:
+	case verify.CauseThrottled:
 		add(StatusWarn, "the key is valid but rate limited", "wait and retry, or raise the project's Gemini API quota")
-	case CauseServer, CauseNetwork:
+	case verify.CauseServer, verify.CauseNetwork:
 		c.add(FindProbe, StatusSkip, "live probe not finished: "+c.scrub(firstLine(pe.Error())), "retry later")
-	case CauseModelNotFound:
+	case verify.CauseModelNotFound:
 		// Says nothing about the key: the probe's model is not served.
 		c.add(FindProbe, StatusSkip, "live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
 			"name a current model with --model (GET /v1beta/models lists them)")
