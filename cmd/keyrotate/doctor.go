@@ -145,7 +145,7 @@ func runDoctor(c *cli.Context, h hosts, in doctor.Input, project string, probe *
 			continue
 		}
 		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
-			adviseFinding(rep, f.ID, eh)
+			rep.Advise(f.ID, eh)
 		}
 	}
 	p := newPrinter(c)
@@ -172,31 +172,57 @@ func runDoctor(c *cli.Context, h hosts, in doctor.Input, project string, probe *
 	return rotate.WithHint(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
 }
 
-// leakedNext is the command that takes a key reported as leaked out of
-// service: verify states the facts, the CLI names its own command.
-const leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked"
+// The keyrotate commands that fix doctor's findings: the doctor states the
+// facts (a finding's Remedy, the probe's cause), the CLI names its own
+// commands.
+const (
+	// A key Google suspended or reported as leaked.
+	suspendedNext = "rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); " +
+		"then find where it leaked"
+	leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); " +
+		"then find where it leaked"
+	// A standard key, from its shape (migrateNext) or its metadata
+	// (migrateKeyNext).
+	migrateNext    = "migrate to an auth key: set service_account on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`"
+	migrateKeyNext = "migrate to an auth key: set service_account (a service account of the key's project) on the slot in keyrotate.yaml and run " +
+		"`keyrotate rotate --slot SLOT`; the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
+)
 
 // adviseDoctor puts the keyrotate command that fixes a finding into its
 // fix and into the summary's next step.
 func adviseDoctor(rep *doctor.Report) {
-	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
-		return
-	}
-	adviseFinding(rep, doctor.FindProbe, leakedNext)
-}
-
-// adviseFinding sets the fix of finding id, and the summary's next step
-// where that finding is the cause or decided that the checks are
-// incomplete.
-func adviseFinding(rep *doctor.Report, id, fix string) {
-	for i, f := range rep.Findings {
-		if f.ID == id {
-			rep.Findings[i].Fix = fix
+	for _, f := range rep.Findings {
+		if fix := remedyFix(f); fix != "" {
+			rep.Advise(f.ID, fix)
 		}
 	}
-	if rep.Summary.Cause == id || rep.Incomplete && id == doctor.FindProbe {
-		rep.Summary.Next = fix
+	if pe := rep.ProbeError; pe != nil {
+		switch pe.Cause {
+		case verify.CauseSuspended:
+			rep.Advise(doctor.FindProbe, suspendedNext)
+		case verify.CauseLeaked:
+			rep.Advise(doctor.FindProbe, leakedNext)
+		}
 	}
+}
+
+// remedyFix words the remedy of f with keyrotate's commands, "" when f has
+// none.
+func remedyFix(f doctor.Finding) string {
+	switch f.Remedy.Kind {
+	case doctor.RemedyRotate:
+		return f.Fix + ", or rotate: `keyrotate rotate --slot SLOT`"
+	case doctor.RemedyMigrate:
+		if f.Remedy.KeyRead {
+			return migrateKeyNext
+		}
+		return migrateNext
+	case doctor.RemedyStdin:
+		return f.Fix + ", for example `keyrotate doctor --stdin < key.txt`"
+	case doctor.RemedyCheckVar:
+		return f.Fix + ", or check the key the SDKs use: `keyrotate doctor --env " + f.Remedy.Var + "`"
+	}
+	return ""
 }
 
 var statusMarks = map[doctor.Status]string{

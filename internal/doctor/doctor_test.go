@@ -138,6 +138,10 @@ type want struct {
 	cause   string   // summary cause when not healthy
 	has     []string // substrings of the rendered findings (messages and fixes)
 	hasNot  []string // finding IDs that must be absent
+	// remedy: finding id -> the remedy the CLI words with its commands
+	// (cmd/keyrotate's doctor golden files check those words).
+	remedy   map[string]doctor.Remedy
+	probeErr error // errors.Is(Report.ProbeError, probeErr), when set
 }
 
 type doctorCase struct {
@@ -189,7 +193,8 @@ func TestDoctor(t *testing.T) {
 		{name: "both differ", in: func(w *docWorld) doctor.Input {
 			return doctor.Input{Env: envOf("GEMINI_API_KEY", w.key["good"], "GOOGLE_API_KEY", w.key["other"])}
 		}, want: want{status: map[string]doctor.Status{"source-both": fail, "probe": ok}, cause: "source-both",
-			has: []string{"use GOOGLE_API_KEY when both are set", "keyrotate doctor --env GOOGLE_API_KEY"}}},
+			has:    []string{"use GOOGLE_API_KEY when both are set", "unset GOOGLE_API_KEY"},
+			remedy: map[string]doctor.Remedy{"source-both": {Kind: doctor.RemedyCheckVar, Var: "GOOGLE_API_KEY"}}}},
 		{name: "both differ checking google", in: func(w *docWorld) doctor.Input {
 			return doctor.Input{Env: envOf("GEMINI_API_KEY", w.key["other"], "GOOGLE_API_KEY", w.key["good"]), Var: "GOOGLE_API_KEY"}
 		}, want: want{status: map[string]doctor.Status{"source-both": warn, "probe": ok}, healthy: true, has: []string{"the one they use"}}},
@@ -257,7 +262,7 @@ func TestDoctor(t *testing.T) {
 		{name: "stdin", in: func(w *docWorld) doctor.Input { return doctor.Input{Stdin: true, Value: w.key["good"]} },
 			want: want{status: map[string]doctor.Status{"source": ok, "probe": ok}, healthy: true, has: []string{"read a value from standard input (53 characters)"}}},
 		{name: "stdin empty", in: func(*docWorld) doctor.Input { return doctor.Input{Stdin: true} },
-			want: want{status: map[string]doctor.Status{"source": fail}, cause: "source"}},
+			want: want{status: map[string]doctor.Status{"source": fail}, cause: "source", remedy: map[string]doctor.Remedy{"source": {Kind: doctor.RemedyStdin}}}},
 		{name: "stdin cr", in: func(w *docWorld) doctor.Input { return doctor.Input{Stdin: true, Value: w.key["good"] + "\r"} },
 			want: want{status: map[string]doctor.Status{"line-break": fail, "probe": ok}, cause: "line-break"}},
 		{name: "dotenv only", in: func(w *docWorld) doctor.Input {
@@ -296,7 +301,9 @@ func TestDoctor(t *testing.T) {
 				has: []string{"key projects/345678901234/locations/global/keys/good, in projects/345678901234", "created 2026-11-02 10:00 UTC", "bound to service account " + docSA}}},
 		{name: "standard key rejected", in: keyIn("standard", same),
 			want: want{status: map[string]doctor.Status{"format": warn, "binding": fail, "probe": fail}, cause: "probe",
-				has: []string{"401 ACCESS_TOKEN_TYPE_UNSUPPORTED", "set service_account"}}},
+				has: []string{"401 ACCESS_TOKEN_TYPE_UNSUPPORTED", "set service_account"},
+				remedy: map[string]doctor.Remedy{"format": {Kind: doctor.RemedyMigrate}, "binding": {Kind: doctor.RemedyMigrate, KeyRead: true},
+					"probe": {Kind: doctor.RemedyMigrate, KeyRead: true}}}},
 		{name: "service blocked companion", in: keyIn("companion", same),
 			want: want{status: map[string]doctor.Status{"api-targets": fail, "probe": fail}, cause: "probe",
 				has: []string{"403 API_KEY_SERVICE_BLOCKED", "allow only cloudaicompanion.googleapis.com", "\"Gemini for Google Cloud\""}}},
@@ -306,13 +313,15 @@ func TestDoctor(t *testing.T) {
 			want: want{status: map[string]doctor.Status{"client-restrictions": warn, "probe": warn}, healthy: true,
 				has: []string{"https://chat.example.com/*", "403 API_KEY_HTTP_REFERRER_BLOCKED"}}},
 		{name: "suspended", in: keyIn("suspended", same),
-			want: want{status: map[string]doctor.Status{"probe": fail}, cause: "probe", has: []string{"403 CONSUMER_SUSPENDED", "keyrotate rotate --leaked"}}},
+			want: want{status: map[string]doctor.Status{"probe": fail}, cause: "probe", has: []string{"403 CONSUMER_SUSPENDED", "replace it", "find where it leaked"},
+				probeErr: verify.ErrSuspended}},
 		{name: "reported leaked", in: keyIn("reported", same),
 			want: want{status: map[string]doctor.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
 				has: []string{"403 PERMISSION_DENIED", "Google reported the key as leaked", "replace it", "find where it leaked"}}},
 		{name: "deleted", in: keyIn("deleted", same),
 			want: want{status: map[string]doctor.Status{"lookup": ok, "deleted": fail, "probe": fail}, cause: "deleted",
-				has: []string{"deleted on 2026-11-02 10:00 UTC; it can be undeleted until 2026-12-02 10:00 UTC", "gcloud services api-keys undelete deleted --project=345678901234", "the key is deleted"}}},
+				has:    []string{"deleted on 2026-11-02 10:00 UTC; it can be undeleted until 2026-12-02 10:00 UTC", "gcloud services api-keys undelete deleted --project=345678901234", "the key is deleted"},
+				remedy: map[string]doctor.Remedy{"probe": {Kind: doctor.RemedyRotate}}}},
 		{name: "api disabled", in: keyIn("disabled", same),
 			want: want{status: map[string]doctor.Status{"probe": fail}, cause: "probe",
 				has: []string{"403 SERVICE_DISABLED", "not enabled in project " + offProjectNum, "gcloud services enable generativelanguage.googleapis.com --project=" + offProjectNum, "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=" + offProjectNum}}},
@@ -321,7 +330,7 @@ func TestDoctor(t *testing.T) {
 			want:  want{status: map[string]doctor.Status{"probe": warn}, healthy: true, has: []string{"429", "valid but rate limited"}}},
 		{name: "not propagated", in: keyIn("fresh", same),
 			want: want{status: map[string]doctor.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
-				has: []string{"400 API_KEY_INVALID", "has not propagated yet", "wait up to 10 minutes"}}},
+				has: []string{"400 API_KEY_INVALID", "has not propagated yet", "wait up to 10 minutes"}, remedy: map[string]doctor.Remedy{"probe": {}}}},
 		{name: "unknown key", in: envIn("GEMINI_API_KEY", "AIzaSyUnknownUnknownUnknownUnknown12345"),
 			want: want{status: map[string]doctor.Status{"format": warn, "lookup": fail, "probe": fail}, cause: "lookup", has: []string{"knows no key with this value"}}},
 		{name: "project by id", in: keyIn("good", same), doctor: func(w *docWorld) *doctor.Doctor { return w.doctor(docProject) },
@@ -512,7 +521,20 @@ func checkReport(t *testing.T, rep *doctor.Report, w want) {
 	if !rep.Healthy && rep.Summary.Next == "" {
 		t.Errorf("summary has no next step")
 	}
+	for id, r := range w.remedy {
+		if f, _ := rep.Finding(id); f.Remedy != r {
+			t.Errorf("finding %s remedy = %+v, want %+v", id, f.Remedy, r)
+		}
+	}
+	if w.probeErr != nil && !errors.Is(rep.ProbeError, w.probeErr) {
+		t.Errorf("Report.ProbeError = %v, want %v", rep.ProbeError, w.probeErr)
+	}
 	text := render(rep)
+	// The library names no command of the program that runs it: the
+	// caller words a Remedy.
+	if strings.Contains(text, "`keyrotate ") {
+		t.Errorf("the report names a keyrotate command")
+	}
 	for _, s := range w.has {
 		if !strings.Contains(text, s) {
 			t.Errorf("findings lack %q", s)

@@ -29,8 +29,10 @@ const (
 	undeleteWindow = 30 * 24 * time.Hour
 	timeLayout     = "2006-01-02 15:04 UTC"
 
-	migrateFix = "migrate to an auth key: set service_account (a service account of the key's project) on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`; the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
-	viewerFix  = "grant the caller roles/serviceusage.apiKeysViewer (apikeys.keys.lookup, apikeys.keys.get) on the key's project"
+	migrateFix = "migrate to an auth key: set service_account (a service account of the key's project) on the slot and rotate it; " +
+		"the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
+	leakedFix = "replace it with a new key in every place that uses it and delete it, then find where it leaked"
+	viewerFix = "grant the caller roles/serviceusage.apiKeysViewer (apikeys.keys.lookup, apikeys.keys.get) on the key's project"
 )
 
 // remote asks Google about the cleaned value: the API Keys API for the key's
@@ -246,13 +248,14 @@ func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *verify.ProbeError) 
 		return
 	}
 	msg := "not bound to a service account: a standard key, which the Gemini API rejects since September 2026"
+	migrate := Remedy{Kind: RemedyMigrate, KeyRead: true}
 	switch {
 	case pe != nil && pe.Cause == verify.CauseStandardKeyRejected:
-		c.add(FindBinding, StatusFail, msg, migrateFix)
+		c.addRemedy(FindBinding, StatusFail, msg, migrateFix, migrate)
 	case probed && pe == nil:
-		c.add(FindBinding, StatusWarn, msg+" (it still answered here)", migrateFix)
+		c.addRemedy(FindBinding, StatusWarn, msg+" (it still answered here)", migrateFix, migrate)
 	default:
-		c.add(FindBinding, StatusWarn, msg, migrateFix)
+		c.addRemedy(FindBinding, StatusWarn, msg, migrateFix, migrate)
 	}
 }
 
@@ -268,13 +271,14 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 	}
 	answer := fmt.Sprintf("the Gemini API answers %d %s", pe.HTTPStatus, firstNonEmpty(pe.Reason, pe.Status, pe.Cause.String()))
 	project := strings.TrimPrefix(c.r.Project, "projects/")
-	add := func(st Status, what, fix string) {
-		c.add(FindProbe, st, c.after+answer+": "+what, fix)
+	addRemedy := func(st Status, what, fix string, rem Remedy) {
+		c.addRemedy(FindProbe, st, c.after+answer+": "+what, fix, rem)
 	}
+	add := func(st Status, what, fix string) { addRemedy(st, what, fix, Remedy{}) }
 	switch pe.Cause {
 	case verify.CauseInvalid:
 		what := "the key is invalid, deleted or expired"
-		fix := c.currentKeyFix() + ", or rotate: `keyrotate rotate --slot SLOT`"
+		fix, rem := c.currentKeyFix(), Remedy{Kind: RemedyRotate}
 		switch {
 		case meta != nil && meta.DeleteTime != "":
 			what = "the key is deleted"
@@ -283,11 +287,12 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 			if t, err := time.Parse(time.RFC3339Nano, meta.CreateTime); err == nil {
 				what += " (created " + t.UTC().Format(timeLayout) + ")"
 			}
-			fix = "wait up to 10 minutes after creating a key, then run doctor again"
+			fix, rem = "wait up to 10 minutes after creating a key, then run doctor again", Remedy{}
 		}
-		add(StatusFail, what, fix)
+		addRemedy(StatusFail, what, fix, rem)
 	case verify.CauseStandardKeyRejected:
-		add(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix)
+		addRemedy(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix,
+			Remedy{Kind: RemedyMigrate, KeyRead: true})
 	case verify.CauseServiceBlocked:
 		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)",
 			"add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)")
@@ -305,12 +310,12 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 		}
 		add(StatusFail, "the Generative Language API is not enabled in "+where, fix)
 	case verify.CauseSuspended:
-		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)",
-			"rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked")
+		// The caller may know a command that does this (Report.ProbeError
+		// has the cause).
+		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)", leakedFix)
 	case verify.CauseLeaked:
 		// No ErrorInfo here: Google's message is the whole answer.
-		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it",
-			"replace it with a new key in every place that uses it and delete it, then find where it leaked")
+		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it", leakedFix)
 	case verify.CauseClientBlocked:
 		add(StatusWarn, "the key's application restrictions reject this caller; callers that match them may still succeed",
 			"run doctor where the program runs, or widen the key's application restrictions")
@@ -327,7 +332,7 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 		if pe.Message != "" {
 			what += " (" + c.scrub(firstLine(pe.Message)) + ")"
 		}
-		add(StatusFail, what, c.currentKeyFix()+", or rotate: `keyrotate rotate --slot SLOT`")
+		addRemedy(StatusFail, what, c.currentKeyFix(), Remedy{Kind: RemedyRotate})
 	}
 }
 

@@ -48,8 +48,8 @@ func (c *checkup) source(in Input) (string, bool) {
 	case in.Stdin:
 		c.r.Source = Source{Kind: "stdin"}
 		if in.Value == "" {
-			c.add(FindSource, StatusFail, "standard input held no key (an empty first line)",
-				"pipe the key in from where it is stored, for example `keyrotate doctor --stdin < key.txt`")
+			c.addRemedy(FindSource, StatusFail, "standard input held no key (an empty first line)",
+				"pipe the key in from where it is stored", Remedy{Kind: RemedyStdin})
 			return "", false
 		}
 		c.add(FindSource, StatusOK, fmt.Sprintf("read a value from standard input (%s)", chars(in.Value)), "")
@@ -193,8 +193,8 @@ func (c *checkup) both(name string, lookup func(string) (string, bool), where st
 			"unset GEMINI_API_KEY (or give it the same key) so that every tool reads the same key")
 		return
 	}
-	c.add(FindSourceBoth, StatusFail, msg+", not GEMINI_API_KEY, which this check reads",
-		"unset GOOGLE_API_KEY (or give it the same key), or check the key the SDKs use: `keyrotate doctor --env GOOGLE_API_KEY`")
+	c.addRemedy(FindSourceBoth, StatusFail, msg+", not GEMINI_API_KEY, which this check reads",
+		"unset GOOGLE_API_KEY (or give it the same key)", Remedy{Kind: RemedyCheckVar, Var: GoogleAPIKeyEnv})
 }
 
 // junk is one unwanted character in the raw value.
@@ -401,8 +401,9 @@ func (c *checkup) format(s string) bool {
 			c.add(FindLength, StatusFail, fmt.Sprintf("%d characters%s; a standard key has exactly %d: extra characters, or two keys run together", n, after, standardLen),
 				"put exactly one key into the variable")
 		}
-		c.add(FindFormat, StatusWarn, "standard key (AIza…): the Gemini API rejects standard keys since September 2026 and needs an auth key (AQ.…), bound to a service account",
-			"migrate to an auth key: set service_account on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`")
+		c.addRemedy(FindFormat, StatusWarn,
+			"standard key (AIza…): the Gemini API rejects standard keys since September 2026 and needs an auth key (AQ.…), bound to a service account",
+			"migrate to an auth key: set service_account on the slot and rotate it", Remedy{Kind: RemedyMigrate})
 	case strings.HasPrefix(s, authPrefix):
 		c.r.KeyType = "auth"
 		if n < authMinLen {
