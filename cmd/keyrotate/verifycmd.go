@@ -47,7 +47,7 @@ func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 	out := verifyOutput{Command: "verify", Healthy: true, Slots: []*rotate.VerifyReport{}}
 	var errs []error
 	for _, s := range j.slots {
-		v, err := r.Verify(j.ctx, s)
+		v, err := r.CheckHealth(j.ctx, s)
 		if err == nil {
 			nameFixes(v)
 			err = v.Err()
