@@ -329,7 +329,8 @@ func (e *ProbeError) Hint() string {
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
 	case CauseModelNotFound:
-		return "the Gemini API does not serve the probe's model for this call (retired, misspelled, or not a generation model): name a current model for the probe (the API's model list shows them)"
+		return "the Gemini API does not serve the probe's model for this call (retired, misspelled, or not a generation model): " +
+			"name a current model for the probe (the API's model list shows them)"
 	case CauseThrottled:
 		return "the key works but is rate limited; retry later"
 	case CauseServer, CauseNetwork:

@@ -48,7 +48,8 @@ func doctorCommand() *cli.Command {
 			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
 			&cli.BoolFlag{Name: "stdin", Usage: "read the key from the first line of standard input"},
 			&cli.StringFlag{Name: "project", Usage: "the `PROJECT` (id or number) the key should belong to"},
-			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe, Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
+			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe,
+				Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
 			&cli.StringFlag{Name: "model", Usage: "the `MODEL` countTokens and generateContent name (default: " + verify.DefaultProbeModel + ")"},
 		},
 		Action: func(c *cli.Context) error {

@@ -366,7 +366,8 @@ func (c *checkup) summarize() {
 				r.Unchecked = append(r.Unchecked, f.ID)
 			}
 		}
-		r.Summary = Summary{Cause: CauseIncomplete, Message: "the key was not proven to work: the live probe could not run, and nothing else can prove it; not checked: " + strings.Join(r.Unchecked, ", ")}
+		r.Summary = Summary{Cause: CauseIncomplete,
+			Message: "the key was not proven to work: the live probe could not run, and nothing else can prove it; not checked: " + strings.Join(r.Unchecked, ", ")}
 		if f, ok := r.Finding(FindProbe); ok && f.Fix != "" {
 			r.Summary.Next, r.Summary.NextOf = f.Fix, f.ID
 		} else {

@@ -32,6 +32,9 @@ const (
 	migrateFix = "migrate to an auth key: set service_account (a service account of the key's project) on the slot and rotate it; " +
 		"the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
 	leakedFix = "replace it with a new key in every place that uses it and delete it, then find where it leaked"
+	// addGeminiTarget fixes API restrictions that exclude the Gemini API.
+	addGeminiTarget = "add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions " +
+		"(Cloud console → APIs & Services → Credentials → the key)"
 	viewerFix = "grant the caller roles/serviceusage.apiKeysViewer (apikeys.keys.lookup, apikeys.keys.get) on the key's project"
 )
 
@@ -46,7 +49,8 @@ func (c *checkup) remote(ctx context.Context) {
 			reason = c.scrub(firstLine(c.d.KeysErr.Error()))
 		}
 		c.add(FindCredentials, StatusSkip, "key lookup skipped (project, deletion, restrictions, binding): "+reason,
-			"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job) for a caller with roles/serviceusage.apiKeysViewer on the key's project, then run doctor again")
+			"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job) "+
+				"for a caller with roles/serviceusage.apiKeysViewer on the key's project, then run doctor again")
 	} else {
 		meta = c.lookup(ctx, key)
 	}
@@ -102,7 +106,8 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 	project := strings.TrimSuffix(resp.GetParent(), "/locations/global")
 	c.r.Project = project
 	if resp.GetName() == "" {
-		c.add(FindLookup, StatusFail, fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
+		c.add(FindLookup, StatusFail,
+			fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
 			c.currentKeyFix()+", or create a new one")
 		return nil
 	}
@@ -177,7 +182,6 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 	if r == nil {
 		r = &apikeys.V2Restrictions{}
 	}
-	addTarget := "add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)"
 	var services []string
 	var gemini *apikeys.V2ApiTarget
 	companion := false
@@ -200,9 +204,10 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 	case gemini == nil:
 		msg := "the key's API restrictions allow only " + strings.Join(services, ", ") + ", not the Gemini API (generativelanguage.googleapis.com)"
 		if companion {
-			msg += "; cloudaicompanion.googleapis.com is \"Gemini for Google Cloud\" (Gemini Code Assist, the Cloud console assistant), a different API from the Gemini API"
+			msg += "; cloudaicompanion.googleapis.com is \"Gemini for Google Cloud\" (Gemini Code Assist, the Cloud console assistant), " +
+				"a different API from the Gemini API"
 		}
-		c.add(FindAPITargets, StatusFail, msg, addTarget)
+		c.add(FindAPITargets, StatusFail, msg, addGeminiTarget)
 	case len(gemini.Methods) > 0:
 		c.add(FindAPITargets, StatusWarn, "the key may call only these Gemini API methods: "+strings.Join(gemini.Methods, ", "),
 			"make sure every method your program calls is listed, or allow all methods of generativelanguage.googleapis.com")
@@ -294,8 +299,7 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 		addRemedy(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix,
 			Remedy{Kind: RemedyMigrate, KeyRead: true})
 	case verify.CauseServiceBlocked:
-		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)",
-			"add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)")
+		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)", addGeminiTarget)
 	case verify.CauseServiceDisabled:
 		fix := "enable the Generative Language API in the key's project"
 		if project != "" {
@@ -325,7 +329,8 @@ func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 		c.add(FindProbe, StatusSkip, "live probe not finished: "+c.scrub(firstLine(pe.Error())), "retry later")
 	case verify.CauseModelNotFound:
 		// Says nothing about the key: the probe's model is not served.
-		c.add(FindProbe, StatusSkip, "live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
+		c.add(FindProbe, StatusSkip,
+			"live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
 			"name a current model with --model (GET /v1beta/models lists them)")
 	default:
 		what := "the key was refused"

@@ -75,7 +75,8 @@ func (c *checkup) envSource(in Input, env func(string) (string, bool)) (string, 
 	switch {
 	case !set && in.Var == "":
 		c.add(FindSource, StatusFail, "neither GEMINI_API_KEY nor GOOGLE_API_KEY is set",
-			"set GEMINI_API_KEY in the environment of the program that calls Gemini (from a secret store, not typed into a shell), or name the variable with --env, or read a file with --dotenv FILE")
+			"set GEMINI_API_KEY in the environment of the program that calls Gemini (from a secret store, not typed into a shell), "+
+				"or name the variable with --env, or read a file with --dotenv FILE")
 		return "", false
 	case !set:
 		c.add(FindSource, StatusFail, name+" is not set",
@@ -136,7 +137,8 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 			"keep one definition of "+name+" in "+file)
 		return "", false
 	case defs[0].Malformed:
-		c.add(FindSource, StatusFail, fmt.Sprintf("%s line %d defines %s with a value that cannot be parsed (an unterminated quote, or text after the closing quote)", file, defs[0].Line, name),
+		c.add(FindSource, StatusFail,
+			fmt.Sprintf("%s line %d defines %s with a value that cannot be parsed (an unterminated quote, or text after the closing quote)", file, defs[0].Line, name),
 			"fix the quoting on line "+strconv.Itoa(defs[0].Line)+" of "+file)
 		return "", false
 	case v == "":
@@ -146,7 +148,8 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 	}
 	if lc := f.LoaderConflict(name); lc != nil {
 		// The program may load another value than the one checked here.
-		c.add(FindSource, StatusWarn, fmt.Sprintf("%s line %d defines %s (%s), but on line %d %s %s", file, defs[0].Line, name, chars(v), lc.Line, lc.Loaders, lc.Reason),
+		c.add(FindSource, StatusWarn,
+			fmt.Sprintf("%s line %d defines %s (%s), but on line %d %s %s", file, defs[0].Line, name, chars(v), lc.Line, lc.Loaders, lc.Reason),
 			fmt.Sprintf("line %d of %s: %s", lc.Line, file, lc.Fix))
 	} else {
 		c.add(FindSource, StatusOK, fmt.Sprintf("%s line %d defines %s (%s)", file, defs[0].Line, name, chars(v)), "")
@@ -154,12 +157,14 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 
 	switch {
 	case !envSet || envV == "":
-		c.add(FindSourceDotEnv, StatusOK, name+" is not set in this environment: only programs that load "+file+" see the key (fine for docker compose, python-dotenv and the like)", "")
+		c.add(FindSourceDotEnv, StatusOK,
+			name+" is not set in this environment: only programs that load "+file+" see the key (fine for docker compose, python-dotenv and the like)", "")
 	case envV == v:
 		c.add(FindSourceDotEnv, StatusOK, name+" in the environment holds the same value as "+file, "")
 	default:
 		c.add(FindSourceDotEnv, StatusWarn,
-			fmt.Sprintf("%s differs between %s (%s) and the environment (%s): python-dotenv, Node's dotenv and godotenv keep a variable that is already set, so programs started from this environment use the environment's key",
+			fmt.Sprintf("%s differs between %s (%s) and the environment (%s): python-dotenv, Node's dotenv and godotenv keep a variable "+
+				"that is already set, so programs started from this environment use the environment's key",
 				name, file, secret.Fingerprint(v), secret.Fingerprint(envV)),
 			"make them agree: update or unset "+name+" in the environment, or fix "+file)
 	}
@@ -438,7 +443,8 @@ func (c *checkup) format(s string) bool {
 			c.add(FindLength, StatusFail, fmt.Sprintf("%d characters%s; a standard key has exactly %d: the value looks truncated", n, after, standardLen),
 				"copy the whole key again (Cloud console → APIs & Services → Credentials → Show key, or Secret Manager)")
 		case n > standardLen:
-			c.add(FindLength, StatusFail, fmt.Sprintf("%d characters%s; a standard key has exactly %d: extra characters, or two keys run together", n, after, standardLen),
+			c.add(FindLength, StatusFail,
+				fmt.Sprintf("%d characters%s; a standard key has exactly %d: extra characters, or two keys run together", n, after, standardLen),
 				"put exactly one key into the variable")
 		}
 		c.addRemedy(FindFormat, StatusWarn,
