@@ -1,19 +1,21 @@
 // Package doctor finds out why an API key does not work: the checklist
-// people work through by hand when Gemini answers "API key not valid", run
-// as code. It uses package verify's live probe and its causes for the one
-// check that decides health.
-package doctor
-
-// The doctor: the checklist people work through by hand when Gemini answers
-// "API key not valid" — is the variable set and under which name, does it
-// carry junk, is it a key at all, which key and project is it, was it
-// deleted, do its restrictions and binding allow Gemini, and what does the
-// API itself say — run as code. Every check is a Finding; the Report names
-// the most likely cause and what to do next.
+// people work through by hand when Gemini answers "API key not valid" — is
+// the variable set and under which name, does it carry junk, is it a key at
+// all, which key and project is it, was it deleted, do its restrictions and
+// binding allow Gemini, and what does the API itself say — run as code.
+// Every check is a Finding; the Report names the most likely cause and what
+// to do next. The live probe, the one check that decides health, is package
+// verify's.
+//
+// Fixes are in words that name no keyrotate command (only the doctor's own
+// inputs: --env, --dotenv, --project, --model); where keyrotate has a
+// command for the fix, the finding carries a typed Remedy for cmd/keyrotate
+// to word (Report.Advise).
 //
 // Nothing here prints key material: findings name characters by code point
 // and position, keys by fingerprint, and every message that comes from an
 // API is scrubbed of the strings under test.
+package doctor
 
 import (
 	"context"
