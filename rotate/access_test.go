@@ -11,7 +11,7 @@ import (
 	"google.golang.org/api/serviceusage/v1"
 	"google.golang.org/grpc/codes"
 
-	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -163,7 +163,7 @@ func TestPlanCannotCheck(t *testing.T) {
 	w.withAccess()
 	w.srv.DenyPermission("serviceusage.services.get")
 	w.srv.DenyPermission("iam.serviceAccounts.get")
-	w.srv.FailFrom("resourcemanager.TestIamPermissions", emulator.Fault{Code: codes.PermissionDenied, Message: "The caller does not have permission"})
+	w.srv.Fail("resourcemanager.TestIamPermissions", fake.Next, fake.Fault{Code: codes.PermissionDenied, Message: "The caller does not have permission", Times: fake.Always})
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
 	if err != nil {
 		t.Fatal(err)

@@ -6,4 +6,9 @@
 // that works. The old key is deleted only after every target was read back
 // holding the new, live-verified key. A run that stops anywhere leaves a
 // rotation record in the secret's annotations from which the next run resumes.
+//
+// docs/design.md, in the repository, is the map to read first: the seven
+// steps (preflight, lock, create, verify, distribute, readback, retire), the
+// lease, the state kept in Google's metadata, abort, rollback, finalize and
+// repair, and a glossary.
 package rotate

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -193,14 +194,14 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 	want := classOK
 	switch kase {
 	case "transient-once":
-		f := emulator.Fault{Code: codes.Unavailable}
+		f := fake.Fault{Code: codes.Unavailable}
 		if i%2 == 1 {
 			// A quota error with a (short) RetryInfo, honoured by the retry.
-			f = emulator.Fault{Code: codes.ResourceExhausted, RetryDelay: 50 * time.Millisecond}
+			f = fake.Fault{Code: codes.ResourceExhausted, RetryDelay: 50 * time.Millisecond}
 		}
-		w.srv.FailRange(c.method, 1, 1, f)
+		w.srv.Fail(c.method, 1, f)
 	case "transient-until-deadline":
-		w.srv.FailFrom(c.method, emulator.Fault{Code: codes.Unavailable, Message: "injected outage: " + c.method})
+		w.srv.Fail(c.method, fake.Next, fake.Fault{Code: codes.Unavailable, Message: "injected outage: " + c.method, Times: fake.Always})
 		if c.method == "gemini.CountTokens" {
 			// The probe's deadline is the propagation window.
 			w.slot.PropagationTimeout = 300 * time.Millisecond

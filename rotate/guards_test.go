@@ -14,7 +14,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
-	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -409,7 +409,7 @@ func TestNewKeyDeletedAfterDistribution(t *testing.T) {
 func TestCreateThrottledIsUnsure(t *testing.T) {
 	w := newWorld(t)
 	w.r.Retry = fastRetry
-	w.srv.FailFrom("apikeys.CreateKey", emulator.Fault{Code: codes.ResourceExhausted, RetryDelay: 10 * time.Millisecond})
+	w.srv.Fail("apikeys.CreateKey", fake.Next, fake.Fault{Code: codes.ResourceExhausted, RetryDelay: 10 * time.Millisecond, Times: fake.Always})
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	res, err := w.r.Rotate(ctx, w.slot, rotate.Options{Force: true})

@@ -22,12 +22,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
 )
 
-// The tests in this file exercise the rotation lock (step 2 of DESIGN.md):
+// The tests in this file exercise the rotation lock (step 2, lock, of docs/design.md):
 // who may take over a rotation record, that exactly one of many concurrent
 // runs rotates, that a live run renews its lease, and that a run which lost
 // its lease stops without finishing on top of the new holder.
@@ -289,9 +290,9 @@ func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			w.r.RunID = tc.runID
-			w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.PermissionDenied, "")
+			w.srv.Fail("secretmanager.AddSecretVersion", 1, fake.Fault{Code: codes.PermissionDenied})
 			if tc.failRelease {
-				w.srv.FailNth("secretmanager.UpdateSecret", 2, codes.PermissionDenied, "") // 1: lock, 2: release
+				w.srv.Fail("secretmanager.UpdateSecret", 2, fake.Fault{Code: codes.PermissionDenied}) // 1: lock, 2: release
 			}
 			first, err := w.rotate(rotate.Options{})
 			if !errors.Is(err, rotate.ErrStoppedPartWay) {

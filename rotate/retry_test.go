@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
@@ -312,7 +313,7 @@ func TestListKeysAllPages(t *testing.T) {
 	if err := ka.delete(context.Background(), first, ""); err != nil {
 		t.Fatal(err)
 	}
-	srv.FailNth("apikeys.ListKeys", 2, codes.Unavailable, "") // the second page, once
+	srv.Fail("apikeys.ListKeys", 2, fake.Fault{Code: codes.Unavailable}) // the second page, once
 	live, err := ka.list(context.Background(), "projects/p/locations/global", false)
 	if err != nil || len(live) != 310 {
 		t.Errorf("list = %d keys, %v; want 310 live keys", len(live), err)
@@ -331,7 +332,7 @@ func TestEnableVersion(t *testing.T) {
 	if err := sa.disable(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	srv.FailNext("secretmanager.EnableSecretVersion", codes.Unavailable, "")
+	srv.Fail("secretmanager.EnableSecretVersion", fake.Next, fake.Fault{Code: codes.Unavailable})
 	if err := sa.enable(ctx, v); err != nil {
 		t.Fatal(err)
 	}

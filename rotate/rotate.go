@@ -272,7 +272,7 @@ func keyID(slot, rotationID string) string {
 }
 
 // Rotate runs the rotation protocol for one slot: preflight, lock, create,
-// verify live, distribute, read back, promote and retire. When the slot's
+// verify, distribute, readback, retire (docs/design.md). When the slot's
 // secret holds a rotation record, the rotation it names is resumed.
 //
 // Errors: ErrInvalidTarget or ErrBadConfig (nothing changed, a usage

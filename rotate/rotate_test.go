@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
@@ -431,7 +432,7 @@ func TestVerifyFailureCleanupResumes(t *testing.T) {
 			w := newWorld(t)
 			w.slot.PropagationTimeout = 100 * time.Millisecond
 			w.srv.SetPropagationDelay(24 * time.Hour)
-			w.srv.FailNth(tc.method, tc.n, codes.PermissionDenied, "")
+			w.srv.Fail(tc.method, tc.n, fake.Fault{Code: codes.PermissionDenied})
 			_, err := w.rotate(rotate.Options{})
 			if !errors.Is(err, rotate.ErrStoppedPartWay) {
 				t.Fatalf("first Rotate = %v, want ErrStoppedPartWay", err)
@@ -458,7 +459,7 @@ func TestVerifyFailureCleanupResumes(t *testing.T) {
 // followed is followed by the next run, not repeated.
 func TestResumeFollowsRecordedOperation(t *testing.T) {
 	w := newWorld(t)
-	w.srv.FailNth("apikeys.GetOperation", 1, codes.PermissionDenied, "")
+	w.srv.Fail("apikeys.GetOperation", 1, fake.Fault{Code: codes.PermissionDenied})
 	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
 		t.Fatalf("first Rotate = %v, want ErrStoppedPartWay", err)
 	}
@@ -617,7 +618,7 @@ func faultAtEachMutatingCall(t *testing.T, code codes.Code) {
 				opts.Grace = &g
 			}
 			// A permanent failure: transient ones are retried (faults_test.go).
-			w.srv.FailNth(tc.method, tc.n, codes.PermissionDenied, "")
+			w.srv.Fail(tc.method, tc.n, fake.Fault{Code: codes.PermissionDenied})
 			_, err := w.rotate(opts)
 			if err == nil {
 				t.Fatalf("Rotate succeeded despite a fault at %s", name)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -237,7 +238,7 @@ func TestStatusGraceOldKeys(t *testing.T) {
 func TestStatusRotationInProgress(t *testing.T) {
 	t.Run("stopped part-way", func(t *testing.T) {
 		w := newWorld(t)
-		w.srv.FailNth("apikeys.DeleteKey", 1, codes.PermissionDenied, "")
+		w.srv.Fail("apikeys.DeleteKey", 1, fake.Fault{Code: codes.PermissionDenied})
 		if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
 			t.Fatalf("Rotate = %v, want ErrStoppedPartWay", err)
 		}
@@ -265,7 +266,7 @@ func TestStatusRotationInProgress(t *testing.T) {
 	})
 	t.Run("before distribution", func(t *testing.T) {
 		w := newWorld(t)
-		w.srv.FailNth("secretmanager.AddSecretVersion", 1, codes.PermissionDenied, "")
+		w.srv.Fail("secretmanager.AddSecretVersion", 1, fake.Fault{Code: codes.PermissionDenied})
 		if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
 			t.Fatalf("Rotate = %v, want ErrStoppedPartWay", err)
 		}

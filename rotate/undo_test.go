@@ -13,13 +13,14 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // stopAt makes a rotation stop part-way at the n-th call of method.
 func (w *world) stopAt(method string, n int) {
 	w.t.Helper()
-	w.srv.FailNth(method, n, codes.PermissionDenied, "")
+	w.srv.Fail(method, n, fake.Fault{Code: codes.PermissionDenied})
 	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
 		w.t.Fatalf("Rotate with a fault at %s#%d = %v, want ErrStoppedPartWay", method, n, err)
 	}
@@ -114,7 +115,7 @@ func TestAbortResumes(t *testing.T) {
 	t.Parallel() // its own emulator(s); mostly waiting out per-secret write rates
 	w := newWorld(t)
 	w.stopAt("apikeys.DeleteKey", 1)
-	w.srv.FailNth("apikeys.DeleteKey", w.srv.Calls("apikeys.DeleteKey")+1, codes.PermissionDenied, "")
+	w.srv.Fail("apikeys.DeleteKey", w.srv.Calls("apikeys.DeleteKey")+1, fake.Fault{Code: codes.PermissionDenied})
 	if _, err := w.r.Abort(context.Background(), w.slot); !errors.Is(err, rotate.ErrStoppedPartWay) {
 		t.Fatalf("Abort with a fault at DeleteKey = %v, want ErrStoppedPartWay", err)
 	}

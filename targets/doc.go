@@ -1,6 +1,13 @@
 // Package targets implements rotate.Target for each kind of place that
-// consumes an API key: a variable in a .env file (DotEnv), and others as
-// they are added.
+// consumes an API key, one file per kind (its config type in parentheses):
+// a variable in a .env file (DotEnv, dotenv), a further Secret Manager
+// secret (SecretManager, secretmanager), a variable in the environment of
+// docker compose services (Compose, compose), a command that takes the key
+// on stdin (Exec, exec), a GitHub Actions secret (GitHub, github), a key of
+// a Kubernetes Secret (K8s, k8s) and a variable of a Cloud Run service
+// (CloudRun, cloudrun). DotEnv and Compose are local (rotate.Local); Exec
+// and GitHub are write-only (their Read returns rotate.ErrUnreadable, and
+// they confirm a write with rotate.Confirmer instead).
 //
 // Every target gives the rotation the same guarantees:
 //

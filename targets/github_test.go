@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -31,19 +33,6 @@ const (
 
 var ghTokens = []string{ghToken, ghReadToken, ghNoneToken, ghClassicNo, ghClassicRepo, ghClassicOrg, ghWrongToken}
 
-// ghClock is the fake's clock, moved by tests.
-type ghClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *ghClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *ghClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // recorder records every request the target sends.
 type recorder struct {
 	mu   sync.Mutex
@@ -59,17 +48,15 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 
 type ghWorld struct {
 	fake  *githubfake.Server
-	clock *ghClock
+	clock *fake.ManualClock
 	rec   *recorder
 	env   map[string]string
 }
 
 func newGHWorld(t *testing.T) *ghWorld {
 	t.Helper()
-	f := githubfake.Start()
-	t.Cleanup(f.Close)
-	clock := &ghClock{t: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)}
-	f.SetClock(clock.now)
+	clock := fake.NewManualClock(time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC))
+	f := emutest.StartGitHub(t, githubfake.Options{Clock: clock})
 	f.AddToken(ghToken, githubfake.Token{Grant: githubfake.Write})
 	f.AddToken(ghReadToken, githubfake.Token{Grant: githubfake.ReadOnly})
 	f.AddToken(ghNoneToken, githubfake.Token{Grant: githubfake.None})
@@ -155,7 +142,7 @@ func TestGitHubEndToEnd(t *testing.T) {
 			}
 
 			for i, key := range []string{oldKey, newKey} {
-				w.clock.add(time.Minute)
+				w.clock.Advance(time.Minute)
 				if i == 1 {
 					w.fake.RotatePublicKey(tc.scope) // Write fetches the key anew
 				}
@@ -198,7 +185,7 @@ func TestGitHubOrgKeepsVisibility(t *testing.T) {
 	sc := githubfake.OrgScope(ghOrg)
 	w.fake.SeedSecret(sc, ghOrgSelectedN, oldKey, "selected", 101, 202)
 	g := w.target(GitHubConfig{Org: ghOrg, Name: ghOrgSelectedN})
-	w.clock.add(time.Hour)
+	w.clock.Advance(time.Hour)
 	ctx := context.Background()
 	if err := g.Write(ctx, secret.New(newKey)); err != nil {
 		t.Fatal(err)
@@ -262,7 +249,7 @@ func ghOrgWrite(t *testing.T, vis string, selected ...int64) (*ghWorld, *GitHub,
 	sc := githubfake.OrgScope(ghOrg)
 	w.fake.SeedSecret(sc, ghOrgSelectedN, oldKey, vis, selected...)
 	g := w.target(GitHubConfig{Org: ghOrg, Name: ghOrgSelectedN})
-	w.clock.add(time.Hour)
+	w.clock.Advance(time.Hour)
 	if err := g.Write(context.Background(), secret.New(newKey)); err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +274,7 @@ func TestGitHubConfirmNeedsUpdatedAt(t *testing.T) {
 	w := newGHWorld(t)
 	sc := githubfake.RepoScope(ghRepo)
 	w.fake.SeedSecret(sc, ghName, oldKey, "")
-	w.clock.add(time.Hour)
+	w.clock.Advance(time.Hour)
 	w.fake.FreezeUpdatedAt(true) // the PUT answers 204, updated_at stays
 	g := w.target(GitHubConfig{Repo: ghRepo})
 	ctx := context.Background()
@@ -303,7 +290,7 @@ func TestGitHubConfirmNeedsUpdatedAt(t *testing.T) {
 	// Within the clock skew allowance it counts.
 	w.fake.FreezeUpdatedAt(false)
 	w.fake.SeedSecret(sc, ghName, oldKey, "")
-	w.clock.add(3 * time.Second)
+	w.clock.Advance(3 * time.Second)
 	w.fake.FreezeUpdatedAt(true)
 	if err := g.Write(ctx, secret.New(newKey)); err != nil {
 		t.Fatal(err)
@@ -388,7 +375,7 @@ func TestGitHubServerErrors(t *testing.T) {
 	w := newGHWorld(t)
 	g := w.target(GitHubConfig{Repo: ghRepo})
 	ctx := context.Background()
-	w.fake.FailNth("PutSecret", 1, http.StatusBadGateway)
+	w.fake.Fail(githubfake.PutSecret, fake.Next, fake.Fault{Status: http.StatusBadGateway})
 	err := g.Write(ctx, secret.New(newKey))
 	if err == nil || errors.Is(err, rotate.ErrInvalidTarget) || !strings.Contains(err.Error(), "HTTP 502") {
 		t.Fatalf("Write with a 502 = %v, want a plain error naming HTTP 502", err)

@@ -11,7 +11,9 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -22,8 +24,7 @@ const k8sNS, k8sSecret, k8sKey = "prod", "gemini", "GEMINI_API_KEY"
 // and another key) and deployments api (2 replicas) and worker (1).
 func k8sWorld(t *testing.T) *k8sfake.Server {
 	t.Helper()
-	f := k8sfake.Start()
-	t.Cleanup(f.Close)
+	f := emutest.StartK8s(t, k8sfake.Options{})
 	f.SetSecret(k8sNS, k8sSecret, map[string]string{k8sKey: oldKey + "\n", "OTHER": "unrelated"})
 	f.AddDeployment(k8sNS, "api", 2)
 	f.AddDeployment(k8sNS, "worker", 1)
@@ -208,7 +209,7 @@ func TestK8sResumeRestart(t *testing.T) {
 	if _, err := tg.Read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.FailNth(k8sfake.PatchDeployment, 1, 500)
+	f.Fail(k8sfake.PatchDeployment, fake.Next, fake.Fault{Status: 500})
 	if err := tg.Write(ctx, secret.New(newKey)); err == nil {
 		t.Fatal("Write succeeded with a failed patch")
 	}
@@ -366,7 +367,7 @@ func TestK8sServerErrors(t *testing.T) {
 	if _, err := tg.Read(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.FailNth(k8sfake.UpdateSecret, 1, 500)
+	f.Fail(k8sfake.UpdateSecret, fake.Next, fake.Fault{Status: 500})
 	err := tg.Write(ctx, secret.New(newKey))
 	if err == nil || errors.Is(err, rotate.ErrTargetChanged) || errors.Is(err, rotate.ErrInvalidTarget) {
 		t.Fatalf("Write with a 500 = %v", err)
@@ -376,14 +377,14 @@ func TestK8sServerErrors(t *testing.T) {
 		t.Errorf("secret changed after a failed update")
 	}
 	// A failed restart fails the Write, naming the deployment.
-	f.FailNth(k8sfake.PatchDeployment, 1, 503)
+	f.Fail(k8sfake.PatchDeployment, fake.Next, fake.Fault{Status: 503})
 	err = tg.Write(ctx, secret.New(newKey))
 	if err == nil || !strings.Contains(err.Error(), "restart deployment prod/api") {
 		t.Fatalf("Write with a failed patch = %v", err)
 	}
 	checkErr(t, err, err)
 	// Transient errors while waiting are retried.
-	f.FailNth(k8sfake.GetDeployment, 2, 503)
+	f.Fail(k8sfake.GetDeployment, f.Calls(k8sfake.GetDeployment)+2, fake.Fault{Status: 503})
 	if err := tg.Write(ctx, secret.New(newKey)); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/verify"
@@ -23,7 +24,7 @@ import (
 // report against the emulator and checks the cause, whether it is
 // temporary, and that the key string appears in no error.
 func TestProbeClassification(t *testing.T) {
-	clock := emulator.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	clock := fake.NewManualClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
 	srv := emutest.Start(t, emulator.Options{Clock: clock})
 	srv.AddProject("p-one", 111111111111)
 	srv.AddProject("p-off", 222222222222)
@@ -71,8 +72,8 @@ func TestProbeClassification(t *testing.T) {
 			{"suspended", suspended, nil, verify.ErrSuspended, false},
 			{"reported leaked", reported, nil, verify.ErrLeaked, false},
 			{"service disabled", off, nil, verify.ErrServiceDisabled, false},
-			{"throttled", good, func() { srv.FailNext(call, codes.ResourceExhausted, "") }, verify.ErrThrottled, true},
-			{"server error", good, func() { srv.FailNext(call, codes.Unavailable, "") }, verify.ErrServer, true},
+			{"throttled", good, func() { srv.Fail(call, fake.Next, fake.Fault{Code: codes.ResourceExhausted}) }, verify.ErrThrottled, true},
+			{"server error", good, func() { srv.Fail(call, fake.Next, fake.Fault{Code: codes.Unavailable}) }, verify.ErrServer, true},
 		} {
 			t.Run(string(method)+"/"+tc.name, func(t *testing.T) {
 				if tc.setup != nil {
@@ -110,7 +111,7 @@ func TestProbeClassification(t *testing.T) {
 // TestProbePropagation: a new key fails with API_KEY_INVALID (temporary)
 // until its propagation delay has passed.
 func TestProbePropagation(t *testing.T) {
-	clock := emulator.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	clock := fake.NewManualClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
 	srv := emutest.Start(t, emulator.Options{Clock: clock, PropagationDelay: 5 * time.Minute})
 	srv.AddProject("p-one", 111111111111)
 	ctx := context.Background()

@@ -16,15 +16,19 @@ import (
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
-// Exit codes, as DESIGN.md fixes them.
+// Exit codes, a stable interface: README.md's "Exit codes" section lists
+// them for users.
 const (
-	exitOK       = 0
-	exitFailed   = 1 // failed; nothing changed, or cleanly undone
-	exitUsage    = 2 // bad usage or config
-	exitVerify   = 3 // the new key failed live verification and was removed
-	exitPartWay  = 4 // stopped part-way, safe: run again to resume, or abort
-	defaultConfg = "keyrotate.yaml"
+	exitOK      = 0
+	exitFailed  = 1 // failed; nothing changed, or cleanly undone
+	exitUsage   = 2 // bad usage or config
+	exitVerify  = 3 // the new key failed live verification and was removed
+	exitPartWay = 4 // stopped part-way, safe: run again to resume, or abort
 )
+
+// defaultConfig is the config file read when neither --config nor
+// KEYROTATE_CONFIG names one.
+const defaultConfig = "keyrotate.yaml"
 
 // usageError marks bad flags and arguments (exit 2).
 type usageError struct{ err error }
@@ -48,10 +52,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		OnUsageError:    onUsageError,                 // args.go
 		CommandNotFound: nil,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfg, EnvVars: []string{"KEYROTATE_CONFIG"}},
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE`", Value: defaultConfig, EnvVars: []string{"KEYROTATE_CONFIG"}},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FORMAT`: text or json", Value: "text"},
-			&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text", Value: "auto"},
-			&cli.DurationFlag{Name: "timeout", Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included (retries end with the last real error; a stopped rotation resumes on the next run)", Value: 90 * time.Minute},
+			&cli.StringFlag{Name: "log-format", Value: "auto",
+				Usage: "log `FORMAT` on stderr: text, json (Cloud Logging fields), " +
+					"or auto: json when stderr is not a terminal in a Cloud Run Job or Kubernetes pod, else text"},
+			&cli.DurationFlag{Name: "timeout", Value: 90 * time.Minute,
+				Usage: "end the process after `DURATION`, releasing leases and posting to the webhook included " +
+					"(retries end with the last real error; a stopped rotation resumes on the next run)"},
 			&cli.StringFlag{Name: "log-level", Usage: "log `LEVEL`: debug, info, warn or error", Value: "warn"},
 			quotaProjectFlag(),
 		},

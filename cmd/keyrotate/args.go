@@ -48,95 +48,137 @@ func arrange(app *cli.App, args []string) (arranged, error) {
 		// error, and urfave/cli reads the line its own way.
 		return arranged{args: args}, nil
 	}
-	globalFlags := app.Flags
-	if !app.HideVersion {
-		globalFlags = append(slices.Clone(app.Flags), cli.VersionFlag)
+	var p argvParts
+	err := p.read(app, args[1:])
+	a := arranged{}
+	if p.cmd != nil {
+		a.command = p.cmd.Name
 	}
-	var (
-		globals, own, positional []string
-		cmd                      *cli.Command
-		help                     bool // `keyrotate help ...`: left as it is
-		dashdash                 bool
-		a                        = arranged{}
-	)
-	rest := args[1:]
-	for i := 0; i < len(rest); i++ {
-		arg := rest[i]
-		if help {
-			positional = append(positional, arg)
-			continue
-		}
-		if arg == "--" {
-			positional = append(positional, rest[i+1:]...)
-			dashdash = true
-			break
-		}
-		if !isFlagArg(arg) {
-			if cmd == nil {
-				if arg == "help" || arg == "h" {
-					help = true
-					positional = append(positional, arg)
-					continue
-				}
-				if cmd = findCommand(app.Commands, arg); cmd == nil {
-					return a, unknownCommand(app, arg)
-				}
-				a.command = cmd.Name
-				continue
-			}
-			positional = append(positional, arg)
-			continue
-		}
-		name, _, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-		var f cli.Flag
-		dst := &globals
-		if cmd != nil {
-			if f = findFlag(cmd.Flags, name); f != nil {
-				dst = &own
-			}
-		}
-		if f == nil {
-			f = findFlag(globalFlags, name)
-		}
-		if f == nil {
-			return a, unknownFlag(app, cmd, name)
-		}
-		*dst = append(*dst, arg)
-		if takesValue(f) && !hasValue {
-			if i+1 == len(rest) {
-				flag := dashed(name)
-				return a, rotate.WithHint(usagef("%s needs a value", flag), fmt.Sprintf("write %s %s or %s=%s", flag, placeholder(f), flag, placeholder(f)))
-			}
-			i++
-			*dst = append(*dst, rest[i])
-		}
+	if err != nil {
+		return a, err
 	}
-	out := append([]string{args[0]}, globals...)
-	switch {
-	case help:
-		out = append(out, positional...)
-	case cmd != nil:
-		out = append(out, cmd.Name)
-		out = append(out, own...)
-		if dashdash || slices.ContainsFunc(positional, isFlagArg) {
-			out = append(out, "--")
-		}
-		out = append(out, positional...)
-		if err := checkRequired(cmd, own); err != nil {
+	if p.cmd != nil {
+		if err := checkRequired(p.cmd, p.own); err != nil {
 			return a, err
 		}
 	}
-	a.args = out
-	a.json = outputFlag(globals) == "json"
+	a.args = p.argv(args[0])
+	a.json = outputFlag(p.globals) == "json"
 	if hint, ok := textOnly[a.command]; ok && a.json {
 		return a, rotate.WithHint(usagef("`keyrotate %s` prints text for people, not JSON", a.command), hint)
 	}
 	return a, nil
 }
 
+// argvParts is argv sorted into what urfave/cli reads in turn: the global
+// flags, the command, its own flags and its arguments.
+type argvParts struct {
+	globals, own, positional []string
+	cmd                      *cli.Command
+	help                     bool // `keyrotate help ...`: left as it is
+	dashdash                 bool
+}
+
+// read sorts rest, argv after the program, into p.
+func (p *argvParts) read(app *cli.App, rest []string) error {
+	globalFlags := app.Flags
+	if !app.HideVersion {
+		globalFlags = append(slices.Clone(app.Flags), cli.VersionFlag)
+	}
+	for i := 0; i < len(rest); i++ {
+		arg := rest[i]
+		switch {
+		case p.help:
+			p.positional = append(p.positional, arg)
+		case arg == "--":
+			p.positional = append(p.positional, rest[i+1:]...)
+			p.dashdash = true
+			return nil
+		case !isFlagArg(arg):
+			if err := p.word(app, arg); err != nil {
+				return err
+			}
+		default:
+			took, err := p.flag(app, globalFlags, rest[i:])
+			if err != nil {
+				return err
+			}
+			i += took
+		}
+	}
+	return nil
+}
+
+// word takes an argument that is not a flag: the command, help, or an
+// argument of the command.
+func (p *argvParts) word(app *cli.App, arg string) error {
+	if p.cmd != nil {
+		p.positional = append(p.positional, arg)
+		return nil
+	}
+	if arg == "help" || arg == "h" {
+		p.help = true
+		p.positional = append(p.positional, arg)
+		return nil
+	}
+	if p.cmd = findCommand(app.Commands, arg); p.cmd == nil {
+		return unknownCommand(app, arg)
+	}
+	return nil
+}
+
+// flag takes the flag rest[0], the command's own or a global one, with
+// its value from rest[1] when it takes one and has no "=VALUE"; it returns
+// how many arguments after rest[0] it took.
+func (p *argvParts) flag(app *cli.App, globalFlags []cli.Flag, rest []string) (int, error) {
+	arg := rest[0]
+	name, _, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	var f cli.Flag
+	dst := &p.globals
+	if p.cmd != nil {
+		if f = findFlag(p.cmd.Flags, name); f != nil {
+			dst = &p.own
+		}
+	}
+	if f == nil {
+		f = findFlag(globalFlags, name)
+	}
+	if f == nil {
+		return 0, unknownFlag(app, p.cmd, name)
+	}
+	*dst = append(*dst, arg)
+	if !takesValue(f) || hasValue {
+		return 0, nil
+	}
+	if len(rest) == 1 {
+		flag := dashed(name)
+		return 0, rotate.WithHint(usagef("%s needs a value", flag), fmt.Sprintf("write %s %s or %s=%s", flag, placeholder(f), flag, placeholder(f)))
+	}
+	*dst = append(*dst, rest[1])
+	return 1, nil
+}
+
+// argv is program and the parts in the order urfave/cli reads them.
+func (p *argvParts) argv(program string) []string {
+	out := append([]string{program}, p.globals...)
+	switch {
+	case p.help:
+		out = append(out, p.positional...)
+	case p.cmd != nil:
+		out = append(out, p.cmd.Name)
+		out = append(out, p.own...)
+		if p.dashdash || slices.ContainsFunc(p.positional, isFlagArg) {
+			out = append(out, "--")
+		}
+		out = append(out, p.positional...)
+	}
+	return out
+}
+
 // textOnly are the commands without a JSON document, and what to run for one.
 var textOnly = map[string]string{
-	"demo":     "run it without --output json; for JSON, start `keyrotate emulator --seed DIR` and run `keyrotate --config DIR/keyrotate.yaml -o json plan` against it",
+	"demo": "run it without --output json; for JSON, start `keyrotate emulator --seed DIR` " +
+		"and run `keyrotate --config DIR/keyrotate.yaml -o json plan` against it",
 	"emulator": "run it without --output json: it prints shell exports (`export NAME=ADDR`) for the commands that use it",
 }
 

@@ -36,6 +36,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
 	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/targets"
 )
 
@@ -206,8 +207,7 @@ func (cw *crashWorld) addKinds() {
 		t.Fatal(err)
 	}
 
-	k.gh = githubfake.Start()
-	t.Cleanup(k.gh.Close)
+	k.gh = emutest.StartGitHub(t, githubfake.Options{})
 	k.gh.AddToken(kindsGHToken, githubfake.Token{Grant: githubfake.Write})
 	k.gh.AddRepo(kindsGHRepo)
 	k.gh.SeedSecret(githubfake.RepoScope(kindsGHRepo), kindsGHName, key, "")
@@ -248,8 +248,7 @@ func (cw *crashWorld) addKinds() {
 	t.Cleanup(k.ghProxy.Close)
 	cw.env = append(cw.env, "KR_GITHUB_TOKEN="+kindsGHToken)
 
-	k.k8s = k8sfake.Start()
-	t.Cleanup(k.k8s.Close)
+	k.k8s = emutest.StartK8s(t, k8sfake.Options{})
 	k.k8s.SetSecret(kindsK8sNS, kindsK8sName, map[string]string{kindsK8sKey: key, "DATABASE_PASSWORD": "k8s-db-canary-0123456789"})
 	k.k8s.AddDeployment(kindsK8sNS, "api", 2)
 	k.k8s.AddDeployment(kindsK8sNS, "worker", 1)

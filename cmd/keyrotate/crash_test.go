@@ -235,7 +235,7 @@ func (cw *crashWorld) temps() (all, withKey []string) {
 	return all, withKey
 }
 
-// invariant checks DESIGN.md's invariant now: every place (the secret's
+// invariant checks the invariant of docs/design.md now: every place (the secret's
 // latest version, the .env) holds a key that works, the newest version is
 // enabled, and the old key works unless every place holds another key.
 func (cw *crashWorld) invariant() error {

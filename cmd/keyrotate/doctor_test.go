@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/doctor"
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
@@ -28,7 +29,7 @@ type doctorWorld struct {
 
 func newDoctorWorld(t *testing.T) *doctorWorld {
 	t.Helper()
-	srv := emutest.Start(t, emulator.Options{Clock: emulator.NewFakeClock(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))})
+	srv := emutest.Start(t, emulator.Options{Clock: fake.NewManualClock(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))})
 	dir := t.TempDir()
 	w0, err := seedDemo(srv, dir)
 	if err != nil {

@@ -25,70 +25,109 @@ func emulatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "gemini-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Gemini REST API"},
 			&cli.StringFlag{Name: "run-addr", Value: "127.0.0.1:0", Usage: "listen `ADDR` of the Cloud Run Admin API v2 (gRPC)"},
 			&cli.DurationFlag{Name: "propagation-delay", Usage: "how long a new key takes to work at Gemini"},
-			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR` (DIR/keyrotate.yaml and DIR/app/.env; existing files are refused without --force)"},
+			&cli.StringFlag{Name: "seed", Usage: "seed a demo project and write a config into `DIR` " +
+				"(DIR/keyrotate.yaml and DIR/app/.env; existing files are refused without --force)"},
 			&cli.BoolFlag{Name: "force", Usage: "with --seed, overwrite DIR/keyrotate.yaml and DIR/app/.env if they exist"},
 			&cli.StringFlag{Name: "fleet", Usage: "with --seed, also seed `PROJECTSxSLOTS` more slots (e.g. 4x25) to try --parallel and --shard"},
-			&cli.BoolFlag{Name: "quotas", Value: true, Usage: "enforce Google's documented per-project quotas (API Keys: 120 writes, 240 reads; Secret Manager: 600 each, per window)"},
+			&cli.BoolFlag{Name: "quotas", Value: true, Usage: "enforce Google's documented per-project quotas " +
+				"(API Keys: 120 writes, 240 reads; Secret Manager: 600 each, per window)"},
 			&cli.DurationFlag{Name: "quota-window", Value: time.Minute, Usage: "the quotas' `INTERVAL` (shorter scales time: 1s makes them per second)"},
 		},
-		Action: func(c *cli.Context) error {
-			var projects, slots int
-			if f := c.String("fleet"); f != "" {
-				if _, err := fmt.Sscanf(f, "%dx%d", &projects, &slots); err != nil || projects < 1 || slots < 1 || projects*slots > 10000 || fmt.Sprintf("%dx%d", projects, slots) != f {
-					return usagef("--fleet must be PROJECTSxSLOTS, e.g. 4x25 (at most 10000 slots), not %q", f)
-				}
-				if c.String("seed") == "" {
-					return usagef("--fleet seeds slots into the config of --seed DIR: add --seed")
-				}
-			}
-			if dir := c.String("seed"); dir != "" && !c.Bool("force") {
-				if err := refuseOverwrite(seedFiles(dir)); err != nil {
-					return err
-				}
-			}
-			window, err := durationFlag(c, "quota-window", false)
-			if err != nil {
-				return err
-			}
-			delay, err := durationFlag(c, "propagation-delay", true)
-			if err != nil {
-				return err
-			}
-			opts := emulator.Options{PropagationDelay: delay, RunAddr: c.String("run-addr")}
-			if c.Bool("quotas") {
-				opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, window
-			}
-			srv, err := emulator.StartOn(c.String("apikeys-addr"), c.String("secretmanager-addr"), c.String("gemini-addr"), opts)
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			for _, e := range srv.Env() {
-				fmt.Fprintf(c.App.Writer, "export %s\n", e)
-			}
-			if dir := c.String("seed"); dir != "" {
-				w, err := seedDemo(srv, dir)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.Writer, "# seeded project %s (%d), key %s, secret projects/%s/secrets/%s\n",
-					demoProject, demoProjectNumber, w.keyName, demoProject, demoSecretID)
-				fmt.Fprintf(c.App.Writer, "# wrote %s and %s\n", w.config, w.dotenv)
-				if projects > 0 {
-					if _, err := seedFleet(srv, w, projects, slots); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "# seeded %d fleet slots in %d projects (fleet-p00...); try: keyrotate --config %s rotate --now --parallel 20\n",
-						projects*slots, projects, w.config)
-				}
-				fmt.Fprintf(c.App.Writer, "# try: keyrotate --config %s plan\n", w.config)
-			}
-			fmt.Fprintf(c.App.ErrWriter, "keyrotate: emulator serving; interrupt to stop\n")
-			<-c.Context.Done()
-			time.Sleep(10 * time.Millisecond)
-			return nil
-		},
+		Action: runEmulator,
 	}
+}
+
+func runEmulator(c *cli.Context) error {
+	projects, slots, err := fleetFlag(c)
+	if err != nil {
+		return err
+	}
+	if dir := c.String("seed"); dir != "" && !c.Bool("force") {
+		if err := refuseOverwrite(seedFiles(dir)); err != nil {
+			return err
+		}
+	}
+	opts, err := emulatorOptions(c)
+	if err != nil {
+		return err
+	}
+	srv, err := emulator.Start(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	for _, e := range srv.Env() {
+		fmt.Fprintf(c.App.Writer, "export %s\n", e)
+	}
+	if dir := c.String("seed"); dir != "" {
+		if err := seedEmulator(c, srv, dir, projects, slots); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.App.ErrWriter, "keyrotate: emulator serving; interrupt to stop\n")
+	<-c.Context.Done()
+	time.Sleep(10 * time.Millisecond)
+	return nil
+}
+
+// fleetFlag reads --fleet PROJECTSxSLOTS (0, 0 when unset).
+func fleetFlag(c *cli.Context) (projects, slots int, err error) {
+	f := c.String("fleet")
+	if f == "" {
+		return 0, 0, nil
+	}
+	if _, err := fmt.Sscanf(f, "%dx%d", &projects, &slots); err != nil || projects < 1 || slots < 1 || projects*slots > 10000 ||
+		fmt.Sprintf("%dx%d", projects, slots) != f {
+		return 0, 0, usagef("--fleet must be PROJECTSxSLOTS, e.g. 4x25 (at most 10000 slots), not %q", f)
+	}
+	if c.String("seed") == "" {
+		return 0, 0, usagef("--fleet seeds slots into the config of --seed DIR: add --seed")
+	}
+	return projects, slots, nil
+}
+
+// emulatorOptions are the emulator's options from the command's flags.
+func emulatorOptions(c *cli.Context) (emulator.Options, error) {
+	window, err := durationFlag(c, "quota-window", false)
+	if err != nil {
+		return emulator.Options{}, err
+	}
+	delay, err := durationFlag(c, "propagation-delay", true)
+	if err != nil {
+		return emulator.Options{}, err
+	}
+	opts := emulator.Options{
+		PropagationDelay:  delay,
+		APIKeysAddr:       c.String("apikeys-addr"),
+		SecretManagerAddr: c.String("secretmanager-addr"),
+		GeminiAddr:        c.String("gemini-addr"),
+		RunAddr:           c.String("run-addr"),
+	}
+	if c.Bool("quotas") {
+		opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, window
+	}
+	return opts, nil
+}
+
+// seedEmulator seeds the demo world (and with --fleet the fleet's slots)
+// into srv and dir, and says what it wrote.
+func seedEmulator(c *cli.Context, srv *emulator.Server, dir string, projects, slots int) error {
+	w, err := seedDemo(srv, dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "# seeded project %s (%d), key %s, secret projects/%s/secrets/%s\n",
+		demoProject, demoProjectNumber, w.keyName, demoProject, demoSecretID)
+	fmt.Fprintf(c.App.Writer, "# wrote %s and %s\n", w.config, w.dotenv)
+	if projects > 0 {
+		if _, err := seedFleet(srv, w, projects, slots); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "# seeded %d fleet slots in %d projects (fleet-p00...); try: keyrotate --config %s rotate --now --parallel 20\n",
+			projects*slots, projects, w.config)
+	}
+	fmt.Fprintf(c.App.Writer, "# try: keyrotate --config %s plan\n", w.config)
+	return nil
 }
 
 // refuseOverwrite refuses to write over files that exist: --seed writes a

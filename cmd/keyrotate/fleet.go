@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -28,7 +26,8 @@ func shardFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "shard", Usage: "take only shard `i/n` of the slots (0-based, by a stable hash of the slot name); default from " +
 			cloudRunTaskIndexEnv + "/" + cloudRunTaskCountEnv + " (Cloud Run Jobs) or " + jobCompletionEnv + " with --shard-count (Kubernetes Indexed Jobs)"},
-		&cli.IntFlag{Name: "shard-count", DefaultText: "none", Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
+		&cli.IntFlag{Name: "shard-count", DefaultText: "none",
+			Usage: "number of shards `n` when the index comes from " + jobCompletionEnv + " (the Indexed Job's completions)"},
 	}
 }
 
@@ -37,7 +36,8 @@ func fleetFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Usage: "rotate up to `N` slots at once; API calls stay paced under each project's quota", Value: 8},
 	}, append(shardFlags(),
 		&cli.StringFlag{Name: "report", Usage: "write a JSON run record to `FILE`: slots, actions, key names and fingerprints, timings, API calls, errors"},
-		&cli.StringFlag{Name: "notify-webhook", Usage: "post a Slack-compatible JSON summary to `URL` (it is a secret: prefer " + notifyWebhookEnv + ")", EnvVars: []string{notifyWebhookEnv}},
+		&cli.StringFlag{Name: "notify-webhook", EnvVars: []string{notifyWebhookEnv},
+			Usage: "post a Slack-compatible JSON summary to `URL` (it is a secret: prefer " + notifyWebhookEnv + ")"},
 		&cli.StringFlag{Name: "notify-on", Usage: "post to the webhook on `WHEN`: failure or always", Value: "failure"},
 	)...)
 }
@@ -108,7 +108,8 @@ func shardFrom(c *cli.Context, getenv func(string) string) (shard, error) {
 			n, err2 = count, nil
 		}
 		if err1 != nil || err2 != nil || i < 0 || n < 1 || i >= n {
-			return all, usagef("%s=%q and %s=%q do not name a task (want 0 <= index < count)", cloudRunTaskIndexEnv, v, cloudRunTaskCountEnv, getenv(cloudRunTaskCountEnv))
+			return all, usagef("%s=%q and %s=%q do not name a task (want 0 <= index < count)",
+				cloudRunTaskIndexEnv, v, cloudRunTaskCountEnv, getenv(cloudRunTaskCountEnv))
 		}
 		return shard{i, n, cloudRunTaskIndexEnv}, nil
 	}
@@ -185,114 +186,6 @@ func quotas(cfg *config.Config, s shard) map[string]rotate.Quota {
 		out[api] = q.Share(s.count)
 	}
 	return out
-}
-
-type rotateOutput struct {
-	Command string           `json:"command"`
-	Shard   string           `json:"shard,omitempty"`
-	Results []*rotate.Result `json:"results"`
-	Errors  []errorJSON      `json:"errors,omitempty"`
-}
-
-// runRotate rotates the selected slots that are due (all with --now),
-// fo.parallel at a time, then writes the run record and posts to the
-// webhook as asked. Neither of those changes the exit code: a failure to
-// write or post is a warning.
-func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rotate.Options, fo fleetOptions) error {
-	rec := newRunRecord(c, "rotate", cfgPath)
-	b := budgetOf(c)
-	err := rotateFleet(c, h, cfgPath, names, opts, fo, rec)
-	rec.finish(err)
-	if rec.Summary.Slots > 0 && c.String("output") != "json" {
-		fmt.Fprintln(c.App.Writer, rec.totals())
-	}
-	if fo.report != "" {
-		if werr := rec.write(fo.report); werr != nil {
-			warn(c, "could not write the run record: %v", werr)
-		}
-	}
-	if fo.webhook != "" && (rec.ExitCode != exitOK || fo.always) {
-		ctx, cancel := b.notifyContext(c.Context)
-		defer cancel()
-		if nerr := notify(ctx, fo.webhook, rec); nerr != nil {
-			warn(c, "could not post to the webhook: %v", nerr)
-		}
-	}
-	return err
-}
-
-func warn(c *cli.Context, format string, args ...any) {
-	fmt.Fprintf(c.App.ErrWriter, "keyrotate: warning: "+format+"\n", args...)
-}
-
-func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts rotate.Options, fo fleetOptions, rec *runRecord) error {
-	j, err := newJob(c, h, cfgPath, names)
-	if err != nil {
-		return err
-	}
-	defer j.close()
-	rec.start(j)
-	if err := j.cleanTemp(c.Context); err != nil {
-		return err
-	}
-	if !j.shard.all() {
-		j.out.note("shard %s (from %s): %d of the selected slots", j.shard, j.shard.from, len(j.slots))
-	}
-	r := j.rotator(c)
-	out := rotateOutput{Command: "rotate", Results: []*rotate.Result{}}
-	if !j.shard.all() {
-		out.Shard = j.shard.String()
-	}
-	order := rec.order // each slot's place in the config
-	type failed struct {
-		slot string
-		err  error
-	}
-	var (
-		mu      sync.Mutex
-		fails   []failed
-		prog    = newProgress(j.out, len(j.slots))
-		results = map[string]*rotate.Result{}
-	)
-	if prog != nil {
-		r.Events = processOf(c).events(prog.event)
-		r.Retry.OnRetry = prog.retrying
-	}
-	f := &rotate.Fleet{Rotator: r, Parallel: fo.parallel}
-	f.Start = func(s *rotate.Slot) { prog.start(s.Name) }
-	f.Done = func(o rotate.Outcome) {
-		mu.Lock()
-		defer mu.Unlock()
-		rec.add(o)
-		prog.done(o)
-		if o.Err != nil {
-			fails = append(fails, failed{o.Slot.Name, rotateHeldHint(o.Err, o.Slot.Name)})
-			return
-		}
-		results[o.Slot.Name] = o.Result
-		if !j.out.json {
-			prog.above(func() { printResult(j.out, o.Result) })
-		}
-	}
-	f.Run(j.ctx, j.slots, opts)
-	prog.finish()
-	slices.SortFunc(fails, func(a, b failed) int { return order[a.slot] - order[b.slot] })
-	var errs []error
-	for _, fl := range fails {
-		errs = append(errs, fl.err)
-		out.Errors = append(out.Errors, toErrorJSON(fl.slot, fl.err))
-	}
-	for _, s := range j.slots {
-		if res := results[s.Name]; res != nil {
-			out.Results = append(out.Results, res)
-		}
-	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // getenv is os.Getenv; tests replace it.

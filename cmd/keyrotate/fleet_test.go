@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -1073,7 +1074,7 @@ func TestFleetQuotaNo429(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
 			fw := newFleetWorld(t, emulator.Options{
-				Clock:       emulator.NewFakeClock(time.Now().Truncate(time.Minute)),
+				Clock:       fake.NewManualClock(time.Now().Truncate(time.Minute)),
 				Quotas:      map[string]emulator.Quota{"apikeys": {Writes: tc.limit}},
 				QuotaWindow: time.Minute,
 			}, 1, tc.slots)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
 )
 
@@ -63,7 +64,8 @@ func cmdGitHub(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	switch verb, rest := args[0], args[1:]; verb {
 	case "start":
-		f := githubfake.Start()
+		f, err := githubfake.Start(githubfake.Options{})
+		ts.Check(err)
 		ghFakes.Store(ts, f)
 		ts.Defer(func() { f.Close(); ghFakes.Delete(ts) })
 		f.AddToken(ghScriptToken, githubfake.Token{Grant: githubfake.Write})
@@ -126,7 +128,8 @@ func cmdGitHub(ts *testscript.TestScript, neg bool, args []string) {
 	case "fail":
 		n, _ := strconv.Atoi(rest[1])
 		status, _ := strconv.Atoi(rest[2])
-		ghFake(ts).FailNth(rest[0], n, status)
+		f := ghFake(ts)
+		f.Fail(rest[0], f.Calls(rest[0])+n, fake.Fault{Status: status})
 	case "clean":
 		out := ts.ReadFile("stdout") + ts.ReadFile("stderr")
 		for _, tok := range []string{ghScriptToken, ghReadToken} {

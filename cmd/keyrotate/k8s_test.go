@@ -9,6 +9,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
 )
 
@@ -49,7 +50,8 @@ func cmdK8s(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	switch verb, rest := args[0], args[1:]; verb {
 	case "start":
-		f := k8sfake.Start()
+		f, err := k8sfake.Start(k8sfake.Options{})
+		ts.Check(err)
 		k8sFakes.Store(ts, f)
 		ts.Defer(func() { f.Close(); k8sFakes.Delete(ts) })
 		f.SetSecret(k8sScriptNS, k8sScriptSecret, map[string]string{k8sScriptKey: world(ts).w.key.Reveal(), "DATABASE_PASSWORD": "k8s-db-canary-0123456789"})
@@ -117,7 +119,8 @@ func cmdK8s(ts *testscript.TestScript, neg bool, args []string) {
 	case "fail":
 		n, _ := strconv.Atoi(rest[1])
 		status, _ := strconv.Atoi(rest[2])
-		k8sFake(ts).FailNth(rest[0], n, status)
+		f := k8sFake(ts)
+		f.Fail(rest[0], f.Calls(rest[0])+n, fake.Fault{Status: status})
 	case "clean":
 		out := ts.ReadFile("stdout") + ts.ReadFile("stderr")
 		for _, v := range k8sFake(ts).Values() {

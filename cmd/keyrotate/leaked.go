@@ -190,7 +190,8 @@ func revokeSetup(c *cli.Context) ([]*rotate.Slot, func(), *rotate.Rotator, error
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, QuotaProject: quotaProjectOf(c, nil), Log: newLogger(c), Events: newPrinter(c).event, RunID: runID(c)}
+		r := &rotate.Rotator{Keys: cl.keys, Lookup: cl.lookup, Secrets: cl.secrets, QuotaProject: quotaProjectOf(c, nil),
+			Log: newLogger(c), Events: newPrinter(c).event, RunID: runID(c)}
 		return nil, cl.Close, r, nil
 	} else if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("config %s: %w", path, err)}

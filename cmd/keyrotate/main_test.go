@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // TestMain lets the scripts run the real CLI as the command "keyrotate", in
@@ -138,7 +139,7 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 	case "fail": // emu fail METHOD N CODE
 		n, _ := strconv.Atoi(rest[1])
 		code := codeByName(ts, rest[2])
-		srv.FailNth(rest[0], n, code, "")
+		srv.Fail(rest[0], n, fake.Fault{Code: code})
 	case "propagation":
 		d, err := time.ParseDuration(rest[0])
 		ts.Check(err)

@@ -177,7 +177,8 @@ func notify(ctx context.Context, webhook string, r *runRecord) error {
 type crossOriginError struct{ to string }
 
 func (e crossOriginError) Error() string {
-	return fmt.Sprintf("it redirected to another origin (%s), which keyrotate does not follow: the summary was not sent; if the receiver moved, give its new URL", e.to)
+	return fmt.Sprintf("it redirected to another origin (%s), which keyrotate does not follow: "+
+		"the summary was not sent; if the receiver moved, give its new URL", e.to)
 }
 
 // sameOrigin is the webhook client's CheckRedirect: it follows redirects

@@ -79,7 +79,8 @@ func (p *printer) wait(ev rotate.Event) {
 	w := ev.Wait
 	elapsed := time.Since(w.Started).Round(time.Second)
 	left := time.Until(w.Deadline).Round(time.Second)
-	desc := fmt.Sprintf("%s: waiting for %s to work (probe %d failed; deadline %s, in %s)", ev.Slot, shortName(w.Key), w.Attempt, w.Deadline.Local().Format("15:04:05"), left)
+	desc := fmt.Sprintf("%s: waiting for %s to work (probe %d failed; deadline %s, in %s)",
+		ev.Slot, shortName(w.Key), w.Attempt, w.Deadline.Local().Format("15:04:05"), left)
 	if p.tty {
 		p.spin()
 		p.spinner.Describe(desc)

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -355,7 +356,7 @@ func goldenSlot(t *testing.T) {
 	// A rotation stopped at the deletion of the old key, then aborted.
 	// The fault's message is fixed: the emulator's default names the call's
 	// number, which would tie the golden to how many calls came before.
-	cw.srv.FailNext("apikeys.DeleteKey", codes.PermissionDenied, "The caller does not have permission")
+	cw.srv.Fail("apikeys.DeleteKey", fake.Next, fake.Fault{Code: codes.PermissionDenied, Message: "The caller does not have permission"})
 	g.run("rotate-stopped", "apikeys.DeleteKey fails once (PERMISSION_DENIED)", "", nil, "rotate", "--now", "--again")
 	g.run("status-stopped", "", "", nil, "status")
 	g.run("abort", "", "", nil, "abort", "gemini-prod")

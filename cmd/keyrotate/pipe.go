@@ -48,6 +48,7 @@ func (s *sink) warn(stderr io.Writer, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		fmt.Fprintf(stderr, "keyrotate: warning: %s could not be written (%v): the output is cut short; the run itself went on to its end, and the exit status says how it ended\n", name, s.err)
+		fmt.Fprintf(stderr, "keyrotate: warning: %s could not be written (%v): the output is cut short; "+
+			"the run itself went on to its end, and the exit status says how it ended\n", name, s.err)
 	}
 }

@@ -13,9 +13,15 @@ import (
 
 func planCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "plan",
-		Usage:       "show what rotate would do, without changing anything",
-		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\nreports drift and due dates, and lists the steps rotate would take. It writes nothing.\n\nIt also proves, with read-only calls, that the caller holds what the rotation needs:\nthe IAM permissions on each slot's project and secret, the API Keys and Secret Manager\nAPIs enabled, and the service account new keys are bound to. Each thing missing is one\nline with the role and the command that grants it, and plan exits 1.",
+		Name:  "plan",
+		Usage: "show what rotate would do, without changing anything",
+		Description: "Runs the read-only preflight: resolves each slot's current key, secret and targets,\n" +
+			"reports drift and due dates, and lists the steps rotate would take. It writes nothing.\n" +
+			"\n" +
+			"It also proves, with read-only calls, that the caller holds what the rotation needs:\n" +
+			"the IAM permissions on each slot's project and secret, the API Keys and Secret Manager\n" +
+			"APIs enabled, and the service account new keys are bound to. Each thing missing is one\n" +
+			"line with the role and the command that grants it, and plan exits 1.",
 		Flags: append([]cli.Flag{
 			slotFlag("show the plan for only"),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
@@ -42,46 +48,35 @@ type planOutput struct {
 }
 
 func runPlan(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotate.Options) error {
-	j, err := newJob(c, h, cfgPath, slots)
+	return runPerSlot(c, h, cfgPath, slots, "plan", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.Plan, error) {
+		return planSlot(j, r, s, opts)
+	}, func(plans []*rotate.Plan, errs []errorJSON) any {
+		return planOutput{Command: "plan", Plans: plans, Errors: errs}
+	})
+}
+
+// planSlot plans one slot and prints the plan. A plan whose preflight
+// failed for want of access still says which checks failed.
+func planSlot(j *job, r *rotate.Rotator, s *rotate.Slot, opts rotate.Options) (*rotate.Plan, error) {
+	p, err := r.Plan(j.ctx, s, opts)
+	var ae *rotate.AccessError
+	if errors.As(err, &ae) {
+		// The preflight failed; the checks say what is missing.
+		if !j.out.json {
+			j.out.note("slot %s", s.Name)
+			printChecks(j.out, ae.Plan)
+			j.out.note("")
+		}
+		return ae.Plan, err
+	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer j.close()
-	r := j.rotator(c)
-	r.Events = nil
-	out := planOutput{Command: "plan", Plans: []*rotate.Plan{}}
-	var errs []error
-	for _, s := range j.slots {
-		p, err := r.Plan(j.ctx, s, opts)
-		var ae *rotate.AccessError
-		if errors.As(err, &ae) {
-			// The preflight failed; the checks say what is missing.
-			out.Plans = append(out.Plans, ae.Plan)
-			if !j.out.json {
-				j.out.note("slot %s", s.Name)
-				printChecks(j.out, ae.Plan)
-				j.out.note("")
-			}
-		}
-		if err == nil {
-			out.Plans = append(out.Plans, p)
-			if !j.out.json {
-				printPlan(j.out, p)
-			}
-			// A plan whose checks failed is a rotation that would fail.
-			err = p.AccessErr()
-		}
-		if err != nil {
-			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("plan", err)))
-		}
+	if !j.out.json {
+		printPlan(j.out, p)
 	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+	// A plan whose checks failed is a rotation that would fail.
+	return p, p.AccessErr()
 }
 
 func printPlan(o *printer, p *rotate.Plan) {

@@ -17,7 +17,8 @@ const quotaProjectEnv = "GOOGLE_CLOUD_QUOTA_PROJECT"
 // from the command line, else from GOOGLE_CLOUD_QUOTA_PROJECT.
 func quotaProjectFlag() cli.Flag {
 	return &cli.StringFlag{Name: "quota-project", EnvVars: []string{quotaProjectEnv},
-		Usage: "charge the API Keys and Secret Manager calls to `PROJECT` (sent as x-goog-user-project; overrides defaults.quota_project; default: the credentials' own)"}
+		Usage: "charge the API Keys and Secret Manager calls to `PROJECT` " +
+			"(sent as x-goog-user-project; overrides defaults.quota_project; default: the credentials' own)"}
 }
 
 // checkQuotaProject refuses a --quota-project (or GOOGLE_CLOUD_QUOTA_PROJECT)

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -29,7 +32,8 @@ func rotateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
 			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
-			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` (e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
+			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` " +
+				"(e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
 		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
@@ -80,6 +84,114 @@ func rotateOptions(c *cli.Context) (rotate.Options, error) {
 		opts.Grace = &g
 	}
 	return opts, nil
+}
+
+type rotateOutput struct {
+	Command string           `json:"command"`
+	Shard   string           `json:"shard,omitempty"`
+	Results []*rotate.Result `json:"results"`
+	Errors  []errorJSON      `json:"errors,omitempty"`
+}
+
+// runRotate rotates the selected slots that are due (all with --now),
+// fo.parallel at a time, then writes the run record and posts to the
+// webhook as asked. Neither of those changes the exit code: a failure to
+// write or post is a warning.
+func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rotate.Options, fo fleetOptions) error {
+	rec := newRunRecord(c, "rotate", cfgPath)
+	b := budgetOf(c)
+	err := rotateFleet(c, h, cfgPath, names, opts, fo, rec)
+	rec.finish(err)
+	if rec.Summary.Slots > 0 && c.String("output") != "json" {
+		fmt.Fprintln(c.App.Writer, rec.totals())
+	}
+	if fo.report != "" {
+		if werr := rec.write(fo.report); werr != nil {
+			warn(c, "could not write the run record: %v", werr)
+		}
+	}
+	if fo.webhook != "" && (rec.ExitCode != exitOK || fo.always) {
+		ctx, cancel := b.notifyContext(c.Context)
+		defer cancel()
+		if nerr := notify(ctx, fo.webhook, rec); nerr != nil {
+			warn(c, "could not post to the webhook: %v", nerr)
+		}
+	}
+	return err
+}
+
+func warn(c *cli.Context, format string, args ...any) {
+	fmt.Fprintf(c.App.ErrWriter, "keyrotate: warning: "+format+"\n", args...)
+}
+
+func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts rotate.Options, fo fleetOptions, rec *runRecord) error {
+	j, err := newJob(c, h, cfgPath, names)
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	rec.start(j)
+	if err := j.cleanTemp(c.Context); err != nil {
+		return err
+	}
+	if !j.shard.all() {
+		j.out.note("shard %s (from %s): %d of the selected slots", j.shard, j.shard.from, len(j.slots))
+	}
+	r := j.rotator(c)
+	out := rotateOutput{Command: "rotate", Results: []*rotate.Result{}}
+	if !j.shard.all() {
+		out.Shard = j.shard.String()
+	}
+	order := rec.order // each slot's place in the config
+	type failed struct {
+		slot string
+		err  error
+	}
+	var (
+		mu      sync.Mutex
+		fails   []failed
+		prog    = newProgress(j.out, len(j.slots))
+		results = map[string]*rotate.Result{}
+	)
+	if prog != nil {
+		r.Events = processOf(c).events(prog.event)
+		r.Retry.OnRetry = prog.retrying
+	}
+	f := &rotate.Fleet{Rotator: r, Parallel: fo.parallel}
+	f.Start = func(s *rotate.Slot) { prog.start(s.Name) }
+	f.Done = func(o rotate.Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		rec.add(o)
+		prog.done(o)
+		if o.Err != nil {
+			fails = append(fails, failed{o.Slot.Name, rotateHeldHint(o.Err, o.Slot.Name)})
+			return
+		}
+		results[o.Slot.Name] = o.Result
+		if !j.out.json {
+			prog.above(func() { printResult(j.out, o.Result) })
+		}
+	}
+	f.Run(j.ctx, j.slots, opts)
+	prog.finish()
+	slices.SortFunc(fails, func(a, b failed) int { return order[a.slot] - order[b.slot] })
+	var errs []error
+	for _, fl := range fails {
+		errs = append(errs, fl.err)
+		out.Errors = append(out.Errors, toErrorJSON(fl.slot, fl.err))
+	}
+	for _, s := range j.slots {
+		if res := results[s.Name]; res != nil {
+			out.Results = append(out.Results, res)
+		}
+	}
+	if j.out.json {
+		if err := j.out.jsonDoc(out); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // skipHint says how to rotate anyway when rotate would do nothing.

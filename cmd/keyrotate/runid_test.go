@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // TestOneRunID follows one run across everything that names it: the lease
@@ -93,7 +94,7 @@ func TestOneRunID(t *testing.T) {
 
 	// A run stopped part-way (its final record write refused): status names
 	// the unfinished rotation by the id that run's record and logs carry.
-	fw.srv.FailNth("secretmanager.UpdateSecret", fw.srv.Calls("secretmanager.UpdateSecret")+2, codes.PermissionDenied, "")
+	fw.srv.Fail("secretmanager.UpdateSecret", fw.srv.Calls("secretmanager.UpdateSecret")+2, fake.Fault{Code: codes.PermissionDenied})
 	c = fw.run(t, nil, fw.config("--log-format", "json", "rotate", "--now", "--again", "--parallel", "1", "--slot", "gemini-prod", "--report", report)...)
 	if c.code != exitPartWay {
 		t.Fatalf("rotate with a refused record write exited %d, want %d:\n%s", c.code, exitPartWay, c.output())

@@ -60,17 +60,10 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
 	j.budget = budgetOf(c)
 	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
-	for _, s := range selected {
-		for _, t := range s.Targets {
-			lt := localTarget(t)
-			if lt == nil {
-				continue
-			}
-			if _, err := lt.Read(c.Context); err != nil && !errors.Is(err, rotate.ErrUnreadable) {
-				j.cancel()
-				return nil, fmt.Errorf("slot %s: %w", s.Name, err)
-			}
-		}
+	local, err := readLocalTargets(c.Context, selected)
+	if err != nil {
+		j.cancel()
+		return nil, err
 	}
 	if j.clients, err = newClients(j.ctx, h, j.meter, j.meter.QuotaProject); err != nil {
 		j.cancel()
@@ -87,10 +80,32 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 			}
 		}
 	}
-	for _, s := range selected {
-		j.slots = append(j.slots, j.slot(s))
+	for i, s := range selected {
+		j.slots = append(j.slots, j.slot(s, local[i]))
 	}
 	return j, nil
+}
+
+// readLocalTargets builds the targets of each slot that need no client (see
+// localTarget; nil for the others) and reads them, so that a missing file
+// or variable stops the run before any API call. The job keeps what it
+// built: a file target compares its next write with this read.
+func readLocalTargets(ctx context.Context, selected []*config.Slot) ([][]rotate.Target, error) {
+	local := make([][]rotate.Target, len(selected))
+	for i, s := range selected {
+		local[i] = make([]rotate.Target, len(s.Targets))
+		for k, t := range s.Targets {
+			lt := localTarget(t)
+			if lt == nil {
+				continue
+			}
+			if _, err := lt.Read(ctx); err != nil && !errors.Is(err, rotate.ErrUnreadable) {
+				return nil, fmt.Errorf("slot %s: %w", s.Name, err)
+			}
+			local[i][k] = lt
+		}
+	}
+	return local, nil
 }
 
 func (j *job) close() {
@@ -98,7 +113,9 @@ func (j *job) close() {
 	j.clients.Close()
 }
 
-func (j *job) slot(s *config.Slot) *rotate.Slot {
+// slot builds the rotate.Slot of s; local holds the targets of s that
+// readLocalTargets built, nil where a target needs a client.
+func (j *job) slot(s *config.Slot, local []rotate.Target) *rotate.Slot {
 	rs := &rotate.Slot{
 		Name: s.Name, Project: s.Project, Secret: s.Secret, Key: s.Key, ServiceAccount: s.ServiceAccount,
 		Grace:              j.cfg.EffectiveGrace(s),
@@ -112,8 +129,12 @@ func (j *job) slot(s *config.Slot) *rotate.Slot {
 		probe, model := j.cfg.EffectiveProbe(s)
 		rs.Prober = j.clients.gemini.With(verify.ProbeMethod(probe), model)
 	}
-	for _, t := range s.Targets {
-		rs.Targets = append(rs.Targets, j.target(t))
+	for i, t := range s.Targets {
+		tg := local[i]
+		if tg == nil {
+			tg = j.remoteTarget(t)
+		}
+		rs.Targets = append(rs.Targets, tg)
 		if p := tempFilePath(t); p != "" {
 			j.dotenvs = append(j.dotenvs, p)
 		}
@@ -205,4 +226,42 @@ func (j *job) cleanTemp(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// runPerSlot runs a read-only command (plan, status, verify) over the
+// selected slots, one after another and without progress events. view
+// reads one slot, shows it to people (not in JSON mode) and returns its
+// report (nil for none) and its error; one slot's error does not stop the
+// others. With --json, document makes the one JSON document of the
+// reports and the errors. The error is every slot's error joined.
+func runPerSlot[R any](c *cli.Context, h hosts, cfgPath string, slots []string, command string,
+	view func(j *job, r *rotate.Rotator, s *rotate.Slot) (*R, error),
+	document func(reports []*R, errs []errorJSON) any,
+) error {
+	j, err := newJob(c, h, cfgPath, slots)
+	if err != nil {
+		return err
+	}
+	defer j.close()
+	r := j.rotator(c)
+	r.Events = nil
+	reports := []*R{}
+	var errs []error
+	var errsJSON []errorJSON
+	for _, s := range j.slots {
+		report, err := view(j, r, s)
+		if err != nil {
+			errs = append(errs, err)
+			errsJSON = append(errsJSON, toErrorJSON(s.Name, inCommand(command, err)))
+		}
+		if report != nil {
+			reports = append(reports, report)
+		}
+	}
+	if j.out.json {
+		if err := j.out.jsonDoc(document(reports, errsJSON)); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }

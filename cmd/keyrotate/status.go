@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -42,44 +41,50 @@ type statusOutput struct {
 }
 
 func runStatus(c *cli.Context, h hosts, cfgPath string, slots []string) error {
-	j, err := newJob(c, h, cfgPath, slots)
-	if err != nil {
-		return err
-	}
-	defer j.close()
-	r := j.rotator(c)
-	r.Events = nil
-	out := statusOutput{Command: "status", Slots: []*rotate.SlotStatus{}}
-	var errs []error
-	for _, s := range j.slots {
+	return runPerSlot(c, h, cfgPath, slots, "status", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.SlotStatus, error) {
 		st, err := r.Status(j.ctx, s)
 		if err != nil {
-			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("status", err)))
-			continue
+			return nil, err
 		}
-		out.Slots = append(out.Slots, st)
 		if !j.out.json {
 			j.out.note("%s", strings.TrimRight(formatStatus(st), "\n"))
 		}
-	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+		return st, nil
+	}, func(sts []*rotate.SlotStatus, errs []errorJSON) any {
+		return statusOutput{Command: "status", Slots: sts, Errors: errs}
+	})
 }
 
-// formatStatus renders one slot as aligned tables.
+// formatStatus renders one slot as aligned tables: the slot's key and
+// rotation, the old keys waiting for finalize, and what each target holds.
 func formatStatus(st *rotate.SlotStatus) string {
 	var b strings.Builder
-	k := st.Current
 	fmt.Fprintf(&b, "slot %s\n", st.Slot)
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	row := func(name, format string, args ...any) {
 		fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{name}, args...)...)
 	}
+	keyRows(row, st)
+	rotationRows(row, st.Rotation)
+	if len(st.OldKeys) == 0 {
+		row("old keys", "none waiting for finalize")
+	}
+	_ = tw.Flush()
+
+	if len(st.OldKeys) > 0 {
+		b.WriteString("\n")
+		writeOldKeys(&b, st.OldKeys)
+	}
+	b.WriteString("\n")
+	writeTargets(&b, st)
+	b.WriteString("\n")
+	return b.String()
+}
+
+// keyRows describes the slot's secret and current key: what it is, how it
+// is bound and restricted, and when it is due.
+func keyRows(row func(name, format string, args ...any), st *rotate.SlotStatus) {
+	k := st.Current
 	row("secret", "%s (latest: %s)", st.Secret, orNone(st.Version))
 	row("current key", "%s", k.Name)
 	row("fingerprint", "%s", orNone(k.Fingerprint))
@@ -104,59 +109,65 @@ func formatStatus(st *rotate.SlotStatus) string {
 	} else {
 		row("restrictions", "none (unrestricted: rotate refuses to copy that)")
 	}
-	if !k.Created.IsZero() {
-		row("created", "%s (age %s)", k.Created.Format(time.RFC3339), ageString(st.Age))
-		switch {
-		case st.DueAt.IsZero():
-			row("due", "now (no max age)")
-		case st.Due:
-			row("due", "DUE since %s: `keyrotate rotate --slot %s`", st.DueAt.Format(time.RFC3339), st.Slot)
-		default:
-			row("due", "%s (in %s)", st.DueAt.Format(time.RFC3339), ageString(st.DueAt.Sub(k.Created)-st.Age))
-		}
+	if k.Created.IsZero() {
+		return
 	}
-	if rs := st.Rotation; rs != nil {
-		row("rotation", "%s %s, phase %s", rs.Kind, rs.ID, rs.Phase)
-		row("  keys", "%s -> %s", rs.OldKey, rs.NewKey)
-		lease := rs.Lease
-		if rs.Holder.Run != "" {
-			lease += fmt.Sprintf(", held by %s until %s", rs.Holder, rs.Expires.Format(time.RFC3339))
-		}
-		row("  lease", "%s", lease)
-		row("  next", "%s", rs.Next)
-	} else {
+	row("created", "%s (age %s)", k.Created.Format(time.RFC3339), ageString(st.Age))
+	switch {
+	case st.DueAt.IsZero():
+		row("due", "now (no max age)")
+	case st.Due:
+		row("due", "DUE since %s: `keyrotate rotate --slot %s`", st.DueAt.Format(time.RFC3339), st.Slot)
+	default:
+		row("due", "%s (in %s)", st.DueAt.Format(time.RFC3339), ageString(st.DueAt.Sub(k.Created)-st.Age))
+	}
+}
+
+// rotationRows describes the rotation in progress, if any, and its lease.
+func rotationRows(row func(name, format string, args ...any), rs *rotate.RotationStatus) {
+	if rs == nil {
 		row("rotation", "none in progress")
+		return
 	}
-	if len(st.OldKeys) == 0 {
-		row("old keys", "none waiting for finalize")
+	row("rotation", "%s %s, phase %s", rs.Kind, rs.ID, rs.Phase)
+	row("  keys", "%s -> %s", rs.OldKey, rs.NewKey)
+	lease := rs.Lease
+	if rs.Holder.Run != "" {
+		lease += fmt.Sprintf(", held by %s until %s", rs.Holder, rs.Expires.Format(time.RFC3339))
+	}
+	row("  lease", "%s", lease)
+	row("  next", "%s", rs.Next)
+}
+
+// writeOldKeys tabulates the old keys waiting for finalize.
+func writeOldKeys(b *strings.Builder, old []rotate.OldKeyStatus) {
+	tw := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  OLD KEY\tFINGERPRINT\tDELETE AFTER\tSTATE\n")
+	for _, o := range old {
+		state := "waiting"
+		if o.Due {
+			state = "DUE"
+		}
+		after := "-"
+		if !o.DeleteAfter.IsZero() {
+			after = o.DeleteAfter.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", o.Name, orDash(o.Fingerprint), after, state, o.Reason)
 	}
 	_ = tw.Flush()
+}
 
-	if len(st.OldKeys) > 0 {
-		b.WriteString("\n")
-		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "  OLD KEY\tFINGERPRINT\tDELETE AFTER\tSTATE\n")
-		for _, o := range st.OldKeys {
-			state := "waiting"
-			if o.Due {
-				state = "DUE"
-			}
-			after := "-"
-			if !o.DeleteAfter.IsZero() {
-				after = o.DeleteAfter.Format(time.RFC3339)
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", o.Name, orDash(o.Fingerprint), after, state, o.Reason)
-		}
-		_ = tw.Flush()
-	}
-
-	b.WriteString("\n")
-	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+// writeTargets tabulates what each target holds and, with drift, says how
+// many targets drifted and what to do.
+func writeTargets(b *strings.Builder, st *rotate.SlotStatus) {
+	tw := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  TARGET\tFINGERPRINT\tHOLDS\tSTATE\n")
+	drifted := 0
 	for _, t := range st.Targets {
 		state := "ok"
 		if t.Drift {
 			state = "DRIFT"
+			drifted++
 		}
 		if t.Detail != "" {
 			state += ": " + t.Detail
@@ -165,16 +176,8 @@ func formatStatus(st *rotate.SlotStatus) string {
 	}
 	_ = tw.Flush()
 	if st.Drift {
-		n := 0
-		for _, t := range st.Targets {
-			if t.Drift {
-				n++
-			}
-		}
-		fmt.Fprintf(&b, "  drift: %d target(s) do not hold the current key; %s\n", n, driftHint(st.Slot, st.Rotation != nil))
+		fmt.Fprintf(b, "  drift: %d target(s) do not hold the current key; %s\n", drifted, driftHint(st.Slot, st.Rotation != nil))
 	}
-	b.WriteString("\n")
-	return b.String()
 }
 
 func orDash(s string) string {

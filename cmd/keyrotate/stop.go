@@ -87,7 +87,8 @@ func (p *process) signal(sig os.Signal, cancel context.CancelCauseFunc) {
 	if p.signals == 1 {
 		cancel(fmt.Errorf("interrupted by %s: %w", signalName(sig), context.Canceled))
 		if p.timeout > 0 {
-			p.say(slog.LevelWarn, fmt.Sprintf("stopping on %s: waiting for the running steps to stop and their leases to be released (%s)", signalName(sig), stopAtOnce), "")
+			p.say(slog.LevelWarn, fmt.Sprintf("stopping on %s: waiting for the running steps to stop and their leases to be released (%s)",
+				signalName(sig), stopAtOnce), "")
 		}
 		return
 	}

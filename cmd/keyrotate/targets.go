@@ -9,8 +9,9 @@ import (
 )
 
 // localTarget builds a target that needs no Google client (a file, a
-// command), or returns nil. newJob reads these before any API call, so that
-// a missing file or variable stops the run having called nothing.
+// command), or returns nil. newJob reads these before any API call (see
+// readLocalTargets), so that a missing file or variable stops the run
+// having called nothing.
 func localTarget(t config.Target) rotate.Target {
 	switch t.Type {
 	case config.TargetDotEnv:
@@ -40,12 +41,10 @@ func localTarget(t config.Target) rotate.Target {
 	return nil
 }
 
-// target builds any target of the config. The config was validated, so
-// every type is known.
-func (j *job) target(t config.Target) rotate.Target {
-	if lt := localTarget(t); lt != nil {
-		return lt
-	}
+// remoteTarget builds a target that lives in a service (Secret Manager,
+// Cloud Run, GitHub, Kubernetes): every type localTarget does not build.
+// The config was validated, so every type is known.
+func (j *job) remoteTarget(t config.Target) rotate.Target {
 	switch t.Type {
 	case config.TargetSecretManager:
 		return targets.NewSecretManager(j.clients.secretsFor(t.Secret), t.Secret)

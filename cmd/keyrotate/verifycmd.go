@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -37,40 +36,19 @@ type verifyOutput struct {
 }
 
 func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
-	j, err := newJob(c, h, cfgPath, slots)
-	if err != nil {
-		return err
-	}
-	defer j.close()
-	r := j.rotator(c)
-	r.Events = nil
-	out := verifyOutput{Command: "verify", Healthy: true, Slots: []*rotate.VerifyReport{}}
-	var errs []error
-	for _, s := range j.slots {
+	return runPerSlot(c, h, cfgPath, slots, "verify", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.VerifyReport, error) {
 		v, err := r.CheckHealth(j.ctx, s)
 		if err == nil {
 			nameFixes(v)
 			err = v.Err()
 		}
-		if err != nil {
-			out.Healthy = false
-			errs = append(errs, err)
-			out.Errors = append(out.Errors, toErrorJSON(s.Name, inCommand("verify", err)))
-		}
-		if v == nil {
-			continue
-		}
-		out.Slots = append(out.Slots, v)
-		if !j.out.json {
+		if v != nil && !j.out.json {
 			j.out.note("%s", strings.TrimRight(formatVerify(v), "\n"))
 		}
-	}
-	if j.out.json {
-		if err := j.out.jsonDoc(out); err != nil {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+		return v, err
+	}, func(vs []*rotate.VerifyReport, errs []errorJSON) any {
+		return verifyOutput{Command: "verify", Healthy: len(errs) == 0, Slots: vs, Errors: errs}
+	})
 }
 
 // formatVerify renders one slot's checks, a line each, and a verdict.

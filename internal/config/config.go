@@ -140,7 +140,7 @@ const (
 
 // Target is one more place that receives the key, besides the slot's secret.
 type Target struct {
-	Type   string `yaml:"type"`             // TargetDotEnv, TargetSecretManager, TargetCompose, TargetExec or TargetGitHub
+	Type   string `yaml:"type"`             // TargetDotEnv, TargetSecretManager, TargetCompose, TargetExec, TargetGitHub, TargetCloudRun or TargetK8s
 	Path   string `yaml:"path,omitempty"`   // dotenv: the file, resolved against the config file's directory
 	Var    string `yaml:"var,omitempty"`    // dotenv: the variable
 	Secret string `yaml:"secret,omitempty"` // secretmanager: projects/P/secrets/S or projects/P/locations/L/secrets/S (regional)

@@ -110,7 +110,8 @@ func parseGo(s, whole string) (Duration, string, string) {
 		return 0, fmt.Sprintf("unknown unit %q in duration %q", u, whole), durationHint
 	}
 	if strings.Trim(s, "+-0123456789.") == "" {
-		return 0, fmt.Sprintf("missing unit in duration %q", whole), "add a unit, for example " + strings.TrimLeft(s, "+-") + "d, " + strings.TrimLeft(s, "+-") + "m or " + strings.TrimLeft(s, "+-") + "s"
+		n := strings.TrimLeft(s, "+-")
+		return 0, fmt.Sprintf("missing unit in duration %q", whole), "add a unit, for example " + n + "d, " + n + "m or " + n + "s"
 	}
 	return 0, fmt.Sprintf("invalid duration %q", whole), durationHint
 }

@@ -22,8 +22,15 @@ var (
 	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project"}
 	quotaAPIs      = []string{"apikeys", "secretmanager"}
 	quotaFields    = []string{"reads", "writes"}
-	slotFields     = []string{"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions", "verify", "probe", "model", "grace", "max_age", "targets"}
-	targetFields   = []string{"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name", "token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart", "allow_world_readable", "env", "show_output"}
+	slotFields     = []string{
+		"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions",
+		"verify", "probe", "model", "grace", "max_age", "targets",
+	}
+	targetFields = []string{
+		"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name",
+		"token_env", "base_url", "reload", "service", "container", "namespace", "key", "kubeconfig", "context", "restart",
+		"allow_world_readable", "env", "show_output",
+	}
 )
 
 var (
@@ -264,7 +271,8 @@ func (p *parser) mapping(n *yaml.Node, where string, known []string) map[string]
 		case "at the top level":
 			p.at(n, "start the file with \"version: 1\"", "the file must be a YAML mapping of version, defaults and slots, not %s", kind(n))
 		default:
-			p.at(n, "write the fields as \"name: value\" lines, one per line: "+strings.Join(known, ", "), "%s must be a mapping, not %s", strings.TrimPrefix(where, "in "), kind(n))
+			p.at(n, "write the fields as \"name: value\" lines, one per line: "+strings.Join(known, ", "),
+				"%s must be a mapping, not %s", strings.TrimPrefix(where, "in "), kind(n))
 		}
 		return nil
 	}
@@ -413,7 +421,8 @@ func (p *parser) keyString(f field, s string) bool {
 	if !looksLikeKey(s) {
 		return false
 	}
-	p.at(f.val, "remove the key string from this file (and rotate that key if the file was shared); the config names keys and secrets, for example projects/my-project/locations/global/keys/my-key",
+	p.at(f.val, "remove the key string from this file (and rotate that key if the file was shared); "+
+		"the config names keys and secrets, for example projects/my-project/locations/global/keys/my-key",
 		"%s holds what looks like an API key string", f.key.Value)
 	return true
 }
@@ -468,14 +477,16 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 		case x <= 0:
 			p.at(fd.val, "a new key takes 1–10 minutes to start working; 10m is a good value", "propagation_timeout must be more than 0, not %s", fd.val.Value)
 		case time.Duration(x) > time.Hour:
-			p.at(fd.val, "a new key takes 1–10 minutes to start working; a key that does not work within an hour will not; use at most 1h (10m is a good value)", "propagation_timeout %s is longer than 1h", fd.val.Value)
+			p.at(fd.val, "a new key takes 1–10 minutes to start working; a key that does not work within an hour will not; use at most 1h (10m is a good value)",
+				"propagation_timeout %s is longer than 1h", fd.val.Value)
 		default:
 			d.PropagationTimeout = x
 		}
 	}
 	if x, ok := p.duration(f, "lease_ttl"); ok {
 		if time.Duration(x) < time.Minute {
-			p.at(f["lease_ttl"].val, "the lease is renewed while a rotation runs and must outlive a renewal; use at least 1m (15m is a good value)", "lease_ttl must be at least 1m, not %s", f["lease_ttl"].val.Value)
+			p.at(f["lease_ttl"].val, "the lease is renewed while a rotation runs and must outlive a renewal; use at least 1m (15m is a good value)",
+				"lease_ttl must be at least 1m, not %s", f["lease_ttl"].val.Value)
 		} else {
 			d.LeaseTTL = x
 		}
@@ -533,7 +544,9 @@ func CheckProbe(v string) (msg, hint string) {
 	if contains(Probes, v) {
 		return "", ""
 	}
-	hint = "write countTokens (free, on the generation path; the default), generateContent (the application's own call, a tiny billed call) or listModels (the cheapest, but it does not exercise generation)"
+	hint = "write countTokens (free, on the generation path; the default), " +
+		"generateContent (the application's own call, a tiny billed call) " +
+		"or listModels (the cheapest, but it does not exercise generation)"
 	if s := suggest(v, Probes); s != "" {
 		hint = fmt.Sprintf("did you mean %q?", s)
 	}
@@ -655,6 +668,7 @@ func (p *parser) slots(n *yaml.Node, cfg *Config) {
 	}
 }
 
+// slot parses one slot; ok is false when anything in it was reported.
 func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (Slot, bool) {
 	n = deref(n)
 	s := Slot{Line: n.Line, Verify: DefaultVerify}
@@ -663,142 +677,186 @@ func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (S
 		return s, false
 	}
 	before := len(p.errs)
-
-	// name
-	if fn, ok := f["name"]; !ok || isNull(fn.val) {
-		p.at(n, `add "name: gemini-prod" (lower-case letters, digits and dashes)`, "slot has no name")
-	} else if v, ok := p.str(fn); ok && !p.keyString(fn, v) {
-		switch {
-		case !slotNameRE.MatchString(v) || len(v) > 63:
-			hint := "use 1–63 lower-case letters, digits and dashes, starting with a letter, for example gemini-prod"
-			if fix := slugify(v); fix != "" && fix != v {
-				hint = fmt.Sprintf("use lower-case letters, digits and dashes, starting with a letter (up to 63), for example %q", fix)
-			}
-			p.at(fn.val, hint, "invalid slot name %s", quote(v))
-		case names[v] != 0:
-			p.at(fn.val, "give each slot its own name", "slot name %q already used at line %d", v, names[v])
-		default:
-			names[v] = fn.val.Line
-		}
-		s.Name = v
-	}
+	p.slotName(n, f, names, &s)
 	label := "slot"
 	if s.Name != "" {
 		label = fmt.Sprintf("slot %q", s.Name)
 	}
-
-	// project
-	if fp, ok := f["project"]; !ok || isNull(fp.val) {
-		p.at(n, `add "project: my-project" (the project id or number that owns the API keys)`, "%s has no project", label)
-	} else if v, ok := p.str(fp); ok && !p.keyString(fp, v) {
-		if !validProject(v) {
-			p.at(fp.val, projectHint, "project %s is not a project id or number", quote(v))
-		}
-		s.Project = v
-	}
-
-	// secret
-	if fs, ok := f["secret"]; !ok || isNull(fs.val) {
-		p.at(n, fmt.Sprintf("add \"secret: %s\" (the Secret Manager secret that holds the current key string)", exampleSecret(s.Project)), "%s has no secret", label)
-	} else if v, ok := p.str(fs); ok && !p.keyString(fs, v) {
-		if msg, hint := checkSecret(v, s.Project, false); msg != "" {
-			p.at(fs.val, hint, "secret: %s", msg)
-		} else {
-			p.claim(p.secrets, v, fs.val, fmt.Sprintf("the secret of %s", label),
-				"each slot needs its own secret, and a target must not write another slot's secret",
-				func(u use) string { return fmt.Sprintf("secret %q is already used as %s (line %d)", v, u.what, u.line) })
-		}
-		s.Secret = v
-	}
-
-	// key
-	if fk, ok := f["key"]; ok {
-		if v, ok := p.str(fk); ok && !p.keyString(fk, v) {
-			if msg, hint := checkKey(v, s.Project); msg != "" {
-				p.at(fk.val, hint, "key: %s", msg)
-			} else {
-				p.claim(p.keys, v, fk.val, fmt.Sprintf("the key of %s", label),
-					"one key belongs to one slot; remove \"key:\" from one of them",
-					func(u use) string { return fmt.Sprintf("key %q is already used as %s (line %d)", v, u.what, u.line) })
-			}
-			s.Key = v
-		}
-	}
-
+	p.slotProject(n, f, &s, label)
+	p.slotSecret(n, f, &s, label)
+	p.slotKey(f, &s, label)
 	p.slotProjects(f, &s)
-
-	// service_account
-	if fa, ok := f["service_account"]; ok {
-		if v, ok := p.str(fa); ok && !p.keyString(fa, v) {
-			if !serviceRE.MatchString(v) {
-				hint := "write the service account's email, NAME@PROJECT.iam.gserviceaccount.com (gcloud iam service-accounts list)"
-				if strings.ToLower(v) != v && serviceRE.MatchString(strings.ToLower(v)) {
-					hint = fmt.Sprintf("write it in lower case: %q", strings.ToLower(v))
-				}
-				p.at(fa.val, hint, "service_account %s is not a service account email", quote(v))
-			}
-			s.ServiceAccount = v
-		}
-	}
-
-	// bound_key_restrictions
-	if fb, ok := f["bound_key_restrictions"]; ok {
-		if v, ok := p.str(fb); ok && !p.keyString(fb, v) {
-			switch {
-			case v != BoundGemini && v != BoundCopy:
-				p.at(fb.val, `write "gemini" to restrict new bound keys to the Gemini API, or "copy" to copy the old key's restrictions`,
-					"bound_key_restrictions must be gemini or copy, not %s", quote(v))
-			case s.ServiceAccount == "":
-				p.at(fb.key, "remove bound_key_restrictions, or set service_account to bind new keys",
-					"bound_key_restrictions applies only with service_account")
-			}
-			s.BoundKeyRestrictions = v
-		}
-	}
-
-	// verify
-	if fv, ok := f["verify"]; ok {
-		if v, ok := p.str(fv); ok && !p.keyString(fv, v) {
-			if v != VerifyGemini && v != VerifyNone {
-				p.at(fv.val, `write "verify: gemini" to probe the Gemini API with each new key, or "verify: none" to skip the live check`,
-					"verify must be gemini or none, not %s", quote(v))
-			}
-			s.Verify = v
-		}
-	}
-
-	// probe, model
-	p.probe(f, &s.Probe, &s.Model, defaults.Probe)
-	if s.Verify == VerifyNone {
-		for _, name := range []string{"probe", "model"} {
-			if fd, ok := f[name]; ok {
-				p.at(fd.key, fmt.Sprintf("remove %s, or set verify: gemini to probe the Gemini API with each new key", name),
-					"%s applies only with verify: gemini", name)
-			}
-		}
-	}
-
-	// grace, max_age
+	p.slotBinding(f, &s)
+	p.slotVerify(f, &s, defaults)
 	if x, ok := p.duration(f, "grace"); ok && p.atLeast(f["grace"], x, 0, "grace is how long the old key survives a rotation; 0s deletes it at once") {
 		s.Grace = &x
 	}
 	if x, ok := p.duration(f, "max_age"); ok && p.above(f["max_age"], x, 0, "max_age is the age at which a key is due for rotation, for example 90d") {
 		s.MaxAge = &x
 	}
+	p.slotTargets(f, &s, label)
+	return s, len(p.errs) == before
+}
 
-	// targets
-	if ft, ok := f["targets"]; ok && !isNull(ft.val) {
-		if ft.val.Kind != yaml.SequenceNode {
-			p.at(ft.val, "list the targets, each starting with \"- type: ...\"", "targets must be a list, not %s", kind(ft.val))
-		} else {
-			for _, item := range ft.val.Content {
-				if t, ok := p.target(item, &s, label); ok {
-					s.Targets = append(s.Targets, t)
-				}
+// text returns the value of the string field name when it is given, a
+// string and not a key string (a value of another shape or a key string is
+// reported; a null one counts as absent).
+func (p *parser) text(f map[string]field, name string) (field, string, bool) {
+	fd, ok := f[name]
+	if !ok {
+		return fd, "", false
+	}
+	v, ok := p.str(fd)
+	if !ok || p.keyString(fd, v) {
+		return fd, "", false
+	}
+	return fd, v, true
+}
+
+// slotName reads the slot's name, which must be a valid slot name used by
+// no earlier slot (names maps each name to the line that gave it).
+func (p *parser) slotName(n *yaml.Node, f map[string]field, names map[string]int, s *Slot) {
+	if fn, ok := f["name"]; !ok || isNull(fn.val) {
+		p.at(n, `add "name: gemini-prod" (lower-case letters, digits and dashes)`, "slot has no name")
+		return
+	}
+	fn, v, ok := p.text(f, "name")
+	if !ok {
+		return
+	}
+	switch {
+	case !slotNameRE.MatchString(v) || len(v) > 63:
+		hint := "use 1–63 lower-case letters, digits and dashes, starting with a letter, for example gemini-prod"
+		if fix := slugify(v); fix != "" && fix != v {
+			hint = fmt.Sprintf("use lower-case letters, digits and dashes, starting with a letter (up to 63), for example %q", fix)
+		}
+		p.at(fn.val, hint, "invalid slot name %s", quote(v))
+	case names[v] != 0:
+		p.at(fn.val, "give each slot its own name", "slot name %q already used at line %d", v, names[v])
+	default:
+		names[v] = fn.val.Line
+	}
+	s.Name = v
+}
+
+// slotProject reads the project that owns the slot's API keys.
+func (p *parser) slotProject(n *yaml.Node, f map[string]field, s *Slot, label string) {
+	if fp, ok := f["project"]; !ok || isNull(fp.val) {
+		p.at(n, `add "project: my-project" (the project id or number that owns the API keys)`, "%s has no project", label)
+		return
+	}
+	fp, v, ok := p.text(f, "project")
+	if !ok {
+		return
+	}
+	if !validProject(v) {
+		p.at(fp.val, projectHint, "project %s is not a project id or number", quote(v))
+	}
+	s.Project = v
+}
+
+// slotSecret reads the Secret Manager secret that holds the slot's current
+// key string; no other slot or target may use it.
+func (p *parser) slotSecret(n *yaml.Node, f map[string]field, s *Slot, label string) {
+	if fs, ok := f["secret"]; !ok || isNull(fs.val) {
+		p.at(n, fmt.Sprintf("add \"secret: %s\" (the Secret Manager secret that holds the current key string)", exampleSecret(s.Project)),
+			"%s has no secret", label)
+		return
+	}
+	fs, v, ok := p.text(f, "secret")
+	if !ok {
+		return
+	}
+	if msg, hint := checkSecret(v, s.Project, false); msg != "" {
+		p.at(fs.val, hint, "secret: %s", msg)
+	} else {
+		p.claim(p.secrets, v, fs.val, fmt.Sprintf("the secret of %s", label),
+			"each slot needs its own secret, and a target must not write another slot's secret",
+			func(u use) string { return fmt.Sprintf("secret %q is already used as %s (line %d)", v, u.what, u.line) })
+	}
+	s.Secret = v
+}
+
+// slotKey reads the API key the slot names (optional); no other slot may
+// name it.
+func (p *parser) slotKey(f map[string]field, s *Slot, label string) {
+	fk, v, ok := p.text(f, "key")
+	if !ok {
+		return
+	}
+	if msg, hint := checkKey(v, s.Project); msg != "" {
+		p.at(fk.val, hint, "key: %s", msg)
+	} else {
+		p.claim(p.keys, v, fk.val, fmt.Sprintf("the key of %s", label),
+			"one key belongs to one slot; remove \"key:\" from one of them",
+			func(u use) string { return fmt.Sprintf("key %q is already used as %s (line %d)", v, u.what, u.line) })
+	}
+	s.Key = v
+}
+
+// slotBinding reads service_account, the service account new keys are
+// bound to, and bound_key_restrictions, which applies only with it.
+func (p *parser) slotBinding(f map[string]field, s *Slot) {
+	if fa, v, ok := p.text(f, "service_account"); ok {
+		if !serviceRE.MatchString(v) {
+			hint := "write the service account's email, NAME@PROJECT.iam.gserviceaccount.com (gcloud iam service-accounts list)"
+			if strings.ToLower(v) != v && serviceRE.MatchString(strings.ToLower(v)) {
+				hint = fmt.Sprintf("write it in lower case: %q", strings.ToLower(v))
 			}
+			p.at(fa.val, hint, "service_account %s is not a service account email", quote(v))
+		}
+		s.ServiceAccount = v
+	}
+	if fb, v, ok := p.text(f, "bound_key_restrictions"); ok {
+		switch {
+		case v != BoundGemini && v != BoundCopy:
+			p.at(fb.val, `write "gemini" to restrict new bound keys to the Gemini API, or "copy" to copy the old key's restrictions`,
+				"bound_key_restrictions must be gemini or copy, not %s", quote(v))
+		case s.ServiceAccount == "":
+			p.at(fb.key, "remove bound_key_restrictions, or set service_account to bind new keys",
+				"bound_key_restrictions applies only with service_account")
+		}
+		s.BoundKeyRestrictions = v
+	}
+}
+
+// slotVerify reads verify, the live check of each new key, and the probe
+// and model it uses, which apply only with verify: gemini.
+func (p *parser) slotVerify(f map[string]field, s *Slot, defaults *Defaults) {
+	if fv, v, ok := p.text(f, "verify"); ok {
+		if v != VerifyGemini && v != VerifyNone {
+			p.at(fv.val, `write "verify: gemini" to probe the Gemini API with each new key, or "verify: none" to skip the live check`,
+				"verify must be gemini or none, not %s", quote(v))
+		}
+		s.Verify = v
+	}
+	p.probe(f, &s.Probe, &s.Model, defaults.Probe)
+	if s.Verify != VerifyNone {
+		return
+	}
+	for _, name := range []string{"probe", "model"} {
+		if fd, ok := f[name]; ok {
+			p.at(fd.key, fmt.Sprintf("remove %s, or set verify: gemini to probe the Gemini API with each new key", name),
+				"%s applies only with verify: gemini", name)
 		}
 	}
-	return s, len(p.errs) == before
+}
+
+// slotTargets reads the list of the slot's targets.
+func (p *parser) slotTargets(f map[string]field, s *Slot, label string) {
+	ft, ok := f["targets"]
+	if !ok || isNull(ft.val) {
+		return
+	}
+	if ft.val.Kind != yaml.SequenceNode {
+		p.at(ft.val, "list the targets, each starting with \"- type: ...\"", "targets must be a list, not %s", kind(ft.val))
+		return
+	}
+	for _, item := range ft.val.Content {
+		if t, ok := p.target(item, s, label); ok {
+			s.Targets = append(s.Targets, t)
+		}
+	}
 }
 
 // slotProjects checks, without any API call, that the slot's key is in the
@@ -819,7 +877,8 @@ func (p *parser) slotProjects(f map[string]field, s *Slot) {
 		return
 	}
 	if fs, ok := f["secret"]; ok && s.Secret != "" && !s.SecretProjectDiffers && sameForm(projectOf(s.Secret), s.Project) && projectOf(s.Secret) != s.Project {
-		p.at(fs.val, fmt.Sprintf("fix project: or secret:; if the secret lives in a central secrets project on purpose, add \"secret_project_differs: true\" to the slot (the keys stay in project %s)", s.Project),
+		p.at(fs.val, fmt.Sprintf("fix project: or secret:; if the secret lives in a central secrets project on purpose, "+
+			"add \"secret_project_differs: true\" to the slot (the keys stay in project %s)", s.Project),
 			"secret %s is in project %s, not in the slot's project %s", quote(s.Secret), quote(projectOf(s.Secret)), quote(s.Project))
 	}
 	if fk, ok := f["key"]; ok && s.Key != "" && sameForm(projectOf(s.Key), s.Project) && projectOf(s.Key) != s.Project {
@@ -846,7 +905,8 @@ func sameForm(a, b string) bool {
 // ProjectHint says what a project id or number looks like.
 const ProjectHint = projectHint
 
-const projectHint = "write the project id (6–30 lower-case letters, digits and dashes, starting with a letter, not ending with a dash; see gcloud projects list) or the project number (digits only)"
+const projectHint = "write the project id (6–30 lower-case letters, digits and dashes, starting with a letter, " +
+	"not ending with a dash; see gcloud projects list) or the project number (digits only)"
 
 // ValidProject reports whether s is a project id or a project number.
 func ValidProject(s string) bool { return validProject(s) }
@@ -891,7 +951,8 @@ func checkSecret(s, project string, regional bool) (msg, hint string) {
 		case !validProject(parts[1]):
 			return fmt.Sprintf("the project in %s is not a project id or number", quote(s)), projectHint
 		case !locationRE.MatchString(parts[3]):
-			return fmt.Sprintf("the location in %s is not a region", quote(s)), "regional secrets live in a region such as us-east1 or europe-west1 (gcloud secrets locations list)"
+			return fmt.Sprintf("the location in %s is not a region", quote(s)),
+				"regional secrets live in a region such as us-east1 or europe-west1 (gcloud secrets locations list)"
 		case !secretIDRE.MatchString(parts[5]):
 			return fmt.Sprintf("the secret id in %s is not valid", quote(s)), "a secret id has 1–255 letters, digits, dashes and underscores"
 		}
@@ -925,7 +986,8 @@ func checkKey(s, project string) (msg, hint string) {
 	case parts[3] != "global":
 		return fmt.Sprintf("API keys live in location global, not %s", quote(parts[3])), "write projects/" + parts[1] + "/locations/global/keys/" + parts[5]
 	case !keyIDRE.MatchString(parts[5]) && !keyUUIDRE.MatchString(parts[5]):
-		return fmt.Sprintf("the key id in %s is not valid", quote(s)), "a key id is 1–63 lower-case letters, digits and dashes, starting with a letter and not ending with a dash (or a key's UUID)"
+		return fmt.Sprintf("the key id in %s is not valid", quote(s)),
+			"a key id is 1–63 lower-case letters, digits and dashes, starting with a letter and not ending with a dash (or a key's UUID)"
 	}
 	return "", ""
 }
@@ -998,7 +1060,8 @@ func (p *parser) target(n *yaml.Node, s *Slot, label string) (Target, bool) {
 			continue
 		}
 		if fo, ok := f[name]; ok {
-			p.at(fo.key, fmt.Sprintf("remove %q: %s %s target takes %s", name, article(v), v, andList(append(kind.own, kind.optional...))), "field %q does not apply to %s %s target", name, article(v), v)
+			p.at(fo.key, fmt.Sprintf("remove %q: %s %s target takes %s", name, article(v), v, andList(append(kind.own, kind.optional...))),
+				"field %q does not apply to %s %s target", name, article(v), v)
 		}
 	}
 	for _, name := range kind.own {
@@ -1023,13 +1086,34 @@ type targetKind struct {
 // targetKinds lists the target types; each type's checks live in its own
 // function.
 var targetKinds = map[string]targetKind{
-	TargetDotEnv:        {own: []string{"path", "var"}, optional: []string{"allow_world_readable"}, parse: (*parser).dotenvTarget},
-	TargetCompose:       {own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout", "allow_world_readable"}, hints: composeHints, parse: (*parser).composeTarget},
-	TargetSecretManager: {own: []string{"secret"}, parse: (*parser).secretManagerTarget},
-	TargetExec:          {own: []string{"command"}, optional: []string{"verify", "timeout", "env", "show_output"}, hints: execHints, parse: (*parser).execTarget},
-	TargetGitHub:        {own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"}, hints: githubHints, parse: (*parser).githubTarget},
-	TargetCloudRun:      {own: []string{"service", "var"}, optional: []string{"container"}, hints: cloudRunHints, parse: (*parser).cloudRunTarget},
-	TargetK8s:           {own: []string{"namespace", "name", "key"}, optional: []string{"kubeconfig", "context", "restart", "timeout"}, hints: k8sHints, parse: (*parser).k8sTarget},
+	TargetDotEnv: {
+		own: []string{"path", "var"}, optional: []string{"allow_world_readable"},
+		parse: (*parser).dotenvTarget,
+	},
+	TargetCompose: {
+		own: []string{"path", "services", "var"}, optional: []string{"reload", "timeout", "allow_world_readable"},
+		hints: composeHints, parse: (*parser).composeTarget,
+	},
+	TargetSecretManager: {
+		own:   []string{"secret"},
+		parse: (*parser).secretManagerTarget,
+	},
+	TargetExec: {
+		own: []string{"command"}, optional: []string{"verify", "timeout", "env", "show_output"},
+		hints: execHints, parse: (*parser).execTarget,
+	},
+	TargetGitHub: {
+		own: []string{"name", "token_env"}, optional: []string{"repo", "org", "environment", "base_url"},
+		hints: githubHints, parse: (*parser).githubTarget,
+	},
+	TargetCloudRun: {
+		own: []string{"service", "var"}, optional: []string{"container"},
+		hints: cloudRunHints, parse: (*parser).cloudRunTarget,
+	},
+	TargetK8s: {
+		own: []string{"namespace", "name", "key"}, optional: []string{"kubeconfig", "context", "restart", "timeout"},
+		hints: k8sHints, parse: (*parser).k8sTarget,
+	},
 }
 
 // article is "a" or "an" before a word.
@@ -1075,7 +1159,8 @@ func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where stri
 	if fv, ok := f["var"]; ok {
 		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
 			if !varRE.MatchString(name) {
-				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid variable name %s", quote(name))
+				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
+					"invalid variable name %s", quote(name))
 			} else {
 				t.Var = name
 			}

@@ -39,7 +39,8 @@ func (p *parser) cloudRunTarget(f map[string]field, s *Slot, t *Target, where st
 	if fv, ok := f["var"]; ok {
 		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
 			if !varRE.MatchString(name) {
-				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid variable name %s", quote(name))
+				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
+					"invalid variable name %s", quote(name))
 			} else {
 				t.Var = name
 			}
@@ -48,7 +49,8 @@ func (p *parser) cloudRunTarget(f map[string]field, s *Slot, t *Target, where st
 	if fc, ok := f["container"]; ok && !isNull(fc.val) {
 		if name, ok := p.str(fc); ok && !p.keyString(fc, name) {
 			if !containerNameRE.MatchString(name) {
-				p.at(fc.val, "a container name has lowercase letters, digits and '-' (as in the service's YAML, `gcloud run services describe`)", "invalid container name %s", quote(name))
+				p.at(fc.val, "a container name has lowercase letters, digits and '-' (as in the service's YAML, `gcloud run services describe`)",
+					"invalid container name %s", quote(name))
 			} else {
 				t.Container = name
 			}
@@ -77,9 +79,11 @@ func checkCloudRunService(name string) (msg, hint string) {
 	case !projectIDRE.MatchString(parts[1]) && !projectNumRE.MatchString(parts[1]):
 		return fmt.Sprintf("the project in %s is not a project id or number", quote(name)), want
 	case !locationRE.MatchString(parts[3]):
-		return fmt.Sprintf("the location in %s is not a region", quote(name)), "Cloud Run services live in a region such as us-central1 or europe-west1 (gcloud run regions list)"
+		return fmt.Sprintf("the location in %s is not a region", quote(name)),
+			"Cloud Run services live in a region such as us-central1 or europe-west1 (gcloud run regions list)"
 	case !cloudRunServiceRE.MatchString(parts[5]):
-		return fmt.Sprintf("the service id in %s is not valid", quote(name)), "a Cloud Run service id has at most 49 lowercase letters, digits and hyphens, starting with a letter"
+		return fmt.Sprintf("the service id in %s is not valid", quote(name)),
+			"a Cloud Run service id has at most 49 lowercase letters, digits and hyphens, starting with a letter"
 	}
 	return "", ""
 }

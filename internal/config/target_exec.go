@@ -45,9 +45,11 @@ func (p *parser) execTarget(f map[string]field, s *Slot, t *Target, where string
 		fd := f["timeout"]
 		switch {
 		case x <= 0:
-			p.at(fd.val, "timeout is how long the command may run before it is killed, for example 30s (the default)", "timeout must be more than 0, not %s", quote(fd.val.Value))
+			p.at(fd.val, "timeout is how long the command may run before it is killed, for example 30s (the default)",
+				"timeout must be more than 0, not %s", quote(fd.val.Value))
 		case time.Duration(x) > maxExecTimeout:
-			p.at(fd.val, "a command that runs longer holds the rotation too long; use at most 1h (the default is 30s)", "timeout %s is longer than 1h", quote(fd.val.Value))
+			p.at(fd.val, "a command that runs longer holds the rotation too long; use at most 1h (the default is 30s)",
+				"timeout %s is longer than 1h", quote(fd.val.Value))
 		default:
 			t.Timeout = &x
 		}
@@ -59,7 +61,8 @@ func (p *parser) execTarget(f map[string]field, s *Slot, t *Target, where string
 	}
 	if fs, ok := f["show_output"]; ok {
 		if fs.val.Kind != yaml.ScalarNode || fs.val.Tag != "!!bool" || fs.val.Decode(&t.ShowOutput) != nil {
-			p.at(fs.val, "write show_output: true to see the commands' redacted output in errors and debug logs (or leave it out: it is not shown)", "show_output must be true or false, not %s", quote(fs.val.Value))
+			p.at(fs.val, "write show_output: true to see the commands' redacted output in errors and debug logs (or leave it out: it is not shown)",
+				"show_output must be true or false, not %s", quote(fs.val.Value))
 		}
 	}
 }
@@ -156,7 +159,8 @@ func (p *parser) program(n *yaml.Node, name, v, example string) (string, bool) {
 		p.at(n, "write an absolute path, or one relative to the directory of this config file", "%s: \"~\" is not expanded in %s", name, quote(v))
 		return "", false
 	case !strings.Contains(v, "/") && strings.ContainsAny(v, " \t"):
-		p.at(n, argvHint(name, v, example), "the program (first element) of %s is %s, a whole command line: the program and each argument must be separate elements", name, quote(v))
+		p.at(n, argvHint(name, v, example),
+			"the program (first element) of %s is %s, a whole command line: the program and each argument must be separate elements", name, quote(v))
 		return "", false
 	case strings.Contains(v, "/"):
 		r := p.resolve(v)
@@ -171,7 +175,8 @@ func (p *parser) program(n *yaml.Node, name, v, example string) (string, bool) {
 // argvHint suggests the list form of a command line written as one string.
 func argvHint(name, line, example string) string {
 	if strings.ContainsAny(line, "|&;<>()$`\\\"'*?[]#~=%") {
-		return fmt.Sprintf("keyrotate runs the command without a shell and passes the key on stdin; write it as a list, for example %s, or to use shell syntax: %s: [\"/bin/sh\", \"-c\", \"...\"]", example, name)
+		return fmt.Sprintf("keyrotate runs the command without a shell and passes the key on stdin; "+
+			"write it as a list, for example %s, or to use shell syntax: %s: [\"/bin/sh\", \"-c\", \"...\"]", example, name)
 	}
 	words := strings.Fields(line)
 	if len(words) == 0 {

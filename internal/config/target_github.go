@@ -27,29 +27,32 @@ var githubHints = map[string]string{
 	"token_env": `add "token_env: GITHUB_TOKEN" (the environment variable that holds a GitHub token allowed to write the secret)`,
 }
 
+// githubTarget checks a github target: where the secret lives, its name,
+// the variable that holds the token and, for GitHub Enterprise, the API.
 func (p *parser) githubTarget(f map[string]field, s *Slot, t *Target, where string) {
-	str := func(name string) (field, string, bool) {
-		fd, ok := f[name]
-		if !ok {
-			return fd, "", false
-		}
-		v, ok := p.str(fd)
-		if !ok || p.keyString(fd, v) {
-			return fd, "", false
-		}
-		return fd, v, true
+	if !p.githubScope(f, t) {
+		return
 	}
+	p.githubSecretName(f, t)
+	p.githubTokenEnv(f, t)
+	p.githubBaseURL(f, t)
+	p.claimGitHubSecret(f, t, where)
+}
 
-	// repo or org, exactly one; environment only with repo.
-	fr, repo, hasRepo := str("repo")
-	fo, org, hasOrg := str("org")
+// githubScope reads where the secret lives: a repository (repo, and
+// optionally its environment) or an organization (org), exactly one of
+// them. It returns false when both are given, which leaves the rest of the
+// target unchecked.
+func (p *parser) githubScope(f map[string]field, t *Target) bool {
+	fr, repo, hasRepo := p.text(f, "repo")
+	fo, org, hasOrg := p.text(f, "org")
 	_, hasRepoField := f["repo"]
 	_, hasOrgField := f["org"]
 	switch {
 	case hasRepoField && hasOrgField:
 		p.at(fo.key, `keep one: "repo: OWNER/NAME" for a repository (or environment) secret, "org: ORG" for an organization secret`,
 			"a github target takes repo or org, not both")
-		return
+		return false
 	case !hasRepoField && !hasOrgField:
 		n := f["name"].key
 		if n == nil {
@@ -59,96 +62,129 @@ func (p *parser) githubTarget(f map[string]field, s *Slot, t *Target, where stri
 			"github target has no repo or org")
 	}
 	if hasRepo {
-		owner, name, ok := strings.Cut(repo, "/")
-		switch {
-		case strings.Contains(repo, "://") || strings.HasPrefix(repo, "github.com/"):
-			p.at(fr.val, "write only OWNER/NAME, for example octo-org/chat-app (and base_url for GitHub Enterprise)", "repo %s is a URL, not OWNER/NAME", quote(repo))
-		case !ok || !githubOwnerRE.MatchString(owner) || !githubRepoRE.MatchString(name) || name == "." || name == "..":
-			p.at(fr.val, "write OWNER/NAME, for example octo-org/chat-app (an owner has letters, digits and dashes; a name letters, digits, '.', '-' and '_')", "repo %s is not OWNER/NAME", quote(repo))
-		case strings.HasSuffix(name, ".git"):
-			p.at(fr.val, fmt.Sprintf("write %q, without .git", owner+"/"+strings.TrimSuffix(name, ".git")), "repo %s ends in .git", quote(repo))
-		default:
-			t.Repo = repo
-		}
+		p.githubRepo(fr, repo, t)
 	}
 	if hasOrg {
 		if !githubOwnerRE.MatchString(org) {
-			p.at(fo.val, "write the organization's login, 1–39 letters, digits and dashes, for example octo-org", "org %s is not an organization name", quote(org))
+			p.at(fo.val, "write the organization's login, 1–39 letters, digits and dashes, for example octo-org",
+				"org %s is not an organization name", quote(org))
 		} else {
 			t.Org = org
 		}
 	}
-	if fe, env, ok := str("environment"); ok {
+	if fe, env, ok := p.text(f, "environment"); ok {
 		switch {
 		case hasOrgField:
-			p.at(fe.key, `remove "environment": environments belong to repositories; write "repo: OWNER/NAME" instead of org`, "environment does not apply to an organization secret")
+			p.at(fe.key, `remove "environment": environments belong to repositories; write "repo: OWNER/NAME" instead of org`,
+				"environment does not apply to an organization secret")
 		case env == "" || len(env) > 255 || strings.ContainsAny(env, "\x00\r\n"):
-			p.at(fe.val, "write the environment's name as the repository's Settings > Environments shows it (at most 255 characters)", "environment %s is not an environment name", quote(env))
+			p.at(fe.val, "write the environment's name as the repository's Settings > Environments shows it (at most 255 characters)",
+				"environment %s is not an environment name", quote(env))
 		default:
 			t.Environment = env
 		}
 	}
+	return true
+}
 
-	// name
-	if fn, name, ok := str("name"); ok {
-		switch {
-		case !githubSecretRE.MatchString(name):
-			p.at(fn.val, "a GitHub secret name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY", "invalid GitHub secret name %s", quote(name))
-		case strings.HasPrefix(strings.ToUpper(name), "GITHUB_"):
-			p.at(fn.val, "GitHub reserves names starting with GITHUB_; choose another, for example GEMINI_API_KEY", "GitHub secret name %s starts with GITHUB_", quote(name))
-		default:
-			t.Name = name
-		}
+// githubRepo checks repo, OWNER/NAME as GitHub spells a repository.
+func (p *parser) githubRepo(fr field, repo string, t *Target) {
+	owner, name, ok := strings.Cut(repo, "/")
+	switch {
+	case strings.Contains(repo, "://") || strings.HasPrefix(repo, "github.com/"):
+		p.at(fr.val, "write only OWNER/NAME, for example octo-org/chat-app (and base_url for GitHub Enterprise)",
+			"repo %s is a URL, not OWNER/NAME", quote(repo))
+	case !ok || !githubOwnerRE.MatchString(owner) || !githubRepoRE.MatchString(name) || name == "." || name == "..":
+		p.at(fr.val, "write OWNER/NAME, for example octo-org/chat-app (an owner has letters, digits and dashes; a name letters, digits, '.', '-' and '_')",
+			"repo %s is not OWNER/NAME", quote(repo))
+	case strings.HasSuffix(name, ".git"):
+		p.at(fr.val, fmt.Sprintf("write %q, without .git", owner+"/"+strings.TrimSuffix(name, ".git")), "repo %s ends in .git", quote(repo))
+	default:
+		t.Repo = repo
 	}
+}
 
-	// token_env
-	if ft, v, ok := str("token_env"); ok {
-		switch {
-		case githubTokenRE.MatchString(v):
-			p.at(ft.val, "remove the token from this file (and revoke it if the file was shared); write the name of the variable that holds it, for example GITHUB_TOKEN",
-				"token_env holds what looks like a GitHub token, not a variable name")
-		case !varRE.MatchString(v):
-			p.at(ft.val, "write the name of the environment variable that holds the token, for example GITHUB_TOKEN", "token_env %s is not a variable name", quote(v))
-		default:
-			t.TokenEnv = v
-		}
+// githubSecretName reads name, the GitHub Actions secret to write.
+func (p *parser) githubSecretName(f map[string]field, t *Target) {
+	fn, name, ok := p.text(f, "name")
+	if !ok {
+		return
 	}
+	switch {
+	case !githubSecretRE.MatchString(name):
+		p.at(fn.val, "a GitHub secret name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
+			"invalid GitHub secret name %s", quote(name))
+	case strings.HasPrefix(strings.ToUpper(name), "GITHUB_"):
+		p.at(fn.val, "GitHub reserves names starting with GITHUB_; choose another, for example GEMINI_API_KEY",
+			"GitHub secret name %s starts with GITHUB_", quote(name))
+	default:
+		t.Name = name
+	}
+}
 
-	// base_url
-	if fb, v, ok := str("base_url"); ok {
-		u, err := url.Parse(v)
-		switch {
-		case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
-			p.at(fb.val, "write the API's URL: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server", "base_url %s is not an http(s) URL", quote(redactURL(v)))
-		case u.User != nil:
-			p.at(fb.val, "remove the credentials from the URL: the token comes from token_env", "base_url holds credentials")
-		case u.RawQuery != "" || u.Fragment != "":
-			p.at(fb.val, "remove the query and fragment: write https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server", "base_url %s has a query or fragment", quote(redactURL(v)))
-		default:
-			t.BaseURL = strings.TrimRight(v, "/")
-		}
+// githubTokenEnv reads token_env, the variable that holds the token: its
+// name, never a token.
+func (p *parser) githubTokenEnv(f map[string]field, t *Target) {
+	ft, v, ok := p.text(f, "token_env")
+	if !ok {
+		return
 	}
+	switch {
+	case githubTokenRE.MatchString(v):
+		p.at(ft.val, "remove the token from this file (and revoke it if the file was shared); write the name of the variable that holds it, for example GITHUB_TOKEN",
+			"token_env holds what looks like a GitHub token, not a variable name")
+	case !varRE.MatchString(v):
+		p.at(ft.val, "write the name of the environment variable that holds the token, for example GITHUB_TOKEN",
+			"token_env %s is not a variable name", quote(v))
+	default:
+		t.TokenEnv = v
+	}
+}
 
-	// No two targets write the same secret. Names, owners, repositories
-	// and environments are case-insensitive on GitHub.
-	if t.Name != "" && (t.Repo != "" || t.Org != "") {
-		scope := "repos/" + t.Repo
-		if t.Org != "" {
-			scope = "orgs/" + t.Org
-		} else if t.Environment != "" {
-			scope += "/environments/" + t.Environment
-		}
-		host := t.BaseURL
-		if host == "" {
-			host = "https://api.github.com"
-		}
-		id := "github:" + strings.ToLower(host+"/"+scope) + "#" + strings.ToUpper(t.Name)
-		p.claim(p.secrets, id, f["name"].val, where,
-			"each GitHub secret receives one slot's key once; remove one of them",
-			func(u use) string {
-				return fmt.Sprintf("GitHub secret %s is already written by %s (line %d)", t.Name, u.what, u.line)
-			})
+// githubBaseURL reads base_url, the API of a GitHub Enterprise Server.
+func (p *parser) githubBaseURL(f map[string]field, t *Target) {
+	fb, v, ok := p.text(f, "base_url")
+	if !ok {
+		return
 	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
+		p.at(fb.val, "write the API's URL: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server",
+			"base_url %s is not an http(s) URL", quote(redactURL(v)))
+	case u.User != nil:
+		p.at(fb.val, "remove the credentials from the URL: the token comes from token_env", "base_url holds credentials")
+	case u.RawQuery != "" || u.Fragment != "":
+		p.at(fb.val, "remove the query and fragment: write https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server",
+			"base_url %s has a query or fragment", quote(redactURL(v)))
+	default:
+		t.BaseURL = strings.TrimRight(v, "/")
+	}
+}
+
+// claimGitHubSecret reports a second target that writes the same secret.
+// Names, owners, repositories and environments are case-insensitive on
+// GitHub.
+func (p *parser) claimGitHubSecret(f map[string]field, t *Target, where string) {
+	if t.Name == "" || t.Repo == "" && t.Org == "" {
+		return
+	}
+	scope := "repos/" + t.Repo
+	if t.Org != "" {
+		scope = "orgs/" + t.Org
+	} else if t.Environment != "" {
+		scope += "/environments/" + t.Environment
+	}
+	host := t.BaseURL
+	if host == "" {
+		host = "https://api.github.com"
+	}
+	id := "github:" + strings.ToLower(host+"/"+scope) + "#" + strings.ToUpper(t.Name)
+	p.claim(p.secrets, id, f["name"].val, where,
+		"each GitHub secret receives one slot's key once; remove one of them",
+		func(u use) string {
+			return fmt.Sprintf("GitHub secret %s is already written by %s (line %d)", t.Name, u.what, u.line)
+		})
 }
 
 // redactURL drops credentials from a URL for a message.

@@ -46,51 +46,42 @@ func (t Target) K8sTimeout() time.Duration {
 // for their rollouts (timeout). Each (kubeconfig, context, namespace, name,
 // key) is written by one target only.
 func (p *parser) k8sTarget(f map[string]field, s *Slot, t *Target, where string) {
-	str := func(name string) (field, string, bool) {
-		fd, ok := f[name]
-		if !ok {
-			return fd, "", false
-		}
-		v, ok := p.str(fd)
-		if !ok || p.keyString(fd, v) {
-			return fd, "", false
-		}
-		return fd, v, true
-	}
-	if fd, v, ok := str("namespace"); ok {
+	if fd, v, ok := p.text(f, "namespace"); ok {
 		if len(v) > 63 || !k8sLabelRE.MatchString(v) {
 			p.at(fd.val, "a namespace has at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", "invalid namespace %s", quote(v))
 		} else {
 			t.Namespace = v
 		}
 	}
-	if fd, v, ok := str("name"); ok {
+	if fd, v, ok := p.text(f, "name"); ok {
 		if len(v) > 253 || !k8sSubdomainRE.MatchString(v) {
 			p.at(fd.val, "a Secret's name has at most 253 lower-case letters, digits, '-' and '.', for example gemini-api-key", "invalid Secret name %s", quote(v))
 		} else {
 			t.Name = v
 		}
 	}
-	if fd, v, ok := str("key"); ok {
+	if fd, v, ok := p.text(f, "key"); ok {
 		if len(v) > 253 || !k8sDataKeyRE.MatchString(v) {
 			p.at(fd.val, "a key of a Secret's data has letters, digits, '-', '_' and '.', for example GEMINI_API_KEY", "invalid Secret key %s", quote(v))
 		} else {
 			t.Key = v
 		}
 	}
-	if fd, v, ok := str("kubeconfig"); ok {
+	if fd, v, ok := p.text(f, "kubeconfig"); ok {
 		switch {
 		case v == "~" || strings.HasPrefix(v, "~/"):
-			p.at(fd.val, "write an absolute path, or one relative to the directory of this config file (or leave kubeconfig out to use $KUBECONFIG or ~/.kube/config)", "kubeconfig %s: \"~\" is not expanded", quote(v))
+			p.at(fd.val, "write an absolute path, or one relative to the directory of this config file (or leave kubeconfig out to use $KUBECONFIG or ~/.kube/config)",
+				"kubeconfig %s: \"~\" is not expanded", quote(v))
 		case v == "" || strings.ContainsRune(v, 0) || strings.HasSuffix(v, "/"):
 			p.at(fd.val, "name the kubeconfig file, for example /etc/keyrotate/kubeconfig", "kubeconfig %s is not a file path", quote(v))
 		default:
 			t.Kubeconfig = p.resolve(v)
 		}
 	}
-	if fd, v, ok := str("context"); ok {
+	if fd, v, ok := p.text(f, "context"); ok {
 		if v == "" || strings.ContainsAny(v, "\x00\r\n") {
-			p.at(fd.val, "write the name of a context of the kubeconfig (kubectl config get-contexts), or leave context out for its current context", "invalid context %s", quote(v))
+			p.at(fd.val, "write the name of a context of the kubeconfig (kubectl config get-contexts), or leave context out for its current context",
+				"invalid context %s", quote(v))
 		} else {
 			t.Context = v
 		}
@@ -102,7 +93,8 @@ func (p *parser) k8sTarget(f map[string]field, s *Slot, t *Target, where string)
 		fd := f["timeout"]
 		switch {
 		case x <= 0:
-			p.at(fd.val, "timeout is how long to wait for each restarted deployment's rollout, for example 5m (the default)", "timeout must be more than 0, not %s", quote(fd.val.Value))
+			p.at(fd.val, "timeout is how long to wait for each restarted deployment's rollout, for example 5m (the default)",
+				"timeout must be more than 0, not %s", quote(fd.val.Value))
 		case time.Duration(x) > maxK8sTimeout:
 			p.at(fd.val, "a rotation waiting longer holds its lock too long; use at most 1h (the default is 5m)", "timeout %s is longer than 1h", quote(fd.val.Value))
 		default:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/doctor"
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -34,7 +35,7 @@ var docNow = time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 // docWorld is an emulator with one key in every state doctor tells apart.
 type docWorld struct {
 	srv   *emulator.Server
-	clock *emulator.FakeClock
+	clock *fake.ManualClock
 	svc   *apikeys.Service
 	// lookup is the gRPC client for LookupKey.
 	lookup *apikeysapi.Client
@@ -44,7 +45,7 @@ type docWorld struct {
 
 func newDocWorld(t *testing.T) *docWorld {
 	t.Helper()
-	clock := emulator.NewFakeClock(docNow)
+	clock := fake.NewManualClock(docNow)
 	srv := emutest.Start(t, emulator.Options{Clock: clock})
 	srv.AddProject(docProject, 345678901234)
 	srv.AddProject(offProject, 456789012345)
@@ -326,8 +327,10 @@ func TestDoctor(t *testing.T) {
 			want: want{status: map[string]doctor.Status{"probe": fail}, cause: "probe",
 				has: []string{"403 SERVICE_DISABLED", "not enabled in project " + offProjectNum, "gcloud services enable generativelanguage.googleapis.com --project=" + offProjectNum, "https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=" + offProjectNum}}},
 		{name: "throttled", in: keyIn("good", same),
-			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("gemini.CountTokens", codes.ResourceExhausted, "") },
-			want:  want{status: map[string]doctor.Status{"probe": warn}, healthy: true, has: []string{"429", "valid but rate limited"}}},
+			setup: func(t *testing.T, w *docWorld) {
+				w.srv.Fail("gemini.CountTokens", fake.Next, fake.Fault{Code: codes.ResourceExhausted})
+			},
+			want: want{status: map[string]doctor.Status{"probe": warn}, healthy: true, has: []string{"429", "valid but rate limited"}}},
 		{name: "not propagated", in: keyIn("fresh", same),
 			want: want{status: map[string]doctor.Status{"lookup": ok, "deleted": ok, "probe": fail}, cause: "probe",
 				has: []string{"400 API_KEY_INVALID", "has not propagated yet", "wait up to 10 minutes"}, remedy: map[string]doctor.Remedy{"probe": {}}}},
@@ -357,8 +360,10 @@ func TestDoctor(t *testing.T) {
 			},
 			want: want{status: map[string]doctor.Status{"lookup": skip, "probe": ok}, healthy: true, has: []string{"roles/serviceusage.apiKeysViewer"}}},
 		{name: "get key fails", in: keyIn("good", same),
-			setup: func(t *testing.T, w *docWorld) { w.srv.FailNext("apikeys.GetKey", codes.Internal, "") },
-			want:  want{status: map[string]doctor.Status{"lookup": ok, "deleted": skip, "probe": ok}, healthy: true}},
+			setup: func(t *testing.T, w *docWorld) {
+				w.srv.Fail("apikeys.GetKey", fake.Next, fake.Fault{Code: codes.Internal})
+			},
+			want: want{status: map[string]doctor.Status{"lookup": ok, "deleted": skip, "probe": ok}, healthy: true}},
 		{name: "api keys unreachable", in: keyIn("good", func(s string) string { return s + " " }),
 			doctor: func(w *docWorld) *doctor.Doctor {
 				d := w.doctor("")

@@ -1,6 +1,6 @@
 package emulator
 
-// The read-only calls with which `keyrotate plan` proves that a rotation can
+// The read-only calls with which the plan command proves that a rotation can
 // succeed: Resource Manager v3 projects.testIamPermissions, Service Usage
 // v1 services.batchGet, IAM v1 projects.serviceAccounts.get and
 // projects.serviceAccounts.testIamPermissions (REST), and Secret Manager's

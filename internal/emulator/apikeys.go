@@ -455,11 +455,13 @@ func (s *Server) createKey(r *http.Request, parent string) (any, error) {
 func boundKeysBlocked(p *project) *apiError {
 	subject := fmt.Sprintf("projects/%d", p.number)
 	return newError(codes.FailedPrecondition,
-		"Operation denied by org policy on resource '%s': [\"%s\": \"Creating API keys bound to a service account is not allowed.\"]", subject, disableBoundKeys).
+		"Operation denied by org policy on resource '%s': [\"%s\": \"Creating API keys bound to a service account is not "+
+			"allowed.\"]", subject, disableBoundKeys).
 		withDetail(preconditionFailure{Type: typePrecondition, Violations: []preconditionViolation{{
-			Type:        disableBoundKeys,
-			Subject:     subject,
-			Description: "The organization policy constraint iam.managed.disableServiceAccountApiKeyCreation is enforced: API keys bound to a service account cannot be created in this project.",
+			Type:    disableBoundKeys,
+			Subject: subject,
+			Description: "The organization policy constraint iam.managed.disableServiceAccountApiKeyCreation is enforced: " +
+				"API keys bound to a service account cannot be created in this project.",
 		}}})
 }
 
@@ -694,52 +696,17 @@ var restrictionFields = map[string]string{
 }
 
 func (s *Server) updateKey(r *http.Request, name string) (any, error) {
-	raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	in, present, err := decodeKeyBody(r)
 	if err != nil {
-		return nil, newError(codes.InvalidArgument, "Cannot read request body: %v", err)
-	}
-	var in apikeys.V2Key
-	var present map[string]json.RawMessage
-	if len(strings.TrimSpace(string(raw))) > 0 {
-		if err := json.Unmarshal(raw, &in); err != nil {
-			return nil, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err)
-		}
-		if err := json.Unmarshal(raw, &present); err != nil {
-			return nil, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err)
-		}
+		return nil, err
 	}
 	q := r.URL.Query()
 	if err := checkUsageParam(q.Get("checkExistingUsage")); err != nil {
 		return nil, err
 	}
-	// Which fields to replace: the mask, "*" for all mutable fields, or (no
-	// mask) the mutable fields present in the body (AIP-134).
-	top := map[string]bool{}
-	sub := map[string]bool{}
-	switch mask := q.Get("updateMask"); mask {
-	case "*":
-		top = map[string]bool{"displayName": true, "restrictions": true, "annotations": true}
-	case "":
-		for _, f := range []string{"displayName", "restrictions", "annotations"} {
-			if _, ok := present[f]; ok {
-				top[f] = true
-			}
-		}
-	default:
-		for _, path := range strings.Split(mask, ",") {
-			path = strings.TrimSpace(path)
-			if f, ok := mutableFields[path]; ok {
-				top[f] = true
-				continue
-			}
-			if rest, ok := strings.CutPrefix(path, "restrictions."); ok {
-				if f, ok := restrictionFields[rest]; ok {
-					sub[f] = true
-					continue
-				}
-			}
-			return nil, newError(codes.InvalidArgument, "Invalid update mask path %q: the mutable fields are displayName, restrictions and annotations.", path)
-		}
+	fields, err := updatedFields(q.Get("updateMask"), present)
+	if err != nil {
+		return nil, err
 	}
 	if len(in.DisplayName) > 63 {
 		return nil, newError(codes.InvalidArgument, "Invalid displayName: at most 63 characters, got %d.", len(in.DisplayName))
@@ -760,44 +727,115 @@ func (s *Server) updateKey(r *http.Request, name string) (any, error) {
 	if err := s.checkUsageLocked(k, q.Get("checkExistingUsage")); err != nil {
 		return nil, err
 	}
-	if top["displayName"] {
-		k.displayName = in.DisplayName
-	}
-	if top["annotations"] {
-		k.annotations = copyMap(in.Annotations)
-	}
-	if top["restrictions"] {
-		k.restrictions = copyRestrictions(in.Restrictions)
-	} else if len(sub) > 0 {
-		cur := copyRestrictions(k.restrictions)
-		if cur == nil {
-			cur = &apikeys.V2Restrictions{}
-		}
-		nr := in.Restrictions
-		if nr == nil {
-			nr = &apikeys.V2Restrictions{}
-		}
-		nr = copyRestrictions(nr)
-		if sub["browserKeyRestrictions"] {
-			cur.BrowserKeyRestrictions = nr.BrowserKeyRestrictions
-		}
-		if sub["serverKeyRestrictions"] {
-			cur.ServerKeyRestrictions = nr.ServerKeyRestrictions
-		}
-		if sub["androidKeyRestrictions"] {
-			cur.AndroidKeyRestrictions = nr.AndroidKeyRestrictions
-		}
-		if sub["iosKeyRestrictions"] {
-			cur.IosKeyRestrictions = nr.IosKeyRestrictions
-		}
-		if sub["apiTargets"] {
-			cur.ApiTargets = nr.ApiTargets
-		}
-		k.restrictions = cur
-	}
+	fields.apply(k, in)
 	k.updateTime = s.Now()
 	k.etag = newKeyEtag()
 	return s.newOperation(k, false)
+}
+
+// decodeKeyBody reads an UpdateKey body: the key, and which of its
+// top-level fields the JSON names. An empty body is an empty key.
+func decodeKeyBody(r *http.Request) (*apikeys.V2Key, map[string]json.RawMessage, error) {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, nil, newError(codes.InvalidArgument, "Cannot read request body: %v", err)
+	}
+	var in apikeys.V2Key
+	var present map[string]json.RawMessage
+	if len(strings.TrimSpace(string(raw))) > 0 {
+		if err := json.Unmarshal(raw, &in); err != nil {
+			return nil, nil, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err)
+		}
+		if err := json.Unmarshal(raw, &present); err != nil {
+			return nil, nil, newError(codes.InvalidArgument, "Invalid JSON payload received. %v", err)
+		}
+	}
+	return &in, present, nil
+}
+
+// keyFields are the fields an UpdateKey replaces: whole top-level fields
+// (displayName, restrictions, annotations) and, when restrictions is not
+// one of them, sub-fields of restrictions (restrictionFields).
+type keyFields struct {
+	top, restrictions map[string]bool
+}
+
+// updatedFields works out the fields an UpdateKey replaces: those of the
+// mask, all mutable fields for "*", or (no mask) the mutable fields present
+// in the body (AIP-134).
+func updatedFields(mask string, present map[string]json.RawMessage) (keyFields, error) {
+	f := keyFields{top: map[string]bool{}, restrictions: map[string]bool{}}
+	switch mask {
+	case "*":
+		f.top = map[string]bool{"displayName": true, "restrictions": true, "annotations": true}
+	case "":
+		for _, name := range []string{"displayName", "restrictions", "annotations"} {
+			if _, ok := present[name]; ok {
+				f.top[name] = true
+			}
+		}
+	default:
+		for _, path := range strings.Split(mask, ",") {
+			path = strings.TrimSpace(path)
+			if name, ok := mutableFields[path]; ok {
+				f.top[name] = true
+				continue
+			}
+			if rest, ok := strings.CutPrefix(path, "restrictions."); ok {
+				if name, ok := restrictionFields[rest]; ok {
+					f.restrictions[name] = true
+					continue
+				}
+			}
+			return keyFields{}, newError(codes.InvalidArgument,
+				"Invalid update mask path %q: the mutable fields are displayName, restrictions and annotations.", path)
+		}
+	}
+	return f, nil
+}
+
+// apply replaces k's fields f names with in's.
+func (f keyFields) apply(k *apiKey, in *apikeys.V2Key) {
+	if f.top["displayName"] {
+		k.displayName = in.DisplayName
+	}
+	if f.top["annotations"] {
+		k.annotations = copyMap(in.Annotations)
+	}
+	if f.top["restrictions"] {
+		k.restrictions = copyRestrictions(in.Restrictions)
+	} else if len(f.restrictions) > 0 {
+		k.restrictions = f.mergeRestrictions(k.restrictions, in.Restrictions)
+	}
+}
+
+// mergeRestrictions returns a copy of cur with the sub-fields f names taken
+// from a copy of nr (nil: none set).
+func (f keyFields) mergeRestrictions(cur, nr *apikeys.V2Restrictions) *apikeys.V2Restrictions {
+	out := copyRestrictions(cur)
+	if out == nil {
+		out = &apikeys.V2Restrictions{}
+	}
+	if nr == nil {
+		nr = &apikeys.V2Restrictions{}
+	}
+	nr = copyRestrictions(nr)
+	if f.restrictions["browserKeyRestrictions"] {
+		out.BrowserKeyRestrictions = nr.BrowserKeyRestrictions
+	}
+	if f.restrictions["serverKeyRestrictions"] {
+		out.ServerKeyRestrictions = nr.ServerKeyRestrictions
+	}
+	if f.restrictions["androidKeyRestrictions"] {
+		out.AndroidKeyRestrictions = nr.AndroidKeyRestrictions
+	}
+	if f.restrictions["iosKeyRestrictions"] {
+		out.IosKeyRestrictions = nr.IosKeyRestrictions
+	}
+	if f.restrictions["apiTargets"] {
+		out.ApiTargets = nr.ApiTargets
+	}
+	return out
 }
 
 func (s *Server) keyEtagMismatch(k *apiKey) *apiError {
@@ -841,7 +879,8 @@ func (s *Server) checkUsageLocked(k *apiKey, v string) error {
 	if v != "CHECK" || k.lastUsed.IsZero() || s.Now().Sub(k.lastUsed) >= recentUsage {
 		return nil
 	}
-	return newError(codes.FailedPrecondition, "Key %q has been used in the last 7 days (last use %s); retry with checkExistingUsage=SKIP to proceed anyway.", k.name(), formatTime(k.lastUsed))
+	return newError(codes.FailedPrecondition, "Key %q has been used in the last 7 days (last use %s); retry with "+
+		"checkExistingUsage=SKIP to proceed anyway.", k.name(), formatTime(k.lastUsed))
 }
 
 func (s *Server) deleteKey(r *http.Request, name string) (any, error) {

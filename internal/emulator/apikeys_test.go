@@ -16,6 +16,8 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 const (
@@ -28,9 +30,9 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // startKeys starts an emulator with project proj-a (number 123) on a fake
 // clock and returns it with an API Keys client.
-func startKeys(t *testing.T, opts Options) (*Server, *apikeys.Service, *FakeClock) {
+func startKeys(t *testing.T, opts Options) (*Server, *apikeys.Service, *fake.ManualClock) {
 	t.Helper()
-	clock := NewFakeClock(t0)
+	clock := fake.NewManualClock(t0)
 	if opts.Clock == nil {
 		opts.Clock = clock
 	}
@@ -403,7 +405,7 @@ func TestLookupKeyGRPCFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lookup.Close()
-	s.FailNext("apikeys.LookupKey", codes.Unavailable, "")
+	s.Fail("apikeys.LookupKey", fake.Next, fake.Fault{Code: codes.Unavailable})
 	if _, err := lookup.LookupKey(context.Background(), &apikeyspb.LookupKeyRequest{KeyString: ks}); status.Code(err) != codes.Unavailable {
 		t.Errorf("LookupKey with a fault = %v, want UNAVAILABLE", err)
 	}
@@ -721,7 +723,7 @@ func TestAPIKeysFaultInjection(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, svc, _ := startKeys(t, Options{})
 			s.SeedKey(testProject, "k", nil)
-			s.FailNth(tt.method, tt.n, tt.code, "")
+			s.Fail(tt.method, tt.n, fake.Fault{Code: tt.code})
 			if err := tt.call(svc); err != nil && strings.Contains(err.Error(), "injected fault") {
 				t.Fatalf("call 1 failed with the injected fault (%v), want it to fail only at call %d", err, tt.n)
 			}

@@ -207,7 +207,8 @@ func checkAPIKeysRequest(r *http.Request, body []byte, name string) (string, []V
 			p = d.Parameters[k]
 		}
 		if p == nil || p.Location != "query" {
-			c.refuse(snake(k), fmt.Sprintf("Invalid JSON payload received. Unknown name %q: Cannot bind query parameter. Field '%s' could not be found in request message.", k, snake(k)))
+			c.refuse(snake(k), fmt.Sprintf("Invalid JSON payload received. Unknown name %q: Cannot bind query parameter. "+
+				"Field '%s' could not be found in request message.", k, snake(k)))
 			continue
 		}
 		vals := q[k]
@@ -345,26 +346,7 @@ func (c *checker) value(at string, s *discoverySchema, v any) {
 			bad("type.googleapis.com/google.api.apikeys.v2." + strings.TrimPrefix(s.ID, "V2"))
 			return
 		}
-		for _, k := range slices.Sorted(maps.Keys(obj)) {
-			f := s.Properties[k]
-			if f == nil {
-				f = s.Properties[camel(k)] // proto JSON accepts the proto name too
-			}
-			if f == nil {
-				where := ""
-				if at != "" {
-					where = fmt.Sprintf(" at '%s'", at)
-				}
-				c.refuse(join(at, snake(k)), fmt.Sprintf("Invalid JSON payload received. Unknown name %q%s: Cannot find field.", k, where))
-				continue
-			}
-			if f.ReadOnly {
-				c.vs = append(c.vs, Violation{Method: c.method, Field: join(at, snake(k)),
-					Message: fmt.Sprintf("Output-only field '%s' sent in a request: the API ignores it.", join(at, snake(k)))})
-				continue
-			}
-			c.value(join(at, snake(k)), f, obj[k])
-		}
+		c.message(at, s, obj)
 	case s.Type == "object": // a map
 		obj, ok := v.(map[string]any)
 		if !ok {
@@ -412,6 +394,31 @@ func (c *checker) value(at string, s *discoverySchema, v any) {
 		if _, ok := v.(json.Number); !ok {
 			bad("TYPE_DOUBLE")
 		}
+	}
+}
+
+// message checks the fields of a message obj against its schema s at path
+// at: each must be a known field that is not output-only.
+func (c *checker) message(at string, s *discoverySchema, obj map[string]any) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		f := s.Properties[k]
+		if f == nil {
+			f = s.Properties[camel(k)] // proto JSON accepts the proto name too
+		}
+		if f == nil {
+			where := ""
+			if at != "" {
+				where = fmt.Sprintf(" at '%s'", at)
+			}
+			c.refuse(join(at, snake(k)), fmt.Sprintf("Invalid JSON payload received. Unknown name %q%s: Cannot find field.", k, where))
+			continue
+		}
+		if f.ReadOnly {
+			c.vs = append(c.vs, Violation{Method: c.method, Field: join(at, snake(k)),
+				Message: fmt.Sprintf("Output-only field '%s' sent in a request: the API ignores it.", join(at, snake(k)))})
+			continue
+		}
+		c.value(join(at, snake(k)), f, obj[k])
 	}
 }
 

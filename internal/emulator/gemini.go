@@ -144,7 +144,8 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, model s
 	}
 	m := findModel(model)
 	if m == nil || !slices.Contains(m.SupportedGenerationMethods, g.verb) {
-		writeError(w, newError(codes.NotFound, "%s is not found for API version v1beta, or is not supported for %s. Call ListModels to see the list of available models and their supported methods.", model, g.verb))
+		writeError(w, newError(codes.NotFound, "%s is not found for API version v1beta, or is not supported for %s. Call "+
+			"ListModels to see the list of available models and their supported methods.", model, g.verb))
 		return
 	}
 	prompt := 0
@@ -256,8 +257,9 @@ func geminiFault(err error) *apiError {
 		return ae
 	}
 	return &apiError{
-		code:    codes.ResourceExhausted,
-		message: "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit.",
+		code: codes.ResourceExhausted,
+		message: "You exceeded your current quota, please check your plan and billing details. For more information on " +
+			"this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/rate-limit.",
 		details: []any{
 			quotaFailure{Type: typeQuotaFailure, Violations: []quotaViolation{{
 				QuotaMetric:     "generativelanguage.googleapis.com/generate_content_free_tier_requests",
@@ -276,7 +278,8 @@ func geminiFault(err error) *apiError {
 func (s *Server) authorizeGemini(r *http.Request, method string) error {
 	ks := r.Header.Get("X-Goog-Api-Key")
 	if ks == "" {
-		return newError(codes.PermissionDenied, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")
+		return newError(codes.PermissionDenied, "Method doesn't allow unregistered callers (callers without established "+
+			"identity). Please use API Key or other form of API consumer identity to call this API.")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -363,7 +366,9 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request, method string) *ap
 	if k.project.disabled[geminiService] {
 		n := strconv.FormatInt(k.project.number, 10)
 		url := "https://console.developers.google.com/apis/api/" + geminiService + "/overview?project=" + n
-		return newError(codes.PermissionDenied, "Generative Language API has not been used in project %s before or it is disabled. Enable it by visiting %s then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.", n, url).
+		return newError(codes.PermissionDenied, "Generative Language API has not been used in project %s before or it is "+
+			"disabled. Enable it by visiting %s then retry. If you enabled this API recently, wait a few minutes for the "+
+			"action to propagate to our systems and retry.", n, url).
 			withInfo("SERVICE_DISABLED", "googleapis.com", map[string]string{
 				"activationUrl": url,
 				"consumer":      consumer,
@@ -374,7 +379,8 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request, method string) *ap
 			withDetail(help{Type: typeHelp, Links: []helpLink{{Description: "Google developers console API activation", URL: url}}})
 	}
 	if (s.standardKeysRejected || s.standardKeysRejectedGen && method != geminiListMethod) && k.serviceAccountEmail == "" {
-		return newError(codes.Unauthenticated, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.").
+		return newError(codes.Unauthenticated, "Request had invalid authentication credentials. Expected OAuth 2 access "+
+			"token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.").
 			withInfo("ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com", map[string]string{
 				"method":  method,
 				"service": geminiService,
@@ -429,7 +435,8 @@ func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer st
 	if sr := rs.ServerKeyRestrictions; sr != nil && len(sr.AllowedIps) > 0 {
 		ip := remoteIP(r)
 		if !ipAllowed(sr.AllowedIps, ip) {
-			return newError(codes.PermissionDenied, "The provided API key has an IP address restriction. The originating IP address of the call (%s) violates this restriction.", ip).
+			return newError(codes.PermissionDenied, "The provided API key has an IP address restriction. The originating "+
+				"IP address of the call (%s) violates this restriction.", ip).
 				withInfo("API_KEY_IP_ADDRESS_BLOCKED", "googleapis.com", map[string]string{
 					"consumer": consumer, "service": geminiService, "ipAddress": ip,
 				})

@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apikeys "google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // probeResult is a Gemini answer, decoded.
@@ -161,13 +163,13 @@ func TestGeminiReasons(t *testing.T) {
 			edit: func(r *http.Request, _ string) { r.Header.Set("X-Ios-Bundle-Identifier", "com.example.ios") }, wantCode: 200},
 		{name: "quota fault", key: &apikeys.V2Key{},
 			setup: func(s *Server, _, ks string) string {
-				s.FailNext("gemini.ListModels", codes.ResourceExhausted, "")
+				s.Fail("gemini.ListModels", fake.Next, fake.Fault{Code: codes.ResourceExhausted})
 				return ks
 			},
 			wantCode: 429, wantStatus: "RESOURCE_EXHAUSTED", wantMsg: "You exceeded your current quota"},
 		{name: "unavailable fault", key: &apikeys.V2Key{},
 			setup: func(s *Server, _, ks string) string {
-				s.FailNext("gemini.ListModels", codes.Unavailable, "backend down")
+				s.Fail("gemini.ListModels", fake.Next, fake.Fault{Code: codes.Unavailable, Message: "backend down"})
 				return ks
 			},
 			wantCode: 503, wantStatus: "UNAVAILABLE", wantMsg: "backend down"},

@@ -29,7 +29,7 @@ package emulator
 //     unknown operation or key string names no project to charge.
 //   - The front end meters a call before the service sees it: a call
 //     rejected for quota is not charged, runs no hook and does not reach
-//     the service, so a fault injected for it (FailNth and friends, or
+//     the service, so a fault injected for it (Fail, or
 //     DenyPermission) is not seen; a call admitted is charged even if a
 //     hook or a fault then fails it, as a real call that fails in the
 //     service still used quota.
@@ -61,6 +61,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // Quota is a per-project rate quota of one service: how many calls of each
@@ -123,7 +125,7 @@ func quotaOf(method string) (service string, kind quotaKind, ok bool) {
 	switch {
 	case method == "secretmanager.AccessSecretVersion":
 		return service, quotaAccess, true
-	case mutating[method]:
+	case methods[method].mutating:
 		return service, quotaWrite, true
 	}
 	return service, quotaRead, true
@@ -207,7 +209,7 @@ func (q *quotaState) rollLocked(now time.Time) time.Time {
 // admit charges a call of method to project p, or returns the quota error
 // if p has used up its quota for the window. A nil p (no consumer) is
 // admitted free.
-func (q *quotaState) admit(method string, p *project, clock Clock) error {
+func (q *quotaState) admit(method string, p *project, clock fake.Clock) error {
 	if p == nil {
 		return nil
 	}

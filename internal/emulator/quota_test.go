@@ -16,6 +16,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 const quotaHelpURL = "https://cloud.google.com/docs/quotas/help/request_increase"
@@ -75,7 +77,7 @@ func sleepToWindow(s *Server, window time.Duration) {
 func TestQuotaAPIKeysWrites(t *testing.T) {
 	const window = 300 * time.Millisecond
 	s, svc, _ := startKeys(t, Options{
-		Clock:       wallClock{},
+		Clock:       fake.Wall,
 		Quotas:      map[string]Quota{"apikeys": {Writes: 3}},
 		QuotaWindow: window,
 	})
@@ -205,7 +207,7 @@ func TestQuotaSecretManager(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := NewFakeClock(smStart.Add(20 * time.Second))
+			clock := fake.NewManualClock(smStart.Add(20 * time.Second))
 			s, c, ctx := startQuotaSM(t, Options{Clock: clock, Quotas: map[string]Quota{"secretmanager": tt.quota}})
 			secret, err := s.SeedSecret(smProjectID, "slot", nil)
 			if err != nil {
@@ -540,8 +542,8 @@ func TestQuotaFaultsAndHooks(t *testing.T) {
 		hooked = append(hooked, n)
 		return nil
 	})
-	s.FailNth("apikeys.CreateKey", 1, codes.Unavailable, "")
-	s.FailNth("apikeys.CreateKey", 2, codes.Internal, "")
+	s.Fail("apikeys.CreateKey", 1, fake.Fault{Code: codes.Unavailable})
+	s.Fail("apikeys.CreateKey", 2, fake.Fault{Code: codes.Internal})
 
 	// Call 1 is admitted, then fails in the service: it used quota.
 	wantErr(t, "create 1", create(), 503, "UNAVAILABLE")

@@ -145,7 +145,9 @@ func (s *Server) chargedLocked(ctx context.Context, method string) (p *project, 
 // project.
 func noQuotaProject(service string) *apiError {
 	return newError(codes.PermissionDenied,
-		"Your application is authenticating by using local Application Default Credentials. The %s API requires a quota project, which is not set by default. To learn how to set your quota project, see https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds .", service).
+		"Your application is authenticating by using local Application Default Credentials. The %s API requires a quota "+
+			"project, which is not set by default. To learn how to set your quota project, see "+
+			"https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds .", service).
 		withInfo("SERVICE_DISABLED", "googleapis.com", map[string]string{
 			"consumer": fmt.Sprintf("projects/%d", SharedClientProject),
 			"service":  service,
@@ -159,7 +161,8 @@ func serviceDisabled(service string, p *project) *apiError {
 	title := serviceTitles[service]
 	url := "https://console.developers.google.com/apis/api/" + service + "/overview?project=" + n
 	return newError(codes.PermissionDenied,
-		"%s has not been used in project %s before or it is disabled. Enable it by visiting %s then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.", title, n, url).
+		"%s has not been used in project %s before or it is disabled. Enable it by visiting %s then retry. If you enabled "+
+			"this API recently, wait a few minutes for the action to propagate to our systems and retry.", title, n, url).
 		withInfo("SERVICE_DISABLED", "googleapis.com", map[string]string{
 			"activationUrl": url,
 			"consumer":      "projects/" + n,
@@ -175,7 +178,9 @@ func serviceDisabled(service string, p *project) *apiError {
 func userProjectDenied(up, service string) *apiError {
 	url := "https://console.developers.google.com/iam-admin/iam/project?project=" + up
 	e := newError(codes.PermissionDenied,
-		"Caller does not have required permission to use project %s. Grant the caller the roles/serviceusage.serviceUsageConsumer role, or a custom role with the serviceusage.services.use permission, by visiting %s and then retry. Propagation of the new permission may take a few minutes.", up, url)
+		"Caller does not have required permission to use project %s. Grant the caller the "+
+			"roles/serviceusage.serviceUsageConsumer role, or a custom role with the serviceusage.services.use permission, "+
+			"by visiting %s and then retry. Propagation of the new permission may take a few minutes.", up, url)
 	e.details = append(e.details,
 		help{Type: typeHelp, Links: []helpLink{{Description: "Google developer console IAM admin", URL: url}}},
 		errorInfo{Type: typeErrorInfo, Reason: "USER_PROJECT_DENIED", Domain: "googleapis.com", Metadata: map[string]string{

@@ -63,17 +63,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-func init() {
-	for m, p := range map[string]string{
-		"run.GetService":    "run.services.get",
-		"run.UpdateService": "run.services.update",
-		"run.GetOperation":  "run.operations.get",
-	} {
-		methodPermissions[m] = p
-	}
-	mutating["run.UpdateService"] = true
-}
-
 // runState is the Cloud Run part of the emulator's state, guarded by
 // Server.mu.
 type runState struct {
@@ -284,7 +273,8 @@ func (s *Server) settle(rs *runService, rev string, fail bool) {
 }
 
 func revisionFailedMessage(rev string) string {
-	return fmt.Sprintf("Revision '%s' is not ready and cannot serve traffic. The user-provided container failed to start and listen on the port defined provided by the PORT=8080 environment variable within the allocated timeout.", rev)
+	return fmt.Sprintf("Revision '%s' is not ready and cannot serve traffic. The user-provided container failed to start "+
+		"and listen on the port defined provided by the PORT=8080 environment variable within the allocated timeout.", rev)
 }
 
 // poll advances an operation by one poll. Call with s.mu held.
@@ -401,7 +391,8 @@ func (r *runServer) UpdateService(ctx context.Context, req *runpb.UpdateServiceR
 	if rev := in.Template.GetRevision(); rev != "" {
 		id := rs.pb.Name[strings.LastIndex(rs.pb.Name, "/")+1:]
 		if !strings.HasPrefix(rev, id+"-") {
-			return nil, status.Errorf(codes.InvalidArgument, "spec.template.metadata.name: revision name %q must start with the service name followed by a hyphen (%s-).", rev, id)
+			return nil, status.Errorf(codes.InvalidArgument, "spec.template.metadata.name: revision name %q must start "+
+				"with the service name followed by a hyphen (%s-).", rev, id)
 		}
 		if _, exists := rs.revisions[rev]; exists && changed {
 			return nil, status.Errorf(codes.AlreadyExists, "Revision named '%s' with different configuration already exists.", rev)

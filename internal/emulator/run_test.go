@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 func runWorld(t *testing.T) (*Server, string) {
@@ -232,7 +234,7 @@ func TestRunErrors(t *testing.T) {
 		t.Fatalf("denied: %v", err)
 	}
 	srv.AllowPermission("run.services.get")
-	srv.FailNext("run.GetService", codes.Unavailable, "")
+	srv.Fail("run.GetService", fake.Next, fake.Fault{Code: codes.Unavailable})
 	if _, err := c.GetService(ctx, &runpb.GetServiceRequest{Name: name}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("fault: %v", err)
 	}

@@ -188,7 +188,8 @@ func parseVersionName(name string) (secretName, version string, err error) {
 	i := strings.LastIndex(name, "/versions/")
 	if i < 0 || name[i+len("/versions/"):] == "" || strings.Contains(name[i+len("/versions/"):], "/") {
 		return "", "", status.Errorf(codes.InvalidArgument,
-			"The provided Secret Version name [%s] does not match the expected format [projects/*/secrets/*/versions/*] or [projects/*/locations/*/secrets/*/versions/*].", name)
+			"The provided Secret Version name [%s] does not match the expected format [projects/*/secrets/*/versions/*] or "+
+				"[projects/*/locations/*/secrets/*/versions/*].", name)
 	}
 	secretName = name[:i]
 	if _, _, _, err := parseSecretName(secretName); err != nil {
@@ -305,7 +306,8 @@ func validateAnnotations(ann map[string]string) error {
 	for k, v := range ann {
 		if !annotationKeyRe.MatchString(k) {
 			return status.Errorf(codes.InvalidArgument,
-				"Invalid annotation key [%s]: keys must be 1-63 characters, begin and end with [a-zA-Z0-9] and contain only [a-zA-Z0-9], '-', '_' and '.' in between (no '/').", k)
+				"Invalid annotation key [%s]: keys must be 1-63 characters, begin and end with [a-zA-Z0-9] and contain only "+
+					"[a-zA-Z0-9], '-', '_' and '.' in between (no '/').", k)
 		}
 		if !utf8.ValidString(v) {
 			return status.Errorf(codes.InvalidArgument, "Invalid value for annotation [%s]: not valid UTF-8.", k)
@@ -726,7 +728,9 @@ func (m *smServer) GetSecretVersion(ctx context.Context, req *secretmanagerpb.Ge
 	return proto.Clone(v.pb).(*secretmanagerpb.SecretVersion), nil
 }
 
-func (m *smServer) ListSecretVersions(ctx context.Context, req *secretmanagerpb.ListSecretVersionsRequest) (*secretmanagerpb.ListSecretVersionsResponse, error) {
+func (m *smServer) ListSecretVersions(
+	ctx context.Context, req *secretmanagerpb.ListSecretVersionsRequest,
+) (*secretmanagerpb.ListSecretVersionsResponse, error) {
 	s := m.s
 	if err := s.enter(ctx, "secretmanager.ListSecretVersions"); err != nil {
 		return nil, err
@@ -762,7 +766,9 @@ func (m *smServer) ListSecretVersions(ctx context.Context, req *secretmanagerpb.
 	return resp, nil
 }
 
-func (m *smServer) AccessSecretVersion(ctx context.Context, req *secretmanagerpb.AccessSecretVersionRequest) (*secretmanagerpb.AccessSecretVersionResponse, error) {
+func (m *smServer) AccessSecretVersion(
+	ctx context.Context, req *secretmanagerpb.AccessSecretVersionRequest,
+) (*secretmanagerpb.AccessSecretVersionResponse, error) {
 	s := m.s
 	if err := s.enter(ctx, "secretmanager.AccessSecretVersion"); err != nil {
 		return nil, err
@@ -784,7 +790,9 @@ func (m *smServer) AccessSecretVersion(ctx context.Context, req *secretmanagerpb
 }
 
 // changeVersionState is Enable, Disable and Destroy.
-func (s *Server) changeVersionState(ctx context.Context, method, permission, name, etag string, to secretmanagerpb.SecretVersion_State) (*secretmanagerpb.SecretVersion, error) {
+func (s *Server) changeVersionState(
+	ctx context.Context, method, permission, name, etag string, to secretmanagerpb.SecretVersion_State,
+) (*secretmanagerpb.SecretVersion, error) {
 	if err := s.enter(ctx, method); err != nil {
 		return nil, err
 	}

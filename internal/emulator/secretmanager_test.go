@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 const (
@@ -30,7 +32,7 @@ var smStart = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 func startSecretManager(t *testing.T) (*Server, *secretmanager.Client, context.Context) {
 	t.Helper()
-	srv, err := Start(Options{Clock: NewFakeClock(smStart), NoSecretWriteLimits: true}) // these tests write one secret fast; secretrate_test.go tests the limits
+	srv, err := Start(Options{Clock: fake.NewManualClock(smStart), NoSecretWriteLimits: true}) // these tests write one secret fast; secretrate_test.go tests the limits
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -576,7 +578,7 @@ func TestSecretManagerFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.FailNth("secretmanager.GetSecret", 2, codes.Internal, "")
+	srv.Fail("secretmanager.GetSecret", 2, fake.Fault{Code: codes.Internal})
 	for i, want := range []codes.Code{codes.OK, codes.Internal, codes.OK} {
 		_, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
 		if got := status.Code(err); got != want {
@@ -588,7 +590,7 @@ func TestSecretManagerFaults(t *testing.T) {
 	}
 
 	// An injected fault on a write leaves the state unchanged.
-	srv.FailNext("secretmanager.AddSecretVersion", codes.Aborted, "")
+	srv.Fail("secretmanager.AddSecretVersion", fake.Next, fake.Fault{Code: codes.Aborted})
 	_, err = c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
 		Parent: name, Payload: &secretmanagerpb.SecretPayload{Data: []byte("x")}})
 	wantCode(t, "AddSecretVersion with an injected fault", err, codes.Aborted)

@@ -27,7 +27,7 @@ import (
 // RESOURCE_EXHAUSTED, ErrorInfo RATE_LIMIT_EXCEEDED, RetryInfo with the time
 // until the write would fit); its metric and limit names are chosen, not
 // confirmed. Rates are physical: they are counted on the wall clock even
-// when Options.Clock is a FakeClock, which models dates, not the spacing of
+// when Options.Clock is a fake.ManualClock, which models dates, not the spacing of
 // requests. A refused write is not counted against the rate and runs no
 // hook; it is counted as a call and in Throttled.
 

@@ -1,9 +1,11 @@
-// Package emulator is an in-process fake of the Google APIs keyrotate uses:
-// the API Keys API v2 (REST, and gRPC for LookupKey, on one address), Secret Manager v1 (gRPC), the Gemini API's
-// model list, countTokens and generateContent (REST) and a Cloud Run Admin API v2 Services subset (gRPC),
-// sharing one state. Tests drive Google's own Go clients
-// against it over real loopback connections; `keyrotate demo` and
-// `keyrotate emulator` run it for people.
+// Package emulator is an in-process fake of the four Google APIs keyrotate
+// uses, sharing one state, each on its own address: the API Keys API v2
+// (REST, and gRPC for LookupKey), Secret Manager v1 (gRPC), the Gemini
+// API's model list, countTokens and generateContent (REST), and a subset of
+// the Cloud Run Admin API v2 Services (gRPC). The API Keys address also
+// serves the read-only access checks of Resource Manager, Service Usage and
+// IAM (access.go). Tests drive Google's own Go clients against it over real
+// loopback connections; the demo and emulator commands run it for people.
 //
 // It follows the real APIs where keyrotate depends on them: resource paths,
 // canonical error codes and Google's JSON error bodies, long-running
@@ -17,8 +19,12 @@
 // (access.go, served on the API Keys address).
 //
 // For tests it offers seeding and inspection helpers, per-method call
-// counters, deterministic fault injection (fail the Nth call of a method, or
-// a range of calls, with a code; deny an IAM permission), hooks that run before a call (to block it), and an injectable clock.
+// counters (the methods are listed once, in methods.go), deterministic fault
+// injection (Fail: the Nth call of a method, or a run of calls, fails with a
+// fake.Fault's code; DenyPermission: the caller lacks an IAM permission),
+// hooks that run before a call (to block it), and a clock of its own
+// (Options.Clock). It starts, injects faults and tells the time as its
+// sub-fakes githubfake and k8sfake do (see package fake).
 package emulator
 
 import (
@@ -26,7 +32,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,44 +42,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
-
-// Clock tells the emulator the time. The default is the wall clock.
-type Clock interface {
-	Now() time.Time
-}
-
-type wallClock struct{}
-
-func (wallClock) Now() time.Time { return time.Now().UTC() }
-
-// FakeClock is a Clock that moves only when told to.
-type FakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewFakeClock returns a FakeClock set to t.
-func NewFakeClock(t time.Time) *FakeClock { return &FakeClock{t: t.UTC()} }
-
-// Now returns the clock's time.
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // Options configure a Server.
 type Options struct {
-	// Clock defaults to the wall clock.
-	Clock Clock
+	// Clock defaults to the wall clock (fake.Wall).
+	Clock fake.Clock
 	// PropagationDelay is how long after creation a new key starts to work
 	// at the Gemini API (400 API_KEY_INVALID until then). Zero: at once.
 	PropagationDelay time.Duration
@@ -84,9 +59,10 @@ type Options struct {
 	OperationPolls int
 	// Latency is added to every call before it is handled.
 	Latency time.Duration
-	// RunAddr is where the Cloud Run API listens; "" is a loopback port
-	// chosen by the system.
-	RunAddr string
+	// APIKeysAddr, SecretManagerAddr, GeminiAddr and RunAddr are where
+	// the API Keys, Secret Manager, Gemini and Cloud Run APIs listen; "" is
+	// a loopback port chosen by the system.
+	APIKeysAddr, SecretManagerAddr, GeminiAddr, RunAddr string
 	// Quotas are per-project rate quotas to enforce, by service: "apikeys"
 	// and "secretmanager" (DocumentedQuotas has Google's; Start rejects
 	// other names). A call over quota fails as Google's do, with 429
@@ -111,28 +87,8 @@ type Options struct {
 // runs no hook.
 type Hook func(ctx context.Context, n int) error
 
-// Fault is an injected failure.
-type Fault struct {
-	Code codes.Code
-	// Message defaults to "injected fault: METHOD call N".
-	Message string
-	// RetryDelay, when set, adds a google.rpc.RetryInfo asking the caller
-	// to wait that long before retrying (as quota errors do).
-	RetryDelay time.Duration
-}
-
-// fault is a Fault pending for calls from..from+count-1 of a method (count
-// 0: every call from on).
-type fault struct {
-	from, count int
-	f           Fault
-}
-
-func (f fault) covers(n int) bool {
-	return n >= f.from && (f.count <= 0 || n < f.from+f.count)
-}
-
-func (f Fault) err(method string, n int) error {
+// faultErr is the error an injected fault answers call n of method with.
+func faultErr(f fake.Fault, method string, n int) error {
 	msg := f.Message
 	if msg == "" {
 		msg = fmt.Sprintf("injected fault: %s call %d", method, n)
@@ -152,20 +108,20 @@ type project struct {
 
 // Server is a running emulator. Create it with Start; Close it when done.
 type Server struct {
-	// APIKeysAddr, SecretManagerAddr and GeminiAddr are the loopback
-	// host:port of each API, the values of APIKEYS_EMULATOR_HOST,
+	// APIKeysAddr, SecretManagerAddr and GeminiAddr are the host:port
+	// each API listens on, the values of APIKEYS_EMULATOR_HOST,
 	// SECRETMANAGER_EMULATOR_HOST and GEMINI_EMULATOR_HOST.
 	APIKeysAddr, SecretManagerAddr, GeminiAddr string
 	// RunAddr is the Cloud Run Admin API v2 (gRPC), RUN_EMULATOR_HOST.
 	RunAddr string
 
 	opts  Options
-	clock Clock
+	clock fake.Clock
 
 	mu       sync.Mutex
 	projects map[string]*project // by id and by decimal number
 	calls    map[string]int
-	faults   map[string][]fault
+	faults   fake.Faults
 	// stateCodes, when not OK, is the code of refusals that only a key's
 	// state explains (see SetStateCodes).
 	stateCodes codes.Code
@@ -203,15 +159,10 @@ type Server struct {
 	closers []func()
 }
 
-// Start starts the three APIs on loopback ports chosen by the system.
+// Start starts the four APIs on the addresses of opts.
 func Start(opts Options) (*Server, error) {
-	return StartOn("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", opts)
-}
-
-// StartOn starts the three APIs on the given addresses.
-func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*Server, error) {
 	if opts.Clock == nil {
-		opts.Clock = wallClock{}
+		opts.Clock = fake.Wall
 	}
 	if opts.OperationPolls <= 0 {
 		opts.OperationPolls = 1
@@ -221,7 +172,6 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 		clock:    opts.Clock,
 		projects: map[string]*project{},
 		calls:    map[string]int{},
-		faults:   map[string][]fault{},
 		hooks:    map[string]Hook{},
 		denied:   map[string]bool{},
 		seq:      1000,
@@ -240,15 +190,15 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
-	if s.APIKeysAddr, err = s.serveHTTP(apikeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
+	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}
-	if s.SecretManagerAddr, err = s.serveSecretManager(secretManagerAddr); err != nil {
+	if s.SecretManagerAddr, err = s.serveSecretManager(opts.SecretManagerAddr); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start Secret Manager emulator: %w", err)
 	}
-	if s.GeminiAddr, err = s.serveHTTP(geminiAddr, s.geminiHandler()); err != nil {
+	if s.GeminiAddr, err = s.serveHTTP(opts.GeminiAddr, s.geminiHandler()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start Gemini emulator: %w", err)
 	}
@@ -259,7 +209,7 @@ func StartOn(apikeysAddr, secretManagerAddr, geminiAddr string, opts Options) (*
 	return s, nil
 }
 
-// Close stops all three APIs.
+// Close stops the four APIs.
 func (s *Server) Close() error {
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
@@ -346,39 +296,25 @@ func (s *Server) nextSeq() int64 {
 	return s.seq
 }
 
-// FailNth makes the n-th call (1-based, counted since Start) of method fail
-// with code. Methods are named "apikeys.CreateKey",
+// Fail makes call n of method (1-based, counted since Start or ResetCalls;
+// fake.Next: the next call) fail with f.Code, and with f.Times the calls
+// after it too. Methods are named "apikeys.CreateKey",
 // "secretmanager.AddSecretVersion", "gemini.ListModels" and so on; see
-// Methods.
-func (s *Server) FailNth(method string, n int, code codes.Code, msg string) {
-	s.FailRange(method, n, 1, Fault{Code: code, Message: msg})
-}
-
-// FailRange makes count calls of method, from the from-th (1-based, counted
-// since Start or ResetCalls), fail with f. A count of 0 or less fails every
-// call from the from-th on, until ClearFaults: an outage.
-func (s *Server) FailRange(method string, from, count int, f Fault) {
+// Methods. A fault with an HTTP Status, meant for the HTTP fakes, panics.
+func (s *Server) Fail(method string, n int, f fake.Fault) {
+	if f.Status != 0 {
+		panic("emulator: a Fault's Status is for the HTTP fakes; the emulator answers its Code")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults[method] = append(s.faults[method], fault{from: from, count: count, f: f})
-}
-
-// FailFrom makes every call of method from the next one on fail with f,
-// until ClearFaults.
-func (s *Server) FailFrom(method string, f Fault) {
-	s.FailRange(method, s.Calls(method)+1, 0, f)
-}
-
-// FailNext makes the next call of method fail with code.
-func (s *Server) FailNext(method string, code codes.Code, msg string) {
-	s.FailNth(method, s.Calls(method)+1, code, msg)
+	s.faults.Add(method, n, s.calls[method], f)
 }
 
 // ClearFaults removes every pending fault.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = map[string][]fault{}
+	s.faults.Clear()
 }
 
 // SetHook installs (or, with nil, removes) a hook for method.
@@ -443,48 +379,11 @@ func (s *Server) MutatingCalls() int {
 	defer s.mu.Unlock()
 	n := 0
 	for m, c := range s.calls {
-		if mutating[m] {
+		if methods[m].mutating {
 			n += c
 		}
 	}
 	return n
-}
-
-// mutating lists the methods that change state.
-var mutating = map[string]bool{
-	"apikeys.CreateKey":                  true,
-	"apikeys.UpdateKey":                  true,
-	"apikeys.DeleteKey":                  true,
-	"apikeys.UndeleteKey":                true,
-	"secretmanager.CreateSecret":         true,
-	"secretmanager.UpdateSecret":         true,
-	"secretmanager.DeleteSecret":         true,
-	"secretmanager.AddSecretVersion":     true,
-	"secretmanager.EnableSecretVersion":  true,
-	"secretmanager.DisableSecretVersion": true,
-	"secretmanager.DestroySecretVersion": true,
-}
-
-// Methods returns the names of all methods the emulator counts, sorted;
-// mutating reports whether a method changes state.
-func Methods() (all []string, isMutating func(string) bool) {
-	all = []string{
-		"apikeys.CreateKey", "apikeys.GetKey", "apikeys.GetKeyString", "apikeys.LookupKey",
-		"apikeys.ListKeys", "apikeys.UpdateKey", "apikeys.DeleteKey", "apikeys.UndeleteKey",
-		"apikeys.GetOperation",
-		"secretmanager.CreateSecret", "secretmanager.GetSecret", "secretmanager.ListSecrets",
-		"secretmanager.UpdateSecret", "secretmanager.DeleteSecret", "secretmanager.AddSecretVersion",
-		"secretmanager.GetSecretVersion", "secretmanager.ListSecretVersions",
-		"secretmanager.AccessSecretVersion", "secretmanager.EnableSecretVersion",
-		"secretmanager.DisableSecretVersion", "secretmanager.DestroySecretVersion",
-		"gemini.ListModels", "gemini.CountTokens", "gemini.GenerateContent",
-		"run.GetService", "run.UpdateService", "run.GetOperation", "run.TestIamPermissions",
-		// plan's read-only access checks (access.go)
-		"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices",
-		"iam.GetServiceAccount", "iam.TestIamPermissions", "secretmanager.TestIamPermissions",
-	}
-	sort.Strings(all)
-	return all, func(m string) bool { return mutating[m] }
 }
 
 // enter counts a call of method, meters it against its quota, runs its
@@ -516,17 +415,10 @@ func (s *Server) enter(ctx context.Context, method string) error {
 		consumer = s.consumerLocked(ctx, method)
 	}
 	var injected error
-	fs := s.faults[method]
-	for i, f := range fs {
-		if f.covers(n) {
-			injected = f.f.err(method, n)
-			if f.count > 0 && n == f.from+f.count-1 {
-				s.faults[method] = append(fs[:i:i], fs[i+1:]...)
-			}
-			break
-		}
+	if f, ok := s.faults.Take(method, n); ok {
+		injected = faultErr(f, method, n)
 	}
-	if perm := methodPermissions[method]; perm != "" && s.denied[perm] {
+	if perm := methods[method].permission; perm != "" && s.denied[perm] {
 		injected = permissionDenied(method, perm, resourceOf(ctx))
 	}
 	s.mu.Unlock()
@@ -576,35 +468,6 @@ func splitName(name, pattern string) ([]string, bool) {
 
 // ---- IAM ----
 
-// methodPermissions maps each method to the IAM permission it needs, as the
-// APIs' reference pages list them. The Gemini API is called with an API key,
-// not as an IAM principal.
-var methodPermissions = map[string]string{
-	"apikeys.CreateKey":                  "apikeys.keys.create",
-	"apikeys.GetKey":                     "apikeys.keys.get",
-	"apikeys.GetKeyString":               "apikeys.keys.getKeyString",
-	"apikeys.LookupKey":                  "apikeys.keys.lookup",
-	"apikeys.ListKeys":                   "apikeys.keys.list",
-	"apikeys.UpdateKey":                  "apikeys.keys.update",
-	"apikeys.DeleteKey":                  "apikeys.keys.delete",
-	"apikeys.UndeleteKey":                "apikeys.keys.undelete",
-	"apikeys.GetOperation":               "serviceusage.operations.get",
-	"secretmanager.CreateSecret":         "secretmanager.secrets.create",
-	"secretmanager.GetSecret":            "secretmanager.secrets.get",
-	"secretmanager.ListSecrets":          "secretmanager.secrets.list",
-	"secretmanager.UpdateSecret":         "secretmanager.secrets.update",
-	"secretmanager.DeleteSecret":         "secretmanager.secrets.delete",
-	"secretmanager.AddSecretVersion":     "secretmanager.versions.add",
-	"secretmanager.GetSecretVersion":     "secretmanager.versions.get",
-	"secretmanager.ListSecretVersions":   "secretmanager.versions.list",
-	"secretmanager.AccessSecretVersion":  "secretmanager.versions.access",
-	"secretmanager.EnableSecretVersion":  "secretmanager.versions.enable",
-	"secretmanager.DisableSecretVersion": "secretmanager.versions.disable",
-	"secretmanager.DestroySecretVersion": "secretmanager.versions.destroy",
-	"serviceusage.BatchGetServices":      "serviceusage.services.get",
-	"iam.GetServiceAccount":              "iam.serviceAccounts.get",
-}
-
 // DenyPermission makes the caller lack an IAM permission (for example
 // "secretmanager.versions.add"): every method that needs it fails with
 // PERMISSION_DENIED as the real APIs answer, the message naming the
@@ -622,9 +485,6 @@ func (s *Server) AllowPermission(permission string) {
 	defer s.mu.Unlock()
 	delete(s.denied, permission)
 }
-
-// PermissionOf returns the IAM permission a method needs ("" for none).
-func PermissionOf(method string) string { return methodPermissions[method] }
 
 func permissionDenied(method, perm, resource string) *apiError {
 	var msg string

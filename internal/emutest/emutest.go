@@ -1,5 +1,6 @@
-// Package emutest starts the emulator for tests, with the check every test
-// that talks to it carries: a request that breaks the APIs' published
+// Package emutest starts the emulator and its sub-fakes for tests, each
+// closed at the end of the test. The emulator comes with the check every
+// test that talks to it carries: a request that breaks the APIs' published
 // definitions (the API Keys discovery document, the gRPC protos' field
 // behaviours) fails the test that sent it, even when the product coped
 // with the emulator's answer.
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
+	"github.com/keyrotate/keyrotate/internal/emulator/k8sfake"
 )
 
 // Start starts an emulator with opts and registers, for the end of t, a
@@ -24,6 +27,29 @@ func Start(t testing.TB, opts emulator.Options) *emulator.Server {
 		srv.Close()
 	})
 	return srv
+}
+
+// StartGitHub starts a GitHub fake with opts, closed at the end of t.
+func StartGitHub(t testing.TB, opts githubfake.Options) *githubfake.Server {
+	t.Helper()
+	f, err := githubfake.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// StartK8s starts a Kubernetes API server fake with opts, closed at the end
+// of t.
+func StartK8s(t testing.TB, opts k8sfake.Options) *k8sfake.Server {
+	t.Helper()
+	f, err := k8sfake.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
 }
 
 // Check fails t for each request srv recorded as breaking an API's

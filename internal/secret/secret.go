@@ -2,8 +2,15 @@
 //
 // A Key prints as its fingerprint ("sha256:" and 12 hex digits of the SHA-256
 // of the key string) through fmt, log/slog and encoding/json. The string itself
-// comes out only through Reveal, which is called in exactly one place per sink:
-// the payload written to a target and the header of a live probe.
+// comes out only through Reveal, which is called for three purposes and no
+// other: to hand the key to a sink (the payload of a secret version or a
+// target, an exec command's stdin, a GitHub secret's sealed box, a live
+// probe's header, the body of a LookupKey request); to compare it with a raw
+// value a target's platform returns (a Cloud Run variable, a Kubernetes
+// Secret's data); and to scrub it out of text before that text is shown
+// (redacted command output and errors). A sink may have several calls
+// (a target that compares before it writes); grep for `.Reveal(` to list
+// them all.
 package secret
 
 import (

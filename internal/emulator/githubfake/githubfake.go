@@ -8,7 +8,7 @@
 // Unlike GitHub, it can show what a secret holds: every scope has a real
 // curve25519 key pair, a PUT is opened with box.OpenAnonymous, and Value
 // returns the plaintext, so that tests can check what landed. Timestamps
-// come from an injectable clock and have GitHub's one-second precision.
+// come from Options.Clock and have GitHub's one-second precision.
 //
 // An organization secret with visibility selected lists its repositories
 // at GET /orgs/{org}/actions/secrets/{name}/repositories (paginated with
@@ -28,6 +28,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -36,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/nacl/box"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // Grant is what a token may do.
@@ -78,13 +81,13 @@ type Server struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	now      func() time.Time
+	clock    fake.Clock
 	tokens   map[string]Token
 	repos    map[string]int64  // lower-case owner/repo -> id
 	repoName map[int64]string  // id -> owner/repo as added
 	scopes   map[string]*scope // lower-case scope path -> scope
 	calls    map[string]int
-	faults   map[string][]fault
+	faults   fake.Faults
 	frozen   bool // PUT stores the value but leaves updated_at as it was
 	nextID   int64
 	nextKeys int
@@ -97,21 +100,44 @@ type scope struct {
 	secrets map[string]*Secret // upper-case name
 }
 
-type fault struct {
-	n      int
-	status int
+// Method names for Calls and Fail.
+const (
+	GetRepo           = "GetRepo"
+	GetPublicKey      = "GetPublicKey"
+	GetSecret         = "GetSecret"
+	PutSecret         = "PutSecret"
+	ListSelectedRepos = "ListSelectedRepos"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Addr is where the fake listens; "" is a loopback port chosen by the
+	// system.
+	Addr string
+	// Clock, for Date headers and timestamps, defaults to the wall clock
+	// (fake.Wall).
+	Clock fake.Clock
 }
 
 // Start starts a fake with no token, repository or organization.
-func Start() *Server {
+func Start(opts Options) (*Server, error) {
+	if opts.Clock == nil {
+		opts.Clock = fake.Wall
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("start GitHub fake: %w", err)
+	}
 	s := &Server{
-		now:      func() time.Time { return time.Now().UTC() },
+		clock:    opts.Clock,
 		tokens:   map[string]Token{},
 		repos:    map[string]int64{},
 		repoName: map[int64]string{},
 		scopes:   map[string]*scope{},
 		calls:    map[string]int{},
-		faults:   map[string][]fault{},
 		nextID:   1296269,
 	}
 	mux := http.NewServeMux()
@@ -119,20 +145,16 @@ func Start() *Server {
 	root := http.NewServeMux()
 	root.Handle("/api/v3/", http.StripPrefix("/api/v3", mux))
 	root.Handle("/", mux)
-	s.srv = httptest.NewServer(root)
+	s.srv = httptest.NewUnstartedServer(root)
+	s.srv.Listener.Close()
+	s.srv.Listener = ln
+	s.srv.Start()
 	s.URL = s.srv.URL
-	return s
+	return s, nil
 }
 
 // Close shuts the server down.
 func (s *Server) Close() { s.srv.Close() }
-
-// SetClock makes now the fake's clock (for Date headers and timestamps).
-func (s *Server) SetClock(now func() time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.now = now
-}
 
 // AddToken makes token valid with the given grant.
 func (s *Server) AddToken(token string, t Token) {
@@ -224,7 +246,7 @@ func (s *Server) SeedSecret(scopeName, name, value, visibility string, selected 
 	if sc == nil {
 		panic("githubfake: no scope " + scopeName)
 	}
-	t := s.now().UTC().Truncate(time.Second)
+	t := s.clock.Now().UTC().Truncate(time.Second)
 	sc.secrets[strings.ToUpper(name)] = &Secret{Name: strings.ToUpper(name), Value: value, CreatedAt: t, UpdatedAt: t,
 		Visibility: visibility, Selected: selected}
 }
@@ -286,13 +308,25 @@ func (s *Server) FreezeUpdatedAt(frozen bool) {
 	s.frozen = frozen
 }
 
-// FailNth makes the nth call (1-based, counted from now) of method answer
-// status. Methods: GetRepo, GetPublicKey, GetSecret, PutSecret,
-// ListSelectedRepos.
-func (s *Server) FailNth(method string, n, status int) {
+// Fail makes call n of method (1-based, counted since Start or ResetCalls;
+// fake.Next: the next call) answer f.Status, and with f.Times the calls
+// after it too, with GitHub's error body (the message defaults to the
+// status text). Methods: GetRepo, GetPublicKey, GetSecret, PutSecret,
+// ListSelectedRepos. A fault without an HTTP Status panics.
+func (s *Server) Fail(method string, n int, f fake.Fault) {
+	if f.Status < 400 {
+		panic("githubfake: a Fault needs an HTTP Status of 400 or more")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults[method] = append(s.faults[method], fault{n: s.calls[method] + n, status: status})
+	s.faults.Add(method, n, s.calls[method], f)
+}
+
+// ClearFaults removes every pending fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.Clear()
 }
 
 // Calls returns how many times method was called; "" counts every call.
@@ -309,28 +343,28 @@ func (s *Server) Calls(method string) int {
 	return s.calls[method]
 }
 
-// ResetCalls zeroes the call counters.
+// ResetCalls zeroes the call counters. Pending faults keep their call
+// numbers, so reset before injecting.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
-	s.faults = map[string][]fault{}
 }
 
 const docs = "https://docs.github.com/rest/actions/secrets"
 
 func (s *Server) routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /repos/{owner}/{repo}", s.handle("GetRepo", s.getRepo))
+	mux.HandleFunc("GET /repos/{owner}/{repo}", s.handle(GetRepo, s.getRepo))
 	for _, p := range []string{
 		"/repos/{owner}/{repo}/actions/secrets",
 		"/repos/{owner}/{repo}/environments/{env}/secrets",
 		"/orgs/{org}/actions/secrets",
 	} {
-		mux.HandleFunc("GET "+p+"/public-key", s.handle("GetPublicKey", s.getPublicKey))
-		mux.HandleFunc("GET "+p+"/{name}", s.handle("GetSecret", s.getSecret))
-		mux.HandleFunc("PUT "+p+"/{name}", s.handle("PutSecret", s.putSecret))
+		mux.HandleFunc("GET "+p+"/public-key", s.handle(GetPublicKey, s.getPublicKey))
+		mux.HandleFunc("GET "+p+"/{name}", s.handle(GetSecret, s.getSecret))
+		mux.HandleFunc("PUT "+p+"/{name}", s.handle(PutSecret, s.putSecret))
 	}
-	mux.HandleFunc("GET /orgs/{org}/actions/secrets/{name}/repositories", s.handle("ListSelectedRepos", s.listSelectedRepos))
+	mux.HandleFunc("GET /orgs/{org}/actions/secrets/{name}/repositories", s.handle(ListSelectedRepos, s.listSelectedRepos))
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, tok Token) (int, any)
@@ -342,7 +376,7 @@ func (s *Server) handle(method string, h handler) http.HandlerFunc {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.calls[method]++
-		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
+		w.Header().Set("Date", s.clock.Now().UTC().Format(http.TimeFormat))
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.Header().Set("X-GitHub-Api-Version-Selected", "2022-11-28")
 		if v := r.Header.Get("X-GitHub-Api-Version"); v != "" && v != "2022-11-28" && v != "2026-03-10" {
@@ -361,12 +395,9 @@ func (s *Server) handle(method string, h handler) http.HandlerFunc {
 		if tok.Scopes != nil {
 			w.Header().Set("X-OAuth-Scopes", strings.Join(tok.Scopes, ", "))
 		}
-		for i, f := range s.faults[method] {
-			if f.n == s.calls[method] {
-				s.faults[method] = append(s.faults[method][:i], s.faults[method][i+1:]...)
-				writeError(w, f.status, http.StatusText(f.status))
-				return
-			}
+		if f, ok := s.faults.Take(method, s.calls[method]); ok {
+			writeError(w, f.Status, f.Message)
+			return
 		}
 		if tok.Scopes != nil && tok.Grant == Write {
 			tok.Grant = classicGrant(tok.Scopes, r.PathValue("org") != "")
@@ -505,7 +536,8 @@ func (s *Server) putSecret(_ http.ResponseWriter, r *http.Request, tok Token) (i
 	}
 	name := r.PathValue("name")
 	if !validName(name) {
-		return http.StatusUnprocessableEntity, "Invalid request.\n\nSecret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_."
+		return http.StatusUnprocessableEntity, "Invalid request.\n\nSecret names can only contain alphanumeric characters " +
+			"([a-z], [A-Z], [0-9]) or underscores (_), must not start with a number or GITHUB_."
 	}
 	var req struct {
 		EncryptedValue *string  `json:"encrypted_value"`
@@ -544,7 +576,7 @@ func (s *Server) putSecret(_ http.ResponseWriter, r *http.Request, tok Token) (i
 			return http.StatusUnprocessableEntity, "Invalid request.\n\nselected_repository_ids requires visibility selected."
 		}
 	}
-	now := s.now().UTC().Truncate(time.Second)
+	now := s.clock.Now().UTC().Truncate(time.Second)
 	key := strings.ToUpper(name)
 	sec, exists := sc.secrets[key]
 	if !exists {

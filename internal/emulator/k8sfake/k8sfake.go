@@ -30,6 +30,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -41,12 +42,14 @@ import (
 	authv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 )
 
 // Token is the bearer token the fake accepts; Kubeconfig writes it.
 const Token = "k8sfake-token-0123456789"
 
-// Method names for Calls and FailNth.
+// Method names for Calls and Fail.
 const (
 	GetSecret       = "GetSecret"
 	UpdateSecret    = "UpdateSecret"
@@ -67,23 +70,39 @@ type Server struct {
 	stuck       map[string]bool
 	denied      map[string]bool
 	calls       map[string]int
-	faults      map[string][]int // method -> statuses, by call: 0 means answer normally
+	faults      fake.Faults
 	beforePut   func()
 }
 
+// Options configure a Server.
+type Options struct {
+	// Addr is where the fake listens (HTTPS); "" is a loopback port chosen
+	// by the system.
+	Addr string
+}
+
 // Start starts a fake with nothing in it.
-func Start() *Server {
+func Start(opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("start Kubernetes fake: %w", err)
+	}
 	s := &Server{
 		secrets:     map[string]*corev1.Secret{},
 		deployments: map[string]*appsv1.Deployment{},
 		stuck:       map[string]bool{},
 		denied:      map[string]bool{},
 		calls:       map[string]int{},
-		faults:      map[string][]int{},
 	}
-	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.srv.Listener.Close()
+	s.srv.Listener = ln
+	s.srv.StartTLS()
 	s.URL = s.srv.URL
-	return s
+	return s, nil
 }
 
 // Close stops the server.
@@ -254,16 +273,25 @@ func (s *Server) Deny(verb, resource, ns, name string) {
 	s.denied[verb+" "+resource+" "+id(ns, name)] = true
 }
 
-// FailNth makes the nth next call of method answer status.
-func (s *Server) FailNth(method string, n, status int) {
+// Fail makes call n of method (1-based, counted since Start or ResetCalls;
+// fake.Next: the next call) answer f.Status, and with f.Times the calls
+// after it too, with a metav1.Status of reason InternalError (the message
+// defaults to "injected failure of METHOD"). A fault without an HTTP Status
+// panics.
+func (s *Server) Fail(method string, n int, f fake.Fault) {
+	if f.Status < 400 {
+		panic("k8sfake: a Fault needs an HTTP Status of 400 or more")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.faults[method]
-	for len(f) < n {
-		f = append(f, 0)
-	}
-	f[n-1] = status
-	s.faults[method] = f
+	s.faults.Add(method, n, s.calls[method], f)
+}
+
+// ClearFaults removes every pending fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults.Clear()
 }
 
 // Calls returns the number of calls of method, or of all methods for "".
@@ -285,7 +313,8 @@ func (s *Server) MutatingCalls() int {
 	return s.Calls(UpdateSecret) + s.Calls(PatchDeployment)
 }
 
-// ResetCalls forgets the calls counted so far.
+// ResetCalls forgets the calls counted so far. Pending faults keep their
+// call numbers, so reset before injecting.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -343,13 +372,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.calls[method]++
-	status := 0
-	if f := s.faults[method]; len(f) > 0 {
-		status, s.faults[method] = f[0], f[1:]
-	}
+	f, failed := s.faults.Take(method, s.calls[method])
 	s.mu.Unlock()
-	if status != 0 {
-		writeStatus(w, status, metav1.StatusReasonInternalError, fmt.Sprintf("injected failure of %s", method), "", name)
+	if failed {
+		msg := f.Message
+		if msg == "" {
+			msg = fmt.Sprintf("injected failure of %s", method)
+		}
+		writeStatus(w, f.Status, metav1.StatusReasonInternalError, msg, "", name)
 		return
 	}
 	verb := map[string]string{GetSecret: "get", UpdateSecret: "update", GetDeployment: "get", PatchDeployment: "patch"}[method]
@@ -426,7 +456,8 @@ func (s *Server) updateSecret(w http.ResponseWriter, r *http.Request, ns, name s
 		return
 	case in.ResourceVersion != "" && in.ResourceVersion != cur.ResourceVersion:
 		writeStatus(w, http.StatusConflict, metav1.StatusReasonConflict,
-			fmt.Sprintf("Operation cannot be fulfilled on secrets %q: the object has been modified; please apply your changes to the latest version and try again", name), "secrets", name)
+			fmt.Sprintf("Operation cannot be fulfilled on secrets %q: the object has been modified; please apply your "+
+				"changes to the latest version and try again", name), "secrets", name)
 		return
 	}
 	next := cur.DeepCopy()
@@ -472,7 +503,8 @@ func (s *Server) getDeployment(w http.ResponseWriter, ns, name string) {
 // the pod template, as kubectl rollout restart does.
 func (s *Server) patchDeployment(w http.ResponseWriter, r *http.Request, ns, name string) {
 	if ct := r.Header.Get("Content-Type"); ct != "application/strategic-merge-patch+json" {
-		writeStatus(w, http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType, "fake supports only strategic merge patches, not "+ct, "deployments", name)
+		writeStatus(w, http.StatusUnsupportedMediaType, metav1.StatusReasonUnsupportedMediaType, "fake supports only strategic merge "+
+			"patches, not "+ct, "deployments", name)
 		return
 	}
 	var p struct {

@@ -1,0 +1,131 @@
+// Package fake holds what the emulator and its sub-fakes (githubfake,
+// k8sfake) share, so that a test steers each of them the same way: the
+// clock they read (Clock, ManualClock) and the failures a test injects
+// (Fault, given to each fake's Fail, and Faults, the schedule a fake keeps).
+//
+// Every fake counts the calls of each method from 1, since it started or
+// since its ResetCalls. Fail(method, n, f) makes call n of method fail with
+// f; n may be Next, the next call, and f.Times may make the calls after it
+// fail too.
+package fake
+
+import (
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// Clock tells a fake the time.
+type Clock interface {
+	Now() time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now().UTC() }
+
+// Wall is the wall clock, in UTC: a fake's clock unless its Options name
+// another.
+var Wall Clock = wallClock{}
+
+// ManualClock is a Clock that moves only when told to. It is safe for
+// concurrent use.
+type ManualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewManualClock returns a ManualClock set to t.
+func NewManualClock(t time.Time) *ManualClock { return &ManualClock{t: t.UTC()} }
+
+// Now returns the clock's time.
+func (c *ManualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *ManualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// Next, as the call number given to a fake's Fail, is the method's next
+// call.
+const Next = 0
+
+// Always, as a Fault's Times, fails every call from the first on, until the
+// fake's ClearFaults: an outage.
+const Always = -1
+
+// Fault is an injected failure: what the failed calls answer, and how many
+// calls in a row fail.
+type Fault struct {
+	// Code is the gRPC code, for the emulator (its REST APIs answer the
+	// HTTP status Google maps the code to).
+	Code codes.Code
+	// Status is the HTTP status, for the HTTP fakes (githubfake, k8sfake).
+	Status int
+	// Message defaults to each fake's own words for an injected failure.
+	Message string
+	// RetryDelay, when set, makes the emulator add a google.rpc.RetryInfo
+	// asking the caller to wait that long before retrying (as quota errors
+	// do).
+	RetryDelay time.Duration
+	// Times is how many calls in a row fail, from the first: 0 means one;
+	// Always means every call until ClearFaults.
+	Times int
+}
+
+// Faults is the schedule of a fake's pending faults, by method. Its zero
+// value is empty. It is not safe for concurrent use: a fake calls it under
+// its own lock.
+type Faults struct {
+	pending map[string][]pending
+}
+
+// pending is a Fault for calls from..from+f.Times-1 of a method.
+type pending struct {
+	from int
+	f    Fault
+}
+
+func (p pending) covers(n int) bool {
+	return n >= p.from && (p.f.Times < 0 || n < p.from+max(p.f.Times, 1))
+}
+
+func (p pending) last(n int) bool { return p.f.Times >= 0 && n == p.from+max(p.f.Times, 1)-1 }
+
+// Add schedules f for call n of method (Next: the call after the calls
+// made so far).
+func (fs *Faults) Add(method string, n, calls int, f Fault) {
+	if n == Next {
+		n = calls + 1
+	}
+	if fs.pending == nil {
+		fs.pending = map[string][]pending{}
+	}
+	fs.pending[method] = append(fs.pending[method], pending{from: n, f: f})
+}
+
+// Take returns the fault scheduled for call n of method, if any, the first
+// added when several cover it, and forgets a fault once its last call has
+// come.
+func (fs *Faults) Take(method string, n int) (Fault, bool) {
+	ps := fs.pending[method]
+	for i, p := range ps {
+		if p.covers(n) {
+			if p.last(n) {
+				fs.pending[method] = append(ps[:i:i], ps[i+1:]...)
+			}
+			return p.f, true
+		}
+	}
+	return Fault{}, false
+}
+
+// Clear forgets every pending fault.
+func (fs *Faults) Clear() { fs.pending = nil }
