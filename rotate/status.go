@@ -26,7 +26,7 @@ const (
 	HoldsUnknown = "unknown"     // a write-only target: not drift, not known
 )
 
-// Named results of Verify; test them with errors.Is.
+// Named results of CheckHealth; test them with errors.Is.
 var (
 	// ErrDrift: a target does not hold the slot's current key.
 	ErrDrift = errors.New("drift: a target does not hold the current key")
@@ -316,7 +316,7 @@ const (
 	CheckSkipped = "skipped"
 )
 
-// VerifyCheck is one check of Verify.
+// VerifyCheck is one check of CheckHealth.
 type VerifyCheck struct {
 	Check   string `json:"check"`   // key, secret, target, rotation, old key
 	Subject string `json:"subject"` // what was checked: a key or target name
@@ -334,7 +334,7 @@ type VerifyCheck struct {
 	Then Next `json:"-"`
 }
 
-// VerifyReport is the outcome of Verify for one slot.
+// VerifyReport is the outcome of CheckHealth for one slot.
 type VerifyReport struct {
 	Slot    string        `json:"slot"`
 	Healthy bool          `json:"healthy"`
@@ -379,7 +379,7 @@ func (v *VerifyReport) add(c VerifyCheck) {
 	}
 }
 
-// Verify is a health check of a slot for a scheduled job: it probes the
+// CheckHealth is a health check of a slot for a scheduled job: it probes the
 // current key live (unless the slot's verify is none) and reads back the
 // secret and every target, comparing fingerprints with the current key.
 // It only reads, and makes one probe.
@@ -388,7 +388,7 @@ func (v *VerifyReport) add(c VerifyCheck) {
 // Err says what is wrong); the error is for slots that could not be checked
 // (configuration, permissions, the API). A current key that is deleted or
 // unknown to the API is a failed check, not an error.
-func (r *Rotator) Verify(ctx context.Context, slot *Slot) (*VerifyReport, error) {
+func (r *Rotator) CheckHealth(ctx context.Context, slot *Slot) (*VerifyReport, error) {
 	v := &VerifyReport{Slot: slot.Name, Healthy: true, Checks: []VerifyCheck{}}
 	st, pre, err := r.status(ctx, slot)
 	if errors.Is(err, ErrKeyNotFound) {

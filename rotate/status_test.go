@@ -39,9 +39,9 @@ func (w *world) status() *rotate.SlotStatus {
 func (w *world) verify() *rotate.VerifyReport {
 	w.t.Helper()
 	w.srv.ResetCalls()
-	v, err := w.r.Verify(context.Background(), w.slot)
+	v, err := w.r.CheckHealth(context.Background(), w.slot)
 	if err != nil {
-		w.t.Fatalf("Verify: %v", err)
+		w.t.Fatalf("CheckHealth: %v", err)
 	}
 	w.readOnly("Verify", v, v.Err(), errhint.Of(v.Err()))
 	return v

@@ -53,7 +53,7 @@ func TestWriteOnlyTarget(t *testing.T) {
 	if s.writes != 1 || s.held.Fingerprint() != res.NewKey.Fingerprint || !s.confirmed.Equal(s.held) {
 		t.Errorf("sink: %d writes, holds %s, confirmed %s; want 1 write of %s, confirmed", s.writes, s.held, s.confirmed, res.NewKey.Fingerprint)
 	}
-	v, err := w.r.Verify(ctx, w.slot)
+	v, err := w.r.CheckHealth(ctx, w.slot)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,9 +71,10 @@ var (
 
 // ExecOptions are the optional settings of an Exec.
 type ExecOptions struct {
-	// Verify is the argv of a command that checks the key on its stdin:
-	// exit status 0 means the place holds the key. Nil: trust the write.
-	Verify []string
+	// ReadBack is the argv of a command that checks the key on its stdin
+	// (the config's verify:): exit status 0 means the place holds the
+	// key. Nil: trust the write.
+	ReadBack []string
 	// Timeout bounds each run of a command; 0 means DefaultExecTimeout.
 	Timeout time.Duration
 	// Env names variables of keyrotate's environment that the commands
@@ -98,8 +99,8 @@ func NewExec(command []string, opts ExecOptions) *Exec {
 		showOutput: opts.ShowOutput,
 		log:        opts.Log,
 	}
-	if opts.Verify != nil {
-		t.verify = append([]string(nil), opts.Verify...)
+	if opts.ReadBack != nil {
+		t.verify = append([]string(nil), opts.ReadBack...)
 	}
 	if t.timeout <= 0 {
 		t.timeout = DefaultExecTimeout

@@ -235,7 +235,7 @@ func TestExecConfirm(t *testing.T) {
 	put := script(t, dir, "put", `cat > "$STORE"`+"\n")
 	check := script(t, dir, "check", `cmp -s - "$STORE" || { echo "the store holds another key" >&2; exit 1; }`+"\n")
 	log, logs := logBuffer()
-	x := NewExec([]string{put}, ExecOptions{Verify: []string{check}, Env: []string{"STORE"}, ShowOutput: true, Log: log})
+	x := NewExec([]string{put}, ExecOptions{ReadBack: []string{check}, Env: []string{"STORE"}, ShowOutput: true, Log: log})
 	ctx := context.Background()
 	if _, err := x.Read(ctx); !errors.Is(err, rotate.ErrUnreadable) {
 		t.Fatalf("Read = %v, want ErrUnreadable", err)
@@ -287,7 +287,7 @@ func TestExecReadPreflight(t *testing.T) {
 		{"no command", nil, nil, "no command", "command:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x := NewExec(tc.command, ExecOptions{Verify: tc.verify})
+			x := NewExec(tc.command, ExecOptions{ReadBack: tc.verify})
 			_, err := x.Read(context.Background())
 			checkErr(t, err, rotate.ErrInvalidTarget)
 			if errors.Is(err, rotate.ErrUnreadable) {
@@ -302,7 +302,7 @@ func TestExecReadPreflight(t *testing.T) {
 		})
 	}
 	// A bare name found on PATH passes.
-	x := NewExec([]string{"ok"}, ExecOptions{Verify: []string{ok}})
+	x := NewExec([]string{"ok"}, ExecOptions{ReadBack: []string{ok}})
 	if _, err := x.Read(context.Background()); !errors.Is(err, rotate.ErrUnreadable) {
 		t.Errorf("Read of a command on PATH = %v, want ErrUnreadable", err)
 	}

@@ -1,5 +1,9 @@
-// Package verify proves that an API key works against the live Gemini API
-// and explains why it does not.
+// Package verify is the live verification of API keys: it proves that a key
+// works against the live Gemini API, and when it does not, classifies
+// Google's answer into a cause (ProbeError, Cause). That is all "verify"
+// means here; the diagnosis of a key that does not work (its source,
+// junk in the value, its metadata) is internal/doctor, which uses this
+// package's probe and causes.
 //
 // The probe exercises what applications call: by default
 // POST /v1beta/models/{model}:countTokens, which runs on the generation path
@@ -325,7 +329,8 @@ func (e *ProbeError) Hint() string {
 	case CauseClientBlocked:
 		return "the key's referrer, IP or app restrictions exclude this caller"
 	case CauseModelNotFound:
-		return "the Gemini API does not serve the probe's model for this call (retired, misspelled, or not a generation model): name a current model for the probe (the API's model list shows them)"
+		return "the Gemini API does not serve the probe's model for this call (retired, misspelled, or not a generation model): " +
+			"name a current model for the probe (the API's model list shows them)"
 	case CauseThrottled:
 		return "the key works but is rate limited; retry later"
 	case CauseServer, CauseNetwork:

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/doctor"
 	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/inputfile"
 	"github.com/keyrotate/keyrotate/verify"
@@ -47,7 +48,8 @@ func doctorCommand() *cli.Command {
 			&cli.StringFlag{Name: "dotenv", Usage: "read the key from the .env `FILE` (the variable as for --env) and compare it with the environment"},
 			&cli.BoolFlag{Name: "stdin", Usage: "read the key from the first line of standard input"},
 			&cli.StringFlag{Name: "project", Usage: "the `PROJECT` (id or number) the key should belong to"},
-			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe, Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
+			&cli.StringFlag{Name: "probe", Value: config.DefaultProbe,
+				Usage: "the live call: `CALL` countTokens (free), generateContent (billed, one token) or listModels (does not exercise generation)"},
 			&cli.StringFlag{Name: "model", Usage: "the `MODEL` countTokens and generateContent name (default: " + verify.DefaultProbeModel + ")"},
 		},
 		Action: func(c *cli.Context) error {
@@ -63,7 +65,7 @@ func doctorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			in := verify.Input{Env: doctorLookupEnv, Var: c.String("env")}
+			in := doctor.Input{Env: doctorLookupEnv, Var: c.String("env")}
 			switch {
 			case c.Bool("stdin"):
 				v, err := readKeyLine(c.App.Reader)
@@ -118,10 +120,10 @@ func probeFlags(c *cli.Context) (*verify.Gemini, error) {
 	return &verify.Gemini{BaseURL: verify.DefaultBaseURL, Method: verify.ProbeMethod(probe), Model: model}, nil
 }
 
-func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *verify.Gemini) error {
+func runDoctor(c *cli.Context, h hosts, in doctor.Input, project string, probe *verify.Gemini) error {
 	ctx, cancel := context.WithDeadline(c.Context, budgetOf(c).work)
 	defer cancel()
-	d := &verify.Doctor{Project: project, Probe: probe}
+	d := &doctor.Doctor{Project: project, Probe: probe}
 	if h.gemini != "" {
 		d.Probe.BaseURL = "http://" + h.gemini
 	}
@@ -140,18 +142,18 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 	// A check that could not run because an emulator address refused
 	// the connection names the variable to fix.
 	for _, f := range rep.Findings {
-		if f.Status != verify.StatusSkip {
+		if f.Status != doctor.StatusSkip {
 			continue
 		}
 		if eh := h.emulatorDownHint(errors.New(f.Message)); eh != "" {
-			adviseFinding(rep, f.ID, eh)
+			rep.Advise(f.ID, eh)
 		}
 	}
 	p := newPrinter(c)
 	if p.json {
 		if err := p.jsonDoc(struct {
 			Command string `json:"command"`
-			*verify.Report
+			*doctor.Report
 		}{"doctor", rep}); err != nil {
 			return err
 		}
@@ -171,41 +173,67 @@ func runDoctor(c *cli.Context, h hosts, in verify.Input, project string, probe *
 	return errhint.With(fmt.Errorf("doctor found a problem (%s): %s", rep.Summary.Cause, rep.Summary.Message), next)
 }
 
-// leakedNext is the command that takes a key reported as leaked out of
-// service: verify states the facts, the CLI names its own command.
-const leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked"
+// The keyrotate commands that fix doctor's findings: the doctor states the
+// facts (a finding's Remedy, the probe's cause), the CLI names its own
+// commands.
+const (
+	// A key Google suspended or reported as leaked.
+	suspendedNext = "rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); " +
+		"then find where it leaked"
+	leakedNext = "replace it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); " +
+		"then find where it leaked"
+	// A standard key, from its shape (migrateNext) or its metadata
+	// (migrateKeyNext).
+	migrateNext    = "migrate to an auth key: set service_account on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`"
+	migrateKeyNext = "migrate to an auth key: set service_account (a service account of the key's project) on the slot in keyrotate.yaml and run " +
+		"`keyrotate rotate --slot SLOT`; the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
+)
 
 // adviseDoctor puts the keyrotate command that fixes a finding into its
 // fix and into the summary's next step.
-func adviseDoctor(rep *verify.Report) {
-	if rep.ProbeError == nil || !rep.ProbeError.Leaked() {
-		return
-	}
-	adviseFinding(rep, verify.FindProbe, leakedNext)
-}
-
-// adviseFinding sets the fix of finding id, and the summary's next step
-// where that finding is the cause or decided that the checks are
-// incomplete.
-func adviseFinding(rep *verify.Report, id, fix string) {
-	for i, f := range rep.Findings {
-		if f.ID == id {
-			rep.Findings[i].Fix = fix
+func adviseDoctor(rep *doctor.Report) {
+	for _, f := range rep.Findings {
+		if fix := remedyFix(f); fix != "" {
+			rep.Advise(f.ID, fix)
 		}
 	}
-	if rep.Summary.Cause == id || rep.Incomplete && id == verify.FindProbe {
-		rep.Summary.Next = fix
+	if pe := rep.ProbeError; pe != nil {
+		switch pe.Cause {
+		case verify.CauseSuspended:
+			rep.Advise(doctor.FindProbe, suspendedNext)
+		case verify.CauseLeaked:
+			rep.Advise(doctor.FindProbe, leakedNext)
+		}
 	}
 }
 
-var statusMarks = map[verify.Status]string{
-	verify.StatusOK:   "ok  ",
-	verify.StatusWarn: "WARN",
-	verify.StatusFail: "FAIL",
-	verify.StatusSkip: "skip",
+// remedyFix words the remedy of f with keyrotate's commands, "" when f has
+// none.
+func remedyFix(f doctor.Finding) string {
+	switch f.Remedy.Kind {
+	case doctor.RemedyRotate:
+		return f.Fix + ", or rotate: `keyrotate rotate --slot SLOT`"
+	case doctor.RemedyMigrate:
+		if f.Remedy.KeyRead {
+			return migrateKeyNext
+		}
+		return migrateNext
+	case doctor.RemedyStdin:
+		return f.Fix + ", for example `keyrotate doctor --stdin < key.txt`"
+	case doctor.RemedyCheckVar:
+		return f.Fix + ", or check the key the SDKs use: `keyrotate doctor --env " + f.Remedy.Var + "`"
+	}
+	return ""
 }
 
-func printDoctor(w io.Writer, r *verify.Report) {
+var statusMarks = map[doctor.Status]string{
+	doctor.StatusOK:   "ok  ",
+	doctor.StatusWarn: "WARN",
+	doctor.StatusFail: "FAIL",
+	doctor.StatusSkip: "skip",
+}
+
+func printDoctor(w io.Writer, r *doctor.Report) {
 	head := "doctor: " + r.Source.String()
 	if r.Fingerprint != "" {
 		head += ", " + r.Fingerprint
@@ -216,7 +244,7 @@ func printDoctor(w io.Writer, r *verify.Report) {
 	fmt.Fprintln(w, head)
 	for _, f := range r.Findings {
 		fmt.Fprintf(w, "  %s  %-19s %s\n", statusMarks[f.Status], f.ID, f.Message)
-		if f.Fix != "" && f.Status != verify.StatusOK {
+		if f.Fix != "" && f.Status != doctor.StatusOK {
 			fmt.Fprintf(w, "        %-19s fix: %s\n", "", f.Fix)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/doctor"
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
@@ -286,4 +287,40 @@ func TestDoctorHelp(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareGolden(t, filepath.Join(origDir, "testdata", "doctor", "help.txt"), out.String())
+}
+
+// TestDoctorRemedyWords: the CLI words each remedy the doctor library
+// returns with its own command, after the library's words where the
+// command is an alternative.
+func TestDoctorRemedyWords(t *testing.T) {
+	cases := []struct {
+		name string
+		f    doctor.Finding
+		want string
+	}{
+		{"rotate", doctor.Finding{Fix: "put the current key into the variable", Remedy: doctor.Remedy{Kind: doctor.RemedyRotate}},
+			"put the current key into the variable, or rotate: `keyrotate rotate --slot SLOT`"},
+		{"migrate by shape", doctor.Finding{Fix: "x", Remedy: doctor.Remedy{Kind: doctor.RemedyMigrate}}, migrateNext},
+		{"migrate by metadata", doctor.Finding{Fix: "x", Remedy: doctor.Remedy{Kind: doctor.RemedyMigrate, KeyRead: true}}, migrateKeyNext},
+		{"stdin", doctor.Finding{Fix: "pipe the key in from where it is stored", Remedy: doctor.Remedy{Kind: doctor.RemedyStdin}},
+			"pipe the key in from where it is stored, for example `keyrotate doctor --stdin < key.txt`"},
+		{"check var", doctor.Finding{Fix: "unset GOOGLE_API_KEY (or give it the same key)", Remedy: doctor.Remedy{Kind: doctor.RemedyCheckVar, Var: "GOOGLE_API_KEY"}},
+			"unset GOOGLE_API_KEY (or give it the same key), or check the key the SDKs use: `keyrotate doctor --env GOOGLE_API_KEY`"},
+		{"none", doctor.Finding{Fix: "retry later"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := remedyFix(tc.f); got != tc.want {
+				t.Errorf("remedyFix(%+v) = %q, want %q", tc.f, got, tc.want)
+			}
+		})
+	}
+	// The next step follows the advice given for the finding it names.
+	rep := &doctor.Report{Findings: []doctor.Finding{{ID: doctor.FindSource, Status: doctor.StatusFail, Fix: "pipe the key in from where it is stored",
+		Remedy: doctor.Remedy{Kind: doctor.RemedyStdin}}},
+		Summary: doctor.Summary{Cause: doctor.FindSource, Next: "pipe the key in from where it is stored", NextOf: doctor.FindSource}}
+	adviseDoctor(rep)
+	if want := "pipe the key in from where it is stored, for example `keyrotate doctor --stdin < key.txt`"; rep.Summary.Next != want || rep.Findings[0].Fix != want {
+		t.Errorf("after adviseDoctor: fix %q, next %q, want both %q", rep.Findings[0].Fix, rep.Summary.Next, want)
+	}
 }

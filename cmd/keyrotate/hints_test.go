@@ -105,9 +105,7 @@ func TestNextHints(t *testing.T) {
 // noCommandTextPending lists the files below cmd/ that still name
 // keyrotate commands, each with the reason; the list only shrinks.
 var noCommandTextPending = map[string]string{
-	"verify/doctor_remote.go": "doctor's fixes: moving with doctor (issue 13, H4)",
-	"verify/doctor_value.go":  "doctor's fixes: moving with doctor (issue 13, H4)",
-	"verify/gemini.go":        "ProbeError.Hint for a suspended key, also composed into rotate's hints and doctor's fixes",
+	"verify/gemini.go": "ProbeError.Hint for a suspended key, also composed into rotate's hints and doctor's fixes",
 }
 
 // TestNoCommandTextBelowCmd: the library states facts and the CLI names

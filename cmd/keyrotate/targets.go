@@ -35,7 +35,7 @@ func localTarget(t config.Target) rotate.Target {
 		return c
 	case config.TargetExec:
 		// Log nil: the runs go to slog.Default().
-		return targets.NewExec(t.Command, targets.ExecOptions{Verify: t.Verify, Timeout: t.ExecTimeout(),
+		return targets.NewExec(t.Command, targets.ExecOptions{ReadBack: t.ReadBack, Timeout: t.ExecTimeout(),
 			Env: t.Env, ShowOutput: t.ShowOutput})
 	}
 	return nil

@@ -37,7 +37,7 @@ type verifyOutput struct {
 
 func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 	return runPerSlot(c, h, cfgPath, slots, "verify", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.VerifyReport, error) {
-		v, err := r.Verify(j.ctx, s)
+		v, err := r.CheckHealth(j.ctx, s)
 		if err == nil {
 			nameFixes(v)
 			err = v.Err()

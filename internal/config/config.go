@@ -152,7 +152,7 @@ type Target struct {
 	Services   []string  `yaml:"services,omitempty"`    // compose: the services whose environment holds Var
 	Reload     bool      `yaml:"reload,omitempty"`      // compose: recreate the services after a write (docker compose up -d --wait)
 	Command    []string  `yaml:"command,omitempty"`     // exec: argv of the command that takes the key on stdin
-	Verify     []string  `yaml:"verify,omitempty"`      // exec: argv of a command that checks the key on stdin
+	ReadBack   []string  `yaml:"verify,omitempty"`      // exec: argv of a command that checks the key on stdin (the target's read-back)
 	Timeout    *Duration `yaml:"timeout,omitempty"`     // exec: how long each command may run
 	Env        []string  `yaml:"env,omitempty"`         // exec: variables of keyrotate's environment the commands get (besides PATH, HOME, locale, TZ)
 	ShowOutput bool      `yaml:"show_output,omitempty"` // exec: show the commands' redacted output in errors and debug logs

@@ -39,7 +39,7 @@ func (p *parser) execTarget(f map[string]field, s *Slot, t *Target, where string
 		t.Command = p.argv(fc, execCommandExample)
 	}
 	if fv, ok := f["verify"]; ok && !isNull(fv.val) {
-		t.Verify = p.argv(fv, `verify: ["/usr/local/bin/check-key", "--key-from-stdin"]`)
+		t.ReadBack = p.argv(fv, `verify: ["/usr/local/bin/check-key", "--key-from-stdin"]`)
 	}
 	if x, ok := p.duration(f, "timeout"); ok {
 		fd := f["timeout"]

@@ -22,7 +22,7 @@ func TestExecTargetGood(t *testing.T) {
 			Target{Type: TargetExec, Command: []string{"/usr/local/bin/reload", "--key-from-stdin"}, Line: 7}},
 		{"block list, verify and timeout", "/srv/keyrotate.yaml",
 			"        command:\n          - scripts/reload\n          - 3\n        verify: [check-key]\n        timeout: 2m\n",
-			Target{Type: TargetExec, Command: []string{"/srv/scripts/reload", "3"}, Verify: []string{"check-key"}, Timeout: ptr(Duration(2 * time.Minute)), Line: 7}},
+			Target{Type: TargetExec, Command: []string{"/srv/scripts/reload", "3"}, ReadBack: []string{"check-key"}, Timeout: ptr(Duration(2 * time.Minute)), Line: 7}},
 		{"relative path keeps a slash", "keyrotate.yaml", "        command: [./reload]\n",
 			Target{Type: TargetExec, Command: []string{"./reload"}, Line: 7}},
 		{"shell on purpose", "keyrotate.yaml", `        command: ["/bin/sh", "-c", "cat > /run/app/key && systemctl reload app"]` + "\n",

@@ -1,4 +1,4 @@
-package verify
+package doctor
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 const (
@@ -28,8 +29,13 @@ const (
 	undeleteWindow = 30 * 24 * time.Hour
 	timeLayout     = "2006-01-02 15:04 UTC"
 
-	migrateFix = "migrate to an auth key: set service_account (a service account of the key's project) on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`; the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
-	viewerFix  = "grant the caller roles/serviceusage.apiKeysViewer (apikeys.keys.lookup, apikeys.keys.get) on the key's project"
+	migrateFix = "migrate to an auth key: set service_account (a service account of the key's project) on the slot and rotate it; " +
+		"the org policy iam.managed.disableServiceAccountApiKeyCreation must allow bound keys"
+	leakedFix = "replace it with a new key in every place that uses it and delete it, then find where it leaked"
+	// addGeminiTarget fixes API restrictions that exclude the Gemini API.
+	addGeminiTarget = "add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions " +
+		"(Cloud console → APIs & Services → Credentials → the key)"
+	viewerFix = "grant the caller roles/serviceusage.apiKeysViewer (apikeys.keys.lookup, apikeys.keys.get) on the key's project"
 )
 
 // remote asks Google about the cleaned value: the API Keys API for the key's
@@ -43,7 +49,8 @@ func (c *checkup) remote(ctx context.Context) {
 			reason = c.scrub(firstLine(c.d.KeysErr.Error()))
 		}
 		c.add(FindCredentials, StatusSkip, "key lookup skipped (project, deletion, restrictions, binding): "+reason,
-			"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job) for a caller with roles/serviceusage.apiKeysViewer on the key's project, then run doctor again")
+			"set up Application Default Credentials (`gcloud auth application-default login`, or a service account in the job) "+
+				"for a caller with roles/serviceusage.apiKeysViewer on the key's project, then run doctor again")
 	} else {
 		meta = c.lookup(ctx, key)
 	}
@@ -54,7 +61,7 @@ func (c *checkup) remote(ctx context.Context) {
 		probeErr = c.d.Probe.Probe(ctx, key)
 		probed = true
 	}
-	var pe *ProbeError
+	var pe *verify.ProbeError
 	if errors.As(probeErr, &pe) {
 		pe.Message = c.scrub(pe.Message)
 		c.r.ProbeError = pe
@@ -99,7 +106,8 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 	project := strings.TrimSuffix(resp.GetParent(), "/locations/global")
 	c.r.Project = project
 	if resp.GetName() == "" {
-		c.add(FindLookup, StatusFail, fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
+		c.add(FindLookup, StatusFail,
+			fmt.Sprintf("%sthe key belonged to %s but was deleted more than 30 days ago and purged: it cannot be undeleted", c.after, project),
 			c.currentKeyFix()+", or create a new one")
 		return nil
 	}
@@ -174,7 +182,6 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 	if r == nil {
 		r = &apikeys.V2Restrictions{}
 	}
-	addTarget := "add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)"
 	var services []string
 	var gemini *apikeys.V2ApiTarget
 	companion := false
@@ -197,9 +204,10 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 	case gemini == nil:
 		msg := "the key's API restrictions allow only " + strings.Join(services, ", ") + ", not the Gemini API (generativelanguage.googleapis.com)"
 		if companion {
-			msg += "; cloudaicompanion.googleapis.com is \"Gemini for Google Cloud\" (Gemini Code Assist, the Cloud console assistant), a different API from the Gemini API"
+			msg += "; cloudaicompanion.googleapis.com is \"Gemini for Google Cloud\" (Gemini Code Assist, the Cloud console assistant), " +
+				"a different API from the Gemini API"
 		}
-		c.add(FindAPITargets, StatusFail, msg, addTarget)
+		c.add(FindAPITargets, StatusFail, msg, addGeminiTarget)
 	case len(gemini.Methods) > 0:
 		c.add(FindAPITargets, StatusWarn, "the key may call only these Gemini API methods: "+strings.Join(gemini.Methods, ", "),
 			"make sure every method your program calls is listed, or allow all methods of generativelanguage.googleapis.com")
@@ -238,25 +246,26 @@ func (c *checkup) restrictions(k *apikeys.V2Key) {
 
 // binding reports whether the key is bound to a service account: an auth
 // key, the only kind the Gemini API accepts since September 2026.
-func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *ProbeError) {
+func (c *checkup) binding(k *apikeys.V2Key, probed bool, pe *verify.ProbeError) {
 	if sa := k.ServiceAccountEmail; sa != "" {
 		c.r.ServiceAccount = sa
 		c.add(FindBinding, StatusOK, "bound to service account "+sa+" (an auth key)", "")
 		return
 	}
 	msg := "not bound to a service account: a standard key, which the Gemini API rejects since September 2026"
+	migrate := Remedy{Kind: RemedyMigrate, KeyRead: true}
 	switch {
-	case pe != nil && pe.Cause == CauseStandardKeyRejected:
-		c.add(FindBinding, StatusFail, msg, migrateFix)
+	case pe != nil && pe.Cause == verify.CauseStandardKeyRejected:
+		c.addRemedy(FindBinding, StatusFail, msg, migrateFix, migrate)
 	case probed && pe == nil:
-		c.add(FindBinding, StatusWarn, msg+" (it still answered here)", migrateFix)
+		c.addRemedy(FindBinding, StatusWarn, msg+" (it still answered here)", migrateFix, migrate)
 	default:
-		c.add(FindBinding, StatusWarn, msg, migrateFix)
+		c.addRemedy(FindBinding, StatusWarn, msg, migrateFix, migrate)
 	}
 }
 
 // probe reports the live call's outcome with its exact classification.
-func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
+func (c *checkup) probe(err error, pe *verify.ProbeError, meta *apikeys.V2Key) {
 	if err == nil {
 		c.add(FindProbe, StatusOK, c.after+"the Gemini API accepts the key ("+c.d.Probe.Describe()+")", "")
 		return
@@ -267,13 +276,14 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 	}
 	answer := fmt.Sprintf("the Gemini API answers %d %s", pe.HTTPStatus, firstNonEmpty(pe.Reason, pe.Status, pe.Cause.String()))
 	project := strings.TrimPrefix(c.r.Project, "projects/")
-	add := func(st Status, what, fix string) {
-		c.add(FindProbe, st, c.after+answer+": "+what, fix)
+	addRemedy := func(st Status, what, fix string, rem Remedy) {
+		c.addRemedy(FindProbe, st, c.after+answer+": "+what, fix, rem)
 	}
+	add := func(st Status, what, fix string) { addRemedy(st, what, fix, Remedy{}) }
 	switch pe.Cause {
-	case CauseInvalid:
+	case verify.CauseInvalid:
 		what := "the key is invalid, deleted or expired"
-		fix := c.currentKeyFix() + ", or rotate: `keyrotate rotate --slot SLOT`"
+		fix, rem := c.currentKeyFix(), Remedy{Kind: RemedyRotate}
 		switch {
 		case meta != nil && meta.DeleteTime != "":
 			what = "the key is deleted"
@@ -282,15 +292,15 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 			if t, err := time.Parse(time.RFC3339Nano, meta.CreateTime); err == nil {
 				what += " (created " + t.UTC().Format(timeLayout) + ")"
 			}
-			fix = "wait up to 10 minutes after creating a key, then run doctor again"
+			fix, rem = "wait up to 10 minutes after creating a key, then run doctor again", Remedy{}
 		}
-		add(StatusFail, what, fix)
-	case CauseStandardKeyRejected:
-		add(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix)
-	case CauseServiceBlocked:
-		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)",
-			"add generativelanguage.googleapis.com (\"Generative Language API\") to the key's API restrictions (Cloud console → APIs & Services → Credentials → the key)")
-	case CauseServiceDisabled:
+		addRemedy(StatusFail, what, fix, rem)
+	case verify.CauseStandardKeyRejected:
+		addRemedy(StatusFail, "the Gemini API no longer accepts standard keys (not bound to a service account)", migrateFix,
+			Remedy{Kind: RemedyMigrate, KeyRead: true})
+	case verify.CauseServiceBlocked:
+		add(StatusFail, "the key's API restrictions exclude the Gemini API (generativelanguage.googleapis.com)", addGeminiTarget)
+	case verify.CauseServiceDisabled:
 		fix := "enable the Generative Language API in the key's project"
 		if project != "" {
 			fix += ": `gcloud services enable generativelanguage.googleapis.com --project=" + project + "`"
@@ -303,30 +313,31 @@ func (c *checkup) probe(err error, pe *ProbeError, meta *apikeys.V2Key) {
 			where = "project " + project
 		}
 		add(StatusFail, "the Generative Language API is not enabled in "+where, fix)
-	case CauseSuspended:
-		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)",
-			"rotate it now: `keyrotate rotate --leaked < key.txt` (reads the key on stdin, replaces it in every target and deletes it); then find where it leaked")
-	case CauseLeaked:
+	case verify.CauseSuspended:
+		// The caller may know a command that does this (Report.ProbeError
+		// has the cause).
+		add(StatusFail, "Google suspended the key, typically because it was found leaked (for example in a public repository or app)", leakedFix)
+	case verify.CauseLeaked:
 		// No ErrorInfo here: Google's message is the whole answer.
-		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it",
-			"replace it with a new key in every place that uses it and delete it, then find where it leaked")
-	case CauseClientBlocked:
+		add(StatusFail, "Google reported the key as leaked (found exposed, for example in a public repository, app or log) and blocks it", leakedFix)
+	case verify.CauseClientBlocked:
 		add(StatusWarn, "the key's application restrictions reject this caller; callers that match them may still succeed",
 			"run doctor where the program runs, or widen the key's application restrictions")
-	case CauseThrottled:
+	case verify.CauseThrottled:
 		add(StatusWarn, "the key is valid but rate limited", "wait and retry, or raise the project's Gemini API quota")
-	case CauseServer, CauseNetwork:
+	case verify.CauseServer, verify.CauseNetwork:
 		c.add(FindProbe, StatusSkip, "live probe not finished: "+c.scrub(firstLine(pe.Error())), "retry later")
-	case CauseModelNotFound:
+	case verify.CauseModelNotFound:
 		// Says nothing about the key: the probe's model is not served.
-		c.add(FindProbe, StatusSkip, "live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
+		c.add(FindProbe, StatusSkip,
+			"live probe not finished: the Gemini API does not serve "+c.d.Probe.Describe()+" (the model is retired, misspelled, or not a generation model)",
 			"name a current model with --model (GET /v1beta/models lists them)")
 	default:
 		what := "the key was refused"
 		if pe.Message != "" {
 			what += " (" + c.scrub(firstLine(pe.Message)) + ")"
 		}
-		add(StatusFail, what, c.currentKeyFix()+", or rotate: `keyrotate rotate --slot SLOT`")
+		addRemedy(StatusFail, what, c.currentKeyFix(), Remedy{Kind: RemedyRotate})
 	}
 }
 

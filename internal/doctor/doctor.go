@@ -1,15 +1,21 @@
-package verify
-
-// The doctor: the checklist people work through by hand when Gemini answers
-// "API key not valid" — is the variable set and under which name, does it
-// carry junk, is it a key at all, which key and project is it, was it
-// deleted, do its restrictions and binding allow Gemini, and what does the
-// API itself say — run as code. Every check is a Finding; the Report names
-// the most likely cause and what to do next.
+// Package doctor finds out why an API key does not work: the checklist
+// people work through by hand when Gemini answers "API key not valid" — is
+// the variable set and under which name, does it carry junk, is it a key at
+// all, which key and project is it, was it deleted, do its restrictions and
+// binding allow Gemini, and what does the API itself say — run as code.
+// Every check is a Finding; the Report names the most likely cause and what
+// to do next. The live probe, the one check that decides health, is package
+// verify's.
+//
+// Fixes are in words that name no keyrotate command (only the doctor's own
+// inputs: --env, --dotenv, --project, --model); where keyrotate has a
+// command for the fix, the finding carries a typed Remedy for cmd/keyrotate
+// to word (Report.Advise).
 //
 // Nothing here prints key material: findings name characters by code point
 // and position, keys by fingerprint, and every message that comes from an
 // API is scrubbed of the strings under test.
+package doctor
 
 import (
 	"context"
@@ -19,6 +25,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/secret"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // Status is the outcome of one check.
@@ -73,7 +80,42 @@ type Finding struct {
 	ID      string `json:"id"`
 	Status  Status `json:"status"`
 	Message string `json:"message"`
-	Fix     string `json:"fix,omitempty"`
+	// Fix says what to do, in the library's words, which name no command
+	// of the program that runs the doctor.
+	Fix string `json:"fix,omitempty"`
+	// Remedy, when its Kind is set, is a fix that the calling program can
+	// offer with its own commands; it words it and puts it in Fix with
+	// Report.Advise.
+	Remedy Remedy `json:"-"`
+}
+
+// RemedyKind is a fix that uses the calling program's own commands.
+type RemedyKind int
+
+// The remedies. Finding.Fix says the same without the command, except
+// where noted.
+const (
+	RemedyNone RemedyKind = iota
+	// RemedyRotate: rotating the slot that holds the key also fixes the
+	// finding; an alternative to Fix.
+	RemedyRotate
+	// RemedyMigrate: a standard key; bind new keys to a service account
+	// (service_account on the slot) and rotate. Remedy.KeyRead says that
+	// the key's metadata was read, so that the advice can name the
+	// service account's project and the org policy.
+	RemedyMigrate
+	// RemedyStdin: pipe the key into the doctor on standard input.
+	RemedyStdin
+	// RemedyCheckVar: run the doctor on the variable Remedy.Var, the one
+	// the SDKs use; an alternative to Fix.
+	RemedyCheckVar
+)
+
+// Remedy is a fix as a kind and the facts its words need.
+type Remedy struct {
+	Kind    RemedyKind
+	Var     string // RemedyCheckVar: the variable to check
+	KeyRead bool   // RemedyMigrate: the key's metadata was read
 }
 
 // Summary names the most likely cause and the next step.
@@ -83,6 +125,9 @@ type Summary struct {
 	Cause   string `json:"cause,omitempty"`
 	Message string `json:"message"`
 	Next    string `json:"next,omitempty"`
+	// NextOf is the ID of the finding whose fix Next is, "" when Next is
+	// the summary's own.
+	NextOf string `json:"-"`
 }
 
 // Source says where the value came from.
@@ -138,7 +183,21 @@ type Report struct {
 	// probe passed or did not run), for callers that add their own advice
 	// to a cause (errors.Is(r.ProbeError, ErrLeaked)). Its message is
 	// scrubbed like the findings.
-	ProbeError *ProbeError `json:"-"`
+	ProbeError *verify.ProbeError `json:"-"`
+}
+
+// Advise replaces the fix of finding id with fix, in the summary's next
+// step too where that is the finding's fix: for a caller that words a
+// Remedy, or knows better advice for a finding.
+func (r *Report) Advise(id, fix string) {
+	for i, f := range r.Findings {
+		if f.ID == id {
+			r.Findings[i].Fix = fix
+		}
+	}
+	if r.Summary.NextOf == id {
+		r.Summary.Next = fix
+	}
 }
 
 // Finding returns the finding with this ID, if any.
@@ -184,7 +243,7 @@ type Doctor struct {
 	Lookup  *apikeysapi.Client
 	KeysErr error
 	// Probe calls the Gemini API with the key. Nil skips the live probe.
-	Probe *Gemini
+	Probe *verify.Gemini
 	// Project, when set, is the project (id or number) the key should
 	// belong to.
 	Project string
@@ -222,6 +281,12 @@ type checkup struct {
 
 func (c *checkup) add(id string, st Status, msg, fix string) {
 	c.r.Findings = append(c.r.Findings, Finding{ID: id, Status: st, Message: msg, Fix: fix})
+}
+
+// addRemedy adds a finding whose fix the caller may word with its own
+// commands; fix is the library's words for it.
+func (c *checkup) addRemedy(id string, st Status, msg, fix string, rem Remedy) {
+	c.r.Findings = append(c.r.Findings, Finding{ID: id, Status: st, Message: msg, Fix: fix, Remedy: rem})
 }
 
 // scrub replaces the strings under test with their fingerprints, in any text
@@ -285,7 +350,7 @@ func (c *checkup) summarize() {
 		for _, id := range causeOrder {
 			for _, f := range r.Findings {
 				if f.ID == id && f.Status == StatusFail {
-					r.Summary = Summary{Cause: f.ID, Message: f.Message, Next: f.Fix}
+					r.Summary = Summary{Cause: f.ID, Message: f.Message, Next: f.Fix, NextOf: f.ID}
 					if n := c.count(StatusFail) - 1; n > 0 {
 						r.Summary.Message += " (and " + plural(n, "more problem") + " above)"
 					}
@@ -303,9 +368,10 @@ func (c *checkup) summarize() {
 				r.Unchecked = append(r.Unchecked, f.ID)
 			}
 		}
-		r.Summary = Summary{Cause: CauseIncomplete, Message: "the key was not proven to work: the live probe could not run, and nothing else can prove it; not checked: " + strings.Join(r.Unchecked, ", ")}
+		r.Summary = Summary{Cause: CauseIncomplete,
+			Message: "the key was not proven to work: the live probe could not run, and nothing else can prove it; not checked: " + strings.Join(r.Unchecked, ", ")}
 		if f, ok := r.Finding(FindProbe); ok && f.Fix != "" {
-			r.Summary.Next = f.Fix
+			r.Summary.Next, r.Summary.NextOf = f.Fix, f.ID
 		} else {
 			r.Summary.Next = "run doctor again where the Gemini API can be reached"
 		}
@@ -329,7 +395,7 @@ func (c *checkup) summarize() {
 		r.Summary.Message += ", with " + plural(n, "warning")
 		for _, f := range r.Findings {
 			if f.Status == StatusWarn && f.Fix != "" {
-				r.Summary.Next = f.Fix
+				r.Summary.Next, r.Summary.NextOf = f.Fix, f.ID
 				break
 			}
 		}

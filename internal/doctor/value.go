@@ -1,4 +1,4 @@
-package verify
+package doctor
 
 import (
 	"fmt"
@@ -48,8 +48,8 @@ func (c *checkup) source(in Input) (string, bool) {
 	case in.Stdin:
 		c.r.Source = Source{Kind: "stdin"}
 		if in.Value == "" {
-			c.add(FindSource, StatusFail, "standard input held no key (an empty first line)",
-				"pipe the key in from where it is stored, for example `keyrotate doctor --stdin < key.txt`")
+			c.addRemedy(FindSource, StatusFail, "standard input held no key (an empty first line)",
+				"pipe the key in from where it is stored", Remedy{Kind: RemedyStdin})
 			return "", false
 		}
 		c.add(FindSource, StatusOK, fmt.Sprintf("read a value from standard input (%s)", chars(in.Value)), "")
@@ -75,7 +75,8 @@ func (c *checkup) envSource(in Input, env func(string) (string, bool)) (string, 
 	switch {
 	case !set && in.Var == "":
 		c.add(FindSource, StatusFail, "neither GEMINI_API_KEY nor GOOGLE_API_KEY is set",
-			"set GEMINI_API_KEY in the environment of the program that calls Gemini (from a secret store, not typed into a shell), or name the variable with --env, or read a file with --dotenv FILE")
+			"set GEMINI_API_KEY in the environment of the program that calls Gemini (from a secret store, not typed into a shell), "+
+				"or name the variable with --env, or read a file with --dotenv FILE")
 		return "", false
 	case !set:
 		c.add(FindSource, StatusFail, name+" is not set",
@@ -136,7 +137,8 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 			"keep one definition of "+name+" in "+file)
 		return "", false
 	case defs[0].Malformed:
-		c.add(FindSource, StatusFail, fmt.Sprintf("%s line %d defines %s with a value that cannot be parsed (an unterminated quote, or text after the closing quote)", file, defs[0].Line, name),
+		c.add(FindSource, StatusFail,
+			fmt.Sprintf("%s line %d defines %s with a value that cannot be parsed (an unterminated quote, or text after the closing quote)", file, defs[0].Line, name),
 			"fix the quoting on line "+strconv.Itoa(defs[0].Line)+" of "+file)
 		return "", false
 	case v == "":
@@ -146,7 +148,8 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 	}
 	if lc := f.LoaderConflict(name); lc != nil {
 		// The program may load another value than the one checked here.
-		c.add(FindSource, StatusWarn, fmt.Sprintf("%s line %d defines %s (%s), but on line %d %s %s", file, defs[0].Line, name, chars(v), lc.Line, lc.Loaders, lc.Reason),
+		c.add(FindSource, StatusWarn,
+			fmt.Sprintf("%s line %d defines %s (%s), but on line %d %s %s", file, defs[0].Line, name, chars(v), lc.Line, lc.Loaders, lc.Reason),
 			fmt.Sprintf("line %d of %s: %s", lc.Line, file, lc.Fix))
 	} else {
 		c.add(FindSource, StatusOK, fmt.Sprintf("%s line %d defines %s (%s)", file, defs[0].Line, name, chars(v)), "")
@@ -154,12 +157,14 @@ func (c *checkup) dotenvSource(in Input, env func(string) (string, bool)) (strin
 
 	switch {
 	case !envSet || envV == "":
-		c.add(FindSourceDotEnv, StatusOK, name+" is not set in this environment: only programs that load "+file+" see the key (fine for docker compose, python-dotenv and the like)", "")
+		c.add(FindSourceDotEnv, StatusOK,
+			name+" is not set in this environment: only programs that load "+file+" see the key (fine for docker compose, python-dotenv and the like)", "")
 	case envV == v:
 		c.add(FindSourceDotEnv, StatusOK, name+" in the environment holds the same value as "+file, "")
 	default:
 		c.add(FindSourceDotEnv, StatusWarn,
-			fmt.Sprintf("%s differs between %s (%s) and the environment (%s): python-dotenv, Node's dotenv and godotenv keep a variable that is already set, so programs started from this environment use the environment's key",
+			fmt.Sprintf("%s differs between %s (%s) and the environment (%s): python-dotenv, Node's dotenv and godotenv keep a variable "+
+				"that is already set, so programs started from this environment use the environment's key",
 				name, file, secret.Fingerprint(v), secret.Fingerprint(envV)),
 			"make them agree: update or unset "+name+" in the environment, or fix "+file)
 	}
@@ -193,8 +198,8 @@ func (c *checkup) both(name string, lookup func(string) (string, bool), where st
 			"unset GEMINI_API_KEY (or give it the same key) so that every tool reads the same key")
 		return
 	}
-	c.add(FindSourceBoth, StatusFail, msg+", not GEMINI_API_KEY, which this check reads",
-		"unset GOOGLE_API_KEY (or give it the same key), or check the key the SDKs use: `keyrotate doctor --env GOOGLE_API_KEY`")
+	c.addRemedy(FindSourceBoth, StatusFail, msg+", not GEMINI_API_KEY, which this check reads",
+		"unset GOOGLE_API_KEY (or give it the same key)", Remedy{Kind: RemedyCheckVar, Var: GoogleAPIKeyEnv})
 }
 
 // junk is one unwanted character in the raw value.
@@ -203,51 +208,95 @@ type junk struct {
 	char, byte int // 1-based character and 0-based byte position
 }
 
+// junkFound is the junk in a value, by kind.
+type junkFound struct {
+	lines     []junk // CR, LF and other line separators
+	invisible []junk // format, control and space characters other than U+0020
+	foreign   []junk // visible characters outside ASCII
+	ends      []junk // spaces and tabs at either end
+	quotes    string // the quotes around the key ("double quotes and …"), "" if none
+	prefixes  string // the prefixes before it ("`export` and …"), "" if none
+}
+
+func (j *junkFound) none() bool {
+	return len(j.lines)+len(j.invisible)+len(j.foreign)+len(j.ends) == 0 && j.quotes == "" && j.prefixes == ""
+}
+
 // hygiene looks for junk in raw and returns the value without it, and what
 // was removed (for "after removing …").
 func (c *checkup) hygiene(raw string) (clean string, removed []string) {
-	total := utf8.RuneCountInString(raw)
-	var space, lines, invisible, foreign []junk
+	var found junkFound
+	s, space := found.sortChars(raw)
+	s, found.ends = trimBlanks(s, space)
+	s, found.quotes, found.prefixes = unwrap(s)
+	if strings.Contains(found.quotes, "typographic") {
+		// The quotes were removed and are reported as quotes.
+		kept := found.foreign[:0]
+		for _, j := range found.foreign {
+			if !strings.ContainsRune(typographicQuotes, j.r) {
+				kept = append(kept, j)
+			}
+		}
+		found.foreign = kept
+	}
+	return s, c.reportJunk(&found, utf8.RuneCountInString(raw))
+}
+
+// sortChars files each character of raw that is not part of a key under
+// its kind of junk and returns raw without line breaks and invisible
+// characters, and where its spaces and tabs are (which the format check
+// reports where they are not at an end).
+func (j *junkFound) sortChars(raw string) (s string, space []junk) {
 	var b strings.Builder
 	ci := 0
 	for bi := 0; bi < len(raw); {
 		r, size := utf8.DecodeRuneInString(raw[bi:])
 		ci++
-		j := junk{r: r, char: ci, byte: bi}
+		jk := junk{r: r, char: ci, byte: bi}
 		if r == utf8.RuneError && size == 1 {
-			j.r = -int32(raw[bi]) // an invalid byte, named by its value
+			jk.r = -int32(raw[bi]) // an invalid byte, named by its value
 		}
 		switch {
 		case r == '\r' || r == '\n' || r == '\u0085' || r == '\u2028' || r == '\u2029' || r == '\v' || r == '\f':
-			lines = append(lines, j)
+			j.lines = append(j.lines, jk)
 		case r == ' ' || r == '\t':
-			b.WriteRune(r) // trimmed below if at an end; inside, the format check reports it
-			space = append(space, j)
-		case j.r < 0 || isInvisible(r):
-			invisible = append(invisible, j)
+			b.WriteRune(r) // trimmed later if at an end; inside, the format check reports it
+			space = append(space, jk)
+		case jk.r < 0 || isInvisible(r):
+			j.invisible = append(j.invisible, jk)
 		case r >= utf8.RuneSelf:
 			b.WriteRune(r)
-			foreign = append(foreign, j)
+			j.foreign = append(j.foreign, jk)
 		default:
 			b.WriteRune(r)
 		}
 		bi += size
 	}
-	s := b.String()
-	// Only the blanks at the ends are "leading or trailing whitespace".
-	trimmed := strings.Trim(s, " \t")
-	var ends []junk
-	if trimmed != s {
-		lead := len(s) - len(strings.TrimLeft(s, " \t"))
-		trail := len(s) - len(strings.TrimRight(s, " \t"))
-		ends = append(ends, space[:lead]...)
-		ends = append(ends, space[len(space)-trail:]...)
-	}
-	s = trimmed
+	return b.String(), space
+}
 
-	var quoteMsg, prefixMsg string
+// trimBlanks removes the spaces and tabs at the ends of s, which are the
+// first and last of space: only those are "leading or trailing
+// whitespace".
+func trimBlanks(s string, space []junk) (string, []junk) {
+	trimmed := strings.Trim(s, " \t")
+	if trimmed == s {
+		return s, nil
+	}
+	lead := len(s) - len(strings.TrimLeft(s, " \t"))
+	trail := len(s) - len(strings.TrimRight(s, " \t"))
+	var ends []junk
+	ends = append(ends, space[:lead]...)
+	ends = append(ends, space[len(space)-trail:]...)
+	return trimmed, ends
+}
+
+// unwrap removes the quotes and prefixes around a key, as in
+// `export GEMINI_API_KEY="AIza…"`: prefixes, then quotes, four layers at
+// most. It says which quotes and prefixes it removed.
+func unwrap(s string) (key, quotes, prefixes string) {
 	var quoteList, prefixList []string
-	for range 4 { // `export GEMINI_API_KEY="AIza…"`: prefixes, then quotes
+	for range 4 {
 		if q, inner, ok := unquote(s); ok {
 			quoteList = append(quoteList, q)
 			s = strings.Trim(inner, " \t")
@@ -260,51 +309,47 @@ func (c *checkup) hygiene(raw string) (clean string, removed []string) {
 		}
 		break
 	}
-	quoteMsg, prefixMsg = joinAnd(quoteList), joinAnd(prefixList)
-	if strings.Contains(quoteMsg, "typographic") {
-		// The quotes were removed and are reported as quotes.
-		kept := foreign[:0]
-		for _, j := range foreign {
-			if !strings.ContainsRune(typographicQuotes, j.r) {
-				kept = append(kept, j)
-			}
-		}
-		foreign = kept
-	}
+	return s, joinAnd(quoteList), joinAnd(prefixList)
+}
 
-	if len(lines) > 0 {
-		c.add(FindLineBreak, StatusFail, fmt.Sprintf("%s: %s", plural(len(lines), "line break"), listJunk(lines, total)),
-			"remove the line break: write the variable without a final newline (`printf %s`, not `echo`; `kubectl create secret --from-literal`, not --from-file of an edited file)")
-		removed = append(removed, plural(len(lines), "line break"))
+// reportJunk adds a finding for each kind of junk found in a value of
+// total characters and returns what removing it took away.
+func (c *checkup) reportJunk(found *junkFound, total int) (removed []string) {
+	if n := len(found.lines); n > 0 {
+		c.add(FindLineBreak, StatusFail, fmt.Sprintf("%s: %s", plural(n, "line break"), listJunk(found.lines, total)),
+			"remove the line break: write the variable without a final newline (`printf %s`, not `echo`; "+
+				"`kubectl create secret --from-literal`, not --from-file of an edited file)")
+		removed = append(removed, plural(n, "line break"))
 	}
-	if len(invisible) > 0 {
-		c.add(FindInvisible, StatusFail, fmt.Sprintf("%s: %s", plural(len(invisible), "invisible character"), listJunk(invisible, total)),
-			"retype or re-copy the key from the Cloud console (Copy button) or Secret Manager; invisible characters come from chat apps, word processors and web pages")
-		removed = append(removed, describeRemoved(invisible))
+	if n := len(found.invisible); n > 0 {
+		c.add(FindInvisible, StatusFail, fmt.Sprintf("%s: %s", plural(n, "invisible character"), listJunk(found.invisible, total)),
+			"retype or re-copy the key from the Cloud console (Copy button) or Secret Manager; "+
+				"invisible characters come from chat apps, word processors and web pages")
+		removed = append(removed, describeRemoved(found.invisible))
 	}
-	if len(foreign) > 0 {
-		c.add(FindNonASCII, StatusFail, fmt.Sprintf("%s: %s", plural(len(foreign), "non-ASCII character"), listJunk(foreign, total)),
+	if n := len(found.foreign); n > 0 {
+		c.add(FindNonASCII, StatusFail, fmt.Sprintf("%s: %s", plural(n, "non-ASCII character"), listJunk(found.foreign, total)),
 			"API keys are plain ASCII: re-copy the key from the Cloud console or Secret Manager instead of retyping it")
 	}
-	if quoteMsg != "" {
-		c.add(FindQuotes, StatusFail, "the value is wrapped in "+quoteMsg+", which are sent as part of the key",
+	if q := found.quotes; q != "" {
+		c.add(FindQuotes, StatusFail, "the value is wrapped in "+q+", which are sent as part of the key",
 			"remove the quotes: docker --env-file, Kubernetes, systemd and CI secret stores keep quotes literally (only shells and .env loaders strip them)")
-		removed = append(removed, "the "+quoteMsg)
+		removed = append(removed, "the "+q)
 	}
-	if prefixMsg != "" {
-		c.add(FindPrefix, StatusFail, "the value starts with "+prefixMsg+": the variable must hold only the key",
-			"remove "+prefixMsg+" from the value; the SDKs add the header themselves")
-		removed = append(removed, prefixMsg)
+	if p := found.prefixes; p != "" {
+		c.add(FindPrefix, StatusFail, "the value starts with "+p+": the variable must hold only the key",
+			"remove "+p+" from the value; the SDKs add the header themselves")
+		removed = append(removed, p)
 	}
-	if len(ends) > 0 {
-		c.add(FindWhitespace, StatusWarn, fmt.Sprintf("leading or trailing whitespace: %s", listJunk(ends, total)),
+	if len(found.ends) > 0 {
+		c.add(FindWhitespace, StatusWarn, fmt.Sprintf("leading or trailing whitespace: %s", listJunk(found.ends, total)),
 			"remove the spaces around the key; some clients strip them, HTTP headers and other clients do not")
 		removed = append(removed, "the surrounding whitespace")
 	}
-	if len(lines)+len(invisible)+len(foreign)+len(ends) == 0 && quoteMsg == "" && prefixMsg == "" {
+	if found.none() {
 		c.add(FindValue, StatusOK, "no whitespace, quotes, prefixes, line breaks or invisible characters", "")
 	}
-	return s, removed
+	return removed
 }
 
 // isInvisible reports whether r is a character people cannot see: format
@@ -398,11 +443,13 @@ func (c *checkup) format(s string) bool {
 			c.add(FindLength, StatusFail, fmt.Sprintf("%d characters%s; a standard key has exactly %d: the value looks truncated", n, after, standardLen),
 				"copy the whole key again (Cloud console → APIs & Services → Credentials → Show key, or Secret Manager)")
 		case n > standardLen:
-			c.add(FindLength, StatusFail, fmt.Sprintf("%d characters%s; a standard key has exactly %d: extra characters, or two keys run together", n, after, standardLen),
+			c.add(FindLength, StatusFail,
+				fmt.Sprintf("%d characters%s; a standard key has exactly %d: extra characters, or two keys run together", n, after, standardLen),
 				"put exactly one key into the variable")
 		}
-		c.add(FindFormat, StatusWarn, "standard key (AIza…): the Gemini API rejects standard keys since September 2026 and needs an auth key (AQ.…), bound to a service account",
-			"migrate to an auth key: set service_account on the slot in keyrotate.yaml and run `keyrotate rotate --slot SLOT`")
+		c.addRemedy(FindFormat, StatusWarn,
+			"standard key (AIza…): the Gemini API rejects standard keys since September 2026 and needs an auth key (AQ.…), bound to a service account",
+			"migrate to an auth key: set service_account on the slot and rotate it", Remedy{Kind: RemedyMigrate})
 	case strings.HasPrefix(s, authPrefix):
 		c.r.KeyType = "auth"
 		if n < authMinLen {
