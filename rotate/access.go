@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"google.golang.org/api/cloudresourcemanager/v3"
-	"google.golang.org/api/googleapi"
 	iamapi "google.golang.org/api/iam/v1"
 	"google.golang.org/api/serviceusage/v1"
-	"google.golang.org/grpc/codes"
+
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // What Plan proves, with read-only calls, before a rotation writes anything:
@@ -108,7 +107,7 @@ const (
 	permActAs            = "iam.serviceAccounts.actAs"
 )
 
-// projectNeeds are the API Keys calls a rotation makes (rotate/apikeys.go),
+// projectNeeds are the API Keys calls a rotation makes (internal/gcp/apikeys.go),
 // tested on the slot's project.
 var projectNeeds = []need{
 	{"apikeys.keys.get", "reading the current key", roleAPIKeysAdmin},
@@ -123,7 +122,7 @@ var projectNeeds = []need{
 }
 
 // secretNeeds are the Secret Manager calls a rotation makes on the slot's
-// secret (rotate/secrets.go, rotate/lease.go).
+// secret (internal/gcp/secrets.go, rotate/lease.go).
 var secretNeeds = []need{
 	{"secretmanager.versions.access", "reading the current key from the secret", roleSecretAccessor},
 	{"secretmanager.secrets.get", "reading the secret's rotation record", roleSecretAdmin},
@@ -160,7 +159,7 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 // need; an error makes one unknown check for them all.
 func tested(needs []need, held []string, err error, kind, resource string, fix func(role string) string) []AccessCheck {
 	if err != nil {
-		c := AccessCheck{What: "checking permissions", Status: CheckWarn, Kind: "permissions", Name: kind, Resource: resource, Reason: errReason(err)}
+		c := AccessCheck{What: "checking permissions", Status: CheckWarn, Kind: "permissions", Name: kind, Resource: resource, Reason: gcp.Summary(err)}
 		return []AccessCheck{c}
 	}
 	has := map[string]bool{}
@@ -191,7 +190,7 @@ func perms(needs []need) []string {
 func (r *Rotator) checkProject(ctx context.Context, project string) []AccessCheck {
 	res := "projects/" + project
 	var held []string
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
 		resp, err := r.Access.Projects.Projects.TestIamPermissions(res,
 			&cloudresourcemanager.TestIamPermissionsRequest{Permissions: perms(projectNeeds)}).Context(ctx).Do()
 		if err == nil {
@@ -208,7 +207,7 @@ func (r *Rotator) checkProject(ctx context.Context, project string) []AccessChec
 // handle's TestIamPermissions).
 func (r *Rotator) checkSecret(ctx context.Context, secret string) []AccessCheck {
 	var held []string
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
 		var err error
 		held, err = r.Secrets.IAM(secret).TestPermissions(ctx, perms(secretNeeds))
 		return err
@@ -239,7 +238,7 @@ func (r *Rotator) checkServices(ctx context.Context, project string) []AccessChe
 		names[i] = parent + "/services/" + n.perm
 	}
 	var resp *serviceusage.BatchGetServicesResponse
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
 		var err error
 		resp, err = r.Access.Services.Services.BatchGet(parent).Names(names...).Context(ctx).Do()
 		return err
@@ -255,8 +254,8 @@ func (r *Rotator) checkServices(ctx context.Context, project string) []AccessChe
 		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "api", Name: n.perm, Resource: parent}
 		switch {
 		case err != nil:
-			c.Status, c.Reason = CheckWarn, errReason(err)
-			if isDenied(err) {
+			c.Status, c.Reason = CheckWarn, gcp.Summary(err)
+			if gcp.IsDenied(err) {
 				c.Role = roleServiceUsageView
 				c.Fix = fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, roleServiceUsageView)
 			}
@@ -282,26 +281,26 @@ func (r *Rotator) checkServices(ctx context.Context, project string) []AccessChe
 func (r *Rotator) checkServiceAccount(ctx context.Context, sa string) []AccessCheck {
 	name := "projects/-/serviceAccounts/" + sa
 	exists := AccessCheck{What: "creating a key bound to " + sa, Status: CheckOK, Kind: "service account", Name: sa, Resource: saProject(sa)}
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
 		_, err := r.Access.IAM.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
 		return err
 	})
 	switch {
 	case err == nil:
-	case isNotFound(err):
+	case gcp.IsNotFound(err):
 		exists.Status = CheckFail
 		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account", saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
 		return []AccessCheck{exists}
 	default:
-		exists.Status, exists.Reason = CheckWarn, errReason(err)
-		if isDenied(err) {
+		exists.Status, exists.Reason = CheckWarn, gcp.Summary(err)
+		if gcp.IsDenied(err) {
 			exists.Role = roleSAViewer
 			exists.Fix = fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, roleSAViewer)
 		}
 		return []AccessCheck{exists}
 	}
 	var held []string
-	err = r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
+	err = r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
 		resp, err := r.Access.IAM.Projects.ServiceAccounts.TestIamPermissions(name,
 			&iamapi.TestIamPermissionsRequest{Permissions: []string{permActAs}}).Context(ctx).Do()
 		if err == nil {
@@ -328,33 +327,6 @@ func saProject(sa string) string {
 func saID(sa string) string {
 	id, _, _ := strings.Cut(sa, "@")
 	return id
-}
-
-func isNotFound(err error) bool {
-	var ge *googleapi.Error
-	return errors.As(err, &ge) && ge.Code == http.StatusNotFound
-}
-
-func isDenied(err error) bool {
-	var ge *googleapi.Error
-	if errors.As(err, &ge) {
-		return ge.Code == http.StatusForbidden
-	}
-	st, ok := grpcStatus(err)
-	return ok && st.Code() == codes.PermissionDenied
-}
-
-// errReason is an error's message, short, for a check that could not be
-// made.
-func errReason(err error) string {
-	var ge *googleapi.Error
-	if errors.As(err, &ge) && ge.Message != "" {
-		return fmt.Sprintf("%d %s", ge.Code, ge.Message)
-	}
-	if st, ok := grpcStatus(err); ok {
-		return st.Code().String() + " " + st.Message()
-	}
-	return err.Error()
 }
 
 // AccessError is a preflight failure (Err) that Plan's checks help explain:

@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -61,10 +62,10 @@ type candidate struct {
 // version of each deleted key (never the newest). It holds the slot's lease
 // while it deletes, and leaves a slot with an unfinished rotation alone.
 func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions) (*FinalizeResult, error) {
-	ctx = withProject(ctx, r.ChargedProject(slot))
+	ctx = gcp.WithProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	res := &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}
-	sec, err := sa.get(ctx, slot.Secret)
+	sec, err := sa.Get(ctx, slot.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
@@ -75,13 +76,13 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		res.Skipped = fmt.Sprintf("an unfinished %s (%s) holds the slot; finish or abort it first", rec.kind(), rec.ID)
 		return res, nil
 	}
-	latest, err := sa.access(ctx, slot.Secret+"/versions/latest")
+	latest, err := sa.Access(ctx, slot.Secret+"/versions/latest")
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
 	current, ok := currentKeyOf(sec, latest)
 	if !ok {
-		if current, err = ka.lookup(ctx, latest.Key); err != nil {
+		if current, err = ka.Lookup(ctx, latest.Key); err != nil {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	}
@@ -107,7 +108,7 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		cands[keyIDOf(pend[i].Key)] = &candidate{pending: &pend[i]}
 	}
 	if opts.Scan {
-		keys, err := ka.list(ctx, keyParent(current), false)
+		keys, err := ka.List(ctx, keyParent(current), false)
 		if err != nil {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
@@ -155,7 +156,7 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		c := cands[id]
 		name := keyParent(current) + "/keys/" + id
 		if c.key == nil {
-			k, err := ka.get(ctx, name)
+			k, err := ka.Get(ctx, name)
 			switch {
 			case errors.Is(err, ErrKeyNotFound):
 				continue // purged: drop it from the index
@@ -209,7 +210,7 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 		if f.Action != "" {
 			continue
 		}
-		ks, err := ka.keyString(ctx, f.Key)
+		ks, err := ka.KeyString(ctx, f.Key)
 		if err != nil {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
@@ -262,7 +263,7 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			}
 			continue
 		}
-		if err := ka.delete(runCtx, f.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		if err := ka.Delete(runCtx, f.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			f.Action, f.Reason = "skipped", "delete failed: "+err.Error()
 			firstErr = errors.Join(firstErr, err)
 			if c.pending != nil {
@@ -277,7 +278,7 @@ func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions
 			v = c.pending.Version
 		}
 		if v != "" && versionNumber(v) != versionNumber(latest.Name) {
-			if err := sa.disable(runCtx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
+			if err := sa.Disable(runCtx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
 				firstErr = errors.Join(firstErr, err)
 			}
 		}

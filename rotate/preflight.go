@@ -12,6 +12,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -22,7 +23,7 @@ type preflight struct {
 	oldName string
 	old     *apikeys.V2Key // nil when the old key is gone (a resumed rotation)
 	oldKey  secret.Key     // zero on a resumed rotation
-	latest  Version        // the secret's newest version; Name "" when none
+	latest  gcp.Version    // the secret's newest version; Name "" when none
 	targets []secret.Key   // what each target holds, in slot order
 	// unreadable marks the targets whose value cannot be read (their
 	// entry in targets is zero).
@@ -48,7 +49,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	ka, sa := r.apis()
 	p := &preflight{}
 	var err error
-	if p.sec, err = sa.get(ctx, slot.Secret); err != nil {
+	if p.sec, err = sa.Get(ctx, slot.Secret); err != nil {
 		err = fmt.Errorf("slot %s: %w", slot.Name, err)
 		if errors.Is(err, ErrSecretNotFound) {
 			err = WithHint(err, "create the secret, or fix `secret:` in the config")
@@ -63,10 +64,10 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		// one stops a run at its lock (acquire).
 		p.rec = nil
 	}
-	p.latest, err = sa.access(ctx, slot.Secret+"/versions/latest")
+	p.latest, err = sa.Access(ctx, slot.Secret+"/versions/latest")
 	switch {
 	case errors.Is(err, ErrSecretNotFound):
-		p.latest = Version{} // no version yet
+		p.latest = gcp.Version{} // no version yet
 	case isCode(err, codes.FailedPrecondition):
 		return nil, WithHint(fmt.Errorf("slot %s: %w", slot.Name, err),
 			"the newest version of the secret is disabled or destroyed, so consumers reading `latest` fail: enable it or add a version holding the current key")
@@ -86,7 +87,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 			p.oldName, p.oldKey = name, p.latest.Key
 			break
 		}
-		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
+		if p.oldName, err = ka.Lookup(ctx, p.latest.Key); err != nil {
 			err = fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err)
 			if !errors.Is(err, ErrKeyNotFound) {
 				return nil, err // the lookup failed, not the key: its own hint says why
@@ -99,7 +100,7 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		p.oldKey = p.latest.Key
 	case slot.Key != "":
 		p.oldName = slot.Key
-		if p.oldKey, err = ka.keyString(ctx, slot.Key); err != nil {
+		if p.oldKey, err = ka.KeyString(ctx, slot.Key); err != nil {
 			return nil, fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	default:
@@ -115,10 +116,10 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	if want == "" {
 		name = "projects/" + slot.Project + "/locations/global/keys/" + keyIDOf(p.oldName)
 	}
-	p.old, err = ka.get(ctx, name)
-	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || httpCode(err) == http.StatusForbidden) {
+	p.old, err = ka.Get(ctx, name)
+	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || gcp.HTTPCode(err) == http.StatusForbidden) {
 		// Not in the slot's project — or gone: look where it is.
-		if k, err2 := ka.get(ctx, p.oldName); err2 == nil {
+		if k, err2 := ka.Get(ctx, p.oldName); err2 == nil {
 			return nil, projectMismatch(slot, "key "+k.Name, projectOf(k.Name))
 		}
 	}

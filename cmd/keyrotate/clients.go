@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -141,23 +142,23 @@ type clients struct {
 // every call is logged. quotaProject, when set, is that project for every
 // API Keys, Secret Manager and Cloud Run call (x-goog-user-project). An
 // emulator address that does not answer fails it at once.
-func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject string) (*clients, error) {
+func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject string) (*clients, error) {
 	if err := h.check(ctx); err != nil {
 		return nil, err
 	}
 	var smOpts []option.ClientOption
-	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil)), quotaProject)
+	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(gcp.APIKeys, gcp.LogCalls(gcp.APIKeys, nil)), quotaProject)
 	if err != nil {
 		return nil, err
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager), rotate.LogUnaryCalls(rotate.SecretManager))))
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.SecretManager), gcp.LogUnaryCalls(gcp.SecretManager))))
 	smOpts = append(smOpts, quotaOptions(quotaProject, h.secretManager != "")...)
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys), rotate.LogUnaryCalls(rotate.APIKeys))))...)
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.APIKeys), gcp.LogUnaryCalls(gcp.APIKeys))))...)
 	if err != nil {
 		return nil, err
 	}
@@ -166,11 +167,11 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject 
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, rotate.LogCalls(rotate.Gemini, nil))}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, nil))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(rotate.LogUnaryCalls("run"))))
+	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(gcp.LogUnaryCalls("run"))))
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -47,7 +48,7 @@ func quotaProjectOf(c *cli.Context, cfg *config.Config) string {
 // quotaProjectHint adds keyrotate's own ways to name a quota project to the
 // hint h of a call refused because of the project it was charged to.
 func quotaProjectHint(err error, h string) string {
-	var ce *rotate.ConsumerError
+	var ce *gcp.ConsumerError
 	if !errors.As(err, &ce) {
 		return h
 	}
@@ -58,7 +59,7 @@ func quotaProjectHint(err error, h string) string {
 			p = "PROJECT"
 		}
 		return h + "; or name it for keyrotate alone: --quota-project " + p + ", " + quotaProjectEnv + "=" + p + ", or defaults.quota_project in the config"
-	case ce.Reason == rotate.ReasonUserProjectDenied:
+	case ce.Reason == gcp.ReasonUserProjectDenied:
 		return h + " (--quota-project, " + quotaProjectEnv + " or defaults.quota_project)"
 	}
 	return h + " (--quota-project, " + quotaProjectEnv + " or defaults.quota_project names the project charged)"

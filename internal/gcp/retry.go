@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -111,15 +111,16 @@ func (p RetryPolicy) orDefault() RetryPolicy {
 	return d
 }
 
-// attempt is what a retried call learns about its own history.
-type attempt struct {
+// Attempt is what a retried call (RetryPolicy.Do) learns about its own
+// history.
+type Attempt struct {
 	n    int   // 1-based
 	last error // the previous attempt's error, nil on the first
 }
 
-// retried reports whether an earlier attempt was made: its request may have
+// Retried reports whether an earlier attempt was made: its request may have
 // landed even though its answer was lost.
-func (a attempt) retried() bool { return a.n > 1 }
+func (a Attempt) Retried() bool { return a.n > 1 }
 
 // do calls f until it succeeds, fails permanently, or the retries end. f
 // gets a context bounded by the per-call timeout. When the retries end, the
@@ -127,7 +128,7 @@ func (a attempt) retried() bool { return a.n > 1 }
 // real error (and the context's error, when the context ended them):
 //
 //	gave up after 5 attempts over 12s: rpc error: code = Unavailable desc = ... (context deadline exceeded)
-func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) error) error {
+func (p RetryPolicy) Do(ctx context.Context, f func(context.Context, Attempt) error) error {
 	p = p.orDefault()
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     p.Initial,
@@ -140,7 +141,7 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 	var last error
 	for n := 1; ; n++ {
 		callCtx, cancel := context.WithTimeout(ctx, p.CallTimeout)
-		err := f(callCtx, attempt{n: n, last: last})
+		err := f(callCtx, Attempt{n: n, last: last})
 		timedOut := callCtx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {

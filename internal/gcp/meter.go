@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -105,11 +105,11 @@ func WithSlotCalls(ctx context.Context, c *SlotCalls) context.Context {
 	return context.WithValue(ctx, slotCallsKey{}, c)
 }
 
-// withProject tells the Meter which project's quota the calls made with
+// WithProject tells the Meter which project's quota the calls made with
 // ctx draw on: the slot's charged project (Rotator.ChargedProject), also
 // for calls whose request names no project (operations, LookupKey) or
 // names it by number.
-func withProject(ctx context.Context, project string) context.Context {
+func WithProject(ctx context.Context, project string) context.Context {
 	if project == "" {
 		return ctx
 	}

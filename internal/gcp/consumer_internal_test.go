@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"encoding/json"
@@ -108,7 +108,7 @@ func TestConsumerErrorParse(t *testing.T) {
 				if tc.wantHint != nil {
 					t.Fatalf("denied(...) = %v, want a *ConsumerError", err)
 				}
-				if h := Hint(err); !strings.Contains(h, "roles/serviceusage.apiKeysAdmin") {
+				if h := hintOf(err); !strings.Contains(h, "roles/serviceusage.apiKeysAdmin") {
 					t.Errorf("IAM denial hint %q, want the role", h)
 				}
 				return
@@ -120,10 +120,19 @@ func TestConsumerErrorParse(t *testing.T) {
 				t.Errorf("ConsumerError = {%s shared=%v url=%q}, want {%s shared=%v url=%q}", ce.Consumer, ce.SharedClient(), ce.ActivationURL, tc.wantConsumer, tc.wantShared, tc.wantURL)
 			}
 			for _, want := range tc.wantHint {
-				if h := Hint(err); !strings.Contains(h, want) {
+				if h := hintOf(err); !strings.Contains(h, want) {
 					t.Errorf("hint %q does not say %q", h, want)
 				}
 			}
 		})
 	}
+}
+
+// hintOf returns the outermost hint attached to err, or "" (as rotate.Hint).
+func hintOf(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	return ""
 }

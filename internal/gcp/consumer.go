@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"errors"
@@ -160,9 +160,9 @@ func ConsumerErrorOf(err error, project string) *ConsumerError {
 // the hint of a missing permission.
 func denied(err error, perm, resource string) error {
 	if ce := ConsumerErrorOf(err, projectOfResource(resource)); ce != nil {
-		return WithHint(ce, ce.Hint())
+		return withHint(ce, ce.Hint())
 	}
-	return WithHint(err, denialHint(err, perm, resource))
+	return withHint(err, denialHint(err, perm, resource))
 }
 
 // projectOfResource returns P of "projects/P/...", or "".

@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -250,11 +250,11 @@ func TestRestMethod(t *testing.T) {
 	if p := m.charged(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
 		t.Errorf("charged from the path = %q", p)
 	}
-	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
+	if p := m.charged(WithProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
 		t.Errorf("charged with the slot's project = %q", p)
 	}
 	m.QuotaProject = "billing"
-	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "billing" {
+	if p := m.charged(WithProject(context.Background(), "acme"), "projects/123/x"); p != "billing" {
 		t.Errorf("charged with a quota project = %q, want the quota project", p)
 	}
 }
@@ -298,7 +298,7 @@ func TestMeterLookupKeyOverGRPCIsARead(t *testing.T) {
 	m := &Meter{Pacer: NewPacer(map[string]Quota{APIKeys: {Reads: 10, Writes: 1}}, time.Hour)}
 	intercept := m.UnaryInterceptor(APIKeys)
 	invoke := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
-	ctx := withProject(context.Background(), "p")
+	ctx := WithProject(context.Background(), "p")
 	for i := range 3 {
 		// A write quota of 1 an hour would hold the second call.
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
