@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/api/cloudresourcemanager/v3"
-	iamapi "google.golang.org/api/iam/v1"
-	"google.golang.org/api/serviceusage/v1"
-
 	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
@@ -20,14 +16,6 @@ import (
 // keys are bound to exists and may be bound. A real first run fails on each
 // of these only part-way; plan names them all at once, each with the
 // predefined role and the command that grants it.
-
-// AccessClients are the read-only clients Plan proves the caller's access
-// with (the secret's permissions go through Rotator.Secrets).
-type AccessClients struct {
-	Projects *cloudresourcemanager.Service // projects.testIamPermissions
-	Services *serviceusage.Service         // services.batchGet
-	IAM      *iamapi.Service               // serviceAccounts.get, .testIamPermissions
-}
 
 // ErrAccessMissing: the caller lacks a permission, an API or a service
 // account the rotation needs (Plan.Checks say which).
@@ -144,13 +132,15 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 	if r.Access == nil {
 		return nil
 	}
+	access := *r.Access
+	access.Retry = r.Retry
 	var out []AccessCheck
-	out = append(out, r.checkProject(ctx, slot.Project)...)
-	out = append(out, r.checkSecret(ctx, slot.Secret)...)
+	out = append(out, checkProject(ctx, &access, slot.Project)...)
+	out = append(out, checkSecret(ctx, &gcp.Secrets{Client: r.Secrets, Retry: r.Retry}, slot.Secret)...)
 	// The APIs must be enabled where the calls are charged (ChargedProject).
-	out = append(out, r.checkServices(ctx, r.ChargedProject(slot))...)
+	out = append(out, checkServices(ctx, &access, r.ChargedProject(slot))...)
 	if sa != "" {
-		out = append(out, r.checkServiceAccount(ctx, sa)...)
+		out = append(out, checkServiceAccount(ctx, &access, sa)...)
 	}
 	return out
 }
@@ -185,33 +175,17 @@ func perms(needs []need) []string {
 	return out
 }
 
-// checkProject tests the API Keys permissions on the project (Resource
-// Manager projects.testIamPermissions: no permission needed to ask).
-func (r *Rotator) checkProject(ctx context.Context, project string) []AccessCheck {
-	res := "projects/" + project
-	var held []string
-	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
-		resp, err := r.Access.Projects.Projects.TestIamPermissions(res,
-			&cloudresourcemanager.TestIamPermissionsRequest{Permissions: perms(projectNeeds)}).Context(ctx).Do()
-		if err == nil {
-			held = resp.Permissions
-		}
-		return err
-	})
-	return tested(projectNeeds, held, err, "API Keys", res, func(role string) string {
+// checkProject tests the API Keys permissions on the project.
+func checkProject(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
+	held, err := access.ProjectPermissions(ctx, project, perms(projectNeeds))
+	return tested(projectNeeds, held, err, "API Keys", "projects/"+project, func(role string) string {
 		return fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, role)
 	})
 }
 
-// checkSecret tests the Secret Manager permissions on the secret (its IAM
-// handle's TestIamPermissions).
-func (r *Rotator) checkSecret(ctx context.Context, secret string) []AccessCheck {
-	var held []string
-	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
-		var err error
-		held, err = r.Secrets.IAM(secret).TestPermissions(ctx, perms(secretNeeds))
-		return err
-	})
+// checkSecret tests the Secret Manager permissions on the secret.
+func checkSecret(ctx context.Context, sa *gcp.Secrets, secret string) []AccessCheck {
+	held, err := sa.TestPermissions(ctx, secret, perms(secretNeeds))
 	return tested(secretNeeds, held, err, "Secret Manager", secret, func(role string) string {
 		return "gcloud secrets add-iam-policy-binding " + gcloudSecret(secret) + " --member=MEMBER --role=" + role
 	})
@@ -229,26 +203,15 @@ func gcloudSecret(name string) string {
 	return name
 }
 
-// checkServices reads the state of the APIs on the charged project (Service
-// Usage services.batchGet, which needs serviceusage.services.get).
-func (r *Rotator) checkServices(ctx context.Context, project string) []AccessCheck {
+// checkServices reads the state of the APIs on the charged project (which
+// needs serviceusage.services.get).
+func checkServices(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
 	parent := "projects/" + project
 	names := make([]string, len(servicesNeeded))
 	for i, n := range servicesNeeded {
-		names[i] = parent + "/services/" + n.perm
+		names[i] = n.perm
 	}
-	var resp *serviceusage.BatchGetServicesResponse
-	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
-		var err error
-		resp, err = r.Access.Services.Services.BatchGet(parent).Names(names...).Context(ctx).Do()
-		return err
-	})
-	state := map[string]string{}
-	if err == nil {
-		for _, s := range resp.Services {
-			state[s.Name[strings.LastIndex(s.Name, "/")+1:]] = s.State
-		}
-	}
+	state, err := access.ServiceStates(ctx, project, names)
 	var out []AccessCheck
 	for _, n := range servicesNeeded {
 		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "api", Name: n.perm, Resource: parent}
@@ -278,13 +241,9 @@ func (r *Rotator) checkServices(ctx context.Context, project string) []AccessChe
 // with the account's testIamPermissions. Checked: the API Keys
 // access-control page, "Manage API keys" (cloud.google.com/docs/
 // authentication/api-keys) and the service-account roles page.
-func (r *Rotator) checkServiceAccount(ctx context.Context, sa string) []AccessCheck {
-	name := "projects/-/serviceAccounts/" + sa
+func checkServiceAccount(ctx context.Context, access *gcp.AccessClients, sa string) []AccessCheck {
 	exists := AccessCheck{What: "creating a key bound to " + sa, Status: CheckOK, Kind: "service account", Name: sa, Resource: saProject(sa)}
-	err := r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
-		_, err := r.Access.IAM.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
-		return err
-	})
+	err := access.ServiceAccount(ctx, sa)
 	switch {
 	case err == nil:
 	case gcp.IsNotFound(err):
@@ -299,15 +258,7 @@ func (r *Rotator) checkServiceAccount(ctx context.Context, sa string) []AccessCh
 		}
 		return []AccessCheck{exists}
 	}
-	var held []string
-	err = r.Retry.Do(ctx, func(ctx context.Context, _ gcp.Attempt) error {
-		resp, err := r.Access.IAM.Projects.ServiceAccounts.TestIamPermissions(name,
-			&iamapi.TestIamPermissionsRequest{Permissions: []string{permActAs}}).Context(ctx).Do()
-		if err == nil {
-			held = resp.Permissions
-		}
-		return err
-	})
+	held, err := access.ServiceAccountPermissions(ctx, sa, []string{permActAs})
 	actAs := tested([]need{{permActAs, "binding the new key to " + sa, roleSAUser}}, held, err, "IAM", sa, func(role string) string {
 		return fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, role)
 	})

@@ -67,7 +67,7 @@ type Rotator struct {
 	// Access, when set, lets Plan prove the caller's permissions, the APIs
 	// and the bound service account with read-only calls; nil skips those
 	// checks.
-	Access *AccessClients
+	Access *gcp.AccessClients
 
 	// Log receives progress logs; nil discards them.
 	Log *slog.Logger

@@ -132,8 +132,8 @@ type clients struct {
 	run    *run.ServicesClient
 	runErr error
 
-	// access are plan's read-only checks (rotate.AccessClients).
-	access *rotate.AccessClients
+	// access are plan's read-only checks (gcp.AccessClients).
+	access *gcp.AccessClients
 }
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
@@ -293,7 +293,7 @@ func newLookupClient(ctx context.Context, host string, opts ...option.ClientOpti
 // iam.googleapis.com), with Application Default Credentials; with an
 // emulator (host set) they go to the API Keys emulator's address, which
 // serves them too, so that no further *_EMULATOR_HOST variable is needed.
-func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.AccessClients, error) {
+func newAccessClients(ctx context.Context, host, quotaProject string) (*gcp.AccessClients, error) {
 	opts := restOptions(host, quotaProject)
 	crm, err := cloudresourcemanager.NewService(ctx, opts...)
 	if err != nil {
@@ -307,7 +307,7 @@ func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.A
 	if err != nil {
 		return nil, credentialsError("IAM", err)
 	}
-	return &rotate.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
+	return &gcp.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
 }
 
 func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {

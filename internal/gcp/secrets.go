@@ -190,3 +190,15 @@ func (s *Secrets) Enable(ctx context.Context, version string) error {
 	}
 	return nil
 }
+
+// TestPermissions returns which of perms the caller holds on the secret
+// name (its IAM handle's TestIamPermissions).
+func (s *Secrets) TestPermissions(ctx context.Context, name string, perms []string) ([]string, error) {
+	var held []string
+	err := s.Retry.Do(ctx, func(ctx context.Context, _ Attempt) error {
+		var err error
+		held, err = s.Client.IAM(name).TestPermissions(ctx, perms)
+		return err
+	})
+	return held, err
+}
