@@ -61,7 +61,7 @@ type Rotator struct {
 	// Lookup is the API Keys API over gRPC, for LookupKey only: the REST
 	// keys:lookupKey would put the key string in its URL. Required when
 	// the current key is found from a secret's key string; without it
-	// such a lookup fails with ErrNoLookupClient.
+	// such a lookup fails with gcp.ErrNoLookupClient.
 	Lookup  *apikeysapi.Client
 	Secrets *secretmanager.Client
 	// Access, when set, lets Plan prove the caller's permissions, the APIs

@@ -181,7 +181,7 @@ func (k *Keys) Patch(ctx context.Context, key *apikeys.V2Key, mask string) (*api
 	err := k.Retry.named("apikeys.keys.update", key.Name).Do(ctx, func(ctx context.Context, a Attempt) error {
 		var err error
 		op, err = k.Service.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
-		if err != nil && a.Retried() && stateRefusal(err) {
+		if err != nil && a.retried() && stateRefusal(err) {
 			cur, gerr := k.Service.Projects.Locations.Keys.Get(key.Name).Context(ctx).Do()
 			if gerr == nil && holds(cur, key, mask) {
 				done = cur

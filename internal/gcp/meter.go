@@ -3,7 +3,6 @@ package gcp
 import (
 	"context"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,17 +56,6 @@ func (m *Meter) Total() (calls, throttled int64) {
 		calls += v
 	}
 	return calls, m.throttled
-}
-
-// Methods returns the methods called, sorted.
-func (m *Meter) Methods() []string {
-	c := m.Calls()
-	out := make([]string, 0, len(c))
-	for k := range c {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func (m *Meter) count(ctx context.Context, method string, throttled bool) {
@@ -152,7 +140,7 @@ func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	ctx := req.Context()
 	method, resource := restMethod(t.api, req)
 	if t.api != Gemini {
-		if err := t.m.Pacer.Wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
+		if err := t.m.Pacer.wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
 			return nil, err
 		}
 	}
@@ -221,7 +209,7 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 		if !strings.HasPrefix(name, "Access") {
 			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup") &&
 				!strings.HasPrefix(name, "Test") // TestIamPermissions: plan's check, a read
-			if err := m.Pacer.Wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
+			if err := m.Pacer.wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
 				return err
 			}
 		}

@@ -118,9 +118,9 @@ type Attempt struct {
 	last error // the previous attempt's error, nil on the first
 }
 
-// Retried reports whether an earlier attempt was made: its request may have
+// retried reports whether an earlier attempt was made: its request may have
 // landed even though its answer was lost.
-func (a Attempt) Retried() bool { return a.n > 1 }
+func (a Attempt) retried() bool { return a.n > 1 }
 
 // do calls f until it succeeds, fails permanently, or the retries end. f
 // gets a context bounded by the per-call timeout. When the retries end, the

@@ -337,7 +337,7 @@ func TestEnableVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Fail("secretmanager.EnableSecretVersion", fake.Next, fake.Fault{Code: codes.Unavailable})
-	if err := sa.Enable(ctx, v); err != nil {
+	if err := sa.enable(ctx, v); err != nil {
 		t.Fatal(err)
 	}
 	if st := srv.SecretVersions(sec)[0].State.String(); st != "ENABLED" {

@@ -62,7 +62,7 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 	sum := int64(crc32.Checksum(data, castagnoli))
 	var name string
 	err := p.named("secretmanager.versions.add", secretName).Do(ctx, func(ctx context.Context, a Attempt) error {
-		if a.Retried() {
+		if a.retried() {
 			resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: secretName + "/versions/latest"})
 			if transient(err) {
 				return err
@@ -176,8 +176,8 @@ func (s *Secrets) Disable(ctx context.Context, version string) error {
 	return nil
 }
 
-// Enable enables a version; enabling an enabled version is a no-op.
-func (s *Secrets) Enable(ctx context.Context, version string) error {
+// enable enables a version; enabling an enabled version is a no-op.
+func (s *Secrets) enable(ctx context.Context, version string) error {
 	err := s.Retry.named("secretmanager.versions.enable", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		if err := waitSecretWrite(ctx, s.Client, version, true); err != nil {
 			return err
