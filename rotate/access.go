@@ -248,7 +248,8 @@ func checkServiceAccount(ctx context.Context, access *gcp.AccessClients, sa stri
 	case err == nil:
 	case gcp.IsNotFound(err):
 		exists.Status = CheckFail
-		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account", saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
+		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account",
+			saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
 		return []AccessCheck{exists}
 	default:
 		exists.Status, exists.Reason = CheckWarn, gcp.Summary(err)
@@ -304,5 +305,6 @@ func (p *Plan) AccessErr() error {
 		return nil
 	}
 	return WithHint(fmt.Errorf("slot %s: %d check(s) failed (%s): %w", p.Slot, len(missing), strings.Join(missing, ", "), ErrAccessMissing),
-		"each failed check above names the role and the command that grants it; MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
+		"each failed check above names the role and the command that grants it; "+
+			"MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
 }

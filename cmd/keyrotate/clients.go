@@ -151,7 +151,8 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 	if err != nil {
 		return nil, err
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.SecretManager), gcp.LogUnaryCalls(gcp.SecretManager))))
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
+		meter.UnaryInterceptor(gcp.SecretManager), gcp.LogUnaryCalls(gcp.SecretManager))))
 	smOpts = append(smOpts, quotaOptions(quotaProject, h.secretManager != "")...)
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
@@ -176,7 +177,8 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
+	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "",
+		regional: map[string]*secretmanager.Client{}}
 	if cl.access, err = newAccessClients(ctx, h.apiKeys, quotaProject); err != nil {
 		return nil, err
 	}

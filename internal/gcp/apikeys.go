@@ -383,7 +383,8 @@ func keyErr(err error, perm, resource string) error {
 	case ge.Code == http.StatusForbidden:
 		return denied(err, perm, resource)
 	case ge.Code == http.StatusBadRequest && strings.Contains(ge.Message, "disableServiceAccountApiKeyCreation"):
-		return withHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
+		return withHint(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys "+
+			"bound to a service account: ask an org-policy admin to allow it for this project")
 	}
 	return err
 }

@@ -15,7 +15,7 @@ import (
 
 // Meter sits in the clients' transports: it paces each call with its Pacer
 // and counts calls and 429s, for the whole run and for the slot whose
-// rotation made the call (see Fleet). Install it with Transport (REST
+// rotation made the call (see rotate.Fleet). Install it with Transport (REST
 // clients) and UnaryInterceptor (gRPC clients). A nil *Meter counts nothing.
 type Meter struct {
 	Pacer *Pacer
@@ -94,7 +94,7 @@ func WithSlotCalls(ctx context.Context, c *SlotCalls) context.Context {
 }
 
 // WithProject tells the Meter which project's quota the calls made with
-// ctx draw on: the slot's charged project (Rotator.ChargedProject), also
+// ctx draw on: the slot's charged project (rotate.Rotator.ChargedProject), also
 // for calls whose request names no project (operations, LookupKey) or
 // names it by number.
 func WithProject(ctx context.Context, project string) context.Context {

@@ -76,9 +76,12 @@ func (p RetryPolicy) named(call, resource string) RetryPolicy {
 }
 
 // DefaultRetry is the policy of calls made without one: the exported
-// AccessVersion and AddVersion, and a Rotator whose Retry is zero. Tests may
+// AccessVersion and AddVersion, and a rotate.Rotator whose Retry is zero. Tests may
 // replace it with a faster policy.
-var DefaultRetry = RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute, WarnAfter: 30 * time.Second}
+var DefaultRetry = RetryPolicy{
+	Initial: 500 * time.Millisecond, Max: 30 * time.Second,
+	CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute, WarnAfter: 30 * time.Second,
+}
 
 // orDefault fills the zero fields of p from DefaultRetry.
 func (p RetryPolicy) orDefault() RetryPolicy {
