@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -160,7 +161,7 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 		if !proto.Equal(env, seen) {
 			return t.changed()
 		}
-		latest, err := rotate.AccessVersion(ctx, t.sm, t.secretName(ref.Secret)+"/versions/latest")
+		latest, err := gcp.AccessVersion(ctx, t.sm, t.secretName(ref.Secret)+"/versions/latest")
 		if err != nil {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
@@ -395,8 +396,8 @@ func (t *CloudRun) value(ctx context.Context, svc *runpb.Service, env *runpb.Env
 		return secret.New(env.GetValue()), nil
 	}
 	name := t.secretName(ref.Secret) + "/versions/" + ref.Version
-	v, err := rotate.AccessVersion(ctx, t.sm, name)
-	if errors.Is(err, rotate.ErrSecretNotFound) || status.Code(errors.Unwrap(err)) == codes.PermissionDenied {
+	v, err := gcp.AccessVersion(ctx, t.sm, name)
+	if errors.Is(err, gcp.ErrSecretNotFound) || status.Code(errors.Unwrap(err)) == codes.PermissionDenied {
 		return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
 			"the service references a secret version keyrotate cannot read: fix the reference or grant roles/secretmanager.secretAccessor")
 	}
@@ -430,7 +431,7 @@ func (t *CloudRun) secretName(ref string) string {
 // versionHolding returns the number of the newest enabled version of the
 // secret whose payload is key (the newest few are searched).
 func (t *CloudRun) versionHolding(ctx context.Context, secretName string, key secret.Key) (string, error) {
-	latest, err := rotate.AccessVersion(ctx, t.sm, secretName+"/versions/latest")
+	latest, err := gcp.AccessVersion(ctx, t.sm, secretName+"/versions/latest")
 	if err == nil && latest.Key.Equal(key) {
 		return versionID(latest.Name), nil
 	}
@@ -455,7 +456,7 @@ func (t *CloudRun) versionHolding(ctx context.Context, secretName string, key se
 		nums = nums[:10]
 	}
 	for _, n := range nums {
-		v, err := rotate.AccessVersion(ctx, t.sm, secretName+"/versions/"+strconv.Itoa(n))
+		v, err := gcp.AccessVersion(ctx, t.sm, secretName+"/versions/"+strconv.Itoa(n))
 		if err == nil && v.Key.Equal(key) {
 			return strconv.Itoa(n), nil
 		}
