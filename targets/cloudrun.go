@@ -186,7 +186,18 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 	if !serving {
 		force = true // the template may already hold the value: deploy it again
 	}
+	upd := t.updatedService(svc, want, key, force)
+	if err := t.deploy(ctx, upd, force, svc.LatestReadyRevision); err != nil {
+		return err
+	}
+	return t.done(want)
+}
 
+// updatedService returns a copy of svc whose container sets the variable
+// to want, ready to send as an update: without the client-side revision
+// name and, when the update must force a new revision, with the key's
+// fingerprint in the template's annotations.
+func (t *CloudRun) updatedService(svc *runpb.Service, want *runpb.EnvVar, key secret.Key, force bool) *runpb.Service {
 	upd := proto.Clone(svc).(*runpb.Service)
 	c, _ := findContainer(upd.Template, t.container)
 	for i, e := range c.Env {
@@ -207,10 +218,7 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 		}
 		upd.Template.Annotations[CloudRunFingerprintAnnotation] = key.Fingerprint()
 	}
-	if err := t.deploy(ctx, upd, force, svc.LatestReadyRevision); err != nil {
-		return err
-	}
-	return t.done(want)
+	return upd
 }
 
 func (t *CloudRun) done(env *runpb.EnvVar) error {
@@ -372,7 +380,9 @@ func (t *CloudRun) checkWritable(ctx context.Context) error {
 func (t *CloudRun) checkTraffic(svc *runpb.Service) error {
 	for _, tr := range svc.Traffic {
 		if tr.Percent > 0 && tr.Type != runpb.TrafficTargetAllocationType_TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST {
-			return errhint.With(fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w", t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
+			return errhint.With(
+				fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w",
+					t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
 				"send all traffic to the latest revision (gcloud run services update-traffic --to-latest): a new revision must serve the new key")
 		}
 	}
