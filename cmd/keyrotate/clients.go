@@ -407,7 +407,8 @@ func credentialsError(api string, err error) error {
 // the emulator picks new ports on every start, so a stale export is the
 // usual cause.
 func emulatorHint(envVar, addr string) string {
-	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: export the variables it prints again, or unset %s to use Google", addr, envVar)
+	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: "+
+		"export the variables it prints again, or unset %s to use Google", addr, envVar)
 }
 
 // connRefused reports whether err is a refused connection, over REST (a
