@@ -329,6 +329,9 @@ type HealthCheck struct {
 	// needed); Hint then says only what the API told.
 	Drift bool `json:"drift,omitempty"`
 	Dead  bool `json:"dead,omitempty"`
+	// Err, on a failed key check, is the failure behind it (the probe's
+	// error), for a caller that words the fix itself.
+	Err error `json:"-"`
 	// Then, on a warning, is what resolves it when Hint is empty: the
 	// caller words it as a command.
 	Then Next `json:"-"`
@@ -446,7 +449,8 @@ func (v *HealthReport) checkKey(ctx context.Context, slot *Slot, probe secret.Ke
 		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
 	default:
 		v.dead = true
-		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
+		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true,
+			Err: err})
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ func nameFixes(v *rotate.HealthReport) {
 	}
 	for i := range v.Checks {
 		c := &v.Checks[i]
+		c.Hint = probeHint(c.Err, c.Hint)
 		var fix string
 		switch {
 		case c.Hint == "" && c.Then.Action != rotate.NextNone:
