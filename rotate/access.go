@@ -4,16 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"strings"
 
-	"google.golang.org/api/cloudresourcemanager/v3"
-	"google.golang.org/api/googleapi"
-	iamapi "google.golang.org/api/iam/v1"
-	"google.golang.org/api/serviceusage/v1"
-	"google.golang.org/grpc/codes"
-
-	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // What Plan proves, with read-only calls, before a rotation writes anything:
@@ -23,14 +17,6 @@ import (
 // keys are bound to exists and may be bound. A real first run fails on each
 // of these only part-way; plan names them all at once, each with the
 // predefined role and the command that grants it.
-
-// AccessClients are the read-only clients Plan proves the caller's access
-// with (the secret's permissions go through Rotator.Secrets).
-type AccessClients struct {
-	Projects *cloudresourcemanager.Service // projects.testIamPermissions
-	Services *serviceusage.Service         // services.batchGet
-	IAM      *iamapi.Service               // serviceAccounts.get, .testIamPermissions
-}
 
 // ErrAccessMissing: the caller lacks a permission, an API or a service
 // account the rotation needs (Plan.Checks say which).
@@ -110,7 +96,7 @@ const (
 	permActAs            = "iam.serviceAccounts.actAs"
 )
 
-// projectNeeds are the API Keys calls a rotation makes (rotate/apikeys.go),
+// projectNeeds are the API Keys calls a rotation makes (internal/gcp/apikeys.go),
 // tested on the slot's project.
 var projectNeeds = []need{
 	{"apikeys.keys.get", "reading the current key", roleAPIKeysAdmin},
@@ -125,7 +111,7 @@ var projectNeeds = []need{
 }
 
 // secretNeeds are the Secret Manager calls a rotation makes on the slot's
-// secret (rotate/secrets.go, rotate/lease.go).
+// secret (internal/gcp/secrets.go, rotate/lease.go).
 var secretNeeds = []need{
 	{"secretmanager.versions.access", "reading the current key from the secret", roleSecretAccessor},
 	{"secretmanager.secrets.get", "reading the secret's rotation record", roleSecretAdmin},
@@ -147,13 +133,15 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 	if r.Access == nil {
 		return nil
 	}
+	access := *r.Access
+	access.Retry = r.Retry
 	var out []AccessCheck
-	out = append(out, r.checkProject(ctx, slot.Project)...)
-	out = append(out, r.checkSecret(ctx, slot.Secret)...)
+	out = append(out, checkProject(ctx, &access, slot.Project)...)
+	out = append(out, checkSecret(ctx, &gcp.Secrets{Client: r.Secrets, Retry: r.Retry}, slot.Secret)...)
 	// The APIs must be enabled where the calls are charged (ChargedProject).
-	out = append(out, r.checkServices(ctx, r.ChargedProject(slot))...)
+	out = append(out, checkServices(ctx, &access, r.ChargedProject(slot))...)
 	if sa != "" {
-		out = append(out, r.checkServiceAccount(ctx, sa)...)
+		out = append(out, checkServiceAccount(ctx, &access, sa)...)
 	}
 	return out
 }
@@ -162,7 +150,7 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 // need; an error makes one unknown check for them all.
 func tested(needs []need, held []string, err error, kind, resource string, fix func(role string) string) []AccessCheck {
 	if err != nil {
-		c := AccessCheck{What: "checking permissions", Status: CheckWarn, Kind: "permissions", Name: kind, Resource: resource, Reason: errReason(err)}
+		c := AccessCheck{What: "checking permissions", Status: CheckWarn, Kind: "permissions", Name: kind, Resource: resource, Reason: gcp.Summary(err)}
 		return []AccessCheck{c}
 	}
 	has := map[string]bool{}
@@ -188,33 +176,17 @@ func perms(needs []need) []string {
 	return out
 }
 
-// checkProject tests the API Keys permissions on the project (Resource
-// Manager projects.testIamPermissions: no permission needed to ask).
-func (r *Rotator) checkProject(ctx context.Context, project string) []AccessCheck {
-	res := "projects/" + project
-	var held []string
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		resp, err := r.Access.Projects.Projects.TestIamPermissions(res,
-			&cloudresourcemanager.TestIamPermissionsRequest{Permissions: perms(projectNeeds)}).Context(ctx).Do()
-		if err == nil {
-			held = resp.Permissions
-		}
-		return err
-	})
-	return tested(projectNeeds, held, err, "API Keys", res, func(role string) string {
+// checkProject tests the API Keys permissions on the project.
+func checkProject(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
+	held, err := access.ProjectPermissions(ctx, project, perms(projectNeeds))
+	return tested(projectNeeds, held, err, "API Keys", "projects/"+project, func(role string) string {
 		return fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, role)
 	})
 }
 
-// checkSecret tests the Secret Manager permissions on the secret (its IAM
-// handle's TestIamPermissions).
-func (r *Rotator) checkSecret(ctx context.Context, secret string) []AccessCheck {
-	var held []string
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		var err error
-		held, err = r.Secrets.IAM(secret).TestPermissions(ctx, perms(secretNeeds))
-		return err
-	})
+// checkSecret tests the Secret Manager permissions on the secret.
+func checkSecret(ctx context.Context, sa *gcp.Secrets, secret string) []AccessCheck {
+	held, err := sa.TestPermissions(ctx, secret, perms(secretNeeds))
 	return tested(secretNeeds, held, err, "Secret Manager", secret, func(role string) string {
 		return "gcloud secrets add-iam-policy-binding " + gcloudSecret(secret) + " --member=MEMBER --role=" + role
 	})
@@ -232,33 +204,22 @@ func gcloudSecret(name string) string {
 	return name
 }
 
-// checkServices reads the state of the APIs on the charged project (Service
-// Usage services.batchGet, which needs serviceusage.services.get).
-func (r *Rotator) checkServices(ctx context.Context, project string) []AccessCheck {
+// checkServices reads the state of the APIs on the charged project (which
+// needs serviceusage.services.get).
+func checkServices(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
 	parent := "projects/" + project
 	names := make([]string, len(servicesNeeded))
 	for i, n := range servicesNeeded {
-		names[i] = parent + "/services/" + n.perm
+		names[i] = n.perm
 	}
-	var resp *serviceusage.BatchGetServicesResponse
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		var err error
-		resp, err = r.Access.Services.Services.BatchGet(parent).Names(names...).Context(ctx).Do()
-		return err
-	})
-	state := map[string]string{}
-	if err == nil {
-		for _, s := range resp.Services {
-			state[s.Name[strings.LastIndex(s.Name, "/")+1:]] = s.State
-		}
-	}
+	state, err := access.ServiceStates(ctx, project, names)
 	var out []AccessCheck
 	for _, n := range servicesNeeded {
 		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "api", Name: n.perm, Resource: parent}
 		switch {
 		case err != nil:
-			c.Status, c.Reason = CheckWarn, errReason(err)
-			if isDenied(err) {
+			c.Status, c.Reason = CheckWarn, gcp.Summary(err)
+			if gcp.IsDenied(err) {
 				c.Role = roleServiceUsageView
 				c.Fix = fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, roleServiceUsageView)
 			}
@@ -281,36 +242,25 @@ func (r *Rotator) checkServices(ctx context.Context, project string) []AccessChe
 // with the account's testIamPermissions. Checked: the API Keys
 // access-control page, "Manage API keys" (cloud.google.com/docs/
 // authentication/api-keys) and the service-account roles page.
-func (r *Rotator) checkServiceAccount(ctx context.Context, sa string) []AccessCheck {
-	name := "projects/-/serviceAccounts/" + sa
+func checkServiceAccount(ctx context.Context, access *gcp.AccessClients, sa string) []AccessCheck {
 	exists := AccessCheck{What: "creating a key bound to " + sa, Status: CheckOK, Kind: "service account", Name: sa, Resource: saProject(sa)}
-	err := r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		_, err := r.Access.IAM.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
-		return err
-	})
+	err := access.ServiceAccount(ctx, sa)
 	switch {
 	case err == nil:
-	case isNotFound(err):
+	case gcp.IsNotFound(err):
 		exists.Status = CheckFail
-		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account", saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
+		exists.Fix = fmt.Sprintf("gcloud iam service-accounts create %s --project=%s, or correct service_account",
+			saID(sa), strings.TrimPrefix(saProject(sa), "projects/"))
 		return []AccessCheck{exists}
 	default:
-		exists.Status, exists.Reason = CheckWarn, errReason(err)
-		if isDenied(err) {
+		exists.Status, exists.Reason = CheckWarn, gcp.Summary(err)
+		if gcp.IsDenied(err) {
 			exists.Role = roleSAViewer
 			exists.Fix = fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, roleSAViewer)
 		}
 		return []AccessCheck{exists}
 	}
-	var held []string
-	err = r.Retry.do(ctx, func(ctx context.Context, _ attempt) error {
-		resp, err := r.Access.IAM.Projects.ServiceAccounts.TestIamPermissions(name,
-			&iamapi.TestIamPermissionsRequest{Permissions: []string{permActAs}}).Context(ctx).Do()
-		if err == nil {
-			held = resp.Permissions
-		}
-		return err
-	})
+	held, err := access.ServiceAccountPermissions(ctx, sa, []string{permActAs})
 	actAs := tested([]need{{permActAs, "binding the new key to " + sa, roleSAUser}}, held, err, "IAM", sa, func(role string) string {
 		return fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --member=MEMBER --role=%s", sa, role)
 	})
@@ -330,33 +280,6 @@ func saProject(sa string) string {
 func saID(sa string) string {
 	id, _, _ := strings.Cut(sa, "@")
 	return id
-}
-
-func isNotFound(err error) bool {
-	var ge *googleapi.Error
-	return errors.As(err, &ge) && ge.Code == http.StatusNotFound
-}
-
-func isDenied(err error) bool {
-	var ge *googleapi.Error
-	if errors.As(err, &ge) {
-		return ge.Code == http.StatusForbidden
-	}
-	st, ok := grpcStatus(err)
-	return ok && st.Code() == codes.PermissionDenied
-}
-
-// errReason is an error's message, short, for a check that could not be
-// made.
-func errReason(err error) string {
-	var ge *googleapi.Error
-	if errors.As(err, &ge) && ge.Message != "" {
-		return fmt.Sprintf("%d %s", ge.Code, ge.Message)
-	}
-	if st, ok := grpcStatus(err); ok {
-		return st.Code().String() + " " + st.Message()
-	}
-	return err.Error()
 }
 
 // AccessError is a preflight failure (Err) that Plan's checks help explain:
@@ -383,5 +306,6 @@ func (p *Plan) AccessErr() error {
 		return nil
 	}
 	return errhint.With(fmt.Errorf("slot %s: %d check(s) failed (%s): %w", p.Slot, len(missing), strings.Join(missing, ", "), ErrAccessMissing),
-		"each failed check above names the role and the command that grants it; MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
+		"each failed check above names the role and the command that grants it; "+
+			"MEMBER is the identity the rotation runs as (user:EMAIL, or serviceAccount:EMAIL for a job)")
 }

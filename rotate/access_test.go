@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -33,7 +34,7 @@ func (w *world) withAccess() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	w.r.Access = &rotate.AccessClients{Projects: crm, Services: su, IAM: ia}
+	w.r.Access = &gcp.AccessClients{Projects: crm, Services: su, IAM: ia}
 }
 
 // planChecks runs Plan and returns its checks, from the plan or, when the

@@ -71,5 +71,9 @@ func bindingRestrictions(slot *Slot, old *apikeys.V2Key) (*apikeys.V2Restriction
 	return nil, errhint.With(
 		fmt.Errorf("slot %s: binding new keys to %s needs a key restricted to the Gemini API alone, but key %s %s: %w",
 			slot.Name, slot.ServiceAccount, old.Name, what, ErrBadConfig),
-		fmt.Sprintf("the default organization policy (iam.managed.disableServiceAccountApiKeyCreation) allows keys bound to a service account only when they are restricted to %s. Either set bound_key_restrictions: gemini on the slot, so the new key may call the Gemini API only (check that the application calls nothing else with it), or, if your organization administrator has allowed bound keys with these restrictions, set bound_key_restrictions: copy", geminiService))
+		fmt.Sprintf("the default organization policy (iam.managed.disableServiceAccountApiKeyCreation) allows keys bound to "+
+			"a service account only when they are restricted to %s. Either set bound_key_restrictions: gemini on the slot, "+
+			"so the new key may call the Gemini API only (check that the application calls nothing else with it), "+
+			"or, if your organization administrator has allowed bound keys with these restrictions, "+
+			"set bound_key_restrictions: copy", geminiService))
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -64,7 +65,7 @@ func TestConsumerRefusals(t *testing.T) {
 		{
 			name:         "user credentials without a quota project",
 			setup:        func(w *world) { w.srv.RequireQuotaProject(true) },
-			wantReason:   rotate.ReasonServiceDisabled,
+			wantReason:   gcp.ReasonServiceDisabled,
 			wantConsumer: "projects/764086051850",
 			wantHint:     []string{"764086051850", "shared client project", "gcloud auth application-default set-quota-project " + project},
 		},
@@ -75,7 +76,7 @@ func TestConsumerRefusals(t *testing.T) {
 				w.srv.SetServiceEnabled("billing-proj", "secretmanager.googleapis.com", false)
 			},
 			quotaProject: "billing-proj",
-			wantReason:   rotate.ReasonServiceDisabled,
+			wantReason:   gcp.ReasonServiceDisabled,
 			wantConsumer: "projects/999",
 			wantHint: []string{"secretmanager.googleapis.com is not enabled in project 999", "gcloud services enable secretmanager.googleapis.com --project 999",
 				"https://console.developers.google.com/apis/api/secretmanager.googleapis.com/overview?project=999"},
@@ -87,14 +88,14 @@ func TestConsumerRefusals(t *testing.T) {
 				w.srv.SetServiceEnabled("billing-proj", "apikeys.googleapis.com", false)
 			},
 			quotaProject: "billing-proj",
-			wantReason:   rotate.ReasonServiceDisabled,
+			wantReason:   gcp.ReasonServiceDisabled,
 			wantConsumer: "projects/999",
 			wantHint:     []string{"apikeys.googleapis.com is not enabled in project 999", "gcloud services enable apikeys.googleapis.com --project 999"},
 		},
 		{
 			name:         "a quota project the caller may not use",
 			quotaProject: "not-my-project",
-			wantReason:   rotate.ReasonUserProjectDenied,
+			wantReason:   gcp.ReasonUserProjectDenied,
 			wantConsumer: "projects/not-my-project",
 			wantHint:     []string{"quota project not-my-project", "roles/serviceusage.serviceUsageConsumer"},
 		},
@@ -108,9 +109,9 @@ func TestConsumerRefusals(t *testing.T) {
 				chargeTo(t, w, tc.quotaProject)
 			}
 			_, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
-			var ce *rotate.ConsumerError
+			var ce *gcp.ConsumerError
 			if !errors.As(err, &ce) {
-				t.Fatalf("Rotate: %v (%T), want a *rotate.ConsumerError", err, err)
+				t.Fatalf("Rotate: %v (%T), want a *gcp.ConsumerError", err, err)
 			}
 			if ce.Reason != tc.wantReason || ce.Consumer != tc.wantConsumer {
 				t.Errorf("ConsumerError = %s %s, want %s %s", ce.Reason, ce.Consumer, tc.wantReason, tc.wantConsumer)

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // currentAnnotation names, on a slot's secret, the key a rotation put in
@@ -32,7 +34,7 @@ func setCurrent(sec *secretmanagerpb.Secret, c currentKey) {
 // currentKeyOf returns the key that the secret's annotation names for
 // version v, whose payload has fingerprint fp; ok is false when the
 // annotation is absent, unreadable, or about another version or payload.
-func currentKeyOf(sec *secretmanagerpb.Secret, v Version) (string, bool) {
+func currentKeyOf(sec *secretmanagerpb.Secret, v gcp.Version) (string, bool) {
 	raw := sec.GetAnnotations()[currentAnnotation]
 	if raw == "" || v.Name == "" || v.Key.IsZero() {
 		return "", false

@@ -15,11 +15,12 @@ import (
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // fastRetry keeps the fault matrix quick: the real policy waits 500ms and up.
-var fastRetry = rotate.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 2 * time.Second, MaxElapsed: 10 * time.Second}
+var fastRetry = gcp.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 2 * time.Second, MaxElapsed: 10 * time.Second}
 
 // Outcome classes, as the CLI maps them to exit codes.
 const (

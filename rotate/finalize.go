@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -81,7 +82,7 @@ type candidate struct {
 // their grace, or due), check the due keys against what the places hold,
 // and, under the slot's lease (see drive), delete the due keys.
 func (r *Rotator) Finalize(ctx context.Context, slot *Slot, opts FinalizeOptions) (*FinalizeResult, error) {
-	ctx = withProject(ctx, r.ChargedProject(slot))
+	ctx = gcp.WithProject(ctx, r.ChargedProject(slot))
 	ka, sa := r.apis()
 	f := &finalizing{Rotator: r, slot: slot, opts: opts, ka: ka, sa: sa, res: &FinalizeResult{Slot: slot.Name, Keys: []Finalized{}}}
 	if err := f.readSlot(ctx); err != nil {
@@ -112,12 +113,12 @@ type finalizing struct {
 	*Rotator
 	slot *Slot
 	opts FinalizeOptions
-	ka   *keysAPI
-	sa   *secretsAPI
+	ka   *gcp.Keys
+	sa   *gcp.Secrets
 	res  *FinalizeResult
 
 	sec     *secretmanagerpb.Secret
-	latest  Version
+	latest  gcp.Version
 	current string            // the current key's name
 	held    map[string]string // fingerprint of what a place holds -> that place
 	started time.Time         // when the candidates were classified
@@ -136,7 +137,7 @@ type finalizing struct {
 // hold. A slot with an unfinished run is left alone (res.Skipped).
 func (f *finalizing) readSlot(ctx context.Context) error {
 	slot := f.slot
-	sec, err := f.sa.get(ctx, slot.Secret)
+	sec, err := f.sa.Get(ctx, slot.Secret)
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
@@ -147,13 +148,13 @@ func (f *finalizing) readSlot(ctx context.Context) error {
 		f.res.Skipped = fmt.Sprintf("an unfinished %s (%s) holds the slot; finish or abort it first", rec.kind(), rec.ID)
 		return nil
 	}
-	latest, err := f.sa.access(ctx, slot.Secret+"/versions/latest")
+	latest, err := f.sa.Access(ctx, slot.Secret+"/versions/latest")
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
 	current, ok := currentKeyOf(sec, latest)
 	if !ok {
-		if current, err = f.ka.lookup(ctx, latest.Key); err != nil {
+		if current, err = f.ka.Lookup(ctx, latest.Key); err != nil {
 			return fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	}
@@ -207,7 +208,7 @@ func (f *finalizing) candidates(ctx context.Context) error {
 
 // scan adds the project's keys annotated with the slot to the candidates.
 func (f *finalizing) scan(ctx context.Context) error {
-	keys, err := f.ka.list(ctx, keyParent(f.current), false)
+	keys, err := f.ka.List(ctx, keyParent(f.current), false)
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 	}
@@ -252,7 +253,7 @@ func (f *finalizing) classify(ctx context.Context) error {
 	for _, id := range f.ids {
 		c := f.cands[id]
 		if c.key == nil {
-			k, err := f.ka.get(ctx, keyParent(f.current)+"/keys/"+id)
+			k, err := f.ka.Get(ctx, keyParent(f.current)+"/keys/"+id)
 			switch {
 			case errors.Is(err, ErrKeyNotFound):
 				continue // purged: drop it from the index
@@ -315,7 +316,7 @@ func (f *finalizing) checkHeld(ctx context.Context) error {
 		if fin.Action != finalizeDue {
 			continue
 		}
-		ks, err := f.ka.keyString(ctx, fin.Key)
+		ks, err := f.ka.KeyString(ctx, fin.Key)
 		if err != nil {
 			return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 		}
@@ -391,7 +392,7 @@ func (f *finalizing) deleteDue(ctx context.Context) error {
 			f.keepPending(c)
 			continue
 		}
-		if err := f.ka.delete(ctx, fin.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		if err := f.ka.Delete(ctx, fin.Key, c.key.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			fin.Action, fin.Reason = FinalizeSkipped, "delete failed: "+err.Error()
 			f.errs = errors.Join(f.errs, err)
 			f.keepPending(c)
@@ -426,7 +427,7 @@ func (f *finalizing) disableVersion(ctx context.Context, c *candidate) {
 		v = c.pending.Version
 	}
 	if v != "" && versionNumber(v) != versionNumber(f.latest.Name) {
-		if err := f.sa.disable(ctx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
+		if err := f.sa.Disable(ctx, v); err != nil && !errors.Is(err, ErrSecretNotFound) {
 			f.errs = errors.Join(f.errs, err)
 		}
 	}

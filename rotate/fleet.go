@@ -6,6 +6,8 @@ import (
 	"hash/fnv"
 	"sync"
 	"time"
+
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // Fleet rotates many slots at once: up to Parallel rotations run together,
@@ -62,7 +64,7 @@ func (f *Fleet) Run(ctx context.Context, slots []*Slot, opts Options) {
 }
 
 func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
-	var calls SlotCalls
+	var calls gcp.SlotCalls
 	o := Outcome{Slot: s, Started: time.Now()}
 	if f.Start != nil {
 		f.Start(s)
@@ -72,7 +74,7 @@ func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
 			"the run ended (its time limit, or interrupted) before this slot's turn; nothing was changed: run again with more time, or more slots at once",
 			Next{Action: NextMoreTime, Slot: s.Name})
 	} else {
-		o.Result, o.Err = f.Rotator.Rotate(WithSlotCalls(ctx, &calls), s, opts)
+		o.Result, o.Err = f.Rotator.Rotate(gcp.WithSlotCalls(ctx, &calls), s, opts)
 	}
 	o.Finished = time.Now()
 	o.Calls, o.Throttled = calls.Calls.Load(), calls.Throttled.Load()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
@@ -81,7 +82,7 @@ func BenchmarkFleet(b *testing.B) {
 				if st.Throttled != 0 || first.throttled != 0 || next.throttled != 0 {
 					b.Errorf("paced at the default quotas, the runs got 429s: the emulator answered %d, the client counted %d", st.Throttled, first.throttled+next.throttled)
 				}
-				writes := float64(c.slots*apiKeysWrites) / float64(rotate.DefaultQuotas[rotate.APIKeys].Writes) * s.d(fleetQuotaWindow).Seconds()
+				writes := float64(c.slots*apiKeysWrites) / float64(gcp.DefaultQuotas[gcp.APIKeys].Writes) * s.d(fleetQuotaWindow).Seconds()
 				critical := (s.d(fleetPropagation) + criticalCalls*s.d(fleetLatency)).Seconds()
 				bound := max(writes, critical)
 				b.ReportMetric(first.wall.Seconds(), "wall-s")
@@ -174,7 +175,7 @@ func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Opti
 // measures the run.
 func runFleetParallel(b *testing.B, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
 	b.Helper()
-	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, s.d(fleetQuotaWindow))}
+	meter := &gcp.Meter{Pacer: gcp.NewPacer(nil, s.d(fleetQuotaWindow))}
 	r, g := fe.rotator(b, meter, s)
 	slots := fe.slots(g, s)
 	var (

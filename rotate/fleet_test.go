@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
@@ -202,7 +203,7 @@ func (s scaled) d(d time.Duration) time.Duration { return time.Duration(float64(
 
 // fleetRotator builds a Rotator whose clients go through meter, with the
 // protocol's default timings divided by scale.
-func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scaled) (*rotate.Rotator, *verify.Gemini) {
+func (fe *fleetEmulator) rotator(tb testing.TB, meter *gcp.Meter, scale scaled) (*rotate.Rotator, *verify.Gemini) {
 	return fe.rotatorCharging(tb, meter, scale, "")
 }
 
@@ -210,10 +211,10 @@ func (fe *fleetEmulator) rotator(tb testing.TB, meter *rotate.Meter, scale scale
 // name quotaProject ("": none) in x-goog-user-project on every call, as
 // keyrotate's do with a quota project (Google's clients send it only with
 // credentials, which the emulator does not take).
-func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *rotate.Meter, scale scaled, quotaProject string) (*rotate.Rotator, *verify.Gemini) {
+func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale scaled, quotaProject string) (*rotate.Rotator, *verify.Gemini) {
 	tb.Helper()
 	ctx := context.Background()
-	var keysTransport http.RoundTripper = meter.Transport(rotate.APIKeys, nil)
+	var keysTransport http.RoundTripper = meter.Transport(gcp.APIKeys, nil)
 	header := userProjectDial(quotaProject)
 	if quotaProject != "" {
 		keysTransport = userProjectTransport{quotaProject, keysTransport}
@@ -225,7 +226,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *rotate.Meter, sca
 	}
 	sm, err := secretmanager.NewClient(ctx, option.WithEndpoint(fe.SecretManager), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager))),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.SecretManager))),
 		option.WithGRPCDialOption(header))
 	if err != nil {
 		tb.Fatal(err)
@@ -234,20 +235,20 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *rotate.Meter, sca
 	tb.Cleanup(func() { sm.Close() })
 	lookup, err := apikeysapi.NewClient(ctx, option.WithEndpoint(fe.APIKeys), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys))),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.APIKeys))),
 		option.WithGRPCDialOption(header))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	lookup.CallOptions = &apikeysapi.CallOptions{}
 	tb.Cleanup(func() { lookup.Close() })
-	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, nil)}}
-	d := rotate.DefaultRetry
+	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, nil)}}
+	d := gcp.DefaultRetry
 	return &rotate.Rotator{
 		Keys: keys, Lookup: lookup, Secrets: sm,
 		PollInterval:  scale.d(250 * time.Millisecond),
 		ProbeInterval: scale.d(2 * time.Second), ProbeMaxInterval: scale.d(rotate.DefaultProbeMaxInterval),
-		Retry: rotate.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},
+		Retry: gcp.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},
 	}, g
 }
 
@@ -269,7 +270,7 @@ func (fe *fleetEmulator) slots(g rotate.Prober, scale scaled) []*rotate.Slot {
 // is answered 429, and no rotation takes more than 15 calls.
 func TestFleetRotatesEachSlotOnce(t *testing.T) {
 	fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 6, Propagation: 50 * time.Millisecond, QuotaWindow: time.Second})
-	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, time.Second)}
+	meter := &gcp.Meter{Pacer: gcp.NewPacer(nil, time.Second)}
 	r, g := fe.rotator(t, meter, 600)
 	r.Retry.MaxElapsed = 5 * time.Second
 	slots := fe.slots(g, 600)
@@ -337,7 +338,7 @@ func TestFleetRetriesThrottledCalls(t *testing.T) {
 	const window = 300 * time.Millisecond
 	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: 6, QuotaWindow: window,
 		Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}}})
-	meter := &rotate.Meter{Pacer: rotate.NewPacer(nil, window)} // paces at 120 writes a window
+	meter := &gcp.Meter{Pacer: gcp.NewPacer(nil, window)} // paces at 120 writes a window
 	r, g := fe.rotator(t, meter, 600)
 	took := rotateEach(t, r, fe.slots(g, 600), 30*time.Second)
 	st := fe.stop()
@@ -446,7 +447,7 @@ func TestFleetUnderOneQuotaProject(t *testing.T) {
 		window = time.Second
 		qp     = "fleet-billing"
 	)
-	limits := map[string]rotate.Quota{rotate.APIKeys: {Reads: 1000, Writes: 4}, rotate.SecretManager: {Reads: 1000, Writes: 1000}}
+	limits := map[string]gcp.Quota{gcp.APIKeys: {Reads: 1000, Writes: 4}, gcp.SecretManager: {Reads: 1000, Writes: 1000}}
 	for _, tc := range []struct {
 		name         string
 		rotator      bool // the Rotator knows the quota project
@@ -460,7 +461,7 @@ func TestFleetUnderOneQuotaProject(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fe := startFleetEmulator(t, fleetSpec{Projects: 3, SlotsPerProject: 2, QuotaWindow: window, QuotaProject: qp,
 				Quotas: map[string]emulator.Quota{"apikeys": {Reads: 1000, Writes: 4}, "secretmanager": {Reads: 1000, Writes: 1000}}})
-			meter := &rotate.Meter{Pacer: rotate.NewPacer(limits, window)}
+			meter := &gcp.Meter{Pacer: gcp.NewPacer(limits, window)}
 			if tc.meter {
 				meter.QuotaProject = qp
 			}

@@ -32,13 +32,13 @@ type Leak struct {
 // period, or left over), and in which secrets and targets. It only reads.
 func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (*Leak, error) {
 	ka, sa := r.apis()
-	name, err := ka.lookup(ctx, key)
+	name, err := ka.Lookup(ctx, key)
 	if err != nil {
 		return nil, errhint.With(err, "the API does not know this key string: it is not a key of a project you can see, or it was purged")
 	}
 	parts := strings.SplitN(name, "/", 3) // projects/N/...
 	l := &Leak{Key: name, Project: parts[0] + "/" + parts[1], Fingerprint: key.Fingerprint()}
-	k, err := ka.get(ctx, name)
+	k, err := ka.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (
 		l.DeleteAfter = &t
 	}
 	for _, s := range slots {
-		latest, err := sa.access(ctx, s.Secret+"/versions/latest")
+		latest, err := sa.Access(ctx, s.Secret+"/versions/latest")
 		if err != nil && !errors.Is(err, ErrSecretNotFound) {
 			return nil, fmt.Errorf("slot %s: %w", s.Name, err)
 		}
@@ -146,7 +146,7 @@ type Revoked struct {
 // alone: no call that changes anything.
 func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revoked, error) {
 	ka, sa := r.apis()
-	k, err := ka.get(ctx, name)
+	k, err := ka.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -155,17 +155,17 @@ func (r *Rotator) Revoke(ctx context.Context, name string, slots []*Slot) (*Revo
 		return &Revoked{KeyInfo: info, AlreadyDeleted: true}, nil
 	}
 	for _, s := range slots {
-		latest, err := sa.access(ctx, s.Secret+"/versions/latest")
+		latest, err := sa.Access(ctx, s.Secret+"/versions/latest")
 		if err != nil {
 			continue
 		}
-		cur, err := ka.lookup(ctx, latest.Key)
+		cur, err := ka.Lookup(ctx, latest.Key)
 		if err == nil && keyIDOf(cur) == keyIDOf(k.Name) {
 			return nil, withNext(fmt.Errorf("key %s is the current key of slot %s: %w", k.Name, s.Name, ErrKeyInUse),
 				"deleting it would break every place that uses it: replace it everywhere first", Next{Action: NextReplaceFirst, Slot: s.Name})
 		}
 	}
-	if err := ka.delete(ctx, k.Name, k.Etag); err != nil {
+	if err := ka.Delete(ctx, k.Name, k.Etag); err != nil {
 		return nil, err
 	}
 	info.Deleted = true

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // recordAnnotation is the secret annotation that holds the rotation record.
@@ -319,7 +320,7 @@ func newID(now time.Time) string {
 // as a compare-and-swap on the secret's etag; it renews itself in the
 // background until released.
 type lease struct {
-	api  *secretsAPI
+	api  *gcp.Secrets
 	ttl  time.Duration
 	now  func() time.Time
 	lost context.CancelCauseFunc
@@ -370,7 +371,7 @@ var errLeaseLost = fmt.Errorf("%w: the lease was taken over by another run", Err
 // acquire takes the slot's lease. next decides, from the record found on
 // the secret (nil when none), which record to hold and whether that resumes
 // an earlier run; it is only asked about records that no live run holds.
-func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error),
+func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error),
 	ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
 	if run == "" {
 		run = newID(now())
@@ -426,7 +427,7 @@ func acquire(ctx context.Context, api *secretsAPI, sec *secretmanagerpb.Secret, 
 		err = l.write(ctx)
 		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
 			// Someone wrote the secret since we read it: look again.
-			if sec, err = api.get(ctx, sec.GetName()); err != nil {
+			if sec, err = api.Get(ctx, sec.GetName()); err != nil {
 				return nil, false, err
 			}
 			continue
@@ -451,7 +452,7 @@ func (l *lease) write(ctx context.Context) error {
 		ann[k] = v
 	}
 	ann[recordAnnotation] = string(b)
-	out, err := l.api.update(ctx, &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}, "annotations")
+	out, err := l.api.Update(ctx, &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}, "annotations")
 	if err != nil {
 		return err
 	}
@@ -481,7 +482,7 @@ func (l *lease) update(ctx context.Context, f func(*Record)) error {
 
 // refresh re-reads the secret and checks the record is still ours.
 func (l *lease) refresh(ctx context.Context) error {
-	sec, err := l.api.get(ctx, l.sec.GetName())
+	sec, err := l.api.Get(ctx, l.sec.GetName())
 	if err != nil {
 		return err
 	}
@@ -579,7 +580,7 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 		if set != nil {
 			set(l.sec, next)
 		}
-		out, err := l.api.update(ctx, next, append([]string{"annotations"}, mask...)...)
+		out, err := l.api.Update(ctx, next, append([]string{"annotations"}, mask...)...)
 		if err == nil {
 			l.sec = out
 			return nil

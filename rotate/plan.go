@@ -64,7 +64,7 @@ type Plan struct {
 	Skip       string   `json:"skip,omitempty"`
 	Actions    []string `json:"actions"`
 	// Checks are what the rotation needs of the caller's access, proved
-	// with read-only calls (see AccessClients; none without them). A
+	// with read-only calls (see gcp.AccessClients; none without them). A
 	// missing one makes AccessErr non-nil.
 	Checks []AccessCheck `json:"checks"`
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -23,7 +24,7 @@ type preflight struct {
 	oldName string
 	old     *apikeys.V2Key // nil when the old key is gone (a resumed rotation)
 	oldKey  secret.Key     // zero on a resumed rotation
-	latest  Version        // the secret's newest version; Name "" when none
+	latest  gcp.Version    // the secret's newest version; Name "" when none
 	targets []secret.Key   // what each target holds, in slot order
 	// unreadable marks the targets whose value cannot be read (their
 	// entry in targets is zero).
@@ -70,9 +71,9 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 
 // readSecret reads the slot's secret, its rotation record and its newest
 // version.
-func (p *preflight) readSecret(ctx context.Context, sa *secretsAPI, slot *Slot) error {
+func (p *preflight) readSecret(ctx context.Context, sa *gcp.Secrets, slot *Slot) error {
 	var err error
-	if p.sec, err = sa.get(ctx, slot.Secret); err != nil {
+	if p.sec, err = sa.Get(ctx, slot.Secret); err != nil {
 		err = fmt.Errorf("slot %s: %w", slot.Name, err)
 		if errors.Is(err, ErrSecretNotFound) {
 			err = errhint.With(err, "create the secret, or fix `secret:` in the config")
@@ -87,10 +88,10 @@ func (p *preflight) readSecret(ctx context.Context, sa *secretsAPI, slot *Slot) 
 		// one stops a run at its lock (acquire).
 		p.rec = nil
 	}
-	p.latest, err = sa.access(ctx, slot.Secret+"/versions/latest")
+	p.latest, err = sa.Access(ctx, slot.Secret+"/versions/latest")
 	switch {
 	case errors.Is(err, ErrSecretNotFound):
-		p.latest = Version{} // no version yet
+		p.latest = gcp.Version{} // no version yet
 	case isCode(err, codes.FailedPrecondition):
 		return errhint.With(fmt.Errorf("slot %s: %w", slot.Name, err),
 			"the newest version of the secret is disabled or destroyed, so consumers reading `latest` fail: enable it or add a version holding the current key")
@@ -103,7 +104,7 @@ func (p *preflight) readSecret(ctx context.Context, sa *secretsAPI, slot *Slot) 
 // findCurrent names the current key (p.oldName) and its key string
 // (p.oldKey): the old key of the rotation in progress, else the key the
 // secret's newest version holds, else the key the slot names (a first run).
-func (r *Rotator) findCurrent(ctx context.Context, ka *keysAPI, slot *Slot, p *preflight) error {
+func (r *Rotator) findCurrent(ctx context.Context, ka *gcp.Keys, slot *Slot, p *preflight) error {
 	var err error
 	switch {
 	case p.rec != nil:
@@ -117,7 +118,7 @@ func (r *Rotator) findCurrent(ctx context.Context, ka *keysAPI, slot *Slot, p *p
 			p.oldName, p.oldKey = name, p.latest.Key
 			break
 		}
-		if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {
+		if p.oldName, err = ka.Lookup(ctx, p.latest.Key); err != nil {
 			err = fmt.Errorf("slot %s: the secret's latest version %s: %w", slot.Name, p.latest.Name, err)
 			if !errors.Is(err, ErrKeyNotFound) {
 				return err // the lookup failed, not the key: its own hint says why
@@ -131,7 +132,7 @@ func (r *Rotator) findCurrent(ctx context.Context, ka *keysAPI, slot *Slot, p *p
 		p.oldKey = p.latest.Key
 	case slot.Key != "":
 		p.oldName = slot.Key
-		if p.oldKey, err = ka.keyString(ctx, slot.Key); err != nil {
+		if p.oldKey, err = ka.KeyString(ctx, slot.Key); err != nil {
 			return fmt.Errorf("slot %s: %w", slot.Name, err)
 		}
 	default:
@@ -144,7 +145,7 @@ func (r *Rotator) findCurrent(ctx context.Context, ka *keysAPI, slot *Slot, p *p
 // readCurrent reads the current key (p.old; nil when the rotation being
 // resumed deleted it) and refuses a key or a secret outside the slot's
 // project.
-func (p *preflight) readCurrent(ctx context.Context, ka *keysAPI, slot *Slot) error {
+func (p *preflight) readCurrent(ctx context.Context, ka *gcp.Keys, slot *Slot) error {
 	// The slot's project as a number, when the config or the secret's name
 	// tells it; else the key is read by its id under the slot's project, so
 	// that the API resolves the project id.
@@ -154,10 +155,10 @@ func (p *preflight) readCurrent(ctx context.Context, ka *keysAPI, slot *Slot) er
 		name = "projects/" + slot.Project + "/locations/global/keys/" + keyIDOf(p.oldName)
 	}
 	var err error
-	p.old, err = ka.get(ctx, name)
-	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || httpCode(err) == http.StatusForbidden) {
+	p.old, err = ka.Get(ctx, name)
+	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || gcp.HTTPCode(err) == http.StatusForbidden) {
 		// Not in the slot's project — or gone: look where it is.
-		if k, err2 := ka.get(ctx, p.oldName); err2 == nil {
+		if k, err2 := ka.Get(ctx, p.oldName); err2 == nil {
 			return projectMismatch(slot, "key "+k.Name, projectOf(k.Name))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // UnfinishedError is the error of a run that found an unfinished rotation
@@ -44,7 +45,7 @@ func (e *UnfinishedError) Kind() string { return e.Record.kind() }
 // resume rewrites every target); ErrKeyDead when the current key does not
 // work (putting it back would break the targets; nothing was written).
 func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
-	ctx = withProject(ctx, r.ChargedProject(slot))
+	ctx = gcp.WithProject(ctx, r.ChargedProject(slot))
 	_, sa := r.apis()
 	pre, err := r.preflight(ctx, slot)
 	if err != nil {
@@ -115,7 +116,7 @@ func (r *Rotator) repair(ctx context.Context, slot *Slot, pre *preflight, drifte
 	_, sa := r.apis()
 	cur := pre.oldKey
 	if secretDrifted {
-		v, err := sa.add(ctx, slot.Secret, cur)
+		v, err := sa.Add(ctx, slot.Secret, cur)
 		if err != nil {
 			return err
 		}
@@ -140,7 +141,7 @@ func (r *Rotator) repair(ctx context.Context, slot *Slot, pre *preflight, drifte
 		r.event(slot.Name, StepDistribute, "wrote %s", t)
 	}
 	if secretDrifted {
-		v, err := sa.access(ctx, slot.Secret+"/versions/latest")
+		v, err := sa.Access(ctx, slot.Secret+"/versions/latest")
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -61,13 +62,13 @@ type Rotator struct {
 	// Lookup is the API Keys API over gRPC, for LookupKey only: the REST
 	// keys:lookupKey would put the key string in its URL. Required when
 	// the current key is found from a secret's key string; without it
-	// such a lookup fails with ErrNoLookupClient.
+	// such a lookup fails with gcp.ErrNoLookupClient.
 	Lookup  *apikeysapi.Client
 	Secrets *secretmanager.Client
 	// Access, when set, lets Plan prove the caller's permissions, the APIs
 	// and the bound service account with read-only calls; nil skips those
 	// checks.
-	Access *AccessClients
+	Access *gcp.AccessClients
 
 	// Log receives progress logs; nil discards them.
 	Log *slog.Logger
@@ -88,8 +89,8 @@ type Rotator struct {
 	// probes of a new key (defaults DefaultProbeInterval and
 	// DefaultProbeMaxInterval).
 	ProbeInterval, ProbeMaxInterval time.Duration
-	// Retry is how API calls are retried; the zero value is DefaultRetry.
-	Retry RetryPolicy
+	// Retry is how API calls are retried; the zero value is gcp.DefaultRetry.
+	Retry gcp.RetryPolicy
 	// CleanupTimeout bounds what a run does after it stopped (its context
 	// ended, or a step failed): releasing its lease or clearing its lock.
 	// That runs on a context of its own, for the run's may have ended; a
@@ -288,12 +289,12 @@ func (r *Rotator) eventThen(slot string, step Step, next Next, format string, ar
 	}
 }
 
-func (r *Rotator) apis() (*keysAPI, *secretsAPI) {
+func (r *Rotator) apis() (*gcp.Keys, *gcp.Secrets) {
 	retry := r.Retry
 	if retry.Log == nil {
 		retry.Log = r.log()
 	}
-	return &keysAPI{svc: r.Keys, lookupc: r.Lookup, poll: r.PollInterval, retry: retry}, &secretsAPI{c: r.Secrets, retry: retry}
+	return &gcp.Keys{Service: r.Keys, LookupClient: r.Lookup, Poll: r.PollInterval, Retry: retry}, &gcp.Secrets{Client: r.Secrets, Retry: retry}
 }
 
 // keyID derives the new key's id from the rotation id, so that a retried
@@ -320,7 +321,7 @@ func keyID(slot, rotationID string) string {
 // then rotated (or not) as the protocol decides: most often nothing is
 // left to do because that run rotated it; Result.Waited says so.
 func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
-	ctx = withProject(ctx, r.ChargedProject(slot))
+	ctx = gcp.WithProject(ctx, r.ChargedProject(slot))
 	if opts.WaitForLease <= 0 {
 		return r.rotate(ctx, slot, opts)
 	}
@@ -385,7 +386,7 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 			return fmt.Errorf("slot %s: waiting for %s %s: %w", slot.Name, rec.kind(), rec.ID, context.Cause(ctx))
 		case <-t.C:
 		}
-		sec, err := sa.get(ctx, slot.Secret)
+		sec, err := sa.Get(ctx, slot.Secret)
 		if err != nil {
 			return fmt.Errorf("slot %s: waiting for %s %s: %w", slot.Name, rec.kind(), rec.ID, err)
 		}
@@ -469,7 +470,7 @@ func canRotate(slot *Slot, pre *preflight) error {
 // resumes the rotation whose record it finds, and fills res's rotation id.
 // It returns the lease and the grace period of the rotation: opts.Grace,
 // else the resumed rotation's, else the slot's.
-func (r *Rotator) lockRotation(ctx context.Context, sa *secretsAPI, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
+func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace
@@ -626,8 +627,8 @@ type run struct {
 	lease *lease
 	rec   Record
 	res   *Result
-	ka    *keysAPI
-	sa    *secretsAPI
+	ka    *gcp.Keys
+	sa    *gcp.Secrets
 	grace time.Duration
 
 	// from is the key being retired (nil when it never existed), and
@@ -680,7 +681,7 @@ func (st *run) create(ctx context.Context) error {
 	st.newStr = secret.New(key.KeyString)
 	key.KeyString = ""
 	if st.newStr.IsZero() {
-		k, err := st.ka.keyString(ctx, key.Name)
+		k, err := st.ka.KeyString(ctx, key.Name)
 		if err != nil {
 			return err
 		}
@@ -713,18 +714,18 @@ func (st *run) createKey(ctx context.Context) (*apikeys.V2Key, error) {
 		// its end: follow it rather than create again. If that fails
 		// (the operation expired or failed), creating again with the
 		// same key id is still safe.
-		if k, err := st.ka.resume(ctx, op); err == nil && k.Name != "" {
+		if k, err := st.ka.Resume(ctx, op); err == nil && k.Name != "" {
 			st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
 			return k, nil
 		} else if err != nil {
 			st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
 		}
 	}
-	key, err := st.ka.create(ctx, parent, st.rec.NewKeyID, spec)
-	if op := acceptedOp(err); op != "" {
+	key, err := st.ka.Create(ctx, parent, st.rec.NewKeyID, spec)
+	if op := gcp.AcceptedOp(err); op != "" {
 		st.lease.note(func(r *Record) { r.CreateOp = op })
 	}
-	if err != nil && !errors.Is(err, errAlreadyExists) {
+	if err != nil && !errors.Is(err, gcp.ErrAlreadyExists) {
 		if definiteCreateFailure(err) && !st.res.Resumed {
 			st.mayHaveCreated = false
 		}
@@ -739,7 +740,7 @@ func (st *run) createKey(ctx context.Context) (*apikeys.V2Key, error) {
 // earlierKey reads the new key an earlier attempt of the rotation made.
 func (st *run) earlierKey(ctx context.Context) (*apikeys.V2Key, error) {
 	name := keyParent(st.rec.OldKey) + "/keys/" + st.rec.NewKeyID
-	got, err := st.ka.get(ctx, name)
+	got, err := st.ka.Get(ctx, name)
 	if errors.Is(err, ErrKeyNotFound) && st.pre.old == nil {
 		return nil, fmt.Errorf("old key %s is gone and new key %s was never created: %w", st.rec.OldKey, name, ErrKeyNotFound)
 	}
@@ -775,7 +776,7 @@ func (st *run) newKeyGone(ctx context.Context, name string) error {
 // definiteCreateFailure reports whether a CreateKey error proves that no key
 // was made (as opposed to a lost answer).
 func definiteCreateFailure(err error) bool {
-	code := httpCode(err)
+	code := gcp.HTTPCode(err)
 	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
 }
 
@@ -920,7 +921,7 @@ func (st *run) removeNew(ctx context.Context, cause error) error {
 	if err := st.lease.update(ctx, func(r *Record) { r.Phase = PhaseFailed; r.NewKey = st.newKey.Name }); err != nil {
 		return fmt.Errorf("%w; record the failure: %w", failed, err)
 	}
-	if err := st.ka.delete(ctx, st.newKey.Name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
+	if err := st.ka.Delete(ctx, st.newKey.Name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
 		return fmt.Errorf("%w; delete the new key: %w", failed, err)
 	}
 	if err := st.lease.clear(ctx, nil); err != nil {
@@ -954,7 +955,7 @@ func (st *run) distribute(ctx context.Context) error {
 		if st.fromVersion == "" && st.pre.latest.Name != "" {
 			st.fromVersion = st.pre.latest.Name // an abort: the version holding the key it retires
 		}
-		v, err := st.sa.add(ctx, st.slot.Secret, st.newStr)
+		v, err := st.sa.Add(ctx, st.slot.Secret, st.newStr)
 		if err != nil {
 			return err
 		}
@@ -988,7 +989,7 @@ func (st *run) distribute(ctx context.Context) error {
 // readBack proves that the secret and every target hold the new key.
 func (st *run) readBack(ctx context.Context) error {
 	want := st.newStr.Fingerprint()
-	v, err := st.sa.access(ctx, st.slot.Secret+"/versions/latest")
+	v, err := st.sa.Access(ctx, st.slot.Secret+"/versions/latest")
 	if err != nil {
 		return err
 	}
@@ -1054,7 +1055,7 @@ func (st *run) retire(ctx context.Context) error {
 	// The old version holds a dead key now; never disable the newest.
 	oldV := st.fromVersion
 	if st.res.Retired == "deleted" && oldV != "" && versionNumber(oldV) != versionNumber(st.version) {
-		if err := st.sa.disable(ctx, oldV); err != nil && !errors.Is(err, ErrSecretNotFound) {
+		if err := st.sa.Disable(ctx, oldV); err != nil && !errors.Is(err, ErrSecretNotFound) {
 			return err
 		}
 	}
@@ -1084,7 +1085,7 @@ func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, er
 		if st.fromVersion != "" {
 			ann[annVersion] = st.fromVersion
 		}
-		if _, err := st.ka.patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
+		if _, err := st.ka.Patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
 			return nil, err
 		}
 	} else if t, err := time.Parse(time.RFC3339, old.Annotations[annDeleteAfter]); err == nil {
@@ -1102,7 +1103,7 @@ func (st *run) deleteOld(ctx context.Context, old *apikeys.V2Key) error {
 	if err := st.recheck(ctx); err != nil {
 		return err
 	}
-	if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
+	if err := st.ka.Delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 		return err
 	}
 	// Once more after the delete: a writer that ignores keyrotate's
@@ -1110,7 +1111,7 @@ func (st *run) deleteOld(ctx context.Context, old *apikeys.V2Key) error {
 	// Then the key is undeleted at once, before its deletion reaches
 	// the serving path, and the run stops as above.
 	if err := st.recheck(ctx); err != nil {
-		if _, uerr := st.ka.undelete(ctx, old.Name); uerr != nil {
+		if _, uerr := st.ka.Undelete(ctx, old.Name); uerr != nil {
 			return errhint.With(fmt.Errorf("%w; and undeleting key %s failed: %w", err, old.Name, uerr),
 				fmt.Sprintf("undelete key %s now (gcloud services api-keys undelete %s): a target holds it", old.Name, old.Name))
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -113,7 +114,7 @@ func newWorld(t testing.TB, opts ...worldOpt) *world {
 		Log:          slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Events:       func(e rotate.Event) { fmt.Fprintf(w.events, "%+v\n", e) },
 		PollInterval: time.Millisecond, ProbeInterval: 5 * time.Millisecond, ProbeMaxInterval: 20 * time.Millisecond,
-		Retry: rotate.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 5 * time.Second, MaxElapsed: 5 * time.Second},
+		Retry: gcp.RetryPolicy{Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond, CallTimeout: 5 * time.Second, MaxElapsed: 5 * time.Second},
 	}
 	srv.ResetCalls()
 	return w

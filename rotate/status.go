@@ -13,6 +13,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -159,8 +160,8 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 // checked against the keys themselves (their delete-after annotation is the
 // source of truth), and keys the slot's rotations made that are neither
 // current nor in a rotation.
-func (st *SlotStatus) findOldKeys(ctx context.Context, ka *keysAPI, slot *Slot, pre *preflight, now time.Time) error {
-	live, err := ka.list(ctx, keyParent(pre.oldName), false)
+func (st *SlotStatus) findOldKeys(ctx context.Context, ka *gcp.Keys, slot *Slot, pre *preflight, now time.Time) error {
+	live, err := ka.List(ctx, keyParent(pre.oldName), false)
 	if err != nil {
 		return fmt.Errorf("slot %s: %w", slot.Name, err)
 	}
@@ -237,7 +238,7 @@ func rotationStatus(rec *Record, slot *Slot, now time.Time) *RotationStatus {
 // targetStatus classifies what a target holds. Only a value that is neither
 // the current key, the new key nor a known old key costs API calls: a
 // LookupKey to name the key, and a GetKey to say whether it is deleted.
-func (r *Rotator) targetStatus(ctx context.Context, ka *keysAPI, pre *preflight, st *SlotStatus, k secret.Key) (TargetStatus, error) {
+func (r *Rotator) targetStatus(ctx context.Context, ka *gcp.Keys, pre *preflight, st *SlotStatus, k secret.Key) (TargetStatus, error) {
 	ts := TargetStatus{Fingerprint: k.Fingerprint()}
 	fp := k.Fingerprint()
 	rec := pre.rec
@@ -259,11 +260,11 @@ func (r *Rotator) targetStatus(ctx context.Context, ka *keysAPI, pre *preflight,
 		}
 	}
 	ts.Holds, ts.Drift = HoldsOther, true
-	name, err := ka.lookup(ctx, k)
+	name, err := ka.Lookup(ctx, k)
 	switch {
 	case ctx.Err() != nil:
 		return ts, ctx.Err()
-	case httpCode(err) == http.StatusBadRequest || errors.Is(err, ErrKeyNotFound):
+	case gcp.HTTPCode(err) == http.StatusBadRequest || errors.Is(err, ErrKeyNotFound):
 		ts.Detail = "not a live API key: the API does not know it, or it was purged"
 		return ts, nil
 	case err != nil:
@@ -282,7 +283,7 @@ func (r *Rotator) targetStatus(ctx context.Context, ka *keysAPI, pre *preflight,
 			return oldHeld(ts, &st.OldKeys[i]), nil
 		}
 	}
-	key, err := ka.get(ctx, name)
+	key, err := ka.Get(ctx, name)
 	switch {
 	case ctx.Err() != nil:
 		return ts, ctx.Err()

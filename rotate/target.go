@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
@@ -85,9 +86,9 @@ var (
 	// as its current key. Nothing was changed.
 	ErrKeyInUse = errors.New("refusing to delete a key in use")
 	// ErrKeyNotFound: an API key does not exist (or is deleted).
-	ErrKeyNotFound = errors.New("API key not found")
+	ErrKeyNotFound = gcp.ErrKeyNotFound
 	// ErrSecretNotFound: a Secret Manager secret or version does not exist.
-	ErrSecretNotFound = errors.New("secret not found")
+	ErrSecretNotFound = gcp.ErrSecretNotFound
 	// ErrRotationInProgress: another live run holds the slot's lease (exit 4).
 	ErrRotationInProgress = errors.New("rotation in progress")
 	// ErrVerifyFailed: the new key failed live verification and was removed (exit 3).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // Abort undoes an unfinished rotation of slot: every target and the secret
@@ -51,7 +52,7 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 	r.event(slot.Name, StepLock, "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
 	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
-	if st.from, err = ka.get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
+	if st.from, err = ka.Get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
 		st.mayHaveCreated = true
 		return nil, st.fail(ctx, err)
 	}
@@ -60,7 +61,7 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 		// key's fingerprint: read it, so that the result names the key
 		// being retired as every other result does. Only for display: a
 		// failure to read it does not hold up the abort.
-		if ks, kerr := ka.keyString(ctx, rec.OldKey); kerr == nil {
+		if ks, kerr := ka.KeyString(ctx, rec.OldKey); kerr == nil {
 			res.OldKey.Fingerprint = ks.Fingerprint()
 		} else {
 			r.log().Warn("could not read the fingerprint of the key being retired", "slot", slot.Name, "key", rec.OldKey, "error", kerr)
@@ -130,7 +131,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 
 // lockUndo takes the slot's lease for an abort or a rollback and names the
 // keys in the result.
-func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *secretsAPI, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
+func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *gcp.Secrets, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
 	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, Record{}, fmt.Errorf("lock slot %s: %w", slot.Name, err)
@@ -145,7 +146,7 @@ func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *
 // undeleting it when a rotation had deleted it.
 func (st *run) adopt(ctx context.Context) error {
 	name := st.rec.NewKey
-	key, err := st.ka.get(ctx, name)
+	key, err := st.ka.Get(ctx, name)
 	if errors.Is(err, ErrKeyNotFound) {
 		return errhint.With(fmt.Errorf("key %s is gone (purged 30 days after its deletion, or never existed): %w", name, err),
 			"nothing was changed; a purged key cannot come back: rotate to a new key instead")
@@ -158,13 +159,13 @@ func (st *run) adopt(ctx context.Context) error {
 			return err
 		}
 		st.rec.Undeleted = true
-		if key, err = st.ka.undelete(ctx, name); err != nil {
+		if key, err = st.ka.Undelete(ctx, name); err != nil {
 			return err
 		}
 		st.event(st.slot.Name, StepObtain, "undeleted key %s", name)
 	}
 	st.newKey = key
-	if st.newStr, err = st.ka.keyString(ctx, name); err != nil {
+	if st.newStr, err = st.ka.KeyString(ctx, name); err != nil {
 		return err
 	}
 	if st.rec.NewFP != "" && st.newStr.Fingerprint() != st.rec.NewFP {
@@ -179,7 +180,7 @@ func (st *run) adopt(ctx context.Context) error {
 func (st *run) undoVerifyFailed(ctx context.Context, cause error) error {
 	name := st.newKey.Name
 	if st.rec.Undeleted {
-		if err := st.ka.delete(ctx, name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
+		if err := st.ka.Delete(ctx, name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return fmt.Errorf("key %s does not work (%w); deleting it again: %w", name, cause, err)
 		}
 	}

@@ -163,7 +163,8 @@ func checkAccess(target fmt.Stringer, real string, allowWorldReadable bool) erro
 	if dir.Mode()&0o002 != 0 && have.uid != id.uid {
 		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, &ExposedError{Path: real,
-				Reason: fmt.Sprintf("it belongs to %s and lies in %s, a directory that every user can write, so another user may have put it there", have, filepath.Dir(real))},
+				Reason: fmt.Sprintf("it belongs to %s and lies in %s, a directory that every user can write, "+
+					"so another user may have put it there", have, filepath.Dir(real))},
 				rotate.ErrInvalidTarget),
 			fmt.Sprintf("keep the file in a directory that only its owner (and root) can write, or remove %s if nobody should have created it", real))
 	}
@@ -172,12 +173,14 @@ func checkAccess(target fmt.Stringer, real string, allowWorldReadable bool) erro
 			fmt.Errorf("%s: %w: %w", target, &ExposedError{Path: real,
 				Reason: fmt.Sprintf("every user of this machine can read it (mode %04o)", fi.Mode().Perm())},
 				rotate.ErrInvalidTarget),
-			fmt.Sprintf("take read access away from other users (chmod o-r %s), or set allow_world_readable: true on the target if it is meant to be readable by all", real))
+			fmt.Sprintf("take read access away from other users (chmod o-r %s), "+
+				"or set allow_world_readable: true on the target if it is meant to be readable by all", real))
 	}
 	if would := id.wouldOwn(dir, have); would != have {
 		return errhint.With(
 			fmt.Errorf("%s: %w: %w", target, &OwnerError{Path: real, Have: have.String(), Would: would.String()}, rotate.ErrInvalidTarget),
-			fmt.Sprintf("rotate as %s (or as root) so that %s keeps its owner and group, or, if the application can still read it then, give the file to this user (chown %d:%d %s)",
+			fmt.Sprintf("rotate as %s (or as root) so that %s keeps its owner and group, "+
+				"or, if the application can still read it then, give the file to this user (chown %d:%d %s)",
 				userName(have.uid), real, would.uid, would.gid, real))
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -160,7 +161,7 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 		if !proto.Equal(env, seen) {
 			return t.changed()
 		}
-		latest, err := rotate.AccessVersion(ctx, t.sm, t.secretName(ref.Secret)+"/versions/latest")
+		latest, err := gcp.AccessVersion(ctx, t.sm, t.secretName(ref.Secret)+"/versions/latest")
 		if err != nil {
 			return fmt.Errorf("write %s: %w", t, err)
 		}
@@ -185,7 +186,18 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 	if !serving {
 		force = true // the template may already hold the value: deploy it again
 	}
+	upd := t.updatedService(svc, want, key, force)
+	if err := t.deploy(ctx, upd, force, svc.LatestReadyRevision); err != nil {
+		return err
+	}
+	return t.done(want)
+}
 
+// updatedService returns a copy of svc whose container sets the variable
+// to want, ready to send as an update: without the client-side revision
+// name and, when the update must force a new revision, with the key's
+// fingerprint in the template's annotations.
+func (t *CloudRun) updatedService(svc *runpb.Service, want *runpb.EnvVar, key secret.Key, force bool) *runpb.Service {
 	upd := proto.Clone(svc).(*runpb.Service)
 	c, _ := findContainer(upd.Template, t.container)
 	for i, e := range c.Env {
@@ -206,10 +218,7 @@ func (t *CloudRun) Write(ctx context.Context, key secret.Key) error {
 		}
 		upd.Template.Annotations[CloudRunFingerprintAnnotation] = key.Fingerprint()
 	}
-	if err := t.deploy(ctx, upd, force, svc.LatestReadyRevision); err != nil {
-		return err
-	}
-	return t.done(want)
+	return upd
 }
 
 func (t *CloudRun) done(env *runpb.EnvVar) error {
@@ -371,7 +380,9 @@ func (t *CloudRun) checkWritable(ctx context.Context) error {
 func (t *CloudRun) checkTraffic(svc *runpb.Service) error {
 	for _, tr := range svc.Traffic {
 		if tr.Percent > 0 && tr.Type != runpb.TrafficTargetAllocationType_TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST {
-			return errhint.With(fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w", t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
+			return errhint.With(
+				fmt.Errorf("%s: the service sends %d%% of its traffic to revision %s, not to the latest revision: %w",
+					t, tr.Percent, tr.Revision, rotate.ErrInvalidTarget),
 				"send all traffic to the latest revision (gcloud run services update-traffic --to-latest): a new revision must serve the new key")
 		}
 	}
@@ -395,8 +406,8 @@ func (t *CloudRun) value(ctx context.Context, svc *runpb.Service, env *runpb.Env
 		return secret.New(env.GetValue()), nil
 	}
 	name := t.secretName(ref.Secret) + "/versions/" + ref.Version
-	v, err := rotate.AccessVersion(ctx, t.sm, name)
-	if errors.Is(err, rotate.ErrSecretNotFound) || status.Code(errors.Unwrap(err)) == codes.PermissionDenied {
+	v, err := gcp.AccessVersion(ctx, t.sm, name)
+	if errors.Is(err, gcp.ErrSecretNotFound) || status.Code(errors.Unwrap(err)) == codes.PermissionDenied {
 		return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: %w", t, err, rotate.ErrInvalidTarget),
 			"the service references a secret version keyrotate cannot read: fix the reference or grant roles/secretmanager.secretAccessor")
 	}
@@ -430,7 +441,7 @@ func (t *CloudRun) secretName(ref string) string {
 // versionHolding returns the number of the newest enabled version of the
 // secret whose payload is key (the newest few are searched).
 func (t *CloudRun) versionHolding(ctx context.Context, secretName string, key secret.Key) (string, error) {
-	latest, err := rotate.AccessVersion(ctx, t.sm, secretName+"/versions/latest")
+	latest, err := gcp.AccessVersion(ctx, t.sm, secretName+"/versions/latest")
 	if err == nil && latest.Key.Equal(key) {
 		return versionID(latest.Name), nil
 	}
@@ -455,7 +466,7 @@ func (t *CloudRun) versionHolding(ctx context.Context, secretName string, key se
 		nums = nums[:10]
 	}
 	for _, n := range nums {
-		v, err := rotate.AccessVersion(ctx, t.sm, secretName+"/versions/"+strconv.Itoa(n))
+		v, err := gcp.AccessVersion(ctx, t.sm, secretName+"/versions/"+strconv.Itoa(n))
 		if err == nil && v.Key.Equal(key) {
 			return strconv.Itoa(n), nil
 		}

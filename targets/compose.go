@@ -174,13 +174,15 @@ func (t *Compose) recreate(ctx context.Context, key secret.Key) error {
 	// No target name: the rotation's "write <target>:" says it.
 	what := "reload: docker " + strings.Join(args, " ")
 	output := tail(r.stdout.redacted(key), r.stderr.redacted(key))
-	hint := "the file holds the new key but the services did not come up with it: check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)"
+	hint := "the file holds the new key but the services did not come up with it: " +
+		"check `docker compose ps` and the containers' logs, then run keyrotate again (or abort)"
 	switch {
 	case r.err == nil:
 		return nil
 	case r.timedOut:
 		return errhint.With(fmt.Errorf("%s did not finish within %s; its process group was killed%s", what, t.reload, output),
-			"the file holds the new key but the services did not come up with it in time: check `docker compose ps` and the containers' logs, raise the target's timeout if they need longer, then run keyrotate again (or abort)")
+			"the file holds the new key but the services did not come up with it in time: check `docker compose ps` and the containers' logs, "+
+				"raise the target's timeout if they need longer, then run keyrotate again (or abort)")
 	case r.cancelled:
 		return fmt.Errorf("%s stopped, its process group was killed: %w", what, ctx.Err())
 	}
@@ -377,7 +379,8 @@ func (t *Compose) locate(data []byte) ([]composeValue, error) {
 	}
 	for i := 1; i < len(sorted); i++ {
 		if sorted[i].start < sorted[i-1].end {
-			return nil, t.invalid("write the variable in each service's own environment", "services %s and %s share one definition of %s", sorted[i-1].service, sorted[i].service, t.variable)
+			return nil, t.invalid("write the variable in each service's own environment",
+				"services %s and %s share one definition of %s", sorted[i-1].service, sorted[i].service, t.variable)
 		}
 	}
 	return sorted, nil
@@ -442,14 +445,17 @@ func (t *Compose) locateService(data []byte, lines []int, services *yaml.Node, n
 	envKey, env := mappingEntry(svc, "environment")
 	if env == nil {
 		if merged := mergedHas(svc, "environment"); merged {
-			return composeValue{}, t.invalid(fmt.Sprintf("write an environment: section with %s in service %s itself: keyrotate edits one service's value, not a shared anchor", t.variable, name),
+			return composeValue{}, t.invalid(
+				fmt.Sprintf("write an environment: section with %s in service %s itself: "+
+					"keyrotate edits one service's value, not a shared anchor", t.variable, name),
 				"the environment of service %s (line %d of %s) comes from a merge key (<<)", name, svcKey.Line, t.path)
 		}
 		return composeValue{}, t.missing(name, svcKey.Line, svc)
 	}
 	switch env.Kind {
 	case yaml.AliasNode:
-		return composeValue{}, t.invalid(fmt.Sprintf("write %s in service %s's own environment: keyrotate edits one service's value, not a shared anchor", t.variable, name),
+		return composeValue{}, t.invalid(
+			fmt.Sprintf("write %s in service %s's own environment: keyrotate edits one service's value, not a shared anchor", t.variable, name),
 			"the environment of service %s on line %d of %s is an alias", name, envKey.Line, t.path)
 	case yaml.MappingNode:
 		return t.locateMap(data, lines, name, svcKey.Line, svc, env)
@@ -460,14 +466,16 @@ func (t *Compose) locateService(data []byte, lines []int, services *yaml.Node, n
 			return composeValue{}, t.missing(name, svcKey.Line, svc)
 		}
 	}
-	return composeValue{}, t.invalid(fmt.Sprintf("write the environment of service %s as a list (- %s=value) or a mapping (%s: value)", name, t.variable, t.variable),
+	return composeValue{}, t.invalid(
+		fmt.Sprintf("write the environment of service %s as a list (- %s=value) or a mapping (%s: value)", name, t.variable, t.variable),
 		"the environment of service %s on line %d of %s is neither a list nor a mapping", name, envKey.Line, t.path)
 }
 
 func (t *Compose) missing(service string, line int, svc *yaml.Node) error {
 	hint := fmt.Sprintf("add %s to the environment: of service %s in %s, or fix the variable or service name in the config", t.variable, service, t.path)
 	if _, ef := mappingEntry(svc, "env_file"); ef != nil {
-		hint = fmt.Sprintf("service %s reads env_file: if %s is set there, use a dotenv target on that file instead; else add it to the service's environment: in %s", service, t.variable, t.path)
+		hint = fmt.Sprintf("service %s reads env_file: if %s is set there, use a dotenv target on that file instead; "+
+			"else add it to the service's environment: in %s", service, t.variable, t.path)
 	}
 	return t.invalid(hint, "%s is not in the environment of service %s (line %d of %s)", t.variable, service, line, t.path)
 }
@@ -484,7 +492,8 @@ func (t *Compose) locateMap(data []byte, lines []int, service string, svcLine in
 	}
 	switch {
 	case len(defs) == 0 && mergedHas(env, t.variable):
-		return composeValue{}, t.invalid(fmt.Sprintf("write %s in service %s's own environment: keyrotate edits one service's value, not a shared anchor", t.variable, service),
+		return composeValue{}, t.invalid(
+			fmt.Sprintf("write %s in service %s's own environment: keyrotate edits one service's value, not a shared anchor", t.variable, service),
 			"%s reaches the environment of service %s (line %d of %s) through a merge key (<<)", t.variable, service, svcLine, t.path)
 	case len(defs) == 0:
 		return composeValue{}, t.missing(service, svcLine, svc)
@@ -547,7 +556,9 @@ func (t *Compose) twice(service string, defs []int) error {
 // passThrough reports a variable without a value: compose passes it on from
 // the shell's environment.
 func (t *Compose) passThrough(service string, line int) error {
-	return t.invalid(fmt.Sprintf("compose takes the value of %s from the environment it runs in or the .env file next to %s: rotate it with a dotenv target on that .env file (var %s) instead of this compose target", t.variable, t.path, t.variable),
+	return t.invalid(
+		fmt.Sprintf("compose takes the value of %s from the environment it runs in or the .env file next to %s: "+
+			"rotate it with a dotenv target on that .env file (var %s) instead of this compose target", t.variable, t.path, t.variable),
 		"%s has no value in service %s (line %d of %s)", t.variable, service, line, t.path)
 }
 
@@ -555,7 +566,9 @@ func (t *Compose) passThrough(service string, line int) error {
 // (of the scalar's content) are "VAR=" in the list form.
 func (t *Compose) scalarValue(data []byte, lines []int, service string, line int, n *yaml.Node, skip int) (composeValue, error) {
 	inPlace := func(why string) error {
-		return t.invalid(fmt.Sprintf("write the value of %s on line %d of %s on one line, plain or in double quotes, without escapes, anchors or tags", t.variable, n.Line, t.path),
+		return t.invalid(
+			fmt.Sprintf("write the value of %s on line %d of %s on one line, "+
+				"plain or in double quotes, without escapes, anchors or tags", t.variable, n.Line, t.path),
 			"the value of %s in service %s (line %d of %s) %s, which keyrotate does not edit", t.variable, service, n.Line, t.path, why)
 	}
 	if n.Anchor != "" || n.Style&yaml.TaggedStyle != 0 {
@@ -601,7 +614,9 @@ func (t *Compose) scalarValue(data []byte, lines []int, service string, line int
 			what = "a reference to ${" + name + "}"
 		}
 		return composeValue{}, t.invalid(
-			fmt.Sprintf("compose fills the value of %s in service %s in from the environment it runs in or the .env file next to %s: rotate it with a dotenv target on that .env file (var %s) instead of overwriting the reference here", t.variable, service, t.path, varOr(name, t.variable)),
+			fmt.Sprintf("compose fills the value of %s in service %s in from the environment it runs in or the .env file next to %s: "+
+				"rotate it with a dotenv target on that .env file (var %s) instead of overwriting the reference here",
+				t.variable, service, t.path, varOr(name, t.variable)),
 			"the value of %s in service %s (line %d of %s) is %s", t.variable, service, n.Line, t.path, what)
 	}
 	return composeValue{service: service, line: line, start: start + skip, end: end, raw: raw, style: style, list: skip > 0}, nil

@@ -7,7 +7,9 @@
 // a Kubernetes Secret (K8s, k8s) and a variable of a Cloud Run service
 // (CloudRun, cloudrun). DotEnv and Compose are local (rotate.Local); Exec
 // and GitHub are write-only (their Read returns rotate.ErrUnreadable, and
-// they confirm a write with rotate.Confirmer instead).
+// they confirm a write with rotate.Confirmer instead). K8s is a
+// rotate.Confirmer too: its Read returns rotate.ErrUnreadable while a
+// restart that a Write began has not finished.
 //
 // Every target gives the rotation the same guarantees:
 //
@@ -17,14 +19,16 @@
 //     rotate.ErrInvalidTarget and a hint (errhint.With) saying what to fix.
 //   - Write is atomic: whether it returns an error or not, and even if the
 //     process dies, the target holds the old key or the new one, never a
-//     mix. It refuses (rotate.ErrTargetChanged) when the target changed
-//     since the last Read, and does nothing when it already holds the key,
-//     so a resumed rotation can simply write again.
+//     mix. It does nothing when the target already holds the key (a
+//     write-only target writes again), so a resumed rotation can simply
+//     write again. DotEnv, Compose, K8s and CloudRun refuse
+//     (rotate.ErrTargetChanged) when the value changed since the last Read.
 //   - Writes change only the key. File targets keep every other byte, the
 //     file's mode and, where the process may, its owner; they write the
 //     file a symlink points to, not the link.
 //   - No key string appears in an error, a String or a log line: errors
 //     name targets, paths, variables and line numbers. A temporary file of
-//     an interrupted write does hold the new key; CleanTemp removes it, and
-//     the rotation calls it on its next run.
+//     an interrupted write does hold the new key; CleanTemp removes it (the
+//     command line calls it for every file target before each run that
+//     writes targets).
 package targets

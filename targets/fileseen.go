@@ -25,7 +25,8 @@ type fileSeen struct {
 // there was no Read to compare it with or when the symlink now points
 // elsewhere. The caller compares the value (see unchanged), writes, and
 // then calls unlock.
-func (f *fileSeen) lockAndLoad(ctx context.Context, t fmt.Stringer, path string, load func() (string, []byte, error)) (real string, data []byte, unlock func(), err error) {
+func (f *fileSeen) lockAndLoad(ctx context.Context, t fmt.Stringer, path string,
+	load func() (string, []byte, error)) (real string, data []byte, unlock func(), err error) {
 	if !f.read {
 		return "", nil, nil, fmt.Errorf("write %s: no earlier Read to compare the file with", t)
 	}
@@ -51,7 +52,8 @@ func (f *fileSeen) lockAndLoad(ctx context.Context, t fmt.Stringer, path string,
 func (f *fileSeen) unchanged(t fmt.Stringer, path string, cur secret.Key) error {
 	if !cur.Equal(f.value) {
 		return errhint.With(
-			fmt.Errorf("write %s: the value in %s changed since it was read (now %s, read %s): %w", t, path, cur.Fingerprint(), f.value.Fingerprint(), rotate.ErrTargetChanged),
+			fmt.Errorf("write %s: the value in %s changed since it was read (now %s, read %s): %w",
+				t, path, cur.Fingerprint(), f.value.Fingerprint(), rotate.ErrTargetChanged),
 			fmt.Sprintf("something else edited the value in %s during the rotation: check it and run keyrotate again", path))
 	}
 	return nil

@@ -219,7 +219,9 @@ func (g *GitHub) publicKey(ctx context.Context, tok string) (*publicKey, error) 
 	// A classic token names its scopes; a fine-grained one cannot be
 	// checked without writing.
 	if scopes, classic := r.header["X-Oauth-Scopes"]; classic && !hasScope(strings.Join(scopes, ","), g.classicScope()) {
-		return nil, errhint.With(fmt.Errorf("%s: %w: the classic token in %s lacks the %s scope (it has %q)", g, rotate.ErrInvalidTarget, g.cfg.TokenEnv, g.classicScope(), strings.Join(scopes, ",")),
+		return nil, errhint.With(
+			fmt.Errorf("%s: %w: the classic token in %s lacks the %s scope (it has %q)",
+				g, rotate.ErrInvalidTarget, g.cfg.TokenEnv, g.classicScope(), strings.Join(scopes, ",")),
 			fmt.Sprintf("give the token the %s scope, or use a fine-grained token: %s", g.classicScope(), g.permission()))
 	}
 	return &pk, nil
@@ -394,7 +396,8 @@ func (g *GitHub) Confirm(ctx context.Context, key secret.Key) error {
 		}
 		if !now.equal(sent) {
 			return errhint.With(fmt.Errorf("%s: the secret's repository access changed with the write: before, %s; now, %s", g, sent, now),
-				"restore the secret's repository access in the organization's settings (Settings > Secrets and variables > Actions); CI in the repositories it no longer reaches fails until then")
+				"restore the secret's repository access in the organization's settings (Settings > Secrets and variables > Actions); "+
+					"CI in the repositories it no longer reaches fails until then")
 		}
 	}
 	return nil

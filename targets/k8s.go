@@ -220,7 +220,8 @@ func (t *K8s) apiError(step, what string, err error) error {
 	base := fmt.Sprintf("%s: %s %s", t, step, what)
 	switch {
 	case apierrors.IsNotFound(err):
-		hint := fmt.Sprintf("check the target's namespace and name, or create the secret: kubectl -n %s create secret generic %s --from-literal=%s=<current key>", t.cfg.Namespace, t.cfg.Name, t.cfg.Key)
+		hint := fmt.Sprintf("check the target's namespace and name, or create the secret: "+
+			"kubectl -n %s create secret generic %s --from-literal=%s=<current key>", t.cfg.Namespace, t.cfg.Name, t.cfg.Key)
 		if strings.HasPrefix(what, "deployment") {
 			hint = "check the names in the target's restart list (deployments of namespace " + t.cfg.Namespace + ")"
 		}
@@ -285,7 +286,8 @@ func (t *K8s) Read(ctx context.Context) (secret.Key, error) {
 			return secret.Key{}, t.apiError("get", "deployment "+t.cfg.Namespace+"/"+name, err)
 		}
 		if d.Spec.Paused {
-			return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: deployment %s/%s is paused: a restart would not roll out", t, rotate.ErrInvalidTarget, t.cfg.Namespace, name),
+			return secret.Key{}, errhint.With(
+				fmt.Errorf("%s: %w: deployment %s/%s is paused: a restart would not roll out", t, rotate.ErrInvalidTarget, t.cfg.Namespace, name),
 				fmt.Sprintf("resume it (kubectl -n %s rollout resume deployment/%s), or remove it from restart", t.cfg.Namespace, name))
 		}
 		if err := t.mayDo(ctx, c, "patch", "apps", "deployments", name); err != nil {
@@ -326,7 +328,8 @@ func (t *K8s) Confirm(ctx context.Context, key secret.Key) error {
 		return fmt.Errorf("%s: secret %s holds %s, want %s", t, t.secretRef(), got.Fingerprint(), key.Fingerprint())
 	}
 	if fp := t.pending(sec); fp != "" {
-		return errhint.With(fmt.Errorf("%s: the restart of %s for the new key did not finish", t, strings.Join(t.cfg.Restart, ", ")), "run keyrotate again: it restarts what is left and waits")
+		return errhint.With(fmt.Errorf("%s: the restart of %s for the new key did not finish", t, strings.Join(t.cfg.Restart, ", ")),
+			"run keyrotate again: it restarts what is left and waits")
 	}
 	return nil
 }
@@ -456,7 +459,8 @@ func (t *K8s) restart(ctx context.Context, c *k8sClients, name, fp string) error
 // rollout status judges it), failed, or the timeout passed.
 func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterface, name string) error {
 	what := "deployment " + t.cfg.Namespace + "/" + name
-	hint := fmt.Sprintf("the secret holds the new key; see kubectl -n %s rollout status deployment/%s and the pods' events, fix the rollout, then run keyrotate again (or abort)", t.cfg.Namespace, name)
+	hint := fmt.Sprintf("the secret holds the new key; see kubectl -n %s rollout status deployment/%s and the pods' events, "+
+		"fix the rollout, then run keyrotate again (or abort)", t.cfg.Namespace, name)
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.RolloutTimeout)
 	defer cancel()
 	state := "not checked"
@@ -472,7 +476,7 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 			if done {
 				return nil
 			}
-		} else if ctx.Err() == nil && !deadlineNear(err) && !apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) && !apierrors.IsTooManyRequests(err) && !apierrors.IsInternalError(err) && !apierrors.IsServiceUnavailable(err) {
+		} else if ctx.Err() == nil && !transientAPIError(err) {
 			return t.apiError("wait for the rollout of", what, err)
 		}
 		select {
@@ -482,6 +486,14 @@ func (t *K8s) waitRollout(ctx context.Context, deps appsclient.DeploymentInterfa
 		}
 		wait = min(2*wait, t.cfg.Poll)
 	}
+}
+
+// transientAPIError reports an error of the API server that the next poll
+// may not see again: a timeout, throttling, an internal error or the server
+// being unavailable.
+func transientAPIError(err error) bool {
+	return deadlineNear(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err)
 }
 
 // deadlineNear reports the client's rate limiter refusing to wait past the

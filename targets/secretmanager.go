@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 
-	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -33,9 +34,9 @@ func (s *SecretManager) String() string { return "secretmanager:" + s.name }
 // Read returns the key in the newest version. A secret with no version
 // reads as empty; a missing secret is an invalid target.
 func (s *SecretManager) Read(ctx context.Context) (secret.Key, error) {
-	v, err := rotate.AccessVersion(ctx, s.client, s.name+"/versions/latest")
+	v, err := gcp.AccessVersion(ctx, s.client, s.name+"/versions/latest")
 	switch {
-	case errors.Is(err, rotate.ErrSecretNotFound):
+	case errors.Is(err, gcp.ErrSecretNotFound):
 		if _, gerr := s.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: s.name}); gerr != nil {
 			return secret.Key{}, errhint.With(fmt.Errorf("%s: %w: %w", s, rotate.ErrInvalidTarget, err),
 				"create the secret (gcloud secrets create) or fix the target's `secret:`")
@@ -56,6 +57,6 @@ func (s *SecretManager) Write(ctx context.Context, key secret.Key) error {
 	if cur.Equal(key) {
 		return nil
 	}
-	_, err = rotate.AddVersion(ctx, s.client, s.name, key)
+	_, err = gcp.AddVersion(ctx, s.client, s.name, key)
 	return err
 }

@@ -72,7 +72,7 @@ var mutants = []mutant{
 	{id: "R12", file: "rotate/rotate.go", why: "distribute: a reloading target that holds the key is not written",
 		old: `!(ok && r.Reloads())`, new: `!(ok && r.Reloads() && false)`},
 	{id: "R13", file: "rotate/rotate.go", why: "distribute: the secret version is not added",
-		old: "v, err := st.sa.add(ctx, st.slot.Secret, st.newStr)\n\t\tif err != nil {", new: "v, err := st.pre.latest.Name, error(nil)\n\t\tif err != nil {"},
+		old: "v, err := st.sa.Add(ctx, st.slot.Secret, st.newStr)\n\t\tif err != nil {", new: "v, err := st.pre.latest.Name, error(nil)\n\t\tif err != nil {"},
 	{id: "R14", file: "rotate/rotate.go", why: "retire: grace ignored, the old key is deleted at once",
 		old: `case st.grace > 0 && st.kind == KindRotate:`, new: `case false:`},
 	{id: "R15", file: "rotate/rotate.go", why: "retire: the old version is disabled while its key is kept (grace)",
@@ -80,7 +80,7 @@ var mutants = []mutant{
 	{id: "R16", file: "rotate/rotate.go", why: "retire: the newest version may be disabled",
 		old: `versionNumber(oldV) != versionNumber(st.version)`, new: `true`},
 	{id: "R17", file: "rotate/rotate.go", why: "retire: a failed delete of the old key is ignored",
-		old: "if err := st.ka.delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {", new: "if err := st.ka.delete(ctx, old.Name, old.Etag); false && err != nil {"},
+		old: "if err := st.ka.Delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {", new: "if err := st.ka.Delete(ctx, old.Name, old.Etag); false && err != nil {"},
 	{id: "R18", file: "rotate/rotate.go", why: "Rotate: an unrestricted key is rotated (an unrestricted new key minted)",
 		old: `if !restricted(pre.old.Restrictions) {`, new: `if false {`},
 	{id: "R19", file: "rotate/rotate.go", why: "create: a key with the rotation's id but not made by it is adopted",
@@ -96,8 +96,8 @@ var mutants = []mutant{
 	{id: "R24", file: "rotate/rotate.go", why: "create: a 429 on CreateKey is taken for a definite refusal",
 		old: `code != http.StatusRequestTimeout && code != http.StatusTooManyRequests`, new: `code != http.StatusRequestTimeout`},
 
-	// rotate/pace.go: the quota's margin for clock skew.
-	{id: "R25", file: "rotate/pace.go", why: "NewPacer: no one-second-a-minute margin on the window",
+	// internal/gcp/pace.go: the quota's margin for clock skew.
+	{id: "R25", file: "internal/gcp/pace.go", why: "NewPacer: no one-second-a-minute margin on the window",
 		old: `window: window + window/60,`, new: `window: window,`},
 
 	// rotate/lease.go: the lock.
@@ -136,7 +136,7 @@ var mutants = []mutant{
 	{id: "P04", file: "rotate/preflight.go", why: "preflight: a disabled newest version is accepted",
 		old: `case isCode(err, codes.FailedPrecondition):`, new: `case false && isCode(err, codes.FailedPrecondition):`},
 	{id: "P05", file: "rotate/preflight.go", why: "preflight: a secret that holds no live key is accepted",
-		old: "if p.oldName, err = ka.lookup(ctx, p.latest.Key); err != nil {", new: "if p.oldName, err = ka.lookup(ctx, p.latest.Key); false {"},
+		old: "if p.oldName, err = ka.Lookup(ctx, p.latest.Key); err != nil {", new: "if p.oldName, err = ka.Lookup(ctx, p.latest.Key); false {"},
 
 	// targets: the .env target and its atomic replace.
 	{id: "T01", file: "targets/dotenv.go", pkgs: targetsAndRotate, why: "Read: a file that cannot be replaced (or others can read) passes preflight",

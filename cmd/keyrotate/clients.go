@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"net"
 	"net/http"
 	"os"
@@ -25,8 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/keyrotate/keyrotate/internal/errhint"
-	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/verify"
 )
 
@@ -132,8 +132,8 @@ type clients struct {
 	run    *run.ServicesClient
 	runErr error
 
-	// access are plan's read-only checks (rotate.AccessClients).
-	access *rotate.AccessClients
+	// access are plan's read-only checks (gcp.AccessClients).
+	access *gcp.AccessClients
 }
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
@@ -142,23 +142,24 @@ type clients struct {
 // every call is logged. quotaProject, when set, is that project for every
 // API Keys, Secret Manager and Cloud Run call (x-goog-user-project). An
 // emulator address that does not answer fails it at once.
-func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject string) (*clients, error) {
+func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject string) (*clients, error) {
 	if err := h.check(ctx); err != nil {
 		return nil, err
 	}
 	var smOpts []option.ClientOption
-	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(rotate.APIKeys, rotate.LogCalls(rotate.APIKeys, nil)), quotaProject)
+	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(gcp.APIKeys, gcp.LogCalls(gcp.APIKeys, nil)), quotaProject)
 	if err != nil {
 		return nil, err
 	}
-	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.SecretManager), rotate.LogUnaryCalls(rotate.SecretManager))))
+	smOpts = append(smOpts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
+		meter.UnaryInterceptor(gcp.SecretManager), gcp.LogUnaryCalls(gcp.SecretManager))))
 	smOpts = append(smOpts, quotaOptions(quotaProject, h.secretManager != "")...)
 	if h.secretManager != "" {
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""),
-		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(rotate.APIKeys), rotate.LogUnaryCalls(rotate.APIKeys))))...)
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.APIKeys), gcp.LogUnaryCalls(gcp.APIKeys))))...)
 	if err != nil {
 		return nil, err
 	}
@@ -167,16 +168,17 @@ func newClients(ctx context.Context, h hosts, meter *rotate.Meter, quotaProject 
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(rotate.Gemini, rotate.LogCalls(rotate.Gemini, nil))}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, nil))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(rotate.LogUnaryCalls("run"))))
+	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(gcp.LogUnaryCalls("run"))))
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "", regional: map[string]*secretmanager.Client{}}
+	cl := &clients{keys: keys, lookup: lookup, secrets: sm, gemini: g, smOpts: smOpts, smEmulated: h.secretManager != "",
+		regional: map[string]*secretmanager.Client{}}
 	if cl.access, err = newAccessClients(ctx, h.apiKeys, quotaProject); err != nil {
 		return nil, err
 	}
@@ -293,7 +295,7 @@ func newLookupClient(ctx context.Context, host string, opts ...option.ClientOpti
 // iam.googleapis.com), with Application Default Credentials; with an
 // emulator (host set) they go to the API Keys emulator's address, which
 // serves them too, so that no further *_EMULATOR_HOST variable is needed.
-func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.AccessClients, error) {
+func newAccessClients(ctx context.Context, host, quotaProject string) (*gcp.AccessClients, error) {
 	opts := restOptions(host, quotaProject)
 	crm, err := cloudresourcemanager.NewService(ctx, opts...)
 	if err != nil {
@@ -307,7 +309,7 @@ func newAccessClients(ctx context.Context, host, quotaProject string) (*rotate.A
 	if err != nil {
 		return nil, credentialsError("IAM", err)
 	}
-	return &rotate.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
+	return &gcp.AccessClients{Projects: crm, Services: su, IAM: ia}, nil
 }
 
 func newSecretManagerClient(ctx context.Context, opts []option.ClientOption) (*secretmanager.Client, error) {
@@ -405,7 +407,8 @@ func credentialsError(api string, err error) error {
 // the emulator picks new ports on every start, so a stale export is the
 // usual cause.
 func emulatorHint(envVar, addr string) string {
-	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: export the variables it prints again, or unset %s to use Google", addr, envVar)
+	return fmt.Sprintf("is `keyrotate emulator` running at %s? It picks new ports on every start: "+
+		"export the variables it prints again, or unset %s to use Google", addr, envVar)
 }
 
 // connRefused reports whether err is a refused connection, over REST (a

@@ -55,8 +55,10 @@ func doctorCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				// Never echo the argument: it is most likely a key.
-				return errhint.With(usagef("doctor takes no arguments (%d given, not shown): a key on the command line is visible to other users and stays in shell history", c.NArg()),
-					"pass the key in a variable (--env VAR), a file (--dotenv FILE) or on standard input (--stdin < key.txt); if that argument was a real key, remove it from your shell history")
+				return errhint.With(usagef("doctor takes no arguments (%d given, not shown): "+
+					"a key on the command line is visible to other users and stays in shell history", c.NArg()),
+					"pass the key in a variable (--env VAR), a file (--dotenv FILE) or on standard input (--stdin < key.txt); "+
+						"if that argument was a real key, remove it from your shell history")
 			}
 			if c.Bool("stdin") && (c.IsSet("env") || c.IsSet("dotenv")) {
 				return usagef("--stdin cannot be combined with --env or --dotenv")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"os"
 	"slices"
 	"strconv"
@@ -10,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -173,9 +174,9 @@ func inShard(slots []*config.Slot, s shard) []*config.Slot {
 // quotas are the quotas the run paces under: Google's documented ones,
 // raised where the config says, shared among the shards (which run at once
 // against the same projects).
-func quotas(cfg *config.Config, s shard) map[string]rotate.Quota {
-	out := map[string]rotate.Quota{}
-	for api, q := range rotate.DefaultQuotas {
+func quotas(cfg *config.Config, s shard) map[string]gcp.Quota {
+	out := map[string]gcp.Quota{}
+	for api, q := range gcp.DefaultQuotas {
 		if c, ok := cfg.Defaults.Quotas[api]; ok {
 			if c.Reads > 0 {
 				q.Reads = c.Reads

@@ -11,6 +11,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -113,8 +114,8 @@ func (p *printer) spin() {
 
 // retrying shows, on a terminal, that a call is being retried: the
 // spinner line says "retrying …" until the next step. Elsewhere the log
-// has a line per retry (rotate.RetryPolicy).
-func (p *printer) retrying(r rotate.Retrying) {
+// has a line per retry (gcp.RetryPolicy).
+func (p *printer) retrying(r gcp.Retrying) {
 	if !p.tty {
 		return
 	}
@@ -126,7 +127,7 @@ func (p *printer) retrying(r rotate.Retrying) {
 }
 
 // retryingLine is the progress line of a retried call.
-func retryingLine(r rotate.Retrying) string {
+func retryingLine(r gcp.Retrying) string {
 	return fmt.Sprintf("retrying %s %s: attempt %d failed (%s); next in %s, retrying for %s",
 		r.Call, r.Resource, r.Attempt, firstLine(r.Err.Error()), r.Wait.Round(100*time.Millisecond), r.Elapsed.Round(time.Second))
 }
@@ -243,7 +244,7 @@ func (g *progress) event(ev rotate.Event) {
 }
 
 // retrying shows a retried call on the bar until the next step.
-func (g *progress) retrying(r rotate.Retrying) {
+func (g *progress) retrying(r gcp.Retrying) {
 	if g == nil {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -73,7 +74,7 @@ func TestNoProgressOffTerminal(t *testing.T) {
 // line as "retrying …" (one slot: the spinner; a fleet: the bar), with the
 // call, the attempt and the next wait; off a terminal the log says it.
 func TestRetryingOnTerminal(t *testing.T) {
-	r := rotate.Retrying{Call: "secretmanager.versions.access", Resource: "projects/p/secrets/s/versions/latest", Attempt: 2,
+	r := gcp.Retrying{Call: "secretmanager.versions.access", Resource: "projects/p/secrets/s/versions/latest", Attempt: 2,
 		Err: errors.New("rpc error: code = Unavailable desc = boom\nmore"), Wait: 1500 * time.Millisecond, Elapsed: 4 * time.Second}
 	want := "retrying secretmanager.versions.access projects/p/secrets/s/versions/latest: attempt 2 failed (rpc error: code = Unavailable desc = boom); next in 1.5s, retrying for 4s"
 

@@ -2,12 +2,12 @@ package main
 
 import (
 	"errors"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/internal/errhint"
-	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // quotaProjectEnv names the quota project, as it does for Google's own
@@ -48,7 +48,7 @@ func quotaProjectOf(c *cli.Context, cfg *config.Config) string {
 // quotaProjectHint adds keyrotate's own ways to name a quota project to the
 // hint h of a call refused because of the project it was charged to.
 func quotaProjectHint(err error, h string) string {
-	var ce *rotate.ConsumerError
+	var ce *gcp.ConsumerError
 	if !errors.As(err, &ce) {
 		return h
 	}
@@ -59,7 +59,7 @@ func quotaProjectHint(err error, h string) string {
 			p = "PROJECT"
 		}
 		return h + "; or name it for keyrotate alone: --quota-project " + p + ", " + quotaProjectEnv + "=" + p + ", or defaults.quota_project in the config"
-	case ce.Reason == rotate.ReasonUserProjectDenied:
+	case ce.Reason == gcp.ReasonUserProjectDenied:
 		return h + " (--quota-project, " + quotaProjectEnv + " or defaults.quota_project)"
 	}
 	return h + " (--quota-project, " + quotaProjectEnv + " or defaults.quota_project names the project charged)"

@@ -6,7 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 // TestQuotasFromConfig: the documented quotas, raised where the config
@@ -14,17 +14,17 @@ import (
 func TestQuotasFromConfig(t *testing.T) {
 	cfg := &config.Config{Defaults: config.Defaults{Quotas: map[string]config.Quota{"apikeys": {Writes: 600}}}}
 	got := quotas(cfg, shard{0, 1, ""})
-	want := map[string]rotate.Quota{"apikeys": {Reads: 240, Writes: 600}, "secretmanager": {Reads: 600, Writes: 600}}
+	want := map[string]gcp.Quota{"apikeys": {Reads: 240, Writes: 600}, "secretmanager": {Reads: 600, Writes: 600}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("one process (-want +got):\n%s", diff)
 	}
 	got = quotas(cfg, shard{1, 4, "--shard"})
-	want = map[string]rotate.Quota{"apikeys": {Reads: 60, Writes: 150}, "secretmanager": {Reads: 150, Writes: 150}}
+	want = map[string]gcp.Quota{"apikeys": {Reads: 60, Writes: 150}, "secretmanager": {Reads: 150, Writes: 150}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("one of 4 shards (-want +got):\n%s", diff)
 	}
-	if rotate.DefaultQuotas["apikeys"].Writes != 120 {
-		t.Errorf("quotas changed the package defaults: %+v", rotate.DefaultQuotas)
+	if gcp.DefaultQuotas["apikeys"].Writes != 120 {
+		t.Errorf("quotas changed the package defaults: %+v", gcp.DefaultQuotas)
 	}
 }
 

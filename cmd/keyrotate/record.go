@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -45,7 +46,7 @@ type runRecord struct {
 
 	Slots []slotRecord `json:"slots"`
 
-	meter *rotate.Meter
+	meter *gcp.Meter
 	order map[string]int // slot -> place in the config, for Slots' order
 }
 

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"path"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/keyrotate/keyrotate/internal/config"
-	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
 	"github.com/keyrotate/keyrotate/verify"
@@ -33,7 +34,7 @@ type job struct {
 	// shard is the part of the selected slots this process takes.
 	shard shard
 	// meter paces and counts the API calls of the run.
-	meter *rotate.Meter
+	meter *gcp.Meter
 	// budget is how the run spends its --timeout; ctx ends at its work.
 	budget budget
 }
@@ -58,7 +59,7 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	}
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
-	j.meter = &rotate.Meter{Pacer: rotate.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
+	j.meter = &gcp.Meter{Pacer: gcp.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
 	j.budget = budgetOf(c)
 	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
 	local, err := readLocalTargets(c.Context, selected)
@@ -154,7 +155,7 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		RunID:          runID(c), // one id in the records, leases, logs and report
 		// Retries are logged (info, warn after 30s) and shown on a
 		// terminal; a refused emulator address fails at once.
-		Retry: rotate.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},
+		Retry: gcp.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},
 	}
 }
 

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
-	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/verify"
 )
 
@@ -94,7 +94,7 @@ func (c *checkup) lookup(ctx context.Context, key secret.Key) *apikeys.V2Key {
 				"copy the key again from the Cloud console (APIs & Services → Credentials), or "+c.currentKeyFix())
 		case codes.PermissionDenied, codes.Unauthenticated:
 			fix := viewerFix
-			if ce := rotate.ConsumerErrorOf(err, c.d.Project); ce != nil {
+			if ce := gcp.ConsumerErrorOf(err, c.d.Project); ce != nil {
 				fix = ce.Hint() // the charged project, not a role, is the cause
 			}
 			c.add(FindLookup, StatusSkip, "key lookup not allowed: "+c.scrub(firstLine(err.Error())), fix)

@@ -189,7 +189,8 @@ func parseTimeSeriesQuery(req *monitoringpb.ListTimeSeriesRequest) (*tsQuery, er
 		q.start = iv.GetStartTime().AsTime()
 	}
 	if q.start.After(q.end) {
-		return nil, newError(codes.InvalidArgument, "Field interval.startTime had an invalid value of %q: The start time must not be later than the end time %q.", formatTime(q.start), formatTime(q.end))
+		return nil, newError(codes.InvalidArgument, "Field interval.startTime had an invalid value of %q: "+
+			"The start time must not be later than the end time %q.", formatTime(q.start), formatTime(q.end))
 	}
 	if err := q.parseAggregation(req.GetAggregation()); err != nil {
 		return nil, err
@@ -235,21 +236,25 @@ func (q *tsQuery) parseAggregation(a *monitoringpb.Aggregation) error {
 		}
 		d := a.GetAlignmentPeriod().AsDuration()
 		if d < minAlignment || a.GetAlignmentPeriod().CheckValid() != nil {
-			return newError(codes.InvalidArgument, "Field aggregation.alignmentPeriod had an invalid value of \"%s\": The alignment period must be at least 60 seconds.", a.GetAlignmentPeriod().AsDuration())
+			return newError(codes.InvalidArgument, "Field aggregation.alignmentPeriod had an invalid value of \"%s\": "+
+				"The alignment period must be at least 60 seconds.", a.GetAlignmentPeriod().AsDuration())
 		}
 		q.period = d
 	default:
-		return newError(codes.InvalidArgument, "Field aggregation.perSeriesAligner had an invalid value of %s: this emulator supports ALIGN_NONE, ALIGN_DELTA and ALIGN_SUM.", a.GetPerSeriesAligner())
+		return newError(codes.InvalidArgument, "Field aggregation.perSeriesAligner had an invalid value of %s: "+
+			"this emulator supports ALIGN_NONE, ALIGN_DELTA and ALIGN_SUM.", a.GetPerSeriesAligner())
 	}
 	switch a.GetCrossSeriesReducer() {
 	case monitoringpb.Aggregation_REDUCE_NONE:
 		return nil
 	case monitoringpb.Aggregation_REDUCE_SUM:
 		if q.period == 0 {
-			return newError(codes.InvalidArgument, "Field aggregation.perSeriesAligner is required, and must not be ALIGN_NONE, when aggregation.crossSeriesReducer is REDUCE_SUM.")
+			return newError(codes.InvalidArgument, "Field aggregation.perSeriesAligner is required, and must not be ALIGN_NONE, "+
+				"when aggregation.crossSeriesReducer is REDUCE_SUM.")
 		}
 	default:
-		return newError(codes.InvalidArgument, "Field aggregation.crossSeriesReducer had an invalid value of %s: this emulator supports REDUCE_NONE and REDUCE_SUM.", a.GetCrossSeriesReducer())
+		return newError(codes.InvalidArgument, "Field aggregation.crossSeriesReducer had an invalid value of %s: "+
+			"this emulator supports REDUCE_NONE and REDUCE_SUM.", a.GetCrossSeriesReducer())
 	}
 	q.reduce = true
 	for _, g := range a.GetGroupByFields() {

@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -76,9 +76,12 @@ func (p RetryPolicy) named(call, resource string) RetryPolicy {
 }
 
 // DefaultRetry is the policy of calls made without one: the exported
-// AccessVersion and AddVersion, and a Rotator whose Retry is zero. Tests may
+// AccessVersion and AddVersion, and a rotate.Rotator whose Retry is zero. Tests may
 // replace it with a faster policy.
-var DefaultRetry = RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute, WarnAfter: 30 * time.Second}
+var DefaultRetry = RetryPolicy{
+	Initial: 500 * time.Millisecond, Max: 30 * time.Second,
+	CallTimeout: 30 * time.Second, MaxElapsed: 10 * time.Minute, WarnAfter: 30 * time.Second,
+}
 
 // orDefault fills the zero fields of p from DefaultRetry.
 func (p RetryPolicy) orDefault() RetryPolicy {
@@ -111,15 +114,16 @@ func (p RetryPolicy) orDefault() RetryPolicy {
 	return d
 }
 
-// attempt is what a retried call learns about its own history.
-type attempt struct {
+// Attempt is what a retried call (RetryPolicy.Do) learns about its own
+// history.
+type Attempt struct {
 	n    int   // 1-based
 	last error // the previous attempt's error, nil on the first
 }
 
 // retried reports whether an earlier attempt was made: its request may have
 // landed even though its answer was lost.
-func (a attempt) retried() bool { return a.n > 1 }
+func (a Attempt) retried() bool { return a.n > 1 }
 
 // do calls f until it succeeds, fails permanently, or the retries end. f
 // gets a context bounded by the per-call timeout. When the retries end, the
@@ -127,7 +131,7 @@ func (a attempt) retried() bool { return a.n > 1 }
 // real error (and the context's error, when the context ended them):
 //
 //	gave up after 5 attempts over 12s: rpc error: code = Unavailable desc = ... (context deadline exceeded)
-func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) error) error {
+func (p RetryPolicy) Do(ctx context.Context, f func(context.Context, Attempt) error) error {
 	p = p.orDefault()
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     p.Initial,
@@ -140,7 +144,7 @@ func (p RetryPolicy) do(ctx context.Context, f func(context.Context, attempt) er
 	var last error
 	for n := 1; ; n++ {
 		callCtx, cancel := context.WithTimeout(ctx, p.CallTimeout)
-		err := f(callCtx, attempt{n: n, last: last})
+		err := f(callCtx, Attempt{n: n, last: last})
 		timedOut := callCtx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {

@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -24,6 +24,10 @@ import (
 )
 
 var fast = RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, CallTimeout: 5 * time.Second, MaxElapsed: 5 * time.Second}
+
+// annDeleteAfter is the annotation the rotate package marks a retired key
+// with; any annotation would do here.
+const annDeleteAfter = "keyrotate.delete-after"
 
 func grpcErr(c codes.Code) error { return status.Error(c, "boom") }
 func httpErr(code int) error     { return &googleapi.Error{Code: code, Message: "boom"} }
@@ -60,7 +64,7 @@ func TestRetryClassifies(t *testing.T) {
 			p := fast
 			p.MaxElapsed = time.Hour
 			n := 0
-			err := p.do(context.Background(), func(context.Context, attempt) error {
+			err := p.Do(context.Background(), func(context.Context, Attempt) error {
 				n++
 				if n == 3 {
 					return nil
@@ -99,7 +103,7 @@ func TestRetryHonoursRetryInfo(t *testing.T) {
 			}
 			start := time.Now()
 			n := 0
-			err := fast.do(context.Background(), func(context.Context, attempt) error {
+			err := fast.Do(context.Background(), func(context.Context, Attempt) error {
 				if n++; n == 1 {
 					return tc.err
 				}
@@ -117,7 +121,7 @@ func TestRetryHonoursRetryInfo(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		err := fast.do(ctx, func(context.Context, attempt) error { return st.Err() })
+		err := fast.Do(ctx, func(context.Context, Attempt) error { return st.Err() })
 		if time.Since(start) > 40*time.Millisecond {
 			t.Errorf("waited %v for a retry past the deadline, want to give up at once", time.Since(start))
 		}
@@ -132,7 +136,7 @@ func TestRetryHonoursRetryInfo(t *testing.T) {
 func TestRetryDeadlineNamesLastError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err := fast.do(ctx, func(ctx context.Context, a attempt) error {
+	err := fast.Do(ctx, func(ctx context.Context, a Attempt) error {
 		if a.n == 1 {
 			return status.Error(codes.Unavailable, "the backend is down")
 		}
@@ -152,7 +156,7 @@ func TestRetryDeadlineNamesLastError(t *testing.T) {
 func TestRetryPerCallTimeout(t *testing.T) {
 	p := fast
 	p.CallTimeout = 30 * time.Millisecond
-	err := p.do(context.Background(), func(ctx context.Context, a attempt) error {
+	err := p.Do(context.Background(), func(ctx context.Context, a Attempt) error {
 		if a.n == 1 {
 			<-ctx.Done()
 			return ctx.Err()
@@ -192,7 +196,7 @@ func TestDeniedPermission(t *testing.T) {
 }
 
 // emulatorAPIs returns the API wrappers on a fresh emulator with one key.
-func emulatorAPIs(t *testing.T) (*emulator.Server, *keysAPI, *secretsAPI, string) {
+func emulatorAPIs(t *testing.T) (*emulator.Server, *Keys, *Secrets, string) {
 	t.Helper()
 	srv := emutest.Start(t, emulator.Options{})
 	srv.AddProject("p", 42)
@@ -210,7 +214,7 @@ func emulatorAPIs(t *testing.T) (*emulator.Server, *keysAPI, *secretsAPI, string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sm.Close() })
-	return srv, &keysAPI{svc: svc, poll: time.Millisecond, retry: fast}, &secretsAPI{c: sm, retry: fast}, name
+	return srv, &Keys{Service: svc, Poll: time.Millisecond, Retry: fast}, &Secrets{Client: sm, Retry: fast}, name
 }
 
 // landThenLose makes the first call of method land (by making it again
@@ -249,7 +253,7 @@ func retryAfterLostAnswer(t *testing.T, code codes.Code) {
 			_, err := srv.SeedSecretVersion(sec, []byte(key.Reveal()))
 			return err
 		})
-		v, err := sa.add(context.Background(), sec, key)
+		v, err := sa.Add(context.Background(), sec, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,10 +266,10 @@ func retryAfterLostAnswer(t *testing.T, code codes.Code) {
 		srv.SetStateCodes(code)
 		k, _ := srv.Key(name)
 		landThenLose(srv, "apikeys.DeleteKey", func(ctx context.Context) error {
-			_, err := ka.svc.Projects.Locations.Keys.Delete(name).Context(ctx).Do()
+			_, err := ka.Service.Projects.Locations.Keys.Delete(name).Context(ctx).Do()
 			return err
 		})
-		if err := ka.delete(context.Background(), name, k.Etag); err != nil {
+		if err := ka.Delete(context.Background(), name, k.Etag); err != nil {
 			t.Fatalf("delete = %v, want success: the retry finds the key deleted", err)
 		}
 	})
@@ -275,10 +279,10 @@ func retryAfterLostAnswer(t *testing.T, code codes.Code) {
 		k, _ := srv.Key(name)
 		want := &apikeys.V2Key{Name: name, Etag: k.Etag, Annotations: map[string]string{annDeleteAfter: "2030-01-01T00:00:00Z"}}
 		landThenLose(srv, "apikeys.UpdateKey", func(ctx context.Context) error {
-			_, err := ka.svc.Projects.Locations.Keys.Patch(name, want).UpdateMask("annotations").Context(ctx).Do()
+			_, err := ka.Service.Projects.Locations.Keys.Patch(name, want).UpdateMask("annotations").Context(ctx).Do()
 			return err
 		})
-		got, err := ka.patch(context.Background(), want, "annotations")
+		got, err := ka.Patch(context.Background(), want, "annotations")
 		if err != nil {
 			t.Fatalf("patch = %v, want success: the retry finds the annotations set", err)
 		}
@@ -289,14 +293,14 @@ func retryAfterLostAnswer(t *testing.T, code codes.Code) {
 	t.Run("UndeleteKey", func(t *testing.T) {
 		srv, ka, _, name := emulatorAPIs(t)
 		srv.SetStateCodes(code)
-		if err := ka.delete(context.Background(), name, ""); err != nil {
+		if err := ka.Delete(context.Background(), name, ""); err != nil {
 			t.Fatal(err)
 		}
 		landThenLose(srv, "apikeys.UndeleteKey", func(ctx context.Context) error {
-			_, err := ka.svc.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
+			_, err := ka.Service.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
 			return err
 		})
-		k, err := ka.undelete(context.Background(), name)
+		k, err := ka.Undelete(context.Background(), name)
 		if err != nil || k.DeleteTime != "" {
 			t.Fatalf("undelete = %+v, %v; want the live key", k, err)
 		}
@@ -310,15 +314,15 @@ func TestListKeysAllPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := ka.delete(context.Background(), first, ""); err != nil {
+	if err := ka.Delete(context.Background(), first, ""); err != nil {
 		t.Fatal(err)
 	}
 	srv.Fail("apikeys.ListKeys", 2, fake.Fault{Code: codes.Unavailable}) // the second page, once
-	live, err := ka.list(context.Background(), "projects/p/locations/global", false)
+	live, err := ka.List(context.Background(), "projects/p/locations/global", false)
 	if err != nil || len(live) != 310 {
 		t.Errorf("list = %d keys, %v; want 310 live keys", len(live), err)
 	}
-	all, err := ka.list(context.Background(), "projects/p/locations/global", true)
+	all, err := ka.List(context.Background(), "projects/p/locations/global", true)
 	if err != nil || len(all) != 311 {
 		t.Errorf("list showDeleted = %d keys, %v; want 311", len(all), err)
 	}
@@ -329,7 +333,7 @@ func TestEnableVersion(t *testing.T) {
 	sec, _ := srv.SeedSecret("p", "s", nil)
 	v, _ := srv.SeedSecretVersion(sec, []byte("x"))
 	ctx := context.Background()
-	if err := sa.disable(ctx, v); err != nil {
+	if err := sa.Disable(ctx, v); err != nil {
 		t.Fatal(err)
 	}
 	srv.Fail("secretmanager.EnableSecretVersion", fake.Next, fake.Fault{Code: codes.Unavailable})
@@ -353,7 +357,7 @@ func TestRetryIsVisible(t *testing.T) {
 	p.WarnAfter = 20 * time.Millisecond
 	p.OnRetry = func(r Retrying) { heard = append(heard, r) }
 	n := 0
-	err := p.named("secretmanager.versions.access", "projects/p/secrets/s/versions/latest").do(context.Background(), func(context.Context, attempt) error {
+	err := p.named("secretmanager.versions.access", "projects/p/secrets/s/versions/latest").Do(context.Background(), func(context.Context, Attempt) error {
 		n++
 		if n == 2 {
 			time.Sleep(25 * time.Millisecond) // past WarnAfter
@@ -386,7 +390,7 @@ func TestRetryIsVisible(t *testing.T) {
 
 	p.Permanent = func(error) bool { return true }
 	n = 0
-	if err := p.do(context.Background(), func(context.Context, attempt) error { n++; return grpcErr(codes.Unavailable) }); n != 1 || status.Code(err) != codes.Unavailable {
+	if err := p.Do(context.Background(), func(context.Context, Attempt) error { n++; return grpcErr(codes.Unavailable) }); n != 1 || status.Code(err) != codes.Unavailable {
 		t.Errorf("with Permanent: %d attempts, error %v; want 1 attempt and the error as it is", n, err)
 	}
 }

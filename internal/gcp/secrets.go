@@ -1,11 +1,9 @@
-package rotate
+package gcp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"strconv"
 	"strings"
 
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
@@ -34,7 +32,7 @@ func AccessVersion(ctx context.Context, c *secretmanager.Client, version string)
 
 func accessVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, version string) (Version, error) {
 	var resp *secretmanagerpb.AccessSecretVersionResponse
-	err := p.named("secretmanager.versions.access", version).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := p.named("secretmanager.versions.access", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
 		resp, err = c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: version})
 		return err
@@ -63,7 +61,7 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 	data := []byte(key.Reveal())
 	sum := int64(crc32.Checksum(data, castagnoli))
 	var name string
-	err := p.named("secretmanager.versions.add", secretName).do(ctx, func(ctx context.Context, a attempt) error {
+	err := p.named("secretmanager.versions.add", secretName).Do(ctx, func(ctx context.Context, a Attempt) error {
 		if a.retried() {
 			resp, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: secretName + "/versions/latest"})
 			if transient(err) {
@@ -108,28 +106,29 @@ func secretErr(err error, perm, resource string) error {
 	return err
 }
 
-// secretsAPI holds the slot's secret operations, each retried under its
-// policy.
-type secretsAPI struct {
-	c     *secretmanager.Client
-	retry RetryPolicy
+// Secrets holds the Secret Manager calls the rotation protocol makes on a
+// slot's secret, each retried under Retry and kept within the secret's
+// write rate (see waitSecretWrite).
+type Secrets struct {
+	Client *secretmanager.Client
+	Retry  RetryPolicy
 }
 
-// access reads a version, as AccessVersion, under the API's policy.
-func (s *secretsAPI) access(ctx context.Context, version string) (Version, error) {
-	return accessVersion(ctx, s.c, s.retry, version)
+// Access reads a version, as AccessVersion, under the API's policy.
+func (s *Secrets) Access(ctx context.Context, version string) (Version, error) {
+	return accessVersion(ctx, s.Client, s.Retry, version)
 }
 
-// add adds a version, as AddVersion, under the API's policy.
-func (s *secretsAPI) add(ctx context.Context, secretName string, key secret.Key) (string, error) {
-	return addVersion(ctx, s.c, s.retry, secretName, key)
+// Add adds a version, as AddVersion, under the API's policy.
+func (s *Secrets) Add(ctx context.Context, secretName string, key secret.Key) (string, error) {
+	return addVersion(ctx, s.Client, s.Retry, secretName, key)
 }
 
-func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Secret, error) {
+func (s *Secrets) Get(ctx context.Context, name string) (*secretmanagerpb.Secret, error) {
 	var sec *secretmanagerpb.Secret
-	err := s.retry.named("secretmanager.secrets.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := s.Retry.named("secretmanager.secrets.get", name).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		sec, err = s.c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+		sec, err = s.Client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
 		return err
 	})
 	if err != nil {
@@ -138,18 +137,18 @@ func (s *secretsAPI) get(ctx context.Context, name string) (*secretmanagerpb.Sec
 	return sec, nil
 }
 
-// update writes the fields in mask with a compare-and-swap on sec.Etag.
+// Update writes the fields in mask with a compare-and-swap on sec.Etag.
 // Transient failures are retried; a retry whose first attempt landed fails
 // with FAILED_PRECONDITION (the etag moved), which the lease handles by
 // reading the secret again and checking the record is still its own.
-func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
+func (s *Secrets) Update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
-	err := s.retry.named("secretmanager.secrets.update", sec.GetName()).do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, s.c, sec.GetName(), false); err != nil {
+	err := s.Retry.named("secretmanager.secrets.update", sec.GetName()).Do(ctx, func(ctx context.Context, _ Attempt) error {
+		if err := waitSecretWrite(ctx, s.Client, sec.GetName(), false); err != nil {
 			return err
 		}
 		var err error
-		out, err = s.c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
+		out, err = s.Client.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 			Secret:     sec,
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: mask},
 		})
@@ -161,14 +160,14 @@ func (s *secretsAPI) update(ctx context.Context, sec *secretmanagerpb.Secret, ma
 	return out, nil
 }
 
-// disable disables a version. Disabling an already disabled version is a
+// Disable disables a version. Disabling an already disabled version is a
 // no-op on the API, so a resumed run (or a retry) may repeat it.
-func (s *secretsAPI) disable(ctx context.Context, version string) error {
-	err := s.retry.named("secretmanager.versions.disable", version).do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
+func (s *Secrets) Disable(ctx context.Context, version string) error {
+	err := s.Retry.named("secretmanager.versions.disable", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
+		if err := waitSecretWrite(ctx, s.Client, version, true); err != nil {
 			return err
 		}
-		_, err := s.c.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
+		_, err := s.Client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
 		return err
 	})
 	if err != nil {
@@ -178,12 +177,12 @@ func (s *secretsAPI) disable(ctx context.Context, version string) error {
 }
 
 // enable enables a version; enabling an enabled version is a no-op.
-func (s *secretsAPI) enable(ctx context.Context, version string) error {
-	err := s.retry.named("secretmanager.versions.enable", version).do(ctx, func(ctx context.Context, _ attempt) error {
-		if err := waitSecretWrite(ctx, s.c, version, true); err != nil {
+func (s *Secrets) enable(ctx context.Context, version string) error {
+	err := s.Retry.named("secretmanager.versions.enable", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
+		if err := waitSecretWrite(ctx, s.Client, version, true); err != nil {
 			return err
 		}
-		_, err := s.c.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
+		_, err := s.Client.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
 		return err
 	})
 	if err != nil {
@@ -192,24 +191,14 @@ func (s *secretsAPI) enable(ctx context.Context, version string) error {
 	return nil
 }
 
-// versionNumber returns the last segment of a version name.
-func versionNumber(name string) string {
-	return name[strings.LastIndex(name, "/")+1:]
-}
-
-func isCode(err error, c codes.Code) bool {
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		return se.GRPCStatus().Code() == c
-	}
-	return false
-}
-
-// parseVersion returns the number of a version name.
-func parseVersion(name string) (int64, bool) {
-	if name == "" {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(versionNumber(name), 10, 64)
-	return n, err == nil
+// TestPermissions returns which of perms the caller holds on the secret
+// name (its IAM handle's TestIamPermissions).
+func (s *Secrets) TestPermissions(ctx context.Context, name string, perms []string) ([]string, error) {
+	var held []string
+	err := s.Retry.Do(ctx, func(ctx context.Context, _ Attempt) error {
+		var err error
+		held, err = s.Client.IAM(name).TestPermissions(ctx, perms)
+		return err
+	})
+	return held, err
 }

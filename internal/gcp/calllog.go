@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -45,7 +45,8 @@ func (t *loggedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else {
 		st = resp.Status
 	}
-	slog.DebugContext(ctx, "google call", "method", method, "http", req.Method, "resource", resource, "status", st, "took", time.Since(start).Round(time.Millisecond))
+	slog.DebugContext(ctx, "google call", "method", method, "http", req.Method, "resource", resource, "status", st,
+		"took", time.Since(start).Round(time.Millisecond))
 	return resp, err
 }
 
@@ -60,7 +61,8 @@ func LogUnaryCalls(api string) grpc.UnaryClientInterceptor {
 		start := time.Now()
 		err := invoker(ctx, fullMethod, req, reply, cc, opts...)
 		name := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]
-		slog.DebugContext(ctx, "google call", "method", api+"."+name, "resource", grpcResource(req), "status", status.Code(err).String(), "took", time.Since(start).Round(time.Millisecond))
+		slog.DebugContext(ctx, "google call", "method", api+"."+name, "resource", grpcResource(req), "status", status.Code(err).String(),
+			"took", time.Since(start).Round(time.Millisecond))
 		return err
 	}
 }

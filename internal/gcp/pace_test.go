@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -21,14 +21,14 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	for range 5 {
-		if err := p.Wait(ctx, APIKeys, "p1", true); err != nil {
+		if err := p.wait(ctx, APIKeys, "p1", true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if d := time.Since(start); d > window/3 {
 		t.Fatalf("a burst within the quota waited %s", d)
 	}
-	if err := p.Wait(ctx, APIKeys, "p1", true); err != nil {
+	if err := p.wait(ctx, APIKeys, "p1", true); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < window+window/60 {
@@ -37,9 +37,9 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	// Other projects, reads, and unpaced APIs are not held up.
 	start = time.Now()
 	for range 5 {
-		_ = p.Wait(ctx, APIKeys, "p2", true)
-		_ = p.Wait(ctx, APIKeys, "p1", false)
-		_ = p.Wait(ctx, Gemini, "p1", false)
+		_ = p.wait(ctx, APIKeys, "p2", true)
+		_ = p.wait(ctx, APIKeys, "p1", false)
+		_ = p.wait(ctx, Gemini, "p1", false)
 	}
 	if d := time.Since(start); d > window/3 {
 		t.Fatalf("calls under other quotas waited %s", d)
@@ -67,7 +67,7 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	start := time.Now()
 	for range calls {
 		wg.Go(func() {
-			if err := p.Wait(context.Background(), APIKeys, "p", true); err != nil {
+			if err := p.wait(context.Background(), APIKeys, "p", true); err != nil {
 				t.Error(err)
 				return
 			}
@@ -190,14 +190,14 @@ func TestPacerWindowMargin(t *testing.T) {
 
 func TestPacerContextCancel(t *testing.T) {
 	p := NewPacer(map[string]Quota{APIKeys: {Writes: 1}}, time.Hour)
-	_ = p.Wait(context.Background(), APIKeys, "p", true)
+	_ = p.wait(context.Background(), APIKeys, "p", true)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := p.Wait(ctx, APIKeys, "p", true); err == nil {
+	if err := p.wait(ctx, APIKeys, "p", true); err == nil {
 		t.Fatal("Wait past the context's deadline returned nil")
 	}
 	var nilPacer *Pacer
-	if err := nilPacer.Wait(ctx, APIKeys, "p", true); err != nil {
+	if err := nilPacer.wait(ctx, APIKeys, "p", true); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -250,11 +250,11 @@ func TestRestMethod(t *testing.T) {
 	if p := m.charged(context.Background(), "projects/123/locations/global/keys/k"); p != "123" {
 		t.Errorf("charged from the path = %q", p)
 	}
-	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
+	if p := m.charged(WithProject(context.Background(), "acme"), "projects/123/x"); p != "acme" {
 		t.Errorf("charged with the slot's project = %q", p)
 	}
 	m.QuotaProject = "billing"
-	if p := m.charged(withProject(context.Background(), "acme"), "projects/123/x"); p != "billing" {
+	if p := m.charged(WithProject(context.Background(), "acme"), "projects/123/x"); p != "billing" {
 		t.Errorf("charged with a quota project = %q, want the quota project", p)
 	}
 }
@@ -298,7 +298,7 @@ func TestMeterLookupKeyOverGRPCIsARead(t *testing.T) {
 	m := &Meter{Pacer: NewPacer(map[string]Quota{APIKeys: {Reads: 10, Writes: 1}}, time.Hour)}
 	intercept := m.UnaryInterceptor(APIKeys)
 	invoke := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
-	ctx := withProject(context.Background(), "p")
+	ctx := WithProject(context.Background(), "p")
 	for i := range 3 {
 		// A write quota of 1 an hour would hold the second call.
 		ctx, cancel := context.WithTimeout(ctx, time.Second)

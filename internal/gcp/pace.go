@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -11,6 +11,12 @@ import (
 // Quota is a per-project rate quota of one Google API: how many read and
 // write requests a project may make per window (a minute on Google).
 // Zero means the calls of that kind are not paced.
+//
+// Two other Quota types say other things: config.Quota is what a config
+// file raises (zero keeps the documented value; cmd/keyrotate turns it
+// into this one), and emulator.Quota is a limit the fake enforces (with
+// Secret Manager's accesses, zero unlimited), kept apart so that the fake
+// does not agree with the pacer by construction.
 type Quota struct {
 	Reads  int `json:"reads"`
 	Writes int `json:"writes"`
@@ -93,8 +99,8 @@ func (q Quota) Share(n int) Quota {
 	return Quota{Reads: div(q.Reads), Writes: div(q.Writes)}
 }
 
-// Wait blocks until a call of api in project fits its quota, or ctx ends.
-func (p *Pacer) Wait(ctx context.Context, api, project string, write bool) error {
+// wait blocks until a call of api in project fits its quota, or ctx ends.
+func (p *Pacer) wait(ctx context.Context, api, project string, write bool) error {
 	if p == nil || project == "" {
 		return nil
 	}

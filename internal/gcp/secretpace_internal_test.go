@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"testing"

@@ -1,9 +1,8 @@
-package rotate
+package gcp
 
 import (
 	"context"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,7 @@ import (
 
 // Meter sits in the clients' transports: it paces each call with its Pacer
 // and counts calls and 429s, for the whole run and for the slot whose
-// rotation made the call (see Fleet). Install it with Transport (REST
+// rotation made the call (see rotate.Fleet). Install it with Transport (REST
 // clients) and UnaryInterceptor (gRPC clients). A nil *Meter counts nothing.
 type Meter struct {
 	Pacer *Pacer
@@ -59,17 +58,6 @@ func (m *Meter) Total() (calls, throttled int64) {
 	return calls, m.throttled
 }
 
-// Methods returns the methods called, sorted.
-func (m *Meter) Methods() []string {
-	c := m.Calls()
-	out := make([]string, 0, len(c))
-	for k := range c {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (m *Meter) count(ctx context.Context, method string, throttled bool) {
 	if m == nil {
 		return
@@ -105,11 +93,11 @@ func WithSlotCalls(ctx context.Context, c *SlotCalls) context.Context {
 	return context.WithValue(ctx, slotCallsKey{}, c)
 }
 
-// withProject tells the Meter which project's quota the calls made with
-// ctx draw on: the slot's charged project (Rotator.ChargedProject), also
+// WithProject tells the Meter which project's quota the calls made with
+// ctx draw on: the slot's charged project (rotate.Rotator.ChargedProject), also
 // for calls whose request names no project (operations, LookupKey) or
 // names it by number.
-func withProject(ctx context.Context, project string) context.Context {
+func WithProject(ctx context.Context, project string) context.Context {
 	if project == "" {
 		return ctx
 	}
@@ -152,7 +140,7 @@ func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	ctx := req.Context()
 	method, resource := restMethod(t.api, req)
 	if t.api != Gemini {
-		if err := t.m.Pacer.Wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
+		if err := t.m.Pacer.wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
 			return nil, err
 		}
 	}
@@ -221,7 +209,7 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 		if !strings.HasPrefix(name, "Access") {
 			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup") &&
 				!strings.HasPrefix(name, "Test") // TestIamPermissions: plan's check, a read
-			if err := m.Pacer.Wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
+			if err := m.Pacer.wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
 				return err
 			}
 		}

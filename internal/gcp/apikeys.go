@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -20,31 +20,23 @@ import (
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
-// Annotations keyrotate puts on the API keys it creates and retires.
-const (
-	annSlot        = "keyrotate.slot"
-	annRotation    = "keyrotate.rotation"
-	annSupersedes  = "keyrotate.supersedes"
-	annDeleteAfter = "keyrotate.delete-after"
-	annSuperseded  = "keyrotate.superseded-by"
-)
-
-// keysAPI wraps the few API Keys calls the protocol makes: each is retried
-// under its policy, waits for its long-running operation and translates
-// errors at the boundary. Retries are safe: a call whose answer was lost is
-// recognised when it is repeated (see each method).
-type keysAPI struct {
-	svc     *apikeys.Service
-	lookupc *apikeysapi.Client // LookupKey only, over gRPC
-	poll    time.Duration      // first interval between operations.get polls
-	retry   RetryPolicy
+// Keys wraps the few API Keys calls the rotation protocol makes: each is
+// retried under its policy, waits for its long-running operation and
+// translates errors at the boundary (ErrKeyNotFound, ErrAlreadyExists, a
+// hint for a denied permission). Retries are safe: a call whose answer was
+// lost is recognised when it is repeated (see each method).
+type Keys struct {
+	Service      *apikeys.Service   // the REST client: only it carries a key's service account binding
+	LookupClient *apikeysapi.Client // LookupKey only, over gRPC (nil: Lookup fails with ErrNoLookupClient)
+	Poll         time.Duration      // first interval between operations.get polls (0: 250ms)
+	Retry        RetryPolicy
 }
 
-func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) {
+func (k *Keys) Get(ctx context.Context, name string) (*apikeys.V2Key, error) {
 	var key *apikeys.V2Key
-	err := k.retry.named("apikeys.keys.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.Retry.named("apikeys.keys.get", name).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		key, err = k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
+		key, err = k.Service.Projects.Locations.Keys.Get(name).Context(ctx).Do()
 		return err
 	})
 	if err != nil {
@@ -53,11 +45,11 @@ func (k *keysAPI) get(ctx context.Context, name string) (*apikeys.V2Key, error) 
 	return key, nil
 }
 
-func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error) {
+func (k *Keys) KeyString(ctx context.Context, name string) (secret.Key, error) {
 	var resp *apikeys.V2GetKeyStringResponse
-	err := k.retry.named("apikeys.keys.getKeyString", name).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.Retry.named("apikeys.keys.getKeyString", name).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		resp, err = k.svc.Projects.Locations.Keys.GetKeyString(name).Context(ctx).Do()
+		resp, err = k.Service.Projects.Locations.Keys.GetKeyString(name).Context(ctx).Do()
 		return err
 	})
 	if err != nil {
@@ -66,18 +58,18 @@ func (k *keysAPI) keyString(ctx context.Context, name string) (secret.Key, error
 	return secret.New(resp.KeyString), nil
 }
 
-// lookup maps a key string to its key's resource name. It goes over gRPC
-// (k.lookupc): the REST keys:lookupKey carries the key string in its URL,
+// Lookup maps a key string to its key's resource name. It goes over gRPC
+// (k.LookupClient): the REST keys:lookupKey carries the key string in its URL,
 // where proxies and access logs record it; the gRPC request carries it in
 // its body.
-func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
-	if k.lookupc == nil {
+func (k *Keys) Lookup(ctx context.Context, key secret.Key) (string, error) {
+	if k.LookupClient == nil {
 		return "", fmt.Errorf("look up key %s: %w", key, ErrNoLookupClient)
 	}
 	var resp *apikeyspb.LookupKeyResponse
-	err := k.retry.named("apikeys.keys.lookup", key.Fingerprint()).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.Retry.named("apikeys.keys.lookup", key.Fingerprint()).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		resp, err = k.lookupc.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: key.Reveal()})
+		resp, err = k.LookupClient.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: key.Reveal()})
 		return secret.StripQuery(err)
 	})
 	if err != nil {
@@ -89,8 +81,8 @@ func (k *keysAPI) lookup(ctx context.Context, key secret.Key) (string, error) {
 	return resp.GetName(), nil
 }
 
-// ErrNoLookupClient: a Rotator without its gRPC API Keys client (Lookup)
-// was asked to look a key string up. LookupKey is never sent over REST,
+// ErrNoLookupClient: Keys without its gRPC client (LookupClient) was asked
+// to look a key string up. LookupKey is never sent over REST,
 // which would put the key string in the URL.
 var ErrNoLookupClient = errors.New("no gRPC API Keys client for LookupKey")
 
@@ -107,16 +99,16 @@ func lookupErr(err error) error {
 	return err
 }
 
-// list returns every key of parent ("projects/P/locations/global"), all
+// List returns every key of parent ("projects/P/locations/global"), all
 // pages; with showDeleted, soft-deleted keys too.
-func (k *keysAPI) list(ctx context.Context, parent string, showDeleted bool) ([]*apikeys.V2Key, error) {
+func (k *Keys) List(ctx context.Context, parent string, showDeleted bool) ([]*apikeys.V2Key, error) {
 	var keys []*apikeys.V2Key
 	token := ""
 	for {
 		var resp *apikeys.V2ListKeysResponse
-		err := k.retry.named("apikeys.keys.list", parent).do(ctx, func(ctx context.Context, _ attempt) error {
+		err := k.Retry.named("apikeys.keys.list", parent).Do(ctx, func(ctx context.Context, _ Attempt) error {
 			var err error
-			resp, err = k.svc.Projects.Locations.Keys.List(parent).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
+			resp, err = k.Service.Projects.Locations.Keys.List(parent).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
 			return err
 		})
 		if err != nil {
@@ -130,15 +122,15 @@ func (k *keysAPI) list(ctx context.Context, parent string, showDeleted bool) ([]
 	}
 }
 
-// create creates a key and returns it with its key string. A retried create
-// whose first attempt landed fails with errAlreadyExists: the caller adopts
+// Create creates a key and returns it with its key string. A retried create
+// whose first attempt landed fails with ErrAlreadyExists: the caller adopts
 // the key after checking its annotations.
-func (k *keysAPI) create(ctx context.Context, parent, keyID string, key *apikeys.V2Key) (*apikeys.V2Key, error) {
+func (k *Keys) Create(ctx context.Context, parent, keyID string, key *apikeys.V2Key) (*apikeys.V2Key, error) {
 	name := parent + "/keys/" + keyID
 	var op *apikeys.Operation
-	err := k.retry.named("apikeys.keys.create", parent).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.Retry.named("apikeys.keys.create", parent).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		op, err = k.svc.Projects.Locations.Keys.Create(parent, key).KeyId(keyID).Context(ctx).Do()
+		op, err = k.Service.Projects.Locations.Keys.Create(parent, key).KeyId(keyID).Context(ctx).Do()
 		return err
 	})
 	if err != nil {
@@ -153,8 +145,8 @@ func (k *keysAPI) create(ctx context.Context, parent, keyID string, key *apikeys
 	return created, nil
 }
 
-// resume follows a recorded operation to its end.
-func (k *keysAPI) resume(ctx context.Context, opName string) (*apikeys.V2Key, error) {
+// Resume follows a recorded operation to its end.
+func (k *Keys) Resume(ctx context.Context, opName string) (*apikeys.V2Key, error) {
 	return k.wait(ctx, &apikeys.Operation{Name: opName})
 }
 
@@ -169,9 +161,9 @@ type accepted struct {
 func (a *accepted) Error() string { return a.err.Error() }
 func (a *accepted) Unwrap() error { return a.err }
 
-// acceptedOp returns the operation of an accepted request that failed
+// AcceptedOp returns the operation of an accepted request that failed
 // later, or "".
-func acceptedOp(err error) string {
+func AcceptedOp(err error) string {
 	var a *accepted
 	if errors.As(err, &a) {
 		return a.op
@@ -179,19 +171,19 @@ func acceptedOp(err error) string {
 	return ""
 }
 
-// patch updates the fields in mask, guarded by key.Etag. A retry whose
+// Patch updates the fields in mask, guarded by key.Etag. A retry whose
 // first attempt landed meets a changed etag (ABORTED, or another code: see
 // stateRefusal): if the key already holds what was asked, that is success.
-func (k *keysAPI) patch(ctx context.Context, key *apikeys.V2Key, mask string) (*apikeys.V2Key, error) {
+func (k *Keys) Patch(ctx context.Context, key *apikeys.V2Key, mask string) (*apikeys.V2Key, error) {
 	var (
 		op   *apikeys.Operation
 		done *apikeys.V2Key
 	)
-	err := k.retry.named("apikeys.keys.update", key.Name).do(ctx, func(ctx context.Context, a attempt) error {
+	err := k.Retry.named("apikeys.keys.update", key.Name).Do(ctx, func(ctx context.Context, a Attempt) error {
 		var err error
-		op, err = k.svc.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
+		op, err = k.Service.Projects.Locations.Keys.Patch(key.Name, key).UpdateMask(mask).Context(ctx).Do()
 		if err != nil && a.retried() && stateRefusal(err) {
-			cur, gerr := k.svc.Projects.Locations.Keys.Get(key.Name).Context(ctx).Do()
+			cur, gerr := k.Service.Projects.Locations.Keys.Get(key.Name).Context(ctx).Do()
 			if gerr == nil && holds(cur, key, mask) {
 				done = cur
 				return nil
@@ -237,15 +229,15 @@ func holds(cur, want *apikeys.V2Key, mask string) bool {
 	return true
 }
 
-// delete soft-deletes a key, guarded by etag when it is set. A key found
+// Delete soft-deletes a key, guarded by etag when it is set. A key found
 // already deleted (a retry whose first attempt landed, an earlier run) is
 // success. Which code the API answers then is not documented (see
 // stateRefusal), so the key's state decides, read after the refusal.
-func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
+func (k *Keys) Delete(ctx context.Context, name, etag string) error {
 	var op *apikeys.Operation
 	gone := false
-	err := k.retry.named("apikeys.keys.delete", name).do(ctx, func(ctx context.Context, a attempt) error {
-		call := k.svc.Projects.Locations.Keys.Delete(name).Context(ctx)
+	err := k.Retry.named("apikeys.keys.delete", name).Do(ctx, func(ctx context.Context, a Attempt) error {
+		call := k.Service.Projects.Locations.Keys.Delete(name).Context(ctx)
 		if etag != "" {
 			call = call.Etag(etag)
 		}
@@ -254,8 +246,8 @@ func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 		if err != nil && stateRefusal(err) {
 			// Already deleted (by our own first attempt, or an earlier
 			// run) is what was asked for: read the key to know.
-			cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do()
-			if httpCode(gerr) == http.StatusNotFound || (gerr == nil && cur.DeleteTime != "") {
+			cur, gerr := k.Service.Projects.Locations.Keys.Get(name).Context(ctx).Do()
+			if HTTPCode(gerr) == http.StatusNotFound || (gerr == nil && cur.DeleteTime != "") {
 				gone = true
 				return nil
 			}
@@ -274,18 +266,18 @@ func (k *keysAPI) delete(ctx context.Context, name, etag string) error {
 	return nil
 }
 
-// undelete restores a soft-deleted key (within 30 days of its deletion).
+// Undelete restores a soft-deleted key (within 30 days of its deletion).
 // A key that is not deleted (what a retry whose first attempt landed meets;
 // the code of that refusal is not documented, see stateRefusal) is
 // returned as it is: its state, read after the refusal, decides.
-func (k *keysAPI) undelete(ctx context.Context, name string) (*apikeys.V2Key, error) {
+func (k *Keys) Undelete(ctx context.Context, name string) (*apikeys.V2Key, error) {
 	var op *apikeys.Operation
 	live := false
-	err := k.retry.named("apikeys.keys.undelete", name).do(ctx, func(ctx context.Context, _ attempt) error {
+	err := k.Retry.named("apikeys.keys.undelete", name).Do(ctx, func(ctx context.Context, _ Attempt) error {
 		var err error
-		op, err = k.svc.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
+		op, err = k.Service.Projects.Locations.Keys.Undelete(name, &apikeys.V2UndeleteKeyRequest{}).Context(ctx).Do()
 		if err != nil && stateRefusal(err) {
-			if cur, gerr := k.svc.Projects.Locations.Keys.Get(name).Context(ctx).Do(); gerr == nil && cur.DeleteTime == "" {
+			if cur, gerr := k.Service.Projects.Locations.Keys.Get(name).Context(ctx).Do(); gerr == nil && cur.DeleteTime == "" {
 				live = true
 				return nil
 			}
@@ -296,20 +288,20 @@ func (k *keysAPI) undelete(ctx context.Context, name string) (*apikeys.V2Key, er
 		return nil, fmt.Errorf("undelete key %s: %w", name, keyErr(err, "apikeys.keys.undelete", name))
 	}
 	if live {
-		return k.get(ctx, name)
+		return k.Get(ctx, name)
 	}
 	if _, err := k.wait(ctx, op); err != nil {
 		return nil, fmt.Errorf("undelete key %s: %w", name, err)
 	}
 	// The operation's response carries the key; read it whole (with its
 	// new etag) all the same.
-	return k.get(ctx, name)
+	return k.Get(ctx, name)
 }
 
 // wait polls a long-running operation until it is done and decodes the key
 // in its response.
-func (k *keysAPI) wait(ctx context.Context, op *apikeys.Operation) (*apikeys.V2Key, error) {
-	interval := k.poll
+func (k *Keys) wait(ctx context.Context, op *apikeys.Operation) (*apikeys.V2Key, error) {
+	interval := k.Poll
 	if interval <= 0 {
 		interval = 250 * time.Millisecond
 	}
@@ -325,8 +317,8 @@ func (k *keysAPI) wait(ctx context.Context, op *apikeys.Operation) (*apikeys.V2K
 			interval *= 2
 		}
 		name := op.Name
-		err := k.retry.named("serviceusage.operations.get", name).do(ctx, func(ctx context.Context, _ attempt) error {
-			next, err := k.svc.Operations.Get(name).Context(ctx).Do()
+		err := k.Retry.named("serviceusage.operations.get", name).Do(ctx, func(ctx context.Context, _ Attempt) error {
+			next, err := k.Service.Operations.Get(name).Context(ctx).Do()
 			if err == nil {
 				op = next
 			}
@@ -388,11 +380,12 @@ func keyErr(err error, perm, resource string) error {
 	case ge.Code == http.StatusNotFound:
 		return &apiError{err: err, kind: ErrKeyNotFound}
 	case isAlreadyExists(err):
-		return &apiError{err: err, kind: errAlreadyExists}
+		return &apiError{err: err, kind: ErrAlreadyExists}
 	case ge.Code == http.StatusForbidden:
 		return denied(err, perm, resource)
 	case ge.Code == http.StatusBadRequest && strings.Contains(ge.Message, "disableServiceAccountApiKeyCreation"):
-		return errhint.With(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys bound to a service account: ask an org-policy admin to allow it for this project")
+		return errhint.With(err, "the organization policy constraint iam.managed.disableServiceAccountApiKeyCreation blocks creating keys "+
+			"bound to a service account: ask an org-policy admin to allow it for this project")
 	}
 	return err
 }
@@ -406,7 +399,7 @@ func keyErr(err error, perm, resource string) error {
 // deleted resource may be NOT_FOUND (404) or ALREADY_EXISTS-like (409). Any
 // of them leads to a read, never to a conclusion by code alone.
 func stateRefusal(err error) bool {
-	switch httpCode(err) {
+	switch HTTPCode(err) {
 	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusPreconditionFailed:
 		return true
 	}
@@ -432,7 +425,9 @@ func errStatus(ge *googleapi.Error) string {
 	return ge.Body
 }
 
-var errAlreadyExists = errors.New("already exists")
+// ErrAlreadyExists: Keys.Create found the key already made (by an earlier
+// attempt whose answer was lost, or an earlier run).
+var ErrAlreadyExists = errors.New("already exists")
 
 // apiError keeps the API's error text while matching a named error.
 type apiError struct {
@@ -443,38 +438,10 @@ type apiError struct {
 func (e *apiError) Error() string   { return e.err.Error() }
 func (e *apiError) Unwrap() []error { return []error{e.kind, e.err} }
 
-// restricted reports whether a key has any restriction: API targets or a
-// client restriction.
-func restricted(r *apikeys.V2Restrictions) bool {
-	if r == nil {
-		return false
-	}
-	return len(r.ApiTargets) > 0 || r.BrowserKeyRestrictions != nil || r.ServerKeyRestrictions != nil ||
-		r.AndroidKeyRestrictions != nil || r.IosKeyRestrictions != nil
-}
-
-// keyParent returns "projects/N/locations/L" of a key name.
-func keyParent(name string) string {
-	if i := strings.Index(name, "/keys/"); i >= 0 {
-		return name[:i]
-	}
-	return ""
-}
-
-// keyIDOf returns the last segment of a key name.
-func keyIDOf(name string) string {
-	return name[strings.LastIndex(name, "/")+1:]
-}
-
-func parseTime(s string) time.Time {
-	t, _ := time.Parse(time.RFC3339Nano, s)
-	return t
-}
-
-// httpCode returns the HTTP status of an API Keys request's error, or 0 —
+// HTTPCode returns the HTTP status of an API Keys request's error, or 0 —
 // also 0 when the request was accepted and a later step failed (polling its
 // operation), so that a 4xx there is not taken for a refused request.
-func httpCode(err error) int {
+func HTTPCode(err error) int {
 	var acc *accepted
 	if errors.As(err, &acc) {
 		return 0

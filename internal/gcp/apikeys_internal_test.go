@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"context"
@@ -35,7 +35,7 @@ func TestLookupErrorHidesKey(t *testing.T) {
 	// A refused connection is retried (the network may come back): bound
 	// the retries.
 	fast := RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxElapsed: 50 * time.Millisecond}
-	_, err = (&keysAPI{lookupc: lookupc, retry: fast}).lookup(context.Background(), secret.New(canary))
+	_, err = (&Keys{LookupClient: lookupc, Retry: fast}).Lookup(context.Background(), secret.New(canary))
 	if err == nil {
 		t.Fatal("lookup against a closed port succeeded")
 	}

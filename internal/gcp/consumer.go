@@ -1,4 +1,4 @@
-package rotate
+package gcp
 
 import (
 	"errors"
@@ -27,10 +27,10 @@ import (
 //   - reason USER_PROJECT_DENIED: the caller may not charge the quota
 //     project it named.
 
-// SharedClientProject is the number of the project that owns gcloud's OAuth
+// sharedClientProject is the number of the project that owns gcloud's OAuth
 // client: Google charges it for the calls of user credentials that carry
 // no quota project, and answers SERVICE_DISABLED.
-const SharedClientProject = "764086051850"
+const sharedClientProject = "764086051850"
 
 // Reasons of a ConsumerError.
 const (
@@ -54,16 +54,16 @@ type ConsumerError struct {
 func (e *ConsumerError) Error() string { return e.Err.Error() }
 func (e *ConsumerError) Unwrap() error { return e.Err }
 
-// ConsumerProject returns the charged project's id or number
+// consumerProject returns the charged project's id or number
 // ("764086051850").
-func (e *ConsumerError) ConsumerProject() string {
+func (e *ConsumerError) consumerProject() string {
 	return strings.TrimPrefix(e.Consumer, "projects/")
 }
 
 // SharedClient reports whether the call was charged to Google's shared
 // client project: user credentials without a quota project.
 func (e *ConsumerError) SharedClient() bool {
-	return e.Reason == ReasonServiceDisabled && e.ConsumerProject() == SharedClientProject
+	return e.Reason == ReasonServiceDisabled && e.consumerProject() == sharedClientProject
 }
 
 // Hint says what to do: set a quota project, enable the API in the charged
@@ -77,7 +77,7 @@ func (e *ConsumerError) Hint() string {
 	if suggest == "" {
 		suggest = "PROJECT"
 	}
-	c := e.ConsumerProject()
+	c := e.consumerProject()
 	switch {
 	case e.SharedClient():
 		return "the call was charged to project " + c + ", Google's shared client project, because the credentials are user credentials " +
