@@ -309,7 +309,7 @@ func oldHeld(ts TargetStatus, o *OldKeyStatus) TargetStatus {
 	return ts
 }
 
-// Check statuses in a VerifyReport.
+// Check statuses in a HealthReport.
 const (
 	CheckOK      = "ok" // also for AccessCheck
 	CheckFail    = "fail"
@@ -317,8 +317,8 @@ const (
 	CheckSkipped = "skipped"
 )
 
-// VerifyCheck is one check of CheckHealth.
-type VerifyCheck struct {
+// HealthCheck is one check of CheckHealth.
+type HealthCheck struct {
 	Check   string `json:"check"`   // key, secret, target, rotation, old key
 	Subject string `json:"subject"` // what was checked: a key or target name
 	Status  string `json:"status"`  // ok, fail, warn, skipped
@@ -330,24 +330,27 @@ type VerifyCheck struct {
 	// needed); Hint then says only what the API told.
 	Drift bool `json:"drift,omitempty"`
 	Dead  bool `json:"dead,omitempty"`
+	// Err, on a failed key check, is the failure behind it (the probe's
+	// error), for a caller that words the fix itself.
+	Err error `json:"-"`
 	// Then, on a warning, is what resolves it when Hint is empty: the
 	// caller words it as a command.
 	Then Next `json:"-"`
 }
 
-// VerifyReport is the outcome of CheckHealth for one slot.
-type VerifyReport struct {
+// HealthReport is the outcome of CheckHealth for one slot.
+type HealthReport struct {
 	Slot    string        `json:"slot"`
 	Healthy bool          `json:"healthy"`
 	Key     KeyRef        `json:"key"`
-	Checks  []VerifyCheck `json:"checks"`
+	Checks  []HealthCheck `json:"checks"`
 
 	dead, drift bool
 }
 
 // Err returns nil for a healthy slot, else an error matching ErrKeyDead
 // and/or ErrDrift that names every failed check, with a hint.
-func (v *VerifyReport) Err() error {
+func (v *HealthReport) Err() error {
 	if v.Healthy {
 		return nil
 	}
@@ -373,7 +376,7 @@ func (v *VerifyReport) Err() error {
 	return errhint.With(err, strings.Join(hints, "; "))
 }
 
-func (v *VerifyReport) add(c VerifyCheck) {
+func (v *HealthReport) add(c HealthCheck) {
 	v.Checks = append(v.Checks, c)
 	if c.Status == CheckFail {
 		v.Healthy = false
@@ -385,16 +388,16 @@ func (v *VerifyReport) add(c VerifyCheck) {
 // secret and every target, comparing fingerprints with the current key.
 // It only reads, and makes one probe.
 //
-// A dead key or drift is reported in the VerifyReport (Healthy false, and
+// A dead key or drift is reported in the HealthReport (Healthy false, and
 // Err says what is wrong); the error is for slots that could not be checked
 // (configuration, permissions, the API). A current key that is deleted or
 // unknown to the API is a failed check, not an error.
-func (r *Rotator) CheckHealth(ctx context.Context, slot *Slot) (*VerifyReport, error) {
-	v := &VerifyReport{Slot: slot.Name, Healthy: true, Checks: []VerifyCheck{}}
+func (r *Rotator) CheckHealth(ctx context.Context, slot *Slot) (*HealthReport, error) {
+	v := &HealthReport{Slot: slot.Name, Healthy: true, Checks: []HealthCheck{}}
 	st, pre, err := r.status(ctx, slot)
 	if errors.Is(err, ErrKeyNotFound) {
 		v.dead = true
-		v.add(VerifyCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: errhint.Of(err), Dead: true})
+		v.add(HealthCheck{Check: "key", Subject: "current key", Status: CheckFail, Message: err.Error(), Hint: errhint.Of(err), Dead: true})
 		return v, nil
 	}
 	if err != nil {
@@ -421,7 +424,7 @@ func (r *Rotator) CheckHealth(ctx context.Context, slot *Slot) (*VerifyReport, e
 		if name != st.Current.Name {
 			msg = "latest version " + versionNumber(pre.latest.Name) + " holds the new key of the rotation in progress"
 		}
-		v.add(VerifyCheck{Check: "secret", Subject: slot.Secret, Status: CheckOK, Message: msg})
+		v.add(HealthCheck{Check: "secret", Subject: slot.Secret, Status: CheckOK, Message: msg})
 	}
 	v.checkTargets(st)
 	v.checkLeftovers(slot, st)
@@ -430,33 +433,34 @@ func (r *Rotator) CheckHealth(ctx context.Context, slot *Slot) (*VerifyReport, e
 
 // checkKey probes the key consumers get (probe, the key name) live, unless
 // the slot's verify is none. Only a probe cut short by ctx is an error.
-func (v *VerifyReport) checkKey(ctx context.Context, slot *Slot, probe secret.Key, name string) error {
+func (v *HealthReport) checkKey(ctx context.Context, slot *Slot, probe secret.Key, name string) error {
 	subject := fmt.Sprintf("%s %s", probe.Fingerprint(), name)
 	if slot.Prober == nil {
-		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckSkipped, Message: "live probe off for this slot (verify: none)"})
+		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckSkipped, Message: "live probe off for this slot (verify: none)"})
 		return nil
 	}
 	err := slot.Prober.Probe(ctx, probe)
 	var thr interface{ Throttled() bool }
 	switch {
 	case err == nil:
-		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
+		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works at the live API" + probeCall(slot.Prober)})
 	case ctx.Err() != nil:
 		return fmt.Errorf("slot %s: probe key %s: %w", slot.Name, name, err)
 	case errors.As(err, &thr) && thr.Throttled():
-		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
+		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckOK, Message: "works, but the API rate-limits it (" + err.Error() + ")"})
 	default:
 		v.dead = true
-		v.add(VerifyCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true})
+		v.add(HealthCheck{Check: "key", Subject: subject, Status: CheckFail, Message: "does not work: " + err.Error(), Hint: errhint.Of(err), Dead: true,
+			Err: err})
 	}
 	return nil
 }
 
 // checkTargets fails each target that holds neither the current key nor
 // the new key of the rotation in progress (drift).
-func (v *VerifyReport) checkTargets(st *SlotStatus) {
+func (v *HealthReport) checkTargets(st *SlotStatus) {
 	for _, t := range st.Targets {
-		c := VerifyCheck{Check: "target", Subject: t.Target, Status: CheckOK}
+		c := HealthCheck{Check: "target", Subject: t.Target, Status: CheckOK}
 		switch t.Holds {
 		case HoldsCurrent:
 			c.Message = "holds the current key " + t.Fingerprint
@@ -476,9 +480,9 @@ func (v *VerifyReport) checkTargets(st *SlotStatus) {
 
 // checkLeftovers warns about a rotation in progress and about old keys due
 // for deletion.
-func (v *VerifyReport) checkLeftovers(slot *Slot, st *SlotStatus) {
+func (v *HealthReport) checkLeftovers(slot *Slot, st *SlotStatus) {
 	if rs := st.Rotation; rs != nil {
-		c := VerifyCheck{Check: "rotation", Subject: rs.ID, Status: CheckWarn,
+		c := HealthCheck{Check: "rotation", Subject: rs.ID, Status: CheckWarn,
 			Message: fmt.Sprintf("%s %s in progress (phase %s), lease %s", rs.Kind, rs.ID, rs.Phase, rs.Lease), Hint: rs.Next, Then: rs.Then}
 		if rs.Lease == "live" {
 			c.Message += fmt.Sprintf(": held by %s until %s", rs.Holder, rs.Expires.Format(time.RFC3339))
@@ -487,7 +491,7 @@ func (v *VerifyReport) checkLeftovers(slot *Slot, st *SlotStatus) {
 	}
 	for _, o := range st.OldKeys {
 		if o.Due {
-			v.add(VerifyCheck{Check: "old key", Subject: o.Name, Status: CheckWarn, Message: o.Reason,
+			v.add(HealthCheck{Check: "old key", Subject: o.Name, Status: CheckWarn, Message: o.Reason,
 				Then: Next{Action: NextFinalize, Slot: slot.Name}})
 		}
 	}

@@ -36,7 +36,7 @@ func (w *world) status() *rotate.SlotStatus {
 }
 
 // verify runs Verify and checks that it wrote nothing and leaked nothing.
-func (w *world) verify() *rotate.VerifyReport {
+func (w *world) verify() *rotate.HealthReport {
 	w.t.Helper()
 	w.srv.ResetCalls()
 	v, err := w.r.CheckHealth(context.Background(), w.slot)
@@ -80,13 +80,13 @@ func (w *world) putInEnv(value string) {
 	}
 }
 
-func checkOf(v *rotate.VerifyReport, check string) rotate.VerifyCheck {
+func checkOf(v *rotate.HealthReport, check string) rotate.HealthCheck {
 	for _, c := range v.Checks {
 		if c.Check == check {
 			return c
 		}
 	}
-	return rotate.VerifyCheck{}
+	return rotate.HealthCheck{}
 }
 
 func TestStatusHealthy(t *testing.T) {

@@ -323,7 +323,9 @@ func (e *ProbeError) Hint() string {
 		}
 		return "enable the Generative Language API (generativelanguage.googleapis.com) in the key's project"
 	case CauseSuspended:
-		return "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
+		// A program that replaces leaked keys names its command in place
+		// of this (cmd/keyrotate: rotate --leaked).
+		return "the key was suspended, typically because it leaked: replace it now with a new key in every place that uses it, and delete it"
 	case CauseLeaked:
 		return "Google reported the key as leaked and blocks it: replace it with a new key in every place that uses it, delete it, and find where it leaked"
 	case CauseClientBlocked:

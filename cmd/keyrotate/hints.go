@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // The library states facts (a typed error, a finding); these turn them into
@@ -112,10 +113,24 @@ func waitFor(rec rotate.Record) string {
 func commandHint(err error) string {
 	h := errhint.Of(err)
 	var ne *rotate.NextError
-	if h == "" || !errors.As(err, &ne) {
+	if h != "" && errors.As(err, &ne) {
+		h = strings.Replace(h, ne.Hint(), nextErrorHint(ne), 1)
+	}
+	return probeHint(err, h)
+}
+
+// suspendedHint is what to do about a key Google suspended, with the
+// command that does it.
+const suspendedHint = "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
+
+// probeHint is h with a failed probe's words for what fixes it (the hint of
+// a verify.ProbeError in err) replaced by the command that does it.
+func probeHint(err error, h string) string {
+	var pe *verify.ProbeError
+	if !errors.As(err, &pe) || pe.Cause != verify.CauseSuspended {
 		return h
 	}
-	return strings.Replace(h, ne.Hint(), nextErrorHint(ne), 1)
+	return strings.Replace(h, pe.Hint(), suspendedHint, 1)
 }
 
 // nextErrorHint is the hint of ne with its command: the hints inside it

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/rotate"
+	"github.com/keyrotate/keyrotate/verify"
 )
 
 // TestNextErrorHints: the library says what resolves an error as a
@@ -104,9 +105,7 @@ func TestNextHints(t *testing.T) {
 
 // noCommandTextPending lists the files below cmd/ that still name
 // keyrotate commands, each with the reason; the list only shrinks.
-var noCommandTextPending = map[string]string{
-	"verify/gemini.go": "ProbeError.Hint for a suspended key, also composed into rotate's hints and doctor's fixes",
-}
+var noCommandTextPending = map[string]string{}
 
 // TestNoCommandTextBelowCmd: the library states facts and the CLI names
 // commands (issue 13). No string literal in a non-test Go file below
@@ -152,4 +151,46 @@ func TestNoCommandTextBelowCmd(t *testing.T) {
 		}
 	}
 	t.Logf("%d string literal(s) below cmd/ name a keyrotate command (all pending)", found)
+}
+
+// TestSuspendedHint: verify's hint for a suspended key says what to do
+// without a command; wherever rotate composed it into a hint (a failed
+// verification, a check of the current key), the CLI puts the command in
+// its place, in the words the library used to write itself.
+func TestSuspendedHint(t *testing.T) {
+	pe := verify.Classify(403, []byte(`{"error":{"code":403,"status":"PERMISSION_DENIED",`+
+		`"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED"}]}}`))
+	if h := pe.Hint(); !strings.Contains(h, "suspended") || strings.Contains(h, "`keyrotate ") || strings.Contains(h, "--") {
+		t.Fatalf("verify's hint %q: want the cause, without a command", h)
+	}
+	const want = "the key was suspended, typically because it leaked: replace it now with `keyrotate rotate --leaked` (the key on stdin)"
+	// As rotate's verify step reports a new key that failed.
+	failed := errhint.Replace(fmt.Errorf("%w: key k: %w", rotate.ErrVerifyFailed, pe),
+		"the old key still works and nothing was changed; "+errhint.Of(pe))
+	if got := commandHint(failed); got != "the old key still works and nothing was changed; "+want {
+		t.Errorf("commandHint(failed verification) = %q", got)
+	}
+	if got := commandHint(errhint.With(fmt.Errorf("slot s: %w", failed), "run again")); got !=
+		"the old key still works and nothing was changed; "+want+"; then run again" {
+		t.Errorf("commandHint(wrapped) = %q", got)
+	}
+	// Inside a NextError, whose own words become a command too.
+	ne := &rotate.NextError{Err: pe, Safe: "finish it first", Next: rotate.Next{Action: rotate.NextFinishFirst, Slot: "s", Kind: rotate.KindAbort}}
+	if got := commandHint(ne); got != want+"; then finish it first: `keyrotate abort s`" {
+		t.Errorf("commandHint(NextError) = %q", got)
+	}
+	// A failed check of the current key in verify's health report.
+	v := &rotate.HealthReport{Slot: "s", Checks: []rotate.HealthCheck{
+		{Check: "key", Status: rotate.CheckFail, Dead: true, Hint: errhint.Of(pe), Err: pe}}}
+	nameFixes(v)
+	if got := v.Checks[0].Hint; got != want+"; `keyrotate doctor` diagnoses the key; "+
+		"`keyrotate rotate --slot s --now` makes a new key and writes it to every target" {
+		t.Errorf("nameFixes: hint = %q", got)
+	}
+	// Another cause keeps the library's words.
+	other := verify.Classify(403, []byte(`{"error":{"code":403,"status":"PERMISSION_DENIED",`+
+		`"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_SERVICE_BLOCKED"}]}}`))
+	if got := commandHint(errhint.With(other, "x")); got != other.Hint()+"; then x" {
+		t.Errorf("commandHint(service blocked) = %q", got)
+	}
 }

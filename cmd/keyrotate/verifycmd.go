@@ -31,12 +31,12 @@ func verifyCommand() *cli.Command {
 type verifyOutput struct {
 	Command string                 `json:"command"`
 	Healthy bool                   `json:"healthy"`
-	Slots   []*rotate.VerifyReport `json:"slots"`
+	Slots   []*rotate.HealthReport `json:"slots"`
 	Errors  []errorJSON            `json:"errors,omitempty"`
 }
 
 func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
-	return runPerSlot(c, h, cfgPath, slots, "verify", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.VerifyReport, error) {
+	return runPerSlot(c, h, cfgPath, slots, "verify", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.HealthReport, error) {
 		v, err := r.CheckHealth(j.ctx, s)
 		if err == nil {
 			nameFixes(v)
@@ -46,13 +46,13 @@ func runVerify(c *cli.Context, h hosts, cfgPath string, slots []string) error {
 			j.out.note("%s", strings.TrimRight(formatVerify(v), "\n"))
 		}
 		return v, err
-	}, func(vs []*rotate.VerifyReport, errs []errorJSON) any {
+	}, func(vs []*rotate.HealthReport, errs []errorJSON) any {
 		return verifyOutput{Command: "verify", Healthy: len(errs) == 0, Slots: vs, Errors: errs}
 	})
 }
 
 // formatVerify renders one slot's checks, a line each, and a verdict.
-func formatVerify(v *rotate.VerifyReport) string {
+func formatVerify(v *rotate.HealthReport) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	for _, c := range v.Checks {
@@ -86,13 +86,14 @@ func formatVerify(v *rotate.VerifyReport) string {
 
 // nameFixes gives the failed checks of v the command that fixes them: the
 // library reports drift and dead keys as findings, without commands.
-func nameFixes(v *rotate.VerifyReport) {
+func nameFixes(v *rotate.HealthReport) {
 	inProgress := false
 	for _, c := range v.Checks {
 		inProgress = inProgress || c.Check == "rotation"
 	}
 	for i := range v.Checks {
 		c := &v.Checks[i]
+		c.Hint = probeHint(c.Err, c.Hint)
 		var fix string
 		switch {
 		case c.Hint == "" && c.Then.Action != rotate.NextNone:
