@@ -460,7 +460,8 @@ func canRotate(slot *Slot, pre *preflight) error {
 	}
 	if !restricted(pre.old.Restrictions) {
 		return errhint.With(fmt.Errorf("slot %s: key %s has no restrictions: %w", slot.Name, pre.oldName, ErrUnrestricted),
-			"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; keyrotate copies restrictions and will not mint an unrestricted key")
+			"restrict the current key first (API restriction generativelanguage.googleapis.com), then rotate; "+
+				"keyrotate copies restrictions and will not mint an unrestricted key")
 	}
 	_, err := bindingRestrictions(slot, pre.old)
 	return err
@@ -1182,7 +1183,9 @@ func (st *run) recheck(ctx context.Context) error {
 		case fromFP == "" || h.key.Fingerprint() == fromFP:
 			return errhint.With(fmt.Errorf("%s holds key %s (%s) again, after it was written with %s and read back: %w",
 				h.target, st.from.Name, h.key.Fingerprint(), st.newStr.Fingerprint(), ErrHeldAgain),
-				fmt.Sprintf("something put the old key back into %s after the rotation wrote it (a configuration-management run, a sync job, a restored backup?): the key was kept; make that source use the new key", h.target))
+				fmt.Sprintf("something put the old key back into %s after the rotation wrote it "+
+					"(a configuration-management run, a sync job, a restored backup?): the key was kept; "+
+					"make that source use the new key", h.target))
 		default:
 			st.log().Warn("a target changed since its read-back: it holds neither key of the rotation",
 				"slot", st.slot.Name, "target", h.target.String(), "holds", h.key.Fingerprint(), "want", st.newStr.Fingerprint())

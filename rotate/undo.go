@@ -131,7 +131,8 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 
 // lockUndo takes the slot's lease for an abort or a rollback and names the
 // keys in the result.
-func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *gcp.Secrets, next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
+func (r *Rotator) lockUndo(ctx context.Context, slot *Slot, pre *preflight, sa *gcp.Secrets,
+	next func(*Record) (Record, bool, error), res *Result) (*lease, Record, error) {
 	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
 	if err != nil {
 		return nil, Record{}, fmt.Errorf("lock slot %s: %w", slot.Name, err)
