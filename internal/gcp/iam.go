@@ -15,27 +15,36 @@ import (
 // resource '...' (or it may not exist)."). keyrotate names it again with the
 // predefined role that grants it.
 
+// The roles behind several permissions, as the hints name them.
+const (
+	apiKeysAdmin  = "roles/serviceusage.apiKeysAdmin (API Keys Admin)"
+	apiKeysRead   = "roles/serviceusage.apiKeysViewer (API Keys Viewer) to read, or " + apiKeysAdmin + ", which rotating needs"
+	versionAdmin  = "roles/secretmanager.secretVersionManager (Secret Manager Secret Version Manager)"
+	secretsViewer = "roles/secretmanager.viewer (Secret Manager Viewer)"
+)
+
 // permissionRoles maps each permission keyrotate needs to the predefined
 // roles that grant it, narrowest first (from the IAM roles reference).
 var permissionRoles = map[string]string{
-	"apikeys.keys.create":            "roles/serviceusage.apiKeysAdmin (API Keys Admin)",
-	"apikeys.keys.update":            "roles/serviceusage.apiKeysAdmin (API Keys Admin)",
-	"apikeys.keys.delete":            "roles/serviceusage.apiKeysAdmin (API Keys Admin)",
-	"apikeys.keys.undelete":          "roles/serviceusage.apiKeysAdmin (API Keys Admin)",
-	"apikeys.keys.get":               "roles/serviceusage.apiKeysViewer (API Keys Viewer) to read, or roles/serviceusage.apiKeysAdmin (API Keys Admin), which rotating needs",
-	"apikeys.keys.list":              "roles/serviceusage.apiKeysViewer (API Keys Viewer) to read, or roles/serviceusage.apiKeysAdmin (API Keys Admin), which rotating needs",
-	"apikeys.keys.getKeyString":      "roles/serviceusage.apiKeysViewer (API Keys Viewer) to read, or roles/serviceusage.apiKeysAdmin (API Keys Admin), which rotating needs",
-	"apikeys.keys.lookup":            "roles/serviceusage.apiKeysViewer (API Keys Viewer) to read, or roles/serviceusage.apiKeysAdmin (API Keys Admin), which rotating needs",
-	"serviceusage.operations.get":    "roles/serviceusage.apiKeysAdmin (API Keys Admin)",
+	"apikeys.keys.create":            apiKeysAdmin,
+	"apikeys.keys.update":            apiKeysAdmin,
+	"apikeys.keys.delete":            apiKeysAdmin,
+	"apikeys.keys.undelete":          apiKeysAdmin,
+	"apikeys.keys.get":               apiKeysRead,
+	"apikeys.keys.list":              apiKeysRead,
+	"apikeys.keys.getKeyString":      apiKeysRead,
+	"apikeys.keys.lookup":            apiKeysRead,
+	"serviceusage.operations.get":    apiKeysAdmin,
 	"secretmanager.versions.access":  "roles/secretmanager.secretAccessor (Secret Manager Secret Accessor)",
-	"secretmanager.versions.add":     "roles/secretmanager.secretVersionAdder (Secret Manager Secret Version Adder) or roles/secretmanager.secretVersionManager (Secret Manager Secret Version Manager)",
-	"secretmanager.versions.enable":  "roles/secretmanager.secretVersionManager (Secret Manager Secret Version Manager)",
-	"secretmanager.versions.disable": "roles/secretmanager.secretVersionManager (Secret Manager Secret Version Manager)",
-	"secretmanager.versions.destroy": "roles/secretmanager.secretVersionManager (Secret Manager Secret Version Manager)",
-	"secretmanager.versions.get":     "roles/secretmanager.viewer (Secret Manager Viewer)",
-	"secretmanager.versions.list":    "roles/secretmanager.viewer (Secret Manager Viewer)",
-	"secretmanager.secrets.get":      "roles/secretmanager.viewer (Secret Manager Viewer) to read, or roles/secretmanager.admin (Secret Manager Admin), which rotating needs for secretmanager.secrets.update",
-	"secretmanager.secrets.update":   "roles/secretmanager.admin (Secret Manager Admin), or a custom role with secretmanager.secrets.update",
+	"secretmanager.versions.add":     "roles/secretmanager.secretVersionAdder (Secret Manager Secret Version Adder) or " + versionAdmin,
+	"secretmanager.versions.enable":  versionAdmin,
+	"secretmanager.versions.disable": versionAdmin,
+	"secretmanager.versions.destroy": versionAdmin,
+	"secretmanager.versions.get":     secretsViewer,
+	"secretmanager.versions.list":    secretsViewer,
+	"secretmanager.secrets.get": secretsViewer + " to read, or roles/secretmanager.admin (Secret Manager Admin), " +
+		"which rotating needs for secretmanager.secrets.update",
+	"secretmanager.secrets.update": "roles/secretmanager.admin (Secret Manager Admin), or a custom role with secretmanager.secrets.update",
 }
 
 var permissionInMessage = []*regexp.Regexp{
