@@ -44,6 +44,8 @@ const (
 	NextMoreTime
 	// NextOrAbort: fix the cause and run again, or abort the rotation.
 	NextOrAbort
+	// NextNameKey: a rollback must be told which key to go back to.
+	NextNameKey
 )
 
 // NextError is an error that Next resolves. Err is what happened and is

@@ -96,8 +96,8 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 			to = pre.old.Annotations[annSupersedes]
 		}
 		if to == "" {
-			return nil, errhint.With(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
-				"name the key to go back to with --to projects/P/locations/global/keys/K")
+			return nil, withNext(fmt.Errorf("slot %s: the current key %s names no key it superseded: %w", slot.Name, pre.oldName, ErrNothingToRollBack),
+				"name the key to go back to", Next{Action: NextNameKey, Slot: slot.Name})
 		}
 		if keyIDOf(to) == keyIDOf(pre.oldName) {
 			return nil, fmt.Errorf("slot %s: %s is already the current key: %w", slot.Name, to, ErrNothingToRollBack)

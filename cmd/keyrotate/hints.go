@@ -160,6 +160,8 @@ func nextErrorHint(ne *rotate.NextError) string {
 			"nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"
 	case rotate.NextOrAbort:
 		h = ne.Safe + ", or `keyrotate abort`"
+	case rotate.NextNameKey:
+		h = ne.Safe + " with --to projects/P/locations/global/keys/K"
 	default:
 		return ne.Hint()
 	}

@@ -52,6 +52,9 @@ func TestNextErrorHints(t *testing.T) {
 			Next: rotate.Next{Action: rotate.NextMoreTime, Slot: "s"}},
 			"the run ended (its --timeout, or interrupted) before this slot's turn; " +
 				"nothing was changed: run again, with a larger --parallel or --timeout for a fleet this size"},
+		{"rollback without a superseded key", &rotate.NextError{Err: base, Safe: "name the key to go back to",
+			Next: rotate.Next{Action: rotate.NextNameKey, Slot: "s"}},
+			"name the key to go back to with --to projects/P/locations/global/keys/K"},
 		{"cloud run revision", &rotate.NextError{Err: base, Safe: "fix the revision, then run keyrotate again", Next: rotate.Next{Action: rotate.NextOrAbort}},
 			"fix the revision, then run keyrotate again, or `keyrotate abort`"},
 		// A target's hint inside a stopped run comes first, with its own
