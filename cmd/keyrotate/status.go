@@ -68,6 +68,12 @@ func formatStatus(st *rotate.SlotStatus) string {
 		fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{name}, args...)...)
 	}
 	keyRows(row, st)
+	switch {
+	case st.UsageUnknown != "":
+		row("usage", "unknown: %s", st.UsageUnknown)
+	case st.Current.Usage != nil:
+		row("usage", "%s", usageLine(st.Current.Usage))
+	}
 	rotationRows(row, st.Rotation)
 	if len(st.OldKeys) == 0 {
 		row("old keys", "none waiting for finalize")
@@ -158,6 +164,11 @@ func writeOldKeys(b *strings.Builder, old []rotate.OldKeyStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", o.Name, orDash(o.Fingerprint), after, state, o.Reason)
 	}
 	_ = tw.Flush()
+	for _, o := range old {
+		if o.Usage != nil {
+			fmt.Fprintf(b, "  usage of %s: %s\n", o.Name[strings.LastIndexByte(o.Name, '/')+1:], usageLine(o.Usage))
+		}
+	}
 }
 
 // writeTargets tabulates what each target holds and, with drift, says how
