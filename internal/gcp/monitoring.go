@@ -135,7 +135,7 @@ func usageReason(err error, project string) string {
 	case ce != nil:
 		return "the caller may not charge quota project " + ce.consumerProject()
 	case IsDenied(err):
-		return fmt.Sprintf("the caller lacks %s on project %s (%s)", timeSeriesListPerm, project, permissionRoles[timeSeriesListPerm])
+		return fmt.Sprintf("the caller lacks %s on project %s: grant %s", timeSeriesListPerm, project, permissionRoles[timeSeriesListPerm])
 	}
 	return firstLine(Summary(err))
 }
