@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
 
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -175,5 +177,30 @@ func TestUsageUnknown(t *testing.T) {
 				t.Errorf("plan's UsageUnknown = %q, want status's %q", p.UsageUnknown, st.UsageUnknown)
 			}
 		})
+	}
+}
+
+// TestUsageRetriesAndOutage: a transient failure of ListTimeSeries is
+// retried under the Rotator's policy; an outage that outlasts it leaves
+// status complete, with usage unknown and the API's error.
+func TestUsageRetriesAndOutage(t *testing.T) {
+	w := newWorld(t)
+	w.withMonitoring()
+	w.recordCalls(w.oldName, generate, 200, time.Minute, 2)
+	w.srv.Fail("monitoring.ListTimeSeries", fake.Next, fake.Fault{Code: codes.Unavailable})
+	st := w.status()
+	if st.Current.Usage == nil || st.Current.Usage.LastHour.OK != 2 {
+		t.Fatalf("usage after a retried UNAVAILABLE = %+v (unknown: %q), want 2 ok in the hour", st.Current.Usage, st.UsageUnknown)
+	}
+	if n := w.srv.Calls("monitoring.ListTimeSeries"); n != 2 {
+		t.Errorf("ListTimeSeries calls = %d, want 2 (one retry)", n)
+	}
+
+	w2 := newWorld(t)
+	w2.withMonitoring()
+	w2.srv.Fail("monitoring.ListTimeSeries", fake.Next, fake.Fault{Code: codes.Internal, Message: "backend exploded", Times: fake.Always})
+	st = w2.status()
+	if st.Current.Usage != nil || !strings.Contains(st.UsageUnknown, "backend exploded") {
+		t.Errorf("usage = %+v, unknown %q; want none, and the API's error", st.Current.Usage, st.UsageUnknown)
 	}
 }
