@@ -120,7 +120,7 @@ func (r *Rotator) readUsage(ctx context.Context, project string) *projectUsage {
 		retry.Log = r.log()
 	}
 	u := &gcp.Usage{Client: r.Monitoring, Retry: retry}
-	pu := &projectUsage{end: r.now().UTC().Truncate(time.Second)}
+	pu := &projectUsage{end: r.now().UTC()}
 	pu.counts, pu.err = u.RequestCounts(gcp.WithProject(ctx, project), project, pu.end, UsageWindow, UsagePeriod)
 	if ctx.Err() != nil {
 		return pu // not cached: the next view may get an answer
