@@ -23,7 +23,11 @@ func statusCommand() *cli.Command {
 		Description: "Reads each slot's current key (age, due date, type, binding, restrictions), its old keys\n" +
 			"waiting for finalize, any rotation in progress and its lease, and what every target holds,\n" +
 			"compared by fingerprint with the current key. It writes nothing, and exits 0 even with drift:\n" +
-			"use verify for a health check.",
+			"use verify for a health check.\n" +
+			"\n" +
+			"With Cloud Monitoring (on Google, or MONITORING_EMULATOR_HOST) it shows under each key who\n" +
+			"uses it: requests in the last hour, 24 hours and 7 days, ok and failed, when last seen, and\n" +
+			"by method (needs roles/monitoring.viewer; without it, one line says usage is unknown).",
 		Flags: []cli.Flag{viewSlotFlag()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
