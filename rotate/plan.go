@@ -28,6 +28,9 @@ type KeyInfo struct {
 	// restores it.
 	DeletedAt       time.Time `json:"deleted_at,omitzero"`
 	RestorableUntil time.Time `json:"restorable_until,omitzero"`
+	// Usage is what Cloud Monitoring counted of the key's calls (status
+	// and plan with a Monitoring client).
+	Usage *KeyUsage `json:"usage,omitempty"`
 }
 
 // KeyRetention is how long the API Keys API keeps a deleted key, which
@@ -67,6 +70,9 @@ type Plan struct {
 	// with read-only calls (see gcp.AccessClients; none without them). A
 	// missing one makes AccessErr non-nil.
 	Checks []AccessCheck `json:"checks"`
+	// UsageUnknown says, in one line, why Cloud Monitoring could not tell
+	// who uses the current key.
+	UsageUnknown string `json:"usage_unknown,omitempty"`
 }
 
 // Plan runs the read-only preflight and lists what Rotate would do with the
@@ -85,6 +91,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 		p.Current.Fingerprint = pre.rec.OldFP
 	}
 	p.Due = pre.due(slot, r.now())
+	r.addPlanUsage(ctx, p, pre.oldName)
 	sa := serviceAccountOf(slot, pre.old)
 	p.Checks = r.checkAccess(ctx, slot, sa)
 	p.Targets = planTargets(slot, pre, p.Current.Fingerprint)

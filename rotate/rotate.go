@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
+	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/cenkalti/backoff/v5"
@@ -104,6 +105,13 @@ type Rotator struct {
 	// It decides whose quota a slot's calls are paced under
 	// (ChargedProject).
 	QuotaProject string
+
+	// Monitoring, when set, is Cloud Monitoring: Status and Plan show
+	// who uses each key (usage.go). nil shows nothing.
+	Monitoring *monitoring.MetricClient
+
+	// usage holds the request counts read, by project (usage.go).
+	usage usageCache
 
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).

@@ -56,7 +56,15 @@ type SlotStatus struct {
 	// Drift is set when a target holds anything but the current key (or
 	// the new key of the rotation in progress).
 	Drift bool `json:"drift"`
+	// UsageUnknown says, in one line, why Cloud Monitoring could not tell
+	// who uses the keys (a denied permission, a disabled API, an outage).
+	UsageUnknown string `json:"usage_unknown,omitempty"`
+	usageErr     error
 }
+
+// UsageErr is the error behind UsageUnknown, with its hint; nil when
+// usage is known or not asked for.
+func (s *SlotStatus) UsageErr() error { return s.usageErr }
 
 // OldKeyStatus is an old key of a slot that is not deleted yet.
 type OldKeyStatus struct {
@@ -67,6 +75,9 @@ type OldKeyStatus struct {
 	Due bool `json:"due"`
 	// Reason says why the key waits, or why finalize deletes it.
 	Reason string `json:"reason"`
+	// Usage is what Cloud Monitoring counted of the key's calls.
+	Usage *KeyUsage `json:"usage,omitempty"`
+	uid   string
 }
 
 // RotationStatus is the rotation record found on a slot's secret.
@@ -153,6 +164,7 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 		st.Drift = st.Drift || ts.Drift
 		st.Targets = append(st.Targets, ts)
 	}
+	r.addUsage(ctx, st, pre.oldName)
 	return st, pre, nil
 }
 
@@ -187,7 +199,7 @@ func (st *SlotStatus) findOldKeys(ctx context.Context, ka *gcp.Keys, slot *Slot,
 }
 
 func oldKeyStatus(k *apikeys.V2Key, p pendingKey, indexed bool, now time.Time) OldKeyStatus {
-	o := OldKeyStatus{Name: k.Name, Fingerprint: p.Fingerprint}
+	o := OldKeyStatus{Name: k.Name, Fingerprint: p.Fingerprint, uid: k.Uid}
 	s := k.Annotations[annDeleteAfter]
 	switch t, err := time.Parse(time.RFC3339, s); {
 	case s != "" && err != nil:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
+	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
 	run "cloud.google.com/go/run/apiv2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"golang.org/x/term"
@@ -37,6 +38,7 @@ const (
 	apiKeysEmulatorEnv       = "APIKEYS_EMULATOR_HOST"
 	secretManagerEmulatorEnv = "SECRETMANAGER_EMULATOR_HOST"
 	runEmulatorEnv           = "RUN_EMULATOR_HOST"
+	monitoringEmulatorEnv    = "MONITORING_EMULATOR_HOST"
 )
 
 // hosts says where each API is: "" means Google, with Application Default
@@ -44,6 +46,7 @@ const (
 type hosts struct {
 	apiKeys, secretManager, gemini string
 	run                            string // Cloud Run Admin API v2
+	monitoring                     string // Cloud Monitoring (MetricService)
 }
 
 func hostsFromEnv() hosts {
@@ -52,6 +55,7 @@ func hostsFromEnv() hosts {
 		secretManager: os.Getenv(secretManagerEmulatorEnv),
 		gemini:        os.Getenv(verify.EmulatorHostEnv),
 		run:           os.Getenv(runEmulatorEnv),
+		monitoring:    os.Getenv(monitoringEmulatorEnv),
 	}
 }
 
@@ -60,7 +64,7 @@ func hostsFromEnv() hosts {
 func (h hosts) emulated() [][2]string {
 	var out [][2]string
 	for _, e := range [][2]string{{apiKeysEmulatorEnv, h.apiKeys}, {secretManagerEmulatorEnv, h.secretManager},
-		{verify.EmulatorHostEnv, h.gemini}, {runEmulatorEnv, h.run}} {
+		{verify.EmulatorHostEnv, h.gemini}, {runEmulatorEnv, h.run}, {monitoringEmulatorEnv, h.monitoring}} {
 		if e[1] != "" {
 			out = append(out, e)
 		}
@@ -134,6 +138,11 @@ type clients struct {
 
 	// access are plan's read-only checks (gcp.AccessClients).
 	access *gcp.AccessClients
+
+	// monitoring is Cloud Monitoring, for who uses each key (status,
+	// plan); nil when emulators are in use without
+	// MONITORING_EMULATOR_HOST, so that a test world never reaches Google.
+	monitoring *monitoring.MetricClient
 }
 
 // newClients connects to the APIs. Every API Keys, Secret Manager and
@@ -182,6 +191,9 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 	if cl.access, err = newAccessClients(ctx, h.apiKeys, quotaProject); err != nil {
 		return nil, err
 	}
+	if cl.monitoring, err = newMonitoringClient(ctx, h, meter, quotaProject); err != nil {
+		return nil, err
+	}
 	if cl.run, err = run.NewServicesClient(ctx, runOpts...); err != nil {
 		cl.run, cl.runErr = nil, errhint.With(fmt.Errorf("connect to the Cloud Run API: %w", err),
 			"set up Application Default Credentials, or set "+runEmulatorEnv+" to use an emulator")
@@ -191,6 +203,30 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		cl.run.CallOptions = &run.ServicesCallOptions{}
 	}
 	return cl, nil
+}
+
+// newMonitoringClient connects Cloud Monitoring's MetricClient, metered
+// and logged as the others: to MONITORING_EMULATOR_HOST (plain text, no
+// credentials), or to Google with Application Default Credentials and the
+// quota project. With other emulators set but not this one it returns nil:
+// no usage is shown rather than asking Google about emulated keys.
+func newMonitoringClient(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject string) (*monitoring.MetricClient, error) {
+	if h.monitoring == "" && len(h.emulated()) > 0 {
+		return nil, nil
+	}
+	opts := append(quotaOptions(quotaProject, h.monitoring != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
+		meter.UnaryInterceptor(gcp.Monitoring), gcp.LogUnaryCalls(gcp.Monitoring))))
+	if h.monitoring != "" {
+		opts = append(opts, option.WithEndpoint(h.monitoring), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	}
+	mc, err := monitoring.NewMetricClient(ctx, opts...)
+	if err != nil {
+		return nil, credentialsError("Cloud Monitoring", err)
+	}
+	// No retries in the client: gcp.Usage retries under keyrotate's policy.
+	mc.CallOptions = &monitoring.MetricCallOptions{}
+	return mc, nil
 }
 
 // newKeysService connects the API Keys REST client: to the emulator at
@@ -394,6 +430,9 @@ func (c *clients) Close() {
 	}
 	if c.run != nil {
 		_ = c.run.Close()
+	}
+	if c.monitoring != nil {
+		_ = c.monitoring.Close()
 	}
 }
 

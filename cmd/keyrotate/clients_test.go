@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 )
 
 func TestSecretLocation(t *testing.T) {
@@ -54,4 +56,38 @@ func TestRegionalClients(t *testing.T) {
 		t.Error("two locations share a client")
 	}
 	c.Close()
+}
+
+// TestMonitoringClient: MONITORING_EMULATOR_HOST gives a metered client of
+// the emulator; other emulators without it give none, so that a test
+// world never asks Google about its keys.
+func TestMonitoringClient(t *testing.T) {
+	srv := emutest.Start(t, emulator.Options{})
+	ctx := context.Background()
+	h := hosts{apiKeys: srv.APIKeysAddr, secretManager: srv.SecretManagerAddr, gemini: srv.GeminiAddr}
+	c, err := newClients(ctx, h, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.monitoring != nil {
+		t.Error("a Monitoring client without MONITORING_EMULATOR_HOST while emulators are in use")
+	}
+	c.Close()
+
+	h.monitoring = srv.MonitoringAddr
+	meter := &gcp.Meter{}
+	c, err = newClients(ctx, h, meter, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.monitoring == nil {
+		t.Fatal("no Monitoring client with MONITORING_EMULATOR_HOST")
+	}
+	u := &gcp.Usage{Client: c.monitoring}
+	// An unknown project answers PERMISSION_DENIED: the call was made.
+	_, _ = u.RequestCounts(ctx, "no-such-project", time.Now(), time.Hour, time.Minute)
+	if n := meter.Calls()["monitoring.ListTimeSeries"]; n != 1 {
+		t.Errorf("metered ListTimeSeries calls = %d, want 1", n)
+	}
 }

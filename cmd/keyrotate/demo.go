@@ -50,7 +50,7 @@ func runDemo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	h := hosts{apiKeys: srv.APIKeysAddr, secretManager: srv.SecretManagerAddr, gemini: srv.GeminiAddr}
+	h := hosts{apiKeys: srv.APIKeysAddr, secretManager: srv.SecretManagerAddr, gemini: srv.GeminiAddr, monitoring: srv.MonitoringAddr}
 	say := func(format string, args ...any) { fmt.Fprintf(c.App.Writer, format+"\n", args...) }
 	before, err := os.ReadFile(w.dotenv)
 	if err != nil {

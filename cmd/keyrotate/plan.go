@@ -104,6 +104,12 @@ func printPlan(o *printer, p *rotate.Plan) {
 		}
 		o.note("  created      %s (age %s); %s, due at %s", k.Created.Format(time.RFC3339), age(k.Created), due, p.DueAt.Format(time.RFC3339))
 	}
+	switch {
+	case p.UsageUnknown != "":
+		o.note("  usage        unknown: %s", p.UsageUnknown)
+	case k.Usage != nil:
+		o.note("  usage        %s", usageLine(k.Usage))
+	}
 	for _, t := range p.Targets {
 		mark := "ok   "
 		if t.Holds == "other key" {

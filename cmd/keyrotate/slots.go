@@ -148,6 +148,7 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 	return &rotate.Rotator{
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
 		Access:         j.clients.access,
+		Monitoring:     j.clients.monitoring,
 		QuotaProject:   j.meter.QuotaProject,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),

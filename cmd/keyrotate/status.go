@@ -23,7 +23,11 @@ func statusCommand() *cli.Command {
 		Description: "Reads each slot's current key (age, due date, type, binding, restrictions), its old keys\n" +
 			"waiting for finalize, any rotation in progress and its lease, and what every target holds,\n" +
 			"compared by fingerprint with the current key. It writes nothing, and exits 0 even with drift:\n" +
-			"use verify for a health check.",
+			"use verify for a health check.\n" +
+			"\n" +
+			"With Cloud Monitoring (on Google, or MONITORING_EMULATOR_HOST) it shows under each key who\n" +
+			"uses it: requests in the last hour, 24 hours and 7 days, ok and failed, when last seen, and\n" +
+			"by method (needs roles/monitoring.viewer; without it, one line says usage is unknown).",
 		Flags: []cli.Flag{viewSlotFlag()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -68,6 +72,12 @@ func formatStatus(st *rotate.SlotStatus) string {
 		fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{name}, args...)...)
 	}
 	keyRows(row, st)
+	switch {
+	case st.UsageUnknown != "":
+		row("usage", "unknown: %s", st.UsageUnknown)
+	case st.Current.Usage != nil:
+		row("usage", "%s", usageLine(st.Current.Usage))
+	}
 	rotationRows(row, st.Rotation)
 	if len(st.OldKeys) == 0 {
 		row("old keys", "none waiting for finalize")
@@ -158,6 +168,11 @@ func writeOldKeys(b *strings.Builder, old []rotate.OldKeyStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", o.Name, orDash(o.Fingerprint), after, state, o.Reason)
 	}
 	_ = tw.Flush()
+	for _, o := range old {
+		if o.Usage != nil {
+			fmt.Fprintf(b, "  usage of %s: %s\n", o.Name[strings.LastIndexByte(o.Name, '/')+1:], usageLine(o.Usage))
+		}
+	}
 }
 
 // writeTargets tabulates what each target holds and, with drift, says how

@@ -1,6 +1,7 @@
 // Package gcp is Google's clients as keyrotate uses them: the few API Keys
 // and Secret Manager calls the rotation protocol makes (Keys, Secrets,
-// AccessVersion, AddVersion), each retried under a RetryPolicy, and
+// AccessVersion, AddVersion) and the Cloud Monitoring request counts that
+// tell who uses each key (Usage), each retried under a RetryPolicy, and
 // classified at the boundary into named errors (ErrKeyNotFound,
 // ErrSecretNotFound, ConsumerError) with a hint naming the role or the API
 // a denied call needs; the Meter and Pacer that count the calls and keep

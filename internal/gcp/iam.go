@@ -44,6 +44,7 @@ var permissionRoles = map[string]string{
 	"secretmanager.versions.list":    secretsViewer,
 	"secretmanager.secrets.get": secretsViewer + " to read, or roles/secretmanager.admin (Secret Manager Admin), " +
 		"which rotating needs for secretmanager.secrets.update",
+	"monitoring.timeSeries.list":   "roles/monitoring.viewer (Monitoring Viewer)",
 	"secretmanager.secrets.update": "roles/secretmanager.admin (Secret Manager Admin), or a custom role with secretmanager.secrets.update",
 }
 
