@@ -102,42 +102,42 @@ func BenchmarkFleet(b *testing.B) {
 				st := fe.stop()
 				var throttled int64
 				for _, r := range runs {
-					throttled += r.m.throttled
+					throttled += r.m.Throttled
 				}
 				if st.Throttled != 0 || throttled != 0 {
-					b.Errorf("paced at the default quotas, the runs got 429s: the emulator answered %d, the client counted %d", st.Throttled, throttled)
+					b.Errorf("paced at the default quotas, the runs got 429s: the emulator answered %d, the client counted %d; calls by method (429s included): %v", st.Throttled, throttled, st.Calls)
 				}
 				oldBound := float64(c.slots*apiKeysWrites) / float64(gcp.DefaultQuotas[gcp.APIKeys].Writes) * s.d(fleetQuotaWindow).Seconds()
 				oldBound = max(oldBound, (s.d(fleetPropagation) + 13*s.d(fleetLatency)).Seconds())
 				var peak uint64
 				for i := range runs {
 					r := &runs[i]
-					bound, critical, windows := fleetBound(r.m.start, c.projects, c.slots, emulator.DocumentedQuotas,
+					bound, critical, windows := fleetBound(r.m.Start, c.projects, c.slots, emulator.DocumentedQuotas,
 						s.d(fleetQuotaWindow), s.d(fleetPropagation), s.d(fleetLatency), r.lookup)
-					r.m.bound = bound
-					ratio := r.m.wall.Seconds() / bound.Seconds()
+					r.m.Bound = bound
+					ratio := r.m.Wall.Seconds() / bound.Seconds()
 					b.Logf("%s: %d slots, wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f; old bound %.2fs, ratio %.2f",
-						r.what, n, r.m.wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
-						r.m.start.Sub(r.m.start.Truncate(s.d(fleetQuotaWindow))).Round(time.Millisecond), ratio, oldBound, r.m.wall.Seconds()/oldBound)
+						r.what, n, r.m.Wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
+						r.m.Start.Sub(r.m.Start.Truncate(s.d(fleetQuotaWindow))).Round(time.Millisecond), ratio, oldBound, r.m.Wall.Seconds()/oldBound)
 					if ratio < 1 {
-						b.Errorf("%s: wall %s beat the lower bound %s: the bound is wrong", r.what, r.m.wall, bound)
+						b.Errorf("%s: wall %s beat the lower bound %s: the bound is wrong", r.what, r.m.Wall, bound)
 					}
 					if c.big && ratio > 1.10 {
-						b.Errorf("%s: wall %s is %.2f × the lower bound %s, want at most 1.10", r.what, r.m.wall, ratio, bound)
+						b.Errorf("%s: wall %s is %.2f × the lower bound %s, want at most 1.10", r.what, r.m.Wall, ratio, bound)
 					}
-					peak = max(peak, r.m.peak)
+					peak = max(peak, r.m.Peak)
 				}
 				first := runs[0].m
 				perRotation := float64(peak) / float64(n) // all n are in flight at once
-				b.ReportMetric(first.wall.Seconds(), "wall-s")
-				b.ReportMetric(first.bound.Seconds(), "bound-s")
-				b.ReportMetric(first.wall.Seconds()/first.bound.Seconds(), "ratio")
-				b.ReportMetric(first.callsPerRotation, "calls/rot")
-				b.ReportMetric(first.probesPerRotation, "probes/rot")
+				b.ReportMetric(first.Wall.Seconds(), "wall-s")
+				b.ReportMetric(first.Bound.Seconds(), "bound-s")
+				b.ReportMetric(first.Wall.Seconds()/first.Bound.Seconds(), "ratio")
+				b.ReportMetric(first.CallsPerRotation, "calls/rot")
+				b.ReportMetric(first.ProbesPerRotation, "probes/rot")
 				if !c.big {
 					next := runs[1].m
-					b.ReportMetric(next.wall.Seconds()/next.bound.Seconds(), "next-ratio")
-					b.ReportMetric(next.callsPerRotation, "next-calls/rot")
+					b.ReportMetric(next.Wall.Seconds()/next.Bound.Seconds(), "next-ratio")
+					b.ReportMetric(next.CallsPerRotation, "next-calls/rot")
 				}
 				b.ReportMetric(float64(throttled), "429s")
 				b.ReportMetric(float64(peak)/(1<<20), "peak-MB")
@@ -148,8 +148,8 @@ func BenchmarkFleet(b *testing.B) {
 				for _, r := range runs {
 					m := r.m
 					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes), %d 429s, %d quota waits (%s), peak heap %.1f MB (%.0f bytes a rotation in flight), CPU %s",
-						r.what, m.wall.Round(time.Millisecond), m.wall.Seconds()/m.bound.Seconds(), m.callsPerRotation, m.callsPerRotation-m.probesPerRotation, m.probesPerRotation,
-						m.throttled, m.waits, m.waited.Round(time.Millisecond), float64(m.peak)/(1<<20), float64(m.peak)/float64(n), m.cpu.Round(time.Millisecond))
+						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation,
+						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), float64(m.Peak)/(1<<20), float64(m.Peak)/float64(n), m.CPU.Round(time.Millisecond))
 				}
 			}
 		})
@@ -207,20 +207,21 @@ func BenchmarkFleetMemory(b *testing.B) {
 				fe := startFleetEmulator(b, fleetSpec{Projects: 10, SlotsPerProject: slots / 10})
 				m := runFleetParallel(b, fe, 600, slots, 50, rotate.Options{Force: true})
 				fe.stop()
-				b.ReportMetric(float64(m.peak)/(1<<20), "peak-MB")
-				b.ReportMetric(m.wall.Seconds(), "wall-s")
-				b.Logf("%d slots at --parallel 50: peak heap %.1f MB, wall %s", slots, float64(m.peak)/(1<<20), m.wall.Round(time.Millisecond))
+				b.ReportMetric(float64(m.Peak)/(1<<20), "peak-MB")
+				b.ReportMetric(m.Wall.Seconds(), "wall-s")
+				b.Logf("%d slots at --parallel 50: peak heap %.1f MB, wall %s", slots, float64(m.Peak)/(1<<20), m.Wall.Round(time.Millisecond))
 			}
 		})
 	}
 }
 
 type fleetRun struct {
-	start                               time.Time
-	wall, cpu, waited, bound            time.Duration
-	peak                                uint64
-	throttled, waits                    int64
-	callsPerRotation, probesPerRotation float64
+	Start                               time.Time
+	Wall, CPU, Waited, Bound            time.Duration
+	Peak                                uint64
+	Slots                               int
+	Throttled, Waits                    int64
+	CallsPerRotation, ProbesPerRotation float64
 }
 
 func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Options) fleetRun {
@@ -229,11 +230,30 @@ func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Opti
 
 // runFleetParallel rotates every slot of fe, parallel at a time, and
 // measures the run.
-func runFleetParallel(b *testing.B, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
-	b.Helper()
-	meter := &gcp.Meter{Pacer: gcp.NewPacer(nil, s.d(fleetQuotaWindow))}
-	r, g := fe.rotator(b, meter, s)
-	slots := fe.slots(g, s)
+func runFleetParallel(tb testing.TB, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
+	tb.Helper()
+	return runFleetShard(tb, fe, s, 0, 1, parallel, opts)
+}
+
+// runFleetShard rotates shard index of count of fe's slots (rotate.Shard,
+// as `keyrotate rotate --shard index/count` takes them), parallel at a
+// time, paced with the process's share of the quotas (gcp.Quota.Share, as
+// cmd/keyrotate paces a shard), and measures the run.
+func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options) fleetRun {
+	tb.Helper()
+	quotas := map[string]gcp.Quota{}
+	for api, q := range gcp.DefaultQuotas {
+		quotas[api] = q.Share(count)
+	}
+	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, s.d(fleetQuotaWindow))}
+	r, g := fe.rotator(tb, meter, s)
+	var slots []*rotate.Slot
+	for _, sl := range fe.slots(g, s) {
+		if rotate.Shard(sl.Name, count) == index {
+			slots = append(slots, sl)
+		}
+	}
+	n := len(slots)
 	var (
 		mu     sync.Mutex
 		probes int64
@@ -253,15 +273,15 @@ func runFleetParallel(b *testing.B, fe *fleetEmulator, s scaled, n, parallel int
 	cpu0 := cpuTime()
 	start := time.Now()
 	f.Run(context.Background(), slots, opts)
-	m := fleetRun{start: start, wall: time.Since(start), cpu: cpuTime() - cpu0, peak: peak()}
+	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Peak: peak(), Slots: n}
 	if len(failed) > 0 {
-		b.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
+		tb.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
 	}
 	calls, thr := meter.Total()
-	m.throttled = thr
-	m.waits, m.waited = meter.Pacer.Waits()
-	m.probesPerRotation = float64(probes) / float64(n)
-	m.callsPerRotation = float64(calls) / float64(n)
+	m.Throttled = thr
+	m.Waits, m.Waited = meter.Pacer.Waits()
+	m.ProbesPerRotation = float64(probes) / float64(n)
+	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
 }
 
