@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ import (
 // share of the quotas). Each shard is this test binary run again with
 // fleetShardEnv set, as TestFleetShardChild.
 
-const fleetShardEnv = "KEYROTATE_FLEET_SHARD"
+const fleetShardEnv = "KEYROTATE_FLEET_SHARD" // names a file holding a fleetShardSpec (10,000 slots do not fit in an environment)
 
 // fleetShardSpec is what a shard process is told.
 type fleetShardSpec struct {
@@ -35,12 +36,16 @@ const fleetShardLine = "fleet-shard-result: "
 // TestFleetShardChild is one shard of BenchmarkFleetShards; it does
 // nothing in a normal test run.
 func TestFleetShardChild(t *testing.T) {
-	js := os.Getenv(fleetShardEnv)
-	if js == "" {
+	file := os.Getenv(fleetShardEnv)
+	if file == "" {
 		t.Skip("run by BenchmarkFleetShards")
 	}
+	js, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var spec fleetShardSpec
-	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+	if err := json.Unmarshal(js, &spec); err != nil {
 		t.Fatal(err)
 	}
 	fe := &fleetEmulator{fleetSeeded: spec.Seeded, tb: t}
@@ -69,11 +74,16 @@ func BenchmarkFleetShards(b *testing.B) {
 			out bytes.Buffer
 		}
 		children := make([]*child, shards)
+		dir := b.TempDir()
 		for i := range children {
 			spec.Index = i
 			js, _ := json.Marshal(spec)
+			file := filepath.Join(dir, fmt.Sprintf("shard-%d.json", i))
+			if err := os.WriteFile(file, js, 0o600); err != nil {
+				b.Fatal(err)
+			}
 			c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestFleetShardChild$", "-test.v")}
-			c.cmd.Env = append(os.Environ(), fleetShardEnv+"="+string(js))
+			c.cmd.Env = append(os.Environ(), fleetShardEnv+"="+file)
 			c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 			if err := c.cmd.Start(); err != nil {
 				b.Fatal(err)
