@@ -69,7 +69,8 @@ func fleetScale() scaled {
 // KEYROTATE_FLEET_BIG_SCALE (default 2: at 10, the CPU time of 10,000
 // rotations — the same at any scale — no longer fits in a scaled minute
 // on 2 cores), and only the first rotation (no next run); it takes about
-// a minute and a half, so CI's smoke run leaves it out.
+// three minutes on a shared 2-core machine, so CI's smoke run leaves it
+// out. BenchmarkFleetShards runs it in 4 processes.
 func BenchmarkFleet(b *testing.B) {
 	for _, c := range []struct {
 		projects, slots int
