@@ -1,0 +1,156 @@
+package rotate_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// A sharded fleet run: the slots split over processes as a Cloud Run Job's
+// tasks or a Kubernetes Indexed Job's pods split them (`keyrotate rotate
+// --shard i/n`: rotate.Shard of the slot name, each process paced with its
+// share of the quotas). Each shard is this test binary run again with
+// fleetShardEnv set, as TestFleetShardChild.
+
+const fleetShardEnv = "KEYROTATE_FLEET_SHARD" // names a file holding a fleetShardSpec (10,000 slots do not fit in an environment)
+
+// fleetShardSpec is what a shard process is told.
+type fleetShardSpec struct {
+	Seeded       fleetSeeded
+	Index, Count int
+	Scale        float64
+}
+
+const fleetShardLine = "fleet-shard-result: "
+
+// TestFleetShardChild is one shard of BenchmarkFleetShards; it does
+// nothing in a normal test run.
+func TestFleetShardChild(t *testing.T) {
+	file := os.Getenv(fleetShardEnv)
+	if file == "" {
+		t.Skip("run by BenchmarkFleetShards")
+	}
+	js, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec fleetShardSpec
+	if err := json.Unmarshal(js, &spec); err != nil {
+		t.Fatal(err)
+	}
+	fe := &fleetEmulator{fleetSeeded: spec.Seeded, tb: t}
+	m := runFleetShard(t, fe, scaled(spec.Scale), spec.Index, spec.Count, len(spec.Seeded.Slots), rotate.Options{Force: true})
+	out, _ := json.Marshal(m)
+	fmt.Printf("\n%s%s\n", fleetShardLine, out)
+}
+
+// BenchmarkFleetShards is BenchmarkFleet's 100x100 case split over 4
+// processes (KEYROTATE_FLEET_BIG_SCALE as there, first rotation only):
+// the wall time runs from the first shard's start to the last shard's
+// end, against the same bound; peak-B/rot is the largest shard's peak
+// heap over its rotations in flight.
+func BenchmarkFleetShards(b *testing.B) {
+	const projects, slots, shards = 100, 100, 4
+	s := fleetBigScale()
+	n := projects * slots
+	for range b.N {
+		fe := startFleetEmulator(b, fleetSpec{Projects: projects, SlotsPerProject: slots,
+			Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow)})
+		seeded, _ := json.Marshal(fleetShardSpec{Seeded: fe.fleetSeeded, Count: shards, Scale: float64(s)})
+		var spec fleetShardSpec
+		_ = json.Unmarshal(seeded, &spec)
+		type child struct {
+			cmd *exec.Cmd
+			out bytes.Buffer
+		}
+		children := make([]*child, shards)
+		dir := b.TempDir()
+		for i := range children {
+			spec.Index = i
+			js, _ := json.Marshal(spec)
+			file := filepath.Join(dir, fmt.Sprintf("shard-%d.json", i))
+			if err := os.WriteFile(file, js, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestFleetShardChild$", "-test.v")}
+			c.cmd.Env = append(os.Environ(), fleetShardEnv+"="+file)
+			c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+			if err := c.cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			children[i] = c
+		}
+		var (
+			runs       []fleetRun
+			first, end time.Time
+			throttled  int64
+			perRot     float64
+			peakSum    uint64
+		)
+		for i, c := range children {
+			err := c.cmd.Wait()
+			var m fleetRun
+			found := false
+			sc := bufio.NewScanner(&c.out)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				if js, ok := strings.CutPrefix(sc.Text(), fleetShardLine); ok {
+					found = json.Unmarshal([]byte(js), &m) == nil
+				}
+			}
+			if err != nil || !found {
+				b.Fatalf("shard %d/%d: %v\n%s", i, shards, err, c.out.String())
+			}
+			runs = append(runs, m)
+			if first.IsZero() || m.Start.Before(first) {
+				first = m.Start
+			}
+			if e := m.Start.Add(m.Wall); e.After(end) {
+				end = e
+			}
+			throttled += m.Throttled
+			perRot = max(perRot, float64(m.Peak)/float64(m.Slots))
+			peakSum += m.Peak
+		}
+		st := fe.stop()
+		if st.Throttled != 0 || throttled != 0 {
+			b.Errorf("paced at shares of the default quotas, the shards got 429s: the emulator answered %d, the clients counted %d", st.Throttled, throttled)
+		}
+		bound, critical, windows := fleetBound(first, projects, slots, emulator.DocumentedQuotas,
+			s.d(fleetQuotaWindow), s.d(fleetPropagation), s.d(fleetLatency), true)
+		wall := end.Sub(first)
+		ratio := wall.Seconds() / bound.Seconds()
+		b.Logf("%d slots in %d processes: wall %s, bound %s (critical path %s, quota windows %s), ratio %.2f, %d 429s, peak heap %.0f bytes a rotation in flight (largest shard), %.1f MB in all",
+			n, shards, wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
+			ratio, throttled, perRot, float64(peakSum)/(1<<20))
+		for i, m := range runs {
+			b.Logf("  shard %d/%d: %d slots, started +%s, wall %s, %.2f calls/rotation, %d 429s, %d quota waits (%s), peak heap %.1f MB, CPU %s",
+				i, shards, m.Slots, m.Start.Sub(first).Round(time.Millisecond), m.Wall.Round(time.Millisecond), m.CallsPerRotation,
+				m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), float64(m.Peak)/(1<<20), m.CPU.Round(time.Millisecond))
+		}
+		if ratio < 1 {
+			b.Errorf("wall %s beat the lower bound %s: the bound is wrong", wall, bound)
+		}
+		if ratio > 1.10 {
+			b.Errorf("wall %s is %.2f × the lower bound %s, want at most 1.10", wall, ratio, bound)
+		}
+		if perRot > 30<<10 {
+			b.Errorf("peak heap %.0f bytes a rotation in flight, want at most 30 KB", perRot)
+		}
+		b.ReportMetric(wall.Seconds(), "wall-s")
+		b.ReportMetric(bound.Seconds(), "bound-s")
+		b.ReportMetric(ratio, "ratio")
+		b.ReportMetric(float64(throttled), "429s")
+		b.ReportMetric(perRot, "peak-B/rot")
+	}
+}
