@@ -60,6 +60,7 @@ func TestFleetShardChild(t *testing.T) {
 // end, against the same bound; peak-B/rot is the largest shard's peak
 // heap over its rotations in flight.
 func BenchmarkFleetShards(b *testing.B) {
+	skipUnlessBig(b)
 	const projects, slots, shards = 100, 100, 4
 	s := fleetBigScale()
 	n := projects * slots
