@@ -168,7 +168,7 @@ func (r *Rotator) projectUsageOf(ctx context.Context, keyName string) *projectUs
 	if r.Monitoring == nil || keyName == "" {
 		return nil
 	}
-	return r.readUsage(ctx, projectOfKey(keyName))
+	return r.readUsage(ctx, projectOf(keyName))
 }
 
 // addUsage fills in the usage of the slot's current key and old keys.
@@ -212,11 +212,4 @@ func usageReason(err error) string {
 		return ue.Reason
 	}
 	return strings.SplitN(err.Error(), "\n", 2)[0]
-}
-
-// projectOfKey returns P of a key name projects/P/locations/L/keys/K.
-func projectOfKey(name string) string {
-	rest, _ := strings.CutPrefix(name, "projects/")
-	p, _, _ := strings.Cut(rest, "/")
-	return p
 }

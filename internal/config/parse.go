@@ -1156,16 +1156,7 @@ func (p *parser) dotenvTarget(f map[string]field, s *Slot, t *Target, where stri
 			}
 		}
 	}
-	if fv, ok := f["var"]; ok {
-		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
-			if !varRE.MatchString(name) {
-				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
-					"invalid variable name %s", quote(name))
-			} else {
-				t.Var = name
-			}
-		}
-	}
+	p.varField(f, t)
 	p.worldReadable(f, t)
 	if t.Path != "" && t.Var != "" {
 		p.claim(p.vars, t.Path+"\x00"+t.Var, f["var"].val, where,
@@ -1234,3 +1225,19 @@ func (p *parser) resolve(path string) string {
 // or "": the same rule that suggests config fields, for other callers'
 // names (commands, flags, slots).
 func Suggest(name string, known []string) string { return suggest(name, known) }
+
+// varField reads a target's var: the name of an environment variable.
+func (p *parser) varField(f map[string]field, t *Target) {
+	fv, ok := f["var"]
+	if !ok {
+		return
+	}
+	if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
+		if !varRE.MatchString(name) {
+			p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
+				"invalid variable name %s", quote(name))
+		} else {
+			t.Var = name
+		}
+	}
+}

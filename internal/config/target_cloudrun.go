@@ -36,16 +36,7 @@ func (p *parser) cloudRunTarget(f map[string]field, s *Slot, t *Target, where st
 			}
 		}
 	}
-	if fv, ok := f["var"]; ok {
-		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
-			if !varRE.MatchString(name) {
-				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
-					"invalid variable name %s", quote(name))
-			} else {
-				t.Var = name
-			}
-		}
-	}
+	p.varField(f, t)
 	if fc, ok := f["container"]; ok && !isNull(fc.val) {
 		if name, ok := p.str(fc); ok && !p.keyString(fc, name) {
 			if !containerNameRE.MatchString(name) {

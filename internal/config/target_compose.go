@@ -39,16 +39,7 @@ func (p *parser) composeTarget(f map[string]field, s *Slot, t *Target, where str
 			}
 		}
 	}
-	if fv, ok := f["var"]; ok {
-		if name, ok := p.str(fv); ok && !p.keyString(fv, name) {
-			if !varRE.MatchString(name) {
-				p.at(fv.val, "a variable name has letters, digits and underscores and does not start with a digit, for example GEMINI_API_KEY",
-					"invalid variable name %s", quote(name))
-			} else {
-				t.Var = name
-			}
-		}
-	}
+	p.varField(f, t)
 	if fr, ok := f["reload"]; ok {
 		if fr.val.Kind != yaml.ScalarNode || fr.val.Tag != "!!bool" || fr.val.Decode(&t.Reload) != nil {
 			p.at(fr.val, "write reload: true to recreate the services after each rotation (or leave it out)",

@@ -1,7 +1,8 @@
 // Package fake holds what the emulator and its sub-fakes (githubfake,
 // k8sfake) share, so that a test steers each of them the same way: the
 // clock they read (Clock, ManualClock) and the failures a test injects
-// (Fault, given to each fake's Fail, and Faults, the schedule a fake keeps).
+// (Fault, given to each fake's Fail, and Faults, the schedule a fake keeps;
+// HTTPCalls, the counters and schedule the HTTP fakes embed).
 //
 // Every fake counts the calls of each method from 1, since it started or
 // since its ResetCalls. Fail(method, n, f) makes call n of method fail with
@@ -129,3 +130,78 @@ func (fs *Faults) Take(method string, n int) (Fault, bool) {
 
 // Clear forgets every pending fault.
 func (fs *Faults) Clear() { fs.pending = nil }
+
+// HTTPCalls is what an HTTP fake (githubfake, k8sfake) keeps of its calls:
+// the count per method and the faults injected into them. A fake embeds it,
+// which gives it Fail, ClearFaults, Calls and ResetCalls, and calls Enter
+// and Take as a request comes in. The zero value, with Name set, is ready
+// for use; it is safe for concurrent use.
+type HTTPCalls struct {
+	// Name is the fake's, for the panic of a Fault without a Status.
+	Name string
+
+	mu     sync.Mutex
+	calls  map[string]int
+	faults Faults
+}
+
+// Fail makes call n of method (1-based, counted since the fake started or
+// since ResetCalls; Next: the next call) answer f.Status, and with f.Times
+// the calls after it too, in the fake's error shape (the message defaults
+// to the fake's own). A fault without an HTTP Status of 400 or more panics.
+func (c *HTTPCalls) Fail(method string, n int, f Fault) {
+	if f.Status < 400 {
+		panic(c.Name + ": a Fault needs an HTTP Status of 400 or more")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.Add(method, n, c.calls[method], f)
+}
+
+// ClearFaults removes every pending fault.
+func (c *HTTPCalls) ClearFaults() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faults.Clear()
+}
+
+// Calls returns how many times method was called; "" counts every call.
+func (c *HTTPCalls) Calls(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if method != "" {
+		return c.calls[method]
+	}
+	n := 0
+	for _, k := range c.calls {
+		n += k
+	}
+	return n
+}
+
+// ResetCalls zeroes the call counters. Pending faults keep their call
+// numbers, so reset before injecting.
+func (c *HTTPCalls) ResetCalls() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = nil
+}
+
+// Enter counts a call of method and returns its number.
+func (c *HTTPCalls) Enter(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls == nil {
+		c.calls = map[string]int{}
+	}
+	c.calls[method]++
+	return c.calls[method]
+}
+
+// Take returns the fault scheduled for call n of method, if any (see
+// Faults.Take).
+func (c *HTTPCalls) Take(method string, n int) (Fault, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.faults.Take(method, n)
+}

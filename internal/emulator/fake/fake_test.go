@@ -39,3 +39,33 @@ func TestManualClock(t *testing.T) {
 		t.Errorf("Now = %v, want %v in UTC", got, t0.Add(time.Minute))
 	}
 }
+
+func TestHTTPCalls(t *testing.T) {
+	var c HTTPCalls
+	c.Name = "test"
+	c.Enter("Get")
+	c.Fail("Get", Next, Fault{Status: 503})        // call 2
+	c.Fail("Put", 1, Fault{Status: 409, Times: 2}) // calls 1 and 2
+	if f, ok := c.Take("Get", c.Enter("Get")); !ok || f.Status != 503 {
+		t.Errorf("Get call 2: fault %v %v, want 503", f, ok)
+	}
+	if _, ok := c.Take("Get", c.Enter("Get")); ok {
+		t.Error("Get call 3 failed: the fault was for call 2 only")
+	}
+	c.ResetCalls()
+	for n := 1; n <= 3; n++ {
+		_, ok := c.Take("Put", c.Enter("Put"))
+		if ok != (n <= 2) {
+			t.Errorf("Put call %d after ResetCalls: failed %v", n, ok)
+		}
+	}
+	if got := c.Calls(""); got != 3 {
+		t.Errorf("Calls(\"\") = %d, want 3 since ResetCalls", got)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("a Fault without a Status did not panic")
+		}
+	}()
+	c.Fail("Get", 1, Fault{})
+}

@@ -80,15 +80,19 @@ type Server struct {
 
 	srv *httptest.Server
 
+	// HTTPCalls gives Fail, ClearFaults, Calls and ResetCalls for the
+	// methods GetRepo, GetPublicKey, GetSecret, PutSecret and
+	// ListSelectedRepos; a fault answers GitHub's error body, its message
+	// defaulting to the status text.
+	fake.HTTPCalls
+
 	mu       sync.Mutex
 	clock    fake.Clock
 	tokens   map[string]Token
 	repos    map[string]int64  // lower-case owner/repo -> id
 	repoName map[int64]string  // id -> owner/repo as added
 	scopes   map[string]*scope // lower-case scope path -> scope
-	calls    map[string]int
-	faults   fake.Faults
-	frozen   bool // PUT stores the value but leaves updated_at as it was
+	frozen   bool              // PUT stores the value but leaves updated_at as it was
 	nextID   int64
 	nextKeys int
 }
@@ -132,13 +136,13 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("start GitHub fake: %w", err)
 	}
 	s := &Server{
-		clock:    opts.Clock,
-		tokens:   map[string]Token{},
-		repos:    map[string]int64{},
-		repoName: map[int64]string{},
-		scopes:   map[string]*scope{},
-		calls:    map[string]int{},
-		nextID:   1296269,
+		clock:     opts.Clock,
+		tokens:    map[string]Token{},
+		repos:     map[string]int64{},
+		repoName:  map[int64]string{},
+		scopes:    map[string]*scope{},
+		HTTPCalls: fake.HTTPCalls{Name: "githubfake"},
+		nextID:    1296269,
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
@@ -308,49 +312,6 @@ func (s *Server) FreezeUpdatedAt(frozen bool) {
 	s.frozen = frozen
 }
 
-// Fail makes call n of method (1-based, counted since Start or ResetCalls;
-// fake.Next: the next call) answer f.Status, and with f.Times the calls
-// after it too, with GitHub's error body (the message defaults to the
-// status text). Methods: GetRepo, GetPublicKey, GetSecret, PutSecret,
-// ListSelectedRepos. A fault without an HTTP Status panics.
-func (s *Server) Fail(method string, n int, f fake.Fault) {
-	if f.Status < 400 {
-		panic("githubfake: a Fault needs an HTTP Status of 400 or more")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.Add(method, n, s.calls[method], f)
-}
-
-// ClearFaults removes every pending fault.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.Clear()
-}
-
-// Calls returns how many times method was called; "" counts every call.
-func (s *Server) Calls(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if method == "" {
-		n := 0
-		for _, c := range s.calls {
-			n += c
-		}
-		return n
-	}
-	return s.calls[method]
-}
-
-// ResetCalls zeroes the call counters. Pending faults keep their call
-// numbers, so reset before injecting.
-func (s *Server) ResetCalls() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls = map[string]int{}
-}
-
 const docs = "https://docs.github.com/rest/actions/secrets"
 
 func (s *Server) routes(mux *http.ServeMux) {
@@ -375,7 +336,7 @@ func (s *Server) handle(method string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.calls[method]++
+		n := s.Enter(method)
 		w.Header().Set("Date", s.clock.Now().UTC().Format(http.TimeFormat))
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.Header().Set("X-GitHub-Api-Version-Selected", "2022-11-28")
@@ -395,7 +356,7 @@ func (s *Server) handle(method string, h handler) http.HandlerFunc {
 		if tok.Scopes != nil {
 			w.Header().Set("X-OAuth-Scopes", strings.Join(tok.Scopes, ", "))
 		}
-		if f, ok := s.faults.Take(method, s.calls[method]); ok {
+		if f, ok := s.Take(method, n); ok {
 			writeError(w, f.Status, f.Message)
 			return
 		}

@@ -63,14 +63,17 @@ type Server struct {
 	URL string
 	srv *httptest.Server
 
+	// HTTPCalls gives Fail, ClearFaults, Calls and ResetCalls; a fault
+	// answers a metav1.Status of reason InternalError, its message
+	// defaulting to "injected failure of METHOD".
+	fake.HTTPCalls
+
 	mu          sync.Mutex
 	rv          int64
 	secrets     map[string]*corev1.Secret
 	deployments map[string]*appsv1.Deployment
 	stuck       map[string]bool
 	denied      map[string]bool
-	calls       map[string]int
-	faults      fake.Faults
 	beforePut   func()
 }
 
@@ -95,7 +98,7 @@ func Start(opts Options) (*Server, error) {
 		deployments: map[string]*appsv1.Deployment{},
 		stuck:       map[string]bool{},
 		denied:      map[string]bool{},
-		calls:       map[string]int{},
+		HTTPCalls:   fake.HTTPCalls{Name: "k8sfake"},
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.Listener.Close()
@@ -273,52 +276,9 @@ func (s *Server) Deny(verb, resource, ns, name string) {
 	s.denied[verb+" "+resource+" "+id(ns, name)] = true
 }
 
-// Fail makes call n of method (1-based, counted since Start or ResetCalls;
-// fake.Next: the next call) answer f.Status, and with f.Times the calls
-// after it too, with a metav1.Status of reason InternalError (the message
-// defaults to "injected failure of METHOD"). A fault without an HTTP Status
-// panics.
-func (s *Server) Fail(method string, n int, f fake.Fault) {
-	if f.Status < 400 {
-		panic("k8sfake: a Fault needs an HTTP Status of 400 or more")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.Add(method, n, s.calls[method], f)
-}
-
-// ClearFaults removes every pending fault.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults.Clear()
-}
-
-// Calls returns the number of calls of method, or of all methods for "".
-func (s *Server) Calls(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if method != "" {
-		return s.calls[method]
-	}
-	n := 0
-	for _, c := range s.calls {
-		n += c
-	}
-	return n
-}
-
 // MutatingCalls returns the number of secret updates and deployment patches.
 func (s *Server) MutatingCalls() int {
 	return s.Calls(UpdateSecret) + s.Calls(PatchDeployment)
-}
-
-// ResetCalls forgets the calls counted so far. Pending faults keep their
-// call numbers, so reset before injecting.
-func (s *Server) ResetCalls() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls = map[string]int{}
 }
 
 // status writes a metav1.Status error.
@@ -370,10 +330,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusMethodNotAllowed, metav1.StatusReasonMethodNotAllowed, "the server does not allow this method on the requested resource", "", "")
 		return
 	}
-	s.mu.Lock()
-	s.calls[method]++
-	f, failed := s.faults.Take(method, s.calls[method])
-	s.mu.Unlock()
+	f, failed := s.Take(method, s.Enter(method))
 	if failed {
 		msg := f.Message
 		if msg == "" {
