@@ -52,7 +52,48 @@ type Slot struct {
 	MaxAge             time.Duration // a key older than this is due
 	PropagationTimeout time.Duration // how long a new key may take to work
 	LeaseTTL           time.Duration // how long the lock lasts without renewal
+
+	// Retire is what the rotation does with the old key once every target
+	// holds the new one; "" is today's library default: kept for Grace
+	// when Grace > 0, else deleted at once.
+	Retire RetireMode
+	// QuietPeriod is how long the old key must have had no successful
+	// request, in data Cloud Monitoring has settled, before RetireQuiet
+	// deletes it; DrainTimeout bounds that wait (0: do not wait; the key
+	// is kept for finalize unless it is quiet already).
+	QuietPeriod, DrainTimeout time.Duration
+	// Usage is what RetireQuiet does when Cloud Monitoring cannot answer;
+	// "" is UsageBestEffort.
+	Usage UsagePolicy
 }
+
+// RetireMode is what a rotation does with the old key (Slot.Retire).
+type RetireMode string
+
+// Retire modes.
+const (
+	// RetireQuiet deletes the old key once it has been quiet for
+	// Slot.QuietPeriod (the drain gate); still used at Slot.DrainTimeout,
+	// it is kept for finalize.
+	RetireQuiet RetireMode = "quiet"
+	// RetireGrace keeps it for Slot.Grace and leaves it to finalize.
+	RetireGrace RetireMode = "grace"
+	// RetireNow deletes it at once.
+	RetireNow RetireMode = "now"
+)
+
+// UsagePolicy is what the drain gate does when Cloud Monitoring cannot
+// answer (Slot.Usage).
+type UsagePolicy string
+
+// Usage policies.
+const (
+	// UsageRequired keeps the old key and stops, naming the permission
+	// or the API to enable.
+	UsageRequired UsagePolicy = "required"
+	// UsageBestEffort warns and falls back to the grace period.
+	UsageBestEffort UsagePolicy = "best-effort"
+)
 
 // Rotator runs the protocol with Google's clients. The zero values of the
 // optional fields are sensible defaults.
@@ -109,6 +150,11 @@ type Rotator struct {
 	// Monitoring, when set, is Cloud Monitoring: Status and Plan show
 	// who uses each key (usage.go). nil shows nothing.
 	Monitoring *monitoring.MetricClient
+	// UsageDelay is how late Cloud Monitoring may report a call: the drain
+	// gate trusts only data at least this old. Zero trusts what it reports
+	// at once (an emulator without ingestion delay); keyrotate's
+	// configuration defaults to 30 minutes.
+	UsageDelay time.Duration
 
 	// usage holds the request counts read, by project (usage.go).
 	usage usageCache

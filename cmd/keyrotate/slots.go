@@ -124,6 +124,10 @@ func (j *job) slot(s *config.Slot, local []rotate.Target) *rotate.Slot {
 		MaxAge:             j.cfg.EffectiveMaxAge(s),
 		PropagationTimeout: time.Duration(j.cfg.Defaults.PropagationTimeout),
 		LeaseTTL:           time.Duration(j.cfg.Defaults.LeaseTTL),
+		Retire:             rotate.RetireMode(j.cfg.EffectiveRetire(s)),
+		QuietPeriod:        j.cfg.EffectiveQuietPeriod(s),
+		DrainTimeout:       j.cfg.EffectiveDrainTimeout(s),
+		Usage:              rotate.UsagePolicy(j.cfg.EffectiveUsage(s)),
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	rs.BoundKeyRestrictions = s.BoundKeyRestrictions
@@ -149,6 +153,7 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
 		Access:         j.clients.access,
 		Monitoring:     j.clients.monitoring,
+		UsageDelay:     time.Duration(j.cfg.Defaults.UsageDelay),
 		QuotaProject:   j.meter.QuotaProject,
 		Log:            newLogger(c),
 		Events:         processOf(c).events(j.out.event),

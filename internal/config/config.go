@@ -34,7 +34,46 @@ const (
 	DefaultLeaseTTL           = Duration(15 * time.Minute)
 	DefaultVerify             = VerifyGemini
 	DefaultProbe              = ProbeCountTokens
+	DefaultQuietPeriod        = Duration(10 * time.Minute)
+	DefaultDrainTimeout       = Duration(time.Hour)
+	// DefaultUsageDelay is how late Cloud Monitoring may report a call.
+	// Google's metrics list gives each metric a delay after sampling during
+	// which data "is not visible" (the latency page's example is 240
+	// seconds); the figure for serviceruntime's api/request_count could not
+	// be confirmed here, and several serviceruntime metrics state up to 1800
+	// seconds. The strictest plausible reading, 30 minutes, is the default:
+	// the drain gate trusts only data at least this old.
+	DefaultUsageDelay = Duration(30 * time.Minute)
 )
+
+// Values of Slot.Retire and Defaults.Retire: what a rotation does with the
+// old key once every target holds the new one.
+const (
+	// RetireQuiet deletes it once Cloud Monitoring has seen no successful
+	// request with it for quiet_period (the drain gate), waiting at most
+	// drain_timeout; still in use then, it is kept for finalize.
+	RetireQuiet = "quiet"
+	// RetireGrace keeps it for grace and leaves it to finalize.
+	RetireGrace = "grace"
+	// RetireNow deletes it at once.
+	RetireNow = "now"
+)
+
+// Retires are the values of retire.
+var Retires = []string{RetireQuiet, RetireGrace, RetireNow}
+
+// Values of Slot.Usage and Defaults.Usage: what the drain gate does when
+// Cloud Monitoring cannot answer (API disabled, permission denied, outage).
+const (
+	// UsageRequired keeps the old key and stops with a hint naming the
+	// permission or the API.
+	UsageRequired = "required"
+	// UsageBestEffort warns and falls back to the grace period.
+	UsageBestEffort = "best-effort"
+)
+
+// Usages are the values of usage.
+var Usages = []string{UsageBestEffort, UsageRequired}
 
 // Values of Slot.Probe and Defaults.Probe: the Gemini API call that proves
 // a key works (verify: gemini).
@@ -97,6 +136,17 @@ type Defaults struct {
 	// the credentials' own (see README, "Quota project"). A --quota-project
 	// flag or GOOGLE_CLOUD_QUOTA_PROJECT overrides it.
 	QuotaProject string `yaml:"quota_project,omitempty"`
+
+	// Retire, QuietPeriod, DrainTimeout and Usage are the drain gate's
+	// settings (see Slot); "" / 0 where the file does not set them (see
+	// EffectiveRetire).
+	Retire       string   `yaml:"retire,omitempty"`
+	QuietPeriod  Duration `yaml:"quiet_period,omitempty"`
+	DrainTimeout Duration `yaml:"drain_timeout,omitempty"`
+	Usage        string   `yaml:"usage,omitempty"`
+	// UsageDelay is how late Cloud Monitoring may report a call: the drain
+	// gate counts only data at least this old (DefaultUsageDelay).
+	UsageDelay Duration `yaml:"usage_delay,omitempty"`
 }
 
 // Quota is a per-project quota per minute of one API.
@@ -118,8 +168,14 @@ type Slot struct {
 	Model          string    `yaml:"model,omitempty"`           // "": Defaults.Model
 	Grace          *Duration `yaml:"grace,omitempty"`           // nil: Defaults.Grace
 	MaxAge         *Duration `yaml:"max_age,omitempty"`         // nil: Defaults.MaxAge
-	Targets        []Target  `yaml:"targets,omitempty"`
-	Line           int       `yaml:"-"` // line of the slot in the file
+	// Retire is RetireQuiet, RetireGrace or RetireNow; "": the defaults'
+	// (see EffectiveRetire).
+	Retire       string    `yaml:"retire,omitempty"`
+	QuietPeriod  *Duration `yaml:"quiet_period,omitempty"`  // nil: Defaults.QuietPeriod
+	DrainTimeout *Duration `yaml:"drain_timeout,omitempty"` // nil: Defaults.DrainTimeout
+	Usage        string    `yaml:"usage,omitempty"`         // UsageRequired or UsageBestEffort; "": Defaults.Usage
+	Targets      []Target  `yaml:"targets,omitempty"`
+	Line         int       `yaml:"-"` // line of the slot in the file
 
 	// SecretProjectDiffers allows Secret to live in another project than
 	// Project (a central secrets project); the keys stay in Project.
@@ -232,6 +288,52 @@ func (c *Config) EffectiveGrace(s *Slot) time.Duration {
 		return time.Duration(*s.Grace)
 	}
 	return time.Duration(c.Defaults.Grace)
+}
+
+// EffectiveRetire returns what a rotation of s does with the old key: the
+// slot's retire, else a slot's own grace > 0 means RetireGrace, else the
+// defaults' retire, else a default grace > 0 means RetireGrace, else
+// RetireQuiet. (A grace set before retire existed keeps meaning what it
+// meant.)
+func (c *Config) EffectiveRetire(s *Slot) string {
+	switch {
+	case s != nil && s.Retire != "":
+		return s.Retire
+	case s != nil && s.Grace != nil && *s.Grace > 0:
+		return RetireGrace
+	case c.Defaults.Retire != "":
+		return c.Defaults.Retire
+	case c.Defaults.Grace > 0:
+		return RetireGrace
+	}
+	return RetireQuiet
+}
+
+// EffectiveQuietPeriod returns the slot's quiet period: its own, else the
+// default.
+func (c *Config) EffectiveQuietPeriod(s *Slot) time.Duration {
+	if s != nil && s.QuietPeriod != nil {
+		return time.Duration(*s.QuietPeriod)
+	}
+	return time.Duration(c.Defaults.QuietPeriod)
+}
+
+// EffectiveDrainTimeout returns how long a rotation of s waits for its old
+// key to be quiet: its own, else the default.
+func (c *Config) EffectiveDrainTimeout(s *Slot) time.Duration {
+	if s != nil && s.DrainTimeout != nil {
+		return time.Duration(*s.DrainTimeout)
+	}
+	return time.Duration(c.Defaults.DrainTimeout)
+}
+
+// EffectiveUsage returns the slot's policy when Cloud Monitoring cannot
+// answer: its own, else the default.
+func (c *Config) EffectiveUsage(s *Slot) string {
+	if s != nil && s.Usage != "" {
+		return s.Usage
+	}
+	return c.Defaults.Usage
 }
 
 // EffectiveMaxAge returns the slot's maximum key age: its own, else the

@@ -40,6 +40,10 @@ func TestLoadDesignExample(t *testing.T) {
 			PropagationTimeout: Duration(10 * time.Minute),
 			LeaseTTL:           Duration(15 * time.Minute),
 			Probe:              ProbeCountTokens,
+			QuietPeriod:        DefaultQuietPeriod,
+			DrainTimeout:       DefaultDrainTimeout,
+			Usage:              UsageBestEffort,
+			UsageDelay:         DefaultUsageDelay,
 		},
 		Slots: []Slot{{
 			Name:           "gemini-prod",
@@ -139,7 +143,8 @@ func TestParseGood(t *testing.T) {
 			}
 		}},
 		{"defaults filled in", head + slotYAML, func(t *testing.T, c *Config) {
-			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute), Probe: ProbeCountTokens}
+			want := Defaults{MaxAge: Duration(90 * 24 * time.Hour), PropagationTimeout: Duration(10 * time.Minute), LeaseTTL: Duration(15 * time.Minute), Probe: ProbeCountTokens,
+				QuietPeriod: Duration(10 * time.Minute), DrainTimeout: Duration(time.Hour), Usage: UsageBestEffort, UsageDelay: Duration(30 * time.Minute)}
 			if diff := cmp.Diff(want, c.Defaults); diff != "" {
 				t.Errorf("Defaults mismatch (-want +got):\n%s", diff)
 			}
@@ -151,6 +156,35 @@ func TestParseGood(t *testing.T) {
 			}
 		}},
 		{"null defaults", "version: 1\ndefaults:\nslots:\n" + slotYAML, nil},
+		{"drain gate by default", head + slotYAML, func(t *testing.T, c *Config) {
+			s := &c.Slots[0]
+			got := []any{c.EffectiveRetire(s), c.EffectiveQuietPeriod(s), c.EffectiveDrainTimeout(s), c.EffectiveUsage(s), time.Duration(c.Defaults.UsageDelay)}
+			want := []any{RetireQuiet, 10 * time.Minute, time.Hour, UsageBestEffort, 30 * time.Minute}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("retire, quiet_period, drain_timeout, usage, usage_delay (-want +got):\n%s", diff)
+			}
+		}},
+		{"drain gate settings", "version: 1\ndefaults: {retire: now, quiet_period: 5m, drain_timeout: 0s, usage: required, usage_delay: 0s}\nslots:\n" + slotYAML +
+			"    retire: quiet\n    quiet_period: 20m\n    drain_timeout: 2h\n    usage: best-effort\n" +
+			"  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n", func(t *testing.T, c *Config) {
+			a, b := &c.Slots[0], &c.Slots[1]
+			got := []any{c.EffectiveRetire(a), c.EffectiveQuietPeriod(a), c.EffectiveDrainTimeout(a), c.EffectiveUsage(a),
+				c.EffectiveRetire(b), c.EffectiveQuietPeriod(b), c.EffectiveDrainTimeout(b), c.EffectiveUsage(b), time.Duration(c.Defaults.UsageDelay)}
+			want := []any{RetireQuiet, 20 * time.Minute, 2 * time.Hour, UsageBestEffort,
+				RetireNow, 5 * time.Minute, time.Duration(0), UsageRequired, time.Duration(0)}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("effective drain settings (-want +got):\n%s", diff)
+			}
+		}},
+		{"a grace means retire: grace", "version: 1\ndefaults: {grace: 1h}\nslots:\n" + slotYAML +
+			"  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    retire: now\n    grace: 0s\n", func(t *testing.T, c *Config) {
+			if got := c.EffectiveRetire(&c.Slots[0]); got != RetireGrace {
+				t.Errorf("EffectiveRetire with a default grace = %q, want grace", got)
+			}
+			if got := c.EffectiveRetire(&c.Slots[1]); got != RetireNow {
+				t.Errorf("EffectiveRetire with retire: now = %q, want now", got)
+			}
+		}},
 		{"zero durations", "version: 1\ndefaults: {grace: 0}\nslots:\n" + slotYAML + "    grace: 0s\n", func(t *testing.T, c *Config) {
 			if g := c.Slots[0].Grace; g == nil || *g != 0 {
 				t.Errorf("Grace = %v, want 0", g)
@@ -268,6 +302,15 @@ func TestParseBad(t *testing.T) {
 		{"quota project a list", "version: 1\ndefaults:\n  quota_project: [a]\nslots:\n" + slotYAML, 3, "quota_project must be a string", "single value"},
 		{"quota project typo", "version: 1\ndefaults:\n  quota_projct: billing-project\nslots:\n" + slotYAML, 3, `unknown field "quota_projct"`, `did you mean "quota_project"?`},
 		{"quota project in a slot", "version: 1\nslots:\n  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/s\n    quota_project: billing-project\n", 6, `unknown field "quota_project"`, "under \"defaults:\""},
+
+		// the drain gate
+		{"retire typo", head + slotYAML + "    retire: quite\n", 6, `retire must be quiet, grace or now, not "quite"`, `"retire: quiet"`},
+		{"retire quiet with grace", head + slotYAML + "    retire: quiet\n    grace: 1h\n", 6, "grace applies only with retire: grace", "remove grace"},
+		{"short quiet period", "version: 1\ndefaults:\n  quiet_period: 30s\nslots:\n" + slotYAML, 3, "quiet_period must be at least 1m", "per minute"},
+		{"negative drain timeout", head + slotYAML + "    drain_timeout: -1m\n", 6, "drain_timeout must not be negative", "finalize"},
+		{"usage typo", head + slotYAML + "    usage: besteffort\n", 6, `usage must be required or best-effort, not "besteffort"`, `"usage: required"`},
+		{"usage_delay in a slot", head + slotYAML + "    usage_delay: 0s\n", 6, `unknown field "usage_delay" in a slot`, "defaults"},
+		{"negative usage delay", "version: 1\ndefaults:\n  usage_delay: -1m\nslots:\n" + slotYAML, 3, "usage_delay must not be negative", "Cloud Monitoring"},
 
 		// version
 		{"missing version", "slots:\n" + slotYAML, 1, "missing version", `add "version: 1"`},

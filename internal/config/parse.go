@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,12 +20,15 @@ import (
 // The fields of each mapping, in the order the hints list them.
 var (
 	topFields      = []string{"version", "defaults", "slots"}
-	defaultsFields = []string{"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project"}
-	quotaAPIs      = []string{"apikeys", "secretmanager"}
-	quotaFields    = []string{"reads", "writes"}
-	slotFields     = []string{
+	defaultsFields = []string{
+		"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project",
+		"retire", "quiet_period", "drain_timeout", "usage", "usage_delay",
+	}
+	quotaAPIs   = []string{"apikeys", "secretmanager"}
+	quotaFields = []string{"reads", "writes"}
+	slotFields  = []string{
 		"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions",
-		"verify", "probe", "model", "grace", "max_age", "targets",
+		"verify", "probe", "model", "grace", "max_age", "retire", "quiet_period", "drain_timeout", "usage", "targets",
 	}
 	targetFields = []string{
 		"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name",
@@ -130,6 +134,10 @@ func (p *parser) parse(data []byte) *Config {
 			PropagationTimeout: DefaultPropagationTimeout,
 			LeaseTTL:           DefaultLeaseTTL,
 			Probe:              DefaultProbe,
+			QuietPeriod:        DefaultQuietPeriod,
+			DrainTimeout:       DefaultDrainTimeout,
+			Usage:              UsageBestEffort,
+			UsageDelay:         DefaultUsageDelay,
 		},
 	}
 	f := p.mapping(root, "at the top level", topFields)
@@ -492,6 +500,11 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 		}
 	}
 	p.probe(f, &d.Probe, &d.Model, "")
+	p.drain(f, &d.Retire, &d.QuietPeriod, &d.DrainTimeout, &d.Usage, d.Grace)
+	if x, ok := p.duration(f, "usage_delay"); ok && p.atLeast(f["usage_delay"], x, 0,
+		"usage_delay is how late Cloud Monitoring may report a call (30m by default); 0s trusts what it reports at once") {
+		d.UsageDelay = x
+	}
 	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
 		p.quotas(fq.val, d)
 	}
@@ -503,6 +516,46 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 			} else {
 				d.QuotaProject = v
 			}
+		}
+	}
+}
+
+// drain parses the drain gate's fields of a slot or of the defaults into
+// retire, quiet, drain and usage (left as they are when absent); grace is
+// the grace set at the same level, which only retire: grace uses.
+func (p *parser) drain(f map[string]field, retire *string, quiet, drain *Duration, usage *string, grace Duration) {
+	if fr, v, ok := p.text(f, "retire"); ok {
+		switch {
+		case !slices.Contains(Retires, v):
+			p.at(fr.val, `write "retire: quiet" to delete the old key once Cloud Monitoring shows nothing uses it, `+
+				`"retire: grace" to keep it for the grace period, or "retire: now" to delete it at once`,
+				"retire must be quiet, grace or now, not %s", quote(v))
+		case v != RetireGrace && grace > 0:
+			p.at(fr.key, "remove grace, or write \"retire: grace\" to keep the old key for it",
+				"grace applies only with retire: grace, not with retire: %s", v)
+		default:
+			*retire = v
+		}
+	}
+	if x, ok := p.duration(f, "quiet_period"); ok {
+		if time.Duration(x) < time.Minute {
+			p.at(f["quiet_period"].val, "Cloud Monitoring counts calls per minute; use at least 1m (10m is a good value)",
+				"quiet_period must be at least 1m, not %s", f["quiet_period"].val.Value)
+		} else {
+			*quiet = x
+		}
+	}
+	if x, ok := p.duration(f, "drain_timeout"); ok && p.atLeast(f["drain_timeout"], x, 0,
+		"drain_timeout bounds the wait for the old key to be quiet; 0s does not wait (finalize deletes it once quiet)") {
+		*drain = x
+	}
+	if fu, v, ok := p.text(f, "usage"); ok {
+		if !slices.Contains(Usages, v) {
+			p.at(fu.val, `write "usage: required" to keep the old key when Cloud Monitoring cannot answer, `+
+				`or "usage: best-effort" to warn and fall back to the grace period`,
+				"usage must be required or best-effort, not %s", quote(v))
+		} else {
+			*usage = v
 		}
 	}
 }
@@ -693,6 +746,18 @@ func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (S
 	}
 	if x, ok := p.duration(f, "max_age"); ok && p.above(f["max_age"], x, 0, "max_age is the age at which a key is due for rotation, for example 90d") {
 		s.MaxAge = &x
+	}
+	var quiet, drain Duration = -1, -1
+	var grace Duration
+	if s.Grace != nil {
+		grace = *s.Grace
+	}
+	p.drain(f, &s.Retire, &quiet, &drain, &s.Usage, grace)
+	if quiet >= 0 {
+		s.QuietPeriod = &quiet
+	}
+	if drain >= 0 {
+		s.DrainTimeout = &drain
 	}
 	p.slotTargets(f, &s, label)
 	return s, len(p.errs) == before
