@@ -312,6 +312,12 @@ func (f *finalizing) grace(id string, c *candidate) Finalized {
 		return fin
 	}
 	fin.DeleteAfter = &t
+	if k.Annotations[annKeptInUse] != "" {
+		// Kept because it was in use: its delete-after is when it was kept,
+		// and whether it may go is the drain gate's rule (checkQuiet).
+		fin.Reason = "kept since " + t.Format(time.RFC3339)
+		return fin
+	}
 	if f.started.Before(t) {
 		fin.Action, fin.Reason = FinalizeKept, "grace period until "+t.Format(time.RFC3339)
 		return fin

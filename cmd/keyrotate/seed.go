@@ -64,6 +64,7 @@ defaults:
   max_age: 90d
   propagation_timeout: 2m
   lease_ttl: 15m
+  usage_delay: %s  # how late this emulator's Cloud Monitoring reports a call
 slots:
   - name: gemini-prod
     project: %s
@@ -73,7 +74,7 @@ slots:
       - type: dotenv
         path: app/.env
         var: GEMINI_API_KEY
-`, demoProject, demoProject, demoSecretID)
+`, srv.MonitoringDelay(), demoProject, demoProject, demoSecretID)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
