@@ -211,6 +211,13 @@ func TestDrainKeepsKeyInUse(t *testing.T) {
 	if !strings.Contains(g.events.String(), "waiting for old key") || !strings.Contains(g.events.String(), "GenerateContent: 25 ok in the last hour (1.0/min ok, 10:00Z to 10:25Z)") {
 		t.Errorf("no drain event naming the calls:\n%s", g.events.String())
 	}
+	st, err := g.r.Status(context.Background(), g.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.OldKeys) != 1 || st.OldKeys[0].Due || !strings.Contains(st.OldKeys[0].Reason, "because it was still in use") {
+		t.Errorf("status of the kept key = %+v, want it waiting because it was in use", st.OldKeys)
+	}
 	g.invariant()
 	g.checkFilters()
 }
