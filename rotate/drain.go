@@ -181,6 +181,17 @@ func methodRates(points []gcp.RequestCount, now time.Time) []MethodRate {
 	return out
 }
 
+// failingOnly returns the rates with failed calls.
+func failingOnly(rates []MethodRate) []MethodRate {
+	var out []MethodRate
+	for _, m := range rates {
+		if m.LastHour.Error > 0 {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // ratesText words rates for people: "generativelanguage.googleapis.com
 // GenerateContent: 26 ok, 1 failed in the last hour (1.0/min ok from
 // 10:00 to 10:26)".
@@ -404,8 +415,13 @@ func (st *run) retireQuiet(ctx context.Context, old *apikeys.V2Key) (*pendingKey
 	st.res.Drain = d
 	switch d.Outcome {
 	case DrainQuiet:
-		st.event(st.slot.Name, StepRetire, "old key %s is quiet: no successful request for %s in Cloud Monitoring's settled data (to %s; %d poll(s))",
+		msg := fmt.Sprintf("old key %s is quiet: no successful request for %s in Cloud Monitoring's settled data (to %s; %d poll(s))",
 			old.Name, human(st.slot.QuietPeriod), d.SettledTo.Format(time.RFC3339), d.Polls)
+		if failing := failingOnly(d.Usage); len(failing) > 0 {
+			// Failing calls break nobody, but someone still holds the key.
+			msg += "; failed calls with it in the last hour: " + ratesText(failing)
+		}
+		st.event(st.slot.Name, StepRetire, "%s", msg)
 		return nil, st.deleteOld(ctx, old)
 	case DrainUnknown:
 		d.Policy = st.slot.Usage

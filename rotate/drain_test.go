@@ -251,6 +251,27 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 	g.checkFilters()
 }
 
+// TestDrainErrorsOnlyDoNotBlock: a key used only by failing calls is
+// deleted at once (they break nobody), and the calls are reported.
+func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
+	g := newGateWorld(t, 0, 0, 10*time.Minute, time.Hour)
+	for _, ago := range []time.Duration{time.Minute, 5 * time.Minute} {
+		if err := g.srv.RecordRequest(g.oldName, generate, 403, gateStart.Add(-ago)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := g.rotate(rotate.Options{})
+	if err != nil || res.Retired != "deleted" || res.Drain.Polls != 1 {
+		t.Fatalf("Rotate = %+v, %v; want deleted at the first poll", res, err)
+	}
+	if u := res.Drain.Usage; len(u) != 1 || u[0].LastHour.Error != 2 || u[0].LastHour.OK != 0 {
+		t.Errorf("usage = %+v, want the 2 failed calls", u)
+	}
+	if !strings.Contains(g.events.String(), "failed calls with it in the last hour: "+gemini+" GenerateContent: 0 ok, 2 failed") {
+		t.Errorf("the failing calls are not reported:\n%s", g.events.String())
+	}
+}
+
 // TestDrainCatchesLateReport (acceptance 2): a request made just before the
 // gate, which Monitoring reports minutes late, keeps the old key until the
 // quiet period has passed after it. A gate that trusted what Monitoring
