@@ -78,6 +78,11 @@ type Drain struct {
 	Attention bool `json:"needs_attention,omitempty"`
 }
 
+// NeedsAttention reports whether the rotation succeeded but kept its old
+// key because the drain gate found it in use (or its use unknown under
+// UsagePolicy required): someone must move its caller to the new key.
+func (r *Result) NeedsAttention() bool { return r != nil && r.Drain != nil && r.Drain.Attention }
+
 // MethodRate is a key's calls to one method over the last hour.
 type MethodRate struct {
 	Service  string   `json:"service"`
