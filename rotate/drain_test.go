@@ -241,6 +241,7 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("last call %s; deleted at %s (quiet %s + usage delay %s)", g.lastCall.Format("15:04:05"), deleted.Format("15:04:05"), quiet, delay)
 	if earliest := g.lastCall.Add(quiet + delay); deleted.Before(earliest) {
 		t.Errorf("deleted at %s, before the last call (%s) + quiet + delay = %s", deleted, g.lastCall, earliest)
 	}
@@ -300,6 +301,8 @@ func TestDrainCatchesLateReport(t *testing.T) {
 	if err != nil || res.Drain.Outcome != rotate.DrainQuiet {
 		t.Fatalf("old key not deleted (%v): %+v", err, res.Drain)
 	}
+	t.Logf("call at %s reported %s late; gate started %s; deleted at %s after %d poll(s)", call.Format("15:04:05"), 4*time.Minute,
+		gateStart.Format("15:04:05"), deleted.Format("15:04:05"), res.Drain.Polls)
 	if earliest := call.Add(quiet + delay); deleted.Before(earliest) {
 		t.Errorf("deleted at %s, before the late-reported call (%s) + quiet + delay = %s", deleted, call, earliest)
 	}
@@ -424,6 +427,7 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 		return
 	}
 	calls := g.srv.Calls("monitoring.ListTimeSeries")
+	t.Logf("%d slots of one project waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(slots), polls, calls)
 	if polls < 5 || calls != polls {
 		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll", calls, len(slots), polls)
 	}
