@@ -250,6 +250,13 @@ type Options struct {
 	// is taken for a retry of that rotation (a job rerun after its process
 	// died before reporting) and does nothing.
 	Again bool
+	// RequestedAt, when set with Force, is when the rotation was asked for
+	// (a Secret Manager SECRET_ROTATE event): a current key made at or
+	// after it already answers the request, and the run does nothing
+	// (SkipRetry). A request delivered twice, or handled by two processes
+	// one after the other, so makes one new key, however late the second
+	// delivery comes.
+	RequestedAt time.Time
 	// WaitForLease, when positive, is how long a run that finds the slot
 	// held by another live run waits for it (polling the lease with
 	// backoff) before it runs again; the Result then says what became of
@@ -566,7 +573,7 @@ func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot,
 // Kinds of "nothing to do", in Result.Skip and Plan.Skip.
 const (
 	SkipNotDue  = "not-due" // the key is younger than the max age, and the run not forced
-	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key
+	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key, or whose request (RequestedAt) that key answers
 	SkipNoDrift = "no-drift"
 )
 
@@ -597,6 +604,10 @@ func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) stri
 	}
 	id := pre.old.Annotations[annRotation]
 	made := pre.created()
+	if !opts.RequestedAt.IsZero() && !made.IsZero() && !made.Before(opts.RequestedAt) {
+		return fmt.Sprintf("the rotation requested at %s is done: the current key %s was made at %s, and the secret and every target hold it",
+			opts.RequestedAt.UTC().Format(time.RFC3339), pre.oldName, made.Format(time.RFC3339))
+	}
 	if id == "" || r.now().Sub(made) >= slot.LeaseTTL {
 		return ""
 	}

@@ -103,6 +103,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			abortCommand(),
 			rollbackCommand(),
 			revokeCommand(),
+			serveCommand(),
+			listenCommand(),
 			demoCommand(),
 			emulatorCommand(),
 			versionCommand(),

@@ -42,6 +42,12 @@ type job struct {
 // newJob loads the config, selects slots and checks every local target,
 // all before any API call: bad input changes nothing and calls nothing.
 func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, error) {
+	return openJob(c, h, cfgPath, slotNames, budgetOf(c))
+}
+
+// openJob is newJob with the run's budget; a zero budget (a server: serve,
+// listen) puts no deadline on the job's context and arms no --timeout.
+func openJob(c *cli.Context, h hosts, cfgPath string, slotNames []string, b budget) (*job, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		if errors.Is(err, config.ErrInvalid) {
@@ -60,8 +66,12 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
 	j.meter = &gcp.Meter{Pacer: gcp.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
-	j.budget = budgetOf(c)
-	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
+	j.budget = b
+	if b.work.IsZero() {
+		j.ctx, j.cancel = context.WithCancel(c.Context)
+	} else {
+		j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
+	}
 	local, err := readLocalTargets(c.Context, selected)
 	if err != nil {
 		j.cancel()

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/keyrotate/keyrotate/internal/subscribe"
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// What serve and listen share: the config's slots, loaded once, and one
+// handler that rotates a slot when Secret Manager says it is due
+// (internal/subscribe). Each rotation is rotate's: a forced run
+// (SECRET_ROTATE means "rotate now") that the event's time makes
+// idempotent (rotate.Options.RequestedAt), under the slot's lease.
+
+// maxConcurrentFlag limits the rotations a server runs at once.
+func maxConcurrentFlag() cli.Flag {
+	return &cli.IntFlag{Name: "max-concurrent", Value: 4,
+		Usage: "rotate at most `N` slots at once; further messages are delivered again later"}
+}
+
+// subscriber is a server's job: its slots, its rotator and the handler.
+type subscriber struct {
+	j       *job
+	r       *rotate.Rotator
+	slots   map[string]*rotate.Slot
+	handler *subscribe.Handler
+	log     *slog.Logger
+	// budget is the longest a rotation is expected to take: what a pull
+	// subscription extends a message's deadline to.
+	budget time.Duration
+}
+
+// newSubscriber loads the config and builds the handler. The job has no
+// deadline: the server runs until stopped, and each rotation ends with its
+// message's context.
+func newSubscriber(c *cli.Context) (*subscriber, error) {
+	n := c.Int("max-concurrent")
+	if n < 1 {
+		return nil, usagef("--max-concurrent must be at least 1, not %d", n)
+	}
+	j, err := openJob(c, hostsFromEnv(), c.String("config"), nil, budget{})
+	if err != nil {
+		return nil, err
+	}
+	log := newLogger(c)
+	r := j.rotator(c)
+	r.RunID = "" // a fresh rotation id per rotation: one id would make every rotation's key id the same
+	r.Events = func(ev rotate.Event) {
+		lvl := slog.LevelInfo
+		if ev.Wait != nil {
+			lvl = slog.LevelDebug
+		}
+		log.Log(context.Background(), lvl, ev.Message, "slot", ev.Slot, "step", string(ev.Step))
+	}
+	r.Retry.OnRetry = nil // no terminal to show retries on
+	s := &subscriber{j: j, r: r, slots: map[string]*rotate.Slot{}, log: log}
+	bySecret := map[string]string{}
+	for _, sl := range j.slots {
+		s.slots[sl.Name] = sl
+		bySecret[sl.Secret] = sl.Name
+		s.budget = max(s.budget, rotationBudget(sl))
+	}
+	s.handler = subscribe.NewHandler(bySecret, n, s.rotate, log)
+	return s, nil
+}
+
+// rotationBudget is how long a rotation of slot may take: the wait for its
+// new key to work, and a lease TTL for everything else.
+func rotationBudget(slot *rotate.Slot) time.Duration {
+	return slot.PropagationTimeout + slot.LeaseTTL
+}
+
+// rotate is the handler's RotateFunc: the slot's rotation as `rotate --now`
+// does it, asked for at requested.
+func (s *subscriber) rotate(ctx context.Context, name string, requested time.Time) (*rotate.Result, error) {
+	slot, ok := s.slots[name]
+	if !ok {
+		return nil, fmt.Errorf("no slot %s: %w", name, rotate.ErrBadConfig)
+	}
+	if err := s.j.cleanTemp(ctx); err != nil {
+		return nil, err
+	}
+	res, err := s.r.Rotate(ctx, slot, rotate.Options{Force: true, RequestedAt: requested})
+	if err != nil {
+		err = rotateHeldHint(err, name)
+	}
+	return res, err
+}
+
+func (s *subscriber) close() { s.j.close() }
