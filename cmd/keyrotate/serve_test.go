@@ -404,6 +404,18 @@ func TestServeConcurrentDuplicates(t *testing.T) {
 	sw.canary()
 }
 
+// TestServeProjectNumber: a notification naming the secret with the
+// project number, where the config names it with the project id, rotates
+// the slot.
+func TestServeProjectNumber(t *testing.T) {
+	sw := newSubWorld(t)
+	s := sw.serve()
+	sw.publish(subscribe.EventRotate, fmt.Sprintf("projects/%d/secrets/%s", demoProjectNumber, demoSecretID))
+	if code := sw.deliver(s); code != http.StatusNoContent || len(sw.newKeys()) != 1 {
+		t.Errorf("push = %d with %d new keys, want 204 and 1\n%s", code, len(sw.newKeys()), s.stderr)
+	}
+}
+
 // TestServeIgnoresOthers: another event type, and a rotation event of a
 // secret that is no slot's, are acknowledged and do nothing.
 func TestServeIgnoresOthers(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/subscribe"
 	"github.com/keyrotate/keyrotate/rotate"
 )
@@ -66,8 +67,29 @@ func newSubscriber(c *cli.Context) (*subscriber, error) {
 		bySecret[sl.Secret] = sl.Name
 		s.budget = max(s.budget, rotationBudget(sl))
 	}
+	s.aliases(bySecret)
 	s.handler = subscribe.NewHandler(bySecret, n, s.rotate, log)
 	return s, nil
+}
+
+// aliases adds to bySecret the name Secret Manager gives each slot's
+// secret when it differs from the configured one: a notification's
+// secretId is the name as Secret Manager writes it, which may carry the
+// project number where the config has the project id. A secret that
+// cannot be read now is left to its rotation's preflight to report.
+func (s *subscriber) aliases(bySecret map[string]string) {
+	for _, sl := range s.j.slots {
+		sm := &gcp.Secrets{Client: s.j.clients.secretsFor(sl.Secret), Retry: s.r.Retry}
+		sec, err := sm.Get(s.j.ctx, sl.Secret)
+		if err != nil {
+			s.log.Warn("could not read the slot's secret; its notifications match only the configured name",
+				"slot", sl.Name, "secret", sl.Secret, "error", err.Error())
+			continue
+		}
+		if sec.GetName() != "" && sec.GetName() != sl.Secret {
+			bySecret[sec.GetName()] = sl.Name
+		}
+	}
 }
 
 // rotationBudget is how long a rotation of slot may take: the wait for its
