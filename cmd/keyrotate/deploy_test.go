@@ -70,7 +70,7 @@ func TestDeployManifests(t *testing.T) {
 		t.Error(p)
 	}
 	// A file the checker no longer understands would pass silently.
-	for _, f := range []string{"Dockerfile", "deploy/kubernetes/cronjob.yaml", "deploy/cloudrun/job.yaml", "deploy/github/keyrotate.yml"} {
+	for _, f := range []string{"Dockerfile", "deploy/kubernetes/cronjob.yaml", "deploy/cloudrun/job.yaml", "deploy/cloudrun/service.yaml", "deploy/github/keyrotate.yml"} {
 		if c.invocations[f] == 0 {
 			t.Errorf("%s: found no keyrotate invocation: the file moved, or this test no longer understands it", f)
 		}
@@ -132,6 +132,34 @@ data:
         project: my-project
         secret: projects/my-project/secrets/gemini-api-key
 `
+	runService := func(timeout string, args ...string) string {
+		return `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: keyrotate-serve
+spec:
+  template:
+    spec:
+      timeoutSeconds: ` + timeout + `
+      containers:
+        - image: example.com/keyrotate:v1
+          args: [` + strings.Join(args, ", ") + `]
+          env:
+            - name: KEYROTATE_CONFIG
+              value: /etc/keyrotate/keyrotate.yaml
+            - name: KEYROTATE_PUSH_AUDIENCE
+              value: https://x.a.run.app
+            - name: KEYROTATE_PUSH_SERVICE_ACCOUNT
+              value: push@p.iam.gserviceaccount.com
+          volumeMounts:
+            - name: config
+              mountPath: /etc/keyrotate
+      volumes:
+        - name: config
+          secret:
+            secretName: keyrotate-config
+`
+	}
 	workflow := func(run string) string {
 		return `name: keyrotate
 on:
@@ -264,6 +292,28 @@ keyrotate abort gemini-prod && ./bin/keyrotate --help
 			"deploy/k8s/configmap.yaml": []byte(configMap),
 		},
 		want: []string{`deploy/k8s/cronjob.yaml:10: batch/v1 CronJob does not match the API: json: unknown field "completion"`},
+	}, {
+		name:  "Cloud Run service for serve",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "serve", "--audience", "https://x.a.run.app"))},
+	}, {
+		name:  "Cloud Run service without the push service account",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(strings.Replace(runService("900", "serve"), "KEYROTATE_PUSH_SERVICE_ACCOUNT", "KEYROTATE_PUSH_ACCOUNT", 1))},
+		want: []string{
+			"deploy/run/service.yaml:1: keyrotate serve needs --push-service-account (or its variable)",
+			"environment variable KEYROTATE_PUSH_ACCOUNT is read by no keyrotate flag",
+		},
+	}, {
+		name:  "Cloud Run service with a short request timeout",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("300", "serve"))},
+		want:  []string{"deploy/run/service.yaml:8: timeoutSeconds (5m0s) is shorter than a push subscription's ack deadline (10m0s"},
+	}, {
+		name:  "Cloud Run service running another command",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "rotate"))},
+		want:  []string{"a Cloud Run service must run `keyrotate serve`, not `keyrotate rotate`"},
+	}, {
+		name:  "Cloud Run service with an unknown serve flag",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "serve", "--audiance", "x"))},
+		want:  []string{"unknown flag --audiance for `keyrotate serve`"},
 	}, {
 		name: "Dockerfile with cgo on alpine",
 		files: map[string][]byte{"Dockerfile": []byte(`FROM golang:1.26 AS build
@@ -754,6 +804,60 @@ func (c *deployChecker) checkYAML(file string, doc *yaml.Node) {
 		c.checkK8sJob(file, spec, doc)
 	case "run.googleapis.com/v1 Job":
 		c.checkCloudRunJob(file, yget(yget(spec, "template"), "spec"), doc)
+	case "serving.knative.dev/v1 Service":
+		c.checkCloudRunService(file, yget(yget(spec, "template"), "spec"), doc)
+	}
+}
+
+// pushAckDeadline is the longest ack deadline a push subscription can
+// have: Pub/Sub waits this long for a push's answer, then delivers the
+// message again.
+const pushAckDeadline = 600 * time.Second
+
+// checkCloudRunService checks a Cloud Run service that runs keyrotate
+// serve: the command, the two settings every push is checked against, and
+// a request timeout that outlasts the push's ack deadline.
+func (c *deployChecker) checkCloudRunService(file string, spec, doc *yaml.Node) {
+	invs := c.checkContainers(file, spec, false)
+	if len(invs) == 0 {
+		c.problemf(file, doc.Line, "found no keyrotate container (an image named keyrotate, or command /keyrotate)")
+	}
+	ctrs := yseq(yget(spec, "containers"))
+	for i, inv := range invs {
+		if inv.cmd == nil {
+			continue
+		}
+		if inv.cmd.Name != "serve" {
+			c.problemf(file, doc.Line, "a Cloud Run service must run `keyrotate serve`, not `keyrotate %s`", inv.cmd.Name)
+			continue
+		}
+		env := map[string]bool{}
+		if i < len(ctrs) {
+			for _, e := range yseq(yget(ctrs[i], "env")) {
+				env[ystr(yget(e, "name"))] = ystr(yget(e, "value")) != "" || yget(e, "valueFrom") != nil
+			}
+		}
+		for _, name := range []string{"audience", "push-service-account"} {
+			if _, ok := inv.flags[name]; ok {
+				continue
+			}
+			set := false
+			if f, ok := deployFlags(inv.cmd.Flags)[name].(cli.DocGenerationFlag); ok {
+				for _, e := range f.GetEnvVars() {
+					set = set || env[e]
+				}
+			}
+			if !set {
+				c.problemf(file, doc.Line, "keyrotate serve needs --%s (or its variable): it refuses to start without it", name)
+			}
+		}
+	}
+	timeout, line := 300, doc.Line // Cloud Run's default request timeout: 5 minutes
+	if n := yget(spec, "timeoutSeconds"); n != nil {
+		timeout, line = yint(n, 0), n.Line
+	}
+	if d := time.Duration(timeout) * time.Second; d < pushAckDeadline {
+		c.problemf(file, line, "timeoutSeconds (%s) is shorter than a push subscription's ack deadline (%s, rotation-events.sh): Cloud Run would cut rotations Pub/Sub still waits for", d, pushAckDeadline)
 	}
 }
 
@@ -785,6 +889,8 @@ func (c *deployChecker) checkSchema(file string, doc *yaml.Node, apiVersion, kin
 		obj = &rbacv1.ClusterRoleBinding{}
 	case "run.googleapis.com/v1 Job":
 		obj = &runv1.Job{}
+	case "serving.knative.dev/v1 Service":
+		obj = &runv1.Service{}
 	default:
 		return
 	}
