@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +69,18 @@ func newSubWorldWith(t *testing.T, opts emulator.Options) *subWorld {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
+	ps, client := startPubSub(t)
+	is, err := tokentest.New("push-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &subWorld{t: t, srv: srv, w: w, ps: ps, client: client, is: is}
+}
+
+// startPubSub starts pstest with the topic and its subscription, and sets
+// PUBSUB_EMULATOR_HOST for the clients of this process.
+func startPubSub(t *testing.T) (*pstest.Server, *pubsub.Client) {
+	t.Helper()
 	ps := pstest.NewServer()
 	t.Cleanup(func() { ps.Close() })
 	t.Setenv("PUBSUB_EMULATOR_HOST", ps.Addr)
@@ -85,11 +98,7 @@ func newSubWorldWith(t *testing.T, opts emulator.Options) *subWorld {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	is, err := tokentest.New("push-key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &subWorld{t: t, srv: srv, w: w, ps: ps, client: client, is: is}
+	return ps, client
 }
 
 func (sw *subWorld) record(format string, args ...any) {
@@ -579,5 +588,57 @@ func TestListen(t *testing.T) {
 		t.Errorf("%d new keys (%d live), want 1 (1 live)", n, sw.liveKeys())
 	}
 	sw.noKeyIn("listen's logs", stderr.String())
+	sw.canary()
+}
+
+// TestListenSIGTERM runs the real binary: SIGTERM while a pulled
+// message's rotation waits for its new key stops the rotation at a safe
+// point (both keys work), nacks the message and exits 0; the next
+// listener gets the message again and completes the rotation.
+func TestListenSIGTERM(t *testing.T) {
+	cw := newCrashWorld(t)
+	ps, client := startPubSub(t)
+	cw.env = append(cw.env, "PUBSUB_EMULATOR_HOST="+ps.Addr)
+	sw := &subWorld{t: t, srv: cw.srv, w: cw.w, ps: ps, client: client}
+	cw.srv.SetPropagationDelay(5 * time.Second)
+	args := []string{"--config", cw.w.config, "--log-format", "json", "--log-level", "info", "listen", "--subscription", subName}
+	c := cw.start(args...)
+	sw.publish(subscribe.EventRotate, sw.secretName())
+	deadline := time.Now().Add(60 * time.Second)
+	for len(sw.newKeys()) == 0 && time.Now().Before(deadline) && !c.stopped() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(sw.newKeys()) == 0 {
+		c.kill()
+		t.Fatalf("no new key within 60s\n%s", c.output())
+	}
+	time.Sleep(500 * time.Millisecond) // probing the new key
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.wait(t); code != 0 {
+		t.Errorf("listen exited %d after SIGTERM, want 0\n%s", code, c.output())
+	}
+	if !strings.Contains(c.output(), "will be delivered again") {
+		t.Errorf("the stopped rotation's message was not nacked:\n%s", c.output())
+	}
+	if n := sw.liveKeys(); n != 2 {
+		t.Errorf("%d live keys after SIGTERM, want 2 (both work)", n)
+	}
+	sw.noKeyIn("listen's output", c.output())
+	cw.srv.SetPropagationDelay(0)
+	c2 := cw.start(args...)
+	deadline = time.Now().Add(60 * time.Second)
+	for sw.liveKeys() != 1 && time.Now().Before(deadline) && !c2.stopped() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c2.wait(t)
+	if n := len(sw.newKeys()); n != 1 || sw.liveKeys() != 1 {
+		t.Errorf("%d new keys (%d live) after the redelivery, want 1 (1 live)\n%s", n, sw.liveKeys(), c2.output())
+	}
+	sw.noKeyIn("listen's output", c2.output())
 	sw.canary()
 }
