@@ -79,12 +79,12 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return usagef("listen on port %s: %v", c.String("port"), err)
 	}
-	// Requests' contexts end with the command's (SIGTERM): a running
-	// rotation stops at a safe point and its push is answered 503.
+	// A running rotation ends with the command's context (SIGTERM): it
+	// stops at a safe point and its push is answered 503. It does not end
+	// when Pub/Sub stops waiting for the answer.
 	ctx := c.Context
 	srv := &http.Server{
-		Handler:           &subscribe.Push{Handler: s.handler, Auth: auth, Log: s.log},
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		Handler:           &subscribe.Push{Handler: s.handler, Auth: auth, Log: s.log, Stop: ctx},
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	s.log.Info("serving Pub/Sub push", "addr", ln.Addr().String(), "slots", len(s.slots))

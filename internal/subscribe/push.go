@@ -113,6 +113,13 @@ type Push struct {
 	Handler *Handler
 	Auth    *Authenticator
 	Log     *slog.Logger
+	// Stop, when set, ends the rotations of the pushes (the process
+	// stopping). A push's rotation does not end when Pub/Sub stops waiting
+	// for the answer (its ack deadline passed, the connection closed): it
+	// runs to its end, and the delivery Pub/Sub makes meanwhile finds the
+	// slot held, then the work done. Without Stop, the request's context
+	// ends it.
+	Stop context.Context
 }
 
 // ServeHTTP answers Pub/Sub: 204 to acknowledge, 503 to have the message
@@ -158,7 +165,15 @@ func (p *Push) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a Pub/Sub push message", http.StatusBadRequest)
 		return
 	}
-	o := p.Handler.Handle(r.Context(), Message{
+	ctx := r.Context()
+	if p.Stop != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+		stop := context.AfterFunc(p.Stop, func() { cancel(context.Cause(p.Stop)) })
+		defer stop()
+		defer cancel(nil)
+	}
+	o := p.Handler.Handle(ctx, Message{
 		ID: body.Message.MessageID, Attributes: body.Message.Attributes,
 		PublishTime: body.Message.PublishTime, DeliveryAttempt: body.DeliveryAttempt,
 	})

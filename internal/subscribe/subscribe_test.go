@@ -247,3 +247,57 @@ func TestPushRetryContract(t *testing.T) {
 		t.Errorf("verify failed: %d, want 204", code)
 	}
 }
+
+// TestPushOutlivesTheRequest: a push whose caller stops waiting (Pub/Sub's
+// ack deadline passed) still runs its rotation to the end; the process
+// stopping ends it.
+func TestPushOutlivesTheRequest(t *testing.T) {
+	is, err := tokentest.New("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := is.Validator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := subscribe.NewAuthenticatorWith(v, audience, pushSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{release: make(chan struct{}), started: make(chan struct{}, 1)}
+	outcomes := make(chan error, 1)
+	rotate := func(ctx context.Context, slot string, at time.Time) (*rotate.Result, error) {
+		res, err := rec.rotate(ctx, slot, at)
+		outcomes <- err
+		return res, err
+	}
+	stop, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
+	h := subscribe.NewHandler(map[string]string{secretName: "gemini-prod"}, 2, rotate, nil)
+	srv := httptest.NewServer(&subscribe.Push{Handler: h, Auth: auth, Stop: stop})
+	defer srv.Close()
+	post := func(timeout time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/", strings.NewReader(pushJSON))
+		req.Header.Set("Authorization", "Bearer "+is.Sign(tokentest.Good(audience, pushSA)))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	post(200 * time.Millisecond) // gives up while the rotation runs
+	<-rec.started
+	time.Sleep(300 * time.Millisecond)
+	close(rec.release)
+	if err := <-outcomes; err != nil {
+		t.Errorf("rotation after the caller gave up = %v, want it finished", err)
+	}
+	// The process stopping ends a running rotation.
+	rec.release = make(chan struct{})
+	go post(10 * time.Second)
+	<-rec.started
+	stopNow()
+	if err := <-outcomes; err == nil {
+		t.Errorf("rotation after Stop ended finished; want it stopped")
+	}
+}
