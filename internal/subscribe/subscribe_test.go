@@ -137,7 +137,8 @@ type pushWorld struct {
 	is  *tokentest.Issuer
 }
 
-func newPushWorld(t *testing.T) *pushWorld {
+// newAuth returns a token issuer and an authenticator that trusts it.
+func newAuth(t *testing.T) (*tokentest.Issuer, *subscribe.Authenticator) {
 	t.Helper()
 	is, err := tokentest.New("test-key")
 	if err != nil {
@@ -151,6 +152,12 @@ func newPushWorld(t *testing.T) *pushWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return is, auth
+}
+
+func newPushWorld(t *testing.T) *pushWorld {
+	t.Helper()
+	is, auth := newAuth(t)
 	rec := &recorder{}
 	h := subscribe.NewHandler(map[string]string{secretName: "gemini-prod"}, 2, rec.rotate, nil)
 	srv := httptest.NewServer(&subscribe.Push{Handler: h, Auth: auth})
@@ -252,18 +259,7 @@ func TestPushRetryContract(t *testing.T) {
 // ack deadline passed) still runs its rotation to the end; the process
 // stopping ends it.
 func TestPushOutlivesTheRequest(t *testing.T) {
-	is, err := tokentest.New("k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := is.Validator(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := subscribe.NewAuthenticatorWith(v, audience, pushSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	is, auth := newAuth(t)
 	rec := &recorder{release: make(chan struct{}), started: make(chan struct{}, 1)}
 	outcomes := make(chan error, 1)
 	rotate := func(ctx context.Context, slot string, at time.Time) (*rotate.Result, error) {
