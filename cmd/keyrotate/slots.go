@@ -42,12 +42,12 @@ type job struct {
 // newJob loads the config, selects slots and checks every local target,
 // all before any API call: bad input changes nothing and calls nothing.
 func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, error) {
-	return openJob(c, h, cfgPath, slotNames, budgetOf(c))
+	return openJob(c, h, cfgPath, slotNames, true)
 }
 
-// openJob is newJob with the run's budget; a zero budget (a server: serve,
-// listen) puts no deadline on the job's context and arms no --timeout.
-func openJob(c *cli.Context, h hosts, cfgPath string, slotNames []string, b budget) (*job, error) {
+// openJob is newJob; a job that is not bounded (a server: serve, listen)
+// has no deadline on its context and arms no --timeout.
+func openJob(c *cli.Context, h hosts, cfgPath string, slotNames []string, bounded bool) (*job, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		if errors.Is(err, config.ErrInvalid) {
@@ -66,11 +66,11 @@ func openJob(c *cli.Context, h hosts, cfgPath string, slotNames []string, b budg
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
 	j.meter = &gcp.Meter{Pacer: gcp.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
-	j.budget = b
-	if b.work.IsZero() {
-		j.ctx, j.cancel = context.WithCancel(c.Context)
-	} else {
+	if bounded {
+		j.budget = budgetOf(c)
 		j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
+	} else {
+		j.ctx, j.cancel = context.WithCancel(c.Context)
 	}
 	local, err := readLocalTargets(c.Context, selected)
 	if err != nil {

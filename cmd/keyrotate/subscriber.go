@@ -45,7 +45,7 @@ func newSubscriber(c *cli.Context) (*subscriber, error) {
 	if n < 1 {
 		return nil, usagef("--max-concurrent must be at least 1, not %d", n)
 	}
-	j, err := openJob(c, hostsFromEnv(), c.String("config"), nil, budget{})
+	j, err := openJob(c, hostsFromEnv(), c.String("config"), nil, false)
 	if err != nil {
 		return nil, err
 	}
