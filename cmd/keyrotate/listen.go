@@ -21,8 +21,8 @@ func listenCommand() *cli.Command {
 			"as `rotate --now` does. A message is acknowledged when its rotation finished, had nothing to do or\n" +
 			"cannot succeed on a retry (logged as an error), and nacked when a retry can help (stopped part-way,\n" +
 			"slot held), so that Pub/Sub delivers it again. Its deadline is extended while the rotation runs\n" +
-			"(up to propagation_timeout + lease_ttl). PUBSUB_EMULATOR_HOST is honoured. On SIGTERM running\n" +
-			"rotations stop at a safe point and their messages are nacked.",
+			"(up to propagation_timeout + drain_timeout + lease_ttl). PUBSUB_EMULATOR_HOST is honoured.\n" +
+			"On SIGTERM running rotations stop at a safe point and their messages are nacked.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "subscription", Usage: "the pull subscription, `projects/P/subscriptions/S`"},
 			maxConcurrentFlag(),

@@ -93,9 +93,10 @@ func (s *subscriber) aliases(bySecret map[string]string) {
 }
 
 // rotationBudget is how long a rotation of slot may take: the wait for its
-// new key to work, and a lease TTL for everything else.
+// new key to work, the wait for the old key's traffic to drain, and a
+// lease TTL for everything else.
 func rotationBudget(slot *rotate.Slot) time.Duration {
-	return slot.PropagationTimeout + slot.LeaseTTL
+	return slot.PropagationTimeout + slot.DrainTimeout + slot.LeaseTTL
 }
 
 // rotate is the handler's RotateFunc: the slot's rotation as `rotate --now`
