@@ -1,12 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"regexp"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/urfave/cli/v2"
 
+	"github.com/keyrotate/keyrotate/internal/errhint"
 	"github.com/keyrotate/keyrotate/internal/subscribe"
 )
 
@@ -63,7 +65,8 @@ func runListen(c *cli.Context) error {
 	}
 	s.log.Info("listening to Pub/Sub", "subscription", name, "slots", len(s.slots), "max_extension", sub.ReceiveSettings.MaxExtension.String())
 	if err := subscribe.Receive(c.Context, sub, s.handler); err != nil && c.Context.Err() == nil {
-		return err
+		return errhint.With(fmt.Errorf("receive from %s: %w", name, err),
+			"check that the subscription exists (`gcloud pubsub subscriptions describe "+name+"`) and that keyrotate's account has roles/pubsub.subscriber on it")
 	}
 	return nil
 }

@@ -642,3 +642,18 @@ func TestListenSIGTERM(t *testing.T) {
 	sw.noKeyIn("listen's output", c2.output())
 	sw.canary()
 }
+
+// TestListenNoSubscription: a subscription that does not exist ends listen
+// with exit 1 and a hint, having rotated nothing.
+func TestListenNoSubscription(t *testing.T) {
+	sw := newSubWorld(t)
+	var stderr bytes.Buffer
+	app := newApp(io.Discard, &stderr)
+	err := runApp(context.Background(), app, []string{"keyrotate", "--config", sw.w.config, "listen", "--subscription", subName + "-missing"})
+	if code := reportRun(app, &stderr, err); code != exitFailed || !strings.Contains(stderr.String(), "roles/pubsub.subscriber") {
+		t.Errorf("exit %d, want %d with a hint naming roles/pubsub.subscriber:\n%s", code, exitFailed, &stderr)
+	}
+	if n := sw.srv.MutatingCalls(); n != 0 {
+		t.Errorf("%d mutating calls, want none", n)
+	}
+}
