@@ -155,6 +155,10 @@ type Rotator struct {
 	// at once (an emulator without ingestion delay); keyrotate's
 	// configuration defaults to 30 minutes.
 	UsageDelay time.Duration
+	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
+	// Monitoring's answer on who calls with a leaked key (zero:
+	// DefaultLeakUsageTimeout); past it the leak is answered without.
+	LeakUsageTimeout time.Duration
 
 	// usage holds the request counts read, by project (usage.go).
 	usage usageCache
