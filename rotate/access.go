@@ -165,12 +165,8 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 	}
 	access := *r.Access
 	access.Retry = r.Retry
-	needs, services := projectNeeds, servicesNeeded
 	gate := slot.Retire == RetireQuiet
-	if gate {
-		needs = append(slices.Clip(needs), usageNeed)
-		services = append(slices.Clip(services), usageService)
-	}
+	needs, services := accessNeeds(slot.Retire)
 	var out []AccessCheck
 	out = append(out, checkProject(ctx, &access, slot.Project, needs)...)
 	out = append(out, checkSecret(ctx, &gcp.Secrets{Client: r.Secrets, Retry: r.Retry}, slot.Secret)...)
@@ -183,6 +179,31 @@ func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []Acce
 		applyUsagePolicy(out, slot)
 	}
 	return out
+}
+
+// ProjectAccess returns what a rotation of a slot whose old key retires
+// with mode needs on the slot's project, as plan checks it: the predefined
+// roles that grant the permissions, and the APIs to enable. (The secret's
+// roles are granted on the secret; targets and bindings need more.)
+func ProjectAccess(mode RetireMode) (roles, apis []string) {
+	needs, services := accessNeeds(mode)
+	for _, n := range needs {
+		if !slices.Contains(roles, n.role) {
+			roles = append(roles, n.role)
+		}
+	}
+	return roles, perms(services)
+}
+
+// accessNeeds are the permissions on the project and the APIs a rotation
+// of a slot whose old key retires with mode needs.
+func accessNeeds(mode RetireMode) (needs, services []need) {
+	needs, services = projectNeeds, servicesNeeded
+	if mode == RetireQuiet {
+		needs = append(slices.Clip(needs), usageNeed)
+		services = append(slices.Clip(services), usageService)
+	}
+	return needs, services
 }
 
 // applyUsagePolicy words the drain gate's failed checks as the slot's
