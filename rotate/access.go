@@ -139,10 +139,11 @@ var servicesNeeded = []need{
 
 // The drain gate (retire: quiet) reads the old key's request counts from
 // Cloud Monitoring (ListTimeSeries on the slot's project, charged like the
-// other calls): monitoring.timeSeries.list, granted by Monitoring Viewer
-// (https://cloud.google.com/monitoring/access-control: "roles/
-// monitoring.viewer ... read-only access to get and list information about
-// all monitoring data"), and the Cloud Monitoring API enabled.
+// other calls): monitoring.timeSeries.list, granted by Monitoring Viewer,
+// the read-only role of the Cloud Monitoring API (the Monitoring
+// access-control page and the IAM roles page for Cloud Monitoring,
+// cloud.google.com/iam/docs/roles-permissions/monitoring; the same role
+// internal/gcp's hints name), and the Cloud Monitoring API enabled.
 const roleMonitoringViewer = "roles/monitoring.viewer"
 
 const drainGateWhat = "the drain gate (retire: quiet) reading who still uses the old key"
