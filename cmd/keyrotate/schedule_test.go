@@ -3,16 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/emutest"
 )
 
 const (
@@ -199,5 +205,116 @@ func TestScheduleRefused(t *testing.T) {
 				t.Error("a refused schedule wrote the secret")
 			}
 		})
+	}
+}
+
+// TestScheduleEndToEnd: schedule sets the schedule; the emulator's clock
+// passes the due time; a subscription on the topic receives one
+// SECRET_ROTATE, over Google's Pub/Sub client, with Secret Manager's
+// attributes and the secret (never a key string) as data; the next
+// rotation time has advanced by the period.
+func TestScheduleEndToEnd(t *testing.T) {
+	clock := fake.NewManualClock(time.Now())
+	cw := scheduleWorld(t, emulator.Options{Clock: clock}, scheduleTopic)
+	const sub = "projects/" + demoProject + "/subscriptions/keyrotate"
+	if err := cw.srv.CreateSubscription(sub, scheduleTopic, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := cw.run("--config", cw.w.config, "schedule"); c.code != 0 {
+		t.Fatalf("schedule: exit %d\n%s", c.code, c.output())
+	}
+	sec, _ := cw.srv.Secret(cw.secretName())
+	next := sec.GetRotation().GetNextRotationTime().AsTime()
+	period := sec.GetRotation().GetRotationPeriod().AsDuration()
+	if period != 90*24*time.Hour || !next.After(clock.Now()) {
+		t.Fatalf("schedule set next %v period %v; want a time to come, every 90d", next, period)
+	}
+
+	ps := emutest.PubSubClient(t, cw.srv, demoProject)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []*pubsub.Message
+	received := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- ps.Subscriber(sub).Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+			m.Ack()
+			mu.Lock()
+			got = append(got, m)
+			mu.Unlock()
+			select {
+			case received <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	rotates := func() []*pubsub.Message {
+		mu.Lock()
+		defer mu.Unlock()
+		var rs []*pubsub.Message
+		for _, m := range got {
+			if m.Attributes["eventType"] == "SECRET_ROTATE" {
+				rs = append(rs, m)
+			}
+		}
+		return rs
+	}
+
+	clock.Advance(next.Sub(clock.Now()) - time.Second) // a second early: nothing
+	time.Sleep(200 * time.Millisecond)
+	if n := len(rotates()); n != 0 {
+		t.Fatalf("%d SECRET_ROTATE a second before the due time", n)
+	}
+	clock.Advance(2 * time.Second)
+	deadline := time.After(15 * time.Second)
+	for len(rotates()) == 0 {
+		select {
+		case <-received:
+		case <-deadline:
+			t.Fatalf("no SECRET_ROTATE within 15s of the due time; received %d other messages", len(got))
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // a second one would arrive now
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+
+	rs := rotates()
+	if len(rs) != 1 {
+		t.Fatalf("received %d SECRET_ROTATE, want 1", len(rs))
+	}
+	m := rs[0]
+	canonical := "projects/" + strconv.Itoa(demoProjectNumber) + "/secrets/" + demoSecretID
+	want := map[string]string{"eventType": "SECRET_ROTATE", "secretId": canonical, "dataFormat": "JSON_API_V1"}
+	for k, v := range want {
+		if m.Attributes[k] != v {
+			t.Errorf("attribute %s = %q, want %q", k, m.Attributes[k], v)
+		}
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, m.Attributes["timestamp"]); err != nil || ts.Before(next) {
+		t.Errorf("timestamp %q, want the emulator's time, at or after %v", m.Attributes["timestamp"], next)
+	}
+	var data struct {
+		Name     string
+		Rotation struct {
+			NextRotationTime time.Time
+			RotationPeriod   string
+		}
+	}
+	if err := json.Unmarshal(m.Data, &data); err != nil || data.Name != canonical || data.Rotation.RotationPeriod != "7776000s" {
+		t.Errorf("data = %s (%v), want the secret as proto3 JSON", m.Data, err)
+	}
+	after, _ := cw.srv.Secret(cw.secretName())
+	if got := after.GetRotation().GetNextRotationTime().AsTime(); !got.Equal(next.Add(period)) || !data.Rotation.NextRotationTime.Equal(got) {
+		t.Errorf("next_rotation_time = %v (data: %v), want %v: advanced by the period", got, data.Rotation.NextRotationTime, next.Add(period))
+	}
+	// No key string in anything published (SECRET_UPDATE and
+	// TOPIC_CONFIGURED of schedule's write included).
+	for _, n := range cw.srv.Notifications("") {
+		if err := cw.noKeyIn(string(n.Data) + fmt.Sprint(n.Attributes)); err != nil {
+			t.Errorf("%s message: %v", n.Attributes["eventType"], err)
+		}
 	}
 }
