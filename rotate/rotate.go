@@ -24,8 +24,12 @@ import (
 // Slot is one logical credential: a Secret Manager secret holding the
 // current key string, the API key behind it, and the targets that consume it.
 type Slot struct {
-	Name    string
-	Project string // project id or number; the current key must belong to it
+	Name string
+	// ScheduleTopic is the Pub/Sub topic Secret Manager notifies when the
+	// slot is due, once Schedule set the rotation schedule on its secret;
+	// "": none.
+	ScheduleTopic string
+	Project       string // project id or number; the current key must belong to it
 	// Secret is projects/P/secrets/S.
 	Secret string
 	// SecretProjectDiffers allows the secret to live in another project
