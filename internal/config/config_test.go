@@ -185,6 +185,11 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("effective drain settings (-want +got):\n%s", diff)
 			}
 		}},
+		{"retire quiet with a grace to fall back to", head + slotYAML + "    retire: quiet\n    grace: 1h\n", func(t *testing.T, c *Config) {
+			if r, g := c.EffectiveRetire(&c.Slots[0]), c.EffectiveGrace(&c.Slots[0]); r != RetireQuiet || g != time.Hour {
+				t.Errorf("EffectiveRetire, EffectiveGrace = %q, %v; want quiet, 1h (best-effort's fallback)", r, g)
+			}
+		}},
 		{"a grace means retire: grace", "version: 1\ndefaults: {grace: 1h}\nslots:\n" + slotYAML +
 			"  - name: b\n    project: my-project\n    secret: projects/my-project/secrets/b\n    retire: now\n    grace: 0s\n", func(t *testing.T, c *Config) {
 			if got := c.EffectiveRetire(&c.Slots[0]); got != RetireGrace {
@@ -322,7 +327,7 @@ func TestParseBad(t *testing.T) {
 
 		// the drain gate
 		{"retire typo", head + slotYAML + "    retire: quite\n", 6, `retire must be quiet, grace or now, not "quite"`, `"retire: quiet"`},
-		{"retire quiet with grace", head + slotYAML + "    retire: quiet\n    grace: 1h\n", 6, "grace applies only with retire: grace", "remove grace"},
+		{"retire now with grace", head + slotYAML + "    retire: now\n    grace: 1h\n", 6, "grace does not apply with retire: now", "remove grace"},
 		{"short quiet period", "version: 1\ndefaults:\n  quiet_period: 30s\nslots:\n" + slotYAML, 3, "quiet_period must be at least 1m", "per minute"},
 		{"negative drain timeout", head + slotYAML + "    drain_timeout: -1m\n", 6, "drain_timeout must not be negative", "finalize"},
 		{"usage typo", head + slotYAML + "    usage: besteffort\n", 6, `usage must be required or best-effort, not "besteffort"`, `"usage: required"`},

@@ -523,7 +523,9 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 
 // drain parses the drain gate's fields of a slot or of the defaults into
 // retire, quiet, drain and usage (left as they are when absent); grace is
-// the grace set at the same level, which only retire: grace uses.
+// the grace set at the same level: retire: grace keeps the old key for it,
+// retire: quiet falls back to it when Cloud Monitoring cannot answer under
+// usage: best-effort, and retire: now refuses it.
 func (p *parser) drain(f map[string]field, retire *string, quiet, drain *Duration, usage *string, grace Duration) {
 	if fr, v, ok := p.text(f, "retire"); ok {
 		switch {
@@ -531,9 +533,11 @@ func (p *parser) drain(f map[string]field, retire *string, quiet, drain *Duratio
 			p.at(fr.val, `write "retire: quiet" to delete the old key once Cloud Monitoring shows nothing uses it, `+
 				`"retire: grace" to keep it for the grace period, or "retire: now" to delete it at once`,
 				"retire must be quiet, grace or now, not %s", quote(v))
-		case v != RetireGrace && grace > 0:
-			p.at(fr.key, "remove grace, or write \"retire: grace\" to keep the old key for it",
-				"grace applies only with retire: grace, not with retire: %s", v)
+		case v == RetireNow && grace > 0:
+			// With quiet, grace is what usage: best-effort falls back to
+			// when Cloud Monitoring cannot answer; now keeps nothing.
+			p.at(fr.key, "remove grace, or write \"retire: grace\" (or quiet) to keep the old key for it",
+				"grace does not apply with retire: now, which deletes the old key at once")
 		default:
 			*retire = v
 		}
