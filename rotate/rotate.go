@@ -24,8 +24,12 @@ import (
 // Slot is one logical credential: a Secret Manager secret holding the
 // current key string, the API key behind it, and the targets that consume it.
 type Slot struct {
-	Name    string
-	Project string // project id or number; the current key must belong to it
+	Name string
+	// ScheduleTopic is the Pub/Sub topic Secret Manager notifies when the
+	// slot is due, once Schedule set the rotation schedule on its secret;
+	// "": none.
+	ScheduleTopic string
+	Project       string // project id or number; the current key must belong to it
 	// Secret is projects/P/secrets/S.
 	Secret string
 	// SecretProjectDiffers allows the secret to live in another project
@@ -155,6 +159,10 @@ type Rotator struct {
 	// at once (an emulator without ingestion delay); keyrotate's
 	// configuration defaults to 30 minutes.
 	UsageDelay time.Duration
+	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
+	// Monitoring's answer on who calls with a leaked key (zero:
+	// DefaultLeakUsageTimeout); past it the leak is answered without.
+	LeakUsageTimeout time.Duration
 
 	// usage holds the request counts read, by project (usage.go).
 	usage usageCache

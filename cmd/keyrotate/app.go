@@ -97,6 +97,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			rotateCommand(),
 			repairCommand(),
 			statusCommand(),
+			scheduleCommand(),
 			verifyCommand(),
 			doctorCommand(),
 			finalizeCommand(),

@@ -138,6 +138,7 @@ func (j *job) slot(s *config.Slot, local []rotate.Target) *rotate.Slot {
 		QuietPeriod:        j.cfg.EffectiveQuietPeriod(s),
 		DrainTimeout:       j.cfg.EffectiveDrainTimeout(s),
 		Usage:              rotate.UsagePolicy(j.cfg.EffectiveUsage(s)),
+		ScheduleTopic:      j.cfg.EffectiveScheduleTopic(s),
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	rs.BoundKeyRestrictions = s.BoundKeyRestrictions
