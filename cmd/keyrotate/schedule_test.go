@@ -71,6 +71,23 @@ func (cw *crashWorld) setScheduleTopic(topic string) {
 	}
 }
 
+// scheduled is the schedule world on a manual clock with a subscription
+// sub to the schedule topic, after `keyrotate schedule`: the secret's next
+// rotation time and period.
+func scheduled(t *testing.T, sub string) (cw *crashWorld, clock *fake.ManualClock, next time.Time, period time.Duration) {
+	t.Helper()
+	clock = fake.NewManualClock(time.Now())
+	cw = scheduleWorld(t, emulator.Options{Clock: clock}, scheduleTopic)
+	if err := cw.srv.CreateSubscription(sub, scheduleTopic, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := cw.run("--config", cw.w.config, "schedule"); c.code != 0 {
+		t.Fatalf("schedule: exit %d\n%s", c.code, c.output())
+	}
+	sec, _ := cw.srv.Secret(cw.secretName())
+	return cw, clock, sec.GetRotation().GetNextRotationTime().AsTime(), sec.GetRotation().GetRotationPeriod().AsDuration()
+}
+
 // TestSchedule: a dry run writes nothing; schedule sets the period and the
 // next time from the key's age, adds the topic and keeps the secret's other
 // topic and annotations; run again it changes nothing; status shows it.
@@ -214,18 +231,8 @@ func TestScheduleRefused(t *testing.T) {
 // attributes and the secret (never a key string) as data; the next
 // rotation time has advanced by the period.
 func TestScheduleEndToEnd(t *testing.T) {
-	clock := fake.NewManualClock(time.Now())
-	cw := scheduleWorld(t, emulator.Options{Clock: clock}, scheduleTopic)
 	const sub = "projects/" + demoProject + "/subscriptions/keyrotate"
-	if err := cw.srv.CreateSubscription(sub, scheduleTopic, 0); err != nil {
-		t.Fatal(err)
-	}
-	if c := cw.run("--config", cw.w.config, "schedule"); c.code != 0 {
-		t.Fatalf("schedule: exit %d\n%s", c.code, c.output())
-	}
-	sec, _ := cw.srv.Secret(cw.secretName())
-	next := sec.GetRotation().GetNextRotationTime().AsTime()
-	period := sec.GetRotation().GetRotationPeriod().AsDuration()
+	cw, clock, next, period := scheduled(t, sub)
 	if period != 90*24*time.Hour || !next.After(clock.Now()) {
 		t.Fatalf("schedule set next %v period %v; want a time to come, every 90d", next, period)
 	}

@@ -16,7 +16,6 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"cloud.google.com/go/pubsub/v2/pstest"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
@@ -27,7 +26,7 @@ import (
 )
 
 // The acceptance tests of serve and listen (issue 15): the demo world on
-// the emulator, Google's own Pub/Sub fake (pstest) over loopback, and
+// the emulator, its Pub/Sub (Google's own fake, pstest) over loopback, and
 // SECRET_ROTATE messages published as Secret Manager publishes them
 // (attributes eventType, secretId, dataFormat, timestamp; data the Secret
 // as JSON: https://cloud.google.com/secret-manager/docs/event-notifications).
@@ -46,7 +45,6 @@ type subWorld struct {
 	t      *testing.T
 	srv    *emulator.Server
 	w      *seeded
-	ps     *pstest.Server
 	client *pubsub.Client
 	is     *tokentest.Issuer
 	// seen collects every Pub/Sub payload and HTTP answer, for the canary.
@@ -69,36 +67,26 @@ func newSubWorldWith(t *testing.T, opts emulator.Options) *subWorld {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
-	ps, client := startPubSub(t)
+	client := startPubSub(t, srv)
 	is, err := tokentest.New("push-key")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &subWorld{t: t, srv: srv, w: w, ps: ps, client: client, is: is}
+	return &subWorld{t: t, srv: srv, w: w, client: client, is: is}
 }
 
-// startPubSub starts pstest with the topic and its subscription, and sets
-// PUBSUB_EMULATOR_HOST for the clients of this process.
-func startPubSub(t *testing.T) (*pstest.Server, *pubsub.Client) {
+// startPubSub makes the topic and its subscription on the emulator's
+// Pub/Sub (Google's pstest, PUBSUB_EMULATOR_HOST in srv.Env()) and returns
+// a client of it.
+func startPubSub(t *testing.T, srv *emulator.Server) *pubsub.Client {
 	t.Helper()
-	ps := pstest.NewServer()
-	t.Cleanup(func() { ps.Close() })
-	t.Setenv("PUBSUB_EMULATOR_HOST", ps.Addr)
-	ctx := context.Background()
-	client, err := pubsub.NewClient(ctx, demoProject)
-	if err != nil {
+	if err := srv.CreateTopic(topicName); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
-	if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName}); err != nil {
+	if err := srv.CreateSubscription(subName, topicName, 600*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name: subName, Topic: topicName, AckDeadlineSeconds: 600,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return ps, client
+	return emutest.PubSubClient(t, srv, demoProject)
 }
 
 func (sw *subWorld) record(format string, args ...any) {
@@ -597,9 +585,8 @@ func TestListen(t *testing.T) {
 // listener gets the message again and completes the rotation.
 func TestListenSIGTERM(t *testing.T) {
 	cw := newCrashWorld(t)
-	ps, client := startPubSub(t)
-	cw.env = append(cw.env, "PUBSUB_EMULATOR_HOST="+ps.Addr)
-	sw := &subWorld{t: t, srv: cw.srv, w: cw.w, ps: ps, client: client}
+	client := startPubSub(t, cw.srv)
+	sw := &subWorld{t: t, srv: cw.srv, w: cw.w, client: client}
 	cw.srv.SetPropagationDelay(5 * time.Second)
 	args := []string{"--config", cw.w.config, "--log-format", "json", "--log-level", "info", "listen", "--subscription", subName}
 	c := cw.start(args...)
@@ -655,5 +642,59 @@ func TestListenNoSubscription(t *testing.T) {
 	}
 	if n := sw.srv.MutatingCalls(); n != 0 {
 		t.Errorf("%d mutating calls, want none", n)
+	}
+}
+
+// TestScheduleToListen is the issue's end to end, with the real binary:
+// schedule sets the slot's schedule and topic; the emulator's clock passes
+// the due time; Secret Manager publishes SECRET_ROTATE; listen rotates the
+// slot once (the events the rotation's own writes publish are acknowledged
+// and do nothing); the next rotation time has advanced by the period.
+func TestScheduleToListen(t *testing.T) {
+	const sub = "projects/" + demoProject + "/subscriptions/keyrotate-listen"
+	cw, clock, next, period := scheduled(t, sub)
+	sw := &subWorld{t: t, srv: cw.srv, w: cw.w}
+	l := cw.start("--config", cw.w.config, "--log-format", "json", "--log-level", "info", "listen", "--subscription", sub)
+	defer func() {
+		if !l.stopped() {
+			l.kill()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if n := len(sw.newKeys()); n != 0 {
+		t.Fatalf("%d new keys before the due time", n)
+	}
+	clock.Advance(next.Sub(clock.Now()) + time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for !(len(sw.newKeys()) == 1 && sw.liveKeys() == 1 && strings.Contains(l.output(), "slot rotated; message acknowledged")) {
+		if time.Now().After(deadline) || l.stopped() {
+			t.Fatalf("the slot was not rotated within 60s of the due time\n%s", l.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the rotation's own notifications, handled
+	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := l.wait(t); code != 0 {
+		t.Errorf("listen exited %d after SIGTERM, want 0\n%s", code, l.output())
+	}
+	if n := len(sw.newKeys()); n != 1 || sw.liveKeys() != 1 {
+		t.Errorf("%d new keys (%d live), want exactly 1 (1 live)", n, sw.liveKeys())
+	}
+	if n := strings.Count(l.output(), "slot rotated; message acknowledged"); n != 1 {
+		t.Errorf("%d rotations logged, want 1\n%s", n, l.output())
+	}
+	after, _ := cw.srv.Secret(cw.secretName())
+	if got := after.GetRotation().GetNextRotationTime().AsTime(); !got.Equal(next.Add(period)) {
+		t.Errorf("next_rotation_time = %v, want %v: advanced by the period", got, next.Add(period))
+	}
+	if err := cw.noKeyIn(l.output()); err != nil {
+		t.Errorf("listen's output: %v", err)
+	}
+	for _, n := range cw.srv.Notifications("") {
+		if err := cw.noKeyIn(string(n.Data) + fmt.Sprint(n.Attributes)); err != nil {
+			t.Errorf("%s message: %v", n.Attributes["eventType"], err)
+		}
 	}
 }

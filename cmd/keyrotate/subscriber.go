@@ -51,14 +51,8 @@ func newSubscriber(c *cli.Context) (*subscriber, error) {
 	}
 	log := newLogger(c)
 	r := j.rotator(c)
-	r.RunID = "" // a fresh rotation id per rotation: one id would make every rotation's key id the same
-	r.Events = func(ev rotate.Event) {
-		lvl := slog.LevelInfo
-		if ev.Wait != nil {
-			lvl = slog.LevelDebug
-		}
-		log.Log(context.Background(), lvl, ev.Message, "slot", ev.Slot, "step", string(ev.Step))
-	}
+	r.RunID = ""          // a fresh rotation id per rotation: one id would make every rotation's key id the same
+	r.Events = nil        // the rotator logs each step itself; a server has no terminal to show them on
 	r.Retry.OnRetry = nil // no terminal to show retries on
 	s := &subscriber{j: j, r: r, slots: map[string]*rotate.Slot{}, log: log}
 	bySecret := map[string]string{}
