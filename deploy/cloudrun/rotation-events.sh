@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Wires Secret Manager's rotation schedule to the Cloud Run service
 # keyrotate-serve (service.yaml): the topic, the push subscription and the
-# IAM bindings, then each slot's secret's schedule and topic. Idempotent:
+# IAM bindings, then each slot's schedule (keyrotate schedule). Idempotent:
 # run it again after changing anything below.
 #
-#   PROJECT=my-project REGION=europe-west1 \
-#   SECRETS="projects/acme-ai-prod/secrets/gemini-chat" ROTATION_PERIOD=90d \
-#   deploy/cloudrun/rotation-events.sh
+#   PROJECT=my-project REGION=europe-west1 CONFIG=keyrotate.yaml \
+#   SECRET_PROJECTS="acme-ai-prod acme-web-prod" deploy/cloudrun/rotation-events.sh
+#
+# CONFIG is the keyrotate.yaml the service runs with; its schedule_topic
+# (in defaults or per slot) must be projects/PROJECT/topics/TOPIC.
+# SECRET_PROJECTS are the projects of the slots' secrets.
 #
 # What it sets up (https://cloud.google.com/secret-manager/docs/secret-rotation,
 # https://cloud.google.com/secret-manager/docs/event-notifications,
 # https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions):
-#   - topic keyrotate-rotations in PROJECT; in each secret's project, the
+#   - topic keyrotate-rotations in PROJECT; in each of SECRET_PROJECTS, the
 #     Secret Manager service agent may publish to it (roles/pubsub.publisher);
 #   - the push service account keyrotate-push, the only invoker of the
 #     service (roles/run.invoker); the push subscription signs its OIDC
@@ -19,17 +22,17 @@
 #     KEYROTATE_PUSH_AUDIENCE and KEYROTATE_PUSH_SERVICE_ACCOUNT);
 #   - the push subscription: ack deadline 600s (a rotation waits for its new
 #     key to work), retry backoff 10s to 600s, messages kept 7 days;
-#   - each secret in SECRETS: the topic added (other topics kept) and a
-#     rotation schedule: every ROTATION_PERIOD (at least 1h; match the slot's
-#     max_age), first at NEXT_ROTATION (default: the
-#     secret's next rotation time when it has one, else one period from now).
-# Optional: TOPIC, SUBSCRIPTION, SERVICE, PUSH_SA, NEXT_ROTATION.
+#   - each slot's secret: the topic added (other topics kept) and a rotation
+#     schedule every max_age, next when the current key reaches it
+#     (keyrotate schedule, which shows the difference first; your account
+#     needs secretmanager.secrets.update on the secrets).
+# Optional: TOPIC, SUBSCRIPTION, SERVICE, PUSH_SA.
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT to the project of the Cloud Run service}"
 : "${REGION:?set REGION to the region of the Cloud Run service, e.g. europe-west1}"
-: "${SECRETS:?set SECRETS to the slots secrets, projects/P/secrets/S separated by spaces}"
-: "${ROTATION_PERIOD:?set ROTATION_PERIOD to the slots max_age in seconds or with a unit, e.g. 90d}"
+: "${CONFIG:?set CONFIG to the keyrotate.yaml whose schedule_topic names the topic}"
+: "${SECRET_PROJECTS:?set SECRET_PROJECTS to the projects of the slots secrets, separated by spaces}"
 TOPIC="${TOPIC:-keyrotate-rotations}"
 SUBSCRIPTION="${SUBSCRIPTION:-keyrotate-serve-push}"
 SERVICE="${SERVICE:-keyrotate-serve}"
@@ -37,22 +40,10 @@ PUSH_SA="${PUSH_SA:-keyrotate-push@${PROJECT}.iam.gserviceaccount.com}"
 PROJECT_NUMBER="$(gcloud projects describe "$PROJECT" --format 'value(projectNumber)')"
 URL="https://${SERVICE}-${PROJECT_NUMBER}.${REGION}.run.app"
 
-# Seconds of a period such as 90d, 24h, 3600s or 3600.
-period_seconds() {
-  local v="$1"
-  case "$v" in
-    *d) echo $(( ${v%d} * 86400 )) ;;
-    *h) echo $(( ${v%h} * 3600 )) ;;
-    *s) echo "${v%s}" ;;
-    *) echo "$v" ;;
-  esac
-}
-PERIOD_S="$(period_seconds "$ROTATION_PERIOD")"
-if (( PERIOD_S < 3600 )); then
-  echo "ROTATION_PERIOD must be at least 1h (Secret Manager's minimum), got $ROTATION_PERIOD" >&2
+if ! grep -q "schedule_topic: *projects/${PROJECT}/topics/${TOPIC}" "$CONFIG"; then
+  echo "$CONFIG names no schedule_topic projects/${PROJECT}/topics/${TOPIC}: add it to defaults (or to each slot)" >&2
   exit 2
 fi
-DEFAULT_NEXT="$(date -u -d "+${PERIOD_S} seconds" +%Y-%m-%dT%H:%M:%SZ)"
 
 # The topic.
 if ! gcloud pubsub topics describe "$TOPIC" --project "$PROJECT" >/dev/null 2>&1; then
@@ -88,28 +79,18 @@ else
   gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic "$TOPIC" "${flags[@]}"
 fi
 
-# Each secret: its project's Secret Manager service agent may publish to
-# the topic, then the topic and the schedule on the secret.
-for secret in $SECRETS; do
-  sp="$(cut -d/ -f2 <<<"$secret")"
-  sid="$(cut -d/ -f4 <<<"$secret")"
+# Each secret's project: its Secret Manager service agent may publish to the
+# topic (without it nothing is published there).
+for sp in $SECRET_PROJECTS; do
   gcloud beta services identity create --service secretmanager.googleapis.com --project "$sp" >/dev/null
   spn="$(gcloud projects describe "$sp" --format 'value(projectNumber)')"
   gcloud pubsub topics add-iam-policy-binding "$TOPIC" --project "$PROJECT" \
     --member "serviceAccount:service-${spn}@gcp-sa-secretmanager.iam.gserviceaccount.com" \
     --role roles/pubsub.publisher >/dev/null
-  # A schedule already running keeps its next time, unless NEXT_ROTATION
-  # says otherwise: running this again does not push the rotation back.
-  next="${NEXT_ROTATION:-$(gcloud secrets describe "$sid" --project "$sp" --format 'value(rotation.nextRotationTime)')}"
-  next="${next:-$DEFAULT_NEXT}"
-  topic_flags=()
-  if ! gcloud secrets describe "$sid" --project "$sp" --format 'value(topics[].name)' | tr ';,' '\n\n' |
-    grep -qx "projects/${PROJECT}/topics/${TOPIC}"; then
-    topic_flags=(--add-topics "projects/${PROJECT}/topics/${TOPIC}")
-  fi
-  gcloud secrets update "$sid" --project "$sp" "${topic_flags[@]}" \
-    --next-rotation-time "$next" \
-    --rotation-period "${PERIOD_S}s"
-  echo "$secret: SECRET_ROTATE to $TOPIC every ${PERIOD_S}s, next at $next"
 done
+
+# Each slot's schedule and topic, from its max_age and schedule_topic: the
+# difference first, then the writes (none when nothing differs).
+keyrotate --config "$CONFIG" schedule --dry-run
+keyrotate --config "$CONFIG" schedule
 echo "Pushes go to ${URL}/ as ${PUSH_SA}. Watch them: gcloud logging read 'resource.labels.service_name=\"${SERVICE}\"' --project $PROJECT"
