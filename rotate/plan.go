@@ -96,10 +96,17 @@ type RetirePlan struct {
 	Summary string `json:"summary"`
 }
 
-// retireMode is the slot's retire mode; "" is the library's default: kept
-// for grace when grace > 0, else deleted at once.
-func retireMode(slot *Slot, grace time.Duration) RetireMode {
+// retireMode is what a rotation of slot with opts does with the old key,
+// grace being its grace period: opts.Retire, else RetireGrace when
+// opts.Grace is set, else the slot's retire mode; "" is the library's
+// default: kept for grace when grace > 0, else deleted at once. Plan and
+// Rotate both decide by it.
+func retireMode(slot *Slot, opts Options, grace time.Duration) RetireMode {
 	switch {
+	case opts.Retire != "":
+		return opts.Retire
+	case opts.Grace != nil:
+		return RetireGrace
 	case slot.Retire != "":
 		return slot.Retire
 	case grace > 0:
@@ -117,8 +124,8 @@ func usagePolicy(slot *Slot) UsagePolicy {
 }
 
 // retirePlan says what a rotation of slot with grace does with the old key.
-func (r *Rotator) retirePlan(slot *Slot, grace time.Duration) *RetirePlan {
-	rp := &RetirePlan{Mode: retireMode(slot, grace), GraceSeconds: int64(grace / time.Second)}
+func (r *Rotator) retirePlan(slot *Slot, opts Options, grace time.Duration) *RetirePlan {
+	rp := &RetirePlan{Mode: retireMode(slot, opts, grace), GraceSeconds: int64(grace / time.Second)}
 	switch rp.Mode {
 	case RetireQuiet:
 		rp.QuietPeriodSeconds, rp.DrainTimeoutSeconds = int64(slot.QuietPeriod/time.Second), int64(slot.DrainTimeout/time.Second)
@@ -162,7 +169,7 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	if opts.Grace != nil {
 		grace = *opts.Grace
 	}
-	p.Retire = r.retirePlan(slot, grace)
+	p.Retire = r.retirePlan(slot, opts, grace)
 	if !r.planDecide(slot, pre, opts, p) {
 		return p, nil
 	}
@@ -269,7 +276,7 @@ func planActions(slot *Slot, pre *preflight, p *Plan, sa string, grace time.Dura
 		actions = append(actions, a)
 	}
 	actions = append(actions, "read the secret and every target back and compare fingerprints")
-	switch mode := retireMode(slot, grace); {
+	switch mode := p.Retire.Mode; {
 	case mode == RetireGrace && grace > 0:
 		actions = append(actions, fmt.Sprintf("keep the old key %s for %s (annotated %s for a later finalize)", pre.oldName, human(grace), annDeleteAfter))
 	default:
