@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -215,7 +216,10 @@ func (fe *fleetEmulator) rotator(tb testing.TB, meter *gcp.Meter, scale scaled) 
 func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale scaled, quotaProject string) (*rotate.Rotator, *verify.Gemini) {
 	tb.Helper()
 	ctx := context.Background()
-	var keysTransport http.RoundTripper = meter.Transport(gcp.APIKeys, nil)
+	// As keyrotate's clients of an emulator: cleartext HTTP/2, one
+	// connection for the calls in flight (gcp.EmulatorTransport).
+	emu := gcp.EmulatorTransport()
+	var keysTransport http.RoundTripper = meter.Transport(gcp.APIKeys, emu)
 	header := userProjectDial(quotaProject)
 	if quotaProject != "" {
 		keysTransport = userProjectTransport{quotaProject, keysTransport}
@@ -252,7 +256,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	}
 	mon.CallOptions = &monitoring.MetricCallOptions{}
 	tb.Cleanup(func() { mon.Close() })
-	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, nil)}}
+	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, emu)}}
 	d := gcp.DefaultRetry
 	return &rotate.Rotator{
 		Keys: keys, Lookup: lookup, Secrets: sm, Monitoring: mon,
@@ -414,6 +418,36 @@ func TestFleetStatusPacesMonitoringReads(t *testing.T) {
 	if n, _ := meter.Pacer.Waits(); n == 0 {
 		t.Errorf("no call waited for quota: %d queries per project at %d a window should have", views, reads)
 	}
+}
+
+// TestFleetGoroutinePerRotation: a rotation in flight holds one goroutine,
+// its own: its lease renews from a timer, not from a goroutine of its own
+// (at 10,000 rotations in flight a second goroutine's stack costs more
+// than all else a rotation holds), and its calls to the emulator share
+// connections (no HTTP/1.1 connection and its two goroutines per call).
+func TestFleetGoroutinePerRotation(t *testing.T) {
+	const n = 80
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n / 2, Propagation: 1500 * time.Millisecond})
+	r, g := fe.rotator(t, &gcp.Meter{}, 60)
+	slots := fe.slots(g, 60)
+	base := runtime.NumGoroutine()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f := &rotate.Fleet{Rotator: r, Parallel: n, Done: func(o rotate.Outcome) {
+			if o.Err != nil {
+				t.Errorf("%s: %v", o.Slot.Name, o.Err)
+			}
+		}}
+		f.Run(context.Background(), slots, rotate.Options{Force: true})
+	}()
+	time.Sleep(time.Second) // every rotation waits for its new key to work
+	got := runtime.NumGoroutine() - base
+	<-done
+	if got > n+n/4 {
+		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/4)
+	}
+	t.Logf("%d rotations in flight: %d goroutines more than before", n, got)
 }
 
 // rotateEach rotates slots, 12 at a time, within timeout, each forced;
