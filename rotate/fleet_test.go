@@ -44,6 +44,8 @@ type fleetSpec struct {
 	// quotas (or Quotas) over that window (a minute, time-scaled).
 	QuotaWindow time.Duration
 	Quotas      map[string]emulator.Quota
+	// MonitoringDelay is how late Cloud Monitoring shows a Gemini call.
+	MonitoringDelay time.Duration
 	// QuotaProject, when set, is a project the child adds; the emulator
 	// then refuses every call that does not name a quota project
 	// (RequireQuotaProject), and charges the one named.
@@ -86,7 +88,7 @@ func fleetChild(specJSON string) error {
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		return err
 	}
-	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency}
+	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency, MonitoringDelay: spec.MonitoringDelay}
 	if spec.QuotaWindow > 0 {
 		opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, spec.QuotaWindow
 		if spec.Quotas != nil {
