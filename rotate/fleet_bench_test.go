@@ -3,10 +3,14 @@ package rotate_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +40,49 @@ const (
 	apiKeysWrites = 2
 )
 
+// The drain gate's settings in the "with the gate" runs
+// (KEYROTATE_FLEET_GATE=1), before scaling: Monitoring shows a call a
+// minute late, the gate counts data two minutes old as settled, polls
+// once a minute, and wants ten quiet minutes. The old keys of the fleet
+// are never called, so each gate passes at its first poll at least
+// fleetUsageDelay after it started.
+const (
+	fleetMonitoringDelay = time.Minute
+	fleetUsageDelay      = 2 * time.Minute
+	fleetDrainPoll       = time.Minute
+	fleetQuietPeriod     = 10 * time.Minute
+	fleetDrainTimeout    = time.Hour
+)
+
+// fleetGate reports whether the runs use the drain gate
+// (KEYROTATE_FLEET_GATE=1): every slot retires its old key with "retire:
+// quiet", usage required, so each rotation waits for Cloud Monitoring's
+// settled data, and the gates of a project share one ListTimeSeries per
+// poll. The bound's critical path then adds fleetUsageDelay. The gate's
+// own fields (Rotator.DrainPoll, Result.Drain) come with the drain gate's
+// branch: until it is merged, the option needs the build tag fleetgate
+// (fleet_gate_test.go), and without it the benchmark fails rather than
+// report figures of rotations that never waited.
+func fleetGate(tb testing.TB) bool {
+	if os.Getenv("KEYROTATE_FLEET_GATE") != "1" {
+		return false
+	}
+	if !gateBuilt {
+		tb.Fatal("KEYROTATE_FLEET_GATE=1 needs the drain gate: build with -tags fleetgate once it is merged")
+	}
+	return true
+}
+
+// withGate sets the drain gate on r and slots, time-scaled (fleetGate).
+func withGate(r *rotate.Rotator, slots []*rotate.Slot, s scaled) {
+	r.UsageDelay = s.d(fleetUsageDelay)
+	setDrainPoll(r, s.d(fleetDrainPoll))
+	for _, sl := range slots {
+		sl.Retire, sl.Usage = rotate.RetireQuiet, rotate.UsageRequired
+		sl.QuietPeriod, sl.DrainTimeout = s.d(fleetQuietPeriod), s.d(fleetDrainTimeout)
+	}
+}
+
 func fleetScale() scaled {
 	if v, err := strconv.ParseFloat(os.Getenv("KEYROTATE_FLEET_SCALE"), 64); err == nil && v > 0 {
 		return scaled(v)
@@ -61,9 +108,12 @@ func fleetScale() scaled {
 //	probes/rot  the live probes per rotation (one key per project probes
 //	            on the backoff schedule, the others when it works)
 //	429s        calls answered 429 (the goal: 0)
-//	peak-MB     the rotator's peak heap (the emulator runs in a child process)
-//	peak-B/rot  the peak heap divided by the rotations in flight (the
-//	            goal: at most 30 KB)
+//	peak-MB     the rotator's peak live heap and stacks above what it held
+//	            before the run (the emulator runs in a child process)
+//	peak-B/rot  that divided by the rotations in flight (the goal: at
+//	            most 30 KB); see fleetRun.PerRotation
+//	obj-B/rot   the figure reported before: peak heap objects (garbage
+//	            included) and stacks, baseline included, per rotation
 //
 // 100x100 (10,000 rotations) runs its own time scale,
 // KEYROTATE_FLEET_BIG_SCALE (default 2: at 10, the CPU time of 10,000
@@ -85,7 +135,8 @@ func BenchmarkFleet(b *testing.B) {
 			n := c.projects * c.slots
 			for range b.N {
 				fe := startFleetEmulator(b, fleetSpec{Projects: c.projects, SlotsPerProject: c.slots,
-					Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow)})
+					Propagation: s.d(fleetPropagation), Latency: s.d(fleetLatency), QuotaWindow: s.d(fleetQuotaWindow),
+					MonitoringDelay: s.d(fleetMonitoringDelay)})
 				// The fleet's first rotation by keyrotate, then the next
 				// scheduled run (a new process: nothing learned; a quota
 				// window later), which needs no LookupKey.
@@ -111,15 +162,27 @@ func BenchmarkFleet(b *testing.B) {
 				}
 				oldBound := float64(c.slots*apiKeysWrites) / float64(gcp.DefaultQuotas[gcp.APIKeys].Writes) * s.d(fleetQuotaWindow).Seconds()
 				oldBound = max(oldBound, (s.d(fleetPropagation) + 13*s.d(fleetLatency)).Seconds())
-				var peak uint64
+				var peak, peakObj uint64
 				for i := range runs {
 					r := &runs[i]
 					bound, critical, windows := fleetBound(r.m.Start, c.projects, c.slots, emulator.DocumentedQuotas,
 						s.d(fleetQuotaWindow), s.d(fleetPropagation), s.d(fleetLatency), r.lookup)
+					if r.m.Gated {
+						// Each gate waits at least the usage delay, after
+						// the read-back and before the delete: on the
+						// critical path. (The quota windows' part stays:
+						// the gate only spreads the writes further.)
+						critical += s.d(fleetUsageDelay)
+						bound = max(critical, windows)
+					}
 					r.m.Bound = bound
 					ratio := r.m.Wall.Seconds() / bound.Seconds()
+					what := r.what
+					if r.m.Gated {
+						what += fmt.Sprintf(" with the gate (usage delay %s added to the bound)", s.d(fleetUsageDelay))
+					}
 					b.Logf("%s: %d slots, wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f; old bound %.2fs, ratio %.2f",
-						r.what, n, r.m.Wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
+						what, n, r.m.Wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
 						r.m.Start.Sub(r.m.Start.Truncate(s.d(fleetQuotaWindow))).Round(time.Millisecond), ratio, oldBound, r.m.Wall.Seconds()/oldBound)
 					if ratio < 1 {
 						b.Errorf("%s: wall %s beat the lower bound %s: the bound is wrong", r.what, r.m.Wall, bound)
@@ -127,7 +190,7 @@ func BenchmarkFleet(b *testing.B) {
 					if c.big && ratio > 1.10 {
 						b.Errorf("%s: wall %s is %.2f × the lower bound %s, want at most 1.10", r.what, r.m.Wall, ratio, bound)
 					}
-					peak = max(peak, r.m.Peak)
+					peak, peakObj = max(peak, r.m.Peak-min(r.m.Peak, r.m.Base)), max(peakObj, r.m.PeakObjects)
 				}
 				first := runs[0].m
 				perRotation := float64(peak) / float64(n) // all n are in flight at once
@@ -144,14 +207,16 @@ func BenchmarkFleet(b *testing.B) {
 				b.ReportMetric(float64(throttled), "429s")
 				b.ReportMetric(float64(peak)/(1<<20), "peak-MB")
 				b.ReportMetric(perRotation, "peak-B/rot")
+				b.ReportMetric(float64(peakObj)/float64(n), "obj-B/rot")
 				if c.big && perRotation > 30<<10 {
 					b.Errorf("peak heap %.1f MB for %d rotations in flight: %.0f bytes each, want at most 30 KB", float64(peak)/(1<<20), n, perRotation)
 				}
 				for _, r := range runs {
 					m := r.m
-					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes), %d 429s, %d quota waits (%s), peak heap %.1f MB (%.0f bytes a rotation in flight), CPU %s",
-						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation,
-						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), float64(m.Peak)/(1<<20), float64(m.Peak)/float64(n), m.CPU.Round(time.Millisecond))
+					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s",
+						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation, m.PerMethod(),
+						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
+						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond))
 				}
 			}
 		})
@@ -219,21 +284,52 @@ func BenchmarkFleetMemory(b *testing.B) {
 				fe := startFleetEmulator(b, fleetSpec{Projects: 10, SlotsPerProject: slots / 10})
 				m := runFleetParallel(b, fe, 600, slots, 50, rotate.Options{Force: true})
 				fe.stop()
-				b.ReportMetric(float64(m.Peak)/(1<<20), "peak-MB")
+				b.ReportMetric(float64(m.Peak-min(m.Peak, m.Base))/(1<<20), "peak-MB")
 				b.ReportMetric(m.Wall.Seconds(), "wall-s")
-				b.Logf("%d slots at --parallel 50: peak heap %.1f MB, wall %s", slots, float64(m.Peak)/(1<<20), m.Wall.Round(time.Millisecond))
+				b.Logf("%d slots at --parallel 50: peak live heap %.1f MB above the baseline, wall %s", slots, float64(m.Peak-min(m.Peak, m.Base))/(1<<20), m.Wall.Round(time.Millisecond))
 			}
 		})
 	}
 }
 
 type fleetRun struct {
-	Start                               time.Time
-	Wall, CPU, Waited, Bound            time.Duration
-	Peak                                uint64
+	Start                    time.Time
+	Wall, CPU, Waited, Bound time.Duration
+	// Base is the live heap and stacks before the run (after a full GC),
+	// Peak their peak during it (heapSample.Live); PeakObjects is the
+	// peak with garbage (heapSample.Objects). A rotation in flight holds
+	// (Peak-Base)/Slots.
+	Base, Peak, PeakObjects             uint64
+	PeakAfter                           time.Duration // when Peak was reached
+	StacksPerRotation                   float64       // the goroutine stacks' part of PerRotation
 	Slots                               int
 	Throttled, Waits                    int64
 	CallsPerRotation, ProbesPerRotation float64
+	Gated                               bool // with the drain gate (fleetGate)
+	// Calls are the calls made, by method (gcp.Meter.Calls).
+	Calls map[string]int64
+}
+
+// PerRotation is the live heap and stacks a rotation in flight holds at
+// the peak, all Slots being in flight at once: (Peak-Base)/Slots.
+func (m fleetRun) PerRotation() float64 {
+	return float64(m.Peak-min(m.Peak, m.Base)) / float64(m.Slots)
+}
+
+// PerMethod words the calls per rotation of each API ("apikeys 5.00,
+// monitoring 0.01, ...").
+func (m fleetRun) PerMethod() string {
+	by := map[string]int64{}
+	for method, n := range m.Calls {
+		api, _, _ := strings.Cut(method, ".")
+		by[api] += n
+	}
+	apis := slices.Sorted(maps.Keys(by))
+	var parts []string
+	for _, api := range apis {
+		parts = append(parts, fmt.Sprintf("%s %.2f", api, float64(by[api])/float64(m.Slots)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Options) fleetRun {
@@ -265,6 +361,10 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			slots = append(slots, sl)
 		}
 	}
+	gated := fleetGate(tb)
+	if gated {
+		withGate(r, slots, s)
+	}
 	n := len(slots)
 	var (
 		mu     sync.Mutex
@@ -279,52 +379,159 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			return
 		}
 		probes += int64(o.Result.Probes)
+		if gated {
+			if err := gatePassed(o); err != nil {
+				failed = append(failed, err)
+			}
+		}
 	}}
-	runtime.GC()
-	peak := watchHeap()
+	base := heapBaseline()
+	every := 250 * time.Millisecond
+	if n > 2000 {
+		every = 2 * time.Second
+	}
+	peak := watchHeap(gcEvery(every))
+	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
 	cpu0 := cpuTime()
 	start := time.Now()
 	f.Run(context.Background(), slots, opts)
-	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Peak: peak(), Slots: n}
+	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Slots: n, Gated: gated}
+	profiled()
+	h := peak()
+	m.Base, m.Peak, m.PeakObjects, m.PeakAfter = base.Live, h.Live, h.Objects, h.At.Sub(start)
+	m.StacksPerRotation = float64(h.Stacks-min(h.Stacks, base.Stacks)) / float64(n)
 	if len(failed) > 0 {
 		tb.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
 	}
 	calls, thr := meter.Total()
-	m.Throttled = thr
+	m.Throttled, m.Calls = thr, meter.Calls()
 	m.Waits, m.Waited = meter.Pacer.Waits()
 	m.ProbesPerRotation = float64(probes) / float64(n)
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
 }
 
-// watchHeap samples the heap's live objects every millisecond until the
-// returned function is called, which returns the peak.
-func watchHeap() func() uint64 {
+// heapSample is the rotator's heap as the benchmark measures it.
+type heapSample struct {
+	// Live is the heap's live objects right after a full GC plus the
+	// goroutine stacks in use: what the rotations hold, garbage left out.
+	Live uint64
+	// Objects is the heap's objects, garbage not yet swept included,
+	// plus the stacks (the figure reported before: it depends on when the
+	// GC last ran, and overstates what a rotation holds).
+	Objects uint64
+	// At is when Live peaked (watchHeap), and Stacks the stacks' part of
+	// Live then.
+	At     time.Time
+	Stacks uint64
+}
+
+// liveHeap runs a full GC and returns the live heap and stacks.
+func liveHeap() (heap, stacks uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc, ms.StackInuse
+}
+
+// heapBaseline is the live heap before the rotations start (clients,
+// connections, the slots' configuration).
+func heapBaseline() heapSample {
+	h, st := liveHeap()
+	return heapSample{Live: h + st, Stacks: st}
+}
+
+// gcEvery is how often watchHeap runs a full GC to read the live heap
+// (KEYROTATE_FLEET_GC_EVERY, default 250ms): each costs the CPU of a
+// mark of the whole heap, so the 10,000-rotation cases ask for less.
+func gcEvery(def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("KEYROTATE_FLEET_GC_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
+
+// watchHeap samples the heap until the returned function is called, which
+// returns the peaks: the live heap after a full GC every gc, and the heap
+// objects with garbage every millisecond.
+func watchHeap(gc time.Duration) func() heapSample {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
-	var peak atomic.Uint64
+	var (
+		peakLive, peakObjects, peakStacks atomic.Uint64
+		peakAt                            atomic.Int64
+	)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(time.Millisecond)
 		defer t.Stop()
+		g := time.NewTicker(gc)
+		defer g.Stop()
 		for {
 			metrics.Read(sample)
-			if v := sample[0].Value.Uint64() + sample[1].Value.Uint64(); v > peak.Load() {
-				peak.Store(v)
+			if v := sample[0].Value.Uint64() + sample[1].Value.Uint64(); v > peakObjects.Load() {
+				peakObjects.Store(v)
 			}
 			select {
 			case <-stop:
 				return
+			case <-g.C:
+				if h, st := liveHeap(); h+st > peakLive.Load() {
+					peakLive.Store(h + st)
+					peakStacks.Store(st)
+					peakAt.Store(time.Now().UnixNano())
+				}
 			case <-t.C:
 			}
 		}
 	}()
-	return func() uint64 {
+	return func() heapSample {
 		close(stop)
 		<-done
-		return peak.Load()
+		return heapSample{Live: peakLive.Load(), Objects: peakObjects.Load(), At: time.Unix(0, peakAt.Load()), Stacks: peakStacks.Load()}
 	}
+}
+
+// heapProfileAt writes, when KEYROTATE_FLEET_HEAPPROFILE names a file, a
+// heap profile of what is live after d (KEYROTATE_FLEET_HEAPPROFILE_AT
+// when set; a full GC first), and a goroutine profile beside it: with d
+// inside the propagation wait, every rotation is in flight; the peak is
+// usually earlier, in the first second's burst of calls. The returned
+// function waits for it.
+func heapProfileAt(tb testing.TB, d time.Duration) func() {
+	file := os.Getenv("KEYROTATE_FLEET_HEAPPROFILE")
+	if file == "" {
+		return func() {}
+	}
+	if at, err := time.ParseDuration(os.Getenv("KEYROTATE_FLEET_HEAPPROFILE_AT")); err == nil {
+		d = at
+	}
+	runtime.MemProfileRate = 4 << 10 // finer than the default 512 KiB: a rotation holds a few KB
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(d)
+		runtime.GC()
+		if g, err := os.Create(file + ".goroutine"); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(g, 1)
+			g.Close()
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			tb.Error(err)
+			return
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			tb.Error(err)
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		tb.Logf("heap profile at +%s in %s (goroutines in %[2]s.goroutine): live heap %.1f MB, stacks %.1f MB, %d goroutines",
+			d, file, float64(ms.HeapAlloc)/(1<<20), float64(ms.StackInuse)/(1<<20), runtime.NumGoroutine())
+	}()
+	return func() { <-done }
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	apikeysapi "cloud.google.com/go/apikeys/apiv2"
+	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
@@ -42,6 +44,8 @@ type fleetSpec struct {
 	// quotas (or Quotas) over that window (a minute, time-scaled).
 	QuotaWindow time.Duration
 	Quotas      map[string]emulator.Quota
+	// MonitoringDelay is how late Cloud Monitoring shows a Gemini call.
+	MonitoringDelay time.Duration
 	// QuotaProject, when set, is a project the child adds; the emulator
 	// then refuses every call that does not name a quota project
 	// (RequireQuotaProject), and charges the one named.
@@ -50,9 +54,9 @@ type fleetSpec struct {
 
 // fleetSeeded is what the child tells the parent.
 type fleetSeeded struct {
-	Env                            []string
-	APIKeys, SecretManager, Gemini string
-	Slots                          []fleetSlot
+	Env                                        []string
+	APIKeys, SecretManager, Gemini, Monitoring string
+	Slots                                      []fleetSlot
 }
 
 type fleetSlot struct{ Name, Project, Secret string }
@@ -84,7 +88,7 @@ func fleetChild(specJSON string) error {
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		return err
 	}
-	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency}
+	opts := emulator.Options{PropagationDelay: spec.Propagation, Latency: spec.Latency, MonitoringDelay: spec.MonitoringDelay}
 	if spec.QuotaWindow > 0 {
 		opts.Quotas, opts.QuotaWindow = emulator.DocumentedQuotas, spec.QuotaWindow
 		if spec.Quotas != nil {
@@ -97,7 +101,7 @@ func fleetChild(specJSON string) error {
 	}
 	// Not closed: the process ends when the parent is done, without
 	// waiting for the parent's connections to close.
-	out := fleetSeeded{APIKeys: srv.APIKeysAddr, SecretManager: srv.SecretManagerAddr, Gemini: srv.GeminiAddr}
+	out := fleetSeeded{APIKeys: srv.APIKeysAddr, SecretManager: srv.SecretManagerAddr, Gemini: srv.GeminiAddr, Monitoring: srv.MonitoringAddr}
 	if spec.QuotaProject != "" {
 		srv.AddProject(spec.QuotaProject, 799999999999)
 		srv.RequireQuotaProject(true)
@@ -214,7 +218,10 @@ func (fe *fleetEmulator) rotator(tb testing.TB, meter *gcp.Meter, scale scaled) 
 func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale scaled, quotaProject string) (*rotate.Rotator, *verify.Gemini) {
 	tb.Helper()
 	ctx := context.Background()
-	var keysTransport http.RoundTripper = meter.Transport(gcp.APIKeys, nil)
+	// As keyrotate's clients of an emulator: cleartext HTTP/2, one
+	// connection for the calls in flight (gcp.EmulatorTransport).
+	emu := gcp.EmulatorTransport()
+	var keysTransport http.RoundTripper = meter.Transport(gcp.APIKeys, emu)
 	header := userProjectDial(quotaProject)
 	if quotaProject != "" {
 		keysTransport = userProjectTransport{quotaProject, keysTransport}
@@ -242,10 +249,19 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	}
 	lookup.CallOptions = &apikeysapi.CallOptions{}
 	tb.Cleanup(func() { lookup.Close() })
-	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, nil)}}
+	mon, err := monitoring.NewMetricClient(ctx, option.WithEndpoint(fe.Monitoring), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.Monitoring))),
+		option.WithGRPCDialOption(header))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mon.CallOptions = &monitoring.MetricCallOptions{}
+	tb.Cleanup(func() { mon.Close() })
+	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, emu)}}
 	d := gcp.DefaultRetry
 	return &rotate.Rotator{
-		Keys: keys, Lookup: lookup, Secrets: sm,
+		Keys: keys, Lookup: lookup, Secrets: sm, Monitoring: mon,
 		PollInterval:  scale.d(250 * time.Millisecond),
 		ProbeInterval: scale.d(2 * time.Second), ProbeMaxInterval: scale.d(rotate.DefaultProbeMaxInterval),
 		Retry: gcp.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},
@@ -352,6 +368,88 @@ func TestFleetRetriesThrottledCalls(t *testing.T) {
 		t.Errorf("took %s for 12 writes per project at 4 per %s", took, window)
 	}
 	t.Logf("%d 429s, %s", thr, took)
+}
+
+// TestFleetStatusPacesMonitoringReads: many views of many slots across
+// projects (several status runs at once, one Rotator each, sharing the
+// process's Meter) read Cloud Monitoring under its per-project read quota:
+// the pacer spaces the queries, and the emulator, enforcing the quota,
+// answers none of them 429.
+func TestFleetStatusPacesMonitoringReads(t *testing.T) {
+	const (
+		window   = 300 * time.Millisecond
+		projects = 3
+		views    = 5
+		reads    = 3 // per project and window, on both sides
+	)
+	fe := startFleetEmulator(t, fleetSpec{Projects: projects, SlotsPerProject: 4, QuotaWindow: window,
+		Quotas: map[string]emulator.Quota{"monitoring": {Reads: reads}}})
+	quotas := map[string]gcp.Quota{}
+	for api, q := range gcp.DefaultQuotas {
+		quotas[api] = q
+	}
+	quotas[gcp.Monitoring] = gcp.Quota{Reads: reads}
+	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, window)}
+	var wg sync.WaitGroup
+	for range views {
+		r, g := fe.rotator(t, meter, 600)
+		slots := fe.slots(g, 600)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, sl := range slots {
+				st, err := r.Status(context.Background(), sl)
+				if err != nil {
+					t.Errorf("status %s: %v", sl.Name, err)
+					return
+				}
+				if st.UsageUnknown != "" {
+					t.Errorf("status %s: usage unknown: %s", sl.Name, st.UsageUnknown)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := fe.stop()
+	if got, want := meter.Calls()["monitoring.ListTimeSeries"], int64(views*projects); got != want {
+		t.Errorf("ListTimeSeries calls = %d, want %d (one per project per view)", got, want)
+	}
+	if _, thr := meter.Total(); thr != 0 || st.Throttled != 0 {
+		t.Errorf("throttled: client saw %d, emulator answered %d; calls %v", thr, st.Throttled, st.Calls)
+	}
+	if n, _ := meter.Pacer.Waits(); n == 0 {
+		t.Errorf("no call waited for quota: %d queries per project at %d a window should have", views, reads)
+	}
+}
+
+// TestFleetGoroutinePerRotation: a rotation in flight holds one goroutine,
+// its own: its lease renews from a timer, not from a goroutine of its own
+// (at 10,000 rotations in flight a second goroutine's stack costs more
+// than all else a rotation holds), and its calls to the emulator share
+// connections (no HTTP/1.1 connection and its two goroutines per call).
+func TestFleetGoroutinePerRotation(t *testing.T) {
+	const n = 80
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n / 2, Propagation: 1500 * time.Millisecond})
+	r, g := fe.rotator(t, &gcp.Meter{}, 60)
+	slots := fe.slots(g, 60)
+	base := runtime.NumGoroutine()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f := &rotate.Fleet{Rotator: r, Parallel: n, Done: func(o rotate.Outcome) {
+			if o.Err != nil {
+				t.Errorf("%s: %v", o.Slot.Name, o.Err)
+			}
+		}}
+		f.Run(context.Background(), slots, rotate.Options{Force: true})
+	}()
+	time.Sleep(time.Second) // every rotation waits for its new key to work
+	got := runtime.NumGoroutine() - base
+	<-done
+	if got > n+n/4 {
+		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/4)
+	}
+	t.Logf("%d rotations in flight: %d goroutines more than before", n, got)
 }
 
 // rotateEach rotates slots, 12 at a time, within timeout, each forced;

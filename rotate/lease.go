@@ -329,9 +329,17 @@ type lease struct {
 	sec *secretmanagerpb.Secret // as last written by us
 	rec Record
 
-	stop  chan struct{}
-	done  chan struct{}
-	ended bool // stopRenewal ran
+	renewal *renewal // keepAlive's; nil when not renewing
+	ended   bool     // stopRenewal ran
+}
+
+// renewal is a lease's timer of renewals. It holds no goroutine between
+// renewals (a fleet holds thousands of leases at once, each mostly idle):
+// the timer's function renews and sets the timer again.
+type renewal struct {
+	mu      sync.Mutex // held while a renewal runs
+	timer   *time.Timer
+	stopped bool
 }
 
 // HeldError is the error of a run that found its slot held by another live
@@ -519,32 +527,33 @@ func (l *lease) record() Record {
 // cancels the run (through lost) when the lease is lost.
 func (l *lease) keepAlive(ctx context.Context, lost context.CancelCauseFunc) {
 	l.lost = lost
-	l.stop = make(chan struct{})
-	l.done = make(chan struct{})
-	go func() {
-		defer close(l.done)
-		t := time.NewTicker(l.ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := l.update(ctx, func(*Record) {}); err != nil && err == errLeaseLost {
-					return
-				}
-			}
+	r := &renewal{}
+	every := l.ttl / 3
+	renew := func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.stopped || ctx.Err() != nil {
+			return
 		}
-	}()
+		next := time.Now().Add(every)
+		if err := l.update(ctx, func(*Record) {}); err != nil && err == errLeaseLost {
+			return
+		}
+		r.timer.Reset(max(0, time.Until(next)))
+	}
+	r.mu.Lock()
+	r.timer = time.AfterFunc(every, renew)
+	r.mu.Unlock()
+	l.renewal = r
 }
 
 func (l *lease) stopRenewal() {
-	if l.stop != nil {
-		close(l.stop)
-		<-l.done
-		l.stop = nil
+	if r := l.renewal; r != nil {
+		r.mu.Lock() // after a renewal in progress
+		r.stopped = true
+		r.timer.Stop()
+		r.mu.Unlock()
+		l.renewal = nil
 	}
 	if !l.ended { // once: the run counts its leases in flight
 		l.ended = true

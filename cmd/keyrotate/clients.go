@@ -156,7 +156,19 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		return nil, err
 	}
 	var smOpts []option.ClientOption
-	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(gcp.APIKeys, gcp.LogCalls(gcp.APIKeys, nil)), quotaProject)
+	// The REST calls to an emulator share its cleartext HTTP/2
+	// connections, as calls to Google share TLS ones (gcp.EmulatorTransport).
+	var keysBase, geminiBase http.RoundTripper
+	if h.apiKeys != "" || h.gemini != "" {
+		emu := gcp.EmulatorTransport()
+		if h.apiKeys != "" {
+			keysBase = emu
+		}
+		if h.gemini != "" {
+			geminiBase = emu
+		}
+	}
+	keys, err := newKeysService(ctx, h.apiKeys, meter.Transport(gcp.APIKeys, gcp.LogCalls(gcp.APIKeys, keysBase)), quotaProject)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +189,7 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, nil))}}
+		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, geminiBase))}}
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}

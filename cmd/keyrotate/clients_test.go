@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
 	"github.com/keyrotate/keyrotate/internal/gcp"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 func TestSecretLocation(t *testing.T) {
@@ -89,5 +95,53 @@ func TestMonitoringClient(t *testing.T) {
 	_, _ = u.RequestCounts(ctx, "no-such-project", time.Now(), time.Hour, time.Minute)
 	if n := meter.Calls()["monitoring.ListTimeSeries"]; n != 1 {
 		t.Errorf("metered ListTimeSeries calls = %d, want 1", n)
+	}
+}
+
+// TestEmulatedRESTSpeaksHTTP2: the REST clients of an emulator (API Keys,
+// the Gemini probe) speak cleartext HTTP/2, as the emulator serves and as
+// Google's endpoints are reached over TLS: concurrent calls share a
+// connection instead of opening one each (a fleet's memory and connection
+// churn).
+func TestEmulatedRESTSpeaksHTTP2(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		protos = map[string]string{}
+	)
+	h := func(api string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			protos[api] = r.Proto
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{}`))
+		})
+	}
+	addr := func(api string) string {
+		s := httptest.NewUnstartedServer(h(api))
+		s.Config.Protocols = new(http.Protocols)
+		s.Config.Protocols.SetHTTP1(true)
+		s.Config.Protocols.SetUnencryptedHTTP2(true)
+		s.Start()
+		t.Cleanup(s.Close)
+		return strings.TrimPrefix(s.URL, "http://")
+	}
+	srv := emutest.Start(t, emulator.Options{})
+	hs := hosts{apiKeys: addr("apikeys"), secretManager: srv.SecretManagerAddr, gemini: addr("gemini")}
+	ctx := context.Background()
+	c, err := newClients(ctx, hs, &gcp.Meter{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.keys.Projects.Locations.Keys.List("projects/p/locations/global").Context(ctx).Do(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.gemini.Probe(ctx, secret.New("AIzaSyNotAKeyAtAll000000000000000000000"))
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]string{"apikeys": "HTTP/2.0", "gemini": "HTTP/2.0"}
+	if d := cmp.Diff(want, protos); d != "" {
+		t.Errorf("protocols of the emulated REST calls (-want +got):\n%s", d)
 	}
 }

@@ -12,14 +12,14 @@ import (
 // TestQuotasFromConfig: the documented quotas, raised where the config
 // says, shared among the shards of a job.
 func TestQuotasFromConfig(t *testing.T) {
-	cfg := &config.Config{Defaults: config.Defaults{Quotas: map[string]config.Quota{"apikeys": {Writes: 600}}}}
+	cfg := &config.Config{Defaults: config.Defaults{Quotas: map[string]config.Quota{"apikeys": {Writes: 600}, "monitoring": {Reads: 12000}}}}
 	got := quotas(cfg, shard{0, 1, ""})
-	want := map[string]gcp.Quota{"apikeys": {Reads: 240, Writes: 600}, "secretmanager": {Reads: 600, Writes: 600}}
+	want := map[string]gcp.Quota{"apikeys": {Reads: 240, Writes: 600}, "secretmanager": {Reads: 600, Writes: 600}, "monitoring": {Reads: 12000}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("one process (-want +got):\n%s", diff)
 	}
 	got = quotas(cfg, shard{1, 4, "--shard"})
-	want = map[string]gcp.Quota{"apikeys": {Reads: 60, Writes: 150}, "secretmanager": {Reads: 150, Writes: 150}}
+	want = map[string]gcp.Quota{"apikeys": {Reads: 60, Writes: 150}, "secretmanager": {Reads: 150, Writes: 150}, "monitoring": {Reads: 3000}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("one of 4 shards (-want +got):\n%s", diff)
 	}

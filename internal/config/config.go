@@ -127,7 +127,8 @@ type Defaults struct {
 	Probe              string   `yaml:"probe"`               // the live probe's call: ProbeCountTokens (default), ProbeGenerateContent or ProbeListModels
 	Model              string   `yaml:"model,omitempty"`     // the model the generation probes name; "": the probe's default model
 	// Quotas override Google's documented per-project quotas per minute,
-	// by API ("apikeys", "secretmanager"), for projects whose quotas were
+	// by API ("apikeys", "secretmanager": reads and writes; "monitoring":
+	// reads, its time series queries), for projects whose quotas were
 	// raised; keyrotate paces its calls under them. Zero fields keep the
 	// documented value.
 	Quotas map[string]Quota `yaml:"quotas,omitempty"`

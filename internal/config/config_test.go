@@ -131,8 +131,8 @@ func TestParseGood(t *testing.T) {
 		yaml  string
 		check func(t *testing.T, c *Config)
 	}{
-		{"quotas", "version: 1\ndefaults:\n  quotas:\n    apikeys: {writes: 600}\n    secretmanager:\n      reads: 1200\n      writes: 900\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
-			want := map[string]Quota{"apikeys": {Writes: 600}, "secretmanager": {Reads: 1200, Writes: 900}}
+		{"quotas", "version: 1\ndefaults:\n  quotas:\n    apikeys: {writes: 600}\n    secretmanager:\n      reads: 1200\n      writes: 900\n    monitoring: {reads: 12000}\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
+			want := map[string]Quota{"apikeys": {Writes: 600}, "secretmanager": {Reads: 1200, Writes: 900}, "monitoring": {Reads: 12000}}
 			if diff := cmp.Diff(want, c.Defaults.Quotas); diff != "" {
 				t.Errorf("Quotas mismatch (-want +got):\n%s", diff)
 			}
@@ -308,7 +308,8 @@ func TestParseBad(t *testing.T) {
 		// quotas
 		{"quota not a number", "version: 1\ndefaults:\n  quotas:\n    apikeys:\n      writes: lots\nslots:\n" + slotYAML, 5, "defaults.quotas.apikeys writes must be a whole number", "per minute"},
 		{"quota zero", "version: 1\ndefaults:\n  quotas:\n    secretmanager: {reads: 0}\nslots:\n" + slotYAML, 4, "secretmanager reads must be a whole number from 1", "per minute"},
-		{"quota unknown API", "version: 1\ndefaults:\n  quotas:\n    gemini: {reads: 10}\nslots:\n" + slotYAML, 4, `unknown field "gemini" in defaults.quotas`, "apikeys, secretmanager"},
+		{"quota unknown API", "version: 1\ndefaults:\n  quotas:\n    gemini: {reads: 10}\nslots:\n" + slotYAML, 4, `unknown field "gemini" in defaults.quotas`, "apikeys, secretmanager, monitoring"},
+		{"quota monitoring writes", "version: 1\ndefaults:\n  quotas:\n    monitoring: {writes: 10}\nslots:\n" + slotYAML, 4, `unknown field "writes" in defaults.quotas.monitoring`, "reads"},
 		{"quota unknown kind", "version: 1\ndefaults:\n  quotas:\n    apikeys: {write: 10}\nslots:\n" + slotYAML, 4, `unknown field "write"`, "writes"},
 
 		// quota_project

@@ -24,9 +24,12 @@ var (
 		"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project",
 		"retire", "quiet_period", "drain_timeout", "usage", "usage_delay", "schedule_topic",
 	}
-	quotaAPIs   = []string{"apikeys", "secretmanager"}
-	quotaFields = []string{"reads", "writes"}
-	slotFields  = []string{
+	quotaAPIs   = []string{"apikeys", "secretmanager", "monitoring"}
+	quotaFields = map[string][]string{
+		"apikeys": {"reads", "writes"}, "secretmanager": {"reads", "writes"},
+		"monitoring": {"reads"}, // ListTimeSeries: keyrotate only reads Cloud Monitoring
+	}
+	slotFields = []string{
 		"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions",
 		"verify", "probe", "model", "grace", "max_age", "retire", "quiet_period", "drain_timeout", "usage", "schedule_topic", "targets",
 	}
@@ -638,9 +641,9 @@ func (p *parser) quotas(n *yaml.Node, d *Defaults) {
 			continue
 		}
 		where := "in defaults.quotas." + api
-		f := p.mapping(fa.val, where, quotaFields)
+		f := p.mapping(fa.val, where, quotaFields[api])
 		var q Quota
-		for _, name := range quotaFields {
+		for _, name := range quotaFields[api] {
 			fd, ok := f[name]
 			if !ok {
 				continue

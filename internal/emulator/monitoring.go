@@ -96,13 +96,14 @@ func monitoringResource(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h
 
 // MonitoringClient returns Google's Cloud Monitoring MetricClient connected
 // to this emulator without credentials, its retries off (as
-// SecretManagerClient). The caller closes it.
-func (s *Server) MonitoringClient(ctx context.Context) (*monitoring.MetricClient, error) {
-	c, err := monitoring.NewMetricClient(ctx,
+// SecretManagerClient), with opts added (a test's interceptors). The
+// caller closes it.
+func (s *Server) MonitoringClient(ctx context.Context, opts ...option.ClientOption) (*monitoring.MetricClient, error) {
+	c, err := monitoring.NewMetricClient(ctx, append([]option.ClientOption{
 		option.WithEndpoint(s.MonitoringAddr),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

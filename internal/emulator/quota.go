@@ -17,7 +17,17 @@ package emulator
 //     (240 and 120 per minute per project); Secret Manager has access
 //     requests (AccessSecretVersion, 90,000), read requests (any other call
 //     that changes nothing, 600) and write requests (every mutating call,
-//     600).
+//     600); Cloud Monitoring has time series queries (ListTimeSeries,
+//     6,000). Google's Monitoring quotas page no longer lists that value
+//     (it sends readers to the console's quota page), so the value and the
+//     names of its refusal come from a published 429 of the live API:
+//     "Quota exceeded for quota metric 'Time series queries' and limit
+//     'Time series queries per minute' of service
+//     'monitoring.googleapis.com'", quota_metric
+//     monitoring.googleapis.com/query_requests, quota_limit
+//     QueryRequestsPerMinutePerProject, quota_limit_value 6000 (Kyhle
+//     Öhlinger, "Querying Vertex AI Model Usage through GCP Observability
+//     Metrics", 2025-01-31, github.com/KyhleOhlinger/KyhleOhlinger.github.io).
 //   - The consumer charged is the caller's quota project when the call
 //     names one (x-goog-user-project, see quotaproject.go), else the
 //     project of the call's resource (standing for a service account of
@@ -70,24 +80,26 @@ import (
 // Zero means unlimited; Start rejects negative limits.
 type Quota struct {
 	// Reads: calls that change nothing (Secret Manager: other than
-	// AccessSecretVersion).
+	// AccessSecretVersion; Cloud Monitoring: time series queries).
 	Reads int
 	// Writes: calls that change state (see Methods).
 	Writes int
-	// Access: Secret Manager's AccessSecretVersion. The API Keys API has
-	// no such kind.
+	// Access: Secret Manager's AccessSecretVersion. The API Keys API and
+	// Cloud Monitoring have no such kind.
 	Access int
 }
 
 // DocumentedQuotas are Google's default per-minute per-project rate quotas
 // for the services Options.Quotas names: "apikeys"
-// (https://cloud.google.com/api-keys/docs/quotas) and "secretmanager"
-// (https://cloud.google.com/secret-manager/quotas). Use them with the
-// default one-minute Options.QuotaWindow, or with a shorter window to scale
-// time.
+// (https://cloud.google.com/api-keys/docs/quotas), "secretmanager"
+// (https://cloud.google.com/secret-manager/quotas) and "monitoring" (6,000
+// time series queries; see the fidelity notes above for the source). Use
+// them with the default one-minute Options.QuotaWindow, or with a shorter
+// window to scale time.
 var DocumentedQuotas = map[string]Quota{
 	"apikeys":       {Reads: 240, Writes: 120},
 	"secretmanager": {Reads: 600, Writes: 600, Access: 90000},
+	"monitoring":    {Reads: 6000},
 }
 
 // quotaKind is the kind of call a quota counts.
@@ -97,6 +109,9 @@ const (
 	quotaRead quotaKind = iota
 	quotaWrite
 	quotaAccess
+	// quotaQuery is Cloud Monitoring's read: a time series query, limited
+	// by Quota.Reads under its own names.
+	quotaQuery
 )
 
 // quotaNames are the names Google gives a kind of call in its quota errors:
@@ -106,12 +121,14 @@ var quotaNames = [...]struct{ metric, metricID, limit, limitID string }{
 	quotaRead:   {"Read requests", "read_requests", "Read requests per minute", "ReadRequestsPerMinutePerProject"},
 	quotaWrite:  {"Write requests", "write_requests", "Write requests per minute", "WriteRequestsPerMinutePerProject"},
 	quotaAccess: {"Access requests", "access_requests", "Access requests per minute", "AccessRequestsPerMinutePerProject"},
+	quotaQuery:  {"Time series queries", "query_requests", "Time series queries per minute", "QueryRequestsPerMinutePerProject"},
 }
 
 // quotaServices maps the short names of Options.Quotas to the services.
 var quotaServices = map[string]string{
 	"apikeys":       apiKeysService,
 	"secretmanager": "secretmanager.googleapis.com",
+	"monitoring":    "monitoring.googleapis.com",
 }
 
 // quotaOf says which service's quota a call of method counts against, and
@@ -125,6 +142,8 @@ func quotaOf(method string) (service string, kind quotaKind, ok bool) {
 	switch {
 	case method == "secretmanager.AccessSecretVersion":
 		return service, quotaAccess, true
+	case service == "monitoring":
+		return service, quotaQuery, true
 	case methods[method].mutating:
 		return service, quotaWrite, true
 	}
@@ -172,13 +191,16 @@ func newQuotaState(limits map[string]Quota, window time.Duration) (*quotaState, 
 	q := &quotaState{limits: map[string]Quota{}, window: window, used: map[usageKey]int{}}
 	for svc, l := range limits {
 		if _, ok := quotaServices[svc]; !ok {
-			return nil, fmt.Errorf("quota for %q: no such service; want \"apikeys\" or \"secretmanager\"", svc)
+			return nil, fmt.Errorf("quota for %q: no such service; want \"apikeys\", \"secretmanager\" or \"monitoring\"", svc)
 		}
 		if l.Reads < 0 || l.Writes < 0 || l.Access < 0 {
 			return nil, fmt.Errorf("quota for %q %+v: want limits >= 0 (0: unlimited)", svc, l)
 		}
 		if svc == "apikeys" && l.Access != 0 {
 			return nil, fmt.Errorf("quota for %q: the API Keys API has no access requests (Access must be 0)", svc)
+		}
+		if svc == "monitoring" && (l.Access != 0 || l.Writes != 0) {
+			return nil, fmt.Errorf("quota for %q: Cloud Monitoring is only read here (time series queries: Reads; Writes and Access must be 0)", svc)
 		}
 		if l != (Quota{}) {
 			q.limits[svc] = l
@@ -304,7 +326,8 @@ func (s *Server) Throttled() int {
 	return s.quota.throttled
 }
 
-// QuotaUsage returns the calls of a service ("apikeys" or "secretmanager";
+// QuotaUsage returns the calls of a service ("apikeys", "secretmanager" or
+// "monitoring", whose time series queries are its reads;
 // "apikeys.googleapis.com" will do too) charged to a project (by id or
 // number) in the current quota window, by kind. Rejected calls are not
 // charged. Only a service with a quota in Options.Quotas is metered; all
@@ -321,7 +344,7 @@ func (s *Server) QuotaUsage(service, project string) (reads, writes, access int)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.rollLocked(s.clock.Now())
-	return q.used[usageKey{service, p.number, quotaRead}],
+	return q.used[usageKey{service, p.number, quotaRead}] + q.used[usageKey{service, p.number, quotaQuery}],
 		q.used[usageKey{service, p.number, quotaWrite}],
 		q.used[usageKey{service, p.number, quotaAccess}]
 }

@@ -3,16 +3,20 @@ package emulator
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/monitoring/apiv3/v2/monitoringpb"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	apikeys "google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/iterator"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -223,55 +227,9 @@ func TestQuotaSecretManager(t *testing.T) {
 				}
 			}
 			err = tt.call(ctx, c, secret)
-			st := status.Convert(err)
-			if st.Code() != codes.ResourceExhausted {
-				t.Fatalf("call 3: %v, want code ResourceExhausted", err)
-			}
-			wantMsg := "Quota exceeded for quota metric '" + tt.wantWord + "' and limit '" + tt.wantWord +
-				" per minute' of service 'secretmanager.googleapis.com' for consumer 'project_number:123456789012'."
-			if st.Message() != wantMsg {
-				t.Errorf("message %q, want %q", st.Message(), wantMsg)
-			}
-			var (
-				info  *errdetails.ErrorInfo
-				retry *errdetails.RetryInfo
-				help  *errdetails.Help
-			)
-			for _, d := range st.Details() {
-				switch d := d.(type) {
-				case *errdetails.ErrorInfo:
-					info = d
-				case *errdetails.RetryInfo:
-					retry = d
-				case *errdetails.Help:
-					help = d
-				}
-			}
-			if info == nil || retry == nil || help == nil {
-				t.Fatalf("details %v, want ErrorInfo, RetryInfo and Help", st.Details())
-			}
-			if info.GetReason() != "RATE_LIMIT_EXCEEDED" || info.GetDomain() != "googleapis.com" {
-				t.Errorf("ErrorInfo %s/%s, want RATE_LIMIT_EXCEEDED/googleapis.com", info.GetReason(), info.GetDomain())
-			}
-			want := map[string]string{
-				"consumer":          "projects/123456789012",
-				"quota_limit":       tt.wantLimit,
-				"quota_limit_value": "2",
-				"quota_location":    "global",
-				"quota_metric":      tt.wantMetric,
-				"quota_unit":        "1/min/{project}",
-				"service":           "secretmanager.googleapis.com",
-			}
-			if diff := cmp.Diff(want, info.GetMetadata()); diff != "" {
-				t.Errorf("ErrorInfo metadata (-want +got):\n%s", diff)
-			}
-			if links := help.GetLinks(); len(links) != 1 || links[0].GetUrl() != quotaHelpURL {
-				t.Errorf("Help links %v, want one to %s", links, quotaHelpURL)
-			}
 			// 20s into the (default, one-minute) window: 40s to go.
-			if got := retry.GetRetryDelay().AsDuration(); got != 40*time.Second {
-				t.Errorf("retry delay %v, want 40s", got)
-			}
+			grpcQuotaError(t, err, "secretmanager.googleapis.com", tt.wantWord, tt.wantWord+" per minute",
+				tt.wantMetric, tt.wantLimit, "2", 123456789012, 40*time.Second)
 			if got := s.Throttled(); got != 1 {
 				t.Errorf("Throttled() = %d, want 1", got)
 			}
@@ -280,6 +238,103 @@ func TestQuotaSecretManager(t *testing.T) {
 				t.Errorf("call in the next window: %v", err)
 			}
 		})
+	}
+}
+
+// grpcQuotaError checks that err is Google's gRPC answer to a call over a
+// per-minute rate quota of service, charged to project number.
+func grpcQuotaError(t *testing.T, err error, service, metric, limit, metricID, limitID, value string, number int64, wantDelay time.Duration) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("call over quota: %v, want code ResourceExhausted", err)
+	}
+	wantMsg := fmt.Sprintf("Quota exceeded for quota metric '%s' and limit '%s' of service '%s' for consumer 'project_number:%d'.",
+		metric, limit, service, number)
+	if st.Message() != wantMsg {
+		t.Errorf("message %q, want %q", st.Message(), wantMsg)
+	}
+	var (
+		info  *errdetails.ErrorInfo
+		retry *errdetails.RetryInfo
+		help  *errdetails.Help
+	)
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			info = d
+		case *errdetails.RetryInfo:
+			retry = d
+		case *errdetails.Help:
+			help = d
+		}
+	}
+	if info == nil || retry == nil || help == nil {
+		t.Fatalf("details %v, want ErrorInfo, RetryInfo and Help", st.Details())
+	}
+	if info.GetReason() != "RATE_LIMIT_EXCEEDED" || info.GetDomain() != "googleapis.com" {
+		t.Errorf("ErrorInfo %s/%s, want RATE_LIMIT_EXCEEDED/googleapis.com", info.GetReason(), info.GetDomain())
+	}
+	want := map[string]string{
+		"consumer":          fmt.Sprintf("projects/%d", number),
+		"quota_limit":       limitID,
+		"quota_limit_value": value,
+		"quota_location":    "global",
+		"quota_metric":      metricID,
+		"quota_unit":        "1/min/{project}",
+		"service":           service,
+	}
+	if diff := cmp.Diff(want, info.GetMetadata()); diff != "" {
+		t.Errorf("ErrorInfo metadata (-want +got):\n%s", diff)
+	}
+	if links := help.GetLinks(); len(links) != 1 || links[0].GetUrl() != quotaHelpURL {
+		t.Errorf("Help links %v, want one to %s", links, quotaHelpURL)
+	}
+	if got := retry.GetRetryDelay().AsDuration(); got != wantDelay {
+		t.Errorf("retry delay %v, want %v", got, wantDelay)
+	}
+}
+
+// TestQuotaMonitoring: Cloud Monitoring's time series queries are limited
+// per project and minute (6,000 documented), refused with the names of
+// Google's own answer (see quota.go), and charged to the project queried.
+func TestQuotaMonitoring(t *testing.T) {
+	if got := DocumentedQuotas["monitoring"]; got != (Quota{Reads: 6000}) {
+		t.Errorf("DocumentedQuotas[monitoring] = %+v, want 6000 reads", got)
+	}
+	s, c, clock := startMonitoring(t, Options{Quotas: map[string]Quota{"monitoring": {Reads: 2}}})
+	s.AddProject("proj-b", 456)
+	clock.Advance(clock.Now().Truncate(time.Minute).Add(time.Minute + 20*time.Second).Sub(clock.Now())) // 20s into a window
+	req := byCredentialQuery(clock.Now(), time.Hour)
+	list := func(r *monitoringpb.ListTimeSeriesRequest) error {
+		_, err := c.ListTimeSeries(context.Background(), r).Next()
+		if errors.Is(err, iterator.Done) {
+			return nil
+		}
+		return err
+	}
+	for i := 1; i <= 2; i++ {
+		if err := list(req); err != nil {
+			t.Fatalf("query %d of 2: %v", i, err)
+		}
+	}
+	if r, _, _ := s.QuotaUsage("monitoring", testProject); r != 2 {
+		t.Errorf("QuotaUsage reads = %d, want 2", r)
+	}
+	err := list(req)
+	grpcQuotaError(t, err, "monitoring.googleapis.com", "Time series queries", "Time series queries per minute",
+		"monitoring.googleapis.com/query_requests", "QueryRequestsPerMinutePerProject", "2", testNumber, 40*time.Second)
+	if got := s.Throttled(); got != 1 {
+		t.Errorf("Throttled() = %d, want 1", got)
+	}
+	other := byCredentialQuery(clock.Now(), time.Hour)
+	other.Name = "projects/proj-b"
+	if err := list(other); err != nil {
+		t.Errorf("query of another project: %v, want its own quota", err)
+	}
+	clock.Advance(40 * time.Second)
+	if err := list(req); err != nil {
+		t.Errorf("query in the next window: %v", err)
 	}
 }
 
@@ -571,7 +626,7 @@ func TestQuotaNotForGeminiOrRun(t *testing.T) {
 	}
 	all, _ := Methods()
 	for _, m := range all {
-		if !strings.HasPrefix(m, "apikeys.") && !strings.HasPrefix(m, "secretmanager.") {
+		if !strings.HasPrefix(m, "apikeys.") && !strings.HasPrefix(m, "secretmanager.") && !strings.HasPrefix(m, "monitoring.") {
 			continue
 		}
 		if _, _, ok := quotaOf(m); !ok {
@@ -591,6 +646,8 @@ func TestQuotaOptionsChecked(t *testing.T) {
 		{"unknown service", Options{Quotas: map[string]Quota{"gemini": {Reads: 1}}}, `"gemini": no such service`},
 		{"negative limit", Options{Quotas: map[string]Quota{"secretmanager": {Writes: -1}}}, "want limits >= 0"},
 		{"access for apikeys", Options{Quotas: map[string]Quota{"apikeys": {Access: 1}}}, "no access requests"},
+		{"monitoring reads", Options{Quotas: map[string]Quota{"monitoring": {Reads: 10}}}, ""},
+		{"writes for monitoring", Options{Quotas: map[string]Quota{"monitoring": {Writes: 1}}}, "only read"},
 		{"negative window", Options{QuotaWindow: -time.Second}, "want a positive duration"},
 	}
 	for _, tt := range tests {

@@ -107,16 +107,17 @@ func (s *Server) serveSecretManager(addr string) (string, error) {
 }
 
 // SecretManagerClient returns Google's Secret Manager client connected to
-// this emulator without credentials. The caller closes it.
+// this emulator without credentials, with opts added (a test's
+// interceptors). The caller closes it.
 //
 // The client's own retries and timeouts are off (empty CallOptions), as in
 // keyrotate, which retries itself: a test sees every injected fault.
-func (s *Server) SecretManagerClient(ctx context.Context) (*secretmanager.Client, error) {
-	c, err := secretmanager.NewClient(ctx,
+func (s *Server) SecretManagerClient(ctx context.Context, opts ...option.ClientOption) (*secretmanager.Client, error) {
+	c, err := secretmanager.NewClient(ctx, append([]option.ClientOption{
 		option.WithEndpoint(s.SecretManagerAddr),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -68,9 +68,9 @@ type Options struct {
 	// the API Keys, Secret Manager, Gemini and Cloud Run APIs listen; "" is
 	// a loopback port chosen by the system.
 	APIKeysAddr, SecretManagerAddr, GeminiAddr, RunAddr string
-	// Quotas are per-project rate quotas to enforce, by service: "apikeys"
-	// and "secretmanager" (DocumentedQuotas has Google's; Start rejects
-	// other names). A call over quota fails as Google's do, with 429
+	// Quotas are per-project rate quotas to enforce, by service:
+	// "apikeys", "secretmanager" and "monitoring" (DocumentedQuotas has
+	// Google's; Start rejects other names). A call over quota fails as Google's do, with 429
 	// RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED and a RetryInfo. Nil or
 	// empty: no quota is enforced.
 	Quotas map[string]Quota

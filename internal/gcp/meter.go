@@ -198,8 +198,10 @@ func restMethod(api string, req *http.Request) (method, resource string) {
 }
 
 // UnaryInterceptor returns a gRPC client interceptor that paces and counts
-// the calls of api (SecretManager; APIKeys, whose LookupKey goes over gRPC). AccessSecretVersion is counted, not
-// paced: its quota (90,000 a minute) is far beyond a rotation's two.
+// the calls of api (SecretManager; APIKeys, whose LookupKey goes over gRPC;
+// Monitoring, whose ListTimeSeries is a read). AccessSecretVersion is
+// counted, not paced: its quota (90,000 a minute) is far beyond a
+// rotation's two.
 func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		name := fullMethod[strings.LastIndexByte(fullMethod, '/')+1:]

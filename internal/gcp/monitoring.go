@@ -13,9 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Monitoring names the Cloud Monitoring API for a Meter.
-const Monitoring = "monitoring"
-
 // Who calls with which key: Google counts every call to an API per
 // credential in Cloud Monitoring, metric
 // serviceruntime.googleapis.com/api/request_count on the monitored resource
@@ -42,7 +39,10 @@ type RequestCount struct {
 }
 
 // Usage reads request counts from Cloud Monitoring, each call retried under
-// Retry.
+// Retry. Client's calls are paced and counted when it was made with a
+// Meter's UnaryInterceptor(Monitoring), as keyrotate's is: a query is a
+// read of the project it names (or of the project of the context, see
+// WithProject), under DefaultQuotas[Monitoring].
 type Usage struct {
 	Client *monitoring.MetricClient
 	Retry  RetryPolicy

@@ -22,14 +22,21 @@ type Quota struct {
 	Writes int `json:"writes"`
 }
 
-// DefaultQuotas are Google's documented per-project quotas per minute, by
-// API: the API Keys API allows 240 reads and 120 writes
+// DefaultQuotas are Google's per-project quotas per minute, by API: the API
+// Keys API allows 240 reads and 120 writes
 // (https://cloud.google.com/api-keys/docs/quotas); Secret Manager 600 reads
 // and 600 writes (https://cloud.google.com/secret-manager/quotas; its
-// 90,000 accesses a minute are not paced, a rotation makes two).
+// 90,000 accesses a minute are not paced, a rotation makes two); Cloud
+// Monitoring 6,000 time series queries (ListTimeSeries, the only
+// Monitoring call keyrotate makes: its reads). Google's Monitoring quotas
+// page (https://cloud.google.com/monitoring/quotas) sends readers to the
+// console for the value; 6,000 is the quota_limit_value of
+// QueryRequestsPerMinutePerProject in a published 429 of the live API
+// (see internal/emulator/quota.go).
 var DefaultQuotas = map[string]Quota{
 	APIKeys:       {Reads: 240, Writes: 120},
 	SecretManager: {Reads: 600, Writes: 600},
+	Monitoring:    {Reads: 6000},
 }
 
 // Names of the APIs a Pacer and a Meter know.
@@ -37,6 +44,7 @@ const (
 	APIKeys       = "apikeys"
 	SecretManager = "secretmanager"
 	Gemini        = "gemini"
+	Monitoring    = "monitoring"
 )
 
 // Pacer keeps one process's calls under per-project quotas, so that a

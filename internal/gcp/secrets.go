@@ -74,13 +74,15 @@ func addVersion(ctx context.Context, c *secretmanager.Client, p RetryPolicy, sec
 			// Any other answer (no version, no access permission, another
 			// key): add, at worst a duplicate of a version that landed.
 		}
-		if err := waitSecretWrite(ctx, c, secretName, false); err != nil {
+		answered, err := waitSecretWrite(ctx, c, secretName, false)
+		if err != nil {
 			return err
 		}
 		v, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{
 			Parent:  secretName,
 			Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &sum},
 		})
+		answered()
 		if err != nil {
 			return err
 		}
@@ -144,14 +146,15 @@ func (s *Secrets) Get(ctx context.Context, name string) (*secretmanagerpb.Secret
 func (s *Secrets) Update(ctx context.Context, sec *secretmanagerpb.Secret, mask ...string) (*secretmanagerpb.Secret, error) {
 	var out *secretmanagerpb.Secret
 	err := s.Retry.named("secretmanager.secrets.update", sec.GetName()).Do(ctx, func(ctx context.Context, _ Attempt) error {
-		if err := waitSecretWrite(ctx, s.Client, sec.GetName(), false); err != nil {
+		answered, err := waitSecretWrite(ctx, s.Client, sec.GetName(), false)
+		if err != nil {
 			return err
 		}
-		var err error
 		out, err = s.Client.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 			Secret:     sec,
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: mask},
 		})
+		answered()
 		return err
 	})
 	if err != nil {
@@ -164,10 +167,12 @@ func (s *Secrets) Update(ctx context.Context, sec *secretmanagerpb.Secret, mask 
 // no-op on the API, so a resumed run (or a retry) may repeat it.
 func (s *Secrets) Disable(ctx context.Context, version string) error {
 	err := s.Retry.named("secretmanager.versions.disable", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
-		if err := waitSecretWrite(ctx, s.Client, version, true); err != nil {
+		answered, err := waitSecretWrite(ctx, s.Client, version, true)
+		if err != nil {
 			return err
 		}
-		_, err := s.Client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
+		_, err = s.Client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: version})
+		answered()
 		return err
 	})
 	if err != nil {
@@ -179,10 +184,12 @@ func (s *Secrets) Disable(ctx context.Context, version string) error {
 // enable enables a version; enabling an enabled version is a no-op.
 func (s *Secrets) enable(ctx context.Context, version string) error {
 	err := s.Retry.named("secretmanager.versions.enable", version).Do(ctx, func(ctx context.Context, _ Attempt) error {
-		if err := waitSecretWrite(ctx, s.Client, version, true); err != nil {
+		answered, err := waitSecretWrite(ctx, s.Client, version, true)
+		if err != nil {
 			return err
 		}
-		_, err := s.Client.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
+		_, err = s.Client.EnableSecretVersion(ctx, &secretmanagerpb.EnableSecretVersionRequest{Name: version})
+		answered()
 		return err
 	})
 	if err != nil {
