@@ -58,25 +58,24 @@ const (
 // (KEYROTATE_FLEET_GATE=1): every slot retires its old key with "retire:
 // quiet", usage required, so each rotation waits for Cloud Monitoring's
 // settled data, and the gates of a project share one ListTimeSeries per
-// poll. The bound's critical path then adds fleetUsageDelay. The gate's
-// own fields (Rotator.DrainPoll, Result.Drain) come with the drain gate's
-// branch: until it is merged, the option needs the build tag fleetgate
-// (fleet_gate_test.go), and without it the benchmark fails rather than
-// report figures of rotations that never waited.
+// poll. The bound's critical path then adds fleetUsageDelay.
 func fleetGate(tb testing.TB) bool {
-	if os.Getenv("KEYROTATE_FLEET_GATE") != "1" {
-		return false
+	return os.Getenv("KEYROTATE_FLEET_GATE") == "1"
+}
+
+// gatePassed fails a rotation whose old key was not deleted by a passing
+// gate (the fleet's old keys are never called).
+func gatePassed(o rotate.Outcome) error {
+	if d := o.Result.Drain; d == nil || d.Outcome != rotate.DrainQuiet {
+		return fmt.Errorf("%s: the drain gate did not pass (%+v)", o.Slot.Name, d)
 	}
-	if !gateBuilt {
-		tb.Fatal("KEYROTATE_FLEET_GATE=1 needs the drain gate: build with -tags fleetgate once it is merged")
-	}
-	return true
+	return nil
 }
 
 // withGate sets the drain gate on r and slots, time-scaled (fleetGate).
 func withGate(r *rotate.Rotator, slots []*rotate.Slot, s scaled) {
 	r.UsageDelay = s.d(fleetUsageDelay)
-	setDrainPoll(r, s.d(fleetDrainPoll))
+	r.DrainPoll = s.d(fleetDrainPoll)
 	for _, sl := range slots {
 		sl.Retire, sl.Usage = rotate.RetireQuiet, rotate.UsageRequired
 		sl.QuietPeriod, sl.DrainTimeout = s.d(fleetQuietPeriod), s.d(fleetDrainTimeout)
