@@ -171,6 +171,12 @@ type Server struct {
 	usage           []usageRecord // every Gemini call with a known key (usage.go)
 	monitoringDelay time.Duration
 
+	// consumers run until stopped, by id (consumer.go); their own lock,
+	// never held with mu.
+	consumersMu sync.Mutex
+	consumers   map[string]*Consumer
+	consumerSeq int
+
 	closers []func()
 }
 
@@ -230,8 +236,9 @@ func Start(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the five APIs.
+// Close stops the consumers, then the five APIs.
 func (s *Server) Close() error {
+	s.stopConsumers()
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}

@@ -164,6 +164,14 @@ func (s *Server) SetMonitoringDelay(d time.Duration) {
 	s.monitoringDelay = d
 }
 
+// MonitoringDelay returns how long after a call it becomes visible to
+// ListTimeSeries.
+func (s *Server) MonitoringDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.monitoringDelay
+}
+
 // metricLabels are the request_count labels of a call.
 func (u usageRecord) metricLabels() map[string]string {
 	return map[string]string{
