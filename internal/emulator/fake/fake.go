@@ -108,9 +108,14 @@ func (c *FastClock) Real(d time.Duration) time.Duration {
 // Sleep waits until the clock has moved on by d, or ctx ends (then it
 // returns ctx's cause).
 func (c *FastClock) Sleep(ctx context.Context, d time.Duration) error {
-	end := c.Now().Add(d)
+	return c.SleepUntil(ctx, c.Now().Add(d))
+}
+
+// SleepUntil waits until the clock reads until, or ctx ends (then it
+// returns ctx's cause): a rotate.Rotator's Sleep.
+func (c *FastClock) SleepUntil(ctx context.Context, until time.Time) error {
 	for {
-		left := end.Sub(c.Now())
+		left := until.Sub(c.Now())
 		if left <= 0 {
 			return nil
 		}

@@ -136,7 +136,8 @@ func TestFastClockMonotonic(t *testing.T) {
 	}
 }
 
-// TestFastClockSleep: Sleep(d) returns once the clock moved on by d,
+// TestFastClockSleep: Sleep(d) returns once the clock moved on by d
+// (SleepUntil once it reads a time),
 // after about d/Speed of wall time, and early with the context's cause.
 func TestFastClockSleep(t *testing.T) {
 	c := NewFastClock(time.Now(), 600)
@@ -162,6 +163,10 @@ func TestFastClockSleep(t *testing.T) {
 	}
 	if err := c.Sleep(context.Background(), -time.Second); err != nil {
 		t.Errorf("Sleep(-1s) = %v", err)
+	}
+	until := c.Now().Add(5 * time.Minute)
+	if err := c.SleepUntil(context.Background(), until); err != nil || c.Now().Before(until) {
+		t.Errorf("SleepUntil(%v) = %v at %v", until, err, c.Now())
 	}
 }
 
