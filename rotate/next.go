@@ -46,6 +46,11 @@ const (
 	NextOrAbort
 	// NextNameKey: a rollback must be told which key to go back to.
 	NextNameKey
+	// NextFinalizeWhenQuiet: the old key was kept because something still
+	// calls with it (or its use is unknown): move that caller to the new
+	// key; finalize deletes the old key once it has been quiet, or at once
+	// when forced.
+	NextFinalizeWhenQuiet
 )
 
 // NextError is an error that Next resolves. Err is what happened and is

@@ -155,6 +155,17 @@ type Rotator struct {
 	// at once (an emulator without ingestion delay); keyrotate's
 	// configuration defaults to 30 minutes.
 	UsageDelay time.Duration
+	// DrainPoll is how often the drain gate reads Cloud Monitoring
+	// (DefaultDrainPoll).
+	DrainPoll time.Duration
+	// Sleep waits until Now reads until, or until ctx ends; nil waits on a
+	// real timer. A test that drives Now by hand moves its clock here (an
+	// absolute time, so that gates sleeping together move a shared clock
+	// to the same instant, not once each).
+	Sleep func(ctx context.Context, until time.Time) error
+
+	// drain holds the drain gate's latest read per project (drain.go).
+	drain drainPoller
 
 	// usage holds the request counts read, by project (usage.go).
 	usage usageCache
@@ -225,6 +236,9 @@ type Event struct {
 	Message string
 	// Wait is set while the run waits for a new key to start working.
 	Wait *Wait
+	// Drain is set while the drain gate waits for the old key to be
+	// quiet: one event per poll.
+	Drain *DrainWait
 	// Then, when set, is what comes next for what Message reports (the
 	// finalize of a kept key); the caller words it after Message.
 	Then Next
@@ -243,8 +257,11 @@ type Wait struct {
 type Options struct {
 	// Force rotates even when the key is not due (--now).
 	Force bool
-	// Grace, when not nil, overrides the slot's grace period.
+	// Grace, when not nil, overrides the slot's grace period, and means
+	// RetireGrace unless Retire says otherwise.
 	Grace *time.Duration
+	// Retire, when set, overrides the slot's Retire.
+	Retire RetireMode
 	// Again rotates with Force even when the current key was made by a
 	// rotation less than the lease TTL ago. Without it such a forced run
 	// is taken for a retry of that rotation (a job rerun after its process
@@ -289,6 +306,11 @@ type Result struct {
 	// creating its key) RetiredNeverCreated.
 	Retired     string     `json:"retired,omitempty"`
 	DeleteAfter *time.Time `json:"delete_after,omitempty"`
+	// KeptReason says why an old key was kept other than for its grace:
+	// still in use at the drain timeout, or its use unknown.
+	KeptReason string `json:"kept_reason,omitempty"`
+	// Drain is what the drain gate saw of the old key (retire: quiet).
+	Drain *Drain `json:"drain,omitempty"`
 	// Propagation is how long the new key took to start working.
 	Propagation time.Duration `json:"-"` // JSON: propagation_seconds (json.go)
 	Probes      int           `json:"probes,omitempty"`
@@ -481,8 +503,21 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	rec := l.record()
 	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
-		from: pre.old, fromVersion: rec.OldVersion}
+		mode: retireMode(slot, opts, res.Resumed && grace > 0), from: pre.old, fromVersion: rec.OldVersion}
 	return st.drive(ctx)
+}
+
+// retireMode is what a rotation does with its old key: opts.Retire, else
+// RetireGrace when opts.Grace is set or a resumed rotation was started
+// with a grace period (graceResumed), else the slot's.
+func retireMode(slot *Slot, opts Options, graceResumed bool) RetireMode {
+	switch {
+	case opts.Retire != "":
+		return opts.Retire
+	case opts.Grace != nil, graceResumed:
+		return RetireGrace
+	}
+	return slot.Retire
 }
 
 // preflightFinalized runs the preflight and, when old keys kept for a grace
@@ -685,6 +720,9 @@ type run struct {
 	ka    *gcp.Keys
 	sa    *gcp.Secrets
 	grace time.Duration
+	// mode is what a rotation does with the old key (retireMode); ""
+	// keeps it for grace when grace > 0, else deletes it.
+	mode RetireMode
 
 	// from is the key being retired (nil when it never existed), and
 	// fromVersion the secret version that holds it.
@@ -1097,7 +1135,12 @@ func (st *run) retire(ctx context.Context) error {
 		st.res.Retired = RetiredNeverCreated
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
-	case st.grace > 0 && st.kind == KindRotate:
+	case st.kind == KindRotate && st.mode == RetireQuiet:
+		var err error
+		if pend, err = st.retireQuiet(ctx, old); err != nil {
+			return err
+		}
+	case st.grace > 0 && st.kind == KindRotate && st.mode != RetireNow:
 		var err error
 		if pend, err = st.keepOld(ctx, old); err != nil {
 			return err

@@ -56,7 +56,13 @@ type worldOpt func(*apikeys.V2Key, *rotate.Slot)
 
 func newWorld(t testing.TB, opts ...worldOpt) *world {
 	t.Helper()
-	srv := emutest.Start(t, emulator.Options{})
+	return newWorldOn(t, emulator.Options{}, opts...)
+}
+
+// newWorldOn is newWorld on an emulator started with eo.
+func newWorldOn(t testing.TB, eo emulator.Options, opts ...worldOpt) *world {
+	t.Helper()
+	srv := emutest.Start(t, eo)
 	srv.AddProject(project, projectNum)
 	spec := &apikeys.V2Key{
 		DisplayName: "Gemini (prod)",

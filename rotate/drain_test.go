@@ -1,0 +1,419 @@
+package rotate_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
+	"google.golang.org/api/apikeys/v2"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/gcp"
+	"github.com/keyrotate/keyrotate/rotate"
+)
+
+// The drain gate against the emulator over loopback, on a manual clock
+// that the emulator and the Rotator share: the gate's sleeps move it, and
+// a simulated consumer records its calls with the old key at each minute
+// the clock passes (emulator RecordRequest), so that every run is
+// deterministic.
+
+var gateStart = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+
+// gateWorld is a world whose Rotator sleeps on a manual clock.
+type gateWorld struct {
+	*world
+	clock *fake.ManualClock
+
+	mu sync.Mutex
+	// calling is the keys a consumer calls with at each minute (one
+	// successful GenerateContent a minute each), until stopAt when set.
+	calling map[string]time.Time
+	// lastCall is the time of the latest simulated call.
+	lastCall time.Time
+	// filters are the Monitoring requests the Rotator sent, as text.
+	filters []string
+
+	// live is how many gates may sleep (1, or a fleet's slots not yet
+	// done); the clock moves only once all of them sleep, to the earliest
+	// time one of them waits for, as real timers would fire.
+	live     int
+	sleeping []time.Time
+	woke     *sync.Cond
+}
+
+// newGateWorld starts a world whose emulator reports calls monDelay late,
+// with a slot set to retire: quiet.
+func newGateWorld(t *testing.T, monDelay, usageDelay, quiet, drain time.Duration) *gateWorld {
+	t.Helper()
+	clock := fake.NewManualClock(gateStart)
+	g := &gateWorld{world: newWorldOn(t, emulator.Options{Clock: clock, MonitoringDelay: monDelay}), clock: clock, calling: map[string]time.Time{}, live: 1}
+	g.woke = sync.NewCond(&g.mu)
+	g.r.Now = clock.Now
+	g.r.UsageDelay = usageDelay
+	g.r.Sleep = g.sleep
+	g.slot.Retire, g.slot.QuietPeriod, g.slot.DrainTimeout = rotate.RetireQuiet, quiet, drain
+	// A Monitoring client that records each request it sends.
+	mc, err := monitoring.NewMetricClient(context.Background(),
+		option.WithEndpoint(g.srv.MonitoringAddr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		option.WithGRPCDialOption(grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			g.mu.Lock()
+			g.filters = append(g.filters, prototext.Format(req.(proto.Message)))
+			g.mu.Unlock()
+			return inv(ctx, method, req, reply, cc, opts...)
+		})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc.CallOptions = &monitoring.MetricCallOptions{}
+	t.Cleanup(func() { mc.Close() })
+	g.r.Monitoring = mc
+	return g
+}
+
+// sleep waits until the clock reads until. Once every live gate sleeps,
+// the clock moves to the earliest time one of them waits for, a minute at
+// a time; at each minute the consumers call.
+func (g *gateWorld) sleep(ctx context.Context, until time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sleeping = append(g.sleeping, until)
+	defer func() {
+		i := slices.IndexFunc(g.sleeping, until.Equal)
+		g.sleeping = slices.Delete(g.sleeping, i, i+1)
+	}()
+	for g.clock.Now().Before(until) {
+		if len(g.sleeping) < g.live {
+			g.woke.Wait()
+			continue
+		}
+		next := slices.MinFunc(g.sleeping, time.Time.Compare)
+		for now := g.clock.Now(); now.Before(next); now = g.clock.Now() {
+			g.clock.Advance(min(now.Truncate(time.Minute).Add(time.Minute).Sub(now), next.Sub(now)))
+			g.callLocked()
+		}
+		g.woke.Broadcast()
+	}
+	return ctx.Err()
+}
+
+// done tells the clock that a gate of a fleet ended.
+func (g *gateWorld) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.live--
+	g.woke.Broadcast()
+}
+
+// callLocked records a call by each consumer still calling, one second
+// before the clock's time.
+func (g *gateWorld) callLocked() {
+	at := g.clock.Now().Add(-time.Second)
+	for key, stop := range g.calling {
+		if !stop.IsZero() && at.After(stop) {
+			continue
+		}
+		if err := g.srv.RecordRequest(key, generate, 200, at); err != nil {
+			g.t.Error(err)
+		}
+		g.lastCall = at
+	}
+}
+
+// consume makes a consumer call with key at each minute until stop (zero:
+// for ever).
+func (g *gateWorld) consume(key string, stop time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calling[key] = stop
+}
+
+func (g *gateWorld) oldAPIKey() *apikeys.V2Key {
+	k, ok := g.srv.Key(g.oldName)
+	if !ok {
+		g.t.Fatal("old key gone")
+	}
+	return k
+}
+
+// checkFilters asserts that the Monitoring requests name keys by nothing
+// but their uid: no key string.
+func (g *gateWorld) checkFilters() {
+	g.t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.filters) == 0 {
+		g.t.Error("no Monitoring request was made")
+	}
+	for _, k := range g.srv.Keys(project, true) {
+		for _, f := range g.filters {
+			if strings.Contains(f, k.KeyString) {
+				g.t.Fatalf("key string of %s in a Monitoring request: %s", k.Name, f)
+			}
+		}
+	}
+}
+
+// TestDrainKeepsKeyInUse (acceptance 1): a consumer nobody configured keeps
+// calling with the old key: at the drain timeout the old key is kept for
+// finalize, the result says why and who calls, and the new key is in place.
+func TestDrainKeepsKeyInUse(t *testing.T) {
+	g := newGateWorld(t, 4*time.Minute, 5*time.Minute, 10*time.Minute, 30*time.Minute)
+	g.consume(g.oldName, time.Time{})
+	res, err := g.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if !res.Rotated || g.envValue() == g.oldKey || g.latest() == g.oldKey {
+		t.Fatalf("the rotation did not put the new key in place: %+v", res)
+	}
+	if old := g.oldAPIKey(); old.DeleteTime != "" {
+		t.Fatalf("old key deleted at %s while a consumer still called with it", old.DeleteTime)
+	}
+	if got := g.clock.Now().Sub(gateStart); got != 30*time.Minute {
+		t.Errorf("the gate waited %s, want the drain timeout (30m)", got)
+	}
+	d := res.Drain
+	if d == nil || d.Outcome != rotate.DrainInUse || !d.Attention {
+		t.Fatalf("drain = %+v, want in-use needing attention", d)
+	}
+	if res.Retired != "kept" || !strings.Contains(res.KeptReason, "still in use at the drain timeout") {
+		t.Errorf("retired %q, reason %q; want kept, still in use", res.Retired, res.KeptReason)
+	}
+	if len(d.Usage) != 1 || d.Usage[0].Service != gemini || d.Usage[0].Method != generate || d.Usage[0].LastHour.OK < 25 {
+		t.Errorf("usage = %+v, want GenerateContent of %s, about a call a minute", d.Usage, gemini)
+	}
+	if d.Polls != 31 {
+		t.Errorf("polls = %d, want 31 (one a minute over 30 minutes, and at the start)", d.Polls)
+	}
+	old := g.oldAPIKey()
+	if old.Annotations["keyrotate.kept-in-use"] != rotate.DrainInUse || old.Annotations["keyrotate.delete-after"] == "" {
+		t.Errorf("old key annotations = %v, want kept-in-use and delete-after", old.Annotations)
+	}
+	if !strings.Contains(g.secret().Annotations["keyrotate.pending"], g.oldName) {
+		t.Errorf("pending index = %s, want the old key for finalize", g.secret().Annotations["keyrotate.pending"])
+	}
+	if !strings.Contains(g.events.String(), "waiting for old key") || !strings.Contains(g.events.String(), "GenerateContent: 25 ok in the last hour (1.0/min ok, 10:00Z to 10:25Z)") {
+		t.Errorf("no drain event naming the calls:\n%s", g.events.String())
+	}
+	g.invariant()
+	g.checkFilters()
+}
+
+// TestDrainDeletesOnceQuiet (acceptance 1): the consumer stops; the old
+// key is deleted once it has been quiet for the quiet period in settled
+// data, and not before.
+func TestDrainDeletesOnceQuiet(t *testing.T) {
+	const delay, quiet = 5 * time.Minute, 10 * time.Minute
+	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
+	g.consume(g.oldName, gateStart.Add(7*time.Minute+30*time.Second))
+	res, err := g.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	old := g.oldAPIKey()
+	if old.DeleteTime == "" || res.Retired != "deleted" || res.Drain.Outcome != rotate.DrainQuiet || res.Drain.Attention {
+		t.Fatalf("old key not deleted once quiet: retired %q, drain %+v", res.Retired, res.Drain)
+	}
+	deleted, err := time.Parse(time.RFC3339Nano, old.DeleteTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if earliest := g.lastCall.Add(quiet + delay); deleted.Before(earliest) {
+		t.Errorf("deleted at %s, before the last call (%s) + quiet + delay = %s", deleted, g.lastCall, earliest)
+	}
+	if latest := g.lastCall.Add(quiet + delay + 2*time.Minute); deleted.After(latest) {
+		t.Errorf("deleted at %s, more than two polls after it was quiet (%s)", deleted, latest)
+	}
+	g.invariant()
+	g.checkFilters()
+}
+
+// TestDrainCatchesLateReport (acceptance 2): a request made just before the
+// gate, which Monitoring reports minutes late, keeps the old key until the
+// quiet period has passed after it. A gate that trusted what Monitoring
+// shows at once would have deleted the key at its start.
+func TestDrainCatchesLateReport(t *testing.T) {
+	const delay, quiet = 5 * time.Minute, 10 * time.Minute
+	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
+	call := gateStart.Add(-20 * time.Second)
+	if err := g.srv.RecordRequest(g.oldName, generate, 200, call); err != nil {
+		t.Fatal(err)
+	}
+	// What a naive gate would see at the start: nothing yet.
+	u := &gcp.Usage{Client: g.r.Monitoring}
+	now, err := u.RequestCounts(context.Background(), project, gateStart, time.Hour, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(now) != 0 {
+		t.Fatalf("Monitoring shows the call at once (%+v): the test needs it reported late", now)
+	}
+	res, err := g.rotate(rotate.Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	deleted, err := time.Parse(time.RFC3339Nano, g.oldAPIKey().DeleteTime)
+	if err != nil || res.Drain.Outcome != rotate.DrainQuiet {
+		t.Fatalf("old key not deleted (%v): %+v", err, res.Drain)
+	}
+	if earliest := call.Add(quiet + delay); deleted.Before(earliest) {
+		t.Errorf("deleted at %s, before the late-reported call (%s) + quiet + delay = %s", deleted, call, earliest)
+	}
+	if res.Drain.LastOK.IsZero() {
+		t.Errorf("the gate never saw the late call: %+v", res.Drain)
+	}
+}
+
+// TestDrainUsagePolicy (item 4): when Cloud Monitoring cannot answer, usage:
+// required keeps the old key and names the role or the API; best-effort
+// warns and falls back to the grace period.
+func TestDrainUsagePolicy(t *testing.T) {
+	deny := func(g *gateWorld) { g.srv.DenyPermission("monitoring.timeSeries.list") }
+	disable := func(g *gateWorld) { g.srv.SetServiceEnabled(project, "monitoring.googleapis.com", false) }
+	none := func(g *gateWorld) { g.r.Monitoring = nil }
+	day := 24 * time.Hour
+	for _, tc := range []struct {
+		name    string
+		setup   func(*gateWorld)
+		policy  rotate.UsagePolicy
+		grace   time.Duration
+		retired string
+		names   string
+	}{
+		{"required, permission denied", deny, rotate.UsageRequired, 0, "kept", "roles/monitoring.viewer"},
+		{"required, API disabled", disable, rotate.UsageRequired, 0, "kept", "monitoring.googleapis.com"},
+		{"required, no client", none, rotate.UsageRequired, 0, "kept", "no Cloud Monitoring client"},
+		{"best-effort, permission denied, no grace", deny, rotate.UsageBestEffort, 0, "deleted", "roles/monitoring.viewer"},
+		{"best-effort, API disabled, grace", disable, "", day, "kept", "monitoring.googleapis.com"},
+		{"best-effort, no client", none, rotate.UsageBestEffort, 0, "deleted", "no Cloud Monitoring client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
+			g.slot.Usage, g.slot.Grace = tc.policy, tc.grace
+			tc.setup(g)
+			res, err := g.rotate(rotate.Options{})
+			if err != nil {
+				t.Fatalf("Rotate: %v", err)
+			}
+			d := res.Drain
+			if d == nil || d.Outcome != rotate.DrainUnknown || !strings.Contains(d.Reason, tc.names) {
+				t.Fatalf("drain = %+v, want usage unknown naming %q", d, tc.names)
+			}
+			if res.Retired != tc.retired {
+				t.Errorf("retired = %q, want %q", res.Retired, tc.retired)
+			}
+			required := tc.policy == rotate.UsageRequired
+			if d.Attention != required {
+				t.Errorf("needs attention = %v, want %v", d.Attention, required)
+			}
+			switch {
+			case required:
+				if !strings.Contains(res.KeptReason, tc.names) || g.oldAPIKey().Annotations["keyrotate.kept-in-use"] != rotate.DrainUnknown {
+					t.Errorf("kept reason %q, annotations %v: want the cause and the kept-in-use mark", res.KeptReason, g.oldAPIKey().Annotations)
+				}
+			case tc.grace > 0:
+				if res.DeleteAfter == nil || !res.DeleteAfter.Equal(gateStart.Add(tc.grace)) || res.KeptReason != "" {
+					t.Errorf("delete after %v, reason %q; want the grace period's end", res.DeleteAfter, res.KeptReason)
+				}
+			}
+			if !required && !strings.Contains(g.events.String(), "warning: Cloud Monitoring cannot tell") {
+				t.Errorf("best-effort did not warn:\n%s", g.events.String())
+			}
+			if g.clock.Now() != gateStart {
+				t.Errorf("the gate waited %s with no answer to wait for", g.clock.Now().Sub(gateStart))
+			}
+		})
+	}
+}
+
+// TestDrainFleetSharesOneQuery (item 5): slots of one project that wait
+// together share one ListTimeSeries per poll.
+func TestDrainFleetSharesOneQuery(t *testing.T) {
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
+	g.slot.Targets = nil
+	slots := []*rotate.Slot{g.slot}
+	for i := range 3 {
+		name := fmt.Sprintf("gemini-%d", i)
+		spec := &apikeys.V2Key{Restrictions: &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: gemini}}}}
+		key, ks, err := g.srv.SeedKey(project, name+"-2026", spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec, err := g.srv.SeedSecret(project, name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.srv.SeedSecretVersion(sec, []byte(ks)); err != nil {
+			t.Fatal(err)
+		}
+		s := *g.slot
+		s.Name, s.Secret = name, sec
+		slots = append(slots, &s)
+		g.consume(key, gateStart.Add(3*time.Minute))
+	}
+	g.consume(g.oldName, gateStart.Add(3*time.Minute))
+	g.live = len(slots)
+	g.r.Events = nil // the world's buffer is not for concurrent slots
+	g.srv.ResetCalls()
+	var (
+		mu    sync.Mutex
+		polls int
+		fails atomic.Int32
+	)
+	f := &rotate.Fleet{Rotator: g.r, Parallel: len(slots), Done: func(o rotate.Outcome) {
+		g.done()
+		if o.Err != nil {
+			t.Errorf("slot %s: %v", o.Slot.Name, o.Err)
+			fails.Add(1)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if o.Result.Drain == nil || o.Result.Drain.Outcome != rotate.DrainQuiet {
+			t.Errorf("slot %s: drain %+v, want quiet", o.Slot.Name, o.Result.Drain)
+			return
+		}
+		polls = max(polls, o.Result.Drain.Polls)
+	}}
+	f.Run(context.Background(), slots, rotate.Options{Force: true})
+	if fails.Load() > 0 {
+		return
+	}
+	calls := g.srv.Calls("monitoring.ListTimeSeries")
+	if polls < 5 || calls != polls {
+		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll", calls, len(slots), polls)
+	}
+	g.checkFilters()
+}
+
+// TestDrainStopsWithContext: a run stopped while the gate waits stops
+// part-way, safely, with both keys working.
+func TestDrainStopsWithContext(t *testing.T) {
+	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.r.Sleep = func(context.Context, time.Time) error { cancel(); return context.Canceled }
+	g.consume(g.oldName, time.Time{})
+	_, err := g.r.Rotate(ctx, g.slot, rotate.Options{Force: true})
+	if !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrStoppedPartWay", err)
+	}
+	if g.oldAPIKey().DeleteTime != "" {
+		t.Error("old key deleted by a stopped run")
+	}
+	g.invariant()
+}
