@@ -439,17 +439,8 @@ func (st *run) keepInUse(ctx context.Context, old *apikeys.V2Key, d *Drain, reas
 	// Whole seconds, rounded up: the rule's start is never earlier than
 	// the keep.
 	kept := st.now().Add(time.Second - 1).Truncate(time.Second)
-	ann := map[string]string{}
-	for k, v := range old.Annotations {
-		ann[k] = v
-	}
-	ann[annSlot] = st.slot.Name
-	ann[annDeleteAfter] = kept.Format(time.RFC3339)
-	ann[annSuperseded] = st.newKey.Name
+	ann := st.keptAnnotations(old, kept)
 	ann[annKeptInUse] = d.Outcome
-	if st.fromVersion != "" {
-		ann[annVersion] = st.fromVersion
-	}
 	if _, err := st.ka.Patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
 		return nil, err
 	}

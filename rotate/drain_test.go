@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -416,4 +417,95 @@ func TestDrainStopsWithContext(t *testing.T) {
 		t.Error("old key deleted by a stopped run")
 	}
 	g.invariant()
+}
+
+// TestFinalizeKeptInUse: finalize deletes a key the gate kept in use only
+// once the settled-window rule holds from the time it was kept, without
+// waiting; Force deletes it anyway (but never a key a place holds).
+func TestFinalizeKeptInUse(t *testing.T) {
+	const delay, quiet = 5 * time.Minute, 10 * time.Minute
+	g := newGateWorld(t, 4*time.Minute, delay, quiet, 0)
+	g.consume(g.oldName, time.Time{})
+	// The consumer called a minute before the rotation: with no drain
+	// timeout the key is kept at once.
+	g.mu.Lock()
+	g.callLocked()
+	g.mu.Unlock()
+	res, err := g.rotate(rotate.Options{})
+	if err != nil || res.Retired != "kept" || !res.Drain.Attention {
+		t.Fatalf("Rotate = %+v, %v; want the old key kept", res, err)
+	}
+	finalize := func(opts rotate.FinalizeOptions) rotate.Finalized {
+		t.Helper()
+		fr, err := g.r.Finalize(context.Background(), g.slot, opts)
+		if err != nil {
+			t.Fatalf("Finalize: %v", err)
+		}
+		g.noLeaks(nil, nil)
+		for _, f := range fr.Keys {
+			if f.Key == g.oldName {
+				return f
+			}
+		}
+		t.Fatalf("finalize did not look at the old key: %+v", fr.Keys)
+		return rotate.Finalized{}
+	}
+	kept := g.clock.Now()
+	// Still called: skipped, with its traffic.
+	g.sleep(context.Background(), kept.Add(20*time.Minute))
+	if f := finalize(rotate.FinalizeOptions{}); f.Action != rotate.FinalizeSkipped || !strings.Contains(f.Reason, "GenerateContent") {
+		t.Errorf("finalize while in use = %+v, want skipped naming the calls", f)
+	}
+	if g.oldAPIKey().DeleteTime != "" || !strings.Contains(g.secret().Annotations["keyrotate.pending"], g.oldName) {
+		t.Fatal("a skipped key was deleted or dropped from the index")
+	}
+	// The consumer stops: not quiet until its last call + quiet + delay.
+	g.consume(g.oldName, g.clock.Now().Add(-time.Minute))
+	g.sleep(context.Background(), g.clock.Now().Add(quiet+delay-2*time.Minute))
+	if f := finalize(rotate.FinalizeOptions{}); f.Action != rotate.FinalizeSkipped {
+		t.Errorf("finalize before the quiet period passed in settled data = %+v, want skipped", f)
+	}
+	g.sleep(context.Background(), g.clock.Now().Add(3*time.Minute))
+	if f := finalize(rotate.FinalizeOptions{DryRun: true}); f.Action != rotate.FinalizeWouldDelete || !strings.Contains(f.Reason, "quiet since") {
+		t.Errorf("finalize once quiet = %+v, want would delete", f)
+	}
+	// Force: a consumer back at work does not keep it.
+	g.consume(g.oldName, time.Time{})
+	g.sleep(context.Background(), g.clock.Now().Add(5*time.Minute))
+	if f := finalize(rotate.FinalizeOptions{DryRun: true}); f.Action != rotate.FinalizeSkipped {
+		t.Errorf("finalize with the consumer back = %+v, want skipped", f)
+	}
+	if f := finalize(rotate.FinalizeOptions{Force: true}); f.Action != rotate.FinalizeDeleted || !strings.Contains(f.Reason, "with force") {
+		t.Errorf("finalize --force = %+v, want deleted", f)
+	}
+	if g.oldAPIKey().DeleteTime == "" {
+		t.Error("old key not deleted with force")
+	}
+	g.checkFilters()
+}
+
+// TestFinalizeForceKeepsHeldKey: Force never deletes a key a place holds.
+func TestFinalizeForceKeepsHeldKey(t *testing.T) {
+	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, 0)
+	g.consume(g.oldName, time.Time{})
+	g.mu.Lock()
+	g.callLocked()
+	g.mu.Unlock()
+	if res, err := g.rotate(rotate.Options{}); err != nil || res.Retired != "kept" {
+		t.Fatalf("Rotate = %+v, %v; want the old key kept", res, err)
+	}
+	// Something puts the old key back into the .env.
+	if err := os.WriteFile(g.envPath, []byte(strings.ReplaceAll(g.envText, "\r", "")), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	fr, err := g.r.Finalize(context.Background(), g.slot, rotate.FinalizeOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fr.Keys) != 1 || fr.Keys[0].Action != rotate.FinalizeSkipped || !strings.Contains(fr.Keys[0].Reason, "still held") {
+		t.Errorf("finalize --force of a held key = %+v, want skipped", fr.Keys)
+	}
+	if g.oldAPIKey().DeleteTime != "" {
+		t.Error("force deleted a key a target holds")
+	}
 }

@@ -29,6 +29,11 @@ type FinalizeOptions struct {
 	// Only, when set, limits the run to these keys (resource names) and
 	// deletes them whatever their grace: the response to a leaked old key.
 	Only []string
+	// Force deletes an old key kept because it was in use (the drain gate)
+	// without checking that it has been quiet since. It overrides only
+	// that check: a key the secret or a target holds is never deleted, and
+	// a key kept for its grace period stays until it ends.
+	Force bool
 }
 
 // Finalized is what finalize did, or would do, with one key.
@@ -270,6 +275,14 @@ func (f *finalizing) classify(ctx context.Context) error {
 			continue // the current key is no leftover
 		}
 		fin := f.grace(id, c)
+		if fin.Action == finalizeDue && k.Annotations[annKeptInUse] != "" && !f.only[id] {
+			if err := f.checkQuiet(ctx, &fin, k); err != nil {
+				return err
+			}
+			if fin.Action == FinalizeSkipped && c.pending != nil {
+				f.keep = append(f.keep, *c.pending)
+			}
+		}
 		if fin.Action == FinalizeKept && c.pending != nil {
 			fin.Fingerprint = c.pending.Fingerprint // recorded when it was kept: no call
 			f.keep = append(f.keep, *c.pending)
@@ -299,12 +312,65 @@ func (f *finalizing) grace(id string, c *candidate) Finalized {
 		return fin
 	}
 	fin.DeleteAfter = &t
+	if k.Annotations[annKeptInUse] != "" {
+		// Kept because it was in use: its delete-after is when it was kept,
+		// and whether it may go is the drain gate's rule (checkQuiet).
+		fin.Reason = "kept since " + t.Format(time.RFC3339)
+		return fin
+	}
 	if f.started.Before(t) {
 		fin.Action, fin.Reason = FinalizeKept, "grace period until "+t.Format(time.RFC3339)
 		return fin
 	}
 	fin.Reason = "grace period ended " + t.Format(time.RFC3339)
 	return fin
+}
+
+// checkQuiet decides whether an old key the drain gate kept because it was
+// in use (or its use unknown) may go now: only when the settled-window rule
+// holds from the time it was kept (its delete-after), read once from Cloud
+// Monitoring; finalize does not wait. Otherwise it is skipped, with its
+// latest traffic. Force skips the check.
+func (f *finalizing) checkQuiet(ctx context.Context, fin *Finalized, k *apikeys.V2Key) error {
+	kept := *fin.DeleteAfter
+	why := "kept in use since " + kept.Format(time.RFC3339)
+	if k.Annotations[annKeptInUse] == DrainUnknown {
+		why = "kept since " + kept.Format(time.RFC3339) + " because its use was unknown"
+	}
+	if f.opts.Force {
+		fin.Reason = why + "; deleted with force, whether or not it is still used"
+		return nil
+	}
+	var read *drainRead
+	err := errors.New("the key's uid is unknown")
+	if k.Uid != "" {
+		read, err = f.drainCounts(ctx, f.slot.Project, f.now(), drainWindow(f.UsageDelay, f.slot.QuietPeriod))
+		if err != nil && !errors.Is(err, errNoMonitoring) {
+			return fmt.Errorf("slot %s: %w", f.slot.Name, err)
+		}
+		if err == nil {
+			err = read.err
+		}
+	}
+	if err != nil {
+		fin.Action, fin.Reason = FinalizeSkipped, fmt.Sprintf("%s; whether it is quiet now is unknown (%s): kept", why, usageReason(err))
+		return nil
+	}
+	pts := keyPoints(read.counts, k.Uid)
+	v := settledQuiet(kept, read.asOf, f.UsageDelay, f.slot.QuietPeriod, pts)
+	if v.Pass {
+		fin.Reason = fmt.Sprintf("%s; quiet since: no successful request for %s in Cloud Monitoring's settled data (to %s)",
+			why, human(f.slot.QuietPeriod), v.SettledTo.Format(time.RFC3339))
+		return nil
+	}
+	last := "no successful call seen, but Cloud Monitoring's data has settled only to " + v.SettledTo.Format(time.RFC3339)
+	if !v.LastOK.IsZero() {
+		last = "last successful call in the minute to " + v.LastOK.Format(time.RFC3339) + "; " + ratesText(methodRates(pts, read.asOf))
+	}
+	fin.Action, fin.Reason = FinalizeSkipped, fmt.Sprintf("%s; not quiet for %s yet (%s); quiet at %s at the earliest",
+		why, human(f.slot.QuietPeriod), last, v.QuietAt.Format(time.RFC3339))
+	f.event(f.slot.Name, StepFinalize, "kept key %s: %s", k.Name, fin.Reason)
+	return nil
 }
 
 // checkHeld reads the key string of each due key and skips the keys that

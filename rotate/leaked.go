@@ -96,7 +96,7 @@ func (r *Rotator) RespondToLeak(ctx context.Context, leak *Leak, slot *Slot) (*L
 	noGrace := time.Duration(0)
 	if leak.Role == "current" || slotHolds(leak, slot) {
 		r.event(slot.Name, StepLeaked, "rotating slot %s at once, without grace", slot.Name)
-		res, err := r.Rotate(ctx, slot, Options{Force: true, Again: true, Grace: &noGrace})
+		res, err := r.Rotate(ctx, slot, Options{Force: true, Again: true, Grace: &noGrace, Retire: RetireNow})
 		resp.Rotation = res
 		if err != nil {
 			return resp, err

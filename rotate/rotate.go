@@ -1173,16 +1173,7 @@ func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, er
 	// less grace than asked for.
 	after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
 	if old.Annotations[annDeleteAfter] == "" {
-		ann := map[string]string{}
-		for k, v := range old.Annotations {
-			ann[k] = v
-		}
-		ann[annSlot] = st.slot.Name
-		ann[annDeleteAfter] = after.Format(time.RFC3339)
-		ann[annSuperseded] = st.newKey.Name
-		if st.fromVersion != "" {
-			ann[annVersion] = st.fromVersion
-		}
+		ann := st.keptAnnotations(old, after)
 		if _, err := st.ka.Patch(ctx, &apikeys.V2Key{Name: old.Name, Etag: old.Etag, Annotations: ann}, "annotations"); err != nil {
 			return nil, err
 		}
@@ -1193,6 +1184,22 @@ func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, er
 	st.eventThen(st.slot.Name, StepRetire, Next{Action: NextFinalize, Slot: st.slot.Name}, "kept old key %s until %s (grace %s, annotated %s)",
 		old.Name, after.Format(time.RFC3339), human(st.grace), annDeleteAfter)
 	return &pendingKey{Key: old.Name, Fingerprint: st.rec.OldFP, DeleteAfter: after, Version: st.fromVersion}, nil
+}
+
+// keptAnnotations are the old key's annotations once kept for finalize
+// until after: the slot, the time, its successor and its secret version.
+func (st *run) keptAnnotations(old *apikeys.V2Key, after time.Time) map[string]string {
+	ann := map[string]string{}
+	for k, v := range old.Annotations {
+		ann[k] = v
+	}
+	ann[annSlot] = st.slot.Name
+	ann[annDeleteAfter] = after.Format(time.RFC3339)
+	ann[annSuperseded] = st.newKey.Name
+	if st.fromVersion != "" {
+		ann[annVersion] = st.fromVersion
+	}
+	return ann
 }
 
 // deleteOld deletes the old key once no local target holds it, before and

@@ -264,6 +264,11 @@ func reportRun(app *cli.App, w io.Writer, err error) int {
 	}
 	for _, e := range all {
 		e = inCommand(cmd, e)
+		if exitCode(e) == exitAttention {
+			// Rotated, but an old key was kept in use: a warning, one per slot.
+			logger.Warn(e.Error(), "hint", hintOf(e), "exit_code", exitAttention)
+			continue
+		}
 		logger.Error(e.Error(), "hint", hintOf(e), "exit_code", exitCode(e))
 	}
 	return code
@@ -285,8 +290,12 @@ func report(w io.Writer, err error) int {
 		fmt.Fprintf(w, "keyrotate: hint: %s\n", configHint)
 		return code
 	}
+	label := "error"
+	if code == exitAttention {
+		label = "attention" // rotated: not an error, but someone must act
+	}
 	for _, line := range strings.Split(err.Error(), "\n") {
-		fmt.Fprintf(w, "keyrotate: error: %s\n", line)
+		fmt.Fprintf(w, "keyrotate: %s: %s\n", label, line)
 	}
 	if h := hintOf(err); h != "" {
 		fmt.Fprintf(w, "keyrotate: hint: %s\n", h)
@@ -357,6 +366,10 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, rotate.ErrVerifyFailed):
 		return exitVerify
+	}
+	var ae *attentionError
+	if errors.As(err, &ae) {
+		return exitAttention
 	}
 	if strings.HasPrefix(err.Error(), "flag provided but not defined") {
 		return exitUsage

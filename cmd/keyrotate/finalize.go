@@ -15,20 +15,24 @@ func finalizeCommand() *cli.Command {
 		Name:  "finalize",
 		Usage: "delete old keys whose grace period ended, and keys left by failed rotations",
 		Description: "Deletes each slot's old keys whose keyrotate.delete-after time has come, and keys keyrotate\n" +
-			"created (annotated with the slot) that are neither current nor part of a rotation. It never\n" +
-			"deletes the current key or a key the secret or a target still holds, and disables the secret\n" +
-			"version of each deleted key (never the newest). rotate also finalizes its slots' due keys.",
+			"created (annotated with the slot) that are neither current nor part of a rotation. An old key that\n" +
+			"rotate kept because it was still in use is deleted only once Cloud Monitoring shows it quiet\n" +
+			"(or with --force). It never deletes the current key or a key the secret or a target still holds,\n" +
+			"and disables the secret version of each deleted key (never the newest). rotate also finalizes\n" +
+			"its slots' due keys.",
 		Flags: []cli.Flag{
 			slotFlag("delete due old keys of only"),
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be deleted; change nothing"},
 			&cli.BoolFlag{Name: "confirm-revocation", Usage: "probe each deleted key until the API rejects it, and report how long that took"},
+			&cli.BoolFlag{Name: "force", Usage: "delete old keys kept because they were in use without checking that they are quiet now " +
+				"(overrides only that check: a key the secret or a target holds is never deleted, a grace period still runs)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usagef("finalize takes no arguments (got %q); use --slot", c.Args().First())
 			}
 			return runFinalize(c, rotate.FinalizeOptions{
-				DryRun: c.Bool("dry-run"), Scan: true, ConfirmRevocation: c.Bool("confirm-revocation"),
+				DryRun: c.Bool("dry-run"), Scan: true, ConfirmRevocation: c.Bool("confirm-revocation"), Force: c.Bool("force"),
 			})
 		},
 	}

@@ -178,6 +178,9 @@ func nextHint(n rotate.Next) string {
 		return fmt.Sprintf("run `keyrotate %s %s` again to finish it", n.Kind, n.Slot)
 	case n.Action == rotate.NextFinalize && n.Slot != "":
 		return fmt.Sprintf("`keyrotate finalize --slot %s` deletes it", n.Slot)
+	case n.Action == rotate.NextFinalizeWhenQuiet && n.Slot != "":
+		return fmt.Sprintf("find what still calls with the old key and move it to the new key (the secret holds it); "+
+			"`keyrotate finalize --slot %s` deletes the old key once it has been quiet, `keyrotate finalize --slot %s --force` at once", n.Slot, n.Slot)
 	}
 	return ""
 }

@@ -97,6 +97,9 @@ func TestNextHints(t *testing.T) {
 			"run `keyrotate rotate --slot s` to resume it, or `keyrotate abort s` to undo it"},
 		{rotate.Next{Action: rotate.NextResume, Slot: "s", Kind: rotate.KindRollback}, "run `keyrotate rollback s` again to finish it"},
 		{rotate.Next{Action: rotate.NextFinalize, Slot: "s"}, "`keyrotate finalize --slot s` deletes it"},
+		{rotate.Next{Action: rotate.NextFinalizeWhenQuiet, Slot: "s"},
+			"find what still calls with the old key and move it to the new key (the secret holds it); " +
+				"`keyrotate finalize --slot s` deletes the old key once it has been quiet, `keyrotate finalize --slot s --force` at once"},
 		{rotate.Next{}, ""},
 	}
 	for _, tc := range tests {

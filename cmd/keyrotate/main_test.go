@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
+	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // TestMain lets the scripts run the real CLI as the command "keyrotate", in
@@ -27,11 +28,14 @@ func TestMain(m *testing.M) {
 }
 
 type scriptWorld struct {
-	srv      *emulator.Server
-	w        *seeded
-	dotenv   []byte // .env as seeded
-	lastExit int
-	vault    bool // vaultProject was added (secrets_test.go)
+	// consumers are the unconfigured consumers the script started (emu
+	// consume), stopped at its end.
+	consumers []*emulator.Consumer
+	srv       *emulator.Server
+	w         *seeded
+	dotenv    []byte // .env as seeded
+	lastExit  int
+	vault     bool // vaultProject was added (secrets_test.go)
 }
 
 func world(ts *testscript.TestScript) *scriptWorld {
@@ -150,6 +154,18 @@ func cmdEmu(ts *testscript.TestScript, neg bool, args []string) {
 		srv.DenyPermission(rest[0])
 	case "disable-api": // emu disable-api SERVICE: disabled in the demo project
 		srv.SetServiceEnabled(demoProject, rest[0], false)
+	case "consume": // emu consume seeded|current: a consumer nobody configured calls with that key
+		k := sw.w.key
+		if rest[0] == "current" {
+			k = secret.New(latestPayload(sw))
+		}
+		c := srv.StartConsumer(k, 50*time.Millisecond, emulator.ConsumeGenerate)
+		sw.consumers = append(sw.consumers, c)
+		ts.Defer(c.Stop)
+	case "consume-stop": // emu consume-stop: every consumer stops
+		for _, c := range sw.consumers {
+			c.Stop()
+		}
 	case "reset":
 		srv.ResetCalls()
 	case "calls": // emu calls total|mutating|METHOD N

@@ -63,6 +63,13 @@ func (p *printer) event(ev rotate.Event) {
 		p.wait(ev)
 		return
 	}
+	if ev.Drain != nil && p.tty {
+		// The drain gate's polls: one line, updated in place.
+		p.spin()
+		p.spinner.Describe(ev.Slot + ": " + ev.Message)
+		_ = p.spinner.Add(1)
+		return
+	}
 	if p.spinner != nil {
 		_ = p.spinner.Finish()
 		p.spinner = nil
@@ -74,8 +81,11 @@ func (p *printer) event(ev rotate.Event) {
 		p.ended[ev.Slot] = true
 	}
 	msg := ev.Message
-	if ev.Then.Action == rotate.NextFinalize {
+	switch ev.Then.Action {
+	case rotate.NextFinalize:
 		msg += "; `keyrotate finalize` deletes it then"
+	case rotate.NextFinalizeWhenQuiet:
+		msg += "; " + nextHint(ev.Then)
 	}
 	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, msg)
 }

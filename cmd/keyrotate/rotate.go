@@ -24,21 +24,24 @@ func rotateCommand() *cli.Command {
 		Name:  "rotate",
 		Usage: "rotate the keys of the slots that are due (or --now)",
 		Description: "Creates a new key with the old key's restrictions and binding, probes it until it works,\n" +
-			"writes it to the secret and every target, reads them back, then deletes the old key\n" +
-			"(or keeps it for --grace). A run that stops part-way resumes on the next run.",
+			"writes it to the secret and every target, reads them back, then deletes the old key once\n" +
+			"Cloud Monitoring shows nothing uses it any more (retire: quiet; still used at drain_timeout, it is\n" +
+			"kept and the run exits 5), or keeps it for --grace. A run that stops part-way resumes on the next run.",
 		Flags: append([]cli.Flag{
 			slotFlag("rotate only"),
 			&cli.BoolFlag{Name: "now", Usage: "rotate even when the key is not due"},
 			&cli.BoolFlag{Name: "leaked", Usage: "read a leaked key string from stdin, find it among the slots and take it out of service at once (no grace)"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, rotate even if the slot was rotated less than lease_ttl ago (otherwise taken for a retry of that run)"},
-			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace"},
+			&cli.StringFlag{Name: "grace", Usage: "keep the old key this `DURATION` (e.g. 24h, 7d) instead of the config's grace (implies --retire grace)"},
+			&cli.StringFlag{Name: "retire", Usage: "what to do with the old key, instead of the config's retire: `MODE` quiet (delete it once Cloud Monitoring " +
+				"shows it unused), grace (keep it for the grace period) or now (delete it at once)"},
 			&cli.StringFlag{Name: "wait-for-lease", Usage: "when another live run holds a slot, wait for it up to `DURATION` " +
 				"(e.g. 16m, more than lease_ttl to outwait a dead holder) and report its outcome instead of exit 4"},
 		}, fleetFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("leaked") {
-				if c.IsSet("grace") || c.IsSet("slot") || c.IsSet("shard") {
-					return usagef("--leaked rotates without grace and finds the slot itself: drop --grace, --slot and --shard")
+				if c.IsSet("grace") || c.IsSet("retire") || c.IsSet("slot") || c.IsSet("shard") {
+					return usagef("--leaked deletes the leaked key at once and finds the slot itself: drop --grace, --retire, --slot and --shard")
 				}
 				return runLeaked(c)
 			}
@@ -72,6 +75,17 @@ func rotateCommand() *cli.Command {
 // shared by rotate and plan (which predicts it): --now, --again, --grace.
 func rotateOptions(c *cli.Context) (rotate.Options, error) {
 	opts := rotate.Options{Force: c.Bool("now"), Again: c.Bool("again")}
+	if c.IsSet("retire") {
+		switch m := c.String("retire"); m {
+		case config.RetireQuiet, config.RetireGrace, config.RetireNow:
+			opts.Retire = rotate.RetireMode(m)
+		default:
+			return opts, usagef("--retire must be quiet, grace or now (got %s)", m)
+		}
+	}
+	if c.IsSet("grace") && opts.Retire == rotate.RetireNow {
+		return opts, usagef("--grace keeps the old key, --retire now deletes it at once: drop one")
+	}
 	if c.IsSet("grace") {
 		d, err := config.ParseDuration(c.String("grace"))
 		if err != nil {
@@ -191,7 +205,10 @@ func rotateFleet(c *cli.Context, h hosts, cfgPath string, names []string, opts r
 			return err
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return attentionOf(out.Results) // exit 5 when an old key was kept in use
 }
 
 // skipHint says how to rotate anyway when rotate would do nothing.
@@ -242,6 +259,11 @@ func printResult(p *printer, res *rotate.Result) {
 	} else {
 		p.note("  retired  %s  %s  %s", orUnknown(res.OldKey.Fingerprint), res.OldKey.Name, retired(res))
 	}
+	if d := res.Drain; d != nil && res.KeptReason != "" {
+		for _, m := range d.Usage {
+			p.note("  in use   %s", usageText([]rotate.MethodRate{m}))
+		}
+	}
 	p.note("  current  %s  %s", res.NewKey.Fingerprint, res.NewKey.Name)
 	p.note("  secret   %s", res.NewVersion)
 	for _, t := range res.Targets {
@@ -258,6 +280,9 @@ func orUnknown(fp string) string {
 }
 
 func retired(res *rotate.Result) string {
+	if res.KeptReason != "" {
+		return "(kept: " + res.KeptReason + ")"
+	}
 	if res.DeleteAfter != nil {
 		return fmt.Sprintf("(kept until %s)", res.DeleteAfter.Format(time.RFC3339))
 	}

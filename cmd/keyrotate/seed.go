@@ -44,8 +44,10 @@ type seedGate struct {
 	leaseTTL, propagationTimeout          time.Duration
 }
 
-// defaults are the lines of the config's defaults section.
-func (g *seedGate) defaults() string {
+// defaults are the lines of the config's defaults section; usageDelay is
+// how late the emulator's Cloud Monitoring reports a call (what a nil
+// gate's config says; a gate names its own).
+func (g *seedGate) defaults(usageDelay time.Duration) string {
 	prop, lease := 2*time.Minute, 15*time.Minute
 	if g != nil && g.propagationTimeout > 0 {
 		prop = g.propagationTimeout
@@ -55,11 +57,11 @@ func (g *seedGate) defaults() string {
 	}
 	d := fmt.Sprintf("  grace: 0s\n  max_age: 90d\n  propagation_timeout: %s\n  lease_ttl: %s\n", shortDur(prop), shortDur(lease))
 	if g == nil {
-		return d
+		return d + fmt.Sprintf("  usage_delay: %s  # how late this emulator's Cloud Monitoring reports a call\n", usageDelay)
 	}
 	d += "  # the drain gate: delete the old key once Cloud Monitoring has seen it quiet\n"
 	d += fmt.Sprintf("  retire: quiet\n  quiet_period: %s\n  drain_timeout: %s\n", shortDur(g.quietPeriod), shortDur(g.drainTimeout))
-	d += fmt.Sprintf("  usage_delay: %s   # the emulator's Monitoring delay\n", shortDur(g.usageDelay))
+	d += fmt.Sprintf("  usage_delay: %s   # how late this emulator's Cloud Monitoring reports a call\n", shortDur(g.usageDelay))
 	return d
 }
 
@@ -118,7 +120,7 @@ defaults:
       - type: dotenv
         path: app/.env
         var: GEMINI_API_KEY
-`, gate.defaults(), demoProject, demoProject, demoSecretID)
+`, gate.defaults(srv.MonitoringDelay()), demoProject, demoProject, demoSecretID)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func newSharedWorld(t *testing.T, n int) *sharedWorld {
 		srv.AddProject(sharedProject, 710000000000)
 		sw.config = filepath.Join(w.dir, "shared.yaml")
 		sw.env = filepath.Join(w.dir, "shared.env")
-		cfg := "version: 1\ndefaults:\n  propagation_timeout: 2m\nslots:\n"
+		cfg := "version: 1\ndefaults:\n  propagation_timeout: 2m\n  usage_delay: 0s # the emulator reports calls at once\nslots:\n"
 		env := "# several Gemini keys of one app, rotated by keyrotate\nAPP_ENV=production\n"
 		for i := range n {
 			name := fmt.Sprintf("shared-s%02d", i)

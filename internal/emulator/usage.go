@@ -164,8 +164,8 @@ func (s *Server) SetMonitoringDelay(d time.Duration) {
 	s.monitoringDelay = d
 }
 
-// MonitoringDelay returns how long after a call it becomes visible to
-// ListTimeSeries.
+// MonitoringDelay is how long after a call it becomes visible to
+// ListTimeSeries (Options.MonitoringDelay, SetMonitoringDelay).
 func (s *Server) MonitoringDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
