@@ -78,6 +78,11 @@ type Drain struct {
 	Attention bool `json:"needs_attention,omitempty"`
 }
 
+// NeedsAttention reports whether the rotation succeeded but kept its old
+// key because the drain gate found it in use (or its use unknown under
+// UsagePolicy required): someone must move its caller to the new key.
+func (r *Result) NeedsAttention() bool { return r != nil && r.Drain != nil && r.Drain.Attention }
+
 // MethodRate is a key's calls to one method over the last hour.
 type MethodRate struct {
 	Service  string   `json:"service"`
@@ -178,6 +183,17 @@ func methodRates(points []gcp.RequestCount, now time.Time) []MethodRate {
 		}
 		return a.Service+" "+a.Method < b.Service+" "+b.Method
 	})
+	return out
+}
+
+// failingOnly returns the rates with failed calls.
+func failingOnly(rates []MethodRate) []MethodRate {
+	var out []MethodRate
+	for _, m := range rates {
+		if m.LastHour.Error > 0 {
+			out = append(out, m)
+		}
+	}
 	return out
 }
 
@@ -404,8 +420,13 @@ func (st *run) retireQuiet(ctx context.Context, old *apikeys.V2Key) (*pendingKey
 	st.res.Drain = d
 	switch d.Outcome {
 	case DrainQuiet:
-		st.event(st.slot.Name, StepRetire, "old key %s is quiet: no successful request for %s in Cloud Monitoring's settled data (to %s; %d poll(s))",
+		msg := fmt.Sprintf("old key %s is quiet: no successful request for %s in Cloud Monitoring's settled data (to %s; %d poll(s))",
 			old.Name, human(st.slot.QuietPeriod), d.SettledTo.Format(time.RFC3339), d.Polls)
+		if failing := failingOnly(d.Usage); len(failing) > 0 {
+			// Failing calls break nobody, but someone still holds the key.
+			msg += "; failed calls with it in the last hour: " + ratesText(failing)
+		}
+		st.event(st.slot.Name, StepRetire, "%s", msg)
 		return nil, st.deleteOld(ctx, old)
 	case DrainUnknown:
 		d.Policy = st.slot.Usage

@@ -211,6 +211,13 @@ func TestDrainKeepsKeyInUse(t *testing.T) {
 	if !strings.Contains(g.events.String(), "waiting for old key") || !strings.Contains(g.events.String(), "GenerateContent: 25 ok in the last hour (1.0/min ok, 10:00Z to 10:25Z)") {
 		t.Errorf("no drain event naming the calls:\n%s", g.events.String())
 	}
+	st, err := g.r.Status(context.Background(), g.slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.OldKeys) != 1 || st.OldKeys[0].Due || !strings.Contains(st.OldKeys[0].Reason, "because it was still in use") {
+		t.Errorf("status of the kept key = %+v, want it waiting because it was in use", st.OldKeys)
+	}
 	g.invariant()
 	g.checkFilters()
 }
@@ -234,6 +241,7 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("last call %s; deleted at %s (quiet %s + usage delay %s)", g.lastCall.Format("15:04:05"), deleted.Format("15:04:05"), quiet, delay)
 	if earliest := g.lastCall.Add(quiet + delay); deleted.Before(earliest) {
 		t.Errorf("deleted at %s, before the last call (%s) + quiet + delay = %s", deleted, g.lastCall, earliest)
 	}
@@ -242,6 +250,27 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 	}
 	g.invariant()
 	g.checkFilters()
+}
+
+// TestDrainErrorsOnlyDoNotBlock: a key used only by failing calls is
+// deleted at once (they break nobody), and the calls are reported.
+func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
+	g := newGateWorld(t, 0, 0, 10*time.Minute, time.Hour)
+	for _, ago := range []time.Duration{time.Minute, 5 * time.Minute} {
+		if err := g.srv.RecordRequest(g.oldName, generate, 403, gateStart.Add(-ago)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := g.rotate(rotate.Options{})
+	if err != nil || res.Retired != "deleted" || res.Drain.Polls != 1 {
+		t.Fatalf("Rotate = %+v, %v; want deleted at the first poll", res, err)
+	}
+	if u := res.Drain.Usage; len(u) != 1 || u[0].LastHour.Error != 2 || u[0].LastHour.OK != 0 {
+		t.Errorf("usage = %+v, want the 2 failed calls", u)
+	}
+	if !strings.Contains(g.events.String(), "failed calls with it in the last hour: "+gemini+" GenerateContent: 0 ok, 2 failed") {
+		t.Errorf("the failing calls are not reported:\n%s", g.events.String())
+	}
 }
 
 // TestDrainCatchesLateReport (acceptance 2): a request made just before the
@@ -272,6 +301,8 @@ func TestDrainCatchesLateReport(t *testing.T) {
 	if err != nil || res.Drain.Outcome != rotate.DrainQuiet {
 		t.Fatalf("old key not deleted (%v): %+v", err, res.Drain)
 	}
+	t.Logf("call at %s reported %s late; gate started %s; deleted at %s after %d poll(s)", call.Format("15:04:05"), 4*time.Minute,
+		gateStart.Format("15:04:05"), deleted.Format("15:04:05"), res.Drain.Polls)
 	if earliest := call.Add(quiet + delay); deleted.Before(earliest) {
 		t.Errorf("deleted at %s, before the late-reported call (%s) + quiet + delay = %s", deleted, call, earliest)
 	}
@@ -396,6 +427,7 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 		return
 	}
 	calls := g.srv.Calls("monitoring.ListTimeSeries")
+	t.Logf("%d slots of one project waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(slots), polls, calls)
 	if polls < 5 || calls != polls {
 		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll", calls, len(slots), polls)
 	}

@@ -214,6 +214,16 @@ func oldKeyStatus(k *apikeys.V2Key, p pendingKey, indexed bool, now time.Time) O
 		o.Reason = fmt.Sprintf("left by rotation %s, which did not finish with it: finalize deletes it", k.Annotations[annRotation])
 		return o
 	}
+	if k.Annotations[annKeptInUse] != "" {
+		// The drain gate kept it: finalize deletes it once it has been
+		// quiet since, which only a read of Cloud Monitoring tells.
+		o.Reason = "kept since " + o.DeleteAfter.Format(time.RFC3339) + " because it was still in use"
+		if k.Annotations[annKeptInUse] == DrainUnknown {
+			o.Reason = "kept since " + o.DeleteAfter.Format(time.RFC3339) + " because its use was unknown"
+		}
+		o.Reason += ": finalize deletes it once Cloud Monitoring shows it quiet (or when forced)"
+		return o
+	}
 	if now.Before(o.DeleteAfter) {
 		o.Reason = "kept for a grace period until " + o.DeleteAfter.Format(time.RFC3339) + "; finalize deletes it then"
 	} else {

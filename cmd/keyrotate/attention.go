@@ -25,7 +25,7 @@ type attentionError struct {
 func attentionOf(results []*rotate.Result) error {
 	var need []*rotate.Result
 	for _, r := range results {
-		if r.Drain != nil && r.Drain.Attention {
+		if r.NeedsAttention() {
 			need = append(need, r)
 		}
 	}

@@ -364,7 +364,7 @@ func goldenSlot(t *testing.T) {
 	g.run("status-json", "", "", nil, "-o", "json", "status")
 	g.run("verify", "", "", nil, "verify")
 	g.run("rotate-retry", "", "", nil, "rotate", "--now")
-	g.run("rotate-again", "", "", nil, "rotate", "--now", "--again")
+	g.run("rotate-again", "", "", nil, "rotate", "--now", "--again", "--retire", "now")
 
 	// Drift: the .env holds a key of another project.
 	stranger := g.stranger()
@@ -379,7 +379,7 @@ func goldenSlot(t *testing.T) {
 	// The fault's message is fixed: the emulator's default names the call's
 	// number, which would tie the golden to how many calls came before.
 	cw.srv.Fail("apikeys.DeleteKey", fake.Next, fake.Fault{Code: codes.PermissionDenied, Message: "The caller does not have permission"})
-	g.run("rotate-stopped", "apikeys.DeleteKey fails once (PERMISSION_DENIED)", "", nil, "rotate", "--now", "--again")
+	g.run("rotate-stopped", "apikeys.DeleteKey fails once (PERMISSION_DENIED)", "", nil, "rotate", "--now", "--again", "--retire", "now")
 	g.run("status-stopped", "", "", nil, "status")
 	g.run("abort", "", "", nil, "abort", "gemini-prod")
 	g.run("abort-nothing", "", "", nil, "abort", "gemini-prod")
@@ -445,5 +445,5 @@ func goldenFleet(t *testing.T) {
 	g.run("rotate-parallel-json", "", "", nil, "-o", "json", "rotate", "--now", "--parallel", "4")
 	g.run("retry-parallel-json", "", "", nil, "-o", "json", "rotate", "--now", "--parallel", strconv.Itoa(len(fw.slots)))
 	g.run("status-json", "", "", nil, "-o", "json", "status")
-	g.run("rotate-again-parallel-1", "", "", nil, "rotate", "--now", "--again", "--parallel", "1")
+	g.run("rotate-again-parallel-1", "", "", nil, "rotate", "--now", "--again", "--parallel", "1", "--retire", "now")
 }

@@ -27,6 +27,7 @@ func planCommand() *cli.Command {
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
 			&cli.BoolFlag{Name: "again", Usage: "with --now, plan as rotate --again would do"},
 			&cli.StringFlag{Name: "grace", Usage: "plan as if keeping the old key this `DURATION` instead of the config's grace"},
+			&cli.StringFlag{Name: "retire", Usage: "plan as rotate --retire `MODE` would do: quiet, grace or now"},
 		}, shardFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {

@@ -125,13 +125,15 @@ func (sw *sharedWorld) check() []string {
 func TestSlotsShareOneDotEnv(t *testing.T) {
 	const n = 12
 	sw := newSharedWorld(t, n)
+	// Rounds 2 and 3 retire at once: the keys of the round before were
+	// probed live moments ago, which the drain gate counts as traffic.
 	rounds := [][][]string{
 		{{"--config", sw.config, "rotate", "--now", "--parallel", "20"}},
 		{
-			{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "20", "--shard", "0/2"},
-			{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "20", "--shard", "1/2"},
+			{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "20", "--shard", "0/2", "--retire", "now"},
+			{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "20", "--shard", "1/2", "--retire", "now"},
 		},
-		{{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "8"}},
+		{{"--config", sw.config, "rotate", "--now", "--again", "--parallel", "8", "--retire", "now"}},
 	}
 	for r, procs := range rounds {
 		var wg sync.WaitGroup
