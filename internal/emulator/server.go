@@ -26,7 +26,10 @@
 // fake.Fault's code; DenyPermission: the caller lacks an IAM permission),
 // hooks that run before a call (to block it), and a clock of its own
 // (Options.Clock). It starts, injects faults and tells the time as its
-// sub-fakes githubfake and k8sfake do (see package fake).
+// sub-fakes githubfake and k8sfake do (see package fake). For tests and
+// people alike it runs unconfigured consumers, which keep calling Gemini
+// with a key (consumer.go; people start and stop them through an
+// emulator-only admin endpoint on the Gemini address).
 package emulator
 
 import (
