@@ -9,10 +9,13 @@ package emulator
 // Tests start one with StartConsumer (a key string) or StartConsumerFor (a
 // key's name). People running `keyrotate emulator` start and stop them
 // through the emulator's admin endpoint on the Gemini address
-// (consumerAdmin below), as Google's own emulators take control requests
-// on their address (the Firestore emulator stops on a POST to /shutdown,
-// cloud.google.com/firestore/docs/emulator; Firebase's emulators keep
-// their admin calls under /emulator/v1/). The admin endpoint names keys,
+// (withConsumerAdmin below), as Google's own emulators take control
+// requests on their own address: the Firestore emulator stops on a POST to
+// /shutdown (cloud.google.com/firestore/docs/emulator), and Firebase's
+// Firestore and Auth emulators clear their data on a DELETE of
+// /emulator/v1/projects/P/databases/(default)/documents and
+// /emulator/v1/projects/P/accounts (as public test suites call them; the
+// path prefix is taken from there). The admin endpoint names keys,
 // never their strings: a consumer is started with a key's resource name
 // and the emulator, which holds the string, makes the calls.
 
