@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/keyrotate/keyrotate/internal/errhint"
+	"slices"
 	"strings"
+
+	"github.com/keyrotate/keyrotate/internal/errhint"
 
 	"github.com/keyrotate/keyrotate/internal/gcp"
 )
@@ -39,6 +41,9 @@ type AccessCheck struct {
 	Role   string `json:"role,omitempty"`
 	Fix    string `json:"fix,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Fallback, on a warning, is what the rotation does instead of
+	// failing for want of it (the drain gate with usage: best-effort).
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // String is the check as one line for people.
@@ -46,17 +51,11 @@ func (c AccessCheck) String() string {
 	var b strings.Builder
 	switch c.Status {
 	case CheckFail:
-		fmt.Fprintf(&b, "%s would fail: ", c.What)
-		switch c.Kind {
-		case "api":
-			fmt.Fprintf(&b, "the API %s is not enabled on %s", c.Name, c.Resource)
-		case "service account":
-			fmt.Fprintf(&b, "the service account %s does not exist", c.Name)
-		default:
-			fmt.Fprintf(&b, "the caller lacks %s on %s", c.Name, c.Resource)
-		}
+		fmt.Fprintf(&b, "%s would fail: %s", c.What, c.missing())
 	case CheckWarn:
-		if c.Kind == "permissions" {
+		if c.Fallback != "" {
+			fmt.Fprintf(&b, "%s would %s: %s", c.What, c.Fallback, c.missing())
+		} else if c.Kind == "permissions" {
 			fmt.Fprintf(&b, "cannot check the caller's %s permissions on %s (%s)", c.Name, c.Resource, c.Reason)
 		} else {
 			fmt.Fprintf(&b, "cannot check %s %s on %s (%s)", c.Kind, c.Name, c.Resource, c.Reason)
@@ -71,6 +70,17 @@ func (c AccessCheck) String() string {
 		fmt.Fprintf(&b, "; fix: %s", c.Fix)
 	}
 	return b.String()
+}
+
+// missing says what a failed check lacks.
+func (c AccessCheck) missing() string {
+	switch c.Kind {
+	case "api":
+		return fmt.Sprintf("the API %s is not enabled on %s", c.Name, c.Resource)
+	case "service account":
+		return fmt.Sprintf("the service account %s does not exist", c.Name)
+	}
+	return fmt.Sprintf("the caller lacks %s on %s", c.Name, c.Resource)
 }
 
 // need is a permission a rotation uses, the step that uses it and the
@@ -127,23 +137,91 @@ var servicesNeeded = []need{
 	{"secretmanager.googleapis.com", "every Secret Manager call", ""},
 }
 
+// The drain gate (retire: quiet) reads the old key's request counts from
+// Cloud Monitoring (ListTimeSeries on the slot's project, charged like the
+// other calls): monitoring.timeSeries.list, granted by Monitoring Viewer,
+// the read-only role of the Cloud Monitoring API (the Monitoring
+// access-control page and the IAM roles page for Cloud Monitoring,
+// cloud.google.com/iam/docs/roles-permissions/monitoring; the same role
+// internal/gcp's hints name), and the Cloud Monitoring API enabled.
+const roleMonitoringViewer = "roles/monitoring.viewer"
+
+const drainGateWhat = "the drain gate (retire: quiet) reading who still uses the old key"
+
+var (
+	usageNeed    = need{"monitoring.timeSeries.list", drainGateWhat, roleMonitoringViewer}
+	usageService = need{"monitoring.googleapis.com", drainGateWhat, ""}
+)
+
 // checkAccess runs the read-only checks of a slot whose new keys are bound
-// to sa ("" for none). A nil r.Access checks nothing.
+// to sa ("" for none). A nil r.Access checks nothing. A slot whose old key
+// waits for the drain gate also needs to read Cloud Monitoring: without
+// it, usage: required stops the retire step (a failed check), and
+// best-effort falls back to the grace period (a warning). The gate's
+// permission and API ride on the same testIamPermissions and batchGet
+// calls as the others.
 func (r *Rotator) checkAccess(ctx context.Context, slot *Slot, sa string) []AccessCheck {
 	if r.Access == nil {
 		return nil
 	}
 	access := *r.Access
 	access.Retry = r.Retry
+	gate := slot.Retire == RetireQuiet
+	needs, services := accessNeeds(slot.Retire)
 	var out []AccessCheck
-	out = append(out, checkProject(ctx, &access, slot.Project)...)
+	out = append(out, checkProject(ctx, &access, slot.Project, needs)...)
 	out = append(out, checkSecret(ctx, &gcp.Secrets{Client: r.Secrets, Retry: r.Retry}, slot.Secret)...)
 	// The APIs must be enabled where the calls are charged (ChargedProject).
-	out = append(out, checkServices(ctx, &access, r.ChargedProject(slot))...)
+	out = append(out, checkServices(ctx, &access, r.ChargedProject(slot), services)...)
 	if sa != "" {
 		out = append(out, checkServiceAccount(ctx, &access, sa)...)
 	}
+	if gate {
+		applyUsagePolicy(out, slot)
+	}
 	return out
+}
+
+// ProjectAccess returns what a rotation of a slot whose old key retires
+// with mode needs on the slot's project, as plan checks it: the predefined
+// roles that grant the permissions, and the APIs to enable. (The secret's
+// roles are granted on the secret; targets and bindings need more.)
+func ProjectAccess(mode RetireMode) (roles, apis []string) {
+	needs, services := accessNeeds(mode)
+	for _, n := range needs {
+		if !slices.Contains(roles, n.role) {
+			roles = append(roles, n.role)
+		}
+	}
+	return roles, perms(services)
+}
+
+// accessNeeds are the permissions on the project and the APIs a rotation
+// of a slot whose old key retires with mode needs.
+func accessNeeds(mode RetireMode) (needs, services []need) {
+	needs, services = projectNeeds, servicesNeeded
+	if mode == RetireQuiet {
+		needs = append(slices.Clip(needs), usageNeed)
+		services = append(slices.Clip(services), usageService)
+	}
+	return needs, services
+}
+
+// applyUsagePolicy words the drain gate's failed checks as the slot's
+// usage policy says: required stops the retire step (the check fails);
+// best-effort falls back to the grace period (a warning).
+func applyUsagePolicy(checks []AccessCheck, slot *Slot) {
+	for i := range checks {
+		c := &checks[i]
+		if c.What != drainGateWhat || c.Status != CheckFail {
+			continue
+		}
+		if slot.Usage == UsageRequired {
+			c.What += " (usage: required: the old key is kept and the run stops)"
+			continue
+		}
+		c.Status, c.Fallback = CheckWarn, "fall back to grace "+human(slot.Grace)+" (usage: best-effort)"
+	}
 }
 
 // tested turns the answer of a testIamPermissions call into one check per
@@ -176,10 +254,11 @@ func perms(needs []need) []string {
 	return out
 }
 
-// checkProject tests the API Keys permissions on the project.
-func checkProject(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
-	held, err := access.ProjectPermissions(ctx, project, perms(projectNeeds))
-	return tested(projectNeeds, held, err, "API Keys", "projects/"+project, func(role string) string {
+// checkProject tests the permissions needs (projectNeeds, and the drain
+// gate's) on the project.
+func checkProject(ctx context.Context, access *gcp.AccessClients, project string, needs []need) []AccessCheck {
+	held, err := access.ProjectPermissions(ctx, project, perms(needs))
+	return tested(needs, held, err, "API Keys", "projects/"+project, func(role string) string {
 		return fmt.Sprintf("gcloud projects add-iam-policy-binding %s --member=MEMBER --role=%s", project, role)
 	})
 }
@@ -204,17 +283,13 @@ func gcloudSecret(name string) string {
 	return name
 }
 
-// checkServices reads the state of the APIs on the charged project (which
-// needs serviceusage.services.get).
-func checkServices(ctx context.Context, access *gcp.AccessClients, project string) []AccessCheck {
+// checkServices reads the state of the APIs services on the charged
+// project (which needs serviceusage.services.get).
+func checkServices(ctx context.Context, access *gcp.AccessClients, project string, services []need) []AccessCheck {
 	parent := "projects/" + project
-	names := make([]string, len(servicesNeeded))
-	for i, n := range servicesNeeded {
-		names[i] = n.perm
-	}
-	state, err := access.ServiceStates(ctx, project, names)
+	state, err := access.ServiceStates(ctx, project, perms(services))
 	var out []AccessCheck
-	for _, n := range servicesNeeded {
+	for _, n := range services {
 		c := AccessCheck{What: n.what, Status: CheckOK, Kind: "api", Name: n.perm, Resource: parent}
 		switch {
 		case err != nil:

@@ -2,9 +2,11 @@ package rotate_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/api/cloudresourcemanager/v3"
 	iamapi "google.golang.org/api/iam/v1"
@@ -198,5 +200,131 @@ func TestPlanWithoutAccessClients(t *testing.T) {
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
 	if err != nil || len(p.Checks) != 0 || p.AccessErr() != nil {
 		t.Fatalf("Plan = %v checks, err %v; want none", p, err)
+	}
+}
+
+// TestPlanChecksDrainGateAccess: a slot whose old key waits for the drain
+// gate (retire: quiet) needs to read Cloud Monitoring; plan checks, with the
+// same read-only calls as the others, monitoring.timeSeries.list on the
+// project and the Cloud Monitoring API on the charged project. Missing,
+// usage: required fails the check (the retire step would stop), and
+// best-effort warns that it falls back to the grace period, naming the role
+// or the API. Only with retire: quiet; never a write.
+func TestPlanChecksDrainGateAccess(t *testing.T) {
+	denyList := deny("monitoring.timeSeries.list")
+	disable := func(w *world) { w.srv.SetServiceEnabled(project, "monitoring.googleapis.com", false) }
+	for _, tc := range []struct {
+		name   string
+		retire rotate.RetireMode
+		usage  rotate.UsagePolicy
+		setup  func(*world)
+		checks int    // how many checks
+		status string // of the drain gate's failed check; "" for none
+		want   []string
+	}{
+		{"quiet, all present", rotate.RetireQuiet, rotate.UsageRequired, func(*world) {}, 20, "", nil},
+		{"quiet, best-effort, permission denied", rotate.RetireQuiet, rotate.UsageBestEffort, denyList, 20, rotate.CheckWarn,
+			[]string{"would fall back to grace 0s (usage: best-effort): the caller lacks monitoring.timeSeries.list on projects/acme-prod",
+				"role roles/monitoring.viewer", "fix: gcloud projects add-iam-policy-binding acme-prod --member=MEMBER --role=roles/monitoring.viewer"}},
+		{"quiet, default policy, API disabled", rotate.RetireQuiet, "", disable, 20, rotate.CheckWarn,
+			[]string{"would fall back to grace 0s (usage: best-effort): the API monitoring.googleapis.com is not enabled on projects/acme-prod",
+				"fix: gcloud services enable monitoring.googleapis.com --project=acme-prod"}},
+		{"quiet, required, permission denied", rotate.RetireQuiet, rotate.UsageRequired, denyList, 20, rotate.CheckFail,
+			[]string{"(usage: required: the old key is kept and the run stops) would fail: the caller lacks monitoring.timeSeries.list", "role roles/monitoring.viewer"}},
+		{"quiet, required, API disabled", rotate.RetireQuiet, rotate.UsageRequired, disable, 20, rotate.CheckFail,
+			[]string{"would fail: the API monitoring.googleapis.com is not enabled", "gcloud services enable monitoring.googleapis.com"}},
+		{"grace: not checked", rotate.RetireGrace, rotate.UsageRequired, denyList, 18, "", nil},
+		{"now: not checked", rotate.RetireNow, rotate.UsageRequired, disable, 18, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.withAccess()
+			w.slot.Retire, w.slot.Usage = tc.retire, tc.usage
+			w.slot.QuietPeriod, w.slot.DrainTimeout = 10*time.Minute, time.Hour
+			tc.setup(w)
+			checks, _, err := w.planChecks()
+			if n := w.srv.MutatingCalls(); n != 0 {
+				t.Errorf("plan made %d mutating calls: %v", n, w.srv.CallCounts())
+			}
+			for _, m := range []string{"resourcemanager.TestIamPermissions", "serviceusage.BatchGetServices"} {
+				if n := w.srv.Calls(m); n != 1 {
+					t.Errorf("%s called %d times, want 1", m, n)
+				}
+			}
+			if len(checks) != tc.checks {
+				t.Errorf("Plan made %d checks, want %d: %v", len(checks), tc.checks, checks)
+			}
+			var bad []rotate.AccessCheck
+			for _, c := range checks {
+				if c.Status != rotate.CheckOK {
+					bad = append(bad, c)
+				}
+			}
+			if tc.status == "" {
+				if len(bad) != 0 || err != nil {
+					t.Fatalf("checks not ok: %v (err %v), want none", bad, err)
+				}
+				return
+			}
+			if len(bad) != 1 || bad[0].Status != tc.status {
+				t.Fatalf("checks not ok = %v, want one %s", bad, tc.status)
+			}
+			line := bad[0].String()
+			for _, s := range tc.want {
+				if !strings.Contains(line, s) {
+					t.Errorf("line %q lacks %q", line, s)
+				}
+			}
+			if blocks := errors.Is(err, rotate.ErrAccessMissing); blocks != (tc.status == rotate.CheckFail) {
+				t.Errorf("Plan error = %v; want ErrAccessMissing only when the policy is required", err)
+			}
+		})
+	}
+}
+
+// TestPlanSaysRetirePolicy: plan says what the rotation does with the old
+// key, in one line and as data.
+func TestPlanSaysRetirePolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		retire rotate.RetireMode
+		usage  rotate.UsagePolicy
+		grace  time.Duration
+		want   string
+		action string
+	}{
+		{"quiet, best-effort", rotate.RetireQuiet, rotate.UsageBestEffort, 0,
+			"quiet — delete the old key after 10m without successful calls (settled 30m), wait up to 1h (still used then: kept for finalize); " +
+				"if Cloud Monitoring cannot answer: best-effort (fall back to grace 0s)",
+			"wait until Cloud Monitoring's settled data show no successful call with the old key for 10m (at most 1h; still used then: keep it for finalize)"},
+		{"quiet, required", rotate.RetireQuiet, rotate.UsageRequired, 0,
+			"if Cloud Monitoring cannot answer: required (keep the old key and stop)", "wait until"},
+		{"grace", rotate.RetireGrace, "", 24 * time.Hour, "grace — keep the old key for 1d, then finalize deletes it", "for 1d (annotated keyrotate.delete-after"},
+		{"now", rotate.RetireNow, "", 24 * time.Hour, "now — delete the old key at once, without reading its usage", "delete the old key"},
+		{"library default, no grace", "", "", 0, "now — delete the old key at once", "delete the old key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.r.UsageDelay = 30 * time.Minute
+			w.slot.Retire, w.slot.Usage, w.slot.Grace = tc.retire, tc.usage, tc.grace
+			w.slot.QuietPeriod, w.slot.DrainTimeout = 10*time.Minute, time.Hour
+			p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Retire == nil || !strings.Contains(p.Retire.Summary, tc.want) {
+				t.Fatalf("retire = %+v, want a summary with %q", p.Retire, tc.want)
+			}
+			if !strings.Contains(strings.Join(p.Actions, "\n"), tc.action) {
+				t.Errorf("actions lack %q:\n%s", tc.action, strings.Join(p.Actions, "\n"))
+			}
+			b, _ := json.Marshal(p)
+			if !strings.Contains(string(b), `"retire":{"mode":"`) {
+				t.Errorf("JSON lacks the retire plan: %s", b)
+			}
+			if tc.retire == rotate.RetireQuiet && !strings.Contains(string(b), `"quiet_period_seconds":600,"drain_timeout_seconds":3600,"usage_delay_seconds":1800,"usage":"`+string(tc.usage)+`"`) {
+				t.Errorf("JSON lacks the drain gate's settings: %s", b)
+			}
+		})
 	}
 }

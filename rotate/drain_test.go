@@ -96,13 +96,16 @@ func (g *gateWorld) sleep(ctx context.Context, until time.Time) error {
 	defer func() {
 		i := slices.IndexFunc(g.sleeping, until.Equal)
 		g.sleeping = slices.Delete(g.sleeping, i, i+1)
+		g.woke.Broadcast() // a gate waiting for this one to leave
 	}()
 	for g.clock.Now().Before(until) {
-		if len(g.sleeping) < g.live {
+		next := slices.MinFunc(g.sleeping, time.Time.Compare)
+		if len(g.sleeping) < g.live || !next.After(g.clock.Now()) {
+			// Not every gate sleeps yet, or one is due and has yet to
+			// wake and leave: wait for them.
 			g.woke.Wait()
 			continue
 		}
-		next := slices.MinFunc(g.sleeping, time.Time.Compare)
 		for now := g.clock.Now(); now.Before(next); now = g.clock.Now() {
 			g.clock.Advance(min(now.Truncate(time.Minute).Add(time.Minute).Sub(now), next.Sub(now)))
 			g.callLocked()

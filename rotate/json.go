@@ -28,6 +28,15 @@ func (s SlotStatus) MarshalJSON() ([]byte, error) {
 	}{plain(s), seconds(s.Age)})
 }
 
+// MarshalJSON adds rotation_period_seconds.
+func (s Schedule) MarshalJSON() ([]byte, error) {
+	type plain Schedule
+	return json.Marshal(struct {
+		plain
+		PeriodSeconds *float64 `json:"rotation_period_seconds,omitempty"`
+	}{plain(s), seconds(s.Period)})
+}
+
 // MarshalJSON adds revocation_seconds.
 func (f Finalized) MarshalJSON() ([]byte, error) {
 	type plain Finalized

@@ -25,11 +25,18 @@ type Leak struct {
 	// HeldBy lists every configured secret and target that holds the
 	// leaked key, in any slot.
 	HeldBy []string `json:"held_by,omitempty"`
+	// Traffic is the key's calls as Cloud Monitoring counted them before
+	// anything was deleted: what breaks with the key (traffic.go). nil
+	// without a Monitoring client, or when UsageUnknown says why not.
+	Traffic      *Traffic `json:"traffic,omitempty"`
+	UsageUnknown string   `json:"usage_unknown,omitempty"`
 }
 
 // FindLeak looks a leaked key string up (LookupKey) and finds where the
 // slots use it: as a slot's current key, as an old key (kept for a grace
-// period, or left over), and in which secrets and targets. It only reads.
+// period, or left over), and in which secrets and targets; and, with a
+// Monitoring client, who still calls with it (Leak.Traffic), never waiting
+// on Monitoring longer than LeakUsageTimeout. It only reads.
 func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (*Leak, error) {
 	ka, sa := r.apis()
 	name, err := ka.Lookup(ctx, key)
@@ -43,6 +50,7 @@ func (r *Rotator) FindLeak(ctx context.Context, key secret.Key, slots []*Slot) (
 		return nil, err
 	}
 	l.DisplayName, l.Deleted = k.DisplayName, k.DeleteTime != ""
+	l.Traffic, l.UsageUnknown = r.leakTraffic(ctx, projectOf(name), k.Uid)
 	if t, err := time.Parse(time.RFC3339, k.Annotations[annDeleteAfter]); err == nil {
 		l.DeleteAfter = &t
 	}

@@ -73,6 +73,76 @@ type Plan struct {
 	// UsageUnknown says, in one line, why Cloud Monitoring could not tell
 	// who uses the current key.
 	UsageUnknown string `json:"usage_unknown,omitempty"`
+	// Retire is what the rotation will do with the old key, and the
+	// policy when Cloud Monitoring cannot answer.
+	Retire *RetirePlan `json:"retire,omitempty"`
+}
+
+// RetirePlan is what a rotation of a slot does with the old key once every
+// target holds the new one (Slot.Retire and its settings).
+type RetirePlan struct {
+	Mode RetireMode `json:"mode"`
+	// GraceSeconds is how long the old key is kept with retire: grace,
+	// and what retire: quiet falls back to under usage: best-effort.
+	GraceSeconds int64 `json:"grace_seconds"`
+	// With retire: quiet, the drain gate's settings: the quiet period,
+	// the drain timeout, how old Cloud Monitoring's data must be to count
+	// (UsageDelay), and the policy when it cannot answer.
+	QuietPeriodSeconds  int64       `json:"quiet_period_seconds,omitempty"`
+	DrainTimeoutSeconds int64       `json:"drain_timeout_seconds,omitempty"`
+	UsageDelaySeconds   int64       `json:"usage_delay_seconds,omitempty"`
+	Usage               UsagePolicy `json:"usage,omitempty"`
+	// Summary says it all in one line for people.
+	Summary string `json:"summary"`
+}
+
+// retireMode is what a rotation of slot with opts does with the old key,
+// grace being its grace period: opts.Retire, else RetireGrace when
+// opts.Grace is set, else the slot's retire mode; "" is the library's
+// default: kept for grace when grace > 0, else deleted at once. Plan and
+// Rotate both decide by it.
+func retireMode(slot *Slot, opts Options, grace time.Duration) RetireMode {
+	switch {
+	case opts.Retire != "":
+		return opts.Retire
+	case opts.Grace != nil:
+		return RetireGrace
+	case slot.Retire != "":
+		return slot.Retire
+	case grace > 0:
+		return RetireGrace
+	}
+	return RetireNow
+}
+
+// usagePolicy is the slot's usage policy; "" is UsageBestEffort.
+func usagePolicy(slot *Slot) UsagePolicy {
+	if slot.Usage == "" {
+		return UsageBestEffort
+	}
+	return slot.Usage
+}
+
+// retirePlan says what a rotation of slot with grace does with the old key.
+func (r *Rotator) retirePlan(slot *Slot, opts Options, grace time.Duration) *RetirePlan {
+	rp := &RetirePlan{Mode: retireMode(slot, opts, grace), GraceSeconds: int64(grace / time.Second)}
+	switch rp.Mode {
+	case RetireQuiet:
+		rp.QuietPeriodSeconds, rp.DrainTimeoutSeconds = int64(slot.QuietPeriod/time.Second), int64(slot.DrainTimeout/time.Second)
+		rp.UsageDelaySeconds, rp.Usage = int64(r.UsageDelay/time.Second), usagePolicy(slot)
+		policy := fmt.Sprintf("best-effort (fall back to grace %s)", human(grace))
+		if rp.Usage == UsageRequired {
+			policy = "required (keep the old key and stop)"
+		}
+		rp.Summary = fmt.Sprintf("quiet — delete the old key after %s without successful calls (settled %s), wait up to %s "+
+			"(still used then: kept for finalize); if Cloud Monitoring cannot answer: %s",
+			human(slot.QuietPeriod), human(r.UsageDelay), human(slot.DrainTimeout), policy)
+	case RetireGrace:
+		rp.Summary = fmt.Sprintf("grace — keep the old key for %s, then finalize deletes it", human(grace))
+	default:
+		rp.Summary = "now — delete the old key at once, without reading its usage"
+	}
+	return rp
 }
 
 // Plan runs the read-only preflight and lists what Rotate would do with the
@@ -95,12 +165,13 @@ func (r *Rotator) Plan(ctx context.Context, slot *Slot, opts Options) (*Plan, er
 	sa := serviceAccountOf(slot, pre.old)
 	p.Checks = r.checkAccess(ctx, slot, sa)
 	p.Targets = planTargets(slot, pre, p.Current.Fingerprint)
-	if !r.planDecide(slot, pre, opts, p) {
-		return p, nil
-	}
 	grace := slot.Grace
 	if opts.Grace != nil {
 		grace = *opts.Grace
+	}
+	p.Retire = r.retirePlan(slot, opts, grace)
+	if !r.planDecide(slot, pre, opts, p) {
+		return p, nil
 	}
 	p.Actions = append(p.Actions, planActions(slot, pre, p, sa, grace)...)
 	return p, nil
@@ -205,9 +276,14 @@ func planActions(slot *Slot, pre *preflight, p *Plan, sa string, grace time.Dura
 		actions = append(actions, a)
 	}
 	actions = append(actions, "read the secret and every target back and compare fingerprints")
-	if grace > 0 {
+	switch mode := p.Retire.Mode; {
+	case mode == RetireGrace && grace > 0:
 		actions = append(actions, fmt.Sprintf("keep the old key %s for %s (annotated %s for a later finalize)", pre.oldName, human(grace), annDeleteAfter))
-	} else {
+	default:
+		if mode == RetireQuiet {
+			actions = append(actions, fmt.Sprintf("wait until Cloud Monitoring's settled data show no successful call with the old key for %s (at most %s; "+
+				"still used then: keep it for finalize)", human(slot.QuietPeriod), human(slot.DrainTimeout)))
+		}
 		actions = append(actions, fmt.Sprintf("delete the old key %s (soft delete, restorable for 30 days)", pre.oldName))
 		if pre.latest.Name != "" {
 			actions = append(actions, fmt.Sprintf("disable the old secret version %s", pre.latest.Name))

@@ -24,8 +24,12 @@ import (
 // Slot is one logical credential: a Secret Manager secret holding the
 // current key string, the API key behind it, and the targets that consume it.
 type Slot struct {
-	Name    string
-	Project string // project id or number; the current key must belong to it
+	Name string
+	// ScheduleTopic is the Pub/Sub topic Secret Manager notifies when the
+	// slot is due, once Schedule set the rotation schedule on its secret;
+	// "": none.
+	ScheduleTopic string
+	Project       string // project id or number; the current key must belong to it
 	// Secret is projects/P/secrets/S.
 	Secret string
 	// SecretProjectDiffers allows the secret to live in another project
@@ -166,6 +170,10 @@ type Rotator struct {
 
 	// drain holds the drain gate's latest read per project (drain.go).
 	drain drainPoller
+	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
+	// Monitoring's answer on who calls with a leaked key (zero:
+	// DefaultLeakUsageTimeout); past it the leak is answered without.
+	LeakUsageTimeout time.Duration
 
 	// usage holds the request counts read, by project (usage.go).
 	usage usageCache
@@ -267,6 +275,13 @@ type Options struct {
 	// is taken for a retry of that rotation (a job rerun after its process
 	// died before reporting) and does nothing.
 	Again bool
+	// RequestedAt, when set with Force, is when the rotation was asked for
+	// (a Secret Manager SECRET_ROTATE event): a current key made at or
+	// after it already answers the request, and the run does nothing
+	// (SkipRetry). A request delivered twice, or handled by two processes
+	// one after the other, so makes one new key, however late the second
+	// delivery comes.
+	RequestedAt time.Time
 	// WaitForLease, when positive, is how long a run that finds the slot
 	// held by another live run waits for it (polling the lease with
 	// backoff) before it runs again; the Result then says what became of
@@ -503,21 +518,11 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	}
 	rec := l.record()
 	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
-		mode: retireMode(slot, opts, res.Resumed && grace > 0), from: pre.old, fromVersion: rec.OldVersion}
-	return st.drive(ctx)
-}
-
-// retireMode is what a rotation does with its old key: opts.Retire, else
-// RetireGrace when opts.Grace is set or a resumed rotation was started
-// with a grace period (graceResumed), else the slot's.
-func retireMode(slot *Slot, opts Options, graceResumed bool) RetireMode {
-	switch {
-	case opts.Retire != "":
-		return opts.Retire
-	case opts.Grace != nil, graceResumed:
-		return RetireGrace
+		mode: retireMode(slot, opts, grace), from: pre.old, fromVersion: rec.OldVersion}
+	if res.Resumed && grace > 0 && opts.Retire == "" {
+		st.mode = RetireGrace // the rotation was started with a grace period
 	}
-	return slot.Retire
+	return st.drive(ctx)
 }
 
 // preflightFinalized runs the preflight and, when old keys kept for a grace
@@ -601,7 +606,7 @@ func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot,
 // Kinds of "nothing to do", in Result.Skip and Plan.Skip.
 const (
 	SkipNotDue  = "not-due" // the key is younger than the max age, and the run not forced
-	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key
+	SkipRetry   = "retry"   // a forced run taken for a retry of the rotation that made the current key, or whose request (RequestedAt) that key answers
 	SkipNoDrift = "no-drift"
 )
 
@@ -632,6 +637,10 @@ func (r *Rotator) recentlyRotated(slot *Slot, pre *preflight, opts Options) stri
 	}
 	id := pre.old.Annotations[annRotation]
 	made := pre.created()
+	if !opts.RequestedAt.IsZero() && !made.IsZero() && !made.Before(opts.RequestedAt) {
+		return fmt.Sprintf("the rotation requested at %s is done: the current key %s was made at %s, and the secret and every target hold it",
+			opts.RequestedAt.UTC().Format(time.RFC3339), pre.oldName, made.Format(time.RFC3339))
+	}
 	if id == "" || r.now().Sub(made) >= slot.LeaseTTL {
 		return ""
 	}

@@ -535,6 +535,33 @@ func TestForcedRerunAfterCompletion(t *testing.T) {
 	}
 }
 
+// TestRequestAnswered: a forced run with RequestedAt does nothing when
+// the current key was made at or after the request, however long ago (a
+// Pub/Sub message delivered again long after a rotation answered it), and
+// rotates when the current key is older than the request.
+func TestRequestAnswered(t *testing.T) {
+	w := newWorld(t)
+	asked := time.Now() // after the seeded key was made
+	first, err := w.rotate(rotate.Options{RequestedAt: asked})
+	if err != nil || !first.Rotated {
+		t.Fatalf("first = %+v, %v; want a rotation", first, err)
+	}
+	// An hour later: the lease-TTL guard no longer covers the first rotation.
+	w.r.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	w.srv.ResetCalls()
+	res, err := w.rotate(rotate.Options{RequestedAt: asked})
+	if err != nil || res.Rotated || res.Skip != rotate.SkipRetry || !strings.Contains(res.Reason, "requested at") {
+		t.Fatalf("same request again = %+v, %v; want nothing done (skip %q)", res, err, rotate.SkipRetry)
+	}
+	if n := w.srv.MutatingCalls(); n != 0 {
+		t.Errorf("%d mutating calls, want 0", n)
+	}
+	res, err = w.rotate(rotate.Options{RequestedAt: time.Now().Add(30 * time.Minute)})
+	if err != nil || !res.Rotated {
+		t.Errorf("a later request = %+v, %v; want a rotation", res, err)
+	}
+}
+
 func TestGraceKeepsOldKey(t *testing.T) {
 	w := newWorld(t)
 	g := 24 * time.Hour

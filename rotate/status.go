@@ -52,7 +52,10 @@ type SlotStatus struct {
 	// until finalize deletes them, or left behind by a failed rotation.
 	OldKeys  []OldKeyStatus  `json:"old_keys"`
 	Rotation *RotationStatus `json:"rotation,omitempty"`
-	Targets  []TargetStatus  `json:"targets"`
+	// Schedule is the rotation schedule the secret carries (Secret
+	// Manager's, see Rotator.Schedule); nil for none.
+	Schedule *Schedule      `json:"schedule,omitempty"`
+	Targets  []TargetStatus `json:"targets"`
 	// Drift is set when a target holds anything but the current key (or
 	// the new key of the rotation in progress).
 	Drift bool `json:"drift"`
@@ -147,6 +150,7 @@ func (r *Rotator) status(ctx context.Context, slot *Slot) (*SlotStatus, *preflig
 	if rec := pre.rec; rec != nil {
 		st.Rotation = rotationStatus(rec, slot, now)
 	}
+	st.Schedule = scheduleStatus(pre.sec)
 
 	if err := st.findOldKeys(ctx, ka, slot, pre, now); err != nil {
 		return nil, nil, err

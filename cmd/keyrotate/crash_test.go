@@ -69,6 +69,8 @@ type crashWorld struct {
 	// wrap, when set, is a command that runs the child (its argv before
 	// keyrotate's), e.g. unshare (lease_ns_test.go).
 	wrap []string
+	// stdin, when set, is the children's standard input.
+	stdin string
 }
 
 func newCrashWorld(t *testing.T) *crashWorld {
@@ -146,6 +148,9 @@ func (cw *crashWorld) start(args ...string) *child {
 	c.cmd.Env = append(append(os.Environ(), cw.srv.Env()...), "APIKEYS_EMULATOR_HOST="+cw.apiKeysAddr) // the last value wins
 	c.cmd.Env = append(c.cmd.Env, cw.env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
+	if cw.stdin != "" {
+		c.cmd.Stdin = strings.NewReader(cw.stdin)
+	}
 	if err := c.cmd.Start(); err != nil {
 		cw.t.Fatalf("start keyrotate: %v", err)
 	}

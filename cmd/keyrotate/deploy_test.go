@@ -36,6 +36,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/keyrotate/keyrotate/internal/config"
+	"github.com/keyrotate/keyrotate/rotate"
 )
 
 // TestDeployManifests checks the repository's Dockerfile and deploy/**.
@@ -70,7 +71,7 @@ func TestDeployManifests(t *testing.T) {
 		t.Error(p)
 	}
 	// A file the checker no longer understands would pass silently.
-	for _, f := range []string{"Dockerfile", "deploy/kubernetes/cronjob.yaml", "deploy/cloudrun/job.yaml", "deploy/github/keyrotate.yml"} {
+	for _, f := range []string{"Dockerfile", "deploy/kubernetes/cronjob.yaml", "deploy/cloudrun/job.yaml", "deploy/cloudrun/service.yaml", "deploy/cloudrun/rotation-events.sh", "deploy/github/keyrotate.yml"} {
 		if c.invocations[f] == 0 {
 			t.Errorf("%s: found no keyrotate invocation: the file moved, or this test no longer understands it", f)
 		}
@@ -79,6 +80,10 @@ func TestDeployManifests(t *testing.T) {
 		if c.configs[f] == 0 {
 			t.Errorf("%s: found no keyrotate.yaml to parse", f)
 		}
+	}
+	if len(c.granted) == 0 || len(c.enabled) == 0 {
+		t.Errorf("deploy/ grants no role (gcloud projects add-iam-policy-binding) or enables no API (gcloud services enable): " +
+			"the setup moved, or this test no longer understands it")
 	}
 	if t.Failed() {
 		t.Log("the Dockerfile and deploy/ must run keyrotate with commands, flags and variables it has: fix the file named above, or the CLI")
@@ -132,6 +137,34 @@ data:
         project: my-project
         secret: projects/my-project/secrets/gemini-api-key
 `
+	runService := func(timeout string, args ...string) string {
+		return `apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: keyrotate-serve
+spec:
+  template:
+    spec:
+      timeoutSeconds: ` + timeout + `
+      containers:
+        - image: example.com/keyrotate:v1
+          args: [` + strings.Join(args, ", ") + `]
+          env:
+            - name: KEYROTATE_CONFIG
+              value: /etc/keyrotate/keyrotate.yaml
+            - name: KEYROTATE_PUSH_AUDIENCE
+              value: https://x.a.run.app
+            - name: KEYROTATE_PUSH_SERVICE_ACCOUNT
+              value: push@p.iam.gserviceaccount.com
+          volumeMounts:
+            - name: config
+              mountPath: /etc/keyrotate
+      volumes:
+        - name: config
+          secret:
+            secretName: keyrotate-config
+`
+	}
 	workflow := func(run string) string {
 		return `name: keyrotate
 on:
@@ -153,7 +186,7 @@ jobs:
 	}{{
 		name: "valid",
 		files: map[string][]byte{
-			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "--timeout", "1h", "rotate", "--now", "-s", "gemini-prod")),
+			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "--timeout", "1h30m", "rotate", "--now", "-s", "gemini-prod")),
 			"deploy/k8s/configmap.yaml": []byte(configMap),
 			"deploy/gh/wf.yml": []byte(workflow(`set -euo pipefail
 KEYROTATE_CONFIG=cfg.yaml go run github.com/keyrotate/keyrotate/cmd/keyrotate@v1.2.3 \
@@ -244,6 +277,30 @@ keyrotate abort gemini-prod && ./bin/keyrotate --help
 		},
 		want: []string{"activeDeadlineSeconds (2h0m0s) is not longer than keyrotate's --timeout (3h0m0s)"},
 	}, {
+		// The slot retires with the drain gate (retire: quiet, the
+		// default): propagation_timeout 10m + drain_timeout 1h, after
+		// --wait-for-lease 16m.
+		name: "no room for the drain gate",
+		files: map[string][]byte{
+			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "--timeout", "1h", "rotate", "--wait-for-lease", "16m")),
+			"deploy/k8s/configmap.yaml": []byte(configMap),
+		},
+		want: []string{"deploy/k8s/cronjob.yaml:21: --timeout (1h0m0s) leaves no room for the drain gate: --wait-for-lease 16m0s + " +
+			"propagation_timeout and drain_timeout of slot gemini-prod (1h10m0s) = 1h26m0s"},
+	}, {
+		name: "setup that does not grant the drain gate's role",
+		files: map[string][]byte{
+			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "--timeout", "1h30m", "rotate")),
+			"deploy/k8s/configmap.yaml": []byte(configMap),
+			"deploy/README.md": []byte("# Setup\n\n```sh\nfor p in my-project; do\n" +
+				"  gcloud services enable apikeys.googleapis.com secretmanager.googleapis.com --project \"$p\"\n" +
+				"  gcloud projects add-iam-policy-binding \"$p\" \\\n    --member \"serviceAccount:${SA}\" --role roles/serviceusage.apiKeysAdmin\ndone\n```\n"),
+		},
+		want: []string{
+			"deploy/k8s/configmap.yaml:6: slot gemini-prod (retire: quiet) needs roles/monitoring.viewer on its project, and no `gcloud projects add-iam-policy-binding --role roles/monitoring.viewer` in deploy/ grants it",
+			"slot gemini-prod (retire: quiet) needs the API monitoring.googleapis.com on its project, and no `gcloud services enable` in deploy/ enables it",
+		},
+	}, {
 		name: "config that does not parse",
 		files: map[string][]byte{
 			"deploy/k8s/cronjob.yaml":   []byte(cronJob("1", "rotate")),
@@ -264,6 +321,28 @@ keyrotate abort gemini-prod && ./bin/keyrotate --help
 			"deploy/k8s/configmap.yaml": []byte(configMap),
 		},
 		want: []string{`deploy/k8s/cronjob.yaml:10: batch/v1 CronJob does not match the API: json: unknown field "completion"`},
+	}, {
+		name:  "Cloud Run service for serve",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "serve", "--audience", "https://x.a.run.app"))},
+	}, {
+		name:  "Cloud Run service without the push service account",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(strings.Replace(runService("900", "serve"), "KEYROTATE_PUSH_SERVICE_ACCOUNT", "KEYROTATE_PUSH_ACCOUNT", 1))},
+		want: []string{
+			"deploy/run/service.yaml:1: keyrotate serve needs --push-service-account (or its variable)",
+			"environment variable KEYROTATE_PUSH_ACCOUNT is read by no keyrotate flag",
+		},
+	}, {
+		name:  "Cloud Run service with a short request timeout",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("300", "serve"))},
+		want:  []string{"deploy/run/service.yaml:8: timeoutSeconds (5m0s) is shorter than a push subscription's ack deadline (10m0s"},
+	}, {
+		name:  "Cloud Run service running another command",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "rotate"))},
+		want:  []string{"a Cloud Run service must run `keyrotate serve`, not `keyrotate rotate`"},
+	}, {
+		name:  "Cloud Run service with an unknown serve flag",
+		files: map[string][]byte{"deploy/run/service.yaml": []byte(runService("900", "serve", "--audiance", "x"))},
+		want:  []string{"unknown flag --audiance for `keyrotate serve`"},
 	}, {
 		name: "Dockerfile with cgo on alpine",
 		files: map[string][]byte{"Dockerfile": []byte(`FROM golang:1.26 AS build
@@ -326,6 +405,34 @@ type deployChecker struct {
 	problems    []string
 	invocations map[string]int // keyrotate invocations found, by file
 	configs     map[string]int // keyrotate.yaml documents parsed, by file
+
+	// needs are the roles and APIs the example configurations' slots need
+	// on their projects (rotate.ProjectAccess), each with the first slot
+	// that needs it; granted and enabled are the roles and APIs deploy/'s
+	// shell grants (gcloud projects add-iam-policy-binding --role) and
+	// enables (gcloud services enable).
+	needs            map[string]deployNeed
+	granted, enabled map[string]bool
+	// gateWait is the longest a slot's rotation may wait for its new key
+	// and then for the drain gate (propagation_timeout + drain_timeout of
+	// a slot with retire: quiet), and gateSlot that slot.
+	gateWait time.Duration
+	gateSlot string
+	rotates  []deployRotate // the rotate invocations
+}
+
+// deployNeed is a role or an API a slot of an example configuration needs.
+type deployNeed struct {
+	file, slot, retire string
+	line               int
+	api                bool
+}
+
+// deployRotate is one rotate invocation.
+type deployRotate struct {
+	file string
+	line int
+	inv  *deployInvocation
 }
 
 // deployInvocation is one run of keyrotate found in a file.
@@ -353,6 +460,9 @@ func checkDeploy(files map[string][]byte) *deployChecker {
 		configMaps:  map[string]*yaml.Node{},
 		invocations: map[string]int{},
 		configs:     map[string]int{},
+		needs:       map[string]deployNeed{},
+		granted:     map[string]bool{},
+		enabled:     map[string]bool{},
 	}
 	var collect func(fs []cli.Flag, cmds []*cli.Command)
 	collect = func(fs []cli.Flag, cmds []*cli.Command) {
@@ -428,7 +538,61 @@ func checkDeploy(files map[string][]byte) *deployChecker {
 			c.checkMarkdown(name, string(files[name]))
 		}
 	}
+	c.checkAccessGranted()
+	c.checkGateRoom()
 	return c
+}
+
+// checkAccessGranted checks that deploy/'s setup grants every role and
+// enables every API that the example slots need on their projects (the
+// drain gate's roles/monitoring.viewer and monitoring.googleapis.com for a
+// slot with retire: quiet). Files that grant nothing (a manifest alone) are
+// not checked; TestDeployManifests checks that deploy/ grants something.
+func (c *deployChecker) checkAccessGranted() {
+	if len(c.granted) == 0 && len(c.enabled) == 0 {
+		return
+	}
+	names := make([]string, 0, len(c.needs))
+	for n := range c.needs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		need := c.needs[n]
+		switch {
+		case need.api && !c.enabled[n]:
+			c.problemf(need.file, need.line, "slot %s (retire: %s) needs the API %s on its project, and no `gcloud services enable` in deploy/ enables it", need.slot, need.retire, n)
+		case !need.api && !c.granted[n]:
+			c.problemf(need.file, need.line, "slot %s (retire: %s) needs %s on its project, and no `gcloud projects add-iam-policy-binding --role %s` in deploy/ grants it", need.slot, need.retire, n, n)
+		}
+	}
+}
+
+// checkGateRoom checks that each rotate invocation's --timeout leaves room
+// for the longest wait of a slot: a lease held by another run
+// (--wait-for-lease), the new key's propagation and the drain gate.
+func (c *deployChecker) checkGateRoom() {
+	if c.gateWait == 0 {
+		return
+	}
+	for _, r := range c.rotates {
+		if _, leaked := r.inv.flags["leaked"]; leaked {
+			continue
+		}
+		var lease time.Duration
+		if v, ok := r.inv.flags["wait-for-lease"]; ok {
+			d, _ := config.ParseDuration(v)
+			lease = time.Duration(d)
+		}
+		line := r.line
+		if l, ok := r.inv.lines["timeout"]; ok {
+			line = l
+		}
+		if t, need := c.effectiveTimeout(r.inv), lease+c.gateWait; t <= need {
+			c.problemf(r.file, line, "--timeout (%s) leaves no room for the drain gate: --wait-for-lease %s + propagation_timeout and drain_timeout of slot %s (%s) = %s; "+
+				"make --timeout longer, and the engine's deadline with it", t, lease, c.gateSlot, c.gateWait, need)
+		}
+	}
 }
 
 func (c *deployChecker) problemf(file string, line int, format string, args ...any) {
@@ -570,6 +734,9 @@ func (c *deployChecker) checkArgv(file string, argv []string, lines []int, at in
 			}
 		}
 		args, argsLine = append(args, a), append(argsLine, line(i))
+	}
+	if inv.cmd != nil && inv.cmd.Name == "rotate" {
+		c.rotates = append(c.rotates, deployRotate{file, at, inv})
 	}
 	if inv.cmd == nil {
 		_, help := inv.global["help"]
@@ -754,6 +921,60 @@ func (c *deployChecker) checkYAML(file string, doc *yaml.Node) {
 		c.checkK8sJob(file, spec, doc)
 	case "run.googleapis.com/v1 Job":
 		c.checkCloudRunJob(file, yget(yget(spec, "template"), "spec"), doc)
+	case "serving.knative.dev/v1 Service":
+		c.checkCloudRunService(file, yget(yget(spec, "template"), "spec"), doc)
+	}
+}
+
+// pushAckDeadline is the longest ack deadline a push subscription can
+// have: Pub/Sub waits this long for a push's answer, then delivers the
+// message again.
+const pushAckDeadline = 600 * time.Second
+
+// checkCloudRunService checks a Cloud Run service that runs keyrotate
+// serve: the command, the two settings every push is checked against, and
+// a request timeout that outlasts the push's ack deadline.
+func (c *deployChecker) checkCloudRunService(file string, spec, doc *yaml.Node) {
+	invs := c.checkContainers(file, spec, false)
+	if len(invs) == 0 {
+		c.problemf(file, doc.Line, "found no keyrotate container (an image named keyrotate, or command /keyrotate)")
+	}
+	ctrs := yseq(yget(spec, "containers"))
+	for i, inv := range invs {
+		if inv.cmd == nil {
+			continue
+		}
+		if inv.cmd.Name != "serve" {
+			c.problemf(file, doc.Line, "a Cloud Run service must run `keyrotate serve`, not `keyrotate %s`", inv.cmd.Name)
+			continue
+		}
+		env := map[string]bool{}
+		if i < len(ctrs) {
+			for _, e := range yseq(yget(ctrs[i], "env")) {
+				env[ystr(yget(e, "name"))] = ystr(yget(e, "value")) != "" || yget(e, "valueFrom") != nil
+			}
+		}
+		for _, name := range []string{"audience", "push-service-account"} {
+			if _, ok := inv.flags[name]; ok {
+				continue
+			}
+			set := false
+			if f, ok := deployFlags(inv.cmd.Flags)[name].(cli.DocGenerationFlag); ok {
+				for _, e := range f.GetEnvVars() {
+					set = set || env[e]
+				}
+			}
+			if !set {
+				c.problemf(file, doc.Line, "keyrotate serve needs --%s (or its variable): it refuses to start without it", name)
+			}
+		}
+	}
+	timeout, line := 300, doc.Line // Cloud Run's default request timeout: 5 minutes
+	if n := yget(spec, "timeoutSeconds"); n != nil {
+		timeout, line = yint(n, 0), n.Line
+	}
+	if d := time.Duration(timeout) * time.Second; d < pushAckDeadline {
+		c.problemf(file, line, "timeoutSeconds (%s) is shorter than a push subscription's ack deadline (%s, rotation-events.sh): Cloud Run would cut rotations Pub/Sub still waits for", d, pushAckDeadline)
 	}
 }
 
@@ -785,6 +1006,8 @@ func (c *deployChecker) checkSchema(file string, doc *yaml.Node, apiVersion, kin
 		obj = &rbacv1.ClusterRoleBinding{}
 	case "run.googleapis.com/v1 Job":
 		obj = &runv1.Job{}
+	case "serving.knative.dev/v1 Service":
+		obj = &runv1.Service{}
 	default:
 		return
 	}
@@ -816,8 +1039,9 @@ func (c *deployChecker) checkSchema(file string, doc *yaml.Node, apiVersion, kin
 // document do not map to lines in file, and problems are put at line at.
 func (c *deployChecker) checkConfig(file string, data []byte, what string, offset, at int) {
 	c.configs[file]++
-	_, err := config.Parse("keyrotate.yaml", data)
+	cfg, err := config.Parse("keyrotate.yaml", data)
 	if err == nil {
+		c.addNeeds(file, at, cfg)
 		return
 	}
 	errs := config.Errors(err)
@@ -835,6 +1059,29 @@ func (c *deployChecker) checkConfig(file string, data []byte, what string, offse
 			msg += " (hint: " + h + ")"
 		}
 		c.problemf(file, line, "%s: %s", what, msg)
+	}
+}
+
+// addNeeds notes what the slots of cfg (in file, at line at) need on
+// their projects, and how long their rotations may wait.
+func (c *deployChecker) addNeeds(file string, at int, cfg *config.Config) {
+	for i := range cfg.Slots {
+		s := &cfg.Slots[i]
+		retire := cfg.EffectiveRetire(s)
+		roles, apis := rotate.ProjectAccess(rotate.RetireMode(retire))
+		for j, list := range [][]string{roles, apis} {
+			for _, n := range list {
+				if _, ok := c.needs[n]; !ok {
+					c.needs[n] = deployNeed{file: file, line: at, slot: s.Name, retire: retire, api: j == 1}
+				}
+			}
+		}
+		if retire != config.RetireQuiet {
+			continue
+		}
+		if w := time.Duration(cfg.Defaults.PropagationTimeout) + cfg.EffectiveDrainTimeout(s); w > c.gateWait {
+			c.gateWait, c.gateSlot = w, s.Name
+		}
 	}
 }
 
@@ -1350,6 +1597,10 @@ func (c *deployChecker) checkScript(file, script string, firstLine int) []*deplo
 			continue
 		}
 		at := cmd.lines[i]
+		if w[i] == "gcloud" {
+			c.noteGcloud(w[i+1:])
+			continue
+		}
 		switch {
 		case path.Base(w[i]) == "keyrotate":
 			i++
@@ -1369,6 +1620,28 @@ func (c *deployChecker) checkScript(file, script string, firstLine int) []*deplo
 		out = append(out, c.checkArgv(file, w[i:], cmd.lines[i:], at))
 	}
 	return out
+}
+
+// noteGcloud notes the roles a gcloud command grants on a project and the
+// APIs it enables.
+func (c *deployChecker) noteGcloud(args []string) {
+	switch {
+	case len(args) >= 2 && args[0] == "projects" && args[1] == "add-iam-policy-binding":
+		for i, a := range args {
+			if r, ok := strings.CutPrefix(a, "--role="); ok {
+				c.granted[r] = true
+			} else if a == "--role" && i+1 < len(args) {
+				c.granted[args[i+1]] = true
+			}
+		}
+	case len(args) >= 2 && args[0] == "services" && args[1] == "enable":
+		for _, a := range args[2:] {
+			if strings.HasPrefix(a, "-") {
+				break
+			}
+			c.enabled[a] = true
+		}
+	}
 }
 
 // checkMarkdown checks the shell blocks (```sh, ```bash, ```shell) of a

@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // TestHelpGolden keeps the --help text of every command in golden files,
 // and the README's usage block equal to the top-level help.
 func TestHelpGolden(t *testing.T) {
-	for _, cmd := range []string{"", "plan", "rotate", "finalize", "demo", "emulator"} {
+	for _, cmd := range []string{"", "plan", "rotate", "finalize", "serve", "listen", "demo", "emulator"} {
 		name := cmd
 		if name == "" {
 			name = "keyrotate"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,17 +53,32 @@ type leakOutput struct {
 }
 
 // runLeaked is `rotate --leaked`: find the leaked key among the slots and
-// take it out of service.
+// take it out of service; --report and the webhook carry the response.
 func runLeaked(c *cli.Context) error {
+	fo, err := fleetOptionsFrom(c)
+	if err != nil {
+		return err
+	}
 	key, err := readKey(c)
 	if err != nil {
 		return err
 	}
+	rec := newRunRecord(c, "rotate --leaked", c.String("config"))
+	b := budgetOf(c)
+	err = respondToLeak(c, key, rec)
+	rec.finish(err)
+	deliver(c, b, rec, fo)
+	return err
+}
+
+func respondToLeak(c *cli.Context, key secret.Key, rec *runRecord) error {
 	j, err := newJob(c, hostsFromEnv(), c.String("config"), nil)
 	if err != nil {
 		return err
 	}
 	defer j.close()
+	rec.start(j)
+	rec.Summary.Slots = 0 // the leak's slot, once known
 	if err := j.cleanTemp(c.Context); err != nil {
 		return err
 	}
@@ -71,6 +87,7 @@ func runLeaked(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rec.Leak = leak
 	printLeak(j.out, leak)
 	var slot *rotate.Slot
 	for _, s := range j.slots {
@@ -78,7 +95,17 @@ func runLeaked(c *cli.Context) error {
 			slot = s
 		}
 	}
+	started := time.Now()
 	resp, err := r.RespondToLeak(j.ctx, leak, slot)
+	if slot != nil {
+		rec.Summary.Slots = 1
+		if err != nil || resp.Rotation != nil {
+			rec.add(rotate.Outcome{Slot: slot, Result: resp.Rotation, Err: err, Started: started, Finished: time.Now()})
+		}
+		if resp != nil && resp.Finalized != nil {
+			rec.Summary.Finalized += len(resp.Finalized.Keys)
+		}
+	}
 	if err == nil && slot == nil && !leak.Deleted {
 		err = errhint.With(fmt.Errorf("leaked key %s (%s) belongs to no configured slot; nothing was changed", leak.Key, leak.Project),
 			fmt.Sprintf("delete it with `keyrotate revoke --key %s` once nothing depends on it", leak.Key))
@@ -125,6 +152,64 @@ func printLeak(p *printer, l *rotate.Leak) {
 	for _, h := range l.HeldBy {
 		p.note("  held by  %s", h)
 	}
+	for _, line := range trafficLines(l) {
+		p.note("  %s", line)
+	}
+}
+
+// trafficMethods is how many methods the traffic of a leaked key names;
+// --output json lists them all.
+const trafficMethods = 10
+
+// trafficLines says who still called with a leaked key before it was
+// deleted (what breaks with it), one line per service and method; none
+// without a Monitoring client.
+func trafficLines(l *rotate.Leak) []string {
+	t := l.Traffic
+	switch {
+	case l.UsageUnknown != "":
+		return []string{"traffic  unknown, going on without it: " + l.UsageUnknown}
+	case t == nil:
+		return nil
+	case t.LastDay.Total() == 0:
+		return []string{fmt.Sprintf("traffic  none in the last 24 hours (Cloud Monitoring, as of %s; calls of the last few minutes are not counted yet)",
+			t.AsOf.Format(time.RFC3339))}
+	}
+	what := "that breaks with it"
+	if l.Deleted {
+		what = "still calling it"
+	}
+	out := []string{fmt.Sprintf("traffic  %s: %s (Cloud Monitoring, as of %s; calls of the last few minutes are not counted yet)",
+		what, trafficString(t.AsOf, t.TrafficCounts), t.AsOf.Format(time.RFC3339))}
+	for i, m := range t.ByMethod {
+		if i == trafficMethods {
+			out = append(out, fmt.Sprintf("  and %d more methods (--output json lists them all)", len(t.ByMethod)-trafficMethods))
+			break
+		}
+		out = append(out, fmt.Sprintf("  %s %s: %s", shortService(m.Service), shortMethod(m.Method), trafficString(t.AsOf, m.TrafficCounts)))
+	}
+	return out
+}
+
+// trafficString is e.g. "0.6/min over the last hour (peak 30/min), 30 ok +
+// 6 failed; 24h: 34 ok + 6 failed; last seen 5m ago".
+func trafficString(asOf time.Time, c rotate.TrafficCounts) string {
+	var b strings.Builder
+	if c.LastHour.Total() == 0 {
+		b.WriteString("none in the last hour")
+	} else {
+		fmt.Fprintf(&b, "%s/min over the last hour (peak %d/min), %s", strconv.FormatFloat(c.PerMinute, 'f', -1, 64),
+			c.PeakPerMinute, requestsString(c.LastHour))
+	}
+	fmt.Fprintf(&b, "; 24h: %s", requestsString(c.LastDay))
+	if !c.LastSeen.IsZero() {
+		ago := "under a minute"
+		if d := asOf.Sub(c.LastSeen).Truncate(time.Minute); d > 0 {
+			ago = strings.TrimSuffix(d.String(), "0s")
+		}
+		fmt.Fprintf(&b, "; last seen %s ago", ago)
+	}
+	return b.String()
 }
 
 func revokeCommand() *cli.Command {

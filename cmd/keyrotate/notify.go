@@ -59,6 +59,8 @@ type webhookSummary struct {
 	Hint     string          `json:"hint,omitempty"`
 	Failed   []webhookFailed `json:"failed,omitempty"`
 	Rotated  []webhookKey    `json:"rotated,omitempty"`
+	// Leak is the leaked key of rotate --leaked and its traffic.
+	Leak *rotate.Leak `json:"leak,omitempty"`
 }
 
 type webhookFailed struct {
@@ -79,7 +81,7 @@ const maxListed = 20
 
 func newWebhookMessage(r *runRecord) webhookMessage {
 	s := webhookSummary{Run: r.Run, Command: r.Command, Host: r.Host, Shard: r.Shard, ExitCode: r.ExitCode,
-		Seconds: r.Seconds, Summary: r.Summary, Error: r.Error, Hint: r.Hint}
+		Seconds: r.Seconds, Summary: r.Summary, Error: r.Error, Hint: r.Hint, Leak: r.Leak}
 	for _, sl := range r.Slots {
 		switch {
 		case sl.Action == "failed" && len(s.Failed) < maxListed:
@@ -97,6 +99,15 @@ func newWebhookMessage(r *runRecord) webhookMessage {
 		r.Command, outcomeWord(r.ExitCode), r.Run, where, sum.Slots, sum.Rotated, sum.NotDue, sum.Failed, r.ExitCode)
 	var b strings.Builder
 	b.WriteString(head)
+	if l := r.Leak; l != nil {
+		fmt.Fprintf(&b, "\nleaked key %s %s", l.Fingerprint, l.Key)
+		if l.Slot != "" {
+			fmt.Fprintf(&b, " (%s key of slot %s)", l.Role, l.Slot)
+		}
+		for _, line := range trafficLines(l) {
+			fmt.Fprintf(&b, "\n%s", line)
+		}
+	}
 	if len(s.Failed) == 0 && r.Error != "" {
 		fmt.Fprintf(&b, "\n%s", firstLine(r.Error))
 		if r.Hint != "" {

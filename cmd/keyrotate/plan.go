@@ -21,7 +21,12 @@ func planCommand() *cli.Command {
 			"It also proves, with read-only calls, that the caller holds what the rotation needs:\n" +
 			"the IAM permissions on each slot's project and secret, the API Keys and Secret Manager\n" +
 			"APIs enabled, and the service account new keys are bound to. Each thing missing is one\n" +
-			"line with the role and the command that grants it, and plan exits 1.",
+			"line with the role and the command that grants it, and plan exits 1.\n" +
+			"\n" +
+			"It says what rotate does with the old key (retire: quiet, grace or now, and the policy when\n" +
+			"Cloud Monitoring cannot answer). With retire: quiet it checks that the drain gate may read\n" +
+			"Cloud Monitoring (monitoring.timeSeries.list, the API enabled): missing, usage: required\n" +
+			"fails like the checks above, and best-effort warns that it falls back to the grace period.",
 		Flags: append([]cli.Flag{
 			slotFlag("show the plan for only"),
 			&cli.BoolFlag{Name: "now", Usage: "plan as if rotating even keys that are not due"},
@@ -110,6 +115,9 @@ func printPlan(o *printer, p *rotate.Plan) {
 		o.note("  usage        unknown: %s", p.UsageUnknown)
 	case k.Usage != nil:
 		o.note("  usage        %s", usageLine(k.Usage))
+	}
+	if p.Retire != nil {
+		o.note("  retire       %s", p.Retire.Summary)
 	}
 	for _, t := range p.Targets {
 		mark := "ok   "

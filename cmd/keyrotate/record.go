@@ -45,6 +45,9 @@ type runRecord struct {
 	QuotaWaitSeconds float64          `json:"quota_wait_seconds"`
 
 	Slots []slotRecord `json:"slots"`
+	// Leak is the leaked key of rotate --leaked: where it was held and
+	// the traffic that broke with it.
+	Leak *rotate.Leak `json:"leak,omitempty"`
 
 	meter *gcp.Meter
 	order map[string]int // slot -> place in the config, for Slots' order

@@ -119,6 +119,14 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rot
 	if rec.Summary.Slots > 0 && c.String("output") != "json" {
 		fmt.Fprintln(c.App.Writer, rec.totals())
 	}
+	deliver(c, b, rec, fo)
+	return err
+}
+
+// deliver writes the finished run record and posts it to the webhook, as
+// fo asks, within budget b. Neither changes the exit code: a failure to
+// write or post is a warning.
+func deliver(c *cli.Context, b budget, rec *runRecord, fo fleetOptions) {
 	if fo.report != "" {
 		if werr := rec.write(fo.report); werr != nil {
 			warn(c, "could not write the run record: %v", werr)
@@ -131,7 +139,6 @@ func runRotate(c *cli.Context, h hosts, cfgPath string, names []string, opts rot
 			warn(c, "could not post to the webhook: %v", nerr)
 		}
 	}
-	return err
 }
 
 func warn(c *cli.Context, format string, args ...any) {

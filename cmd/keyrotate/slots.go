@@ -42,6 +42,12 @@ type job struct {
 // newJob loads the config, selects slots and checks every local target,
 // all before any API call: bad input changes nothing and calls nothing.
 func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, error) {
+	return openJob(c, h, cfgPath, slotNames, true)
+}
+
+// openJob is newJob; a job that is not bounded (a server: serve, listen)
+// has no deadline on its context and arms no --timeout.
+func openJob(c *cli.Context, h hosts, cfgPath string, slotNames []string, bounded bool) (*job, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		if errors.Is(err, config.ErrInvalid) {
@@ -60,8 +66,12 @@ func newJob(c *cli.Context, h hosts, cfgPath string, slotNames []string) (*job, 
 	selected = inShard(selected, sh)
 	j := &job{cfg: cfg, out: newPrinter(c), shard: sh, hosts: h}
 	j.meter = &gcp.Meter{Pacer: gcp.NewPacer(quotas(cfg, sh), 0), QuotaProject: quotaProjectOf(c, cfg)}
-	j.budget = budgetOf(c)
-	j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
+	if bounded {
+		j.budget = budgetOf(c)
+		j.ctx, j.cancel = context.WithDeadline(c.Context, j.budget.work)
+	} else {
+		j.ctx, j.cancel = context.WithCancel(c.Context)
+	}
 	local, err := readLocalTargets(c.Context, selected)
 	if err != nil {
 		j.cancel()
@@ -128,6 +138,7 @@ func (j *job) slot(s *config.Slot, local []rotate.Target) *rotate.Slot {
 		QuietPeriod:        j.cfg.EffectiveQuietPeriod(s),
 		DrainTimeout:       j.cfg.EffectiveDrainTimeout(s),
 		Usage:              rotate.UsagePolicy(j.cfg.EffectiveUsage(s)),
+		ScheduleTopic:      j.cfg.EffectiveScheduleTopic(s),
 	}
 	rs.SecretProjectDiffers = s.SecretProjectDiffers
 	rs.BoundKeyRestrictions = s.BoundKeyRestrictions

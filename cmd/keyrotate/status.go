@@ -79,6 +79,9 @@ func formatStatus(st *rotate.SlotStatus) string {
 		row("usage", "%s", usageLine(st.Current.Usage))
 	}
 	rotationRows(row, st.Rotation)
+	if sc := st.Schedule; sc != nil {
+		row("schedule", "next rotation %s, every %s, to %s", timeOrNone(sc.Next), periodOrNone(sc.Period), topicList(sc.Topics))
+	}
 	if len(st.OldKeys) == 0 {
 		row("old keys", "none waiting for finalize")
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -21,17 +22,7 @@ func TestStatusShowsWhoUsesEachKey(t *testing.T) {
 		t.Fatalf("rotate: %s", c.output())
 	}
 	// The forgotten consumer: some calls with the old key, then it stops.
-	cons := fw.srv.StartConsumer(fw.w.key, 20*time.Millisecond, emulator.ConsumeGenerate)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ok, _, _ := cons.Calls(); ok >= 3 || time.Now().After(deadline) {
-			break
-		}
-	}
-	cons.Stop()
-	ok, failed, _ := cons.Calls()
-	if ok < 3 {
-		t.Fatalf("consumer made %d good calls, want at least 3", ok)
-	}
+	ok, failed := consume(t, fw.srv, fw.w.key, 3)
 
 	fw.srv.ResetCalls()
 	c := fw.run(t, nil, fw.config("--output", "json", "status")...)
@@ -114,4 +105,22 @@ func TestStatusShowsWhoUsesEachKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// consume runs a consumer calling GenerateContent with key until it made
+// n good calls, then stops it and returns its good and failed calls.
+func consume(t *testing.T, srv *emulator.Server, key secret.Key, n int) (ok, failed int) {
+	t.Helper()
+	cons := srv.StartConsumer(key, 20*time.Millisecond, emulator.ConsumeGenerate)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ok, _, _ := cons.Calls(); ok >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	cons.Stop()
+	ok, failed, _ = cons.Calls()
+	if ok < n {
+		t.Fatalf("consumer made %d good calls, want at least %d", ok, n)
+	}
+	return ok, failed
 }

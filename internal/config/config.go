@@ -147,6 +147,10 @@ type Defaults struct {
 	// UsageDelay is how late Cloud Monitoring may report a call: the drain
 	// gate counts only data at least this old (DefaultUsageDelay).
 	UsageDelay Duration `yaml:"usage_delay,omitempty"`
+	// ScheduleTopic is the Pub/Sub topic (projects/P/topics/T) that Secret
+	// Manager notifies when a slot's rotation is due, once the schedule is
+	// set on its secret; "": none (see Slot.ScheduleTopic).
+	ScheduleTopic string `yaml:"schedule_topic,omitempty"`
 }
 
 // Quota is a per-project quota per minute of one API.
@@ -174,8 +178,13 @@ type Slot struct {
 	QuietPeriod  *Duration `yaml:"quiet_period,omitempty"`  // nil: Defaults.QuietPeriod
 	DrainTimeout *Duration `yaml:"drain_timeout,omitempty"` // nil: Defaults.DrainTimeout
 	Usage        string    `yaml:"usage,omitempty"`         // UsageRequired or UsageBestEffort; "": Defaults.Usage
-	Targets      []Target  `yaml:"targets,omitempty"`
-	Line         int       `yaml:"-"` // line of the slot in the file
+	// ScheduleTopic is the Pub/Sub topic that Secret Manager notifies
+	// (SECRET_ROTATE) when the slot's rotation is due: the rotation
+	// schedule set on its secret has a period of max_age; "":
+	// Defaults.ScheduleTopic.
+	ScheduleTopic string   `yaml:"schedule_topic,omitempty"`
+	Targets       []Target `yaml:"targets,omitempty"`
+	Line          int      `yaml:"-"` // line of the slot in the file
 
 	// SecretProjectDiffers allows Secret to live in another project than
 	// Project (a central secrets project); the keys stay in Project.
@@ -307,6 +316,15 @@ func (c *Config) EffectiveRetire(s *Slot) string {
 		return RetireGrace
 	}
 	return RetireQuiet
+}
+
+// EffectiveScheduleTopic returns the Pub/Sub topic of the slot's rotation
+// schedule: its own, else the default; "" for none.
+func (c *Config) EffectiveScheduleTopic(s *Slot) string {
+	if s != nil && s.ScheduleTopic != "" {
+		return s.ScheduleTopic
+	}
+	return c.Defaults.ScheduleTopic
 }
 
 // EffectiveQuietPeriod returns the slot's quiet period: its own, else the

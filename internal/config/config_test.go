@@ -137,6 +137,15 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("Quotas mismatch (-want +got):\n%s", diff)
 			}
 		}},
+		{"schedule topic", "version: 1\ndefaults:\n  schedule_topic: projects/my-project/topics/rotations\nslots:\n" + slotYAML +
+			"  - name: other\n    project: my-project\n    secret: projects/my-project/secrets/other\n    schedule_topic: projects/123/topics/other.rotations\n", func(t *testing.T, c *Config) {
+			if got := c.EffectiveScheduleTopic(&c.Slots[0]); got != "projects/my-project/topics/rotations" {
+				t.Errorf("EffectiveScheduleTopic(gemini-prod) = %q, want the default", got)
+			}
+			if got := c.EffectiveScheduleTopic(&c.Slots[1]); got != "projects/123/topics/other.rotations" {
+				t.Errorf("EffectiveScheduleTopic(other) = %q, want its own", got)
+			}
+		}},
 		{"quota project", "version: 1\ndefaults:\n  quota_project: billing-project\nslots:\n" + slotYAML, func(t *testing.T, c *Config) {
 			if c.Defaults.QuotaProject != "billing-project" {
 				t.Errorf("QuotaProject = %q, want %q", c.Defaults.QuotaProject, "billing-project")
@@ -174,6 +183,11 @@ func TestParseGood(t *testing.T) {
 				RetireNow, 5 * time.Minute, time.Duration(0), UsageRequired, time.Duration(0)}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("effective drain settings (-want +got):\n%s", diff)
+			}
+		}},
+		{"retire quiet with a grace to fall back to", head + slotYAML + "    retire: quiet\n    grace: 1h\n", func(t *testing.T, c *Config) {
+			if r, g := c.EffectiveRetire(&c.Slots[0]), c.EffectiveGrace(&c.Slots[0]); r != RetireQuiet || g != time.Hour {
+				t.Errorf("EffectiveRetire, EffectiveGrace = %q, %v; want quiet, 1h (best-effort's fallback)", r, g)
 			}
 		}},
 		{"a grace means retire: grace", "version: 1\ndefaults: {grace: 1h}\nslots:\n" + slotYAML +
@@ -301,11 +315,19 @@ func TestParseBad(t *testing.T) {
 		{"quota project not a project", "version: 1\ndefaults:\n  quota_project: My_Project\nslots:\n" + slotYAML, 3, `quota_project "My_Project" is not a project id or number`, "project charged"},
 		{"quota project a list", "version: 1\ndefaults:\n  quota_project: [a]\nslots:\n" + slotYAML, 3, "quota_project must be a string", "single value"},
 		{"quota project typo", "version: 1\ndefaults:\n  quota_projct: billing-project\nslots:\n" + slotYAML, 3, `unknown field "quota_projct"`, `did you mean "quota_project"?`},
+
+		// schedule_topic
+		{"schedule topic not a topic", "version: 1\ndefaults:\n  schedule_topic: keyrotate-events\nslots:\n" + slotYAML, 3, `schedule_topic "keyrotate-events" is not a Pub/Sub topic name`, "projects/PROJECT/topics/TOPIC"},
+		{"schedule topic goog", head + slotYAML + "    schedule_topic: projects/my-project/topics/google-rotations\n", 6, "is not a Pub/Sub topic name", `not with "goog"`},
+		{"schedule topic bad project", head + slotYAML + "    schedule_topic: projects/My_Project/topics/rotations\n", 6, "is not a Pub/Sub topic name", "projects/PROJECT/topics/TOPIC"},
+		{"schedule topic typo", head + slotYAML + "    schedule_topc: projects/my-project/topics/rotations\n", 6, `unknown field "schedule_topc"`, `did you mean "schedule_topic"?`},
+		{"schedule max age under an hour", head + slotYAML + "    schedule_topic: projects/my-project/topics/rotations\n    max_age: 30m\n", 7, "max_age 30m0s cannot be a rotation schedule's period", "from 1h to 100 years"},
+		{"schedule default topic, short default max age", "version: 1\ndefaults:\n  max_age: 59m\n  schedule_topic: projects/my-project/topics/rotations\nslots:\n" + slotYAML, 6, "max_age 59m0s cannot be", "whole seconds"},
 		{"quota project in a slot", "version: 1\nslots:\n  - name: a\n    project: my-project\n    secret: projects/my-project/secrets/s\n    quota_project: billing-project\n", 6, `unknown field "quota_project"`, "under \"defaults:\""},
 
 		// the drain gate
 		{"retire typo", head + slotYAML + "    retire: quite\n", 6, `retire must be quiet, grace or now, not "quite"`, `"retire: quiet"`},
-		{"retire quiet with grace", head + slotYAML + "    retire: quiet\n    grace: 1h\n", 6, "grace applies only with retire: grace", "remove grace"},
+		{"retire now with grace", head + slotYAML + "    retire: now\n    grace: 1h\n", 6, "grace does not apply with retire: now", "remove grace"},
 		{"short quiet period", "version: 1\ndefaults:\n  quiet_period: 30s\nslots:\n" + slotYAML, 3, "quiet_period must be at least 1m", "per minute"},
 		{"negative drain timeout", head + slotYAML + "    drain_timeout: -1m\n", 6, "drain_timeout must not be negative", "finalize"},
 		{"usage typo", head + slotYAML + "    usage: besteffort\n", 6, `usage must be required or best-effort, not "besteffort"`, `"usage: required"`},

@@ -22,13 +22,13 @@ var (
 	topFields      = []string{"version", "defaults", "slots"}
 	defaultsFields = []string{
 		"grace", "max_age", "propagation_timeout", "lease_ttl", "probe", "model", "quotas", "quota_project",
-		"retire", "quiet_period", "drain_timeout", "usage", "usage_delay",
+		"retire", "quiet_period", "drain_timeout", "usage", "usage_delay", "schedule_topic",
 	}
 	quotaAPIs   = []string{"apikeys", "secretmanager"}
 	quotaFields = []string{"reads", "writes"}
 	slotFields  = []string{
 		"name", "project", "secret", "secret_project_differs", "key", "service_account", "bound_key_restrictions",
-		"verify", "probe", "model", "grace", "max_age", "retire", "quiet_period", "drain_timeout", "usage", "targets",
+		"verify", "probe", "model", "grace", "max_age", "retire", "quiet_period", "drain_timeout", "usage", "schedule_topic", "targets",
 	}
 	targetFields = []string{
 		"type", "path", "var", "secret", "services", "command", "verify", "timeout", "repo", "org", "environment", "name",
@@ -508,6 +508,7 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 	if fq, ok := f["quotas"]; ok && !isNull(fq.val) {
 		p.quotas(fq.val, d)
 	}
+	p.scheduleTopic(f, &d.ScheduleTopic)
 	if fq, ok := f["quota_project"]; ok {
 		if v, ok := p.str(fq); ok {
 			if !ValidProject(v) {
@@ -522,7 +523,9 @@ func (p *parser) defaults(n *yaml.Node, d *Defaults) {
 
 // drain parses the drain gate's fields of a slot or of the defaults into
 // retire, quiet, drain and usage (left as they are when absent); grace is
-// the grace set at the same level, which only retire: grace uses.
+// the grace set at the same level: retire: grace keeps the old key for it,
+// retire: quiet falls back to it when Cloud Monitoring cannot answer under
+// usage: best-effort, and retire: now refuses it.
 func (p *parser) drain(f map[string]field, retire *string, quiet, drain *Duration, usage *string, grace Duration) {
 	if fr, v, ok := p.text(f, "retire"); ok {
 		switch {
@@ -530,9 +533,11 @@ func (p *parser) drain(f map[string]field, retire *string, quiet, drain *Duratio
 			p.at(fr.val, `write "retire: quiet" to delete the old key once Cloud Monitoring shows nothing uses it, `+
 				`"retire: grace" to keep it for the grace period, or "retire: now" to delete it at once`,
 				"retire must be quiet, grace or now, not %s", quote(v))
-		case v != RetireGrace && grace > 0:
-			p.at(fr.key, "remove grace, or write \"retire: grace\" to keep the old key for it",
-				"grace applies only with retire: grace, not with retire: %s", v)
+		case v == RetireNow && grace > 0:
+			// With quiet, grace is what usage: best-effort falls back to
+			// when Cloud Monitoring cannot answer; now keeps nothing.
+			p.at(fr.key, "remove grace, or write \"retire: grace\" (or quiet) to keep the old key for it",
+				"grace does not apply with retire: now, which deletes the old key at once")
 		default:
 			*retire = v
 		}
@@ -759,8 +764,59 @@ func (p *parser) slot(n *yaml.Node, names map[string]int, defaults *Defaults) (S
 	if drain >= 0 {
 		s.DrainTimeout = &drain
 	}
+	p.scheduleTopic(f, &s.ScheduleTopic)
+	p.scheduleMaxAge(n, f, &s, defaults, label)
 	p.slotTargets(f, &s, label)
 	return s, len(p.errs) == before
+}
+
+// scheduleTopic reads schedule_topic, a Pub/Sub topic's full name.
+func (p *parser) scheduleTopic(f map[string]field, topic *string) {
+	ft, v, ok := p.text(f, "schedule_topic")
+	if !ok {
+		return
+	}
+	if !ValidTopic(v) {
+		p.at(ft.val, "write the topic's full name, projects/PROJECT/topics/TOPIC (a topic id is 3-255 letters, digits and - _ . ~ + %, "+
+			"starting with a letter and not with \"goog\")", "schedule_topic %s is not a Pub/Sub topic name", quote(v))
+		return
+	}
+	*topic = v
+}
+
+// scheduleMaxAge checks that a slot with a schedule topic has a max_age
+// Secret Manager takes as a rotation period: whole seconds, at least 1h and
+// at most 100 years (Rotation.rotation_period).
+func (p *parser) scheduleMaxAge(n *yaml.Node, f map[string]field, s *Slot, defaults *Defaults, label string) {
+	if s.ScheduleTopic == "" && defaults.ScheduleTopic == "" {
+		return
+	}
+	age := defaults.MaxAge
+	at := n
+	if s.MaxAge != nil {
+		age, at = *s.MaxAge, f["max_age"].val
+	}
+	d := time.Duration(age)
+	if d < time.Hour || d > maxRotationPeriod || d%time.Second != 0 {
+		p.at(at, "Secret Manager's rotation period, which schedule_topic sets to max_age, is whole seconds from 1h to 100 years (36500d)",
+			"%s: max_age %s cannot be a rotation schedule's period", label, time.Duration(age))
+	}
+}
+
+// maxRotationPeriod is the longest rotation period Secret Manager takes:
+// 3153600000s (100 years).
+const maxRotationPeriod = 3153600000 * time.Second
+
+// topicRe is a Pub/Sub topic's full name: a topic id starts with a letter,
+// is 3-255 letters, digits and - _ . ~ + % and does not start with "goog"
+// (Pub/Sub's resource names).
+var topicRe = regexp.MustCompile(`^projects/([^/]+)/topics/([A-Za-z][A-Za-z0-9\-_.~+%]{2,254})$`)
+
+// ValidTopic reports whether name is a Pub/Sub topic's full name,
+// projects/PROJECT/topics/TOPIC.
+func ValidTopic(name string) bool {
+	m := topicRe.FindStringSubmatch(name)
+	return m != nil && ValidProject(m[1]) && !strings.HasPrefix(m[2], "goog")
 }
 
 // text returns the value of the string field name when it is given, a

@@ -15,8 +15,9 @@ package emulator
 //   - List filters (ListSecretsRequest.filter, ListSecretVersionsRequest.filter)
 //     are accepted and ignored: every secret or version is listed.
 //   - Expiration (expire_time, ttl) is stored and returned but never enforced;
-//     rotation and topics are stored only; version_destroy_ttl (delayed
-//     destroy) and customer-managed encryption are UNIMPLEMENTED.
+//     version_destroy_ttl (delayed destroy) and customer-managed encryption
+//     are UNIMPLEMENTED. Topics and the rotation schedule are validated,
+//     and events and due rotations published to Pub/Sub (pubsub.go).
 //   - IAM methods are UNIMPLEMENTED but TestIamPermissions (access.go),
 //     and no caller is denied unless a test
 //     calls DenyPermission (server.go), except that an unknown project answers PERMISSION_DENIED, as the real API does for a
@@ -435,6 +436,9 @@ func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb
 	if in.GetCustomerManagedEncryption() != nil {
 		return nil, status.Error(codes.Unimplemented, "Customer-managed encryption is not supported by the emulator.")
 	}
+	if err := s.validateTopics(pr, in.GetTopics(), true); err != nil {
+		return nil, err
+	}
 	name := canonicalSecretName(pr, loc, secretID)
 	if s.sm.secrets[name] != nil {
 		return nil, status.Errorf(codes.AlreadyExists, "Secret [%s] already exists.", name)
@@ -446,6 +450,9 @@ func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb
 	pb.Etag = s.newEtag()
 	pb.Tags = nil // input only
 	pb.PolicyMember = nil
+	if err := s.validateRotation(pb, true); err != nil {
+		return nil, err
+	}
 	if ttl := in.GetTtl(); ttl != nil {
 		pb.Expiration = &secretmanagerpb.Secret_ExpireTime{ExpireTime: timestamppb.New(now.Add(ttl.AsDuration()))}
 	}
@@ -533,7 +540,12 @@ func (m *smServer) CreateSecret(ctx context.Context, req *secretmanagerpb.Create
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.createSecretLocked(req.GetParent(), req.GetSecretId(), req.GetSecret())
+	sec, err := s.createSecretLocked(req.GetParent(), req.GetSecretId(), req.GetSecret())
+	if err == nil {
+		s.notifyLocked(sec, EventSecretCreate, sec)
+		s.topicsConfiguredLocked(sec)
+	}
+	return sec, err
 }
 
 func (m *smServer) GetSecret(ctx context.Context, req *secretmanagerpb.GetSecretRequest) (*secretmanagerpb.Secret, error) {
@@ -603,6 +615,9 @@ var (
 	updatable = map[string]bool{
 		"labels": true, "annotations": true, "version_aliases": true,
 		"topics": true, "rotation": true, "expire_time": true, "ttl": true,
+		// gcloud secrets update masks the rotation's fields one by one
+		// (googlecloudsdk surface/secrets/update.py).
+		"rotation.next_rotation_time": true, "rotation.rotation_period": true,
 	}
 	immutable = map[string]bool{
 		"name": true, "replication": true, "create_time": true, "etag": true,
@@ -656,6 +671,16 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 			next.Topics = in.GetTopics()
 		case "rotation":
 			next.Rotation = in.GetRotation()
+		case "rotation.next_rotation_time":
+			if next.Rotation == nil {
+				next.Rotation = &secretmanagerpb.Rotation{}
+			}
+			next.Rotation.NextRotationTime = in.GetRotation().GetNextRotationTime()
+		case "rotation.rotation_period":
+			if next.Rotation == nil {
+				next.Rotation = &secretmanagerpb.Rotation{}
+			}
+			next.Rotation.RotationPeriod = in.GetRotation().GetRotationPeriod()
 		case "expire_time":
 			if t := in.GetExpireTime(); t != nil {
 				next.Expiration = &secretmanagerpb.Secret_ExpireTime{ExpireTime: t}
@@ -681,8 +706,24 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 		return nil, err
 	}
 	next = proto.Clone(next).(*secretmanagerpb.Secret) // own the maps taken from the request
+	topicsSet, timeSet := false, false
+	for _, p := range paths {
+		topicsSet = topicsSet || p == "topics"
+		timeSet = timeSet || p == "rotation" || p == "rotation.next_rotation_time"
+	}
+	p, _, _, _ := parseSecretName(sec.pb.GetName())
+	if err := s.validateTopics(s.project(p), next.GetTopics(), topicsSet); err != nil {
+		return nil, err
+	}
+	if err := s.validateRotation(next, timeSet); err != nil {
+		return nil, err
+	}
 	next.Etag = s.newEtag()
 	sec.pb = next
+	s.notifyLocked(next, EventSecretUpdate, next)
+	if topicsSet {
+		s.topicsConfiguredLocked(next)
+	}
 	return proto.Clone(next).(*secretmanagerpb.Secret), nil
 }
 
@@ -701,6 +742,7 @@ func (m *smServer) DeleteSecret(ctx context.Context, req *secretmanagerpb.Delete
 		return nil, etagMismatch(sec.pb.GetName())
 	}
 	delete(s.sm.secrets, sec.pb.GetName())
+	s.notifyLocked(sec.pb, EventSecretDelete, sec.pb)
 	return &emptypb.Empty{}, nil
 }
 
@@ -711,7 +753,12 @@ func (m *smServer) AddSecretVersion(ctx context.Context, req *secretmanagerpb.Ad
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addVersionLocked(req.GetParent(), req.GetPayload())
+	v, err := s.addVersionLocked(req.GetParent(), req.GetPayload())
+	if err == nil {
+		sec, _ := s.lookupSecret(req.GetParent(), inspect)
+		s.notifyLocked(sec.pb, EventSecretVersionAdd, v)
+	}
+	return v, err
 }
 
 func (m *smServer) GetSecretVersion(ctx context.Context, req *secretmanagerpb.GetSecretVersionRequest) (*secretmanagerpb.SecretVersion, error) {
@@ -826,7 +873,15 @@ func (s *Server) changeVersionState(
 			sec.pb.Etag = s.newEtag()
 		}
 	}
+	s.notifyLocked(sec.pb, versionEvents[to], v.pb)
 	return proto.Clone(v.pb).(*secretmanagerpb.SecretVersion), nil
+}
+
+// versionEvents are the notifications of a version's changes of state.
+var versionEvents = map[secretmanagerpb.SecretVersion_State]string{
+	secretmanagerpb.SecretVersion_ENABLED:   EventSecretVersionEnable,
+	secretmanagerpb.SecretVersion_DISABLED:  EventSecretVersionDisable,
+	secretmanagerpb.SecretVersion_DESTROYED: EventSecretVersionDestroy,
 }
 
 func (m *smServer) EnableSecretVersion(ctx context.Context, req *secretmanagerpb.EnableSecretVersionRequest) (*secretmanagerpb.SecretVersion, error) {

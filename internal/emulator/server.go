@@ -1,9 +1,11 @@
-// Package emulator is an in-process fake of the five Google APIs keyrotate
+// Package emulator is an in-process fake of the Google APIs keyrotate
 // uses, sharing one state, each on its own address: the API Keys API v2
 // (REST, and gRPC for LookupKey), Secret Manager v1 (gRPC), the Gemini
 // API's model list, countTokens and generateContent (REST), a subset of
-// the Cloud Run Admin API v2 Services (gRPC), and Cloud Monitoring's
-// ListTimeSeries over the Gemini calls per key (gRPC, monitoring.go). The
+// the Cloud Run Admin API v2 Services (gRPC), Cloud Monitoring's
+// ListTimeSeries over the Gemini calls per key (gRPC, monitoring.go), and
+// Pub/Sub (Google's own pstest), to which Secret Manager publishes its
+// event notifications and rotation schedules (pubsub.go). The
 // API Keys address also serves the read-only access checks of Resource
 // Manager, Service Usage and IAM (access.go). Tests drive Google's own Go
 // clients against it over real loopback connections; the demo and emulator
@@ -43,6 +45,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
+	"cloud.google.com/go/pubsub/v2/pstest"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -86,6 +89,9 @@ type Options struct {
 	// MonitoringAddr is where Cloud Monitoring listens (monitoring.go);
 	// "" is a loopback port chosen by the system.
 	MonitoringAddr string
+	// PubSubAddr is where Pub/Sub (Google's pstest) listens (pubsub.go);
+	// "" is a loopback port chosen by the system.
+	PubSubAddr string
 	// MonitoringDelay is how long after a Gemini call its point becomes
 	// visible to ListTimeSeries. Zero: at once (DefaultMonitoringDelay is
 	// Google-like).
@@ -129,6 +135,9 @@ type Server struct {
 	// MonitoringAddr is Cloud Monitoring's MetricService (gRPC),
 	// MONITORING_EMULATOR_HOST.
 	MonitoringAddr string
+	// PubSubAddr is Pub/Sub (gRPC, Google's pstest), PUBSUB_EMULATOR_HOST,
+	// where Secret Manager publishes its notifications (pubsub.go).
+	PubSubAddr string
 
 	opts  Options
 	clock fake.Clock
@@ -171,6 +180,10 @@ type Server struct {
 	quota *quotaState  // quota.go; its own lock
 	rates *secretRates // secretrate.go; its own lock
 
+	ps        *pstest.Server  // pubsub.go
+	psDenied  map[string]bool // topics the service agent may not publish to
+	psDropped int             // notifications that could not be published
+
 	usage           []usageRecord // every Gemini call with a known key (usage.go)
 	monitoringDelay time.Duration
 
@@ -183,7 +196,7 @@ type Server struct {
 	closers []func()
 }
 
-// Start starts the five APIs on the addresses of opts.
+// Start starts the APIs on the addresses of opts.
 func Start(opts Options) (*Server, error) {
 	if opts.Clock == nil {
 		opts.Clock = fake.Wall
@@ -203,6 +216,7 @@ func Start(opts Options) (*Server, error) {
 		monitoringDelay: opts.MonitoringDelay,
 
 		serviceAccounts: map[string]string{},
+		psDenied:        map[string]bool{},
 	}
 	s.keys = newKeyState()
 	s.sm = newSecretState()
@@ -219,6 +233,11 @@ func Start(opts Options) (*Server, error) {
 	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
+	}
+	// Pub/Sub before Secret Manager, which publishes to it.
+	if s.PubSubAddr, err = s.servePubSub(opts.PubSubAddr); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start Pub/Sub emulator: %w", err)
 	}
 	if s.SecretManagerAddr, err = s.serveSecretManager(opts.SecretManagerAddr); err != nil {
 		s.Close()
@@ -239,7 +258,7 @@ func Start(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the consumers, then the five APIs.
+// Close stops the consumers, then the APIs.
 func (s *Server) Close() error {
 	s.stopConsumers()
 	for i := len(s.closers) - 1; i >= 0; i-- {
@@ -258,6 +277,7 @@ func (s *Server) Env() []string {
 		"GEMINI_EMULATOR_HOST=" + s.GeminiAddr,
 		"RUN_EMULATOR_HOST=" + s.RunAddr,
 		"MONITORING_EMULATOR_HOST=" + s.MonitoringAddr,
+		"PUBSUB_EMULATOR_HOST=" + s.PubSubAddr,
 	}
 }
 

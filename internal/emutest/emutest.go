@@ -7,7 +7,10 @@
 package emutest
 
 import (
+	"context"
 	"testing"
+
+	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emulator/githubfake"
@@ -59,4 +62,16 @@ func Check(t testing.TB, srv *emulator.Server) {
 	for _, v := range srv.SchemaViolations() {
 		t.Errorf("request broke the published API definition: %s", v)
 	}
+}
+
+// PubSubClient returns Google's Pub/Sub client for project, connected to
+// srv's Pub/Sub (pstest) over loopback, closed at the end of t.
+func PubSubClient(t testing.TB, srv *emulator.Server, projectID string) *pubsub.Client {
+	t.Helper()
+	c, err := srv.PubSubClient(context.Background(), projectID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

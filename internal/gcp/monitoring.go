@@ -58,10 +58,22 @@ type Usage struct {
 // Errors: a denied permission or a disabled API carries a hint naming the
 // role or the API (errhint), and is a *UsageError.
 func (u *Usage) RequestCounts(ctx context.Context, project string, end time.Time, window, period time.Duration) ([]RequestCount, error) {
+	return u.requestCounts(ctx, project, requestCountFilter, end, window, period)
+}
+
+// KeyRequestCounts is RequestCounts for the one key whose uid is uid: the
+// filter names its credential_id ("apikey:<uid>", never the key string),
+// so that a fine period over a long window stays small.
+func (u *Usage) KeyRequestCounts(ctx context.Context, project, uid string, end time.Time, window, period time.Duration) ([]RequestCount, error) {
+	filter := fmt.Sprintf("%s AND resource.label.credential_id = %q", requestCountFilter, "apikey:"+uid)
+	return u.requestCounts(ctx, project, filter, end, window, period)
+}
+
+func (u *Usage) requestCounts(ctx context.Context, project, filter string, end time.Time, window, period time.Duration) ([]RequestCount, error) {
 	name := "projects/" + project
 	req := &monitoringpb.ListTimeSeriesRequest{
 		Name:     name,
-		Filter:   requestCountFilter,
+		Filter:   filter,
 		Interval: &monitoringpb.TimeInterval{StartTime: timestamppb.New(end.Add(-window)), EndTime: timestamppb.New(end)},
 		Aggregation: &monitoringpb.Aggregation{
 			AlignmentPeriod:    durationpb.New(period),

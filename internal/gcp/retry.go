@@ -312,3 +312,8 @@ func retryDelay(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// Transient reports whether err is worth trying again later: a throttled
+// or unavailable API, a lost connection (the same errors a call here
+// retries by itself).
+func Transient(err error) bool { return transient(err) }
