@@ -46,7 +46,13 @@ type finalizeOutput struct {
 }
 
 func runFinalize(c *cli.Context, opts rotate.FinalizeOptions) error {
-	j, err := newJob(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"))
+	return runFinalizeOn(c, hostsFromEnv(), c.String("config"), c.StringSlice("slot"), opts)
+}
+
+// runFinalizeOn is runFinalize with the hosts, config and slots given
+// (the demo's).
+func runFinalizeOn(c *cli.Context, h hosts, cfgPath string, slots []string, opts rotate.FinalizeOptions) error {
+	j, err := newJob(c, h, cfgPath, slots)
 	if err != nil {
 		return err
 	}

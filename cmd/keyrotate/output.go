@@ -26,13 +26,17 @@ type printer struct {
 
 	sink *jsonSink // nil: print at once
 
+	// clock is the run's clock when not the wall clock's (the demo's):
+	// what elapsed times and ages are measured against (now).
+	clock func() time.Time
+
 	mu      sync.Mutex
 	spinner *progressbar.ProgressBar
 	ended   map[string]bool // slots whose "done" step line was printed
 }
 
 func newPrinter(c *cli.Context) *printer {
-	return &printer{
+	p := &printer{
 		stdout: c.App.Writer,
 		stderr: c.App.ErrWriter,
 		json:   c.String("output") == "json",
@@ -40,6 +44,10 @@ func newPrinter(c *cli.Context) *printer {
 		ended:  map[string]bool{},
 		sink:   sinkOf(c),
 	}
+	if fc := demoClockOf(c); fc != nil {
+		p.clock = fc.Now
+	}
+	return p
 }
 
 func sinkOf(c *cli.Context) *jsonSink {
@@ -82,6 +90,14 @@ func (p *printer) event(ev rotate.Event) {
 	fmt.Fprintf(p.stdout, "%-12s %-10s %s\n", ev.Slot, ev.Step, msg)
 }
 
+// now is the time on the run's clock.
+func (p *printer) now() time.Time {
+	if p.clock != nil {
+		return p.clock()
+	}
+	return time.Now()
+}
+
 // saidDone reports whether slot's "done" step line was printed (then a
 // "nothing to do" result is not printed again).
 func (p *printer) saidDone(slot string) bool {
@@ -92,8 +108,9 @@ func (p *printer) saidDone(slot string) bool {
 
 func (p *printer) wait(ev rotate.Event) {
 	w := ev.Wait
-	elapsed := time.Since(w.Started).Round(time.Second)
-	left := time.Until(w.Deadline).Round(time.Second)
+	now := p.now()
+	elapsed := now.Sub(w.Started).Round(time.Second)
+	left := w.Deadline.Sub(now).Round(time.Second)
 	desc := fmt.Sprintf("%s: waiting for %s to work (probe %d failed; deadline %s, in %s)",
 		ev.Slot, shortName(w.Key), w.Attempt, w.Deadline.Local().Format("15:04:05"), left)
 	if p.tty {

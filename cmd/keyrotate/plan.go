@@ -108,7 +108,7 @@ func printPlan(o *printer, p *rotate.Plan) {
 		if p.Due {
 			due = "DUE"
 		}
-		o.note("  created      %s (age %s); %s, due at %s", k.Created.Format(time.RFC3339), age(k.Created), due, p.DueAt.Format(time.RFC3339))
+		o.note("  created      %s (age %s); %s, due at %s", k.Created.Format(time.RFC3339), age(o.now(), k.Created), due, p.DueAt.Format(time.RFC3339))
 	}
 	switch {
 	case p.UsageUnknown != "":
@@ -170,8 +170,8 @@ func orNone(s string) string {
 	return s
 }
 
-func age(t time.Time) string {
-	d := time.Since(t)
+func age(now, t time.Time) string {
+	d := now.Sub(t)
 	if d >= 48*time.Hour {
 		return fmt.Sprintf("%dd", int(d.Hours()/24))
 	}

@@ -126,7 +126,8 @@ func TestREADMEEmulatorSection(t *testing.T) {
 		t.Fatalf("README's emulator section: seed dir %q, %d commands to run; want `keyrotate emulator --seed DIR` and the commands that use it", seedDir, len(runs))
 	}
 	dir := t.TempDir()
-	if _, err := seedDemo(srv, dir); err != nil {
+	gate := emulatorGate(srv) // the config `keyrotate emulator --seed` writes
+	if _, err := seedDemoWith(srv, dir, &gate); err != nil {
 		t.Fatal(err)
 	}
 	for _, kv := range srv.Env() {

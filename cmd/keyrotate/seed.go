@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/api/apikeys/v2"
 
+	"github.com/keyrotate/keyrotate/internal/config"
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
@@ -33,9 +35,58 @@ func seedFiles(dir string) []string {
 	return []string{filepath.Join(dir, "keyrotate.yaml"), filepath.Join(dir, "app", ".env")}
 }
 
+// seedGate is what a seeded config sets beyond the demo world's usual
+// defaults: the drain gate's timing, and for the demo (whose clock runs
+// faster than the wall clock) the lease and propagation windows. Zero
+// fields are left as without it.
+type seedGate struct {
+	usageDelay, quietPeriod, drainTimeout time.Duration
+	leaseTTL, propagationTimeout          time.Duration
+}
+
+// defaults are the lines of the config's defaults section; usageDelay is
+// how late the emulator's Cloud Monitoring reports a call (what a nil
+// gate's config says; a gate names its own).
+func (g *seedGate) defaults(usageDelay time.Duration) string {
+	prop, lease := 2*time.Minute, 15*time.Minute
+	if g != nil && g.propagationTimeout > 0 {
+		prop = g.propagationTimeout
+	}
+	if g != nil && g.leaseTTL > 0 {
+		lease = g.leaseTTL
+	}
+	d := fmt.Sprintf("  grace: 0s\n  max_age: 90d\n  propagation_timeout: %s\n  lease_ttl: %s\n", shortDur(prop), shortDur(lease))
+	if g == nil {
+		return d + fmt.Sprintf("  usage_delay: %s  # how late this emulator's Cloud Monitoring reports a call\n", usageDelay)
+	}
+	d += "  # the drain gate: delete the old key once Cloud Monitoring has seen it quiet\n"
+	d += fmt.Sprintf("  retire: quiet\n  quiet_period: %s\n  drain_timeout: %s\n", shortDur(g.quietPeriod), shortDur(g.drainTimeout))
+	d += fmt.Sprintf("  usage_delay: %s   # how late this emulator's Cloud Monitoring reports a call\n", shortDur(g.usageDelay))
+	return d
+}
+
+// shortDur writes d as a config does and people read it: 10m, 1h30m, 4s,
+// 90d (config.Duration's form without its trailing zero units).
+func shortDur(d time.Duration) string {
+	s := config.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // seedDemo seeds srv with the demo world and writes keyrotate.yaml and
 // app/.env into dir.
 func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
+	return seedDemoWith(srv, dir, nil)
+}
+
+// seedDemoWith is seedDemo with the config's drain gate set as gate says
+// (nil: not set, keyrotate's defaults apply).
+func seedDemoWith(srv *emulator.Server, dir string, gate *seedGate) (*seeded, error) {
 	srv.AddProject(demoProject, demoProjectNumber)
 	srv.RejectStandardKeys(true) // the late-2026 Gemini policy
 	name, keyString, err := seedSlot(srv, demoProject, demoKeyID, demoSecretID, "Gemini API (prod)", demoSA)
@@ -60,12 +111,7 @@ func seedDemo(srv *emulator.Server, dir string) (*seeded, error) {
 	}
 	cfg := fmt.Sprintf(`version: 1
 defaults:
-  grace: 0s
-  max_age: 90d
-  propagation_timeout: 2m
-  lease_ttl: 15m
-  usage_delay: %s  # how late this emulator's Cloud Monitoring reports a call
-slots:
+%sslots:
   - name: gemini-prod
     project: %s
     secret: projects/%s/secrets/%s
@@ -74,7 +120,7 @@ slots:
       - type: dotenv
         path: app/.env
         var: GEMINI_API_KEY
-`, srv.MonitoringDelay(), demoProject, demoProject, demoSecretID)
+`, gate.defaults(srv.MonitoringDelay()), demoProject, demoProject, demoSecretID)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func (j *job) slot(s *config.Slot, local []rotate.Target) *rotate.Slot {
 }
 
 func (j *job) rotator(c *cli.Context) *rotate.Rotator {
-	return &rotate.Rotator{
+	r := &rotate.Rotator{
 		Keys: j.clients.keys, Lookup: j.clients.lookup, Secrets: j.clients.secrets,
 		Access:         j.clients.access,
 		Monitoring:     j.clients.monitoring,
@@ -174,6 +174,8 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		// terminal; a refused emulator address fails at once.
 		Retry: gcp.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},
 	}
+	onDemoClock(c, r)
+	return r
 }
 
 // selectSlots picks the slots named by --slot (globs allowed), or all.

@@ -83,7 +83,7 @@ const (
 )
 
 func (s *Server) geminiHandler() http.Handler {
-	return s.recordingUsage(http.HandlerFunc(s.serveGemini))
+	return s.withConsumerAdmin(s.recordingUsage(http.HandlerFunc(s.serveGemini)))
 }
 
 func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request) {

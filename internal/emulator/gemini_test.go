@@ -511,11 +511,20 @@ func TestGeminiGenerateContent(t *testing.T) {
 // returns the answer.
 func postGemini(t *testing.T, s *Server, keyString, path, body string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+s.GeminiAddr+"/v1beta/"+path, strings.NewReader(body))
+	return callGemini(t, s, http.MethodPost, "/v1beta/"+path, keyString, body)
+}
+
+// callGemini makes one HTTP call to the Gemini address, with keyString
+// (when set) in the header, and returns the answer.
+func callGemini(t *testing.T, s *Server, method, path, keyString, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+s.GeminiAddr+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("x-goog-api-key", keyString)
+	if keyString != "" {
+		req.Header.Set("x-goog-api-key", keyString)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

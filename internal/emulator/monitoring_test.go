@@ -563,3 +563,35 @@ func TestMonitoringRetention(t *testing.T) {
 		t.Error("RecordRequest with an unknown key: no error")
 	}
 }
+
+// TestMonitoringDelayOnFastClock: on a fake.FastClock (the demo's), a call
+// becomes visible after Monitoring's delay of the clock's time — four
+// minutes at 120× is two seconds of wall time — not before.
+func TestMonitoringDelayOnFastClock(t *testing.T) {
+	const speed, delay = 120, 4 * time.Minute
+	clock := fake.NewFastClock(t0, speed)
+	s, c, _ := startMonitoring(t, Options{Clock: clock, MonitoringDelay: delay})
+	_, ks, uid := seedKey(t, s, "fast", nil)
+	called, wall := clock.Now(), time.Now()
+	if code, b := postGemini(t, s, ks, "models/gemini-2.5-flash:generateContent", `{"contents":[{"parts":[{"text":"hi"}]}]}`); code != http.StatusOK {
+		t.Fatalf("generateContent: %d %s", code, b)
+	}
+	if got := sums(t, c, byCredentialQuery(clock.Now(), time.Hour)); len(got) != 0 && clock.Now().Sub(called) < delay {
+		t.Errorf("at once: %v, want nothing before the delay", got)
+	}
+	for {
+		now := clock.Now()
+		got := sums(t, c, byCredentialQuery(now, time.Hour))
+		if got["apikey:"+uid+"/2xx"] == 1 {
+			if now.Sub(called) < delay {
+				t.Errorf("visible %s (clock) after the call, before the delay of %s", now.Sub(called), delay)
+			}
+			t.Logf("visible after %s of wall time, %s of the clock's", time.Since(wall).Round(time.Millisecond), now.Sub(called).Round(time.Second))
+			return
+		}
+		if time.Since(wall) > 20*time.Second {
+			t.Fatalf("not visible after 20s of wall time (%s of the clock's): %v", now.Sub(called), got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -28,7 +28,10 @@
 // fake.Fault's code; DenyPermission: the caller lacks an IAM permission),
 // hooks that run before a call (to block it), and a clock of its own
 // (Options.Clock). It starts, injects faults and tells the time as its
-// sub-fakes githubfake and k8sfake do (see package fake).
+// sub-fakes githubfake and k8sfake do (see package fake). For tests and
+// people alike it runs unconfigured consumers, which keep calling Gemini
+// with a key (consumer.go; people start and stop them through an
+// emulator-only admin endpoint on the Gemini address).
 package emulator
 
 import (
@@ -184,6 +187,12 @@ type Server struct {
 	usage           []usageRecord // every Gemini call with a known key (usage.go)
 	monitoringDelay time.Duration
 
+	// consumers run until stopped, by id (consumer.go); their own lock,
+	// never held with mu.
+	consumersMu sync.Mutex
+	consumers   map[string]*Consumer
+	consumerSeq int
+
 	closers []func()
 }
 
@@ -249,8 +258,9 @@ func Start(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the APIs.
+// Close stops the consumers, then the APIs.
 func (s *Server) Close() error {
+	s.stopConsumers()
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}

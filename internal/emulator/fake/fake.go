@@ -1,6 +1,6 @@
 // Package fake holds what the emulator and its sub-fakes (githubfake,
 // k8sfake) share, so that a test steers each of them the same way: the
-// clock they read (Clock, ManualClock) and the failures a test injects
+// clock they read (Clock, ManualClock, FastClock) and the failures a test injects
 // (Fault, given to each fake's Fail, and Faults, the schedule a fake keeps;
 // HTTPCalls, the counters and schedule the HTTP fakes embed).
 //
@@ -11,6 +11,8 @@
 package fake
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -52,6 +54,79 @@ func (c *ManualClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// FastClock is a Clock that runs Speed times faster than the wall clock:
+// for a demo that shows in seconds what takes minutes (a quiet period of
+// ten minutes, Cloud Monitoring's delay). It reads Go's monotonic clock,
+// so it never goes back (a wall-clock step does not move it), and it
+// holds no mutable state, so it is safe for concurrent use.
+//
+// What shares it sees one time: an emulator (Options.Clock) and a caller
+// that reads it (a rotate.Rotator's Now) agree on when a call was made and
+// when a window is quiet. What sleeps must sleep through it (Sleep, or
+// Real for a timer): a wall-clock timer of a clock-time duration waits
+// Speed times too long.
+type FastClock struct {
+	origin time.Time // the clock's time at start
+	start  time.Time // the wall clock then, with its monotonic reading
+	speed  int
+}
+
+// MaxSpeed bounds a FastClock's speed: at most this many times faster
+// than the wall clock (a million: a day in about a tenth of a second).
+const MaxSpeed = 1_000_000
+
+// NewFastClock returns a clock that reads origin now and runs speed times
+// faster than the wall clock from now on. A speed below 1 or above
+// MaxSpeed panics.
+func NewFastClock(origin time.Time, speed int) *FastClock {
+	if speed < 1 || speed > MaxSpeed {
+		panic(fmt.Sprintf("fake: FastClock speed %d, want 1 to %d", speed, MaxSpeed))
+	}
+	return &FastClock{origin: origin.UTC(), start: time.Now(), speed: speed}
+}
+
+// Now returns the clock's time: origin plus Speed times the wall time
+// since the clock was made.
+func (c *FastClock) Now() time.Time {
+	return c.origin.Add(time.Since(c.start) * time.Duration(c.speed))
+}
+
+// Speed is how many times faster than the wall clock it runs.
+func (c *FastClock) Speed() int { return c.speed }
+
+// Real returns the wall time that d of this clock's time takes (d/Speed,
+// at least a nanosecond for a positive d).
+func (c *FastClock) Real(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return max(d/time.Duration(c.speed), time.Nanosecond)
+}
+
+// Sleep waits until the clock has moved on by d, or ctx ends (then it
+// returns ctx's cause).
+func (c *FastClock) Sleep(ctx context.Context, d time.Duration) error {
+	return c.SleepUntil(ctx, c.Now().Add(d))
+}
+
+// SleepUntil waits until the clock reads until, or ctx ends (then it
+// returns ctx's cause): a rotate.Rotator's Sleep.
+func (c *FastClock) SleepUntil(ctx context.Context, until time.Time) error {
+	for {
+		left := until.Sub(c.Now())
+		if left <= 0 {
+			return nil
+		}
+		t := time.NewTimer(c.Real(left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
 }
 
 // Next, as the call number given to a fake's Fail, is the method's next

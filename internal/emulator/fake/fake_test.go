@@ -1,6 +1,10 @@
 package fake
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -68,4 +72,113 @@ func TestHTTPCalls(t *testing.T) {
 		}
 	}()
 	c.Fail("Get", 1, Fault{})
+}
+
+// TestFastClock: the clock starts at its origin and runs Speed times
+// faster than the wall clock, within the wall-clock readings around it.
+func TestFastClock(t *testing.T) {
+	origin := time.Date(2026, 12, 6, 7, 0, 0, 0, time.FixedZone("CET", 3600))
+	for _, speed := range []int{1, 120, 600} {
+		t.Run(fmt.Sprint(speed), func(t *testing.T) {
+			before := time.Now()
+			c := NewFastClock(origin, speed)
+			got := c.Now()
+			if since := time.Since(before); got.Location() != time.UTC || got.Before(origin) || got.Sub(origin) > since*time.Duration(speed) {
+				t.Errorf("Now() at start = %v, want %v in UTC (at most %s × %d later)", got, origin.UTC(), since, speed)
+			}
+			for range 3 {
+				w0 := time.Now()
+				c0 := c.Now()
+				time.Sleep(20 * time.Millisecond)
+				c1 := c.Now()
+				w1 := time.Now()
+				// c0 was read after w0 and c1 before w1: the clock's
+				// elapsed time is at most speed × (w1-w0); and at least
+				// speed × the 20ms slept between the reads.
+				got := c1.Sub(c0)
+				if lo, hi := 20*time.Millisecond*time.Duration(speed), w1.Sub(w0)*time.Duration(speed); got < lo || got > hi {
+					t.Errorf("speed %d: %s of the clock over %s of wall time, want %s to %s", speed, got, w1.Sub(w0), lo, hi)
+				}
+			}
+			if c.Speed() != speed {
+				t.Errorf("Speed() = %d, want %d", c.Speed(), speed)
+			}
+			if got, want := c.Real(10*time.Minute), 10*time.Minute/time.Duration(speed); got != want {
+				t.Errorf("Real(10m) = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// TestFastClockMonotonic: concurrent readers each see the clock never go
+// back (run with -race: it has no state to race on).
+func TestFastClockMonotonic(t *testing.T) {
+	c := NewFastClock(time.Now(), 1000)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for range 8 {
+		wg.Go(func() {
+			last := c.Now()
+			for range 20000 {
+				now := c.Now()
+				if now.Before(last) {
+					errs <- fmt.Sprintf("went back from %v to %v", last, now)
+					return
+				}
+				last = now
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestFastClockSleep: Sleep(d) returns once the clock moved on by d
+// (SleepUntil once it reads a time),
+// after about d/Speed of wall time, and early with the context's cause.
+func TestFastClockSleep(t *testing.T) {
+	c := NewFastClock(time.Now(), 600)
+	start, w0 := c.Now(), time.Now()
+	if err := c.Sleep(context.Background(), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Now().Sub(start); got < 10*time.Minute {
+		t.Errorf("Sleep(10m) returned after %s of the clock", got)
+	}
+	if wall := time.Since(w0); wall < time.Second || wall > 10*time.Second {
+		t.Errorf("Sleep(10m) at 600x took %s of wall time, want about 1s", wall)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := errors.New("stopped")
+	time.AfterFunc(10*time.Millisecond, func() { cancel(stop) })
+	w0 = time.Now()
+	if err := c.Sleep(ctx, 24*time.Hour); !errors.Is(err, stop) {
+		t.Errorf("Sleep with an ended context = %v, want its cause", err)
+	}
+	if wall := time.Since(w0); wall > 5*time.Second {
+		t.Errorf("Sleep(24h) with a context ended after 10ms took %s", wall)
+	}
+	if err := c.Sleep(context.Background(), -time.Second); err != nil {
+		t.Errorf("Sleep(-1s) = %v", err)
+	}
+	until := c.Now().Add(5 * time.Minute)
+	if err := c.SleepUntil(context.Background(), until); err != nil || c.Now().Before(until) {
+		t.Errorf("SleepUntil(%v) = %v at %v", until, err, c.Now())
+	}
+}
+
+func TestFastClockSpeedBounds(t *testing.T) {
+	for _, speed := range []int{0, -1, MaxSpeed + 1} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewFastClock(speed %d) did not panic", speed)
+				}
+			}()
+			NewFastClock(time.Now(), speed)
+		}()
+	}
 }
