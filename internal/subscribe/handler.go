@@ -169,6 +169,13 @@ func (h *Handler) Handle(ctx context.Context, m Message) Outcome {
 	d, why := Classify(err)
 	o := Outcome{Decision: d, Slot: slot, Result: res, Err: err, Why: why}
 	switch {
+	case err == nil && res.NeedsAttention():
+		// Rotated, but the drain gate kept the old key: a new delivery
+		// would rotate nothing more, so it is acknowledged, and someone
+		// must move the callers named here to the new key.
+		log.Warn("slot rotated, but the old key is still in use and was kept: needs attention; message acknowledged",
+			"rotation_id", res.RotationID, "new_key", res.NewKey.Name, "fingerprint", res.NewKey.Fingerprint,
+			"old_key", res.OldKey.Name, "reason", res.KeptReason, "callers", callers(res.Drain.Usage))
 	case err == nil && res != nil && res.Rotated:
 		log.Info("slot rotated; message acknowledged", "rotation_id", res.RotationID, "new_key", res.NewKey.Name, "fingerprint", res.NewKey.Fingerprint)
 	case err == nil && res != nil:
@@ -181,6 +188,16 @@ func (h *Handler) Handle(ctx context.Context, m Message) Outcome {
 		log.Error("rotation failed in a way a new delivery cannot fix; message acknowledged", "error", err.Error(), "why", why)
 	}
 	return o
+}
+
+// callers names who still calls with a kept key, the busiest first:
+// "service method: N ok, M failed in the last hour".
+func callers(usage []rotate.MethodRate) []string {
+	var out []string
+	for _, m := range usage {
+		out = append(out, fmt.Sprintf("%s %s: %d ok, %d failed in the last hour", m.Service, m.Method, m.LastHour.OK, m.LastHour.Error))
+	}
+	return out
 }
 
 // Classify is the retry contract: whether a message whose rotation ended

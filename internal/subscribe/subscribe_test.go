@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -101,6 +102,29 @@ func TestHandle(t *testing.T) {
 				t.Errorf("Handle = %v with %d rotations, want %v with %d", got.Decision, r.calls.Load(), tt.want, tt.calls)
 			}
 		})
+	}
+}
+
+// TestHandleNeedsAttention: a rotation that kept its old key because the
+// drain gate found it in use is acknowledged (a new delivery would rotate
+// nothing more), and logged as a warning that names the callers.
+func TestHandleNeedsAttention(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	rot := func(ctx context.Context, slot string, _ time.Time) (*rotate.Result, error) {
+		return &rotate.Result{Slot: slot, Rotated: true, Retired: "kept", KeptReason: "still in use at the drain timeout",
+			Drain: &rotate.Drain{Outcome: rotate.DrainInUse, Attention: true, Usage: []rotate.MethodRate{{
+				Service: "generativelanguage.googleapis.com", Method: "GenerateContent", LastHour: rotate.Requests{OK: 30},
+			}}}}, nil
+	}
+	h := subscribe.NewHandler(map[string]string{secretName: "gemini-prod"}, 1, rot, log)
+	if o := h.Handle(context.Background(), rotateMsg(secretName)); o.Decision != subscribe.Ack {
+		t.Errorf("Handle = %v, want ack", o.Decision)
+	}
+	for _, want := range []string{`"level":"WARN"`, "needs attention", "still in use at the drain timeout", "GenerateContent"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
 	}
 }
 
