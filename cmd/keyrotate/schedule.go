@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -65,11 +66,28 @@ func runSchedule(c *cli.Context, h hosts, cfgPath string, slots []string, dryRun
 		}
 	}
 	return runPerSlot(c, h, cfgPath, slots, "schedule", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.ScheduleChange, error) {
-		ch, err := r.Schedule(j.ctx, s, !dryRun)
-		if ch != nil && !j.out.json {
-			j.out.note("%s", strings.TrimRight(formatSchedule(ch, dryRun, err == nil), "\n"))
+		// The difference first, read-only; then the write, if any.
+		ch, err := r.Schedule(j.ctx, s, false)
+		if err != nil || dryRun || len(ch.Changes) == 0 {
+			if ch != nil && !j.out.json {
+				j.out.note("%s", strings.TrimRight(formatSchedule(ch, dryRun, err == nil), "\n"))
+			}
+			return ch, err
 		}
-		return ch, err
+		if !j.out.json {
+			j.out.note("%s", strings.TrimRight(scheduleRows(ch), "\n"))
+		}
+		applied, err := r.Schedule(j.ctx, s, true)
+		if applied != nil && !j.out.json {
+			if !slices.Equal(applied.Changes, ch.Changes) || !applied.Wanted.Next.Equal(ch.Wanted.Next) {
+				// The secret changed in between: show what was written.
+				j.out.note("%s", strings.TrimRight(scheduleRows(applied), "\n"))
+			}
+			if st := scheduleDone(applied, false, err == nil); st != "" {
+				j.out.note("%s", strings.TrimRight(st, "\n"))
+			}
+		}
+		return applied, err
 	}, func(chs []*rotate.ScheduleChange, errs []errorJSON) any {
 		return scheduleOutput{Command: "schedule", DryRun: dryRun, Slots: chs, Errors: errs}
 	})
@@ -78,6 +96,12 @@ func runSchedule(c *cli.Context, h hosts, cfgPath string, slots []string, dryRun
 // formatSchedule shows, for one slot, each field of the schedule as the
 // secret has it and as the slot wants it, then what was done.
 func formatSchedule(ch *rotate.ScheduleChange, dryRun, ok bool) string {
+	return scheduleRows(ch) + scheduleDone(ch, dryRun, ok)
+}
+
+// scheduleRows shows each field of the slot's schedule as the secret has
+// it and as the slot wants it.
+func scheduleRows(ch *rotate.ScheduleChange) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "slot %s (secret %s)\n", ch.Slot, ch.Secret)
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -100,6 +124,12 @@ func formatSchedule(ch *rotate.ScheduleChange, dryRun, ok bool) string {
 	row("next rotation", rotate.PathNext, timeOrNone(ch.Current.Next), timeOrNone(ch.Wanted.Next))
 	row("period", rotate.PathPeriod, periodOrNone(ch.Current.Period), periodOrNone(ch.Wanted.Period))
 	_ = tw.Flush()
+	return b.String()
+}
+
+// scheduleDone says what was done with the difference (scheduleRows).
+func scheduleDone(ch *rotate.ScheduleChange, dryRun, ok bool) string {
+	var b strings.Builder
 	switch {
 	case len(ch.Changes) == 0:
 		b.WriteString("  the secret carries this schedule already: nothing to do\n")

@@ -221,6 +221,10 @@ func TestScheduleRefused(t *testing.T) {
 			if got, _ := cw.srv.Secret(cw.secretName()); got.GetEtag() != before.GetEtag() {
 				t.Error("a refused schedule wrote the secret")
 			}
+			// A write that fails still shows the difference (printed before it).
+			if tc.calls && !strings.Contains(c.stdout.String(), ", "+tc.topic) {
+				t.Errorf("schedule did not show the difference before its write failed:\n%s", c.output())
+			}
 		})
 	}
 }
