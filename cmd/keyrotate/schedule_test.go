@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	scheduleTopic = "projects/" + demoProject + "/topics/keyrotate-rotations"
+	scheduleTopic = demoTopic
 	auditTopic    = "projects/" + demoProject + "/topics/audit"
 )
 
@@ -31,10 +31,9 @@ const (
 func scheduleWorld(t *testing.T, opts emulator.Options, topic string) *crashWorld {
 	t.Helper()
 	cw := newCrashWorldWith(t, opts, func(srv *emulator.Server, w *seeded) error {
-		for _, tp := range []string{scheduleTopic, auditTopic} {
-			if err := srv.CreateTopic(tp); err != nil {
-				return err
-			}
+		// The seeded world has scheduleTopic (demoTopic) already.
+		if err := srv.CreateTopic(auditTopic); err != nil {
+			return err
 		}
 		c, err := srv.SecretManagerClient(context.Background())
 		if err != nil {
@@ -78,8 +77,10 @@ func scheduled(t *testing.T, sub string) (cw *crashWorld, clock *fake.ManualCloc
 	t.Helper()
 	clock = fake.NewManualClock(time.Now())
 	cw = scheduleWorld(t, emulator.Options{Clock: clock}, scheduleTopic)
-	if err := cw.srv.CreateSubscription(sub, scheduleTopic, 0); err != nil {
-		t.Fatal(err)
+	if sub != demoSubscription { // the seeded world has that one
+		if err := cw.srv.CreateSubscription(sub, scheduleTopic, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if c := cw.run("--config", cw.w.config, "schedule"); c.code != 0 {
 		t.Fatalf("schedule: exit %d\n%s", c.code, c.output())

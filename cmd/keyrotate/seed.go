@@ -20,6 +20,8 @@ const (
 	demoProject       = "demo-project"
 	demoProjectNumber = 123456789012
 	demoSecretID      = "gemini-api-key"
+	demoTopic         = "projects/" + demoProject + "/topics/keyrotate-rotations"
+	demoSubscription  = "projects/" + demoProject + "/subscriptions/keyrotate-listen"
 	demoKeyID         = "gemini-prod-2026"
 	demoSA            = "gemini-caller@demo-project.iam.gserviceaccount.com"
 )
@@ -93,6 +95,15 @@ func seedDemoWith(srv *emulator.Server, dir string, gate *seedGate) (*seeded, er
 	if err != nil {
 		return nil, err
 	}
+	// The topic Secret Manager's rotation schedule notifies (the config's
+	// schedule_topic, for `schedule`), and a pull subscription on it (for
+	// `listen`).
+	if err := srv.CreateTopic(demoTopic); err != nil {
+		return nil, err
+	}
+	if err := srv.CreateSubscription(demoSubscription, demoTopic, time.Minute); err != nil {
+		return nil, err
+	}
 	files := seedFiles(dir)
 	s := &seeded{dir: dir, keyName: name, key: secret.New(keyString), config: files[0], dotenv: files[1]}
 	if err := os.MkdirAll(filepath.Dir(s.dotenv), 0o755); err != nil {
@@ -111,7 +122,8 @@ func seedDemoWith(srv *emulator.Server, dir string, gate *seedGate) (*seeded, er
 	}
 	cfg := fmt.Sprintf(`version: 1
 defaults:
-%sslots:
+%s  schedule_topic: %s  # Secret Manager's rotation schedule notifies it (keyrotate schedule)
+slots:
   - name: gemini-prod
     project: %s
     secret: projects/%s/secrets/%s
@@ -120,7 +132,7 @@ defaults:
       - type: dotenv
         path: app/.env
         var: GEMINI_API_KEY
-`, gate.defaults(srv.MonitoringDelay()), demoProject, demoProject, demoSecretID)
+`, gate.defaults(srv.MonitoringDelay()), demoTopic, demoProject, demoProject, demoSecretID)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
