@@ -122,7 +122,7 @@ func seedDemoWith(srv *emulator.Server, dir string, gate *seedGate) (*seeded, er
 	}
 	cfg := fmt.Sprintf(`version: 1
 defaults:
-%s  schedule_topic: %s  # Secret Manager's rotation schedule notifies it (keyrotate schedule)
+%s  # schedule_topic: %s  # uncomment for keyrotate schedule (max_age must then be 1h or more)
 slots:
   - name: gemini-prod
     project: %s
