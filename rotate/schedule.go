@@ -50,6 +50,10 @@ type ScheduleChange struct {
 	Changes []string `json:"changes"`
 	// Applied says the secret was updated.
 	Applied bool `json:"applied"`
+
+	// name and etag are the secret as read, for ApplySchedule's
+	// compare-and-swap.
+	name, etag string
 }
 
 // Schedule makes the rotation schedule on slot's secret match the slot:
@@ -82,12 +86,24 @@ func (r *Rotator) Schedule(ctx context.Context, slot *Slot, apply bool) (*Schedu
 	if ch.Wanted.Period != ch.Current.Period {
 		ch.Changes = append(ch.Changes, PathPeriod)
 	}
-	if !apply || len(ch.Changes) == 0 {
+	ch.name, ch.etag = pre.sec.GetName(), pre.sec.GetEtag()
+	if !apply {
 		return ch, nil
+	}
+	return ch, r.ApplySchedule(ctx, ch)
+}
+
+// ApplySchedule writes the schedule ch (from Schedule) to its secret: only
+// the fields that differ, with a compare-and-swap on the etag Schedule
+// read, so a secret changed since is refused rather than overwritten.
+// Nothing to change writes nothing.
+func (r *Rotator) ApplySchedule(ctx context.Context, ch *ScheduleChange) error {
+	if len(ch.Changes) == 0 || ch.Applied {
+		return nil
 	}
 	_, sa := r.apis()
 	in := &secretmanagerpb.Secret{
-		Name: pre.sec.GetName(), Etag: pre.sec.GetEtag(),
+		Name: ch.name, Etag: ch.etag,
 		Rotation: &secretmanagerpb.Rotation{
 			NextRotationTime: timestamppb.New(ch.Wanted.Next),
 			RotationPeriod:   durationpb.New(ch.Wanted.Period),
@@ -97,12 +113,12 @@ func (r *Rotator) Schedule(ctx context.Context, slot *Slot, apply bool) (*Schedu
 		in.Topics = append(in.Topics, &secretmanagerpb.Topic{Name: t})
 	}
 	if _, err := sa.Update(ctx, in, ch.Changes...); err != nil {
-		return ch, errhint.With(fmt.Errorf("slot %s: set the rotation schedule: %w", slot.Name, err),
+		return errhint.With(fmt.Errorf("slot %s: set the rotation schedule: %w", ch.Slot, err),
 			"the topic must exist and Secret Manager's service agent (service-PROJECT_NUMBER@gcp-sa-secretmanager.iam.gserviceaccount.com) "+
 				"needs roles/pubsub.publisher on it; if the secret changed meanwhile, run again")
 	}
 	ch.Applied = true
-	return ch, nil
+	return nil
 }
 
 // scheduleOf reads the schedule on a secret.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -66,7 +65,8 @@ func runSchedule(c *cli.Context, h hosts, cfgPath string, slots []string, dryRun
 		}
 	}
 	return runPerSlot(c, h, cfgPath, slots, "schedule", func(j *job, r *rotate.Rotator, s *rotate.Slot) (*rotate.ScheduleChange, error) {
-		// The difference first, read-only; then the write, if any.
+		// The difference first (one read), then the write, if any, with a
+		// compare-and-swap on what was read.
 		ch, err := r.Schedule(j.ctx, s, false)
 		if err != nil || dryRun || len(ch.Changes) == 0 {
 			if ch != nil && !j.out.json {
@@ -77,17 +77,11 @@ func runSchedule(c *cli.Context, h hosts, cfgPath string, slots []string, dryRun
 		if !j.out.json {
 			j.out.note("%s", strings.TrimRight(scheduleRows(ch), "\n"))
 		}
-		applied, err := r.Schedule(j.ctx, s, true)
-		if applied != nil && !j.out.json {
-			if !slices.Equal(applied.Changes, ch.Changes) || !applied.Wanted.Next.Equal(ch.Wanted.Next) {
-				// The secret changed in between: show what was written.
-				j.out.note("%s", strings.TrimRight(scheduleRows(applied), "\n"))
-			}
-			if st := scheduleDone(applied, false, err == nil); st != "" {
-				j.out.note("%s", strings.TrimRight(st, "\n"))
-			}
+		err = r.ApplySchedule(j.ctx, ch)
+		if st := scheduleDone(ch, false, err == nil); st != "" && !j.out.json {
+			j.out.note("%s", strings.TrimRight(st, "\n"))
 		}
-		return applied, err
+		return ch, err
 	}, func(chs []*rotate.ScheduleChange, errs []errorJSON) any {
 		return scheduleOutput{Command: "schedule", DryRun: dryRun, Slots: chs, Errors: errs}
 	})

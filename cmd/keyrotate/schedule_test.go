@@ -119,10 +119,17 @@ func TestSchedule(t *testing.T) {
 	if got, _ := cw.srv.Secret(secret); got.GetEtag() != before.GetEtag() {
 		t.Fatal("schedule --dry-run changed the secret")
 	}
+	dryCalls := cw.srv.CallsTotal()
 
+	cw.srv.ResetCalls()
 	c = cw.run("--config", cw.w.config, "--output", "json", "schedule")
 	if c.code != 0 {
 		t.Fatalf("schedule: exit %d\n%s", c.code, c.output())
+	}
+	// The difference is shown from one read: applying it costs the dry
+	// run's calls and the one write.
+	if n, w := cw.srv.CallsTotal(), cw.srv.MutatingCalls(); n != dryCalls+1 || w != 1 {
+		t.Errorf("schedule made %d calls (%d writes), want the dry run's %d and 1 write", n, w, dryCalls)
 	}
 	var doc struct {
 		Command string
