@@ -212,9 +212,9 @@ func BenchmarkFleet(b *testing.B) {
 				}
 				for _, r := range runs {
 					m := r.m
-					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s",
+					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s",
 						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation, m.PerMethod(),
-						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
+						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), m.waitsByKind(), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
 						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond))
 				}
 			}
@@ -303,6 +303,7 @@ type fleetRun struct {
 	StacksPerRotation                   float64       // the goroutine stacks' part of PerRotation
 	Slots                               int
 	Throttled, Waits                    int64
+	WaitsByKind                         map[string]gcp.PaceWaits
 	CallsPerRotation, ProbesPerRotation float64
 	Gated                               bool // with the drain gate (fleetGate)
 	// Calls are the calls made, by method (gcp.Meter.Calls).
@@ -405,9 +406,23 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	calls, thr := meter.Total()
 	m.Throttled, m.Calls = thr, meter.Calls()
 	m.Waits, m.Waited = meter.Pacer.Waits()
+	m.WaitsByKind = meter.Pacer.WaitsByKind()
 	m.ProbesPerRotation = float64(probes) / float64(n)
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
+}
+
+// waitsByKind says which quotas the calls waited for.
+func (m fleetRun) waitsByKind() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m.WaitsByKind)) {
+		w := m.WaitsByKind[k]
+		parts = append(parts, fmt.Sprintf("%s %d, mean %s", k, w.Calls, (w.Waited/time.Duration(w.Calls)).Round(time.Millisecond)))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // heapSample is the rotator's heap as the benchmark measures it.

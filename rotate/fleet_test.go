@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,6 +132,19 @@ func fleetChild(specJSON string) error {
 			}
 			out.Slots = append(out.Slots, fleetSlot{Name: name, Project: id, Secret: sec})
 		}
+	}
+	// KEYROTATE_FLEET_EMU_CPUPROFILE names a file for the emulator's CPU
+	// profile while it serves (the parent's is go test -cpuprofile).
+	if file := os.Getenv("KEYROTATE_FLEET_EMU_CPUPROFILE"); file != "" {
+		f, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
 	}
 	enc := json.NewEncoder(os.Stdout)
 	if err := enc.Encode(out); err != nil {

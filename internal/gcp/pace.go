@@ -3,6 +3,7 @@ package gcp
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,15 @@ type Pacer struct {
 
 	waits  atomic.Int64 // calls that had to wait
 	waited atomic.Int64 // total time they waited, ns
+	// byKind counts the waits by API and kind ("apikeys write"), under mu.
+	byKind map[string]PaceWaits
+}
+
+// PaceWaits are the calls of one kind that waited for quota, and how long
+// they waited in all.
+type PaceWaits struct {
+	Calls  int64
+	Waited time.Duration
 }
 
 type paceKey struct {
@@ -119,6 +129,7 @@ func (p *Pacer) wait(ctx context.Context, api, project string, write bool) error
 		return nil
 	}
 	p.waits.Add(1)
+	p.count(api, write, d)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -159,6 +170,35 @@ func (p *Pacer) reserve(api, project string, write bool, clock func() time.Time)
 		p.logs[k] = l
 	}
 	return l.reserve(clock(), p.window)
+}
+
+// count records a wait of d for a call of api (reserved, so counted in
+// full even when the caller stops sooner).
+func (p *Pacer) count(api string, write bool, d time.Duration) {
+	kind := api + " read"
+	if write {
+		kind = api + " write"
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byKind == nil {
+		p.byKind = map[string]PaceWaits{}
+	}
+	w := p.byKind[kind]
+	w.Calls++
+	w.Waited += d
+	p.byKind[kind] = w
+}
+
+// WaitsByKind returns the waits by API and kind ("apikeys write",
+// "secretmanager read", ...).
+func (p *Pacer) WaitsByKind() map[string]PaceWaits {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.byKind)
 }
 
 // Waits returns how many calls had to wait for quota, and for how long in
