@@ -49,15 +49,23 @@ func (p *preflight) due(slot *Slot, now time.Time) bool {
 func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error) {
 	ka, sa := r.apis()
 	p := &preflight{}
+	// From here to its key read, the rotation may share its project's
+	// key list with the Rotator's other rotations (keylist.go).
+	mark, read := r.keyLists.begin(slot.Project)
+	defer read()
 	if err := p.readSecret(ctx, sa, slot); err != nil {
 		return nil, err
 	}
 	if err := r.findCurrent(ctx, ka, slot, p); err != nil {
 		return nil, err
 	}
-	if err := p.readCurrent(ctx, ka, slot); err != nil {
+	get := func(ctx context.Context, name string) (*apikeys.V2Key, error) {
+		return r.readKey(ctx, ka, slot, mark, name)
+	}
+	if err := p.readCurrent(ctx, ka, get, slot); err != nil {
 		return nil, err
 	}
+	read()
 	for _, t := range slot.Targets {
 		k, err := t.Read(ctx)
 		if err != nil && !errors.Is(err, ErrUnreadable) {
@@ -143,9 +151,9 @@ func (r *Rotator) findCurrent(ctx context.Context, ka *gcp.Keys, slot *Slot, p *
 }
 
 // readCurrent reads the current key (p.old; nil when the rotation being
-// resumed deleted it) and refuses a key or a secret outside the slot's
-// project.
-func (p *preflight) readCurrent(ctx context.Context, ka *gcp.Keys, slot *Slot) error {
+// resumed deleted it) with get (GetKey, or a fleet's shared list) and
+// refuses a key or a secret outside the slot's project.
+func (p *preflight) readCurrent(ctx context.Context, ka *gcp.Keys, get func(context.Context, string) (*apikeys.V2Key, error), slot *Slot) error {
 	// The slot's project as a number, when the config or the secret's name
 	// tells it; else the key is read by its id under the slot's project, so
 	// that the API resolves the project id.
@@ -155,7 +163,7 @@ func (p *preflight) readCurrent(ctx context.Context, ka *gcp.Keys, slot *Slot) e
 		name = "projects/" + slot.Project + "/locations/global/keys/" + keyIDOf(p.oldName)
 	}
 	var err error
-	p.old, err = ka.Get(ctx, name)
+	p.old, err = get(ctx, name)
 	if err != nil && name != p.oldName && (errors.Is(err, ErrKeyNotFound) || gcp.HTTPCode(err) == http.StatusForbidden) {
 		// Not in the slot's project — or gone: look where it is.
 		if k, err2 := ka.Get(ctx, p.oldName); err2 == nil {

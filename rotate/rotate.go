@@ -181,6 +181,10 @@ type Rotator struct {
 	// prop is how long new keys took to work, per project, shared by the
 	// rotations of this Rotator (a fleet run).
 	prop propagation
+
+	// keyLists are the projects' key lists that the rotations of this
+	// Rotator share (keylist.go).
+	keyLists keyLists
 }
 
 // ChargedProject returns the project whose quota the API Keys and Secret

@@ -99,8 +99,17 @@ func lookupErr(err error) error {
 	return err
 }
 
+// ListPageSize is the page size List asks for. Google documents no maximum
+// for ListKeys's pageSize ("the maximum number of results to be returned at
+// a time"); 300 is the emulator's, and a server with a smaller maximum
+// clamps the request (AIP-158), so asking for more costs nothing. List
+// follows nextPageToken whatever the server's page size.
+const ListPageSize = 300
+
 // List returns every key of parent ("projects/P/locations/global"), all
-// pages; with showDeleted, soft-deleted keys too.
+// pages (each one call, an API Keys read); with showDeleted, soft-deleted
+// keys too. Its keys are whole Key resources, as GetKey returns them, and,
+// as documented, without their key strings.
 func (k *Keys) List(ctx context.Context, parent string, showDeleted bool) ([]*apikeys.V2Key, error) {
 	var keys []*apikeys.V2Key
 	token := ""
@@ -108,7 +117,7 @@ func (k *Keys) List(ctx context.Context, parent string, showDeleted bool) ([]*ap
 		var resp *apikeys.V2ListKeysResponse
 		err := k.Retry.named("apikeys.keys.list", parent).Do(ctx, func(ctx context.Context, _ Attempt) error {
 			var err error
-			resp, err = k.Service.Projects.Locations.Keys.List(parent).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
+			resp, err = k.Service.Projects.Locations.Keys.List(parent).PageSize(ListPageSize).ShowDeleted(showDeleted).PageToken(token).Context(ctx).Do()
 			return err
 		})
 		if err != nil {
