@@ -111,7 +111,7 @@ const (
 var projectNeeds = []need{
 	{"apikeys.keys.get", "reading the current key", roleAPIKeysAdmin},
 	{"apikeys.keys.lookup", "finding the current key from the secret's key string", roleAPIKeysAdmin},
-	{"apikeys.keys.list", "finding the slot's keys (resume, finalize, status)", roleAPIKeysAdmin},
+	{"apikeys.keys.list", "finding the slot's keys (resume, finalize, status; a fleet's current keys, one list per project)", roleAPIKeysAdmin},
 	{"apikeys.keys.create", "creating the new key", roleAPIKeysAdmin},
 	{"apikeys.keys.getKeyString", "reading the new key's string", roleAPIKeysAdmin},
 	{"serviceusage.operations.get", "waiting for key operations to finish", roleAPIKeysAdmin},
