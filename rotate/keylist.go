@@ -67,7 +67,8 @@ type keyLists struct {
 	// gen counts the lists started per project; a rotation's mark is the
 	// count when its preflight started.
 	gen map[string]uint64
-	// last is each project's newest list; pages how many pages it took.
+	// last is each project's newest list while a rotation that may use it
+	// is reading; pages how many pages the project's last list took.
 	last  map[string]*keyList
 	pages map[string]int
 	// failed lists the projects whose list failed: GetKey for the rest of
@@ -101,7 +102,12 @@ func (l *keyLists) begin(project string) (mark uint64, end func()) {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			if l.reading[project]--; l.reading[project] <= 0 {
+				// No rotation that may use the project's list is left:
+				// any later one starts after it (its mark is the list's
+				// generation or more). Drop it, and the keys no rotation
+				// took.
 				delete(l.reading, project)
+				delete(l.last, project)
 			}
 		})
 	}
