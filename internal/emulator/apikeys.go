@@ -199,6 +199,12 @@ func (s *Server) apiKeysHandler() http.Handler {
 	return http.HandlerFunc(s.serveAPIKeys)
 }
 
+// apiKeysREST is everything the API Keys address serves over REST: the
+// access APIs (access.go) and the API Keys API.
+func (s *Server) apiKeysREST() http.Handler {
+	return s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler()))
+}
+
 // apiKeysRoute says which method a request is for and its resource name.
 type apiKeysRoute struct {
 	method string // counter name, "apikeys.GetKey"
