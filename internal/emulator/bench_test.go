@@ -101,11 +101,14 @@ func BenchmarkAPIKeysCalls(b *testing.B) {
 			}
 		}
 	})
+	created := 0 // key ids new-N are unique across runs
 	b.Run("CreateDelete", func(b *testing.B) {
 		// One key's life: CreateKey, its GetOperation, DeleteKey, its
 		// GetOperation.
 		b.ReportAllocs()
-		for i := 0; b.Loop(); i++ {
+		for b.Loop() {
+			created++
+			i := created
 			parent := "/v2/projects/" + testProject + "/locations/global/keys"
 			op := opName(b, serveBench(b, keysREST, http.MethodPost, fmt.Sprintf("%s?keyId=new-%d", parent, i), `{"displayName":"x"}`))
 			serveBench(b, keysREST, http.MethodGet, "/v2/"+op, "")
