@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -108,6 +109,12 @@ type keyState struct {
 	// that lookupKey can still answer with the parent.
 	purged map[string]int64
 	ops    map[string]*operation
+	// purgeQueue holds the soft-deleted keys by the time they are purged
+	// (purgeLocked).
+	purgeQueue purgeQueue
+	// purgeVisits counts the keys purgeLocked has looked at, for tests: a
+	// call must not cost in proportion to the store.
+	purgeVisits int
 	// blockedBound lists projects (by id and number) where the org policy
 	// forbids creating keys bound to a service account.
 	blockedBound map[string]bool
@@ -397,16 +404,54 @@ func (s *Server) resolveKey(name string) (*apiKey, error) {
 	return k, nil
 }
 
-// purgeLocked removes keys deleted more than 30 days ago.
+// purgeLocked removes keys deleted 30 days ago or more. It looks only at
+// the keys whose time has come (the head of the purge queue), so that a
+// call costs nothing in proportion to the keys in the store.
 func (s *Server) purgeLocked() {
-	now := s.Now()
-	for name, k := range s.keys.keys {
-		if k.deleted() && !now.Before(k.deleteTime.Add(purgeAfter)) {
-			delete(s.keys.keys, name)
-			delete(s.keys.byString, k.keyString)
-			s.keys.purged[k.keyString] = k.project.number
-		}
+	q := &s.keys.purgeQueue
+	if len(*q) == 0 {
+		return
 	}
+	now := s.Now()
+	for len(*q) > 0 && !now.Before((*q)[0].at) {
+		e := heap.Pop(q).(purgeEntry)
+		s.keys.purgeVisits++
+		k := e.key
+		// An entry is stale when its key was undeleted since (deleteTime
+		// zero), perhaps deleted again later (deleteTime later, with its
+		// own entry). A key deleted, undeleted and deleted again at one
+		// instant has two entries with the one time: both come up in
+		// this loop, and the second purges nothing more.
+		if !k.deleteTime.Add(purgeAfter).Equal(e.at) {
+			continue
+		}
+		delete(s.keys.keys, k.name())
+		delete(s.keys.byString, k.keyString)
+		s.keys.purged[k.keyString] = k.project.number
+	}
+}
+
+// purgeEntry is a soft-deleted key and the time it is purged at.
+type purgeEntry struct {
+	at  time.Time
+	key *apiKey
+}
+
+// purgeQueue is a min-heap of purgeEntry by time (container/heap). Every
+// deletion pushes an entry; an undeletion leaves its entry, which
+// purgeLocked skips as stale when it comes up.
+type purgeQueue []purgeEntry
+
+func (q purgeQueue) Len() int           { return len(q) }
+func (q purgeQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q purgeQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *purgeQueue) Push(x any)        { *q = append(*q, x.(purgeEntry)) }
+func (q *purgeQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = purgeEntry{} // let the key be collected
+	*q = old[:len(old)-1]
+	return e
 }
 
 // propagationDelay is how long a key created now takes to work.
@@ -913,6 +958,7 @@ func (s *Server) deleteKey(r *http.Request, name string) (any, error) {
 	now := s.Now()
 	k.deleteTime = now
 	k.updateTime = now
+	heap.Push(&s.keys.purgeQueue, purgeEntry{at: now.Add(purgeAfter), key: k})
 	k.etag = newKeyEtag()
 	return s.newOperation(k, false)
 }
