@@ -105,6 +105,9 @@ type operation struct {
 type keyState struct {
 	keys     map[string]*apiKey // by name (with the project number)
 	byString map[string]*apiKey
+	// byProject holds the same keys by project, then by name: listing a
+	// project's keys looks at no other project's.
+	byProject map[*project]map[string]*apiKey
 	// purged maps the strings of purged keys to their project's number, so
 	// that lookupKey can still answer with the parent.
 	purged map[string]int64
@@ -115,6 +118,8 @@ type keyState struct {
 	// purgeVisits counts the keys purgeLocked has looked at, for tests: a
 	// call must not cost in proportion to the store.
 	purgeVisits int
+	// listVisits counts the keys keysOfLocked has looked at, for tests.
+	listVisits int
 	// blockedBound lists projects (by id and number) where the org policy
 	// forbids creating keys bound to a service account.
 	blockedBound map[string]bool
@@ -132,6 +137,7 @@ func newKeyState() *keyState {
 	return &keyState{
 		keys:         map[string]*apiKey{},
 		byString:     map[string]*apiKey{},
+		byProject:    map[*project]map[string]*apiKey{},
 		purged:       map[string]int64{},
 		ops:          map[string]*operation{},
 		blockedBound: map[string]bool{},
@@ -425,7 +431,9 @@ func (s *Server) purgeLocked() {
 		if !k.deleteTime.Add(purgeAfter).Equal(e.at) {
 			continue
 		}
-		delete(s.keys.keys, k.name())
+		name := k.name()
+		delete(s.keys.keys, name)
+		delete(s.keys.byProject[k.project], name)
 		delete(s.keys.byString, k.keyString)
 		s.keys.purged[k.keyString] = k.project.number
 	}
@@ -566,6 +574,10 @@ func (s *Server) insertKeyLocked(p *project, keyID string, in *apikeys.V2Key, se
 		}
 	}
 	s.keys.keys[name] = k
+	if s.keys.byProject[p] == nil {
+		s.keys.byProject[p] = map[string]*apiKey{}
+	}
+	s.keys.byProject[p][name] = k
 	s.keys.byString[k.keyString] = k
 	return k, nil
 }
@@ -631,8 +643,9 @@ func (s *Server) listKeys(r *http.Request, parent string) (any, error) {
 // keysOfLocked returns p's keys in list order: by creation, then id.
 func (s *Server) keysOfLocked(p *project, showDeleted bool) []*apiKey {
 	var out []*apiKey
-	for _, k := range s.keys.keys {
-		if k.project == p && (showDeleted || !k.deleted()) {
+	for _, k := range s.keys.byProject[p] {
+		s.keys.listVisits++
+		if showDeleted || !k.deleted() {
 			out = append(out, k)
 		}
 	}

@@ -489,6 +489,36 @@ func TestListKeysPagingAndShowDeleted(t *testing.T) {
 	}
 }
 
+// TestListKeysLooksOnlyAtItsProject: listing a project's keys does not
+// look at other projects' keys.
+func TestListKeysLooksOnlyAtItsProject(t *testing.T) {
+	s, svc, _ := startKeys(t, Options{})
+	s.AddProject("proj-b", 456)
+	for i := range 3 {
+		if _, _, err := s.SeedKey(testProject, fmt.Sprintf("a-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 300 {
+		if _, _, err := s.SeedKey("proj-b", fmt.Sprintf("b-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	visits := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.keys.listVisits
+	}
+	before := visits()
+	resp := mustDo(t, svc.Projects.Locations.Keys.List("projects/proj-a/locations/global").ShowDeleted(true).Do)
+	if len(resp.Keys) != 3 {
+		t.Fatalf("List(proj-a) = %d keys, want 3", len(resp.Keys))
+	}
+	if got := visits() - before; got != 3 {
+		t.Errorf("List(proj-a) looked at %d keys, want its 3", got)
+	}
+}
+
 func TestUpdateKey(t *testing.T) {
 	gemini := []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}
 	tests := []struct {
