@@ -116,6 +116,19 @@ func BenchmarkAPIKeysCalls(b *testing.B) {
 			serveBench(b, keysREST, http.MethodGet, "/v2/"+op, "")
 		}
 	})
+	// A project of 100 keys beside the 20,000 of proj-a.
+	s.AddProject("proj-small", 789)
+	for i := range 100 {
+		if _, _, err := s.SeedKey("proj-small", fmt.Sprintf("k-%d", i), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("ListKeysSmallProject", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			serveBench(b, keysREST, http.MethodGet, "/v2/projects/proj-small/locations/global/keys", "")
+		}
+	})
 	b.Run("GeminiListModels", func(b *testing.B) {
 		// The probe, with its usage recorded.
 		b.ReportAllocs()
