@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -104,10 +105,21 @@ type operation struct {
 type keyState struct {
 	keys     map[string]*apiKey // by name (with the project number)
 	byString map[string]*apiKey
+	// byProject holds the same keys by project, then by name: listing a
+	// project's keys looks at no other project's.
+	byProject map[*project]map[string]*apiKey
 	// purged maps the strings of purged keys to their project's number, so
 	// that lookupKey can still answer with the parent.
 	purged map[string]int64
 	ops    map[string]*operation
+	// purgeQueue holds the soft-deleted keys by the time they are purged
+	// (purgeLocked).
+	purgeQueue purgeQueue
+	// purgeVisits counts the keys purgeLocked has looked at, for tests: a
+	// call must not cost in proportion to the store.
+	purgeVisits int
+	// listVisits counts the keys keysOfLocked has looked at, for tests.
+	listVisits int
 	// blockedBound lists projects (by id and number) where the org policy
 	// forbids creating keys bound to a service account.
 	blockedBound map[string]bool
@@ -125,6 +137,7 @@ func newKeyState() *keyState {
 	return &keyState{
 		keys:         map[string]*apiKey{},
 		byString:     map[string]*apiKey{},
+		byProject:    map[*project]map[string]*apiKey{},
 		purged:       map[string]int64{},
 		ops:          map[string]*operation{},
 		blockedBound: map[string]bool{},
@@ -197,6 +210,12 @@ type operationWire struct {
 
 func (s *Server) apiKeysHandler() http.Handler {
 	return http.HandlerFunc(s.serveAPIKeys)
+}
+
+// apiKeysREST is everything the API Keys address serves over REST: the
+// access APIs (access.go) and the API Keys API.
+func (s *Server) apiKeysREST() http.Handler {
+	return s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler()))
 }
 
 // apiKeysRoute says which method a request is for and its resource name.
@@ -391,16 +410,56 @@ func (s *Server) resolveKey(name string) (*apiKey, error) {
 	return k, nil
 }
 
-// purgeLocked removes keys deleted more than 30 days ago.
+// purgeLocked removes keys deleted 30 days ago or more. It looks only at
+// the keys whose time has come (the head of the purge queue), so that a
+// call costs nothing in proportion to the keys in the store.
 func (s *Server) purgeLocked() {
-	now := s.Now()
-	for name, k := range s.keys.keys {
-		if k.deleted() && !now.Before(k.deleteTime.Add(purgeAfter)) {
-			delete(s.keys.keys, name)
-			delete(s.keys.byString, k.keyString)
-			s.keys.purged[k.keyString] = k.project.number
-		}
+	q := &s.keys.purgeQueue
+	if len(*q) == 0 {
+		return
 	}
+	now := s.Now()
+	for len(*q) > 0 && !now.Before((*q)[0].at) {
+		e := heap.Pop(q).(purgeEntry)
+		s.keys.purgeVisits++
+		k := e.key
+		// An entry is stale when its key was undeleted since (deleteTime
+		// zero), perhaps deleted again later (deleteTime later, with its
+		// own entry). A key deleted, undeleted and deleted again at one
+		// instant has two entries with the one time: both come up in
+		// this loop, and the second purges nothing more.
+		if !k.deleteTime.Add(purgeAfter).Equal(e.at) {
+			continue
+		}
+		name := k.name()
+		delete(s.keys.keys, name)
+		delete(s.keys.byProject[k.project], name)
+		delete(s.keys.byString, k.keyString)
+		s.keys.purged[k.keyString] = k.project.number
+	}
+}
+
+// purgeEntry is a soft-deleted key and the time it is purged at.
+type purgeEntry struct {
+	at  time.Time
+	key *apiKey
+}
+
+// purgeQueue is a min-heap of purgeEntry by time (container/heap). Every
+// deletion pushes an entry; an undeletion leaves its entry, which
+// purgeLocked skips as stale when it comes up.
+type purgeQueue []purgeEntry
+
+func (q purgeQueue) Len() int           { return len(q) }
+func (q purgeQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q purgeQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *purgeQueue) Push(x any)        { *q = append(*q, x.(purgeEntry)) }
+func (q *purgeQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = purgeEntry{} // let the key be collected
+	*q = old[:len(old)-1]
+	return e
 }
 
 // propagationDelay is how long a key created now takes to work.
@@ -515,6 +574,10 @@ func (s *Server) insertKeyLocked(p *project, keyID string, in *apikeys.V2Key, se
 		}
 	}
 	s.keys.keys[name] = k
+	if s.keys.byProject[p] == nil {
+		s.keys.byProject[p] = map[string]*apiKey{}
+	}
+	s.keys.byProject[p][name] = k
 	s.keys.byString[k.keyString] = k
 	return k, nil
 }
@@ -580,8 +643,9 @@ func (s *Server) listKeys(r *http.Request, parent string) (any, error) {
 // keysOfLocked returns p's keys in list order: by creation, then id.
 func (s *Server) keysOfLocked(p *project, showDeleted bool) []*apiKey {
 	var out []*apiKey
-	for _, k := range s.keys.keys {
-		if k.project == p && (showDeleted || !k.deleted()) {
+	for _, k := range s.keys.byProject[p] {
+		s.keys.listVisits++
+		if showDeleted || !k.deleted() {
 			out = append(out, k)
 		}
 	}
@@ -907,6 +971,7 @@ func (s *Server) deleteKey(r *http.Request, name string) (any, error) {
 	now := s.Now()
 	k.deleteTime = now
 	k.updateTime = now
+	heap.Push(&s.keys.purgeQueue, purgeEntry{at: now.Add(purgeAfter), key: k})
 	k.etag = newKeyEtag()
 	return s.newOperation(k, false)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -488,6 +489,36 @@ func TestListKeysPagingAndShowDeleted(t *testing.T) {
 	}
 }
 
+// TestListKeysLooksOnlyAtItsProject: listing a project's keys does not
+// look at other projects' keys.
+func TestListKeysLooksOnlyAtItsProject(t *testing.T) {
+	s, svc, _ := startKeys(t, Options{})
+	s.AddProject("proj-b", 456)
+	for i := range 3 {
+		if _, _, err := s.SeedKey(testProject, fmt.Sprintf("a-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 300 {
+		if _, _, err := s.SeedKey("proj-b", fmt.Sprintf("b-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	visits := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.keys.listVisits
+	}
+	before := visits()
+	resp := mustDo(t, svc.Projects.Locations.Keys.List("projects/proj-a/locations/global").ShowDeleted(true).Do)
+	if len(resp.Keys) != 3 {
+		t.Fatalf("List(proj-a) = %d keys, want 3", len(resp.Keys))
+	}
+	if got := visits() - before; got != 3 {
+		t.Errorf("List(proj-a) looked at %d keys, want its 3", got)
+	}
+}
+
 func TestUpdateKey(t *testing.T) {
 	gemini := []*apikeys.V2ApiTarget{{Service: "generativelanguage.googleapis.com"}}
 	tests := []struct {
@@ -662,6 +693,139 @@ func TestDeleteUndeleteAndPurge(t *testing.T) {
 	for m, want := range map[string]int{"apikeys.DeleteKey": 4, "apikeys.UndeleteKey": 3, "apikeys.CreateKey": 1} {
 		if got := s.Calls(m); got != want {
 			t.Errorf("Calls(%s) = %d, want %d", m, got, want)
+		}
+	}
+}
+
+// TestPurgeLooksOnlyAtDueKeys: a call does not look at every key to find
+// those to purge, only at keys whose thirty days are over.
+func TestPurgeLooksOnlyAtDueKeys(t *testing.T) {
+	s, svc, clock := startKeys(t, Options{})
+	keys := svc.Projects.Locations.Keys
+	const n = 200
+	var live string
+	for i := range n {
+		name, _, err := s.SeedKey(testProject, fmt.Sprintf("k-%d", i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			live = name
+			continue
+		}
+		wait(t, svc, mustDo(t, keys.Delete(name).Do))
+	}
+	visits := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.keys.purgeVisits
+	}
+	before := visits()
+	for range 20 {
+		mustDo(t, keys.Get(live).Do)
+	}
+	if got := visits() - before; got != 0 {
+		t.Errorf("20 GetKey calls with no key due looked at %d keys to purge, want 0", got)
+	}
+	clock.Advance(purgeAfter)
+	before = visits()
+	mustDo(t, keys.Get(live).Do)
+	if got := visits() - before; got != n/2 {
+		t.Errorf("GetKey with %d keys due looked at %d keys to purge, want %d", n/2, got, n/2)
+	}
+	if got := len(s.Keys(testProject, true)); got != n/2 {
+		t.Errorf("%d keys left after the purge, want %d", got, n/2)
+	}
+}
+
+// TestPurgeExactTimes: each soft-deleted key is purged at the first call
+// 30 days after its latest deletion, not a nanosecond earlier, whatever
+// happened to it or to other keys before: undeleted and deleted again,
+// deleted and undeleted at one instant, undeleted for good, purged and
+// its id taken by a new key, and a clock that jumps over several keys'
+// times at once.
+func TestPurgeExactTimes(t *testing.T) {
+	s, svc, clock := startKeys(t, Options{})
+	keys := svc.Projects.Locations.Keys
+	names := map[string]string{}
+	strs := map[string]string{}
+	for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		name, ks, err := s.SeedKey(testProject, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[id], strs[id] = name, ks
+	}
+	del := func(id string) { t.Helper(); wait(t, svc, mustDo(t, keys.Delete(names[id]).Do)) }
+	undel := func(id string) {
+		t.Helper()
+		wait(t, svc, mustDo(t, keys.Undelete(names[id], &apikeys.V2UndeleteKeyRequest{}).Do))
+	}
+	// at advances the clock to t0+d and checks, through GetKey, which
+	// keys are there (soft-deleted or not) and which are purged.
+	at := func(d time.Duration, there, purged string) {
+		t.Helper()
+		if now := clock.Now(); now.After(t0.Add(d)) {
+			t.Fatalf("clock at %v, past t0+%v", now, d)
+		}
+		clock.Advance(t0.Add(d).Sub(clock.Now()))
+		for _, id := range strings.Fields(there) {
+			if _, err := keys.Get(names[id]).Do(); err != nil {
+				t.Errorf("at t0+%v: GetKey(%s) = %v, want the key (not purged)", d, id, err)
+			}
+		}
+		for _, id := range strings.Fields(purged) {
+			_, err := keys.Get(names[id]).Do()
+			if err == nil {
+				t.Errorf("at t0+%v: GetKey(%s) found the key, want it purged", d, id)
+				continue
+			}
+			wantErr(t, fmt.Sprintf("at t0+%v: GetKey(%s)", d, id), err, 404, "NOT_FOUND")
+		}
+	}
+	const day = 24 * time.Hour
+	del("a")
+	del("d") // deleted, undeleted and deleted again at one instant
+	undel("d")
+	del("d")
+	del("e")
+	at(time.Hour, "a d e", "")
+	del("b") // undeleted, deleted again later
+	del("c") // undeleted for good
+	at(2*time.Hour, "", "")
+	undel("b")
+	undel("c")
+	at(3*time.Hour, "", "")
+	del("b")
+
+	at(purgeAfter-time.Nanosecond, "a b c d e", "")
+	at(purgeAfter, "b c", "a d e")
+	// e's id is free again: a new key e, deleted an hour later, is
+	// purged on its own time, not on its predecessor's.
+	wait(t, svc, mustDo(t, keys.Create("projects/proj-a/locations/global", &apikeys.V2Key{}).KeyId("e").Do))
+	at(purgeAfter+time.Hour, "b c e", "a d")
+	del("e")
+	// b's first deletion (t0+1h) no longer counts; its second (t0+3h) does.
+	at(purgeAfter+time.Hour+time.Nanosecond, "b c e", "")
+	at(purgeAfter+3*time.Hour-time.Nanosecond, "b c e", "")
+	at(purgeAfter+3*time.Hour, "c e", "b")
+	at(2*purgeAfter+time.Hour-time.Nanosecond, "c e", "")
+	at(2*purgeAfter+time.Hour, "c", "e")
+
+	// A clock jump over several keys' times purges them all at the next
+	// call, and only them.
+	del("f")
+	at(2*purgeAfter+2*time.Hour, "c f", "")
+	del("g")
+	at(2*purgeAfter+3*time.Hour, "c f g", "")
+	del("h")
+	at(3*purgeAfter+time.Hour-time.Nanosecond, "c f g h", "")
+	at(1000*day, "c", "a b d e f g h")
+	// A purged key's string still names its project, and no key.
+	for _, id := range []string{"a", "b", "d", "f", "g", "h"} {
+		parent, name, err := s.lookupKeyString(strs[id])
+		if err != nil || parent != "projects/123/locations/global" || name != "" {
+			t.Errorf("lookupKeyString(%s's string) = %q, %q, %v; want the parent only", id, parent, name, err)
 		}
 	}
 }

@@ -349,20 +349,34 @@ func (s *Server) publishLocked(topic string, data []byte, attrs map[string]strin
 // next_rotation_time has come on the emulator's clock, advancing each
 // schedule by one period (or clearing a one-time schedule), and returns how
 // many fired. The emulator calls it every rotationTick; tests may call it
-// to fire at once.
+// to fire at once. It looks at the secrets only when the earliest
+// next_rotation_time has come (secretState.nextRotation).
 func (s *Server) FireDueRotations() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
+	if s.sm.nextRotation.IsZero() || s.sm.nextRotation.After(now) {
+		return 0
+	}
 	n := 0
+	var earliest time.Time
 	for _, sec := range s.sm.secrets {
+		s.sm.rotationVisits++
 		r := sec.pb.GetRotation()
-		if r.GetNextRotationTime() == nil || r.GetNextRotationTime().AsTime().After(now) {
+		if r.GetNextRotationTime() == nil {
+			continue
+		}
+		if at := r.GetNextRotationTime().AsTime(); at.After(now) {
+			earliest = earlierOf(earliest, at)
 			continue
 		}
 		next := proto.Clone(sec.pb).(*secretmanagerpb.Secret)
 		if p := r.GetRotationPeriod(); p != nil {
-			next.Rotation.NextRotationTime = timestamppb.New(r.GetNextRotationTime().AsTime().Add(p.AsDuration()))
+			at := r.GetNextRotationTime().AsTime().Add(p.AsDuration())
+			next.Rotation.NextRotationTime = timestamppb.New(at)
+			// Past already after a clock jump: it fires at the next look
+			// (once per period and look, see the file comment).
+			earliest = earlierOf(earliest, at)
 		} else {
 			next.Rotation = nil
 		}
@@ -371,5 +385,23 @@ func (s *Server) FireDueRotations() int {
 		s.notifyLocked(next, EventSecretRotate, next)
 		n++
 	}
+	s.sm.nextRotation = earliest
 	return n
+}
+
+// noteRotationLocked keeps secretState.nextRotation at or before sec's
+// next_rotation_time: call it whenever a secret is stored. Call with s.mu
+// held.
+func (s *Server) noteRotationLocked(sec *secretmanagerpb.Secret) {
+	if t := sec.GetRotation().GetNextRotationTime(); t != nil {
+		s.sm.nextRotation = earlierOf(s.sm.nextRotation, t.AsTime())
+	}
+}
+
+// earlierOf returns the earlier of a and b, where a zero a means none yet.
+func earlierOf(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }

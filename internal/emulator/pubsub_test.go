@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -317,6 +318,94 @@ func TestSecretRotateFires(t *testing.T) {
 	}
 	if err := json.Unmarshal(m.Data, &data); err != nil || data.Name != sec.GetName() || data.Rotation.RotationPeriod != "86400s" {
 		t.Errorf("SECRET_ROTATE data = %s (%v), want the secret as proto3 JSON", m.Data, err)
+	}
+}
+
+// TestFireDueRotationsLooksOnlyWhenDue: the rotation schedule's look for
+// due secrets (every rotationTick) looks at no secret while none is due,
+// and still fires each schedule when its time comes, also after an update
+// moved it later.
+func TestFireDueRotationsLooksOnlyWhenDue(t *testing.T) {
+	srv, clock, c, ctx := startPubSub(t)
+	create := func(id string, r *secretmanagerpb.Rotation) *secretmanagerpb.Secret {
+		t.Helper()
+		sec := &secretmanagerpb.Secret{Replication: automatic()}
+		if r != nil {
+			sec.Topics, sec.Rotation = topics(psTopic), r
+		}
+		got, err := c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{Parent: "projects/" + smProjectID, SecretId: id, Secret: sec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	var plain *secretmanagerpb.Secret
+	for i := range 20 {
+		plain = create(fmt.Sprintf("plain-%d", i), nil)
+	}
+	create("daily", rotation(smStart.Add(time.Hour), 24*time.Hour))
+	once := create("once", rotation(smStart.Add(2*time.Hour), 0))
+	visits := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.sm.rotationVisits
+	}
+	rotates := func() int {
+		n := 0
+		for _, m := range srv.Notifications(psTopic) {
+			if m.Attributes["eventType"] == EventSecretRotate {
+				n++
+			}
+		}
+		return n
+	}
+	// idle checks that, the clock standing still, the looks of the next
+	// few ticks look at no secret.
+	idle := func(when string) {
+		t.Helper()
+		srv.FireDueRotations()
+		v := visits()
+		time.Sleep(5 * rotationTick)
+		srv.FireDueRotations()
+		if got := visits() - v; got != 0 {
+			t.Errorf("%s: looks for due secrets looked at %d secrets, want 0", when, got)
+		}
+	}
+	at := func(d time.Duration, wantRotates int) {
+		t.Helper()
+		clock.Advance(smStart.Add(d).Sub(clock.Now()))
+		srv.FireDueRotations()
+		if got := rotates(); got != wantRotates {
+			t.Errorf("at start+%v: %d SECRET_ROTATE so far, want %d", d, got, wantRotates)
+		}
+	}
+	idle("nothing due")
+	at(time.Hour-time.Nanosecond, 0)
+	at(time.Hour, 1)
+	idle("after daily fired")
+	// once moves from +2h to +3h.
+	once.Rotation = rotation(smStart.Add(3*time.Hour), 0)
+	if _, err := c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{Secret: once,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"rotation.next_rotation_time"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A secret without a schedule gets one, due before any other.
+	plain.Topics, plain.Rotation = topics(psTopic), rotation(smStart.Add(90*time.Minute), 0)
+	if _, err := c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{Secret: plain,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"topics", "rotation"}}}); err != nil {
+		t.Fatal(err)
+	}
+	at(90*time.Minute-time.Nanosecond, 1)
+	at(90*time.Minute, 2)
+	at(2*time.Hour, 2)
+	idle("after once moved")
+	at(3*time.Hour-time.Nanosecond, 2)
+	at(3*time.Hour, 3)
+	at(25*time.Hour-time.Nanosecond, 3)
+	at(25*time.Hour, 4)
+	idle("after daily fired again")
+	if got, _ := srv.Secret(once.GetName()); got.GetRotation() != nil {
+		t.Errorf("one-time schedule still %v after it fired, want none", got.GetRotation())
 	}
 }
 

@@ -37,6 +37,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
@@ -76,6 +77,16 @@ type secretState struct {
 	// secrets by canonical name, projects/{number}/secrets/{id} or
 	// projects/{number}/locations/{location}/secrets/{id}
 	secrets map[string]*smSecret
+	// nextRotation is at or before the earliest next_rotation_time of the
+	// secrets (zero: none has one): FireDueRotations looks at the secrets
+	// only once it has come, and sets it anew. A write that stores a
+	// secret lowers it (noteRotationLocked); one that moves or removes a
+	// schedule leaves it early, which costs one look.
+	nextRotation time.Time
+	// rotationVisits counts the secrets FireDueRotations has looked at,
+	// for tests: a look when nothing is due must not cost in proportion
+	// to the secrets.
+	rotationVisits int
 }
 
 type smSecret struct {
@@ -458,6 +469,7 @@ func (s *Server) createSecretLocked(parent, secretID string, in *secretmanagerpb
 		pb.Expiration = &secretmanagerpb.Secret_ExpireTime{ExpireTime: timestamppb.New(now.Add(ttl.AsDuration()))}
 	}
 	s.sm.secrets[name] = &smSecret{pb: pb}
+	s.noteRotationLocked(pb)
 	return proto.Clone(pb).(*secretmanagerpb.Secret), nil
 }
 
@@ -721,6 +733,7 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 	}
 	next.Etag = s.newEtag()
 	sec.pb = next
+	s.noteRotationLocked(next)
 	s.notifyLocked(next, EventSecretUpdate, next)
 	if topicsSet {
 		s.topicsConfiguredLocked(next)

@@ -230,7 +230,7 @@ func Start(opts Options) (*Server, error) {
 	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
-	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.withAccessAPIs(withAPIKeysResource(s.apiKeysHandler())))); err != nil {
+	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.apiKeysREST())); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start API Keys emulator: %w", err)
 	}
