@@ -129,7 +129,7 @@ func BenchmarkFleetShards(b *testing.B) {
 			b.Errorf("paced at shares of the default quotas, the shards got 429s: the emulator answered %d, the clients counted %d", st.Throttled, throttled)
 		}
 		bound, critical, windows := fleetBound(first, projects, slots, emulator.DocumentedQuotas,
-			s.d(fleetQuotaWindow), s.d(fleetPropagation), s.d(fleetLatency), true)
+			s.times(), rotationChain(true, fleetListKeys))
 		if fleetGate(b) {
 			critical += s.d(fleetUsageDelay) // see BenchmarkFleet
 			bound = max(critical, windows)
