@@ -165,7 +165,7 @@ func BenchmarkFleet(b *testing.B) {
 				for i := range runs {
 					r := &runs[i]
 					bound, critical, windows := fleetBound(r.m.Start, c.projects, c.slots, emulator.DocumentedQuotas,
-						s.d(fleetQuotaWindow), s.d(fleetPropagation), s.d(fleetLatency), r.lookup)
+						s.times(), rotationChain(r.lookup, fleetListKeys))
 					if r.m.Gated {
 						// Each gate waits at least the usage delay, after
 						// the read-back and before the delete: on the

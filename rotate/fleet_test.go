@@ -214,6 +214,10 @@ func (fe *fleetEmulator) stop() fleetStats {
 	return st
 }
 
+// fleetPollInterval is the rotator's first wait before it polls an
+// operation (rotate.Rotator.PollInterval), before scaling.
+const fleetPollInterval = 250 * time.Millisecond
+
 // scaled are the durations of the protocol divided by a time scale, so
 // that minutes pass in seconds.
 type scaled float64
@@ -277,7 +281,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	d := gcp.DefaultRetry
 	return &rotate.Rotator{
 		Keys: keys, Lookup: lookup, Secrets: sm, Monitoring: mon,
-		PollInterval:  scale.d(250 * time.Millisecond),
+		PollInterval:  scale.d(fleetPollInterval),
 		ProbeInterval: scale.d(2 * time.Second), ProbeMaxInterval: scale.d(rotate.DefaultProbeMaxInterval),
 		Retry: gcp.RetryPolicy{Initial: scale.d(d.Initial), Max: scale.d(d.Max), CallTimeout: d.CallTimeout, MaxElapsed: d.MaxElapsed},
 	}, g

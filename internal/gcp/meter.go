@@ -140,9 +140,11 @@ func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	ctx := req.Context()
 	method, resource := restMethod(t.api, req)
 	if t.api != Gemini {
-		if err := t.m.Pacer.wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet); err != nil {
+		answered, err := t.m.Pacer.wait(ctx, t.api, t.m.charged(ctx, resource), req.Method != http.MethodGet)
+		if err != nil {
 			return nil, err
 		}
+		defer answered()
 	}
 	resp, err := t.base.RoundTrip(req)
 	t.m.count(ctx, method, err == nil && resp.StatusCode == http.StatusTooManyRequests)
@@ -211,9 +213,11 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 		if !strings.HasPrefix(name, "Access") {
 			write := !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") && !strings.HasPrefix(name, "Lookup") &&
 				!strings.HasPrefix(name, "Test") // TestIamPermissions: plan's check, a read
-			if err := m.Pacer.wait(ctx, api, m.charged(ctx, grpcResource(req)), write); err != nil {
+			answered, err := m.Pacer.wait(ctx, api, m.charged(ctx, grpcResource(req)), write)
+			if err != nil {
 				return err
 			}
+			defer answered()
 		}
 		err := invoker(ctx, fullMethod, req, reply, cc, opts...)
 		m.count(ctx, api+"."+name, status.Code(err) == codes.ResourceExhausted)

@@ -61,6 +61,19 @@ const (
 // full quota. (A token bucket, as in golang.org/x/time/rate, cannot do
 // both: with a burst of N it lets up to 2N through in one interval.)
 //
+// Google counts a call when it arrives, somewhere between its send and its
+// answer, and a call let go at t may arrive much later than t (a loaded
+// machine's scheduler, a slow network path) while the next ones arrive at
+// once. So the Pacer counts each call from its answer: the calls of one
+// quota are numbered in the order they are let go, and call k goes only
+// Window+Margin after the answer of call k-N (while that call is in
+// flight, it waits for the answer), and never before the turn of call k-1
+// nor Window+Margin after the turn of call k-N (the earliest times they
+// could be let go). Whatever the arrival times,
+// then, the calls k, k+N, k+2N, ... arrive at least Window+Margin apart,
+// so no interval that long holds more than N arrivals. (The per-secret
+// write rates are kept the same way: secretpace.go.)
+//
 // The zero Pacer paces nothing; a nil *Pacer is valid and paces nothing.
 type Pacer struct {
 	quotas map[string]Quota
@@ -117,49 +130,55 @@ func (q Quota) Share(n int) Quota {
 	return Quota{Reads: div(q.Reads), Writes: div(q.Writes)}
 }
 
-// wait blocks until a call of api in project fits its quota, or ctx ends.
-func (p *Pacer) wait(ctx context.Context, api, project string, write bool) error {
-	if p == nil || project == "" {
-		return nil
+// wait blocks until a call of api in project fits its quota, or ctx ends,
+// and returns the function to call with the call's answer, whatever it
+// was: the calls after it count from then. When it fails, the call is not
+// sent and counts as answered at once.
+func (p *Pacer) wait(ctx context.Context, api, project string, write bool) (answered func(), err error) {
+	l := p.log(api, project, write)
+	if l == nil {
+		return func() {}, nil
 	}
-	var now time.Time
-	at := p.reserve(api, project, write, func() time.Time { now = time.Now(); return now })
-	d := at.Sub(now)
-	if d <= 0 {
-		return nil
+	start := time.Now()
+	p.mu.Lock()
+	t := l.take(start, p.window)
+	p.mu.Unlock()
+	answered = func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		l.answer(t.seq, time.Now())
 	}
-	p.waits.Add(1)
-	p.count(api, write, d)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
+	blocked, err := t.await(ctx, p.window)
+	if blocked {
+		d := time.Since(start)
+		p.waits.Add(1)
 		p.waited.Add(int64(d))
-		return nil
-	case <-ctx.Done():
-		// Count the time waited, not the time the wait would have taken.
-		p.waited.Add(int64(time.Since(now)))
+		p.count(api, write, d)
+	}
+	if err != nil {
+		answered()
 		kind := "read"
 		if write {
 			kind = "write"
 		}
-		return fmt.Errorf("waiting for the %s %s quota of project %s (the call was not sent): %w", api, kind, project, context.Cause(ctx))
+		return nil, fmt.Errorf("waiting for the %s %s quota of project %s (the call was not sent): %w", api, kind, project, err)
 	}
+	return answered, nil
 }
 
-// reserve records a call of api in project arriving at clock() and returns
-// when it may go: that time when the call is not paced. Wait passes the
-// wall clock, tests a fake one. The clock is read under the lock: a call's
-// time must never be before the last reserved one (callLog), or the call
-// would seem to wait for its own predecessor.
-func (p *Pacer) reserve(api, project string, write bool, clock func() time.Time) time.Time {
+// log returns the callLog of the calls of api in project of that kind;
+// nil when they are not paced.
+func (p *Pacer) log(api, project string, write bool) *callLog {
+	if p == nil || project == "" {
+		return nil
+	}
 	q := p.quotas[api]
 	n := q.Reads
 	if write {
 		n = q.Writes
 	}
 	if n <= 0 {
-		return clock()
+		return nil
 	}
 	k := paceKey{api, project, write}
 	p.mu.Lock()
@@ -169,7 +188,23 @@ func (p *Pacer) reserve(api, project string, write bool, clock func() time.Time)
 		l = &callLog{limit: n}
 		p.logs[k] = l
 	}
-	return l.reserve(clock(), p.window)
+	return l
+}
+
+// reserve takes a place for a call of api in project arriving at clock()
+// and returns when it may go by the times the calls before it were let go
+// (when it is not paced: that time): the first part of wait's rule, for
+// tests with a fake clock. The clock is read under the lock: a call's time
+// must never be before the last reserved one (callLog), or the call would
+// seem to wait for its own predecessor.
+func (p *Pacer) reserve(api, project string, write bool, clock func() time.Time) time.Time {
+	l := p.log(api, project, write)
+	if l == nil {
+		return clock()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return l.take(clock(), p.window).at
 }
 
 // count records a wait of d for a call of api (reserved, so counted in
@@ -210,34 +245,154 @@ func (p *Pacer) Waits() (int64, time.Duration) {
 	return p.waits.Load(), time.Duration(p.waited.Load())
 }
 
-// callLog holds the times reserved for the last (up to limit) calls of one
-// kind in one project, oldest first; they never decrease.
+// callLog holds the last (up to limit) calls of one kind in one project,
+// numbered in the order they were let go: when each was let go at the
+// earliest (never decreasing) and when it was answered.
 type callLog struct {
 	limit int
-	times []time.Time // ring: times[head] is the oldest
-	head  int
+	calls []loggedCall // ring: call k at calls[k%limit]
+	n     uint64       // the calls taken so far
+	// late: for a call still in flight when a later one took its place in
+	// the ring, where its answer goes (to the call limit after it).
+	late map[uint64]*lateAnswer
 }
 
-// reserve returns when the next call may go: now if fewer than limit calls
-// were reserved in the window before, else when the oldest of the last
-// limit calls leaves the window. The call is recorded at that time.
-func (l *callLog) reserve(now time.Time, window time.Duration) time.Time {
-	at := now
-	if n := len(l.times); n > 0 {
-		last := l.times[(l.head+n-1)%n]
-		if n == l.limit && !l.times[l.head].Add(window).Before(at) {
-			at = l.times[l.head].Add(window)
-		}
-		if last.After(at) {
-			at = last // keep the log ordered: a call never jumps the queue
+// loggedCall is a call in a callLog: 32 bytes, as a fleet's logs hold a
+// few thousand calls a project.
+type loggedCall struct {
+	at time.Time
+	// took is the time from at to the answer, plus 1ns; 0 while in flight.
+	took time.Duration
+}
+
+// end returns when c was answered; false while it is in flight.
+func (c loggedCall) end() (time.Time, bool) {
+	if c.took == 0 {
+		return time.Time{}, false
+	}
+	return c.at.Add(c.took - 1), true
+}
+
+// lateAnswer is the answer of a call that left the ring in flight.
+type lateAnswer struct {
+	done chan struct{} // closed at the answer
+	end  time.Time
+}
+
+// ticket is a call's place in its callLog.
+type ticket struct {
+	seq uint64
+	at  time.Time // when it may go by the times calls were let go
+	// gate is when it may go by the answer of the call limit before it
+	// (zero: no such call); while that call is in flight, late says when
+	// it is answered.
+	gate time.Time
+	late *lateAnswer
+}
+
+// take numbers a call arriving at now: it may go at now if fewer than
+// limit calls were let go in the window before, else when the oldest of
+// the last limit calls leaves the window, and never before the call before
+// it; and, when there were limit calls before it, only window after the
+// answer of the call limit before it (the ticket's gate or late).
+func (l *callLog) take(now time.Time, window time.Duration) ticket {
+	t := ticket{seq: l.n, at: now}
+	if l.n > 0 {
+		if last := l.calls[(l.n-1)%uint64(l.limit)].at; last.After(t.at) {
+			t.at = last // keep the log ordered: a call never jumps the queue
 		}
 	}
-	if len(l.times) < l.limit {
+	if l.n >= uint64(l.limit) {
+		prev := l.calls[l.n%uint64(l.limit)]
+		if e := prev.at.Add(window); e.After(t.at) {
+			t.at = e
+		}
+		if end, ok := prev.end(); ok {
+			t.gate = end.Add(window)
+		} else {
+			if l.late == nil {
+				l.late = map[uint64]*lateAnswer{}
+			}
+			t.late = &lateAnswer{done: make(chan struct{})}
+			l.late[l.n-uint64(l.limit)] = t.late
+		}
+	}
+	c := loggedCall{at: t.at}
+	if len(l.calls) < l.limit {
 		// Not full yet: the ring is still a plain slice from index 0.
-		l.times = append(l.times, at)
-		return at
+		l.calls = append(l.calls, c)
+	} else {
+		l.calls[l.n%uint64(l.limit)] = c
 	}
-	l.times[l.head] = at
-	l.head = (l.head + 1) % l.limit
-	return at
+	l.n++
+	return t
+}
+
+// reserve takes a place for a call arriving at now and returns when it may
+// go by the times calls were let go (take's first rule).
+func (l *callLog) reserve(now time.Time, window time.Duration) time.Time {
+	return l.take(now, window).at
+}
+
+// answer records that call seq was answered at end.
+func (l *callLog) answer(seq uint64, end time.Time) {
+	if seq+uint64(l.limit) >= l.n { // still in the ring
+		c := &l.calls[seq%uint64(l.limit)]
+		c.took = max(end.Sub(c.at), 0) + 1
+		return
+	}
+	if w := l.late[seq]; w != nil {
+		delete(l.late, seq)
+		w.end = end
+		close(w.done)
+	}
+}
+
+// ready returns when the call of t may go; false while the call limit
+// before it is in flight. Call it with the Pacer's lock held, or after
+// t.late.done is closed.
+func (t ticket) ready(window time.Duration) (time.Time, bool) {
+	gate := t.gate
+	if t.late != nil {
+		select {
+		case <-t.late.done:
+			gate = t.late.end.Add(window)
+		default:
+			return time.Time{}, false
+		}
+	}
+	if gate.After(t.at) {
+		return gate, true
+	}
+	return t.at, true
+}
+
+// await waits until the call of t may go, or ctx ends (then it returns
+// ctx's cause); blocked says whether it had to wait.
+func (t ticket) await(ctx context.Context, window time.Duration) (blocked bool, err error) {
+	if t.late != nil {
+		select {
+		case <-t.late.done:
+		default:
+			blocked = true
+			select {
+			case <-t.late.done:
+			case <-ctx.Done():
+				return true, context.Cause(ctx)
+			}
+		}
+	}
+	at, _ := t.ready(window)
+	d := time.Until(at)
+	if d <= 0 {
+		return blocked, nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true, nil
+	case <-ctx.Done():
+		return true, context.Cause(ctx)
+	}
 }

@@ -21,14 +21,16 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	for range 5 {
-		if err := p.wait(ctx, APIKeys, "p1", true); err != nil {
+		answered, err := p.wait(ctx, APIKeys, "p1", true)
+		if err != nil {
 			t.Fatal(err)
 		}
+		answered()
 	}
 	if d := time.Since(start); d > window/3 {
 		t.Fatalf("a burst within the quota waited %s", d)
 	}
-	if err := p.wait(ctx, APIKeys, "p1", true); err != nil {
+	if _, err := p.wait(ctx, APIKeys, "p1", true); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < window+window/60 {
@@ -37,9 +39,9 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	// Other projects, reads, and unpaced APIs are not held up.
 	start = time.Now()
 	for range 5 {
-		_ = p.wait(ctx, APIKeys, "p2", true)
-		_ = p.wait(ctx, APIKeys, "p1", false)
-		_ = p.wait(ctx, Gemini, "p1", false)
+		_, _ = p.wait(ctx, APIKeys, "p2", true)
+		_, _ = p.wait(ctx, APIKeys, "p1", false)
+		_, _ = p.wait(ctx, Gemini, "p1", false)
 	}
 	if d := time.Since(start); d > window/3 {
 		t.Fatalf("calls under other quotas waited %s", d)
@@ -67,13 +69,15 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	start := time.Now()
 	for range calls {
 		wg.Go(func() {
-			if err := p.wait(context.Background(), APIKeys, "p", true); err != nil {
+			answered, err := p.wait(context.Background(), APIKeys, "p", true)
+			if err != nil {
 				t.Error(err)
 				return
 			}
 			mu.Lock()
 			times = append(times, time.Now())
 			mu.Unlock()
+			answered()
 		})
 	}
 	wg.Wait()
@@ -190,14 +194,15 @@ func TestPacerWindowMargin(t *testing.T) {
 
 func TestPacerContextCancel(t *testing.T) {
 	p := NewPacer(map[string]Quota{APIKeys: {Writes: 1}}, time.Hour)
-	_ = p.wait(context.Background(), APIKeys, "p", true)
+	answered, _ := p.wait(context.Background(), APIKeys, "p", true)
+	answered()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := p.wait(ctx, APIKeys, "p", true); err == nil {
+	if _, err := p.wait(ctx, APIKeys, "p", true); err == nil {
 		t.Fatal("Wait past the context's deadline returned nil")
 	}
 	var nilPacer *Pacer
-	if err := nilPacer.wait(ctx, APIKeys, "p", true); err != nil {
+	if _, err := nilPacer.wait(ctx, APIKeys, "p", true); err != nil {
 		t.Fatal(err)
 	}
 }
