@@ -19,9 +19,10 @@ import (
 
 // fleetListKeys says how a fleet reads its slots' keys before creating
 // the new ones: false, one GetKey a slot; true, one ListKeys per project a
-// run, shared by its slots, a page per listKeysPage keys. The benchmarks'
-// bound follows it; it must say what the rotator does.
-const fleetListKeys = false
+// run, shared by its slots, a page per listKeysPage keys (rotate's
+// keyLists, what the rotator does now). The benchmarks' bound follows it;
+// it must say what the rotator does (TestRotationChainCountsCalls).
+const fleetListKeys = true
 
 // listKeysPage is the most keys one ListKeys page returns (the API's
 // largest pageSize).
