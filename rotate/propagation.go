@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -9,8 +10,8 @@ import (
 // propagation is what the rotations of one Rotator (a fleet run) learn
 // about how long new keys of each project take to start working. Keys of
 // one project made at about the same time propagate together, so one key
-// of the project — the leader, the first that started waiting — is probed,
-// and the others wait: once a key works, each probes as soon as it is as
+// of the project — the leader, the one made first of those waiting — is
+// probed, and the others wait: once a key works, each probes as soon as it is as
 // old as that key was. That takes the backoff's overshoot out of a fleet's
 // wall time and spares the Gemini API a probe every few seconds per key. A
 // follower still probes now and then (see followerEvery), and takes the
@@ -32,11 +33,13 @@ type propagation struct {
 
 type learned struct {
 	delay   time.Duration // the shortest seen
-	waiting []*waiter     // keys being probed, in the order they started
+	waiting []*waiter     // keys being probed, in the order they were made
 }
 
 // waiter is one key waiting to work.
 type waiter struct {
+	made time.Time // when the key was made
+
 	// wake, while the key sleeps, ends its sleep (nil otherwise).
 	wake context.CancelFunc
 }
@@ -48,15 +51,29 @@ func (w *waiter) notify() {
 	}
 }
 
-// join registers a key of project that starts waiting. The leader is told:
-// it probes more often the more keys wait for it.
-func (p *propagation) join(project string) *waiter {
+// join registers a key of project, made at made, that starts waiting.
+// The key made first leads: with keys propagating together it works
+// first, and a key made before the leader but slower to start waiting (a
+// slow CreateKey operation) would otherwise be probed only once the later
+// leader's key works. The leader is told: of its demotion, or that one
+// more key waits for it (it probes more often).
+func (p *propagation) join(project string, made time.Time) *waiter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l := p.learnedLocked(project)
-	w := &waiter{}
-	l.waiting = append(l.waiting, w)
-	l.waiting[0].notify()
+	w := &waiter{made: made}
+	// After every key made before or at the same time: keys made together
+	// lead in the order they started waiting.
+	i := len(l.waiting)
+	for i > 0 && l.waiting[i-1].made.After(made) {
+		i--
+	}
+	l.waiting = slices.Insert(l.waiting, i, w)
+	if i == 0 && len(l.waiting) > 1 {
+		l.waiting[1].notify()
+	} else {
+		l.waiting[0].notify()
+	}
 	return w
 }
 

@@ -6,14 +6,15 @@ import (
 	"time"
 )
 
-// TestPropagationLeader: the first key of a project to wait leads; the
-// lead passes on when it leaves; learning a shorter delay wakes the keys
+// TestPropagationLeader: the key of a project made first leads (keys made
+// together: the first to wait); the lead passes on when it leaves; learning a shorter delay wakes the keys
 // waiting, a change of leader wakes the new leader, and a key joining wakes
 // the leader — and nothing else wakes anyone (thousands of keys of a
 // project wait at once).
 func TestPropagationLeader(t *testing.T) {
 	var p propagation
-	a, b, c := p.join("p1"), p.join("p1"), p.join("p2")
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	a, b, c := p.join("p1", t0), p.join("p1", t0), p.join("p2", t0.Add(time.Second))
 	if !p.get("p1", a).leads || p.get("p1", b).leads || !p.get("p2", c).leads {
 		t.Fatal("the first key of each project must lead, and only it")
 	}
@@ -27,7 +28,7 @@ func TestPropagationLeader(t *testing.T) {
 		return func() bool { return ctx.Err() != nil }
 	}
 	aWoken, bWoken, cWoken := sleeping("p1", a), sleeping("p1", b), sleeping("p2", c)
-	d := p.join("p1")
+	d := p.join("p1", t0.Add(time.Second))
 	if !aWoken() || bWoken() || cWoken() {
 		t.Fatalf("a key joining woke leader %v, follower %v, other project %v; want only the leader", aWoken(), bWoken(), cWoken())
 	}
@@ -43,7 +44,7 @@ func TestPropagationLeader(t *testing.T) {
 	if !p.get("p1", b).leads {
 		t.Fatal("the lead did not pass on")
 	}
-	e := p.join("p1")
+	e := p.join("p1", t0.Add(2*time.Second))
 	bWoken, eWoken := sleeping("p1", b), sleeping("p1", e)
 	p.observe("p1", 50*time.Second)
 	if d := p.get("p1", b).delay; d != 50*time.Second {
@@ -57,9 +58,14 @@ func TestPropagationLeader(t *testing.T) {
 	if bWoken() {
 		t.Fatal("a longer delay woke the waiters")
 	}
-	p.awake(b)
-	p.observe("p1", 40*time.Second)
 	if d := p.get("p2", c).delay; d != 0 {
 		t.Fatalf("projects share what they learned: %s", d)
+	}
+	// A key made before the leader, slower to start waiting, takes the
+	// lead, and the leader it demotes is told.
+	cWoken = sleeping("p2", c)
+	f := p.join("p2", t0)
+	if !cWoken() || !p.get("p2", f).leads || p.get("p2", c).leads {
+		t.Fatalf("a key made first did not take the lead (old leader woken: %v)", cWoken())
 	}
 }

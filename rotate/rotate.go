@@ -906,7 +906,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 	if made.IsZero() || made.After(start) || start.Sub(made) > st.slot.PropagationTimeout {
 		made = start
 	}
-	w := st.prop.join(st.slot.Project)
+	w := st.prop.join(st.slot.Project, made)
 	defer st.prop.leave(st.slot.Project, w)
 	if pw := st.prop.get(st.slot.Project, w); !pw.leads || (pw.delay > 0 && made.Add(pw.delay).After(start)) {
 		// Another key of the project is being probed, or keys of the
