@@ -52,7 +52,7 @@ type gateWorld struct {
 	// done); the clock moves only once all of them sleep, to the earliest
 	// time one of them waits for, as real timers would fire.
 	live     int
-	sleeping []time.Time
+	sleeping []*gateSleeper
 	woke     *sync.Cond
 }
 
@@ -86,26 +86,42 @@ func newGateWorld(t *testing.T, monDelay, usageDelay, quiet, drain time.Duration
 	return g
 }
 
-// sleep waits until the clock reads until. Once every live gate sleeps,
-// the clock moves to the earliest time one of them waits for, a minute at
-// a time; at each minute the consumers call.
+// gateSleeper is one call of sleep: until when, and whose context.
+type gateSleeper struct {
+	until time.Time
+	ctx   context.Context
+}
+
+// sleep waits until the clock reads until, or ctx ends (a key waiting for
+// another of its project to work is woken so). Once every live gate
+// sleeps, the clock moves to the earliest time one of them waits for, a
+// minute at a time; at each minute the consumers call. A sleeper whose
+// context has ended no longer counts as sleeping, even before it leaves.
 func (g *gateWorld) sleep(ctx context.Context, until time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.sleeping = append(g.sleeping, until)
+	me := &gateSleeper{until, ctx}
+	g.sleeping = append(g.sleeping, me)
 	defer func() {
-		i := slices.IndexFunc(g.sleeping, until.Equal)
-		g.sleeping = slices.Delete(g.sleeping, i, i+1)
+		g.sleeping = slices.DeleteFunc(g.sleeping, func(s *gateSleeper) bool { return s == me })
 		g.woke.Broadcast() // a gate waiting for this one to leave
 	}()
-	for g.clock.Now().Before(until) {
-		next := slices.MinFunc(g.sleeping, time.Time.Compare)
-		if len(g.sleeping) < g.live || !next.After(g.clock.Now()) {
+	stop := context.AfterFunc(ctx, func() { g.mu.Lock(); g.woke.Broadcast(); g.mu.Unlock() })
+	defer stop()
+	for ctx.Err() == nil && g.clock.Now().Before(until) {
+		var asleep []time.Time
+		for _, s := range g.sleeping {
+			if s.ctx.Err() == nil {
+				asleep = append(asleep, s.until)
+			}
+		}
+		if len(asleep) == 0 || len(asleep) < g.live || !slices.MinFunc(asleep, time.Time.Compare).After(g.clock.Now()) {
 			// Not every gate sleeps yet, or one is due and has yet to
 			// wake and leave: wait for them.
 			g.woke.Wait()
 			continue
 		}
+		next := slices.MinFunc(asleep, time.Time.Compare)
 		for now := g.clock.Now(); now.Before(next); now = g.clock.Now() {
 			g.clock.Advance(min(now.Truncate(time.Minute).Add(time.Minute).Sub(now), next.Sub(now)))
 			g.callLocked()

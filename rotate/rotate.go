@@ -898,6 +898,10 @@ func (st *run) verifyLive(ctx context.Context) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(st.ProbeInterval, DefaultProbeInterval)
 	b.MaxInterval = orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval)
+	// steady is b without its randomization: the schedule of a key that
+	// leads other keys' wait (see probeAt).
+	steady := *b
+	steady.RandomizationFactor = 0
 	wait := &Wait{Key: st.newKey.Name, Started: start, Deadline: deadline}
 	// made is when the key was made, by the API's clock: what keys of one
 	// project share (see propagation). Unknown or implausible (clock skew
@@ -906,20 +910,20 @@ func (st *run) verifyLive(ctx context.Context) error {
 	if made.IsZero() || made.After(start) || start.Sub(made) > st.slot.PropagationTimeout {
 		made = start
 	}
-	w := st.prop.join(st.slot.Project)
+	w := st.prop.join(st.slot.Project, made)
 	defer st.prop.leave(st.slot.Project, w)
-	if delay, leads, _ := st.prop.get(st.slot.Project, w); !leads || (delay > 0 && made.Add(delay).After(start)) {
+	if pw := st.prop.get(st.slot.Project, w); !pw.leads || (pw.delay > 0 && made.Add(pw.delay).After(start)) {
 		// Another key of the project is being probed, or keys of the
 		// project took longer than this one's age to work: wait for that
 		// rather than probe now.
-		if delay > 0 {
+		if pw.delay > 0 {
 			st.event(st.slot.Name, StepVerify, "waiting for key %s to be %s old before the first probe: keys of project %s took that long to work",
-				st.newKey.Name, delay.Round(time.Second), st.slot.Project)
+				st.newKey.Name, pw.delay.Round(time.Second), st.slot.Project)
 		} else {
 			st.event(st.slot.Name, StepVerify, "waiting for key %s to work: another key of project %s is being probed, and keys of one project start working together",
 				st.newKey.Name, st.slot.Project)
 		}
-		if err := st.waitProbe(ctx, w, made, start, deadline); err != nil {
+		if err := st.waitProbe(ctx, w, made, start, 0, deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w", st.newKey.Name, err)
 		}
 	}
@@ -943,7 +947,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 			break
 		}
 		wait.Last = err.Error()
-		next := b.NextBackOff()
+		next, interval := b.NextBackOff(), steady.NextBackOff()
 		if st.now().Add(next).After(deadline) {
 			if rest := deadline.Sub(st.now()); rest > 0 {
 				next = rest
@@ -957,7 +961,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 			w := *wait
 			st.Events(Event{Slot: st.slot.Name, Step: StepVerify, Message: "waiting for the new key to work", Wait: &w})
 		}
-		if err := st.waitProbe(ctx, w, made, st.now().Add(next), deadline); err != nil {
+		if err := st.waitProbe(ctx, w, made, st.now().Add(next), interval, deadline); err != nil {
 			return fmt.Errorf("verify key %s: %w (last probe: %v)", st.newKey.Name, err, last)
 		}
 	}
@@ -968,43 +972,94 @@ func (st *run) verifyLive(ctx context.Context) error {
 }
 
 // waitProbe waits until the next probe of a key (made at made, last
-// probed at the call) is due. The key that leads its project's probes (see
-// propagation) probes at next, the backoff's time; the others at most every
-// followerEvery, since the leader's success tells them when to probe; a
-// follower that takes the lead probes at once. But once keys of the
-// project are known to work at some age, a key not probed since reaching
-// that age probes exactly then, earlier or later than otherwise. Never
-// past deadline.
-func (st *run) waitProbe(ctx context.Context, w *waiter, made, next, deadline time.Time) error {
+// probed at the call, due at next by its own backoff, whose interval
+// without randomization is interval; 0 before the first probe) is due
+// (probeAt), never past deadline. It sleeps through the Rotator's Sleep,
+// and wakes only when what its probe time depends on changes
+// (propagation).
+func (st *run) waitProbe(ctx context.Context, w *waiter, made, next time.Time, interval time.Duration, deadline time.Time) error {
 	probed := st.now()
-	wasLeader := st.prop.leads(st.slot.Project, w)
+	wasLeader := st.prop.get(st.slot.Project, w).leads
 	for {
-		delay, leader, changed := st.prop.get(st.slot.Project, w)
-		at := next
-		switch {
-		case leader && !wasLeader:
-			at = st.now() // took the lead: probe now...
-		case !leader:
-			every := followerEvery * orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval)
-			at = later(next, probed.Add(every))
-		}
-		if learned := made.Add(delay); delay > 0 && learned.After(probed) {
-			at = learned // ...or when this key is as old as the project's keys were when they worked
-		}
+		sctx, wake := context.WithCancel(ctx)
+		pw := st.prop.sleep(st.slot.Project, w, wake)
+		at := st.probeAt(pw, wasLeader, made, probed, next, interval)
 		if at.After(deadline) {
 			at = deadline
 		}
-		t := time.NewTimer(at.Sub(st.now()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		err := st.sleepUntil(sctx, at)
+		st.prop.awake(w)
+		woken := sctx.Err() != nil
+		wake()
+		if ctx.Err() != nil {
 			return context.Cause(ctx)
-		case <-t.C:
-			return nil
-		case <-changed:
-			t.Stop()
+		}
+		if !woken {
+			return err
 		}
 	}
+}
+
+// probeAt returns when a waiting key probes next, given its project's
+// state pw (wasLeader: whether it led when its wait began), when it was
+// made and last probed, when its own backoff would probe it (next) and that
+// backoff's interval without randomization (interval; 0 before the first
+// probe).
+//
+//   - A key alone in its project probes at next: the randomized backoff,
+//     2s growing to 10s by default, as any single rotation.
+//   - The leader of keys that wait for it probes every interval ÷ (keys
+//     waiting), but never more often than every probeFloor, nor less often
+//     than at next; no randomization, since one key per project is probed.
+//     Its success unblocks them all, and a probe due up to 15s after the
+//     key works (a 10s interval ± 50%) would make the whole project see its
+//     keys work that much late: now at most probeFloor (1s) late. The
+//     project then makes no more probes than its keys, each probed alone,
+//     would, and at most one per probeFloor.
+//   - A key that takes the lead probes at once.
+//   - The other keys probe at most every followerEvery longest intervals
+//     (a minute), and no more often, all together, than one per
+//     probeFloor: the leader's success tells them when to probe.
+//   - Once keys of the project are known to work at some age, a key not
+//     probed since reaching that age probes exactly then, earlier or later
+//     than otherwise.
+//
+// One probe a second per project, from the leader, is little for the
+// Gemini API: the probe is one cheap call (verify.Gemini: countTokens of
+// one word, free, by default; or models.list of one model); until the key
+// has propagated the API refuses it as API_KEY_INVALID, which we read as
+// charged to no project's rate limit, the key naming none yet (not
+// documented; Gemini's limits apply per project, not per key:
+// ai.google.dev/gemini-api/docs/rate-limits); and a throttled probe (429)
+// is only retried. Google gives no figure for how long a new key takes to
+// work beyond "a few minutes" (a user of the API Keys API saw about ten:
+// googleapis/google-cloud-python#11908), so the leader may probe once a
+// second for minutes — and only while other keys of the project wait:
+// fewer probes than those keys, each probed alone, would make.
+func (st *run) probeAt(pw projectWait, wasLeader bool, made, probed, next time.Time, interval time.Duration) time.Time {
+	at := next
+	floor := st.probeFloor()
+	switch {
+	case pw.leads && !wasLeader:
+		at = st.now()
+	case pw.leads && pw.waiting > 1 && interval > 0:
+		at = earlier(next, probed.Add(max(floor, interval/time.Duration(pw.waiting))))
+	case !pw.leads:
+		every := max(followerEvery*orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval), time.Duration(pw.waiting)*floor)
+		at = later(next, probed.Add(every))
+	}
+	if learned := made.Add(pw.delay); pw.delay > 0 && learned.After(probed) {
+		at = learned
+	}
+	return at
+}
+
+// probeFloor is the shortest interval between two probes of a key that
+// leads its project's wait: the shortest a lone key's backoff ever draws
+// (ProbeInterval less its randomization, 1s by default). It scales with
+// ProbeInterval, as a time-scaled run sets it.
+func (st *run) probeFloor() time.Duration {
+	return time.Duration(float64(orDefault(st.ProbeInterval, DefaultProbeInterval)) * (1 - backoff.DefaultRandomizationFactor))
 }
 
 // followerEvery is how many of the longest backoff intervals a key waits
@@ -1014,6 +1069,13 @@ const followerEvery = 6
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
 		return a
 	}
 	return b

@@ -63,15 +63,14 @@ func demoClockOf(c *cli.Context) *fake.FastClock {
 }
 
 // onDemoClock makes r run on the demo's clock, if any: it reads the time
-// from it and sleeps through it, and its probe intervals are the defaults
-// in the demo's time (its probe timers are wall-clock timers).
+// from it and sleeps through it (its probe waits too, so its probe
+// intervals are the defaults in the demo's time).
 func onDemoClock(c *cli.Context, r *rotate.Rotator) {
 	fc := demoClockOf(c)
 	if fc == nil {
 		return
 	}
 	r.Now, r.Sleep = fc.Now, fc.SleepUntil
-	r.ProbeInterval, r.ProbeMaxInterval = fc.Real(rotate.DefaultProbeInterval), fc.Real(rotate.DefaultProbeMaxInterval)
 	r.DrainPoll = demoDrainPoll
 }
 
