@@ -377,7 +377,10 @@ func TestDrainUsagePolicy(t *testing.T) {
 }
 
 // TestDrainFleetSharesOneQuery (item 5): slots of one project that wait
-// together share one ListTimeSeries per poll.
+// together share one ListTimeSeries per poll, from the first: the slots
+// reach the gate 15 seconds apart, within one poll interval, and the
+// later ones take the project's read of that interval as their first
+// (it cannot pass a gate that started after it; it shows the traffic).
 func TestDrainFleetSharesOneQuery(t *testing.T) {
 	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
 	g.slot.Targets = nil
@@ -403,7 +406,21 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 	}
 	g.consume(g.oldName, gateStart.Add(3*time.Minute))
 	g.live = len(slots)
-	g.r.Events = nil // the world's buffer is not for concurrent slots
+	// Slot i reaches the gate i×15s after the first: it sleeps on the
+	// manual clock once its places are read back (the world's event
+	// buffer is not for concurrent slots).
+	const stagger = 15 * time.Second
+	arrive := map[string]time.Time{}
+	for i, s := range slots {
+		arrive[s.Name] = gateStart.Add(time.Duration(i) * stagger)
+	}
+	g.r.Events = func(e rotate.Event) {
+		if e.Step == rotate.StepReadback {
+			if err := g.sleep(context.Background(), arrive[e.Slot]); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	g.srv.ResetCalls()
 	var (
 		mu    sync.Mutex
@@ -424,15 +441,18 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 			return
 		}
 		polls = max(polls, o.Result.Drain.Polls)
+		if got, want := o.Result.Drain.Started, arrive[o.Slot.Name]; !got.Equal(want) {
+			t.Errorf("slot %s reached the gate at %s, want %s", o.Slot.Name, got.Format("15:04:05"), want.Format("15:04:05"))
+		}
 	}}
 	f.Run(context.Background(), slots, rotate.Options{Force: true})
 	if fails.Load() > 0 {
 		return
 	}
 	calls := g.srv.Calls("monitoring.ListTimeSeries")
-	t.Logf("%d slots of one project waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(slots), polls, calls)
+	t.Logf("%d slots of one project reached the gate %s apart and waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(slots), stagger, polls, calls)
 	if polls < 5 || calls != polls {
-		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll", calls, len(slots), polls)
+		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll, the first included", calls, len(slots), polls)
 	}
 	g.checkFilters()
 }
