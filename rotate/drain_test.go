@@ -457,6 +457,44 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 	g.checkFilters()
 }
 
+// TestDrainFirstReadAtOnce: a gate that starts between two polls of the
+// grid reads Monitoring at once, not at the next poll nor at start+usage
+// delay (when a read could first pass it): a terminal sees the old key's
+// traffic from the start.
+func TestDrainFirstReadAtOnce(t *testing.T) {
+	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
+	start := gateStart.Add(30 * time.Second)
+	g.clock.Advance(start.Sub(gateStart))
+	if err := g.srv.RecordRequest(g.oldName, generate, 200, start.Add(-20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var first []time.Time // the clock at each drain event
+	show := g.r.Events
+	g.r.Events = func(e rotate.Event) {
+		if e.Drain != nil {
+			first = append(first, g.clock.Now())
+			if len(e.Drain.Usage) != 1 || e.Drain.Usage[0].LastHour.OK != 1 {
+				t.Errorf("first poll shows %+v, want the call", e.Drain.Usage)
+			}
+		}
+		show(e)
+	}
+	// Stop the run at the gate's first sleep.
+	ctx, cancel := context.WithCancel(context.Background())
+	g.r.Sleep = func(context.Context, time.Time) error { cancel(); return context.Canceled }
+	g.srv.ResetCalls()
+	if _, err := g.r.Rotate(ctx, g.slot, rotate.Options{Force: true}); !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrStoppedPartWay", err)
+	}
+	if len(first) != 1 || !first[0].Equal(start) {
+		t.Errorf("drain events at %v, want one at the gate's start %s", first, start.Format("15:04:05"))
+	}
+	if n := g.srv.Calls("monitoring.ListTimeSeries"); n != 1 {
+		t.Errorf("ListTimeSeries calls = %d, want 1", n)
+	}
+	g.invariant()
+}
+
 // TestDrainStopsWithContext: a run stopped while the gate waits stops
 // part-way, safely, with both keys working.
 func TestDrainStopsWithContext(t *testing.T) {
