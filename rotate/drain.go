@@ -345,14 +345,19 @@ func (st *run) drainOld(ctx context.Context, uid string) (*Drain, error) {
 	// (or by this one, at once): gates that start within an interval
 	// share it as they share the later polls, on the grid. A read from
 	// before the gate started cannot pass it (settledQuiet wants its
-	// time minus the usage delay at or after the start; no read can pass
-	// before start+UsageDelay), nor end it (the deadline is after it): it
-	// shows the old key's traffic at once, and finds at once that
-	// Monitoring cannot answer. Waiting for the first grid poll at or
-	// after start+UsageDelay would save no query of a fleet (its gates
-	// poll the grid together) and would leave a terminal blank, and a
-	// denied permission unknown, for the usage delay (30m by default).
-	notBefore := start.Truncate(poll)
+	// time minus the usage delay at or after the start), nor end it (the
+	// deadline is after it); neither can a read at the start unless the
+	// usage delay is 0, when each gate reads at its start (and a quiet
+	// key passes there). The first read shows the old key's traffic at
+	// once, and finds at once that Monitoring cannot answer. Waiting for
+	// the first grid poll at or after start+UsageDelay would save no
+	// query of a fleet (its gates poll the grid together) and would leave
+	// a terminal blank, and a denied permission unknown, for the usage
+	// delay (30m by default).
+	notBefore := start
+	if st.UsageDelay > 0 {
+		notBefore = start.Truncate(poll)
+	}
 	for {
 		read, err := st.drainCounts(ctx, st.slot.Project, notBefore, window)
 		if err != nil && !errors.Is(err, errNoMonitoring) {
