@@ -247,8 +247,12 @@ type drainPoller struct {
 }
 
 // drainCounts returns project's request counts per minute over window
-// before their time, read at or after notBefore: a read another gate of
-// the project made since then is reused, else Monitoring is asked now.
+// before their time, read at or after notBefore (a poll of the grid, or
+// the start of the poll interval a gate's first read falls in): a read
+// another gate of the project made since then is reused, else Monitoring
+// is asked now. So the gates of a project cost one query per poll
+// interval, but for a gate's last read, at its drain timeout (off the
+// grid).
 func (r *Rotator) drainCounts(ctx context.Context, project string, notBefore time.Time, window time.Duration) (*drainRead, error) {
 	r.drain.mu.Lock()
 	if r.drain.by == nil {
@@ -336,7 +340,24 @@ func (st *run) drainOld(ctx context.Context, uid string) (*Drain, error) {
 	quiet := st.slot.QuietPeriod
 	window := drainWindow(st.UsageDelay, quiet)
 	poll := orDefault(st.DrainPoll, DefaultDrainPoll)
+	// The first read is the project's read of the poll interval the gate
+	// starts in, made by whichever gate of the project reached it first
+	// (or by this one, at once): gates that start within an interval
+	// share it as they share the later polls, on the grid. A read from
+	// before the gate started cannot pass it (settledQuiet wants its
+	// time minus the usage delay at or after the start), nor end it (the
+	// deadline is after it); neither can a read at the start unless the
+	// usage delay is 0, when each gate reads at its start (and a quiet
+	// key passes there). The first read shows the old key's traffic at
+	// once, and finds at once that Monitoring cannot answer. Waiting for
+	// the first grid poll at or after start+UsageDelay would save no
+	// query of a fleet (its gates poll the grid together) and would leave
+	// a terminal blank, and a denied permission unknown, for the usage
+	// delay (30m by default).
 	notBefore := start
+	if st.UsageDelay > 0 {
+		notBefore = start.Truncate(poll)
+	}
 	for {
 		read, err := st.drainCounts(ctx, st.slot.Project, notBefore, window)
 		if err != nil && !errors.Is(err, errNoMonitoring) {

@@ -392,13 +392,17 @@ func TestDrainUsagePolicy(t *testing.T) {
 	}
 }
 
-// TestDrainFleetSharesOneQuery (item 5): slots of one project that wait
-// together share one ListTimeSeries per poll.
-func TestDrainFleetSharesOneQuery(t *testing.T) {
-	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
+// gateFleet rotates the world's slot and n-1 more of its project at once
+// (their old keys called until calling, if not zero), slot i reaching the
+// gate i×stagger after the first: it sleeps on the manual clock once its
+// places are read back. It returns each slot's drain and the time it
+// should have reached the gate; nil drains if a slot failed.
+func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (drains map[string]*rotate.Drain, arrive map[string]time.Time) {
+	t := g.t
+	t.Helper()
 	g.slot.Targets = nil
 	slots := []*rotate.Slot{g.slot}
-	for i := range 3 {
+	for i := range n - 1 {
 		name := fmt.Sprintf("gemini-%d", i)
 		spec := &apikeys.V2Key{Restrictions: &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: gemini}}}}
 		key, ks, err := g.srv.SeedKey(project, name+"-2026", spec)
@@ -415,17 +419,32 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 		s := *g.slot
 		s.Name, s.Secret = name, sec
 		slots = append(slots, &s)
-		g.consume(key, gateStart.Add(3*time.Minute))
+		if !calling.IsZero() {
+			g.consume(key, calling)
+		}
 	}
-	g.consume(g.oldName, gateStart.Add(3*time.Minute))
+	if !calling.IsZero() {
+		g.consume(g.oldName, calling)
+	}
 	g.live = len(slots)
-	g.r.Events = nil // the world's buffer is not for concurrent slots
+	arrive = map[string]time.Time{}
+	for i, s := range slots {
+		arrive[s.Name] = gateStart.Add(time.Duration(i) * stagger)
+	}
+	// The world's event buffer is not for concurrent slots.
+	g.r.Events = func(e rotate.Event) {
+		if e.Step == rotate.StepReadback {
+			if err := g.sleep(context.Background(), arrive[e.Slot]); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	g.srv.ResetCalls()
 	var (
 		mu    sync.Mutex
-		polls int
 		fails atomic.Int32
 	)
+	drains = map[string]*rotate.Drain{}
 	f := &rotate.Fleet{Rotator: g.r, Parallel: len(slots), Done: func(o rotate.Outcome) {
 		g.done()
 		if o.Err != nil {
@@ -435,22 +454,102 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if o.Result.Drain == nil || o.Result.Drain.Outcome != rotate.DrainQuiet {
-			t.Errorf("slot %s: drain %+v, want quiet", o.Slot.Name, o.Result.Drain)
-			return
+		drains[o.Slot.Name] = o.Result.Drain
+		if d := o.Result.Drain; d == nil || !d.Started.Equal(arrive[o.Slot.Name]) {
+			t.Errorf("slot %s: drain %+v, want one started at %s", o.Slot.Name, d, arrive[o.Slot.Name].Format("15:04:05"))
+			fails.Add(1)
 		}
-		polls = max(polls, o.Result.Drain.Polls)
 	}}
 	f.Run(context.Background(), slots, rotate.Options{Force: true})
 	if fails.Load() > 0 {
+		return nil, arrive
+	}
+	return drains, arrive
+}
+
+// TestDrainFleetSharesOneQuery (item 5): slots of one project that wait
+// together share one ListTimeSeries per poll, from the first: the slots
+// reach the gate 15 seconds apart, within one poll interval, and the
+// later ones take the project's read of that interval as their first
+// (it cannot pass a gate that started after it; it shows the traffic).
+func TestDrainFleetSharesOneQuery(t *testing.T) {
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
+	const stagger = 15 * time.Second
+	drains, _ := g.gateFleet(4, stagger, gateStart.Add(3*time.Minute))
+	if drains == nil {
 		return
 	}
+	polls := 0
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainQuiet {
+			t.Errorf("slot %s: drain %+v, want quiet", name, d)
+		}
+		polls = max(polls, d.Polls)
+	}
 	calls := g.srv.Calls("monitoring.ListTimeSeries")
-	t.Logf("%d slots of one project waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(slots), polls, calls)
+	t.Logf("%d slots of one project reached the gate %s apart and waited together: %d poll(s) each, %d ListTimeSeries call(s)", len(drains), stagger, polls, calls)
 	if polls < 5 || calls != polls {
-		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll", calls, len(slots), polls)
+		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll, the first included", calls, len(drains), polls)
 	}
 	g.checkFilters()
+}
+
+// TestDrainFleetNoUsageDelay: with no usage delay a gate's own read at its
+// start can pass it, and a read from before its start cannot: each gate
+// of a fleet reads at its start and passes there, rather than taking
+// the project's earlier read and waiting for the next poll.
+func TestDrainFleetNoUsageDelay(t *testing.T) {
+	g := newGateWorld(t, 0, 0, 5*time.Minute, time.Hour)
+	drains, arrive := g.gateFleet(4, 15*time.Second, time.Time{})
+	if drains == nil {
+		return
+	}
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainQuiet || d.Polls != 1 || !d.Ended.Equal(arrive[name]) {
+			t.Errorf("slot %s: %s after %d poll(s) at %s, want quiet at its first, at %s", name, d.Outcome, d.Polls, d.Ended.Format("15:04:05"), arrive[name].Format("15:04:05"))
+		}
+	}
+	if calls := g.srv.Calls("monitoring.ListTimeSeries"); calls != len(drains) {
+		t.Errorf("ListTimeSeries calls = %d, want one at each gate's start (%d)", calls, len(drains))
+	}
+}
+
+// TestDrainFirstReadAtOnce: a gate that starts between two polls of the
+// grid reads Monitoring at once, not at the next poll nor at start+usage
+// delay (when a read could first pass it): a terminal sees the old key's
+// traffic from the start.
+func TestDrainFirstReadAtOnce(t *testing.T) {
+	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
+	start := gateStart.Add(30 * time.Second)
+	g.clock.Advance(start.Sub(gateStart))
+	if err := g.srv.RecordRequest(g.oldName, generate, 200, start.Add(-20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var first []time.Time // the clock at each drain event
+	show := g.r.Events
+	g.r.Events = func(e rotate.Event) {
+		if e.Drain != nil {
+			first = append(first, g.clock.Now())
+			if len(e.Drain.Usage) != 1 || e.Drain.Usage[0].LastHour.OK != 1 {
+				t.Errorf("first poll shows %+v, want the call", e.Drain.Usage)
+			}
+		}
+		show(e)
+	}
+	// Stop the run at the gate's first sleep.
+	ctx, cancel := context.WithCancel(context.Background())
+	g.r.Sleep = func(context.Context, time.Time) error { cancel(); return context.Canceled }
+	g.srv.ResetCalls()
+	if _, err := g.r.Rotate(ctx, g.slot, rotate.Options{Force: true}); !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate = %v, want ErrStoppedPartWay", err)
+	}
+	if len(first) != 1 || !first[0].Equal(start) {
+		t.Errorf("drain events at %v, want one at the gate's start %s", first, start.Format("15:04:05"))
+	}
+	if n := g.srv.Calls("monitoring.ListTimeSeries"); n != 1 {
+		t.Errorf("ListTimeSeries calls = %d, want 1", n)
+	}
+	g.invariant()
 }
 
 // TestDrainStopsWithContext: a run stopped while the gate waits stops
