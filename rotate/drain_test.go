@@ -176,6 +176,7 @@ func (g *gateWorld) checkFilters() {
 // calling with the old key: at the drain timeout the old key is kept for
 // finalize, the result says why and who calls, and the new key is in place.
 func TestDrainKeepsKeyInUse(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 4*time.Minute, 5*time.Minute, 10*time.Minute, 30*time.Minute)
 	g.consume(g.oldName, time.Time{})
 	res, err := g.rotate(rotate.Options{})
@@ -229,6 +230,7 @@ func TestDrainKeepsKeyInUse(t *testing.T) {
 // key is deleted once it has been quiet for the quiet period in settled
 // data, and not before.
 func TestDrainDeletesOnceQuiet(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
 	g.consume(g.oldName, gateStart.Add(7*time.Minute+30*time.Second))
@@ -258,6 +260,7 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 // TestDrainErrorsOnlyDoNotBlock: a key used only by failing calls is
 // deleted at once (they break nobody), and the calls are reported.
 func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 0, 10*time.Minute, time.Hour)
 	for _, ago := range []time.Duration{time.Minute, 5 * time.Minute} {
 		if err := g.srv.RecordRequest(g.oldName, generate, 403, gateStart.Add(-ago)); err != nil {
@@ -281,6 +284,7 @@ func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
 // quiet period has passed after it. A gate that trusted what Monitoring
 // shows at once would have deleted the key at its start.
 func TestDrainCatchesLateReport(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
 	call := gateStart.Add(-20 * time.Second)
@@ -318,6 +322,7 @@ func TestDrainCatchesLateReport(t *testing.T) {
 // required keeps the old key and names the role or the API; best-effort
 // warns and falls back to the grace period.
 func TestDrainUsagePolicy(t *testing.T) {
+	t.Parallel()
 	deny := func(g *gateWorld) { g.srv.DenyPermission("monitoring.timeSeries.list") }
 	disable := func(g *gateWorld) { g.srv.SetServiceEnabled(project, "monitoring.googleapis.com", false) }
 	none := func(g *gateWorld) { g.r.Monitoring = nil }
@@ -379,6 +384,7 @@ func TestDrainUsagePolicy(t *testing.T) {
 // TestDrainFleetSharesOneQuery (item 5): slots of one project that wait
 // together share one ListTimeSeries per poll.
 func TestDrainFleetSharesOneQuery(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
 	g.slot.Targets = nil
 	slots := []*rotate.Slot{g.slot}
@@ -440,6 +446,7 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 // TestDrainStopsWithContext: a run stopped while the gate waits stops
 // part-way, safely, with both keys working.
 func TestDrainStopsWithContext(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	g.r.Sleep = func(context.Context, time.Time) error { cancel(); return context.Canceled }
@@ -458,6 +465,7 @@ func TestDrainStopsWithContext(t *testing.T) {
 // once the settled-window rule holds from the time it was kept, without
 // waiting; Force deletes it anyway (but never a key a place holds).
 func TestFinalizeKeptInUse(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, 0)
 	g.consume(g.oldName, time.Time{})
@@ -521,6 +529,7 @@ func TestFinalizeKeptInUse(t *testing.T) {
 
 // TestFinalizeForceKeepsHeldKey: Force never deletes a key a place holds.
 func TestFinalizeForceKeepsHeldKey(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, 0)
 	g.consume(g.oldName, time.Time{})
 	g.mu.Lock()

@@ -128,6 +128,7 @@ func record(method, kase, outcome string) {
 // explains (emulator.SetStateCodes): Google documents no code for them, and
 // the runs must reach the same outcomes by reading the state.
 func TestFaultMatrixStateCodes(t *testing.T) {
+	t.Parallel()
 	for i, c := range faultCells {
 		for _, kase := range []string{"transient-once", "transient-until-deadline", "permanent"} {
 			t.Run(c.method+"/"+kase, func(t *testing.T) {
@@ -139,6 +140,7 @@ func TestFaultMatrixStateCodes(t *testing.T) {
 }
 
 func TestFaultMatrix(t *testing.T) {
+	t.Parallel()
 	cases := []string{"transient-once", "transient-until-deadline", "permanent"}
 	t.Run("cells", func(t *testing.T) {
 		for i, c := range faultCells {
@@ -388,6 +390,7 @@ func roleIn(h string) string {
 // TestOrgPolicyBlocksBoundKeys: with the org-policy constraint on, creating
 // the bound key fails; the error names the constraint, nothing changed.
 func TestOrgPolicyBlocksBoundKeys(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.srv.BlockBoundKeyCreation(project, true)
 	res, err := w.rotate(rotate.Options{})
@@ -408,6 +411,7 @@ func TestOrgPolicyBlocksBoundKeys(t *testing.T) {
 // TestMissingResourcesNamed: a deleted key or a missing secret is named in
 // the error.
 func TestMissingResourcesNamed(t *testing.T) {
+	t.Parallel()
 	t.Run("secret", func(t *testing.T) {
 		w := newWorld(t)
 		w.slot.Secret = "projects/" + project + "/secrets/nope"

@@ -9,6 +9,7 @@ import (
 // lead passes on when it leaves; learning a shorter delay, and a change of
 // leader, wake the waiters.
 func TestPropagationLeader(t *testing.T) {
+	t.Parallel()
 	var p propagation
 	a, b, c := p.join("p1"), p.join("p1"), p.join("p2")
 	if !p.leads("p1", a) || p.leads("p1", b) || !p.leads("p2", c) {

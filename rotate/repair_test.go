@@ -19,6 +19,7 @@ import (
 // it refuses (writing nothing) when the current key does not work or a
 // rotation is unfinished, and does nothing without drift.
 func TestRepair(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		drift   bool
