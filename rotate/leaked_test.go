@@ -187,6 +187,7 @@ func TestLeakTrafficUnknown(t *testing.T) {
 		}, []string{"did not answer within 300ms"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t)
 			w.withMonitoring()
 			w.r.LeakUsageTimeout = 300 * time.Millisecond

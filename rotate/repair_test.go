@@ -104,6 +104,7 @@ func TestWaitForLease(t *testing.T) {
 		return rec
 	}
 	t.Run("context", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		held(w)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -115,6 +116,7 @@ func TestWaitForLease(t *testing.T) {
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		held(w)
 		start := time.Now()
@@ -128,6 +130,7 @@ func TestWaitForLease(t *testing.T) {
 		}
 	})
 	t.Run("released", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		rec := held(w)
 		released := *rec

@@ -354,6 +354,7 @@ func TestVerifyFailureRemovesNewKey(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t)
 			// Long enough that a definite failure, which writes the
 			// secret three times (lock, failed record, release) at
