@@ -60,6 +60,7 @@ func (w *world) planChecks() ([]rotate.AccessCheck, *rotate.Plan, error) {
 // failed check naming the permission (or API, or account), the predefined
 // role and the command that grants it, and plan makes no write.
 func TestPlanProvesAccess(t *testing.T) {
+	t.Parallel()
 	type want struct {
 		name, role, fix string
 	}
@@ -162,6 +163,7 @@ func deny(perm string) func(*world) {
 // failed testIamPermissions, one warning for its permissions), and plan
 // does not fail for it.
 func TestPlanCannotCheck(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.withAccess()
 	w.srv.DenyPermission("serviceusage.services.get")
@@ -196,6 +198,7 @@ func TestPlanCannotCheck(t *testing.T) {
 // TestPlanWithoutAccessClients: a Rotator without them plans as before,
 // with no checks and no further calls.
 func TestPlanWithoutAccessClients(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
 	if err != nil || len(p.Checks) != 0 || p.AccessErr() != nil {
@@ -211,6 +214,7 @@ func TestPlanWithoutAccessClients(t *testing.T) {
 // best-effort warns that it falls back to the grace period, naming the role
 // or the API. Only with retire: quiet; never a write.
 func TestPlanChecksDrainGateAccess(t *testing.T) {
+	t.Parallel()
 	denyList := deny("monitoring.timeSeries.list")
 	disable := func(w *world) { w.srv.SetServiceEnabled(project, "monitoring.googleapis.com", false) }
 	for _, tc := range []struct {
@@ -285,6 +289,7 @@ func TestPlanChecksDrainGateAccess(t *testing.T) {
 // TestPlanSaysRetirePolicy: plan says what the rotation does with the old
 // key, in one line and as data.
 func TestPlanSaysRetirePolicy(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		retire rotate.RetireMode

@@ -54,6 +54,7 @@ func chargeTo(t *testing.T, w *world, quotaProject string) {
 // hint names the charged project and the fix; charged to a usable quota
 // project, the same rotation succeeds.
 func TestConsumerRefusals(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name         string
 		setup        func(w *world)
@@ -149,6 +150,7 @@ func TestConsumerRefusals(t *testing.T) {
 // the APIs are enabled there, the project the calls are charged to
 // (ChargedProject), not in the slot's project.
 func TestPlanChecksAPIsWhereCharged(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.withAccess()
 	w.srv.AddProject("billing-proj", 999)

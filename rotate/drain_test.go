@@ -192,6 +192,7 @@ func (g *gateWorld) checkFilters() {
 // calling with the old key: at the drain timeout the old key is kept for
 // finalize, the result says why and who calls, and the new key is in place.
 func TestDrainKeepsKeyInUse(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 4*time.Minute, 5*time.Minute, 10*time.Minute, 30*time.Minute)
 	g.consume(g.oldName, time.Time{})
 	res, err := g.rotate(rotate.Options{})
@@ -245,6 +246,7 @@ func TestDrainKeepsKeyInUse(t *testing.T) {
 // key is deleted once it has been quiet for the quiet period in settled
 // data, and not before.
 func TestDrainDeletesOnceQuiet(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
 	g.consume(g.oldName, gateStart.Add(7*time.Minute+30*time.Second))
@@ -274,6 +276,7 @@ func TestDrainDeletesOnceQuiet(t *testing.T) {
 // TestDrainErrorsOnlyDoNotBlock: a key used only by failing calls is
 // deleted at once (they break nobody), and the calls are reported.
 func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 0, 10*time.Minute, time.Hour)
 	for _, ago := range []time.Duration{time.Minute, 5 * time.Minute} {
 		if err := g.srv.RecordRequest(g.oldName, generate, 403, gateStart.Add(-ago)); err != nil {
@@ -297,6 +300,7 @@ func TestDrainErrorsOnlyDoNotBlock(t *testing.T) {
 // quiet period has passed after it. A gate that trusted what Monitoring
 // shows at once would have deleted the key at its start.
 func TestDrainCatchesLateReport(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, time.Hour)
 	call := gateStart.Add(-20 * time.Second)
@@ -334,6 +338,7 @@ func TestDrainCatchesLateReport(t *testing.T) {
 // required keeps the old key and names the role or the API; best-effort
 // warns and falls back to the grace period.
 func TestDrainUsagePolicy(t *testing.T) {
+	t.Parallel()
 	deny := func(g *gateWorld) { g.srv.DenyPermission("monitoring.timeSeries.list") }
 	disable := func(g *gateWorld) { g.srv.SetServiceEnabled(project, "monitoring.googleapis.com", false) }
 	none := func(g *gateWorld) { g.r.Monitoring = nil }
@@ -473,6 +478,7 @@ func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (
 // later ones take the project's read of that interval as their first
 // (it cannot pass a gate that started after it; it shows the traffic).
 func TestDrainFleetSharesOneQuery(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
 	const stagger = 15 * time.Second
 	drains, _ := g.gateFleet(4, stagger, gateStart.Add(3*time.Minute))
@@ -499,6 +505,7 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 // of a fleet reads at its start and passes there, rather than taking
 // the project's earlier read and waiting for the next poll.
 func TestDrainFleetNoUsageDelay(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 0, 5*time.Minute, time.Hour)
 	drains, arrive := g.gateFleet(4, 15*time.Second, time.Time{})
 	if drains == nil {
@@ -519,6 +526,7 @@ func TestDrainFleetNoUsageDelay(t *testing.T) {
 // delay (when a read could first pass it): a terminal sees the old key's
 // traffic from the start.
 func TestDrainFirstReadAtOnce(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
 	start := gateStart.Add(30 * time.Second)
 	g.clock.Advance(start.Sub(gateStart))
@@ -555,6 +563,7 @@ func TestDrainFirstReadAtOnce(t *testing.T) {
 // TestDrainStopsWithContext: a run stopped while the gate waits stops
 // part-way, safely, with both keys working.
 func TestDrainStopsWithContext(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	g.r.Sleep = func(context.Context, time.Time) error { cancel(); return context.Canceled }
@@ -573,6 +582,7 @@ func TestDrainStopsWithContext(t *testing.T) {
 // once the settled-window rule holds from the time it was kept, without
 // waiting; Force deletes it anyway (but never a key a place holds).
 func TestFinalizeKeptInUse(t *testing.T) {
+	t.Parallel()
 	const delay, quiet = 5 * time.Minute, 10 * time.Minute
 	g := newGateWorld(t, 4*time.Minute, delay, quiet, 0)
 	g.consume(g.oldName, time.Time{})
@@ -636,6 +646,7 @@ func TestFinalizeKeptInUse(t *testing.T) {
 
 // TestFinalizeForceKeepsHeldKey: Force never deletes a key a place holds.
 func TestFinalizeForceKeepsHeldKey(t *testing.T) {
+	t.Parallel()
 	g := newGateWorld(t, 0, 5*time.Minute, 10*time.Minute, 0)
 	g.consume(g.oldName, time.Time{})
 	g.mu.Lock()

@@ -147,6 +147,7 @@ func TestReadBackCatchesLyingTarget(t *testing.T) {
 // without it the old key is deleted while the secret's latest version
 // holds it. The run stops part-way naming the secret and the version.
 func TestReadBackCatchesConcurrentSecretWriter(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		payload func(w *world) string
@@ -205,6 +206,7 @@ func (d *dud) Write(context.Context, secret.Key) error { d.writes++; return nil 
 // old key is kept; without the check it is deleted while the target may
 // still hold it.
 func TestReadBackCatchesFailedConfirm(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	d := &dud{}
 	w.slot.Targets = append(w.slot.Targets, d)
@@ -227,6 +229,7 @@ func TestReadBackCatchesFailedConfirm(t *testing.T) {
 // not write over it (the variable is not as preflight saw it: a person or
 // a tool is changing it); it stops, and the old key stays.
 func TestDistributeKeepsAnotherWritersValue(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	theirs := strings.Replace(w.envText, w.oldKey, canary, 1)
 	w.srv.SetHook("secretmanager.AddSecretVersion", func(context.Context, int) error {
@@ -264,6 +267,7 @@ func (v *vanishing) Read(ctx context.Context) (secret.Key, error) {
 // TestReadBackStopsOnReadError: a target that cannot be read back stops
 // the run with the reason, and the old key stays.
 func TestReadBackStopsOnReadError(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	gone := errors.New("liar:app/config: connection refused")
 	v := &vanishing{liar: liar{held: secret.New(w.oldKey), other: secret.New(canary)}, err: gone}
@@ -284,6 +288,7 @@ func TestReadBackStopsOnReadError(t *testing.T) {
 // version consumers cannot read. Each is the only check that stops the run
 // there; without it the run fails later, after creating a key, or goes on.
 func TestPreflightRefusesBeforeAnyWrite(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T, w *world)
@@ -336,6 +341,7 @@ func TestPreflightRefusesBeforeAnyWrite(t *testing.T) {
 // run must not adopt it: it would put a key it knows nothing about (other
 // restrictions, another binding) everywhere and delete the old one.
 func TestCreateRefusesForeignKeyWithItsID(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	var foreign string
 	w.srv.SetHook("apikeys.CreateKey", func(context.Context, int) error {
@@ -369,6 +375,7 @@ func TestCreateRefusesForeignKeyWithItsID(t *testing.T) {
 // verification and clear the record: the targets hold the deleted key and
 // only undeleting it helps. It keeps the record and says so.
 func TestNewKeyDeletedAfterDistribution(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.stopAt("apikeys.DeleteKey", 1) // after the read-back, at the old key's delete
 	newKey := w.latest()
@@ -408,6 +415,7 @@ func TestNewKeyDeletedAfterDistribution(t *testing.T) {
 // exactly one key with the same id — it does not clear the record as for a
 // definite refusal.
 func TestCreateThrottledIsUnsure(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.r.Retry = fastRetry
 	w.srv.Fail("apikeys.CreateKey", fake.Next, fake.Fault{Code: codes.ResourceExhausted, RetryDelay: 10 * time.Millisecond, Times: fake.Always})

@@ -17,6 +17,7 @@ import (
 )
 
 func TestLeakedCurrentKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	slots := []*rotate.Slot{w.slot}
@@ -39,6 +40,7 @@ func TestLeakedCurrentKey(t *testing.T) {
 }
 
 func TestLeakedOldKeyInGrace(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	g := 24 * time.Hour
@@ -72,6 +74,7 @@ func TestLeakedOldKeyInGrace(t *testing.T) {
 }
 
 func TestRevoke(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	if _, err := w.r.Revoke(ctx, w.oldName, []*rotate.Slot{w.slot}); !errors.Is(err, rotate.ErrKeyInUse) {
@@ -91,6 +94,7 @@ func TestRevoke(t *testing.T) {
 // method, with rates, ok and error, and when last seen; the delete then
 // goes on as before.
 func TestLeakReportsTraffic(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.withMonitoring()
 	ctx := context.Background()
@@ -183,6 +187,7 @@ func TestLeakTrafficUnknown(t *testing.T) {
 		}, []string{"did not answer within 300ms"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t)
 			w.withMonitoring()
 			w.r.LeakUsageTimeout = 300 * time.Millisecond

@@ -190,6 +190,7 @@ func deadPID(t *testing.T) int {
 // record's key id, exactly one new key), a live one stops the run before any
 // write. A live lease on another host is TestLiveLeaseStopsSecondRun.
 func TestTakeover(t *testing.T) {
+	t.Parallel()
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
@@ -276,6 +277,7 @@ func TestTakeover(t *testing.T) {
 // the first run managed to release its lease or not (then the record still
 // names this process, with a run id no longer active).
 func TestLeaseOfFinishedRunInSameProcess(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name          string
 		failRelease   bool
@@ -357,26 +359,33 @@ func checkOneWinner(t *testing.T, out []runResult) {
 // first UpdateSecret (the lock write) of each is held until all 8 have sent
 // it, so that they all race for the same etag. Exactly one rotates.
 func TestConcurrentRotations(t *testing.T) {
-	t.Run("own run ids", func(t *testing.T) { testConcurrentRotations(t, "") })
+	t.Parallel()
+	t.Run("own run ids", func(t *testing.T) { t.Parallel(); testConcurrentRotations(t, "") })
 	// Rotators of one run share its id (the CLI's slots do): the lease is
 	// still exclusive.
-	t.Run("one run id", func(t *testing.T) { testConcurrentRotations(t, rotate.NewID(time.Now())) })
+	t.Run("one run id", func(t *testing.T) { t.Parallel(); testConcurrentRotations(t, rotate.NewID(time.Now())) })
 }
 
 func testConcurrentRotations(t *testing.T, runID string) {
 	const n = 8
 	w := newWorld(t)
-	var arrived atomic.Int32
+	// The first n UpdateSecret calls that reach the hook (the lock writes;
+	// a write Secret Manager's per-secret rate refuses never reaches it,
+	// and is sent again after the RetryInfo wait) are held until all n
+	// are there, then let go together.
+	var arrived, together atomic.Int32
 	all := make(chan struct{})
-	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, call int) error {
-		if call > n {
+	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, _ int) error {
+		k := arrived.Add(1)
+		if k > n {
 			return nil
 		}
-		if arrived.Add(1) == n {
+		if k == n {
 			close(all)
 		}
 		select {
 		case <-all:
+			together.Add(1)
 			return nil
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
@@ -389,13 +398,23 @@ func testConcurrentRotations(t *testing.T, runID string) {
 	for i := range n {
 		r, slot := w.otherRun()
 		r.RunID = runID
+		// Each run has its own Secret Manager client, as runs in separate
+		// processes do. Through one client the per-secret write pacer
+		// (internal/gcp/secretpace.go) lets at most 2 lock writes be in
+		// flight, and 8 could never reach the barrier together.
+		sm, err := w.srv.SecretManagerClient(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sm.Close() })
+		r.Secrets = sm
 		wg.Go(func() {
 			res, err := r.Rotate(context.Background(), slot, rotate.Options{Force: true})
 			out[i] = runResult{res, err}
 		})
 	}
 	wg.Wait()
-	if got := arrived.Load(); got != n {
+	if got := together.Load(); got != n {
 		t.Fatalf("runs that reached the lock together = %d, want %d", got, n)
 	}
 	checkOneWinner(t, out)
@@ -410,6 +429,7 @@ func testConcurrentRotations(t *testing.T, runID string) {
 // first run saw the answer, must see a live lease. The first run's client
 // holds the answer to its lock write back while the second run runs.
 func TestConcurrentRunDuringLockWrite(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	rB, slotB := w.otherRun()
 	var once sync.Once
@@ -449,6 +469,7 @@ func TestConcurrentRunDuringLockWrite(t *testing.T) {
 // read as current is deleted): it must not start a rotation of its own on
 // top of it.
 func TestConcurrentRunFinishesFirst(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	second, firstDone := make(chan struct{}), make(chan struct{})
 	w.srv.SetHook("secretmanager.UpdateSecret", func(ctx context.Context, call int) error {

@@ -12,6 +12,7 @@ import (
 // the leader — and nothing else wakes anyone (thousands of keys of a
 // project wait at once).
 func TestPropagationLeader(t *testing.T) {
+	t.Parallel()
 	var p propagation
 	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	a, b, c := p.join("p1", t0), p.join("p1", t0), p.join("p2", t0.Add(time.Second))

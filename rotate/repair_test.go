@@ -19,6 +19,7 @@ import (
 // it refuses (writing nothing) when the current key does not work or a
 // rotation is unfinished, and does nothing without drift.
 func TestRepair(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		drift   bool
@@ -103,6 +104,7 @@ func TestWaitForLease(t *testing.T) {
 		return rec
 	}
 	t.Run("context", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		held(w)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -114,6 +116,7 @@ func TestWaitForLease(t *testing.T) {
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		held(w)
 		start := time.Now()
@@ -127,6 +130,7 @@ func TestWaitForLease(t *testing.T) {
 		}
 	})
 	t.Run("released", func(t *testing.T) {
+		t.Parallel()
 		w := newWorld(t)
 		rec := held(w)
 		released := *rec

@@ -224,6 +224,7 @@ func (w *world) noLeaks(res *rotate.Result, err error) {
 }
 
 func TestRotateEndToEnd(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	res, err := w.rotate(rotate.Options{})
 	if err != nil {
@@ -289,6 +290,7 @@ func TestRotateEndToEnd(t *testing.T) {
 // TestTwoVariablesInOneFile: two targets of a slot in one .env; the second
 // write finds the file changed by the first, not its own value.
 func TestTwoVariablesInOneFile(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	text := w.envText + "\nGOOGLE_API_KEY=" + w.oldKey + "\n"
 	if err := os.WriteFile(w.envPath, []byte(text), 0o640); err != nil {
@@ -307,6 +309,7 @@ func TestTwoVariablesInOneFile(t *testing.T) {
 }
 
 func TestPlanMakesNoWrites(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	p, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true})
 	if err != nil {
@@ -325,6 +328,7 @@ func TestPlanMakesNoWrites(t *testing.T) {
 }
 
 func TestNotDue(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{})
 	if err != nil {
@@ -350,6 +354,7 @@ func TestVerifyFailureRemovesNewKey(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			w := newWorld(t)
 			// Long enough that a definite failure, which writes the
 			// secret three times (lock, failed record, release) at
@@ -466,6 +471,7 @@ func TestVerifyFailureCleanupResumes(t *testing.T) {
 // TestResumeFollowsRecordedOperation: a create whose operation could not be
 // followed is followed by the next run, not repeated.
 func TestResumeFollowsRecordedOperation(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.srv.Fail("apikeys.GetOperation", 1, fake.Fault{Code: codes.PermissionDenied})
 	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
@@ -487,6 +493,7 @@ func TestResumeFollowsRecordedOperation(t *testing.T) {
 }
 
 func TestRefusesUnrestrictedKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(k *apikeys.V2Key, _ *rotate.Slot) { k.Restrictions = nil })
 	_, err := w.rotate(rotate.Options{})
 	if !errors.Is(err, rotate.ErrUnrestricted) {
@@ -498,6 +505,7 @@ func TestRefusesUnrestrictedKey(t *testing.T) {
 }
 
 func TestMigratesStandardKeyToAuthKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(k *apikeys.V2Key, s *rotate.Slot) {
 		k.ServiceAccountEmail = ""
 		s.ServiceAccount = sa
@@ -517,6 +525,7 @@ func TestMigratesStandardKeyToAuthKey(t *testing.T) {
 // TestForcedRerunAfterCompletion: a forced run right after a completed
 // rotation is taken for a retry of it and does nothing, unless Again.
 func TestForcedRerunAfterCompletion(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	first, err := w.rotate(rotate.Options{})
 	if err != nil {
@@ -540,6 +549,7 @@ func TestForcedRerunAfterCompletion(t *testing.T) {
 // Pub/Sub message delivered again long after a rotation answered it), and
 // rotates when the current key is older than the request.
 func TestRequestAnswered(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	asked := time.Now() // after the seeded key was made
 	first, err := w.rotate(rotate.Options{RequestedAt: asked})
@@ -563,6 +573,7 @@ func TestRequestAnswered(t *testing.T) {
 }
 
 func TestGraceKeepsOldKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	g := 24 * time.Hour
 	res, err := w.rotate(rotate.Options{Grace: &g})
@@ -584,6 +595,7 @@ func TestGraceKeepsOldKey(t *testing.T) {
 }
 
 func TestLiveLeaseStopsSecondRun(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	rec := `{"id":"20261130000000-aaaaaaaa","slot":"gemini-prod","phase":"locked","old_key":"` + w.oldName +
 		`","new_key_id":"gemini-prod-20261130000000-aaaaaaaa","holder":{"host":"other-host","pid":7,"run":"x"},"expires":"` +
@@ -615,6 +627,7 @@ func TestLiveLeaseStopsSecondRun(t *testing.T) {
 // under FAILED_PRECONDITION and INVALID_ARGUMENT for the refusals only a
 // key's state explains (SetStateCodes): the resumed run decides by state.
 func TestFaultAtEachMutatingCall(t *testing.T) {
+	t.Parallel()
 	for _, code := range []codes.Code{codes.OK, codes.FailedPrecondition, codes.InvalidArgument} {
 		t.Run(code.String(), func(t *testing.T) { t.Parallel(); faultAtEachMutatingCall(t, code) })
 	}
@@ -791,6 +804,7 @@ func (w *world) putBackAt(method string, n int) {
 // new key again and finishes. Without that re-read the old key is deleted
 // while the file holds it.
 func TestOldKeyPutBackBeforeDelete(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	// The write that ends the read-back is the second UpdateSecret (the
 	// lock is the first): put the old file back just before it lands.
@@ -831,6 +845,7 @@ func TestOldKeyPutBackBeforeDelete(t *testing.T) {
 // and reads the local targets once more just before it deletes: a key put
 // back in between (here, while the lease is being taken) is kept.
 func TestFinalizeKeepsKeyPutBack(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	g := 24 * time.Hour
 	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
@@ -854,6 +869,7 @@ func TestFinalizeKeepsKeyPutBack(t *testing.T) {
 // the delete catches it: the key is undeleted at once, the run stops
 // naming the target, and the next run finishes.
 func TestOldKeyPutBackDuringDelete(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.putBackAt("apikeys.DeleteKey", 1)
 	_, err := w.rotate(rotate.Options{})
@@ -881,6 +897,7 @@ func TestOldKeyPutBackDuringDelete(t *testing.T) {
 // key string in its URL (the REST keys:lookupKey would, where proxies and
 // access logs record it).
 func TestLookupKeyStringNeverInURL(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	if _, err := w.r.Plan(context.Background(), w.slot, rotate.Options{Force: true}); err != nil {
 		t.Fatalf("Plan: %v", err)

@@ -90,6 +90,7 @@ func checkOf(v *rotate.HealthReport, check string) rotate.HealthCheck {
 }
 
 func TestStatusHealthy(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	st := w.status()
 	k := st.Current
@@ -135,6 +136,7 @@ func TestStatusHealthy(t *testing.T) {
 // TestStatusDrift: a target that holds anything but the current key is
 // drift, named with what it holds, and fails Verify.
 func TestStatusDrift(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		grace  time.Duration
@@ -189,6 +191,7 @@ func TestStatusDrift(t *testing.T) {
 }
 
 func TestStatusGraceOldKeys(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	g := 24 * time.Hour
 	res, err := w.rotate(rotate.Options{Grace: &g})
@@ -237,6 +240,7 @@ func TestStatusGraceOldKeys(t *testing.T) {
 }
 
 func TestStatusRotationInProgress(t *testing.T) {
+	t.Parallel()
 	t.Run("stopped part-way", func(t *testing.T) {
 		w := newWorld(t)
 		w.srv.Fail("apikeys.DeleteKey", 1, fake.Fault{Code: codes.PermissionDenied})
@@ -309,6 +313,7 @@ func TestStatusRotationInProgress(t *testing.T) {
 }
 
 func TestVerifyDeadKey(t *testing.T) {
+	t.Parallel()
 	t.Run("suspended", func(t *testing.T) {
 		w := newWorld(t)
 		w.srv.SuspendKey(w.oldName)

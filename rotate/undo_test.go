@@ -70,6 +70,7 @@ func (w *world) checkBackToOld() {
 }
 
 func TestAbort(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		method string
@@ -101,6 +102,7 @@ func TestAbort(t *testing.T) {
 }
 
 func TestAbortNothingToDo(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	res := w.abort()
 	if res.Rotated || !strings.Contains(res.Reason, "nothing to abort") {
@@ -136,6 +138,7 @@ func TestAbortResumes(t *testing.T) {
 // TestAbortWhenOldKeyFails: an old key that no longer works is not put
 // back; the rotation stays resumable.
 func TestAbortWhenOldKeyFails(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.stopAt("secretmanager.UpdateSecret", 2)
 	w.srv.SuspendKey(w.oldName)
@@ -188,6 +191,7 @@ func TestRollback(t *testing.T) {
 }
 
 func TestRollbackVerifyFailure(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	first, err := w.rotate(rotate.Options{})
 	if err != nil {
@@ -215,6 +219,7 @@ func TestRollbackVerifyFailure(t *testing.T) {
 }
 
 func TestFinalize(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	now := time.Now()
 	w.r.Now = func() time.Time { return now }
@@ -283,6 +288,7 @@ func TestFinalize(t *testing.T) {
 // TestRotateFinalizesDueKeys: rotate deletes old keys whose grace ended,
 // at no extra API call while none is due.
 func TestRotateFinalizesDueKeys(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	now := time.Now()
 	w.r.Now = func() time.Time { return now }
@@ -312,6 +318,7 @@ func TestRotateFinalizesDueKeys(t *testing.T) {
 
 // TestFinalizeSkipsHeldKey: a key a target still holds is never deleted.
 func TestFinalizeSkipsHeldKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	name, ks, err := w.srv.SeedKey(project, "gemini-prod-stray", &apikeys.V2Key{
 		Annotations: map[string]string{"keyrotate.slot": "gemini-prod"}})

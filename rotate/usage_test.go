@@ -45,6 +45,7 @@ func (w *world) recordCalls(key, method string, code int, ago time.Duration, n i
 // show their own calls, per window and method, split by success and error,
 // read with one ListTimeSeries for the project.
 func TestStatusShowsUsage(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	g := 24 * time.Hour
 	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
@@ -128,6 +129,7 @@ func TestStatusShowsUsage(t *testing.T) {
 
 // TestUsageWithoutMonitoring: no client, no usage and no trace in JSON.
 func TestUsageWithoutMonitoring(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.recordCalls(w.oldName, generate, 200, time.Minute, 1)
 	st := w.status()
@@ -143,6 +145,7 @@ func TestUsageWithoutMonitoring(t *testing.T) {
 // TestUsageUnknown: Monitoring refuses, status still succeeds and says why
 // in one line naming the role or the API.
 func TestUsageUnknown(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		setup func(w *world)
@@ -184,6 +187,7 @@ func TestUsageUnknown(t *testing.T) {
 // retried under the Rotator's policy; an outage that outlasts it leaves
 // status complete, with usage unknown and the API's error.
 func TestUsageRetriesAndOutage(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.withMonitoring()
 	w.recordCalls(w.oldName, generate, 200, time.Minute, 2)

@@ -35,6 +35,7 @@ func (s *sink) Confirm(_ context.Context, k secret.Key) error {
 var _ rotate.Confirmer = (*sink)(nil)
 
 func TestWriteOnlyTarget(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	s := &sink{}
 	w.slot.Targets = append(w.slot.Targets, s)
@@ -72,6 +73,7 @@ func (r *reloading) Read(context.Context) (secret.Key, error) { return r.held, n
 func (r *reloading) Reloads() bool                            { return true }
 
 func TestReloaderWrittenWhenCurrent(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	r := &reloading{sink{held: secret.New(w.oldKey)}}
 	w.slot.Targets = append(w.slot.Targets, r)

@@ -485,6 +485,7 @@ func (k *kindsWorld) failGitHubPuts(status int) {
 // rerunning after the fault is fixed finishes the rotation as an
 // uninterrupted run would, and abort puts the old key back everywhere.
 func TestAllKindsFaults(t *testing.T) {
+	t.Parallel()
 	t.Run("exec exits 1, fixed, rerun", func(t *testing.T) {
 		t.Parallel()
 		cw := newCrashWorld(t)

@@ -534,6 +534,7 @@ type crashRow struct {
 }
 
 func TestCrashMatrix(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	// The uninterrupted runs: the reference end states, and the order of
 	// calls that the matrix numbers.
@@ -786,6 +787,7 @@ func crashAt(t *testing.T, c crashCase, row *crashRow) {
 // eight simultaneous writes to one secret (2 a second): the per-secret rate
 // is off here, so that all eight can be in flight at once.
 func TestEightProcesses(t *testing.T) {
+	t.Parallel()
 	const n = 8
 	start := time.Now()
 	cw := newCrashWorldWith(t, emulator.Options{NoSecretWriteLimits: true}, nil)

@@ -48,6 +48,7 @@ func (cw *crashWorld) waitHeld(t *testing.T, c *child) rotate.Record {
 // the slot) and then abort, or to wait. Following the hint works: the
 // holder stops with exit 4, and abort then undoes its rotation.
 func TestAbortNamesHolder(t *testing.T) {
+	t.Parallel()
 	cw := newCrashWorld(t)
 	cw.srv.SetPropagationDelay(time.Hour) // the rotation waits for its new key, holding the slot
 	holder := cw.start(cw.rotateArgs(false)...)
@@ -121,6 +122,7 @@ func (c *child) stopped() bool {
 // for whom and what came of it. Without the flag the run that meets a held
 // slot exits 4 (shown first, so the overlap is real).
 func TestOverlappingShardRunsWait(t *testing.T) {
+	t.Parallel()
 	world := func() *crashWorld {
 		cw := newCrashWorldWith(t, emulator.Options{}, func(srv *emulator.Server, w *seeded) error {
 			_, err := seedFleet(srv, w, 1, 2)

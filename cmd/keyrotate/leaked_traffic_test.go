@@ -23,6 +23,7 @@ const generateRPC = "google.ai.generativelanguage.v1beta.GenerativeService.Gener
 // When Cloud Monitoring refuses, the key is deleted all the same and the
 // report says why the traffic is unknown, naming the role.
 func TestLeakedReportsTraffic(t *testing.T) {
+	t.Parallel()
 	fw := newFleetWorld(t, emulator.Options{}, 0, 0)
 	ok, failed := consume(t, fw.srv, fw.w.key, 3)
 	// And a busier hour than a test can make with real calls: 60 more

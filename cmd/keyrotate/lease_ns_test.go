@@ -23,6 +23,7 @@ import (
 // The holder reaches this process's emulator over loopback: unshare keeps
 // the network namespace.
 func TestLeaseAcrossNamespaces(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		wrap []string
@@ -41,6 +42,7 @@ func TestLeaseAcrossNamespaces(t *testing.T) {
 			"in another time namespace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			if out, err := exec.Command(tc.wrap[0], append(tc.wrap[1:], "true")...).CombinedOutput(); err != nil {
 				t.Skipf("skipped: this machine does not let the test run %s (needs root or user namespaces): %v: %s",
 					strings.Join(tc.wrap, " "), err, strings.TrimSpace(string(out)))

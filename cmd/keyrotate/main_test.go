@@ -45,6 +45,7 @@ func world(ts *testscript.TestScript) *scriptWorld {
 // TestScripts runs testdata/script/*.txtar. Each script starts with the demo
 // world seeded on a fresh emulator: $WORK/keyrotate.yaml, $WORK/app/.env.
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
@@ -89,8 +90,26 @@ func TestScripts(t *testing.T) {
 				ts.Check(err)
 				time.Sleep(d)
 			},
+			"waitfile": cmdWaitFile,
 		},
 	})
+}
+
+// cmdWaitFile waits until a file exists, as a command started in the
+// background (&name&) writes it: waitfile FILE. A fixed sleep is too short
+// on a loaded machine, where the process may not even have started.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfile FILE")
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ts.MkAbs(args[0])); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s did not appear within a minute", args[0])
+		}
+	}
 }
 
 // cmdKR runs keyrotate and checks that none of the emulator's key strings

@@ -328,6 +328,7 @@ var goldenEmulator = emulator.Options{NoSecretWriteLimits: true}
 
 // TestOutputGolden: see the top of this file.
 func TestOutputGolden(t *testing.T) {
+	t.Parallel()
 	// Three worlds apart, run at once: most of their time is waiting (for
 	// a new key to work, for Secret Manager's write rate).
 	for _, w := range []struct {

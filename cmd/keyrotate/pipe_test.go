@@ -16,6 +16,7 @@ import (
 // finishes, the lease is released, the exit status is 0 (rotated), and
 // stderr says the output was cut short.
 func TestClosedStdout(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		lines int // lines read before the pipe is closed
@@ -26,6 +27,7 @@ func TestClosedStdout(t *testing.T) {
 		{"closed at once, json", 0, []string{"--output", "json"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cw := newCrashWorld(t)
 			r, w, err := os.Pipe()
 			if err != nil {

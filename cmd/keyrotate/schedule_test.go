@@ -93,6 +93,7 @@ func scheduled(t *testing.T, sub string) (cw *crashWorld, clock *fake.ManualCloc
 // next time from the key's age, adds the topic and keeps the secret's other
 // topic and annotations; run again it changes nothing; status shows it.
 func TestSchedule(t *testing.T) {
+	t.Parallel()
 	cw := scheduleWorld(t, emulator.Options{}, scheduleTopic)
 	secret := cw.secretName()
 	before, _ := cw.srv.Secret(secret)
@@ -205,6 +206,7 @@ func maps(a, b map[string]string) bool {
 // topic's name, schedule exits 2 before any call; with a topic that does
 // not exist, Secret Manager refuses the write and nothing changes.
 func TestScheduleRefused(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, topic string
 		code        int
@@ -243,6 +245,7 @@ func TestScheduleRefused(t *testing.T) {
 // attributes and the secret (never a key string) as data; the next
 // rotation time has advanced by the period.
 func TestScheduleEndToEnd(t *testing.T) {
+	t.Parallel()
 	const sub = "projects/" + demoProject + "/subscriptions/keyrotate"
 	cw, clock, next, period := scheduled(t, sub)
 	if period != 90*24*time.Hour || !next.After(clock.Now()) {

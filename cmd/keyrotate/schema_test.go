@@ -11,6 +11,7 @@ import (
 // emulator through internal/emutest checks the first; this one says so
 // for the whole product path, and that the path did reach each API.)
 func TestHappyPathMeetsPublishedDefinitions(t *testing.T) {
+	t.Parallel()
 	cw := newCrashWorld(t)
 	cfg := []string{"--config", cw.w.config}
 	for _, args := range [][]string{

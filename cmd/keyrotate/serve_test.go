@@ -584,6 +584,7 @@ func TestListen(t *testing.T) {
 // point (both keys work), nacks the message and exits 0; the next
 // listener gets the message again and completes the rotation.
 func TestListenSIGTERM(t *testing.T) {
+	t.Parallel()
 	cw := newCrashWorld(t)
 	client := startPubSub(t, cw.srv)
 	sw := &subWorld{t: t, srv: cw.srv, w: cw.w, client: client}
@@ -651,6 +652,7 @@ func TestListenNoSubscription(t *testing.T) {
 // slot once (the events the rotation's own writes publish are acknowledged
 // and do nothing); the next rotation time has advanced by the period.
 func TestScheduleToListen(t *testing.T) {
+	t.Parallel()
 	const sub = "projects/" + demoProject + "/subscriptions/keyrotate-listen"
 	cw, clock, next, period := scheduled(t, sub)
 	sw := &subWorld{t: t, srv: cw.srv, w: cw.w}

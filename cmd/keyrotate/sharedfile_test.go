@@ -123,6 +123,7 @@ func (sw *sharedWorld) check() []string {
 // writes based on stale reads refused (exit 4, no convergence) or put back
 // old keys that were then deleted.
 func TestSlotsShareOneDotEnv(t *testing.T) {
+	t.Parallel()
 	const n = 12
 	sw := newSharedWorld(t, n)
 	// Rounds 2 and 3 retire at once: the keys of the round before were

@@ -17,6 +17,7 @@ import (
 // whatever the number of slots; when Monitoring refuses, status still
 // succeeds and names the role or the API.
 func TestStatusShowsWhoUsesEachKey(t *testing.T) {
+	t.Parallel()
 	fw := newFleetWorld(t, emulator.Options{}, 2, 3)
 	if c := fw.run(t, nil, fw.config("rotate", "--slot", "gemini-prod", "--now", "--grace", "24h")...); c.wait(t) != 0 {
 		t.Fatalf("rotate: %s", c.output())
