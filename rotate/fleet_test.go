@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -250,7 +252,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sm, err := secretmanager.NewClient(ctx, option.WithEndpoint(fe.SecretManager), option.WithoutAuthentication(),
+	sm, err := secretmanager.NewClient(ctx, option.WithEndpoint(fe.SecretManager), option.WithoutAuthentication(), option.WithTelemetryDisabled(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.SecretManager))),
 		option.WithGRPCDialOption(header))
@@ -259,7 +261,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	}
 	sm.CallOptions = &secretmanager.CallOptions{}
 	tb.Cleanup(func() { sm.Close() })
-	lookup, err := apikeysapi.NewClient(ctx, option.WithEndpoint(fe.APIKeys), option.WithoutAuthentication(),
+	lookup, err := apikeysapi.NewClient(ctx, option.WithEndpoint(fe.APIKeys), option.WithoutAuthentication(), option.WithTelemetryDisabled(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.APIKeys))),
 		option.WithGRPCDialOption(header))
@@ -268,7 +270,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	}
 	lookup.CallOptions = &apikeysapi.CallOptions{}
 	tb.Cleanup(func() { lookup.Close() })
-	mon, err := monitoring.NewMetricClient(ctx, option.WithEndpoint(fe.Monitoring), option.WithoutAuthentication(),
+	mon, err := monitoring.NewMetricClient(ctx, option.WithEndpoint(fe.Monitoring), option.WithoutAuthentication(), option.WithTelemetryDisabled(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.Monitoring))),
 		option.WithGRPCDialOption(header))
@@ -489,6 +491,69 @@ func TestFleetGoroutinePerRotation(t *testing.T) {
 		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/4)
 	}
 	t.Logf("%d rotations in flight: %d goroutines more than before", n, got)
+}
+
+// stackChildEnv makes TestFleetStackDepth's child run the fleet with the
+// stack limit.
+const stackChildEnv = "KEYROTATE_FLEET_STACK_CHILD"
+
+// fleetStackLimit is the most stack a goroutine of a fleet run may grow
+// to. Stacks grow by doubling: a rotation that once goes deeper than 16
+// KiB holds 32 KiB from then on, for as long as it waits in a call more
+// than 8 KiB deep (the GC halves a stack only when a quarter of it is in
+// use), and at 10,000 rotations in flight that was the largest part of
+// what a rotation holds (BenchmarkFleet's peak-B/rot). The deepest
+// rotation calls reach about 12 KiB (a CreateKey's JSON request body,
+// encoded by nested MarshalJSON calls); Google's default OpenTelemetry
+// stats handler took a Secret Manager call past 16.
+const fleetStackLimit = 16 << 10
+
+// TestFleetStackDepth: no goroutine of a fleet run grows its stack past
+// 16 KiB. The fleet runs in a child process (this test binary) with
+// runtime/debug.SetMaxStack at that limit: a goroutine that grows past it
+// crashes the child, whose traceback names the path.
+func TestFleetStackDepth(t *testing.T) {
+	if os.Getenv(stackChildEnv) == "1" {
+		fleetStackChild(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFleetStackDepth$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), stackChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		// The traceback of the goroutine that overflowed, in short.
+		lines := strings.Split(string(out), "\n")
+		for i, l := range lines {
+			if strings.Contains(l, "[running]") {
+				lines = lines[i:min(len(lines), i+60)]
+				break
+			}
+		}
+		t.Fatalf("the fleet run with stacks limited to %d bytes failed: %v\n%s", fleetStackLimit, err, strings.Join(lines, "\n"))
+	}
+}
+
+// fleetStackChild rotates a small fleet twice (a first rotation, with its
+// LookupKey, then a next run) with every goroutine's stack limited to
+// fleetStackLimit, after one rotation without the limit: what a process
+// does once (JSON encoders built for a type, connections dialled) is not
+// what a rotation in flight holds.
+func fleetStackChild(t *testing.T) {
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: 5, Propagation: 50 * time.Millisecond, Latency: 20 * time.Millisecond})
+	r, g := fe.rotator(t, &gcp.Meter{Pacer: gcp.NewPacer(nil, time.Minute)}, 600)
+	slots := fe.slots(g, 600)
+	if _, err := r.Rotate(context.Background(), slots[0], rotate.Options{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	debug.SetMaxStack(fleetStackLimit)
+	for _, opts := range []rotate.Options{{Force: true}, {Force: true, Again: true}} {
+		f := &rotate.Fleet{Rotator: r, Parallel: len(slots), Done: func(o rotate.Outcome) {
+			if o.Err != nil {
+				t.Errorf("%s: %v", o.Slot.Name, o.Err)
+			}
+		}}
+		f.Run(context.Background(), slots[1:], opts)
+	}
 }
 
 // rotateEach rotates slots, 12 at a time, within timeout, each forced;

@@ -394,21 +394,23 @@ func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret,
 			setRun(run, false)
 		}
 	}()
-	var wrote *Record // the record of our last lock write
+	var wrote *lease // our last lock write
 	for attempt := 0; ; attempt++ {
 		old, err := parseRecord(sec)
 		if err != nil {
 			return nil, false, err
 		}
-		if wrote != nil && old != nil && old.Holder.Run == run && old.ID == wrote.ID && old.Expires.Equal(wrote.Expires) {
+		if wrote != nil && old != nil && old.Holder.Run == run && old.ID == wrote.rec.ID && old.Expires.Equal(wrote.rec.Expires) {
 			// Our own lock write landed though its answer was lost. (The
 			// run id alone does not tell: the leases of one run's slots
 			// share it.)
 			held = true
-			return &lease{api: api, ttl: ttl, now: now, sec: sec, rec: *old}, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
+			wrote.sec = sec
+			wrote.rec = *old
+			return wrote, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
 		if old != nil && !takeableBy(run, old.Holder, old.Expires, now()) {
-			return nil, false, &HeldError{Record: *old}
+			return nil, false, heldError(old)
 		}
 		if attempt > 0 {
 			// The secret changed since the preflight read it and nobody
@@ -423,15 +425,11 @@ func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret,
 		if old != nil && old.kind() == KindRepair {
 			old = nil // a repair that ended without clearing its record
 		}
-		rec, resumed, err := next(old)
+		l, resumed, err := newLease(api, sec, next, old, ttl, now, run)
 		if err != nil {
 			return nil, false, err
 		}
-		rec.Holder = self
-		rec.Holder.Run = run
-		rec.Expires = now().Add(ttl)
-		l := &lease{api: api, ttl: ttl, now: now, sec: sec, rec: rec}
-		wrote = &rec
+		wrote = l
 		err = l.write(ctx)
 		if isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted) {
 			// Someone wrote the secret since we read it: look again.
@@ -447,6 +445,31 @@ func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret,
 		return l, resumed, nil
 	}
 }
+
+// newLease is the lease acquire writes: the record next makes of old,
+// held by run until ttl from now. Not inlined, as heldError: a record is a
+// few hundred bytes, and acquire's frame stays on the stack under the lock
+// write (see Rotator.rotate).
+//
+//go:noinline
+func newLease(api *gcp.Secrets, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), old *Record,
+	ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
+	l := &lease{api: api, ttl: ttl, now: now, sec: sec}
+	var (
+		resumed bool
+		err     error
+	)
+	if l.rec, resumed, err = next(old); err != nil {
+		return nil, false, err
+	}
+	l.rec.Holder = self
+	l.rec.Holder.Run = run
+	l.rec.Expires = now().Add(ttl)
+	return l, resumed, nil
+}
+
+//go:noinline
+func heldError(rec *Record) error { return &HeldError{Record: *rec} }
 
 // write stores l.rec with a compare-and-swap. Call with l.mu held or before
 // the lease is shared.

@@ -496,12 +496,32 @@ func (r *Rotator) waitLease(ctx context.Context, slot *Slot, rec *Record, deadli
 	}
 }
 
+// rotate runs one rotation: the preflight, then begin, then the steps
+// past the lock. It is kept small on purpose, as are the frames below it:
+// its frame stays on the goroutine's stack for the whole rotation, under
+// every call, and at 10,000 rotations in flight a stack that grows past 16
+// KiB (to 32) costs more than all else a rotation holds
+// (TestFleetStackDepth).
 func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
-	ka, sa := r.apis()
 	pre, finalized, err := r.preflightFinalized(ctx, slot)
 	if err != nil {
 		return nil, err
 	}
+	st, res, err := r.begin(ctx, slot, opts, pre, finalized)
+	if st == nil {
+		return res, err
+	}
+	return st.drive(ctx)
+}
+
+// begin decides whether the slot rotates and, if so, locks it: it returns
+// the run past the lock, or no run and the result (nothing to do) or the
+// error. Not inlined: its large frame (the record, the run being built) is
+// gone from the stack once the steps run.
+//
+//go:noinline
+func (r *Rotator) begin(ctx context.Context, slot *Slot, opts Options, pre *preflight, finalized []Finalized) (*run, *Result, error) {
+	ka, sa := r.apis()
 	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
 	if pre.old != nil {
 		res.madeBy = pre.old.Annotations[annRotation]
@@ -509,24 +529,33 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	if pre.rec == nil {
 		if res.Skip, res.Reason = r.skip(slot, pre, opts); res.Skip != "" {
 			r.event(slot.Name, StepDone, "nothing to do: %s", res.Reason)
-			return res, nil
+			return nil, res, nil
 		}
 		if err := canRotate(slot, pre); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	r.logDrift(slot, pre)
 	l, grace, err := r.lockRotation(ctx, sa, slot, pre, opts, res)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rec := l.record()
-	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa, grace: grace,
-		mode: retireMode(slot, opts, grace), from: pre.old, fromVersion: rec.OldVersion}
+	return r.newRun(slot, opts, pre, l, res, ka, sa, grace), res, nil
+}
+
+// newRun is the rotation of slot past the lock l. Not inlined: see
+// Rotator.rotate.
+//
+//go:noinline
+func (r *Rotator) newRun(slot *Slot, opts Options, pre *preflight, l *lease, res *Result, ka *gcp.Keys, sa *gcp.Secrets, grace time.Duration) *run {
+	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, res: res, ka: ka, sa: sa, grace: grace,
+		mode: retireMode(slot, opts, grace), from: pre.old}
+	st.rec = l.record()
+	st.fromVersion = st.rec.OldVersion
 	if res.Resumed && grace > 0 && opts.Retire == "" {
 		st.mode = RetireGrace // the rotation was started with a grace period
 	}
-	return st.drive(ctx)
+	return st
 }
 
 // preflightFinalized runs the preflight and, when old keys kept for a grace
@@ -570,11 +599,26 @@ func canRotate(slot *Slot, pre *preflight) error {
 // It returns the lease and the grace period of the rotation: opts.Grace,
 // else the resumed rotation's, else the slot's.
 func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot, pre *preflight, opts Options, res *Result) (*lease, time.Duration, error) {
-	grace := slot.Grace
-	if opts.Grace != nil {
-		grace = *opts.Grace
+	l, resumed, err := acquire(ctx, sa, pre.sec, r.rotationRecord(slot, pre, opts), slot.LeaseTTL, r.now, r.RunID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("lock slot %s: %w", slot.Name, err)
 	}
-	next := func(old *Record) (Record, bool, error) {
+	return l, r.locked(slot, l, resumed, opts, res), nil
+}
+
+// optsGrace is the grace period a rotation of slot with opts starts with.
+func optsGrace(slot *Slot, opts Options) time.Duration {
+	if opts.Grace != nil {
+		return *opts.Grace
+	}
+	return slot.Grace
+}
+
+// rotationRecord is lockRotation's next record (see acquire): the one it
+// finds, resumed, or a new one.
+func (r *Rotator) rotationRecord(slot *Slot, pre *preflight, opts Options) func(old *Record) (Record, bool, error) {
+	grace := optsGrace(slot, opts)
+	return func(old *Record) (Record, bool, error) {
 		if old != nil {
 			if old.kind() != KindRotate {
 				return Record{}, false, withNext(fmt.Errorf("slot %s: %w: an unfinished %s (%s) holds the slot", slot.Name, ErrRotationInProgress, old.kind(), old.ID),
@@ -589,10 +633,14 @@ func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot,
 			NewKeyID: keyID(slot.Name, id), Started: r.now(), Grace: grace.String(),
 		}, false, nil
 	}
-	l, resumed, err := acquire(ctx, sa, pre.sec, next, slot.LeaseTTL, r.now, r.RunID)
-	if err != nil {
-		return nil, 0, fmt.Errorf("lock slot %s: %w", slot.Name, err)
-	}
+}
+
+// locked reports the lock l and fills res's rotation id; it returns the
+// rotation's grace period. Not inlined: see Rotator.rotate.
+//
+//go:noinline
+func (r *Rotator) locked(slot *Slot, l *lease, resumed bool, opts Options, res *Result) time.Duration {
+	grace := optsGrace(slot, opts)
 	rec := l.record()
 	res.RotationID, res.Resumed = rec.ID, resumed
 	if resumed {
@@ -604,7 +652,7 @@ func (r *Rotator) lockRotation(ctx context.Context, sa *gcp.Secrets, slot *Slot,
 	} else {
 		r.event(slot.Name, StepLock, "locked slot (rotation %s)", rec.ID)
 	}
-	return l, grace, nil
+	return grace
 }
 
 // Kinds of "nothing to do", in Result.Skip and Plan.Skip.
@@ -797,6 +845,26 @@ func (st *run) create(ctx context.Context) error {
 	return nil
 }
 
+// followCreate follows the create operation op that an earlier run's
+// create was accepted with, but not followed to its end, rather than
+// create again; it returns the key, or nil when that fails (the operation
+// expired or failed): creating again with the same key id is still safe.
+// Not inlined: see Rotator.rotate.
+//
+//go:noinline
+func (st *run) followCreate(ctx context.Context, op string) *apikeys.V2Key {
+	k, err := st.ka.Resume(ctx, op)
+	if err != nil {
+		st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
+		return nil
+	}
+	if k.Name == "" {
+		return nil
+	}
+	st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
+	return k
+}
+
 // createKey creates the new key with the old key's restrictions, binding
 // and display name, or follows the create an earlier attempt sent. It
 // returns no key (and no error) when an earlier attempt made it already.
@@ -816,15 +884,8 @@ func (st *run) createKey(ctx context.Context) (*apikeys.V2Key, error) {
 	}
 	st.mayHaveCreated = true
 	if op := st.rec.CreateOp; op != "" {
-		// An earlier run's create was accepted but not followed to
-		// its end: follow it rather than create again. If that fails
-		// (the operation expired or failed), creating again with the
-		// same key id is still safe.
-		if k, err := st.ka.Resume(ctx, op); err == nil && k.Name != "" {
-			st.event(st.slot.Name, StepCreate, "followed operation %s of an earlier attempt to key %s", op, k.Name)
+		if k := st.followCreate(ctx, op); k != nil {
 			return k, nil
-		} else if err != nil {
-			st.log().Warn("could not follow the earlier create; creating with the same key id", "slot", st.slot.Name, "operation", op, "error", err)
 		}
 	}
 	key, err := st.ka.Create(ctx, parent, st.rec.NewKeyID, spec)

@@ -155,7 +155,7 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 	if err := h.check(ctx); err != nil {
 		return nil, err
 	}
-	var smOpts []option.ClientOption
+	smOpts := []option.ClientOption{noTelemetry}
 	// The REST calls to an emulator share its cleartext HTTP/2
 	// connections, as calls to Google share TLS ones (gcp.EmulatorTransport).
 	var keysBase, geminiBase http.RoundTripper
@@ -179,7 +179,7 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		smOpts = append(smOpts, option.WithEndpoint(h.secretManager), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""),
+	lookup, err := newLookupClient(ctx, h.apiKeys, append(quotaOptions(quotaProject, h.apiKeys != ""), noTelemetry,
 		option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(meter.UnaryInterceptor(gcp.APIKeys), gcp.LogUnaryCalls(gcp.APIKeys))))...)
 	if err != nil {
 		return nil, err
@@ -193,7 +193,7 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}
-	runOpts := append(quotaOptions(quotaProject, h.run != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(gcp.LogUnaryCalls("run"))))
+	runOpts := append(quotaOptions(quotaProject, h.run != ""), noTelemetry, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(gcp.LogUnaryCalls("run"))))
 	if h.run != "" {
 		runOpts = append(runOpts, option.WithEndpoint(h.run), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
@@ -226,7 +226,7 @@ func newMonitoringClient(ctx context.Context, h hosts, meter *gcp.Meter, quotaPr
 	if h.monitoring == "" && len(h.emulated()) > 0 {
 		return nil, nil
 	}
-	opts := append(quotaOptions(quotaProject, h.monitoring != ""), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
+	opts := append(quotaOptions(quotaProject, h.monitoring != ""), noTelemetry, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(
 		meter.UnaryInterceptor(gcp.Monitoring), gcp.LogUnaryCalls(gcp.Monitoring))))
 	if h.monitoring != "" {
 		opts = append(opts, option.WithEndpoint(h.monitoring), option.WithoutAuthentication(),
@@ -254,7 +254,7 @@ func newKeysService(ctx context.Context, host string, transport http.RoundTrippe
 		}
 		opts = append(opts, option.WithEndpoint("http://"+host+"/"), option.WithHTTPClient(&http.Client{Transport: transport}))
 	} else {
-		t, err := htransport.NewTransport(ctx, transport, append(quotaOptions(quotaProject, false), option.WithScopes(apikeys.CloudPlatformScope))...)
+		t, err := htransport.NewTransport(ctx, transport, append(quotaOptions(quotaProject, false), noTelemetry, option.WithScopes(apikeys.CloudPlatformScope))...)
 		if err != nil {
 			return nil, credentialsError("API Keys", err)
 		}
@@ -294,13 +294,22 @@ func quotaOptions(quotaProject string, emulated bool) []option.ClientOption {
 func restOptions(host, quotaProject string) []option.ClientOption {
 	switch {
 	case host == "":
-		return quotaOptions(quotaProject, false)
+		return append(quotaOptions(quotaProject, false), noTelemetry)
 	case quotaProject != "":
 		return []option.ClientOption{option.WithEndpoint("http://" + host + "/"),
 			option.WithHTTPClient(&http.Client{Transport: userProjectTransport{quotaProject, http.DefaultTransport}})}
 	}
-	return []option.ClientOption{option.WithEndpoint("http://" + host + "/"), option.WithoutAuthentication()}
+	return []option.ClientOption{option.WithEndpoint("http://" + host + "/"), option.WithoutAuthentication(), noTelemetry}
 }
+
+// noTelemetry turns off the OpenTelemetry instrumentation Google's clients
+// add by default (a stats handler on every gRPC call, a wrapping HTTP
+// transport). keyrotate installs no OpenTelemetry provider, so it records
+// into no-ops, yet it costs CPU on every call and deepens the calling
+// goroutine's stack: its attribute hashing alone took a rotation's stack
+// past 16 KiB (to 32), the largest part of what a rotation in flight holds
+// in a fleet run (rotate's TestFleetStackDepth, TestClientsRecordNoTelemetry).
+var noTelemetry = option.WithTelemetryDisabled()
 
 // userProjectHeader names the quota project of a call
 // (https://cloud.google.com/apis/docs/system-parameters).

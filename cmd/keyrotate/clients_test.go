@@ -9,7 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
+	"cloud.google.com/go/monitoring/apiv3/v2/monitoringpb"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/emutest"
@@ -143,5 +150,44 @@ func TestEmulatedRESTSpeaksHTTP2(t *testing.T) {
 	want := map[string]string{"apikeys": "HTTP/2.0", "gemini": "HTTP/2.0"}
 	if d := cmp.Diff(want, protos); d != "" {
 		t.Errorf("protocols of the emulated REST calls (-want +got):\n%s", d)
+	}
+}
+
+// TestClientsRecordNoTelemetry: keyrotate's gRPC clients carry none of the
+// OpenTelemetry instrumentation Google's clients add by default. keyrotate
+// installs no provider, so the instrumentation only cost CPU and stack on
+// every call (see noTelemetry); with a provider installed, as here, it
+// would record a span a call.
+func TestClientsRecordNoTelemetry(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	srv := emutest.Start(t, emulator.Options{})
+	hs := hosts{apiKeys: srv.APIKeysAddr, secretManager: srv.SecretManagerAddr, gemini: srv.GeminiAddr, monitoring: srv.MonitoringAddr}
+	ctx := context.Background()
+	c, err := newClients(ctx, hs, &gcp.Meter{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Each call fails (nothing is seeded); what matters is that it is made.
+	calls := map[string]error{}
+	_, calls["secretmanager"] = c.secrets.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: "projects/p/secrets/none"})
+	_, calls["apikeys lookup"] = c.lookup.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: "AIzaSyNotAKeyAtAll000000000000000000000"})
+	_, calls["monitoring"] = c.monitoring.ListTimeSeries(ctx, &monitoringpb.ListTimeSeriesRequest{Name: "projects/p",
+		Filter:   `metric.type = "serviceruntime.googleapis.com/api/request_count"`,
+		Interval: &monitoringpb.TimeInterval{EndTime: timestamppb.Now()}}).Next()
+	for api, err := range calls {
+		if err == nil {
+			t.Errorf("%s: the call succeeded; want an error from the empty emulator", api)
+		}
+	}
+	if spans := rec.Ended(); len(spans) != 0 {
+		var names []string
+		for _, s := range spans {
+			names = append(names, s.Name())
+		}
+		t.Errorf("the clients recorded %d spans, want none: %v", len(spans), names)
 	}
 }
