@@ -279,7 +279,7 @@ func (fe *fleetEmulator) rotatorCharging(tb testing.TB, meter *gcp.Meter, scale 
 	}
 	mon.CallOptions = &monitoring.MetricCallOptions{}
 	tb.Cleanup(func() { mon.Close() })
-	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, emu)}}
+	g := &verify.Gemini{BaseURL: "http://" + fe.Gemini, Client: &http.Client{Transport: meter.Transport(gcp.Gemini, emu)}}
 	d := gcp.DefaultRetry
 	return &rotate.Rotator{
 		Keys: keys, Lookup: lookup, Secrets: sm, Monitoring: mon,

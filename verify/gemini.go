@@ -72,7 +72,9 @@ const DefaultProbeModel = "gemini-3.5-flash-lite"
 type Gemini struct {
 	// BaseURL is the API's scheme and host, without a trailing slash.
 	BaseURL string
-	// Client sends the requests; nil means a client with a 30s timeout.
+	// Client sends the requests; nil means http.DefaultClient. Each probe
+	// is bounded by ProbeTimeout whatever the client's own Timeout, which
+	// is best left 0 (see ProbeTimeout).
 	Client *http.Client
 	// Method is the call to make; empty means ProbeCountTokens.
 	Method ProbeMethod
@@ -131,14 +133,24 @@ func NewGemini() *Gemini {
 	return &Gemini{BaseURL: base}
 }
 
+// ProbeTimeout bounds each probe, its answer and its body. It is applied
+// through the request's context rather than http.Client.Timeout: a
+// client's Timeout costs two goroutines for every call in flight
+// (net/http's setRequestCancel and the transport's wait for the legacy
+// Request.Cancel), which a context deadline does not, and a fleet run has
+// thousands of probes in flight.
+const ProbeTimeout = 30 * time.Second
+
 // Probe makes g's call with key. It returns nil when the key works, and
 // otherwise a *ProbeError.
 func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 	client := g.Client
 	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second}
+		client = http.DefaultClient
 	}
-	req, err := g.request(ctx)
+	callCtx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	req, err := g.request(callCtx)
 	if err != nil {
 		return fmt.Errorf("build Gemini probe: %w", err)
 	}
@@ -149,7 +161,11 @@ func (g *Gemini) Probe(ctx context.Context, key secret.Key) error {
 			return ctx.Err()
 		}
 		// The error text of net/http names the URL, never a header.
-		return &ProbeError{Cause: CauseNetwork, Message: err.Error()}
+		msg := err.Error()
+		if callCtx.Err() != nil {
+			msg = "no answer within " + ProbeTimeout.String() + ": " + msg
+		}
+		return &ProbeError{Cause: CauseNetwork, Message: msg}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -189,7 +189,7 @@ func newClients(ctx context.Context, h hosts, meter *gcp.Meter, quotaProject str
 		return nil, err
 	}
 	g := &verify.Gemini{BaseURL: verify.DefaultBaseURL,
-		Client: &http.Client{Timeout: 30 * time.Second, Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, geminiBase))}}
+		Client: &http.Client{Transport: meter.Transport(gcp.Gemini, gcp.LogCalls(gcp.Gemini, geminiBase))}} // no Timeout: see verify.ProbeTimeout
 	if h.gemini != "" {
 		g.BaseURL = "http://" + h.gemini
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,17 +126,8 @@ func TestEmulatedRESTSpeaksHTTP2(t *testing.T) {
 			_, _ = w.Write([]byte(`{}`))
 		})
 	}
-	addr := func(api string) string {
-		s := httptest.NewUnstartedServer(h(api))
-		s.Config.Protocols = new(http.Protocols)
-		s.Config.Protocols.SetHTTP1(true)
-		s.Config.Protocols.SetUnencryptedHTTP2(true)
-		s.Start()
-		t.Cleanup(s.Close)
-		return strings.TrimPrefix(s.URL, "http://")
-	}
 	srv := emutest.Start(t, emulator.Options{})
-	hs := hosts{apiKeys: addr("apikeys"), secretManager: srv.SecretManagerAddr, gemini: addr("gemini")}
+	hs := hosts{apiKeys: cleartextServer(t, h("apikeys")), secretManager: srv.SecretManagerAddr, gemini: cleartextServer(t, h("gemini"))}
 	ctx := context.Background()
 	c, err := newClients(ctx, hs, &gcp.Meter{}, "")
 	if err != nil {
@@ -190,4 +183,70 @@ func TestClientsRecordNoTelemetry(t *testing.T) {
 		}
 		t.Errorf("the clients recorded %d spans, want none: %v", len(spans), names)
 	}
+}
+
+// cleartextServer serves h over plain HTTP/1.1 and cleartext HTTP/2, as the
+// emulator's REST ports do, and returns its host:port.
+func cleartextServer(t *testing.T, h http.Handler) string {
+	s := httptest.NewUnstartedServer(h)
+	s.Config.Protocols = new(http.Protocols)
+	s.Config.Protocols.SetHTTP1(true)
+	s.Config.Protocols.SetUnencryptedHTTP2(true)
+	s.Start()
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://")
+}
+
+// TestProbeGoroutinesPerCall: a live probe in flight costs the goroutine
+// that makes it and the HTTP/2 stream's writer, no more. An
+// http.Client.Timeout on the Gemini client cost two more a call
+// (net/http's setRequestCancel and awaitLegacyCancel): the probe is
+// bounded through its context instead (verify.ProbeTimeout).
+func TestProbeGoroutinesPerCall(t *testing.T) {
+	const n = 20
+	var (
+		blocking atomic.Bool
+		inFlight atomic.Int32
+	)
+	release := make(chan struct{})
+	gemini := cleartextServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if blocking.Load() {
+			inFlight.Add(1)
+			<-release
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	srv := emutest.Start(t, emulator.Options{})
+	c, err := newClients(context.Background(), hosts{apiKeys: srv.APIKeysAddr, secretManager: srv.SecretManagerAddr, gemini: gemini}, &gcp.Meter{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// One probe first, so that the connection and its goroutines are up.
+	if err := c.gemini.Probe(context.Background(), secret.New("AIzaSyNotAKeyAtAll000000000000000000000")); err != nil {
+		t.Fatal(err)
+	}
+	blocking.Store(true)
+	base := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			_ = c.gemini.Probe(context.Background(), secret.New("AIzaSyNotAKeyAtAll000000000000000000000"))
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); inFlight.Load() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d probes reached the server", inFlight.Load(), n)
+		}
+	}
+	got := runtime.NumGoroutine() - base
+	close(release)
+	wg.Wait()
+	// Per probe: its own goroutine, the stream's writer, and the test
+	// server's handler (in this process too); a few for the connection.
+	if want := 3*n + 5; got > want {
+		t.Errorf("%d probes in flight: %d goroutines more than before, want at most %d (3 a probe, the server's handler included)", n, got, want)
+	}
+	t.Logf("%d probes in flight: %d goroutines more than before", n, got)
 }
