@@ -405,7 +405,7 @@ func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret,
 			// run id alone does not tell: the leases of one run's slots
 			// share it.)
 			held = true
-			wrote.sec = sec
+			wrote.sec = leaseView(sec)
 			wrote.rec = *old
 			return wrote, old.kind() == KindRotate && old.Phase != PhaseLocked, nil
 		}
@@ -454,7 +454,7 @@ func acquire(ctx context.Context, api *gcp.Secrets, sec *secretmanagerpb.Secret,
 //go:noinline
 func newLease(api *gcp.Secrets, sec *secretmanagerpb.Secret, next func(old *Record) (Record, bool, error), old *Record,
 	ttl time.Duration, now func() time.Time, run string) (*lease, bool, error) {
-	l := &lease{api: api, ttl: ttl, now: now, sec: sec}
+	l := &lease{api: api, ttl: ttl, now: now, sec: leaseView(sec)}
 	var (
 		resumed bool
 		err     error
@@ -470,6 +470,29 @@ func newLease(api *gcp.Secrets, sec *secretmanagerpb.Secret, next func(old *Reco
 
 //go:noinline
 func heldError(rec *Record) error { return &HeldError{Record: *rec} }
+
+// leaseView is what a lease keeps of its secret between writes: the name
+// and etag (the compare-and-swap), the annotations but the record (write
+// and clear rebuild it from l.rec) and the version aliases (clear's set
+// reads them). The whole secret, kept for the whole rotation, held the
+// record's JSON twice over and its replication and times besides
+// (TestFleetHeapPerRotation).
+func leaseView(sec *secretmanagerpb.Secret) *secretmanagerpb.Secret {
+	if sec == nil {
+		return nil
+	}
+	v := &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), VersionAliases: sec.GetVersionAliases()}
+	for k, val := range sec.GetAnnotations() {
+		if k == recordAnnotation {
+			continue
+		}
+		if v.Annotations == nil {
+			v.Annotations = map[string]string{}
+		}
+		v.Annotations[k] = val
+	}
+	return v
+}
 
 // write stores l.rec with a compare-and-swap. Call with l.mu held or before
 // the lease is shared.
@@ -487,7 +510,7 @@ func (l *lease) write(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.sec = out
+	l.sec = leaseView(out)
 	return nil
 }
 
@@ -527,7 +550,7 @@ func (l *lease) refresh(ctx context.Context) error {
 		}
 		return errLeaseLost
 	}
-	l.sec = sec
+	l.sec = leaseView(sec)
 	return nil
 }
 
@@ -614,7 +637,7 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 		}
 		out, err := l.api.Update(ctx, next, append([]string{"annotations"}, mask...)...)
 		if err == nil {
-			l.sec = out
+			l.sec = leaseView(out)
 			return nil
 		}
 		if !(isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)) || attempt >= 3 {
