@@ -459,8 +459,8 @@ func TestFleetGoroutinePerRotation(t *testing.T) {
 }
 
 // TestFleetHeapPerRotation: what a rotation holds while it waits for its
-// new key to work, the live heap after a full GC, stays under 5 KiB (about
-// 3 here). It held about 7.5: the preflight's copy of the secret, the
+// new key to work, the live heap after a full GC, stays under 5 KiB (under
+// 1 here). It held about 10: the preflight's copy of the secret, the
 // lease's whole secret (the record's JSON in its annotations), and the old
 // and the new key as read (restrictions, binding, annotations) were kept
 // for the whole rotation. Counted in bytes, on the fewest seen while all
