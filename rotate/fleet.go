@@ -63,21 +63,38 @@ func (f *Fleet) Run(ctx context.Context, slots []*Slot, opts Options) {
 	wg.Wait()
 }
 
+// one rotates s and hands its outcome to Done. Its frame, as Rotate's,
+// stays on the stack under the whole rotation: the outcome is built in
+// done, after it (see Rotator.rotate).
 func (f *Fleet) one(ctx context.Context, s *Slot, opts Options) {
-	var calls gcp.SlotCalls
-	o := Outcome{Slot: s, Started: time.Now()}
+	started := time.Now()
 	if f.Start != nil {
 		f.Start(s)
 	}
 	if ctx.Err() != nil {
-		o.Err = withNext(fmt.Errorf("slot %s: not started: %w", s.Name, context.Cause(ctx)),
-			"the run ended (its time limit, or interrupted) before this slot's turn; nothing was changed: run again with more time, or more slots at once",
-			Next{Action: NextMoreTime, Slot: s.Name})
-	} else {
-		o.Result, o.Err = f.Rotator.Rotate(gcp.WithSlotCalls(ctx, &calls), s, opts)
+		f.done(s, started, nil, notStarted(ctx, s), nil)
+		return
 	}
-	o.Finished = time.Now()
-	o.Calls, o.Throttled = calls.Calls.Load(), calls.Throttled.Load()
+	calls := new(gcp.SlotCalls)
+	res, err := f.Rotator.Rotate(gcp.WithSlotCalls(ctx, calls), s, opts)
+	f.done(s, started, res, err, calls)
+}
+
+// notStarted is the error of a slot whose turn came after ctx ended.
+func notStarted(ctx context.Context, s *Slot) error {
+	return withNext(fmt.Errorf("slot %s: not started: %w", s.Name, context.Cause(ctx)),
+		"the run ended (its time limit, or interrupted) before this slot's turn; nothing was changed: run again with more time, or more slots at once",
+		Next{Action: NextMoreTime, Slot: s.Name})
+}
+
+// done hands Done the outcome of s (calls nil: none made).
+//
+//go:noinline
+func (f *Fleet) done(s *Slot, started time.Time, res *Result, err error, calls *gcp.SlotCalls) {
+	o := Outcome{Slot: s, Result: res, Err: err, Started: started, Finished: time.Now()}
+	if calls != nil {
+		o.Calls, o.Throttled = calls.Calls.Load(), calls.Throttled.Load()
+	}
 	if f.Done != nil {
 		f.Done(o)
 	}

@@ -480,6 +480,32 @@ func TestFleetHeapPerRotation(t *testing.T) {
 	t.Logf("%d rotations in flight: %d bytes of live heap each", n, got)
 }
 
+// TestFleetStackPerParkedRotation: a rotation waiting for its new key to
+// work holds a stack of 8 KiB, not 16. The GC halves a goroutine's stack
+// only while less than a quarter of it is in use (with the runtime's
+// 800-byte allowance): the frames under the wait (Fleet.one, Rotate,
+// rotate, drive, verifyLive, waitProbe) must stay under about 3.2 KiB.
+// They were 3.3, and the wait held 16 KiB for the whole propagation.
+// Counted on the fewest bytes of stacks seen while all are in flight,
+// each sample after a full GC.
+func TestFleetStackPerParkedRotation(t *testing.T) {
+	if raceBuild {
+		t.Skip("the race detector's instrumentation deepens every frame")
+	}
+	const n = 80
+	stacks := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.StackInuse)
+	}
+	got := minInFlight(t, n, stacks) / n
+	if got > 14<<10 {
+		t.Errorf("a rotation in flight holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", got, 14<<10)
+	}
+	t.Logf("%d rotations in flight: %d bytes of stacks each", n, got)
+}
+
 // minInFlight rotates n slots at once (the new keys take 1.5s to work) and
 // returns the least that measure grew by, from before the run (the
 // clients made) to a sample while all n are in flight: a cost each

@@ -420,6 +420,14 @@ func (r *Rotator) Rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 	if opts.WaitForLease <= 0 {
 		return r.rotate(ctx, slot, opts)
 	}
+	return r.rotateWaiting(ctx, slot, opts)
+}
+
+// rotateWaiting is Rotate with opts.WaitForLease. Not inlined: see
+// Rotator.rotate.
+//
+//go:noinline
+func (r *Rotator) rotateWaiting(ctx context.Context, slot *Slot, opts Options) (*Result, error) {
 	start := r.now()
 	deadline := start.Add(opts.WaitForLease)
 	var waited *Waited
