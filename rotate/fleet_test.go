@@ -448,12 +448,14 @@ func TestFleetStatusPacesMonitoringReads(t *testing.T) {
 // (at 10,000 rotations in flight a second goroutine's stack costs more
 // than all else a rotation holds). (That its calls share connections, no
 // HTTP/1.1 connection and its two goroutines per call, is
-// cmd/keyrotate's TestEmulatedRESTSpeaksHTTP2.)
+// cmd/keyrotate's TestEmulatedRESTSpeaksHTTP2.) The connections are up
+// before the count starts (minInFlight's warm-up), so the allowance is
+// n/8, was n/4 when their goroutines counted too.
 func TestFleetGoroutinePerRotation(t *testing.T) {
 	const n = 80
 	got := minInFlight(t, n, func() int64 { return int64(runtime.NumGoroutine()) })
-	if got > n+n/4 {
-		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/4)
+	if got > n+n/8 {
+		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/8)
 	}
 	t.Logf("%d rotations in flight: %d goroutines more than before", n, got)
 }
