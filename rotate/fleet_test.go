@@ -469,12 +469,7 @@ func TestFleetGoroutinePerRotation(t *testing.T) {
 // are in flight (calls under way come and go).
 func TestFleetHeapPerRotation(t *testing.T) {
 	const n = 80
-	live := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapAlloc)
-	}
+	live := func() int64 { h, _ := liveHeap(); return int64(h) }
 	got := minInFlight(t, n, live) / n
 	if got > 5<<10 {
 		t.Errorf("a rotation in flight holds %d bytes of live heap, want at most %d", got, 5<<10)
@@ -495,12 +490,7 @@ func TestFleetStackPerParkedRotation(t *testing.T) {
 		t.Skip("the race detector's instrumentation deepens every frame")
 	}
 	const n = 80
-	stacks := func() int64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.StackInuse)
-	}
+	stacks := func() int64 { _, st := liveHeap(); return int64(st) }
 	got := minInFlight(t, n, stacks) / n
 	if got > 14<<10 {
 		t.Errorf("a rotation in flight holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", got, 14<<10)
