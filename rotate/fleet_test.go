@@ -498,19 +498,14 @@ func TestFleetStackPerParkedRotation(t *testing.T) {
 	t.Logf("%d rotations in flight: %d bytes of stacks each", n, got)
 }
 
-// minInFlight rotates n slots at once (the new keys take 4s to work) and
+// minInFlight rotates n slots at once (the new keys take 1.5s to work) and
 // returns the least that measure grew by, from before the run (the
 // clients made, one rotation done in each project) to a sample while all
 // n are in flight: a cost each rotation holds throughout shows in every
 // sample.
 func minInFlight(t *testing.T, n int, measure func() int64) int64 {
 	t.Helper()
-	// Keys work 4s after they are made, so that on a loaded machine (CI
-	// runs the race step beside the tests) the rotations have longer to
-	// all be parked in their wait: at 1.5s, with CI beside it, the heap
-	// figure was 4.7 to 5.3 KB (1.3 to 3.6 idle); at 4s, 4.3 to 4.6. The
-	// rest of the rise under load is not explained yet.
-	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + 1, Propagation: 4 * time.Second})
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + 1, Propagation: 1500 * time.Millisecond})
 	r, g := fe.rotator(t, &gcp.Meter{}, 60)
 	slots := fe.slots(g, 60)
 	// First one rotation in each project, alone: what the process builds
