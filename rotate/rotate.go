@@ -754,8 +754,12 @@ func (st *run) drive(ctx context.Context) (*Result, error) {
 // fail ends a run that failed with err past the lock: it undoes what can be
 // undone, or leaves the record for the next run.
 func (st *run) fail(ctx context.Context, err error) error {
-	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), orDefault(st.CleanupTimeout, DefaultCleanupTimeout))
-	defer stop()
+	// The cleanup's time limit starts when its stop event says it
+	// begins, not before: on a loaded machine the event came tens of
+	// milliseconds after the limit had started.
+	cleanup := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), orDefault(st.CleanupTimeout, DefaultCleanupTimeout))
+	}
 	l, slot := st.lease, st.slot
 	switch {
 	case errors.Is(err, errLeaseLost):
@@ -763,6 +767,8 @@ func (st *run) fail(ctx context.Context, err error) error {
 		return errhint.With(fmt.Errorf("%w: %w", ErrStoppedPartWay, err), "another run took over this slot; let it finish")
 	case !st.mayHaveCreated:
 		st.event(slot.Name, StepStop, "clearing the lock")
+		bg, stop := cleanup()
+		defer stop()
 		if cerr := l.clear(bg, nil); cerr != nil {
 			return errhint.With(fmt.Errorf("%w: %w (and clearing the lock failed: %v)", ErrStoppedPartWay, err, cerr),
 				"nothing was changed but the lock remains; run again to clear it, or wait for it to expire")
@@ -772,6 +778,8 @@ func (st *run) fail(ctx context.Context, err error) error {
 		return err
 	default:
 		st.event(slot.Name, StepStop, "releasing the lease")
+		bg, stop := cleanup()
+		defer stop()
 		if rerr := l.release(bg); rerr != nil {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
