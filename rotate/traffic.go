@@ -82,12 +82,24 @@ func (r *Rotator) leakTraffic(ctx context.Context, project, uid string) (*Traffi
 	end := r.now().UTC()
 	counts, err := u.KeyRequestCounts(gcp.WithProject(ctx, project), project, uid, end, TrafficWindow, TrafficPeriod)
 	if err != nil {
-		if ctx.Err() != nil {
+		if outOfTime(ctx) {
 			return nil, "Cloud Monitoring did not answer within " + human(orDefault(r.LeakUsageTimeout, DefaultLeakUsageTimeout)) + ": " + usageReason(err)
 		}
 		return nil, usageReason(err)
 	}
 	return trafficOf(counts, end), ""
+}
+
+// outOfTime reports whether ctx is done or its deadline has come. gRPC
+// refuses a call whose deadline has passed before ctx's own timer has
+// fired (grpc-go's http2 client checks time.Until(deadline) <= 0), so under
+// load ctx.Err() can still be nil when the call has failed for want of time.
+func outOfTime(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // trafficOf sums one key's per-minute counts up to end.
