@@ -113,6 +113,9 @@ func fleetScale() scaled {
 //	            most 30 KB); see fleetRun.PerRotation
 //	obj-B/rot   the figure reported before: peak heap objects (garbage
 //	            included) and stacks, baseline included, per rotation
+//	emu-cpu-s   the emulator child's CPU time while it served (both runs)
+//	emu-µs/call that divided by the calls it answered: the cost of the
+//	            stand-in for Google's servers on the rotator's cores
 //
 // 100x100 (10,000 rotations) runs its own time scale,
 // KEYROTATE_FLEET_BIG_SCALE (default 1: real time, a minute a minute; the
@@ -207,6 +210,14 @@ func BenchmarkFleet(b *testing.B) {
 					b.ReportMetric(next.CallsPerRotation, "next-calls/rot")
 				}
 				b.ReportMetric(float64(throttled), "429s")
+				calls := 0
+				for _, c := range st.Calls {
+					calls += c
+				}
+				b.ReportMetric(st.CPU.Seconds(), "emu-cpu-s")
+				b.ReportMetric(float64(st.CPU.Microseconds())/float64(max(calls, 1)), "emu-µs/call")
+				b.Logf("  emulator (child process): CPU %s serving %d calls, %.1f µs a call",
+					st.CPU.Round(time.Millisecond), calls, float64(st.CPU.Microseconds())/float64(max(calls, 1)))
 				b.ReportMetric(float64(peak)/(1<<20), "peak-MB")
 				b.ReportMetric(perRotation, "peak-B/rot")
 				b.ReportMetric(float64(peakObj)/float64(n), "obj-B/rot")
