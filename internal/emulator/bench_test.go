@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
@@ -194,6 +195,134 @@ func BenchmarkSecretManagerChecks(b *testing.B) {
 			if n := s.FireDueRotations(); n != 0 {
 				b.Fatalf("FireDueRotations = %d, want 0", n)
 			}
+		}
+	})
+}
+
+// smCall calls a Secret Manager method in process through the
+// interceptors a gRPC call goes through (field behaviours, the resource),
+// without a transport: the emulator's own work per call.
+func smCall[Req, Resp any](b *testing.B, s *Server, method string, req Req, h func(context.Context, Req) (Resp, error)) Resp {
+	info := &grpc.UnaryServerInfo{FullMethod: "/google.cloud.secretmanager.v1.SecretManagerService/" + method}
+	resp, err := s.checkFieldBehavior(context.Background(), req, info, func(ctx context.Context, req any) (any, error) {
+		return smResource(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return h(ctx, req.(Req))
+		})
+	})
+	if err != nil {
+		b.Fatalf("%s: %v", method, err)
+	}
+	return resp.(Resp)
+}
+
+// BenchmarkSecretManagerCalls measures the emulator's work per Secret
+// Manager call of a rotation (the preflight's GetSecret and
+// AccessSecretVersion, the lock's UpdateSecret with its etag, the new
+// version), with benchKeys/2 secrets in the store, each holding a
+// rotation record in its annotations.
+func BenchmarkSecretManagerCalls(b *testing.B) {
+	s, err := Start(Options{Clock: fake.NewManualClock(t0), NoSecretWriteLimits: true})
+	if err != nil {
+		b.Fatalf("Start: %v", err)
+	}
+	b.Cleanup(func() { s.Close() })
+	s.AddProject(testProject, testNumber)
+	const secrets = benchKeys / 2
+	record := map[string]string{"keyrotate.rotation": strings.Repeat("x", 400)}
+	for i := range secrets {
+		name, err := s.SeedSecret(testProject, fmt.Sprintf("s-%d", i), record)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.SeedSecretVersion(name, []byte(fmt.Sprintf("AQ.key-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sm := &smServer{s: s}
+	name := func(i int) string { return fmt.Sprintf("projects/%s/secrets/s-%d", testProject, i%secrets) }
+	b.Run("GetSecret", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			smCall(b, s, "GetSecret", &secretmanagerpb.GetSecretRequest{Name: name(i)}, sm.GetSecret)
+		}
+	})
+	b.Run("AccessSecretVersion", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			smCall(b, s, "AccessSecretVersion", &secretmanagerpb.AccessSecretVersionRequest{Name: name(i) + "/versions/latest"}, sm.AccessSecretVersion)
+		}
+	})
+	b.Run("UpdateSecret", func(b *testing.B) {
+		// The lock: the record written with the etag last read.
+		etags := make([]string, secrets)
+		for i := range etags {
+			sec, _ := s.Secret(name(i))
+			etags[i] = sec.GetEtag()
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			sec := smCall(b, s, "UpdateSecret", &secretmanagerpb.UpdateSecretRequest{
+				Secret: &secretmanagerpb.Secret{
+					Name:        name(i),
+					Annotations: map[string]string{"keyrotate.rotation": strings.Repeat("y", 400)},
+					Etag:        etags[i%secrets],
+				},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations"}},
+			}, sm.UpdateSecret)
+			etags[i%secrets] = sec.GetEtag()
+		}
+	})
+	b.Run("AddSecretVersion", func(b *testing.B) {
+		data := []byte("AQ.a-new-key-string-of-the-usual-length-000000")
+		crc := checksum(data)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			smCall(b, s, "AddSecretVersion", &secretmanagerpb.AddSecretVersionRequest{
+				Parent:  name(i),
+				Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &crc},
+			}, sm.AddSecretVersion)
+		}
+	})
+}
+
+// BenchmarkGeminiCalls measures the emulator's work per Gemini probe, the
+// countTokens of one word a rotation sends (verify.Gemini), with its
+// usage recorded for Monitoring: with a key that works, and with one not
+// yet propagated (400 API_KEY_INVALID, most probes of a fleet).
+func BenchmarkGeminiCalls(b *testing.B) {
+	s, _, gemini, live := benchServer(b)
+	const body = `{"contents":[{"parts":[{"text":"ping"}]}]}`
+	probe := func(b *testing.B, key string, want int) {
+		r := httptest.NewRequest(http.MethodPost, "/v1beta/models/gemini-3.5-flash-lite:countTokens", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("x-goog-api-key", key)
+		w := httptest.NewRecorder()
+		gemini.ServeHTTP(w, r)
+		if w.Code != want {
+			b.Fatalf("countTokens: %d %s, want %d", w.Code, w.Body, want)
+		}
+	}
+	b.Run("CountTokens", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			probe(b, live[i%len(live)], http.StatusOK)
+		}
+	})
+	var pending []string
+	for i := range 100 {
+		_, ks, err := s.SeedKey(testProject, fmt.Sprintf("pending-%d", i), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.mu.Lock()
+		s.keys.byString[ks].validFrom = s.Now().Add(time.Hour) // created, not yet propagated
+		s.mu.Unlock()
+		pending = append(pending, ks)
+	}
+	b.Run("CountTokensNotYetValid", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			probe(b, pending[i%len(pending)], http.StatusBadRequest)
 		}
 	})
 }
