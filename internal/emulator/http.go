@@ -14,7 +14,7 @@ func (s *Server) serveHTTP(addr string, h http.Handler) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: presized(h), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() {
@@ -29,34 +29,3 @@ func (s *Server) serveHTTP(addr string, h http.Handler) (string, error) {
 	s.closers = append(s.closers, func() { _ = srv.Close() })
 	return ln.Addr().String(), nil
 }
-
-// presized runs h with its goroutine's stack grown first, in one step at
-// the shallowest point of the request. net/http serves every request on a
-// new goroutine, whose stack starts small; a handler that then grows it
-// two or three times deep in JSON encoding or fmt pays a stack copy that
-// walks every frame each time (runtime.morestack, golang/go#18138, the
-// reason gRPC has worker goroutines). Growing it here costs one copy of
-// a few frames.
-func presized(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		growStack()
-		h.ServeHTTP(w, r)
-	})
-}
-
-// handlerStack is how much stack growStack makes room for: more than the
-// deepest of the emulator's REST handlers uses (JSON encoding of an
-// operation, Google's error bodies).
-const handlerStack = 8 << 10
-
-// growStack needs a frame of handlerStack bytes, so the runtime grows the
-// caller's stack to fit it once.
-//
-//go:noinline
-func growStack() {
-	var pad [handlerStack]byte
-	touchStack(&pad)
-}
-
-//go:noinline
-func touchStack(p *[handlerStack]byte) { p[0] = 1 }
