@@ -87,7 +87,7 @@ type apiKey struct {
 }
 
 func (k *apiKey) name() string {
-	return fmt.Sprintf("projects/%d/locations/global/keys/%s", k.project.number, k.id)
+	return "projects/" + strconv.FormatInt(k.project.number, 10) + "/locations/global/keys/" + k.id
 }
 
 func (k *apiKey) deleted() bool { return !k.deleteTime.IsZero() }
@@ -163,6 +163,10 @@ type keyWire struct {
 	ServiceAccountEmail string                  `json:"serviceAccountEmail,omitempty"`
 }
 
+// wire returns the key's JSON form. It shares the key's annotations and
+// restrictions, which are replaced whole when the key changes, never
+// changed in place (keyFields.apply), so the form may be encoded after
+// s.mu is released; v2Key, which hands them out, copies them.
 func (k *apiKey) wire(withKeyString bool) keyWire {
 	w := keyWire{
 		Name:                k.name(),
@@ -171,8 +175,8 @@ func (k *apiKey) wire(withKeyString bool) keyWire {
 		CreateTime:          formatTime(k.createTime),
 		UpdateTime:          formatTime(k.updateTime),
 		DeleteTime:          formatTime(k.deleteTime),
-		Annotations:         copyMap(k.annotations),
-		Restrictions:        copyRestrictions(k.restrictions),
+		Annotations:         k.annotations,
+		Restrictions:        k.restrictions,
 		Etag:                k.etag,
 		ServiceAccountEmail: k.serviceAccountEmail,
 	}
@@ -193,8 +197,8 @@ func (k *apiKey) v2Key(withKeyString bool) *apikeys.V2Key {
 		CreateTime:          w.CreateTime,
 		UpdateTime:          w.UpdateTime,
 		DeleteTime:          w.DeleteTime,
-		Annotations:         w.Annotations,
-		Restrictions:        w.Restrictions,
+		Annotations:         copyMap(w.Annotations),
+		Restrictions:        copyRestrictions(w.Restrictions),
 		Etag:                w.Etag,
 		ServiceAccountEmail: w.ServiceAccountEmail,
 	}
@@ -279,11 +283,14 @@ func (s *Server) serveAPIKeys(w http.ResponseWriter, r *http.Request) {
 	// A call arrives whole or not at all, as at a real front end: read the
 	// body before hooks run, so that a caller killed while a hook blocks
 	// its call has either sent the call or not.
-	body, rerr := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if rerr != nil {
-		return
+	var body []byte
+	if r.Body != http.NoBody && r.ContentLength != 0 { // a GET sends none: read nothing
+		var rerr error
+		if body, rerr = io.ReadAll(io.LimitReader(r.Body, 1<<20)); rerr != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
 	rt, ok := routeAPIKeys(r)
 	// The front end checks the request against the API's definition
 	// before the service sees it (discovery.go).
@@ -1175,7 +1182,7 @@ func decodeBody(r *http.Request, v any) error {
 	if err != nil {
 		return newError(codes.InvalidArgument, "Cannot read request body: %v", err)
 	}
-	if len(strings.TrimSpace(string(raw))) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(raw, v); err != nil {

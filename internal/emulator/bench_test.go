@@ -199,22 +199,6 @@ func BenchmarkSecretManagerChecks(b *testing.B) {
 	})
 }
 
-// smCall calls a Secret Manager method in process through the
-// interceptors a gRPC call goes through (field behaviours, the resource),
-// without a transport: the emulator's own work per call.
-func smCall[Req, Resp any](b *testing.B, s *Server, method string, req Req, h func(context.Context, Req) (Resp, error)) Resp {
-	info := &grpc.UnaryServerInfo{FullMethod: "/google.cloud.secretmanager.v1.SecretManagerService/" + method}
-	resp, err := s.checkFieldBehavior(context.Background(), req, info, func(ctx context.Context, req any) (any, error) {
-		return smResource(ctx, req, info, func(ctx context.Context, req any) (any, error) {
-			return h(ctx, req.(Req))
-		})
-	})
-	if err != nil {
-		b.Fatalf("%s: %v", method, err)
-	}
-	return resp.(Resp)
-}
-
 // BenchmarkSecretManagerCalls measures the emulator's work per Secret
 // Manager call of a rotation (the preflight's GetSecret and
 // AccessSecretVersion, the lock's UpdateSecret with its etag, the new
@@ -243,13 +227,13 @@ func BenchmarkSecretManagerCalls(b *testing.B) {
 	b.Run("GetSecret", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			smCall(b, s, "GetSecret", &secretmanagerpb.GetSecretRequest{Name: name(i)}, sm.GetSecret)
+			callSM(b, s, "GetSecret", &secretmanagerpb.GetSecretRequest{Name: name(i)}, sm.GetSecret)
 		}
 	})
 	b.Run("AccessSecretVersion", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			smCall(b, s, "AccessSecretVersion", &secretmanagerpb.AccessSecretVersionRequest{Name: name(i) + "/versions/latest"}, sm.AccessSecretVersion)
+			callSM(b, s, "AccessSecretVersion", &secretmanagerpb.AccessSecretVersionRequest{Name: name(i) + "/versions/latest"}, sm.AccessSecretVersion)
 		}
 	})
 	b.Run("UpdateSecret", func(b *testing.B) {
@@ -261,7 +245,7 @@ func BenchmarkSecretManagerCalls(b *testing.B) {
 		}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			sec := smCall(b, s, "UpdateSecret", &secretmanagerpb.UpdateSecretRequest{
+			sec := callSM(b, s, "UpdateSecret", &secretmanagerpb.UpdateSecretRequest{
 				Secret: &secretmanagerpb.Secret{
 					Name:        name(i),
 					Annotations: map[string]string{"keyrotate.rotation": strings.Repeat("y", 400)},
@@ -277,7 +261,7 @@ func BenchmarkSecretManagerCalls(b *testing.B) {
 		crc := checksum(data)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			smCall(b, s, "AddSecretVersion", &secretmanagerpb.AddSecretVersionRequest{
+			callSM(b, s, "AddSecretVersion", &secretmanagerpb.AddSecretVersionRequest{
 				Parent:  name(i),
 				Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &crc},
 			}, sm.AddSecretVersion)

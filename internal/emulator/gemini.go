@@ -321,6 +321,9 @@ func (s *Server) MarkLeaked(name string) {
 	}
 }
 
+// consumerName is a project as Google's error bodies name the consumer.
+func consumerName(number int64) string { return "projects/" + strconv.FormatInt(number, 10) }
+
 func keyInvalid(msg string) *apiError {
 	return newError(codes.InvalidArgument, "%s", msg).
 		withInfo("API_KEY_INVALID", "googleapis.com", map[string]string{"service": geminiService})
@@ -340,24 +343,26 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request, method string) *ap
 	if k.leaked {
 		return newError(codes.PermissionDenied, "%s", leakedMessage)
 	}
-	consumer := fmt.Sprintf("projects/%d", k.project.number)
+	// The error bodies name the key's project; built only for them, as
+	// nearly every call is answered without one.
+	consumer := func() string { return consumerName(k.project.number) }
 	if k.suspended {
 		return newError(codes.PermissionDenied, "Permission denied: Consumer 'api_key:%s' has been suspended.", k.keyString).
 			withInfo("CONSUMER_SUSPENDED", "googleapis.com", map[string]string{
-				"consumer":      consumer,
+				"consumer":      consumer(),
 				"service":       geminiService,
 				"containerInfo": "api_key:" + k.keyString,
 			})
 	}
 	if r != nil {
-		if err := applicationBlocked(k.restrictions, r, consumer); err != nil {
+		if err := applicationBlocked(k.restrictions, r, k.project.number); err != nil {
 			return err
 		}
 	}
 	if !targetAllowed(k.restrictions, geminiService, method) {
 		return newError(codes.PermissionDenied, "Requests to this API %s method %s are blocked.", geminiService, method).
 			withInfo("API_KEY_SERVICE_BLOCKED", "googleapis.com", map[string]string{
-				"consumer":   consumer,
+				"consumer":   consumer(),
 				"service":    geminiService,
 				"apiName":    geminiService,
 				"methodName": method,
@@ -371,7 +376,7 @@ func (s *Server) keyProblemLocked(k *apiKey, r *http.Request, method string) *ap
 			"action to propagate to our systems and retry.", n, url).
 			withInfo("SERVICE_DISABLED", "googleapis.com", map[string]string{
 				"activationUrl": url,
-				"consumer":      consumer,
+				"consumer":      consumer(),
 				"containerInfo": n,
 				"service":       geminiService,
 				"serviceTitle":  "Generative Language API",
@@ -413,7 +418,7 @@ func targetAllowed(rs *apikeys.V2Restrictions, service, method string) bool {
 
 // applicationBlocked checks the key's application restrictions against the
 // request.
-func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer string) *apiError {
+func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, number int64) *apiError {
 	if rs == nil {
 		return nil
 	}
@@ -428,7 +433,7 @@ func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer st
 		if !referrerAllowed(b.AllowedReferrers, ref) {
 			return newError(codes.PermissionDenied, "Requests from referer %s are blocked.", orEmpty(ref)).
 				withInfo("API_KEY_HTTP_REFERRER_BLOCKED", "googleapis.com", map[string]string{
-					"consumer": consumer, "service": geminiService, "httpReferrer": orEmpty(ref),
+					"consumer": consumerName(number), "service": geminiService, "httpReferrer": orEmpty(ref),
 				})
 		}
 	}
@@ -438,7 +443,7 @@ func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer st
 			return newError(codes.PermissionDenied, "The provided API key has an IP address restriction. The originating "+
 				"IP address of the call (%s) violates this restriction.", ip).
 				withInfo("API_KEY_IP_ADDRESS_BLOCKED", "googleapis.com", map[string]string{
-					"consumer": consumer, "service": geminiService, "ipAddress": ip,
+					"consumer": consumerName(number), "service": geminiService, "ipAddress": ip,
 				})
 		}
 	}
@@ -456,7 +461,7 @@ func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer st
 		if !ok {
 			return newError(codes.PermissionDenied, "Requests from this Android client application %s are blocked.", orEmpty(pkg)).
 				withInfo("API_KEY_ANDROID_APP_BLOCKED", "googleapis.com", map[string]string{
-					"consumer": consumer, "service": geminiService, "androidPackage": orEmpty(pkg),
+					"consumer": consumerName(number), "service": geminiService, "androidPackage": orEmpty(pkg),
 				})
 		}
 	}
@@ -472,7 +477,7 @@ func applicationBlocked(rs *apikeys.V2Restrictions, r *http.Request, consumer st
 		if !ok {
 			return newError(codes.PermissionDenied, "Requests from this iOS client application %s are blocked.", orEmpty(id)).
 				withInfo("API_KEY_IOS_APP_BLOCKED", "googleapis.com", map[string]string{
-					"consumer": consumer, "service": geminiService, "iosBundleId": orEmpty(id),
+					"consumer": consumerName(number), "service": geminiService, "iosBundleId": orEmpty(id),
 				})
 		}
 	}

@@ -33,6 +33,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"regexp"
 	"sort"
 	"strconv"
@@ -90,8 +91,11 @@ type secretState struct {
 }
 
 type smSecret struct {
-	pb       *secretmanagerpb.Secret // Name is canonical; never handed out
-	versions []*smVersion            // versions[i] is version i+1
+	// pb's Name is canonical. A stored pb is never changed in place: a
+	// write stores a changed copy (copy on write), so that an answer may
+	// hand pb itself to gRPC to encode after s.mu is released.
+	pb       *secretmanagerpb.Secret
+	versions []*smVersion // versions[i] is version i+1
 }
 
 type smVersion struct {
@@ -572,7 +576,7 @@ func (m *smServer) GetSecret(ctx context.Context, req *secretmanagerpb.GetSecret
 	if err != nil {
 		return nil, err
 	}
-	return proto.Clone(sec.pb).(*secretmanagerpb.Secret), nil
+	return sec.pb, nil // never changed in place (smSecret)
 }
 
 func (m *smServer) ListSecrets(ctx context.Context, req *secretmanagerpb.ListSecretsRequest) (*secretmanagerpb.ListSecretsResponse, error) {
@@ -671,32 +675,37 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 	if !etagMatches(in.GetEtag(), sec.pb.GetEtag()) {
 		return nil, etagMismatch(sec.pb.GetName())
 	}
+	// The new secret owns what it takes from the request: copies, as
+	// proto.Clone makes them (an empty map or list is nil).
 	next := proto.Clone(sec.pb).(*secretmanagerpb.Secret)
 	for _, p := range paths {
 		switch p {
 		case "labels":
-			next.Labels = in.GetLabels()
+			next.Labels = cloneMap(in.GetLabels())
 		case "annotations":
-			next.Annotations = in.GetAnnotations()
+			next.Annotations = cloneMap(in.GetAnnotations())
 		case "version_aliases":
-			next.VersionAliases = in.GetVersionAliases()
+			next.VersionAliases = cloneMap(in.GetVersionAliases())
 		case "topics":
-			next.Topics = in.GetTopics()
+			next.Topics = nil
+			for _, t := range in.GetTopics() {
+				next.Topics = append(next.Topics, cloneMessage(t))
+			}
 		case "rotation":
-			next.Rotation = in.GetRotation()
+			next.Rotation = cloneMessage(in.GetRotation())
 		case "rotation.next_rotation_time":
 			if next.Rotation == nil {
 				next.Rotation = &secretmanagerpb.Rotation{}
 			}
-			next.Rotation.NextRotationTime = in.GetRotation().GetNextRotationTime()
+			next.Rotation.NextRotationTime = cloneMessage(in.GetRotation().GetNextRotationTime())
 		case "rotation.rotation_period":
 			if next.Rotation == nil {
 				next.Rotation = &secretmanagerpb.Rotation{}
 			}
-			next.Rotation.RotationPeriod = in.GetRotation().GetRotationPeriod()
+			next.Rotation.RotationPeriod = cloneMessage(in.GetRotation().GetRotationPeriod())
 		case "expire_time":
 			if t := in.GetExpireTime(); t != nil {
-				next.Expiration = &secretmanagerpb.Secret_ExpireTime{ExpireTime: t}
+				next.Expiration = &secretmanagerpb.Secret_ExpireTime{ExpireTime: cloneMessage(t)}
 			} else {
 				next.Expiration = nil
 			}
@@ -718,7 +727,6 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 	if err := validateAliases(next.GetVersionAliases(), sec); err != nil {
 		return nil, err
 	}
-	next = proto.Clone(next).(*secretmanagerpb.Secret) // own the maps taken from the request
 	topicsSet, timeSet := false, false
 	for _, p := range paths {
 		topicsSet = topicsSet || p == "topics"
@@ -738,7 +746,20 @@ func (m *smServer) UpdateSecret(ctx context.Context, req *secretmanagerpb.Update
 	if topicsSet {
 		s.topicsConfiguredLocked(next)
 	}
-	return proto.Clone(next).(*secretmanagerpb.Secret), nil
+	return next, nil // never changed in place (smSecret)
+}
+
+// cloneMap copies m as proto.Clone copies a map field: empty is nil.
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+// cloneMessage is proto.Clone for a message of type M (nil: nil).
+func cloneMessage[M proto.Message](m M) M {
+	return proto.Clone(m).(M)
 }
 
 func (m *smServer) DeleteSecret(ctx context.Context, req *secretmanagerpb.DeleteSecretRequest) (*emptypb.Empty, error) {
@@ -876,15 +897,18 @@ func (s *Server) changeVersionState(
 		v.pb.DestroyTime = timestamppb.New(s.clock.Now())
 		v.data = nil
 		n, _ := strconv.ParseInt(v.pb.GetName()[strings.LastIndexByte(v.pb.GetName(), '/')+1:], 10, 64)
-		removed := false
+		var next *secretmanagerpb.Secret // copy on write (smSecret)
 		for a, target := range sec.pb.VersionAliases {
 			if target == n {
-				delete(sec.pb.VersionAliases, a)
-				removed = true
+				if next == nil {
+					next = proto.Clone(sec.pb).(*secretmanagerpb.Secret)
+				}
+				delete(next.VersionAliases, a)
 			}
 		}
-		if removed {
-			sec.pb.Etag = s.newEtag()
+		if next != nil {
+			next.Etag = s.newEtag()
+			sec.pb = next
 		}
 	}
 	s.notifyLocked(sec.pb, versionEvents[to], v.pb)

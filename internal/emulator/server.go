@@ -509,24 +509,32 @@ func formatTime(t time.Time) string {
 
 // splitName splits "projects/p/locations/l/keys/k" into its segments and
 // checks the collection words: pattern "projects/*/locations/*/keys/*".
+// It runs on nearly every call: it walks both a segment at a time, and
+// allocates only the variables.
 func splitName(name, pattern string) ([]string, bool) {
-	got := strings.Split(name, "/")
-	want := strings.Split(pattern, "/")
-	if len(got) != len(want) {
-		return nil, false
-	}
 	var vars []string
-	for i, w := range want {
+	for {
+		w, wrest, wmore := strings.Cut(pattern, "/")
+		got, rest, more := strings.Cut(name, "/")
+		if more != wmore {
+			return nil, false // not as many segments
+		}
 		if w == "*" {
-			if got[i] == "" {
+			if got == "" {
 				return nil, false
 			}
-			vars = append(vars, got[i])
-		} else if got[i] != w {
+			if vars == nil {
+				vars = make([]string, 0, strings.Count(pattern, "*"))
+			}
+			vars = append(vars, got)
+		} else if got != w {
 			return nil, false
 		}
+		if !more {
+			return vars, true
+		}
+		pattern, name = wrest, rest
 	}
-	return vars, true
 }
 
 // ---- IAM ----
