@@ -107,10 +107,10 @@ func userProjectOf(ctx context.Context) string {
 	if p, ok := ctx.Value(userProjectKey{}).(string); ok {
 		return p
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(userProjectHeader); len(v) > 0 {
-			return v[0]
-		}
+	// Not FromIncomingContext, which copies all of a call's metadata: this
+	// runs on every call.
+	if v := metadata.ValueFromIncomingContext(ctx, userProjectHeader); len(v) > 0 {
+		return v[0]
 	}
 	return ""
 }
