@@ -227,7 +227,7 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
 	// API Keys: REST, and gRPC for LookupKey, on the one address.
-	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
+	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior), grpc.NumStreamWorkers(grpcStreamWorkers))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
 	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.apiKeysREST())); err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"cloud.google.com/go/apikeys/apiv2/apikeyspb"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 )
 
@@ -55,6 +56,45 @@ func TestGRPCCallsReuseGoroutines(t *testing.T) {
 	const calls = grpcStreamWorkers + 100
 	for range calls {
 		if _, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ids) > grpcStreamWorkers {
+		t.Errorf("%d calls one after another ran on %d goroutines, want at most %d (the workers)", calls, len(ids), grpcStreamWorkers)
+	}
+}
+
+// TestLookupKeyCallsReuseGoroutines: LookupKey, gRPC on the API Keys
+// address (served through net/http), runs on the workers too.
+func TestLookupKeyCallsReuseGoroutines(t *testing.T) {
+	s, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.AddProject(testProject, testNumber)
+	_, ks, err := s.SeedKey(testProject, "k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	ids := map[uint64]bool{}
+	s.SetHook("apikeys.LookupKey", func(context.Context, int) error {
+		id := goroutineID()
+		mu.Lock()
+		ids[id] = true
+		mu.Unlock()
+		return nil
+	})
+	ctx := context.Background()
+	c, err := s.APIKeysLookupClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const calls = grpcStreamWorkers + 100
+	for range calls {
+		if _, err := c.LookupKey(ctx, &apikeyspb.LookupKeyRequest{KeyString: ks}); err != nil {
 			t.Fatal(err)
 		}
 	}
