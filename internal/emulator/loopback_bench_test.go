@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -78,6 +79,19 @@ func loopbackChild() error {
 			return err
 		}
 		w.Keys, w.Secrets = append(w.Keys, ks), append(w.Secrets, name)
+	}
+	// KEYROTATE_EMULATOR_BENCH_CPUPROFILE names a file for the child's
+	// CPU profile while it serves.
+	if file := os.Getenv("KEYROTATE_EMULATOR_BENCH_CPUPROFILE"); file != "" {
+		f, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(w); err != nil {
 		return err
