@@ -227,7 +227,7 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("start emulator: %w", err)
 	}
 	// API Keys: REST, and gRPC for LookupKey, on the one address.
-	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior), grpc.NumStreamWorkers(grpcStreamWorkers))
+	keysGRPC := grpc.NewServer(grpc.UnaryInterceptor(s.checkFieldBehavior))
 	apikeyspb.RegisterApiKeysServer(keysGRPC, &apiKeysGRPC{s: s})
 	s.closers = append(s.closers, keysGRPC.Stop)
 	if s.APIKeysAddr, err = s.serveHTTP(opts.APIKeysAddr, s.apiKeysMux(keysGRPC, s.apiKeysREST())); err != nil {
@@ -293,24 +293,13 @@ func (s *Server) serveGRPC(addr string, interceptor grpc.UnaryServerInterceptor,
 	}
 	// Field behaviours first: the front end refuses a malformed request
 	// before the service sees it (fieldbehavior.go).
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(s.checkFieldBehavior, interceptor), grpc.NumStreamWorkers(grpcStreamWorkers))
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(s.checkFieldBehavior, interceptor))
 	register(gs)
 	go func() { _ = gs.Serve(ln) }()
 	// Stop, not GracefulStop: a test hook may hold a call open forever.
 	s.closers = append(s.closers, gs.Stop)
 	return ln.Addr().String(), nil
 }
-
-// grpcStreamWorkers is how many goroutines each gRPC service keeps to
-// serve calls on. Without them gRPC starts a goroutine per call, whose
-// small stack then grows (copied, every frame walked) in the first read
-// of the request: in a fleet run that was the largest single cost of a
-// Secret Manager call in the emulator, which stands in for Google's
-// servers on the machine that runs the rotator. A worker keeps its grown
-// stack from call to call (grpc.NumStreamWorkers, made for this:
-// golang/go#18138). When every worker is busy, as when many calls sleep
-// out Options.Latency at once, gRPC starts a goroutine as before.
-const grpcStreamWorkers = 256
 
 func listen(addr string) (net.Listener, error) {
 	if addr == "" {
