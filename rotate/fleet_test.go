@@ -104,10 +104,10 @@ func fleetChild(specJSON string) error {
 		}
 	}
 	// The child stands in for Google's servers, whose garbage collection
-	// does not run on the rotator's cores: it collects at a quarter of the
-	// default rate (its memory is not what the benchmark measures), which
-	// costs it about 4 times its live heap. GOGC in the environment
-	// overrides this.
+	// does not run on the rotator's cores: it collects a quarter as often
+	// as by default (GOGC=400: its heap may grow to five times what is
+	// live; its memory is not what the benchmark measures). GOGC in the
+	// environment overrides this.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
