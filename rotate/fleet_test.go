@@ -103,14 +103,6 @@ func fleetChild(specJSON string) error {
 			opts.Quotas = spec.Quotas
 		}
 	}
-	// The child stands in for Google's servers, whose garbage collection
-	// does not run on the rotator's cores: it collects a quarter as often
-	// as by default (GOGC=400: its heap may grow to five times what is
-	// live; its memory is not what the benchmark measures). GOGC in the
-	// environment overrides this.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
 	srv, err := emulator.Start(opts)
 	if err != nil {
 		return err
