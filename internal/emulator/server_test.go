@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
@@ -209,4 +211,53 @@ func callSM[Req, Resp any](t testing.TB, s *Server, method string, req Req, h fu
 		t.Fatalf("%s: %v", method, err)
 	}
 	return resp.(Resp)
+}
+
+// TestSecretAnswersEncodedWhileWritten: gRPC encodes a GetSecret answer
+// (the stored secret itself) after the lock is released, while other
+// calls update the secret. Under the race detector, a write in place would
+// be reported here.
+func TestSecretAnswersEncodedWhileWritten(t *testing.T) {
+	s, err := Start(Options{NoSecretWriteLimits: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.AddProject(testProject, testNumber)
+	name, err := s.SeedSecret(testProject, "s", map[string]string{"a": "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SeedSecretVersion(name, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := s.SecretManagerClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				if _, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 50 {
+			if _, err := c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
+				Secret:     &secretmanagerpb.Secret{Name: name, Annotations: map[string]string{"a": strconv.Itoa(i)}, VersionAliases: map[string]int64{"current": 1}},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"annotations", "version_aliases"}},
+			}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Wait()
 }
