@@ -168,7 +168,7 @@ type Rotator struct {
 	// to the same instant, not once each).
 	Sleep func(ctx context.Context, until time.Time) error
 
-	// drain holds the drain gate's latest read per project (drain.go).
+	// drain schedules the drain gates' reads per project (drain.go).
 	drain drainPoller
 	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
 	// Monitoring's answer on who calls with a leaked key (zero:
