@@ -181,7 +181,8 @@ func BenchmarkFleet(b *testing.B) {
 					ratio := r.m.Wall.Seconds() / bound.Seconds()
 					what := r.what
 					if r.m.Gated {
-						what += fmt.Sprintf(" with the gate (usage delay %s added to the bound)", s.d(fleetUsageDelay))
+						what += fmt.Sprintf(" with the gate (usage delay %s added to the bound; %.1f Monitoring reads a project)",
+							s.d(fleetUsageDelay), float64(r.m.apiCalls(gcp.Monitoring))/float64(c.projects))
 					}
 					b.Logf("%s: %d slots, wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f; old bound %.2fs, ratio %.2f",
 						what, n, r.m.Wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
@@ -219,6 +220,9 @@ func BenchmarkFleet(b *testing.B) {
 						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation, m.PerMethod(),
 						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), m.waitsByKind(), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
 						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond))
+					if m.Gated {
+						b.Logf("  %-14s %s", "", m.gateSpread())
+					}
 				}
 			}
 		})
@@ -309,6 +313,13 @@ type fleetRun struct {
 	WaitsByKind                         map[string]gcp.PaceWaits
 	CallsPerRotation, ProbesPerRotation float64
 	Gated                               bool // with the drain gate (fleetGate)
+	// GateStarts and GatePasses are when the gates started and passed,
+	// from the run's start, sorted (Gated); GatePeak is the peak of the
+	// live heap and stacks sampled after the first gate passed (the
+	// deletes that follow the passes), like Peak, and GateParked the last
+	// sample before it (every rotation parked in its gate).
+	GateStarts, GatePasses []time.Duration
+	GatePeak, GateParked   uint64
 	// Calls are the calls made, by method (gcp.Meter.Calls).
 	Calls map[string]int64
 }
@@ -322,11 +333,7 @@ func (m fleetRun) PerRotation() float64 {
 // PerMethod words the calls per rotation of each API ("apikeys 5.00,
 // monitoring 0.01, ...").
 func (m fleetRun) PerMethod() string {
-	by := map[string]int64{}
-	for method, n := range m.Calls {
-		api, _, _ := strings.Cut(method, ".")
-		by[api] += n
-	}
+	by := m.callsByAPI()
 	apis := slices.Sorted(maps.Keys(by))
 	var parts []string
 	for _, api := range apis {
@@ -334,6 +341,19 @@ func (m fleetRun) PerMethod() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// callsByAPI sums Calls by API ("apikeys", "monitoring", ...).
+func (m fleetRun) callsByAPI() map[string]int64 {
+	by := map[string]int64{}
+	for method, n := range m.Calls {
+		api, _, _ := strings.Cut(method, ".")
+		by[api] += n
+	}
+	return by
+}
+
+// apiCalls is the calls made to api (gcp.Monitoring, ...).
+func (m fleetRun) apiCalls(api string) int64 { return m.callsByAPI()[api] }
 
 func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Options) fleetRun {
 	return runFleetParallel(b, fe, s, n, n, opts)
@@ -370,9 +390,10 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	n := len(slots)
 	var (
-		mu     sync.Mutex
-		probes int64
-		failed []error
+		mu        sync.Mutex
+		probes    int64
+		failed    []error
+		gateTimes [][2]time.Time // each gate's start and pass
 	)
 	f := &rotate.Fleet{Rotator: r, Parallel: parallel, Done: func(o rotate.Outcome) {
 		mu.Lock()
@@ -385,7 +406,9 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 		if gated {
 			if err := gatePassed(o); err != nil {
 				failed = append(failed, err)
+				return
 			}
+			gateTimes = append(gateTimes, [2]time.Time{o.Result.Drain.Started, o.Result.Drain.Ended})
 		}
 	}}
 	base := heapBaseline()
@@ -403,6 +426,18 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	h := peak()
 	m.Base, m.Peak, m.PeakObjects, m.PeakAfter = base.Live, h.Live, h.Objects, h.At.Sub(start)
 	m.StacksPerRotation = float64(h.Stacks-min(h.Stacks, base.Stacks)) / float64(n)
+	if len(gateTimes) > 0 {
+		firstPass := gateTimes[0][1]
+		for _, g := range gateTimes {
+			m.GateStarts, m.GatePasses = append(m.GateStarts, g[0].Sub(start)), append(m.GatePasses, g[1].Sub(start))
+			if g[1].Before(firstPass) {
+				firstPass = g[1]
+			}
+		}
+		slices.Sort(m.GateStarts)
+		slices.Sort(m.GatePasses)
+		m.GatePeak, m.GateParked = peakSince(h.Series, firstPass)
+	}
 	if len(failed) > 0 {
 		tb.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
 	}
@@ -413,6 +448,22 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	m.ProbesPerRotation = float64(probes) / float64(n)
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
+}
+
+// gateSpread words the gates' figures: when they started and passed
+// (first, median, last), the heap a rotation parked in its gate and the
+// peak after the first passed.
+func (m fleetRun) gateSpread() string {
+	if len(m.GatePasses) == 0 {
+		return "no gate passed"
+	}
+	spread := func(ds []time.Duration) string {
+		r := func(d time.Duration) string { return "+" + d.Round(10*time.Millisecond).String() }
+		return r(ds[0]) + "/" + r(ds[len(ds)/2]) + "/" + r(ds[len(ds)-1])
+	}
+	perRot := func(b uint64) float64 { return float64(b-min(b, m.Base)) / float64(m.Slots) }
+	return fmt.Sprintf("gates started %s (first/median/last), passed %s; %.0f bytes a rotation parked in the gates before the first pass, peak %.0f after it",
+		spread(m.GateStarts), spread(m.GatePasses), perRot(m.GateParked), perRot(m.GatePeak))
 }
 
 // waitsByKind says which quotas the calls waited for.
@@ -441,6 +492,27 @@ type heapSample struct {
 	// Live then.
 	At     time.Time
 	Stacks uint64
+	// Series is every full-GC sample's Live, in time order.
+	Series []heapPoint
+}
+
+// heapPoint is one sample of heapSample.Live.
+type heapPoint struct {
+	At   time.Time
+	Live uint64
+}
+
+// peakSince is the largest Live in series sampled at or after t, and the
+// last Live sampled before t.
+func peakSince(series []heapPoint, t time.Time) (peak, before uint64) {
+	for _, h := range series {
+		if h.At.Before(t) {
+			before = h.Live
+		} else {
+			peak = max(peak, h.Live)
+		}
+	}
+	return peak, before
 }
 
 // liveHeap runs a full GC and returns the live heap and stacks.
@@ -476,6 +548,7 @@ func watchHeap(gc time.Duration) func() heapSample {
 	var (
 		peakLive, peakObjects, peakStacks atomic.Uint64
 		peakAt                            atomic.Int64
+		series                            []heapPoint // only the goroutine writes it, until done
 	)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -494,7 +567,9 @@ func watchHeap(gc time.Duration) func() heapSample {
 			case <-stop:
 				return
 			case <-g.C:
-				if h, st := liveHeap(); h+st > peakLive.Load() {
+				h, st := liveHeap()
+				series = append(series, heapPoint{time.Now(), h + st})
+				if h+st > peakLive.Load() {
 					peakLive.Store(h + st)
 					peakStacks.Store(st)
 					peakAt.Store(time.Now().UnixNano())
@@ -506,7 +581,7 @@ func watchHeap(gc time.Duration) func() heapSample {
 	return func() heapSample {
 		close(stop)
 		<-done
-		return heapSample{Live: peakLive.Load(), Objects: peakObjects.Load(), At: time.Unix(0, peakAt.Load()), Stacks: peakStacks.Load()}
+		return heapSample{Live: peakLive.Load(), Objects: peakObjects.Load(), At: time.Unix(0, peakAt.Load()), Stacks: peakStacks.Load(), Series: series}
 	}
 }
 
