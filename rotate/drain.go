@@ -413,12 +413,38 @@ func (r *Rotator) sleepUntil(ctx context.Context, until time.Time) error {
 // the project are due by then (one read for them all, at the latest of
 // their due times).
 func (st *run) drainOld(ctx context.Context, uid string) (*Drain, error) {
+	// The frames under the gate's sleep stay small (the gate's state is
+	// on the heap, its evaluation in gateSaw), so that a gate parked for
+	// the usage delay holds an 8 KiB stack, not 16
+	// (TestFleetStackPerParkedGate).
+	g := st.startGate(uid)
+	for {
+		read, err := st.awaitRead(ctx, st.slot.Project, &g.want)
+		if err != nil && !errors.Is(err, errNoMonitoring) {
+			return nil, st.drainStopped(err)
+		}
+		if st.gateSaw(g, read, err) {
+			return g.d, nil
+		}
+	}
+}
+
+// drainGate is one gate's state from read to read.
+type drainGate struct {
+	d        *Drain
+	uid      string
+	deadline time.Time
+	window   time.Duration
+	poll     time.Duration
+	// want is the read the gate waits for next.
+	want drainWant
+}
+
+// startGate starts the gate of the old key with uid now.
+func (st *run) startGate(uid string) *drainGate {
 	start := st.now()
-	d := &Drain{Started: start}
-	deadline := start.Add(st.slot.DrainTimeout)
-	quiet := st.slot.QuietPeriod
-	window := drainWindow(st.UsageDelay, quiet)
-	poll := orDefault(st.DrainPoll, DefaultDrainPoll)
+	g := &drainGate{d: &Drain{Started: start}, uid: uid, deadline: start.Add(st.slot.DrainTimeout),
+		window: drainWindow(st.UsageDelay, st.slot.QuietPeriod), poll: orDefault(st.DrainPoll, DefaultDrainPoll)}
 	// The first read is at once, or the project's latest read when
 	// another gate of the project made it within the last poll interval:
 	// gates that start within an interval share it as they share the later
@@ -432,48 +458,56 @@ func (st *run) drainOld(ctx context.Context, uid string) (*Drain, error) {
 	// the gate, would save a fleet at most a read or two a project and
 	// would leave a terminal blank, and a denied permission unknown, for
 	// the usage delay (30m by default).
-	want := drainWant{from: start, due: start, by: start, window: window}
+	g.want = drainWant{from: start, due: start, by: start, window: g.window}
 	if st.UsageDelay > 0 {
-		want.from = start.Add(time.Nanosecond - poll)
+		g.want.from = start.Add(time.Nanosecond - g.poll)
 	}
-	for {
-		read, err := st.awaitRead(ctx, st.slot.Project, &want)
-		if err != nil && !errors.Is(err, errNoMonitoring) {
-			return nil, fmt.Errorf("drain old key %s: %w", st.from.Name, err)
-		}
-		if err == nil {
-			err = read.err
-		}
-		d.Polls++
-		if err != nil {
-			d.Ended, d.Outcome, d.Reason = st.now(), DrainUnknown, usageReason(err)
-			st.log().Warn("Cloud Monitoring cannot tell whether the old key is still in use", "slot", st.slot.Name, "key", st.from.Name, "error", err)
-			return d, nil
-		}
-		pts := keyPoints(read.counts, uid)
-		v := settledQuiet(start, read.asOf, st.UsageDelay, quiet, pts)
-		d.SettledTo, d.LastOK, d.Usage = v.SettledTo, v.LastOK, methodRates(pts, read.asOf)
-		if v.Pass {
-			d.Ended, d.Outcome = read.asOf, DrainQuiet
-			return d, nil
-		}
-		if !read.asOf.Before(deadline) {
-			d.Ended, d.Outcome = read.asOf, DrainInUse
-			switch {
-			case !v.LastOK.IsZero():
-				d.Reason = fmt.Sprintf("still in use at the drain timeout (%s): last successful call in the minute to %s", human(st.slot.DrainTimeout), v.LastOK.Format(time.RFC3339))
-			default:
-				d.Reason = fmt.Sprintf("not yet known to be quiet at the drain timeout (%s): Cloud Monitoring's data had settled only to %s (usage delay %s)",
-					human(st.slot.DrainTimeout), v.SettledTo.Format(time.RFC3339), human(st.UsageDelay))
-			}
-			return d, nil
-		}
-		st.drainEvent(d, v, deadline)
-		// v.QuietAt, and the deadline, are after the read: it did not
-		// pass the gate, nor end it.
-		due := earliest(v.QuietAt, read.asOf.Add(poll), deadline)
-		want = drainWant{from: due, due: due, by: due.Add(poll), window: window}
+	return g
+}
+
+// drainStopped is the error of a gate whose run stopped.
+func (st *run) drainStopped(err error) error {
+	return fmt.Errorf("drain old key %s: %w", st.from.Name, err)
+}
+
+// gateSaw applies the settled-window rule to read (or its failure, err)
+// and reports whether the gate has ended (g.d says how); if not, g.want is
+// the read it waits for next.
+func (st *run) gateSaw(g *drainGate, read *drainRead, err error) bool {
+	d := g.d
+	if err == nil {
+		err = read.err
 	}
+	d.Polls++
+	if err != nil {
+		d.Ended, d.Outcome, d.Reason = st.now(), DrainUnknown, usageReason(err)
+		st.log().Warn("Cloud Monitoring cannot tell whether the old key is still in use", "slot", st.slot.Name, "key", st.from.Name, "error", err)
+		return true
+	}
+	pts := keyPoints(read.counts, g.uid)
+	v := settledQuiet(d.Started, read.asOf, st.UsageDelay, st.slot.QuietPeriod, pts)
+	d.SettledTo, d.LastOK, d.Usage = v.SettledTo, v.LastOK, methodRates(pts, read.asOf)
+	if v.Pass {
+		d.Ended, d.Outcome = read.asOf, DrainQuiet
+		return true
+	}
+	if !read.asOf.Before(g.deadline) {
+		d.Ended, d.Outcome = read.asOf, DrainInUse
+		switch {
+		case !v.LastOK.IsZero():
+			d.Reason = fmt.Sprintf("still in use at the drain timeout (%s): last successful call in the minute to %s", human(st.slot.DrainTimeout), v.LastOK.Format(time.RFC3339))
+		default:
+			d.Reason = fmt.Sprintf("not yet known to be quiet at the drain timeout (%s): Cloud Monitoring's data had settled only to %s (usage delay %s)",
+				human(st.slot.DrainTimeout), v.SettledTo.Format(time.RFC3339), human(st.UsageDelay))
+		}
+		return true
+	}
+	st.drainEvent(d, v, g.deadline)
+	// v.QuietAt, and the deadline, are after the read: it did not pass
+	// the gate, nor end it.
+	due := earliest(v.QuietAt, read.asOf.Add(g.poll), g.deadline)
+	g.want = drainWant{from: due, due: due, by: due.Add(g.poll), window: g.window}
+	return false
 }
 
 // earliest returns the earliest of ts.
@@ -506,17 +540,20 @@ func (st *run) drainEvent(d *Drain, v gateVerdict, deadline time.Time) {
 // slot's usage policy decides (required keeps it; best-effort falls back
 // to the grace period). It returns the index entry of a kept key.
 func (st *run) retireQuiet(ctx context.Context, old *apikeys.V2Key) (*pendingKey, error) {
-	var d *Drain
 	if old.Uid == "" {
 		// Without the key's uid no credential_id can be matched: counting
 		// nothing would read as quiet.
-		d = &Drain{Started: st.now(), Ended: st.now(), Outcome: DrainUnknown, Reason: "the old key's uid is unknown"}
-	} else {
-		var err error
-		if d, err = st.drainOld(ctx, old.Uid); err != nil {
-			return nil, err
-		}
+		return st.retireDrained(ctx, old, &Drain{Started: st.now(), Ended: st.now(), Outcome: DrainUnknown, Reason: "the old key's uid is unknown"})
 	}
+	d, err := st.drainOld(ctx, old.Uid)
+	if err != nil {
+		return nil, err
+	}
+	return st.retireDrained(ctx, old, d)
+}
+
+// retireDrained acts on what the drain gate saw of old (retireQuiet).
+func (st *run) retireDrained(ctx context.Context, old *apikeys.V2Key, d *Drain) (*pendingKey, error) {
 	st.res.Drain = d
 	switch d.Outcome {
 	case DrainQuiet:
