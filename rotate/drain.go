@@ -457,9 +457,10 @@ func (st *run) startGate(uid string) *drainGate {
 	// answer. Waiting until start+UsageDelay, when a read could first pass
 	// the gate, would save a fleet at most a read or two a project and
 	// would leave a terminal blank, and a denied permission unknown, for
-	// the usage delay (30m by default).
+	// the usage delay (30m by default). A gate with no drain timeout
+	// checks once, at its start.
 	g.want = drainWant{from: start, due: start, by: start, window: g.window}
-	if st.UsageDelay > 0 {
+	if st.UsageDelay > 0 && st.slot.DrainTimeout > 0 {
 		g.want.from = start.Add(time.Nanosecond - g.poll)
 	}
 	return g
