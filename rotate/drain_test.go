@@ -620,6 +620,27 @@ func TestDrainFleetDeadlineJoinsRead(t *testing.T) {
 	}
 }
 
+// TestDrainFleetNoTimeoutChecksOnce: a gate with no drain timeout checks
+// once, at its start, even when another gate of its project read
+// Monitoring moments before (that read could not end it, so taking it
+// first would only add a poll).
+func TestDrainFleetNoTimeoutChecksOnce(t *testing.T) {
+	t.Parallel()
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, 0)
+	drains, arrive := g.gateFleet(4, 15*time.Second, gateStart.Add(time.Hour))
+	if drains == nil {
+		return
+	}
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainInUse || d.Polls != 1 || !d.Ended.Equal(arrive[name]) {
+			t.Errorf("slot %s: %s after %d poll(s) at %s, want in use after one, at its start %s", name, d.Outcome, d.Polls, d.Ended.Format("15:04:05"), arrive[name].Format("15:04:05"))
+		}
+	}
+	if calls := g.srv.Calls("monitoring.ListTimeSeries"); calls != len(drains) {
+		t.Errorf("ListTimeSeries calls = %d, want one at each gate's start (%d)", calls, len(drains))
+	}
+}
+
 // TestDrainFleetNoUsageDelay: with no usage delay a gate's own read at its
 // start can pass it, and a read from before its start cannot: each gate
 // of a fleet reads at its start and passes there, rather than taking
