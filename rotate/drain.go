@@ -312,9 +312,10 @@ func (p *drainProject) next() (at time.Time, window time.Duration) {
 // else the project's next read (drainProject.next), made by whichever of
 // its waiting gates wakes for it first, the others sleeping
 // (Rotator.Sleep) until then. A gate sleeps until the time planned when
-// it went to sleep: a gate that joins later can only move the plan later
-// (within every waiting gate's by), or make a read itself at once, which
-// serves the others when they wake. So no gate needs waking early.
+// it went to sleep, which is within its by: a gate that joins later either
+// moves the plan later (still within every waiting gate's by), or makes a
+// read itself sooner, which serves those it covers when they wake, by
+// their by still. So no gate needs waking early.
 func (r *Rotator) awaitRead(ctx context.Context, project string, want *drainWant) (*drainRead, error) {
 	if r.Monitoring == nil {
 		return nil, errNoMonitoring
