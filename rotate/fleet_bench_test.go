@@ -349,7 +349,8 @@ func runFleetParallel(tb testing.TB, fe *fleetEmulator, s scaled, n, parallel in
 // runFleetShard rotates shard index of count of fe's slots (rotate.Shard,
 // as `keyrotate rotate --shard index/count` takes them), parallel at a
 // time, paced with the process's share of the quotas (gcp.Quota.Share, as
-// cmd/keyrotate paces a shard), and measures the run.
+// cmd/keyrotate paces a shard) and probing as one of count
+// (Rotator.Shards), and measures the run.
 func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options) fleetRun {
 	tb.Helper()
 	quotas := map[string]gcp.Quota{}
@@ -358,6 +359,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, s.d(fleetQuotaWindow))}
 	r, g := fe.rotator(tb, meter, s)
+	r.Shards = count // as cmd/keyrotate sets it from --shard
 	var slots []*rotate.Slot
 	for _, sl := range fe.slots(g, s) {
 		if rotate.Shard(sl.Name, count) == index {
