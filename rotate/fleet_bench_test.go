@@ -343,15 +343,16 @@ func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Opti
 // measures the run.
 func runFleetParallel(tb testing.TB, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
 	tb.Helper()
-	return runFleetShard(tb, fe, s, 0, 1, parallel, opts)
+	return runFleetShard(tb, fe, s, 0, 1, parallel, opts, objectsEvery())
 }
 
 // runFleetShard rotates shard index of count of fe's slots (rotate.Shard,
 // as `keyrotate rotate --shard index/count` takes them), parallel at a
 // time, paced with the process's share of the quotas (gcp.Quota.Share, as
 // cmd/keyrotate paces a shard) and probing as one of count
-// (Rotator.Shards), and measures the run.
-func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options) fleetRun {
+// (Rotator.Shards), and measures the run: the heap objects with garbage
+// (PeakObjects) every objects (0: not at all).
+func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options, objects time.Duration) fleetRun {
 	tb.Helper()
 	quotas := map[string]gcp.Quota{}
 	for api, q := range gcp.DefaultQuotas {
@@ -395,7 +396,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	if n > 2000 {
 		every = 2 * time.Second
 	}
-	peak := watchHeap(gcEvery(every))
+	peak := watchHeap(gcEvery(every), objects)
 	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
 	cpu0 := cpuTime()
 	start := time.Now()
@@ -470,10 +471,19 @@ func gcEvery(def time.Duration) time.Duration {
 	return def
 }
 
+// objectsEvery is how often watchHeap reads the heap objects with garbage
+// (KEYROTATE_FLEET_OBJECTS_EVERY, default 1ms).
+func objectsEvery() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("KEYROTATE_FLEET_OBJECTS_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return time.Millisecond
+}
+
 // watchHeap samples the heap until the returned function is called, which
 // returns the peaks: the live heap after a full GC every gc, and the heap
-// objects with garbage every millisecond.
-func watchHeap(gc time.Duration) func() heapSample {
+// objects with garbage every objects (0: never).
+func watchHeap(gc, objects time.Duration) func() heapSample {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	var (
 		peakLive, peakObjects, peakStacks atomic.Uint64
@@ -483,8 +493,12 @@ func watchHeap(gc time.Duration) func() heapSample {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
+		var tick <-chan time.Time // nil: never
+		if objects > 0 {
+			t := time.NewTicker(objects)
+			defer t.Stop()
+			tick = t.C
+		}
 		g := time.NewTicker(gc)
 		defer g.Stop()
 		for {
@@ -501,7 +515,7 @@ func watchHeap(gc time.Duration) func() heapSample {
 					peakStacks.Store(st)
 					peakAt.Store(time.Now().UnixNano())
 				}
-			case <-t.C:
+			case <-tick:
 			}
 		}
 	}()

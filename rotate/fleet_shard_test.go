@@ -50,7 +50,16 @@ func TestFleetShardChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	fe := &fleetEmulator{fleetSeeded: spec.Seeded, tb: t}
-	m := runFleetShard(t, fe, scaled(spec.Scale), spec.Index, spec.Count, len(spec.Seeded.Slots), rotate.Options{Force: true})
+	// A shard reports no peak with garbage (PeakObjects): its watchHeap
+	// does not read it every millisecond, unless asked to
+	// (KEYROTATE_FLEET_OBJECTS_EVERY). Each read wakes the process, which
+	// waits idle for most of a run: over a 75 s run in real time, 75,000
+	// wake-ups a process, several seconds of CPU in 4 processes.
+	var objects time.Duration
+	if os.Getenv("KEYROTATE_FLEET_OBJECTS_EVERY") != "" {
+		objects = objectsEvery()
+	}
+	m := runFleetShard(t, fe, scaled(spec.Scale), spec.Index, spec.Count, len(spec.Seeded.Slots), rotate.Options{Force: true}, objects)
 	out, _ := json.Marshal(m)
 	fmt.Printf("\n%s%s\n", fleetShardLine, out)
 }
@@ -139,6 +148,9 @@ func runFleetShards(b *testing.B, projects, slots, shards int, s scaled, targets
 			c.cmd.Env = append(os.Environ(), fleetShardEnv+"="+file)
 			if f := os.Getenv("KEYROTATE_FLEET_HEAPPROFILE"); f != "" { // a file a shard
 				c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("KEYROTATE_FLEET_HEAPPROFILE=%s.shard%d", f, i))
+			}
+			if v := os.Getenv("KEYROTATE_FLEET_SHARD_GOMAXPROCS"); v != "" { // the shards only, not the emulator
+				c.cmd.Env = append(c.cmd.Env, "GOMAXPROCS="+v)
 			}
 			if f := os.Getenv("KEYROTATE_FLEET_SHARD_CPUPROFILE"); f != "" {
 				c.cmd.Args = append(c.cmd.Args, fmt.Sprintf("-test.cpuprofile=%s.shard%d", f, i))
