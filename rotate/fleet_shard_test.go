@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,7 +83,8 @@ func TestFleetShardChild(t *testing.T) {
 // shards of 100x10 or 10x100 show what sharding costs per rotation (CPU,
 // probes, heap) in a fraction of the time; the ratio and heap targets are
 // the 100x100 case's only. KEYROTATE_FLEET_SHARD_CPUPROFILE=FILE writes
-// each shard's CPU profile to FILE.shardI.
+// each shard's CPU profile to FILE.shardI. Each shard runs with its share
+// of the CPUs as GOMAXPROCS (shardProcs).
 func BenchmarkFleetShards(b *testing.B) {
 	if v := os.Getenv("KEYROTATE_FLEET_SHARDS"); v != "" {
 		size, count, split := strings.Cut(v, "/")
@@ -100,6 +102,22 @@ func BenchmarkFleetShards(b *testing.B) {
 	}
 	skipUnlessBig(b)
 	runFleetShards(b, 100, 100, 4, fleetBigScale(), true)
+}
+
+// shardProcs is the GOMAXPROCS of each of n shard processes: their share
+// of this machine's CPUs, at least 1 (KEYROTATE_FLEET_SHARD_GOMAXPROCS
+// when set). The shards of a job run on machines of their own, a Cloud Run
+// task or a pod each, whose Go runtime sizes GOMAXPROCS to the task's CPU
+// limit (Go 1.25 on); n processes on one machine, each with every CPU,
+// spend CPU on the scheduler's idle Ps spinning and waking — on 2 cores, 4
+// shards of 10x100 in real time: 3.2 ms of CPU a rotation at GOMAXPROCS 2,
+// 2.5 ms at 1, 2.0-2.5 ms in one process — which would not happen apart.
+// The emulator child keeps every CPU.
+func shardProcs(n int) string {
+	if v := os.Getenv("KEYROTATE_FLEET_SHARD_GOMAXPROCS"); v != "" {
+		return v
+	}
+	return strconv.Itoa(max(1, runtime.NumCPU()/n))
 }
 
 // runFleetShards runs projects × slots as shards processes at scale s and
@@ -149,9 +167,7 @@ func runFleetShards(b *testing.B, projects, slots, shards int, s scaled, targets
 			if f := os.Getenv("KEYROTATE_FLEET_HEAPPROFILE"); f != "" { // a file a shard
 				c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("KEYROTATE_FLEET_HEAPPROFILE=%s.shard%d", f, i))
 			}
-			if v := os.Getenv("KEYROTATE_FLEET_SHARD_GOMAXPROCS"); v != "" { // the shards only, not the emulator
-				c.cmd.Env = append(c.cmd.Env, "GOMAXPROCS="+v)
-			}
+			c.cmd.Env = append(c.cmd.Env, "GOMAXPROCS="+shardProcs(shards))
 			if f := os.Getenv("KEYROTATE_FLEET_SHARD_CPUPROFILE"); f != "" {
 				c.cmd.Args = append(c.cmd.Args, fmt.Sprintf("-test.cpuprofile=%s.shard%d", f, i))
 			}
@@ -222,10 +238,10 @@ func runFleetShards(b *testing.B, projects, slots, shards int, s scaled, targets
 		if gated {
 			what = fmt.Sprintf(" with the gate (usage delay %s added to the bound)", s.d(fleetUsageDelay))
 		}
-		b.Logf("%d slots in %d processes%s: wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f, %d 429s, peak live heap %.0f bytes a rotation in flight (largest shard), %.1f MB above the baselines in all, %.2f probes a rotation, rotator CPU %s in all (%.0f µs a rotation)",
+		b.Logf("%d slots in %d processes%s: wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f, %d 429s, peak live heap %.0f bytes a rotation in flight (largest shard), %.1f MB above the baselines in all, %.2f probes a rotation, rotator CPU %s in all (%.0f µs a rotation; GOMAXPROCS %s a shard)",
 			n, shards, what, wall.Round(time.Millisecond), all.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
 			first.Sub(first.Truncate(s.d(fleetQuotaWindow))).Round(time.Millisecond), ratio, throttled, perRot, float64(peakSum)/(1<<20),
-			probes/float64(n), cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(n))
+			probes/float64(n), cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(n), shardProcs(shards))
 		for i, m := range runs {
 			most := 0
 			for _, k := range perShard[i] {
