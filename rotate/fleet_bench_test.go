@@ -308,7 +308,10 @@ type fleetRun struct {
 	Throttled, Waits                    int64
 	WaitsByKind                         map[string]gcp.PaceWaits
 	CallsPerRotation, ProbesPerRotation float64
-	Gated                               bool // with the drain gate (fleetGate)
+	// SeenMean and SeenMax are how long after its wait began a new key
+	// was seen working (Result.Propagation), on average and at most.
+	SeenMean, SeenMax time.Duration
+	Gated             bool // with the drain gate (fleetGate)
 	// Calls are the calls made, by method (gcp.Meter.Calls).
 	Calls map[string]int64
 }
@@ -373,9 +376,10 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	n := len(slots)
 	var (
-		mu     sync.Mutex
-		probes int64
-		failed []error
+		mu            sync.Mutex
+		probes        int64
+		seen, seenMax time.Duration
+		failed        []error
 	)
 	f := &rotate.Fleet{Rotator: r, Parallel: parallel, Done: func(o rotate.Outcome) {
 		mu.Lock()
@@ -385,6 +389,8 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			return
 		}
 		probes += int64(o.Result.Probes)
+		seen += o.Result.Propagation
+		seenMax = max(seenMax, o.Result.Propagation)
 		if gated {
 			if err := gatePassed(o); err != nil {
 				failed = append(failed, err)
@@ -414,6 +420,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	m.Waits, m.Waited = meter.Pacer.Waits()
 	m.WaitsByKind = meter.Pacer.WaitsByKind()
 	m.ProbesPerRotation = float64(probes) / float64(n)
+	m.SeenMean, m.SeenMax = seen/time.Duration(n), seenMax
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
 }

@@ -248,10 +248,10 @@ func runFleetShards(b *testing.B, projects, slots, shards int, s scaled, targets
 				most = max(most, k)
 			}
 			own, _, _ := bound(m.Start, len(perShard[i]), most)
-			b.Logf("  shard %d/%d: %d slots (at most %d a project), started +%s, wall %s, bound %s, ratio %.2f, %.2f calls/rotation (%s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above %.1f MB at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks), CPU %s",
+			b.Logf("  shard %d/%d: %d slots (at most %d a project), started +%s, wall %s, bound %s, ratio %.2f, %.2f calls/rotation (%s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above %.1f MB at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks), CPU %s, new keys seen working %s after their wait began (mean; at most %s)",
 				i, shards, m.Slots, most, m.Start.Sub(first).Round(time.Millisecond), m.Wall.Round(time.Millisecond), own.Round(time.Millisecond), m.Wall.Seconds()/own.Seconds(),
 				m.CallsPerRotation, m.PerMethod(), m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), m.waitsByKind(),
-				float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation, m.CPU.Round(time.Millisecond))
+				float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation, m.CPU.Round(time.Millisecond), m.SeenMean.Round(time.Millisecond), m.SeenMax.Round(time.Millisecond))
 			if m.Wall < own {
 				b.Errorf("shard %d/%d: wall %s beat its lower bound %s: the bound is wrong", i, shards, m.Wall, own)
 			}
