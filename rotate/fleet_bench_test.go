@@ -312,7 +312,10 @@ type fleetRun struct {
 	Throttled, Waits                    int64
 	WaitsByKind                         map[string]gcp.PaceWaits
 	CallsPerRotation, ProbesPerRotation float64
-	Gated                               bool // with the drain gate (fleetGate)
+	// SeenMean and SeenMax are how long after its wait began a new key
+	// was seen working (Result.Propagation), on average and at most.
+	SeenMean, SeenMax time.Duration
+	Gated             bool // with the drain gate (fleetGate)
 	// GateStarts and GatePasses are when the gates started and passed,
 	// from the run's start, sorted (Gated); GatePeak is the peak of the
 	// live heap and stacks sampled after the first gate passed (the
@@ -363,14 +366,16 @@ func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Opti
 // measures the run.
 func runFleetParallel(tb testing.TB, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
 	tb.Helper()
-	return runFleetShard(tb, fe, s, 0, 1, parallel, opts)
+	return runFleetShard(tb, fe, s, 0, 1, parallel, opts, objectsEvery())
 }
 
 // runFleetShard rotates shard index of count of fe's slots (rotate.Shard,
 // as `keyrotate rotate --shard index/count` takes them), parallel at a
 // time, paced with the process's share of the quotas (gcp.Quota.Share, as
-// cmd/keyrotate paces a shard), and measures the run.
-func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options) fleetRun {
+// cmd/keyrotate paces a shard) and probing as one of count
+// (Rotator.Shards), and measures the run: the heap objects with garbage
+// (PeakObjects) every objects (0: not at all).
+func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options, objects time.Duration) fleetRun {
 	tb.Helper()
 	quotas := map[string]gcp.Quota{}
 	for api, q := range gcp.DefaultQuotas {
@@ -378,6 +383,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, s.d(fleetQuotaWindow))}
 	r, g := fe.rotator(tb, meter, s)
+	r.Shards = count // as cmd/keyrotate sets it from --shard
 	var slots []*rotate.Slot
 	for _, sl := range fe.slots(g, s) {
 		if rotate.Shard(sl.Name, count) == index {
@@ -390,10 +396,11 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	n := len(slots)
 	var (
-		mu        sync.Mutex
-		probes    int64
-		failed    []error
-		gateTimes [][2]time.Time // each gate's start and pass
+		mu            sync.Mutex
+		probes        int64
+		seen, seenMax time.Duration
+		failed        []error
+		gateTimes     [][2]time.Time // each gate's start and pass
 	)
 	f := &rotate.Fleet{Rotator: r, Parallel: parallel, Done: func(o rotate.Outcome) {
 		mu.Lock()
@@ -403,6 +410,8 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			return
 		}
 		probes += int64(o.Result.Probes)
+		seen += o.Result.Propagation
+		seenMax = max(seenMax, o.Result.Propagation)
 		if gated {
 			if err := gatePassed(o); err != nil {
 				failed = append(failed, err)
@@ -416,7 +425,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	if n > 2000 {
 		every = 2 * time.Second
 	}
-	peak := watchHeap(gcEvery(every))
+	peak := watchHeap(gcEvery(every), objects)
 	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
 	cpu0 := cpuTime()
 	start := time.Now()
@@ -446,6 +455,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	m.Waits, m.Waited = meter.Pacer.Waits()
 	m.WaitsByKind = meter.Pacer.WaitsByKind()
 	m.ProbesPerRotation = float64(probes) / float64(n)
+	m.SeenMean, m.SeenMax = seen/time.Duration(n), seenMax
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
 }
@@ -540,10 +550,19 @@ func gcEvery(def time.Duration) time.Duration {
 	return def
 }
 
+// objectsEvery is how often watchHeap reads the heap objects with garbage
+// (KEYROTATE_FLEET_OBJECTS_EVERY, default 1ms).
+func objectsEvery() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("KEYROTATE_FLEET_OBJECTS_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return time.Millisecond
+}
+
 // watchHeap samples the heap until the returned function is called, which
 // returns the peaks: the live heap after a full GC every gc, and the heap
-// objects with garbage every millisecond.
-func watchHeap(gc time.Duration) func() heapSample {
+// objects with garbage every objects (0: never).
+func watchHeap(gc, objects time.Duration) func() heapSample {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	var (
 		peakLive, peakObjects, peakStacks atomic.Uint64
@@ -554,8 +573,12 @@ func watchHeap(gc time.Duration) func() heapSample {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
+		var tick <-chan time.Time // nil: never
+		if objects > 0 {
+			t := time.NewTicker(objects)
+			defer t.Stop()
+			tick = t.C
+		}
 		g := time.NewTicker(gc)
 		defer g.Stop()
 		for {
@@ -574,7 +597,7 @@ func watchHeap(gc time.Duration) func() heapSample {
 					peakStacks.Store(st)
 					peakAt.Store(time.Now().UnixNano())
 				}
-			case <-t.C:
+			case <-tick:
 			}
 		}
 	}()
