@@ -119,6 +119,8 @@ func fleetScale() scaled {
 //	            rotations starting at once
 //	burst-cpu-ms/rot
 //	            the rotator's CPU time until then, per rotation
+//	burst-allocs/rot
+//	            the heap objects it allocated until then, per rotation
 //
 // 100x100 (10,000 rotations) runs its own time scale,
 // KEYROTATE_FLEET_BIG_SCALE (default 1: real time, a minute a minute; the
@@ -212,6 +214,7 @@ func BenchmarkFleet(b *testing.B) {
 				b.ReportMetric(first.CPU.Seconds()*1e3/float64(n), "cpu-ms/rot")
 				b.ReportMetric(first.BurstCPU.Seconds()*1e3/float64(n), "burst-cpu-ms/rot")
 				b.ReportMetric(first.Burst.Seconds(), "burst-s")
+				b.ReportMetric(float64(first.BurstAllocs)/float64(n), "burst-allocs/rot")
 				b.ReportMetric(first.ProbesPerRotation, "probes/rot")
 				if len(runs) > 1 {
 					next := runs[1].m
@@ -338,6 +341,7 @@ type fleetRun struct {
 	// rotator's CPU time until then: the first burst of calls, which the
 	// rotations make before their probes (createdKeys).
 	Burst, BurstCPU time.Duration
+	BurstAllocs     uint64 // the heap objects allocated until then
 	// Calls are the calls made, by method (gcp.Meter.Calls).
 	Calls map[string]int64
 }
@@ -427,12 +431,12 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	peak := watchHeap(gcEvery(every))
 	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
-	cpu0 := cpuTime()
+	cpu0, allocs0 := cpuTime(), heapAllocs()
 	start := time.Now()
 	f.Run(context.Background(), slots, opts)
 	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Slots: n, Gated: gated}
 	if burst.left.Load() == 0 {
-		m.BurstCPU, m.Burst = burst.cpu-cpu0, burst.at.Sub(start)
+		m.BurstCPU, m.Burst, m.BurstAllocs = burst.cpu-cpu0, burst.at.Sub(start), burst.allocs-allocs0
 	}
 	profiled()
 	h := peak()
@@ -612,14 +616,22 @@ type createdKeys struct {
 	left    atomic.Int64
 	at      time.Time
 	cpu     time.Duration
+	allocs  uint64 // heap objects allocated so far (heapAllocs)
 	profile func() // stops the burst's CPU profile (burstProfile)
 }
 
 func (c *createdKeys) event(e rotate.Event) {
 	if e.Step == rotate.StepCreate && c.left.Add(-1) == 0 {
-		c.at, c.cpu = time.Now(), cpuTime()
+		c.at, c.cpu, c.allocs = time.Now(), cpuTime(), heapAllocs()
 		c.profile()
 	}
+}
+
+// heapAllocs is the number of heap objects the process allocated so far.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // burstProfile starts, when KEYROTATE_FLEET_BURST_CPUPROFILE names a file,
