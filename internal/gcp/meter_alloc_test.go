@@ -32,7 +32,9 @@ func TestMeterCallAllocs(t *testing.T) {
 		name string
 		call func()
 	}{
-		{"GetSecret", func() { _ = unary(ctx, "/google.cloud.secretmanager.v1.SecretManagerService/GetSecret", get, nil, nil, invoke) }},
+		{"GetSecret", func() {
+			_ = unary(ctx, "/google.cloud.secretmanager.v1.SecretManagerService/GetSecret", get, nil, nil, invoke)
+		}},
 		{"UpdateSecret", func() {
 			_ = unary(ctx, "/google.cloud.secretmanager.v1.SecretManagerService/UpdateSecret", update, nil, nil, invoke)
 		}},
