@@ -637,10 +637,30 @@ func heapAllocs() uint64 {
 // burstProfile starts, when KEYROTATE_FLEET_BURST_CPUPROFILE names a file,
 // a CPU profile of a first rotation's burst (the first run of the
 // process; not with -test.cpuprofile), and returns the function that
-// stops it.
+// stops it. KEYROTATE_FLEET_BURST_MEMPROFILE instead names the file of a
+// profile of every allocation until the burst's end.
 func burstProfile(tb testing.TB, opts rotate.Options) func() {
+	if opts.Again {
+		return func() {}
+	}
+	if file := os.Getenv("KEYROTATE_FLEET_BURST_MEMPROFILE"); file != "" {
+		// The objects allocated until the burst's end (every one
+		// sampled), for pprof -sample_index=alloc_objects.
+		runtime.MemProfileRate = 1
+		return func() {
+			f, err := os.Create(file)
+			if err != nil {
+				tb.Error(err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				tb.Error(err)
+			}
+		}
+	}
 	file := os.Getenv("KEYROTATE_FLEET_BURST_CPUPROFILE")
-	if file == "" || opts.Again {
+	if file == "" {
 		return func() {}
 	}
 	f, err := os.Create(file)
