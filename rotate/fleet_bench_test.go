@@ -573,21 +573,27 @@ func heapProfileAt(tb testing.TB, d time.Duration) func() {
 			_ = pprof.Lookup("goroutine").WriteTo(g, 1)
 			g.Close()
 		}
-		f, err := os.Create(file)
-		if err != nil {
-			tb.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-			tb.Error(err)
-		}
+		writeProfile(tb, "heap", file)
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		tb.Logf("heap profile at +%s in %s (goroutines in %[2]s.goroutine): live heap %.1f MB, stacks %.1f MB, %d goroutines",
 			d, file, float64(ms.HeapAlloc)/(1<<20), float64(ms.StackInuse)/(1<<20), runtime.NumGoroutine())
 	}()
 	return func() { <-done }
+}
+
+// writeProfile writes the runtime's profile name ("heap", "allocs") to
+// file.
+func writeProfile(tb testing.TB, name, file string) {
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		tb.Error(err)
+	}
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
@@ -647,17 +653,7 @@ func burstProfile(tb testing.TB, opts rotate.Options) func() {
 		// The objects allocated until the burst's end (every one
 		// sampled), for pprof -sample_index=alloc_objects.
 		runtime.MemProfileRate = 1
-		return func() {
-			f, err := os.Create(file)
-			if err != nil {
-				tb.Error(err)
-				return
-			}
-			defer f.Close()
-			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-				tb.Error(err)
-			}
-		}
+		return func() { writeProfile(tb, "allocs", file) }
 	}
 	file := os.Getenv("KEYROTATE_FLEET_BURST_CPUPROFILE")
 	if file == "" {
