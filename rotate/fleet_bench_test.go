@@ -113,6 +113,14 @@ func fleetScale() scaled {
 //	            most 30 KB); see fleetRun.PerRotation
 //	obj-B/rot   the figure reported before: peak heap objects (garbage
 //	            included) and stacks, baseline included, per rotation
+//	cpu-ms/rot  the rotator's CPU time (user and system) per rotation
+//	burst-s     when the last rotation had its new key (CreateKey's
+//	            operation done): the end of the first burst of calls, all
+//	            rotations starting at once
+//	burst-cpu-ms/rot
+//	            the rotator's CPU time until then, per rotation
+//	burst-allocs/rot
+//	            the heap objects it allocated until then, per rotation
 //
 // 100x100 (10,000 rotations) runs its own time scale,
 // KEYROTATE_FLEET_BIG_SCALE (default 1: real time, a minute a minute; the
@@ -126,13 +134,16 @@ func fleetScale() scaled {
 func BenchmarkFleet(b *testing.B) {
 	for _, c := range []struct {
 		projects, slots int
-		big             bool
-	}{{20, 25, false}, {4, 150, false}, {100, 100, true}} {
+		big, mid        bool
+	}{{20, 25, false, false}, {4, 150, false, false}, {100, 10, false, true}, {100, 100, true, false}} {
 		b.Run(fmt.Sprintf("%dx%d", c.projects, c.slots), func(b *testing.B) {
 			s := fleetScale()
 			if c.big {
 				skipUnlessBig(b)
 				s = fleetBigScale()
+			}
+			if c.mid {
+				skipUnlessMid(b)
 			}
 			n := c.projects * c.slots
 			for range b.N {
@@ -148,7 +159,7 @@ func BenchmarkFleet(b *testing.B) {
 					m      fleetRun
 				}{{what: "first rotation", lookup: true}, {what: "next run"}}
 				runs[0].m = runFleet(b, fe, s, n, rotate.Options{Force: true})
-				if c.big {
+				if c.big || c.mid {
 					runs = runs[:1]
 				} else {
 					time.Sleep(s.d(fleetQuotaWindow))
@@ -201,8 +212,12 @@ func BenchmarkFleet(b *testing.B) {
 				b.ReportMetric(first.Bound.Seconds(), "bound-s")
 				b.ReportMetric(first.Wall.Seconds()/first.Bound.Seconds(), "ratio")
 				b.ReportMetric(first.CallsPerRotation, "calls/rot")
+				b.ReportMetric(first.CPU.Seconds()*1e3/float64(n), "cpu-ms/rot")
+				b.ReportMetric(first.BurstCPU.Seconds()*1e3/float64(n), "burst-cpu-ms/rot")
+				b.ReportMetric(first.Burst.Seconds(), "burst-s")
+				b.ReportMetric(float64(first.BurstAllocs)/float64(n), "burst-allocs/rot")
 				b.ReportMetric(first.ProbesPerRotation, "probes/rot")
-				if !c.big {
+				if len(runs) > 1 {
 					next := runs[1].m
 					b.ReportMetric(next.Wall.Seconds()/next.Bound.Seconds(), "next-ratio")
 					b.ReportMetric(next.CallsPerRotation, "next-calls/rot")
@@ -216,10 +231,10 @@ func BenchmarkFleet(b *testing.B) {
 				}
 				for _, r := range runs {
 					m := r.m
-					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s",
+					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s (%s until every rotation had its new key, at +%s)",
 						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation, m.PerMethod(),
 						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), m.waitsByKind(), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
-						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond))
+						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond), m.BurstCPU.Round(time.Millisecond), m.Burst.Round(time.Millisecond))
 					if m.Gated {
 						b.Logf("  %-14s %s", "", m.gateSpread())
 					}
@@ -236,6 +251,19 @@ func BenchmarkFleet(b *testing.B) {
 func skipUnlessBig(b *testing.B) {
 	if os.Getenv("KEYROTATE_FLEET_BIG") != "1" {
 		b.Skip("the 10,000-rotation fleet takes minutes: set KEYROTATE_FLEET_BIG=1 to run it")
+	}
+}
+
+// skipUnlessMid skips the 100x10 case unless KEYROTATE_FLEET_MID=1: the
+// 100x100 case's many projects at a tenth of its slots (the first rotation
+// only, as 100x100), a mid-size run
+// whose rotator CPU a rotation (cpu-ms/rot; with
+// KEYROTATE_FLEET_GC_EVERY=1h, without the heap sampler's forced GCs) and
+// CPU profile stand for the big case's first burst, on a machine where
+// the big case cannot run.
+func skipUnlessMid(b *testing.B) {
+	if os.Getenv("KEYROTATE_FLEET_MID") != "1" {
+		b.Skip("the 100x10 fleet is a profiling case: set KEYROTATE_FLEET_MID=1 to run it")
 	}
 }
 
@@ -323,6 +351,11 @@ type fleetRun struct {
 	// sample before it (every rotation parked in its gate).
 	GateStarts, GatePasses []time.Duration
 	GatePeak, GateParked   uint64
+	// Burst is when the last rotation had its new key, and BurstCPU the
+	// rotator's CPU time until then: the first burst of calls, which the
+	// rotations make before their probes (createdKeys).
+	Burst, BurstCPU time.Duration
+	BurstAllocs     uint64 // the heap objects allocated until then
 	// Calls are the calls made, by method (gcp.Meter.Calls).
 	Calls map[string]int64
 }
@@ -390,6 +423,9 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			slots = append(slots, sl)
 		}
 	}
+	burst := &createdKeys{profile: burstProfile(tb, opts)}
+	burst.left.Store(int64(len(slots)))
+	r.Events = burst.event
 	gated := fleetGate(tb)
 	if gated {
 		withGate(r, slots, s)
@@ -427,10 +463,13 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	peak := watchHeap(gcEvery(every), objects)
 	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
-	cpu0 := cpuTime()
+	cpu0, allocs0 := cpuTime(), heapAllocs()
 	start := time.Now()
 	f.Run(context.Background(), slots, opts)
 	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Slots: n, Gated: gated}
+	if burst.left.Load() == 0 {
+		m.BurstCPU, m.Burst, m.BurstAllocs = burst.cpu-cpu0, burst.at.Sub(start), burst.allocs-allocs0
+	}
 	profiled()
 	h := peak()
 	m.Base, m.Peak, m.PeakObjects, m.PeakAfter = base.Live, h.Live, h.Objects, h.At.Sub(start)
@@ -632,21 +671,27 @@ func heapProfileAt(tb testing.TB, d time.Duration) func() {
 			_ = pprof.Lookup("goroutine").WriteTo(g, 1)
 			g.Close()
 		}
-		f, err := os.Create(file)
-		if err != nil {
-			tb.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-			tb.Error(err)
-		}
+		writeProfile(tb, "heap", file)
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		tb.Logf("heap profile at +%s in %s (goroutines in %[2]s.goroutine): live heap %.1f MB, stacks %.1f MB, %d goroutines",
 			d, file, float64(ms.HeapAlloc)/(1<<20), float64(ms.StackInuse)/(1<<20), runtime.NumGoroutine())
 	}()
 	return func() { <-done }
+}
+
+// writeProfile writes the runtime's profile name ("heap", "allocs") to
+// file.
+func writeProfile(tb testing.TB, name, file string) {
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		tb.Error(err)
+	}
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
@@ -666,4 +711,62 @@ type sleepFirst struct {
 func (p *sleepFirst) Probe(ctx context.Context, key secret.Key) error {
 	time.Sleep(p.d)
 	return p.Prober.Probe(ctx, key)
+}
+
+// createdKeys notes when every rotation of a run has its new key (left
+// reaches 0: as many StepCreate events as rotations), and the process's
+// CPU time then: the end of the first burst of calls, before the probes.
+type createdKeys struct {
+	left    atomic.Int64
+	at      time.Time
+	cpu     time.Duration
+	allocs  uint64 // heap objects allocated so far (heapAllocs)
+	profile func() // stops the burst's CPU profile (burstProfile)
+}
+
+func (c *createdKeys) event(e rotate.Event) {
+	if e.Step == rotate.StepCreate && c.left.Add(-1) == 0 {
+		c.at, c.cpu, c.allocs = time.Now(), cpuTime(), heapAllocs()
+		c.profile()
+	}
+}
+
+// heapAllocs is the number of heap objects the process allocated so far.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// burstProfile starts, when KEYROTATE_FLEET_BURST_CPUPROFILE names a file,
+// a CPU profile of a first rotation's burst (the first run of the
+// process; not with -test.cpuprofile), and returns the function that
+// stops it. KEYROTATE_FLEET_BURST_MEMPROFILE instead names the file of a
+// profile of every allocation until the burst's end.
+func burstProfile(tb testing.TB, opts rotate.Options) func() {
+	if opts.Again {
+		return func() {}
+	}
+	if file := os.Getenv("KEYROTATE_FLEET_BURST_MEMPROFILE"); file != "" {
+		// The objects allocated until the burst's end (every one
+		// sampled), for pprof -sample_index=alloc_objects.
+		runtime.MemProfileRate = 1
+		return func() { writeProfile(tb, "allocs", file) }
+	}
+	file := os.Getenv("KEYROTATE_FLEET_BURST_CPUPROFILE")
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		tb.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

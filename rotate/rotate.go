@@ -377,8 +377,13 @@ func (r *Rotator) log() *slog.Logger {
 	if r.Log != nil {
 		return r.Log
 	}
-	return slog.New(slog.DiscardHandler)
+	return discardLog
 }
+
+// discardLog is the log of a Rotator without one: one for all, as a
+// rotation asks for its log at each step and call (a new Logger each time
+// was a heap object each: TestRotatorLogAllocs).
+var discardLog = slog.New(slog.DiscardHandler)
 
 func (r *Rotator) event(slot string, step Step, format string, args ...any) {
 	r.eventThen(slot, step, Next{}, format, args...)
