@@ -557,7 +557,7 @@ func (r *Rotator) begin(ctx context.Context, slot *Slot, opts Options, pre *pref
 //go:noinline
 func (r *Rotator) newRun(slot *Slot, opts Options, pre *preflight, l *lease, res *Result, ka *gcp.Keys, sa *gcp.Secrets, grace time.Duration) *run {
 	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, res: res, ka: ka, sa: sa, grace: grace,
-		mode: retireMode(slot, opts, grace), from: keyRef(pre.old)}
+		mode: retireMode(slot, opts, grace), from: oldKeyRef(pre.old)}
 	// The lease holds the secret as it now stands; the preflight's copy
 	// and the record parsed from it are done with.
 	pre.sec, pre.rec = nil, nil
@@ -830,6 +830,20 @@ func keyRef(k *apikeys.V2Key) *apikeys.V2Key {
 		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, DeleteTime: k.DeleteTime}
 }
 
+// oldKeyRef is what a run keeps of the key it retires: keyRef and the
+// key's annotations. A key kept for finalize is annotated with an
+// UpdateKey whose mask, "annotations", replaces the whole map, so the run
+// sends the annotations the key had (its owner's, the rotation's that made
+// it) with its own; and a delete-after an earlier attempt wrote is kept
+// (keepOld). nil stays nil.
+func oldKeyRef(k *apikeys.V2Key) *apikeys.V2Key {
+	ref := keyRef(k)
+	if ref != nil {
+		ref.Annotations = k.Annotations
+	}
+	return ref
+}
+
 // steps are a rotation's steps past the lock. An abort or a rollback
 // obtains the key it puts back in place instead of creating one.
 func (st *run) steps() []step {
@@ -866,9 +880,10 @@ func (st *run) create(ctx context.Context) error {
 	st.newStr = secret.New(key.KeyString)
 	key.KeyString = ""
 	st.newKey = keyRef(key)
-	if st.pre.old != nil {
-		st.pre.old = keyRef(st.pre.old) // its restrictions and binding are copied
-	}
+	// Its restrictions and binding are copied: from here on the run needs
+	// no more of the old key than it keeps to retire it (from, the same
+	// key in a rotation).
+	st.pre.old = st.from
 	if st.newStr.IsZero() {
 		k, err := st.ka.KeyString(ctx, key.Name)
 		if err != nil {
