@@ -520,7 +520,7 @@ func TestFleetStackPerParkedRotation(t *testing.T) {
 // no step of any rotation happened while it was taken.
 func minInFlight(t *testing.T, n int, measure func() int64) int64 {
 	t.Helper()
-	const warm = 4 // per project
+	const warm = 10 // per project
 	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + warm, Propagation: 100 * 365 * 24 * time.Hour})
 	r, g := fe.rotator(t, &gcp.Meter{}, 60)
 	r.ProbeInterval, r.ProbeMaxInterval = 0, 0

@@ -561,7 +561,8 @@ func (r *Rotator) newRun(slot *Slot, opts Options, pre *preflight, l *lease, res
 	// The lease holds the secret as it now stands; the preflight's copy
 	// and the record parsed from it are done with.
 	pre.sec, pre.rec = nil, nil
-	st.rec = l.record()
+	rec := l.record()
+	st.rec, st.undeleted = newRunRecord(rec), rec.Undeleted
 	st.fromVersion = st.rec.OldVersion
 	if res.Resumed && grace > 0 && opts.Retire == "" {
 		st.mode = RetireGrace // the rotation was started with a grace period
@@ -795,7 +796,7 @@ type run struct {
 	slot  *Slot
 	pre   *preflight
 	lease *lease
-	rec   Record
+	rec   runRecord
 	res   *Result
 	ka    *gcp.Keys
 	sa    *gcp.Secrets
@@ -811,10 +812,28 @@ type run struct {
 
 	mayHaveCreated bool // a CreateKey was sent, in this run or an earlier one
 	undone         bool // the new key was removed again and the lock cleared
+	undeleted      bool // the record's Undeleted: this run or the one it resumes undeleted the new key
 
 	newKey  *apikeys.V2Key
 	newStr  secret.Key
 	version string
+}
+
+// runRecord is what a run keeps of its rotation record as the lock left
+// it: the fields its steps read. The lease holds the whole record, and
+// writes it; a second whole copy (400 bytes, its holder and times among
+// them) was the largest part of a run (TestFleetHeapPerRotation).
+type runRecord struct {
+	ID, Phase                 string
+	OldKey, OldVersion, OldFP string
+	NewKeyID, NewKey, NewFP   string
+	CreateOp                  string
+	Aborted                   *Record
+}
+
+func newRunRecord(r Record) runRecord {
+	return runRecord{ID: r.ID, Phase: r.Phase, OldKey: r.OldKey, OldVersion: r.OldVersion, OldFP: r.OldFP,
+		NewKeyID: r.NewKeyID, NewKey: r.NewKey, NewFP: r.NewFP, CreateOp: r.CreateOp, Aborted: r.Aborted}
 }
 
 // keyRef is what a run keeps of a key past its create step: its name,
