@@ -52,10 +52,12 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 	r.event(slot.Name, StepLock, "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
 	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: newRunRecord(rec), undeleted: rec.Undeleted, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
-	if st.from, err = ka.Get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
+	from, err := ka.Get(ctx, rec.OldKey)
+	if err != nil && !errors.Is(err, ErrKeyNotFound) {
 		st.mayHaveCreated = true
 		return nil, st.fail(ctx, err)
 	}
+	st.from = oldKeyRef(from)
 	if st.from != nil && st.from.DeleteTime == "" && res.OldKey.Fingerprint == "" {
 		// The rotation stopped before its read-back recorded the new
 		// key's fingerprint: read it, so that the result names the key
@@ -125,7 +127,7 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 	}
 	r.event(slot.Name, StepLock, "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
 	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: newRunRecord(rec), undeleted: rec.Undeleted, res: res, ka: ka, sa: sa,
-		from: pre.old, fromVersion: rec.OldVersion}
+		from: oldKeyRef(pre.old), fromVersion: rec.OldVersion}
 	return st.drive(ctx)
 }
 
@@ -165,7 +167,7 @@ func (st *run) adopt(ctx context.Context) error {
 		}
 		st.event(st.slot.Name, StepObtain, "undeleted key %s", name)
 	}
-	st.newKey = key
+	st.newKey = keyRef(key)
 	if st.newStr, err = st.ka.KeyString(ctx, name); err != nil {
 		return err
 	}
