@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -230,59 +231,133 @@ func shortMethod(m string) string {
 }
 
 // drainRead is one ListTimeSeries of a project at minute resolution,
-// shared by the gates of its slots (drainPoller).
+// shared by the gates of its slots (drainPoller). It does not change once
+// made.
 type drainRead struct {
-	mu     sync.Mutex
 	asOf   time.Time
 	window time.Duration
 	counts []gcp.RequestCount
 	err    error
 }
 
-// drainPoller holds each project's latest read, so that the slots of a
-// project that wait at the same time share one query per poll.
+// drainPoller schedules the reads of each project, so that the slots of a
+// project whose gates wait at the same time share them.
 type drainPoller struct {
 	mu sync.Mutex
-	by map[string]*drainRead
+	by map[string]*drainProject
 }
 
-// drainCounts returns project's request counts per minute over window
-// before their time, read at or after notBefore (a poll of the grid, or
-// the start of the poll interval a gate's first read falls in): a read
-// another gate of the project made since then is reused, else Monitoring
-// is asked now. So the gates of a project cost one query per poll
-// interval, but for a gate's last read, at its drain timeout (off the
-// grid).
-func (r *Rotator) drainCounts(ctx context.Context, project string, notBefore time.Time, window time.Duration) (*drainRead, error) {
-	r.drain.mu.Lock()
-	if r.drain.by == nil {
-		r.drain.by = map[string]*drainRead{}
+// drainProject is one project's latest read and the gates waiting for a
+// read. mu is held while a read is made: a gate that wakes meanwhile
+// waits for it, and then uses it.
+type drainProject struct {
+	mu      sync.Mutex
+	latest  *drainRead
+	waiting []*drainWant
+}
+
+// drainWant is what a gate waits for: a read made at or after from,
+// reaching back window. It is due at due (from <= due: the earliest time
+// a read could change what the gate sees, see drainOld) and would rather
+// not wait past by.
+type drainWant struct {
+	from, due, by time.Time
+	window        time.Duration
+}
+
+// project returns project's schedule.
+func (dp *drainPoller) project(project string) *drainProject {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.by == nil {
+		dp.by = map[string]*drainProject{}
 	}
-	e := r.drain.by[project]
-	if e == nil {
-		e = &drainRead{}
-		r.drain.by[project] = e
+	p := dp.by[project]
+	if p == nil {
+		p = &drainProject{}
+		dp.by[project] = p
 	}
-	r.drain.mu.Unlock()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.asOf.IsZero() && !e.asOf.Before(notBefore) && e.window >= window {
-		return &drainRead{asOf: e.asOf, window: e.window, counts: e.counts, err: e.err}, nil
+	return p
+}
+
+// serves reports whether the latest read will do for w.
+func (p *drainProject) serves(w *drainWant) bool {
+	return p.latest != nil && !p.latest.asOf.Before(w.from) && p.latest.window >= w.window
+}
+
+// next returns when the project's next read is to be made, and how far
+// back it reaches: the earliest by of the gates the latest read does not
+// serve bounds it, and within that it waits for the latest due time, so
+// that gates due within a poll interval of each other cost one read, and
+// none waits past its by. The read reaches back as far as any waiting gate
+// wants.
+func (p *drainProject) next() (at time.Time, window time.Duration) {
+	var by time.Time
+	for _, w := range p.waiting {
+		window = max(window, w.window)
+		if !p.serves(w) && (by.IsZero() || w.by.Before(by)) {
+			by = w.by
+		}
 	}
+	for _, w := range p.waiting {
+		if !p.serves(w) && !w.due.After(by) && w.due.After(at) {
+			at = w.due
+		}
+	}
+	return at, window
+}
+
+// awaitRead returns a read of project that serves want: the latest read,
+// when it was made at or after want.from and reaches back far enough;
+// else the project's next read (drainProject.next), made by whichever of
+// its waiting gates wakes for it first, the others sleeping
+// (Rotator.Sleep) until then. A gate sleeps until the time planned when
+// it went to sleep, which is within its by: a gate that joins later either
+// moves the plan later (still within every waiting gate's by), or makes a
+// read itself sooner, which serves those it covers when they wake, by
+// their by still. So no gate needs waking early.
+func (r *Rotator) awaitRead(ctx context.Context, project string, want *drainWant) (*drainRead, error) {
 	if r.Monitoring == nil {
 		return nil, errNoMonitoring
 	}
+	p := r.drain.project(project)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiting = append(p.waiting, want)
+	defer func() { p.waiting = slices.DeleteFunc(p.waiting, func(w *drainWant) bool { return w == want }) }()
+	for !p.serves(want) {
+		at, window := p.next()
+		if now := r.now(); !now.Before(at) {
+			read, err := r.readDrain(ctx, project, now, window)
+			if err != nil {
+				return nil, err
+			}
+			p.latest = read
+			continue
+		}
+		p.mu.Unlock()
+		err := r.sleepUntil(ctx, at)
+		p.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return p.latest, nil
+}
+
+// readDrain reads project's request counts per minute over window before
+// now. A read that fails is returned as such (drainRead.err), to be shared
+// as a successful one is; only a run that stopped returns an error.
+func (r *Rotator) readDrain(ctx context.Context, project string, now time.Time, window time.Duration) (*drainRead, error) {
 	retry := r.Retry
 	if retry.Log == nil {
 		retry.Log = r.log()
 	}
 	u := &gcp.Usage{Client: r.Monitoring, Retry: retry}
-	now := r.now()
 	counts, err := u.RequestCounts(gcp.WithProject(ctx, project), project, now, window, time.Minute)
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
-	e.asOf, e.window, e.counts, e.err = now, window, counts, err
 	return &drainRead{asOf: now, window: window, counts: counts, err: err}, nil
 }
 
@@ -329,77 +404,117 @@ func (r *Rotator) sleepUntil(ctx context.Context, until time.Time) error {
 	}
 }
 
-// drainOld runs the drain gate for the old key: it polls Cloud Monitoring
-// (every DrainPoll, on the clock's minute grid, so that the gates of a
-// project poll together) until the settled-window rule passes, the drain
-// timeout comes, or Monitoring cannot answer.
+// drainOld runs the drain gate for the old key: it reads Cloud Monitoring,
+// sharing its project's reads (awaitRead), until the settled-window rule
+// passes, the drain timeout comes, or Monitoring cannot answer. After each
+// read the gate is due again at the earliest of the time the rule could
+// pass it (gateVerdict.QuietAt), a poll interval after the read (to see
+// new traffic, and show it), and its deadline; its project's next read
+// comes at that time, or up to a poll interval later when other gates of
+// the project are due by then (one read for them all, at the latest of
+// their due times).
 func (st *run) drainOld(ctx context.Context, uid string) (*Drain, error) {
-	start := st.now()
-	d := &Drain{Started: start}
-	deadline := start.Add(st.slot.DrainTimeout)
-	quiet := st.slot.QuietPeriod
-	window := drainWindow(st.UsageDelay, quiet)
-	poll := orDefault(st.DrainPoll, DefaultDrainPoll)
-	// The first read is the project's read of the poll interval the gate
-	// starts in, made by whichever gate of the project reached it first
-	// (or by this one, at once): gates that start within an interval
-	// share it as they share the later polls, on the grid. A read from
-	// before the gate started cannot pass it (settledQuiet wants its
-	// time minus the usage delay at or after the start), nor end it (the
-	// deadline is after it); neither can a read at the start unless the
-	// usage delay is 0, when each gate reads at its start (and a quiet
-	// key passes there). The first read shows the old key's traffic at
-	// once, and finds at once that Monitoring cannot answer. Waiting for
-	// the first grid poll at or after start+UsageDelay would save no
-	// query of a fleet (its gates poll the grid together) and would leave
-	// a terminal blank, and a denied permission unknown, for the usage
-	// delay (30m by default).
-	notBefore := start
-	if st.UsageDelay > 0 {
-		notBefore = start.Truncate(poll)
-	}
+	// The frames under the gate's sleep stay small (the gate's state is
+	// on the heap, its evaluation in gateSaw), so that a gate parked for
+	// the usage delay holds an 8 KiB stack, not 16
+	// (TestFleetStackPerParkedGate).
+	g := st.startGate(uid)
 	for {
-		read, err := st.drainCounts(ctx, st.slot.Project, notBefore, window)
+		read, err := st.awaitRead(ctx, st.slot.Project, &g.want)
 		if err != nil && !errors.Is(err, errNoMonitoring) {
-			return nil, fmt.Errorf("drain old key %s: %w", st.from.Name, err)
+			return nil, st.drainStopped(err)
 		}
-		if err == nil {
-			err = read.err
+		if st.gateSaw(g, read, err) {
+			return g.d, nil
 		}
-		d.Polls++
-		if err != nil {
-			d.Ended, d.Outcome, d.Reason = st.now(), DrainUnknown, usageReason(err)
-			st.log().Warn("Cloud Monitoring cannot tell whether the old key is still in use", "slot", st.slot.Name, "key", st.from.Name, "error", err)
-			return d, nil
-		}
-		pts := keyPoints(read.counts, uid)
-		v := settledQuiet(start, read.asOf, st.UsageDelay, quiet, pts)
-		d.SettledTo, d.LastOK, d.Usage = v.SettledTo, v.LastOK, methodRates(pts, read.asOf)
-		if v.Pass {
-			d.Ended, d.Outcome = read.asOf, DrainQuiet
-			return d, nil
-		}
-		if !read.asOf.Before(deadline) {
-			d.Ended, d.Outcome = read.asOf, DrainInUse
-			switch {
-			case !v.LastOK.IsZero():
-				d.Reason = fmt.Sprintf("still in use at the drain timeout (%s): last successful call in the minute to %s", human(st.slot.DrainTimeout), v.LastOK.Format(time.RFC3339))
-			default:
-				d.Reason = fmt.Sprintf("not yet known to be quiet at the drain timeout (%s): Cloud Monitoring's data had settled only to %s (usage delay %s)",
-					human(st.slot.DrainTimeout), v.SettledTo.Format(time.RFC3339), human(st.UsageDelay))
-			}
-			return d, nil
-		}
-		st.drainEvent(d, v, deadline)
-		next := read.asOf.Truncate(poll).Add(poll)
-		if next.After(deadline) {
-			next = deadline
-		}
-		if err := st.sleepUntil(ctx, next); err != nil {
-			return nil, fmt.Errorf("drain old key %s: %w", st.from.Name, err)
-		}
-		notBefore = next
 	}
+}
+
+// drainGate is one gate's state from read to read.
+type drainGate struct {
+	d        *Drain
+	uid      string
+	deadline time.Time
+	window   time.Duration
+	poll     time.Duration
+	// want is the read the gate waits for next.
+	want drainWant
+}
+
+// startGate starts the gate of the old key with uid now.
+func (st *run) startGate(uid string) *drainGate {
+	start := st.now()
+	g := &drainGate{d: &Drain{Started: start}, uid: uid, deadline: start.Add(st.slot.DrainTimeout),
+		window: drainWindow(st.UsageDelay, st.slot.QuietPeriod), poll: orDefault(st.DrainPoll, DefaultDrainPoll)}
+	// The first read is at once, or the project's latest read when
+	// another gate of the project made it within the last poll interval:
+	// gates that start within an interval share it as they share the later
+	// reads. A read from before the gate started cannot pass it
+	// (settledQuiet wants its time minus the usage delay at or after the
+	// start), nor end it (the deadline is after it); neither can a read at
+	// the start unless the usage delay is 0, when each gate reads at its
+	// start (and a quiet key passes there). The first read shows the old
+	// key's traffic at once, and finds at once that Monitoring cannot
+	// answer. Waiting until start+UsageDelay, when a read could first pass
+	// the gate, would save a fleet at most a read or two a project and
+	// would leave a terminal blank, and a denied permission unknown, for
+	// the usage delay (30m by default). A gate with no drain timeout
+	// checks once, at its start.
+	g.want = drainWant{from: start, due: start, by: start, window: g.window}
+	if st.UsageDelay > 0 && st.slot.DrainTimeout > 0 {
+		g.want.from = start.Add(time.Nanosecond - g.poll)
+	}
+	return g
+}
+
+// drainStopped is the error of a gate whose run stopped.
+func (st *run) drainStopped(err error) error {
+	return fmt.Errorf("drain old key %s: %w", st.from.Name, err)
+}
+
+// gateSaw applies the settled-window rule to read (or its failure, err)
+// and reports whether the gate has ended (g.d says how); if not, g.want is
+// the read it waits for next.
+func (st *run) gateSaw(g *drainGate, read *drainRead, err error) bool {
+	d := g.d
+	if err == nil {
+		err = read.err
+	}
+	d.Polls++
+	if err != nil {
+		d.Ended, d.Outcome, d.Reason = st.now(), DrainUnknown, usageReason(err)
+		st.log().Warn("Cloud Monitoring cannot tell whether the old key is still in use", "slot", st.slot.Name, "key", st.from.Name, "error", err)
+		return true
+	}
+	pts := keyPoints(read.counts, g.uid)
+	v := settledQuiet(d.Started, read.asOf, st.UsageDelay, st.slot.QuietPeriod, pts)
+	d.SettledTo, d.LastOK, d.Usage = v.SettledTo, v.LastOK, methodRates(pts, read.asOf)
+	if v.Pass {
+		d.Ended, d.Outcome = read.asOf, DrainQuiet
+		return true
+	}
+	if !read.asOf.Before(g.deadline) {
+		d.Ended, d.Outcome = read.asOf, DrainInUse
+		switch {
+		case !v.LastOK.IsZero():
+			d.Reason = fmt.Sprintf("still in use at the drain timeout (%s): last successful call in the minute to %s", human(st.slot.DrainTimeout), v.LastOK.Format(time.RFC3339))
+		default:
+			d.Reason = fmt.Sprintf("not yet known to be quiet at the drain timeout (%s): Cloud Monitoring's data had settled only to %s (usage delay %s)",
+				human(st.slot.DrainTimeout), v.SettledTo.Format(time.RFC3339), human(st.UsageDelay))
+		}
+		return true
+	}
+	st.drainEvent(d, v, g.deadline)
+	// v.QuietAt, and the deadline, are after the read: it did not pass
+	// the gate, nor end it.
+	due := earliest(v.QuietAt, read.asOf.Add(g.poll), g.deadline)
+	g.want = drainWant{from: due, due: due, by: due.Add(g.poll), window: g.window}
+	return false
+}
+
+// earliest returns the earliest of ts.
+func earliest(ts ...time.Time) time.Time {
+	return slices.MinFunc(ts, time.Time.Compare)
 }
 
 // drainEvent reports one poll of the gate: one line that a terminal
@@ -427,17 +542,20 @@ func (st *run) drainEvent(d *Drain, v gateVerdict, deadline time.Time) {
 // slot's usage policy decides (required keeps it; best-effort falls back
 // to the grace period). It returns the index entry of a kept key.
 func (st *run) retireQuiet(ctx context.Context, old *runKey) (*pendingKey, error) {
-	var d *Drain
 	if old.Uid == "" {
 		// Without the key's uid no credential_id can be matched: counting
 		// nothing would read as quiet.
-		d = &Drain{Started: st.now(), Ended: st.now(), Outcome: DrainUnknown, Reason: "the old key's uid is unknown"}
-	} else {
-		var err error
-		if d, err = st.drainOld(ctx, old.Uid); err != nil {
-			return nil, err
-		}
+		return st.retireDrained(ctx, old, &Drain{Started: st.now(), Ended: st.now(), Outcome: DrainUnknown, Reason: "the old key's uid is unknown"})
 	}
+	d, err := st.drainOld(ctx, old.Uid)
+	if err != nil {
+		return nil, err
+	}
+	return st.retireDrained(ctx, old, d)
+}
+
+// retireDrained acts on what the drain gate saw of old (retireQuiet).
+func (st *run) retireDrained(ctx context.Context, old *runKey, d *Drain) (*pendingKey, error) {
 	st.res.Drain = d
 	switch d.Outcome {
 	case DrainQuiet:

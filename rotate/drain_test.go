@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -54,6 +55,12 @@ type gateWorld struct {
 	live     int
 	sleeping []*gateSleeper
 	woke     *sync.Cond
+
+	// oldKeys are a fleet's old keys by slot (gateFleet), and atGate, if
+	// set, is called as a slot of the fleet reaches its gate, before it
+	// sleeps until its time to start the gate.
+	oldKeys map[string]string
+	atGate  func(slot string, arrive time.Time)
 }
 
 // newGateWorld starts a world whose emulator reports calls monDelay late,
@@ -399,14 +406,15 @@ func TestDrainUsagePolicy(t *testing.T) {
 
 // gateFleet rotates the world's slot and n-1 more of its project at once
 // (their old keys called until calling, if not zero), slot i reaching the
-// gate i×stagger after the first: it sleeps on the manual clock once its
-// places are read back. It returns each slot's drain and the time it
+// gate i×stagger after the clock's time: it sleeps on the manual clock
+// once its places are read back. It returns each slot's drain and the time it
 // should have reached the gate; nil drains if a slot failed.
 func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (drains map[string]*rotate.Drain, arrive map[string]time.Time) {
 	t := g.t
 	t.Helper()
 	g.slot.Targets = nil
 	slots := []*rotate.Slot{g.slot}
+	g.oldKeys = map[string]string{g.slot.Name: g.oldName}
 	for i := range n - 1 {
 		name := fmt.Sprintf("gemini-%d", i)
 		spec := &apikeys.V2Key{Restrictions: &apikeys.V2Restrictions{ApiTargets: []*apikeys.V2ApiTarget{{Service: gemini}}}}
@@ -424,6 +432,7 @@ func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (
 		s := *g.slot
 		s.Name, s.Secret = name, sec
 		slots = append(slots, &s)
+		g.oldKeys[name] = key
 		if !calling.IsZero() {
 			g.consume(key, calling)
 		}
@@ -433,12 +442,16 @@ func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (
 	}
 	g.live = len(slots)
 	arrive = map[string]time.Time{}
+	first := g.clock.Now()
 	for i, s := range slots {
-		arrive[s.Name] = gateStart.Add(time.Duration(i) * stagger)
+		arrive[s.Name] = first.Add(time.Duration(i) * stagger)
 	}
 	// The world's event buffer is not for concurrent slots.
 	g.r.Events = func(e rotate.Event) {
 		if e.Step == rotate.StepReadback {
+			if g.atGate != nil {
+				g.atGate(e.Slot, arrive[e.Slot])
+			}
 			if err := g.sleep(context.Background(), arrive[e.Slot]); err != nil {
 				t.Error(err)
 			}
@@ -498,6 +511,134 @@ func TestDrainFleetSharesOneQuery(t *testing.T) {
 		t.Errorf("ListTimeSeries calls = %d for %d slots polling %d times, want one per poll, the first included", calls, len(drains), polls)
 	}
 	g.checkFilters()
+}
+
+// TestDrainFleetPassesWhenQuiet (item 5): a gate passes as soon as the
+// settled-window rule can pass it, not at the next poll of a grid, and the
+// gates of a project still share their reads. 100 slots of one project
+// reach the gate over 7.4 seconds, 4 seconds past a minute; their old keys
+// are quiet. Each passes between its own start + the usage delay and the
+// last one's (the project's gates due within a poll interval share one
+// read, at the latest of their due times), where polls on the minute
+// grid passed them all at the first minute past that, 48.6 s later.
+// The project reads Monitoring 4 times: at the first gate's start (every
+// gate's first read: it shows the traffic at once), a poll later, at the
+// first gate's start + usage delay (it passes) and at the last one's
+// (the others pass).
+func TestDrainFleetPassesWhenQuiet(t *testing.T) {
+	t.Parallel()
+	const delay, n, stagger = 2 * time.Minute, 100, 75 * time.Millisecond
+	g := newGateWorld(t, 0, delay, 5*time.Minute, time.Hour)
+	g.clock.Advance(4 * time.Second)
+	drains, arrive := g.gateFleet(n, stagger, time.Time{})
+	if drains == nil {
+		return
+	}
+	last := slices.MaxFunc(slices.Collect(maps.Values(arrive)), time.Time.Compare)
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainQuiet {
+			t.Errorf("slot %s: drain %+v, want quiet", name, d)
+			continue
+		}
+		if d.Ended.Before(arrive[name].Add(delay)) || d.Ended.After(last.Add(delay)) {
+			t.Errorf("slot %s: started %s, passed at %s; want between its start + usage delay (%s) and the last start + usage delay (%s)",
+				name, arrive[name].Format("15:04:05.000"), d.Ended.Format("15:04:05.000"),
+				arrive[name].Add(delay).Format("15:04:05.000"), last.Add(delay).Format("15:04:05.000"))
+		}
+	}
+	calls := g.srv.Calls("monitoring.ListTimeSeries")
+	t.Logf("%d gates started %s to %s: passed by %s, %d ListTimeSeries call(s)", n, arrive[g.slot.Name].Format("15:04:05.000"),
+		last.Format("15:04:05.000"), g.clock.Now().Format("15:04:05.000"), calls)
+	if calls != 4 {
+		t.Errorf("ListTimeSeries calls = %d, want 4 (at the first start, a poll later, at the first start + usage delay, at the last)", calls)
+	}
+	g.checkFilters()
+}
+
+// TestDrainFleetCatchesLateReport (acceptance 2, in a fleet): a gate that
+// shares its project's reads, made at other gates' times, still waits for
+// data settled for itself. Slot 1 reaches the gate 15 s after slot 0; its
+// old key was called 5 s before that, and Monitoring shows the call only
+// 4m55s later, after the project's read at slot 0's start + usage delay
+// (which passes slot 0, and shows slot 1 nothing). Slot 1 is deleted only
+// once the quiet period has passed after the call, in settled data.
+func TestDrainFleetCatchesLateReport(t *testing.T) {
+	t.Parallel()
+	const delay, quiet, monDelay = 5 * time.Minute, 10 * time.Minute, 4*time.Minute + 55*time.Second
+	g := newGateWorld(t, monDelay, delay, quiet, time.Hour)
+	var call time.Time
+	g.atGate = func(slot string, arrive time.Time) {
+		if slot == "gemini-0" {
+			call = arrive.Add(-5 * time.Second)
+			if err := g.srv.RecordRequest(g.oldKeys[slot], generate, 200, call); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	drains, arrive := g.gateFleet(2, 15*time.Second, time.Time{})
+	if drains == nil {
+		return
+	}
+	if d := drains[g.slot.Name]; d.Outcome != rotate.DrainQuiet || !d.Ended.Equal(arrive[g.slot.Name].Add(delay)) {
+		t.Errorf("slot %s (quiet key): %s at %s, want quiet at its start + usage delay", g.slot.Name, d.Outcome, d.Ended.Format("15:04:05"))
+	}
+	d := drains["gemini-0"]
+	t.Logf("call at %s shown %s late; gate started %s; passed at %s after %d poll(s)", call.Format("15:04:05"), monDelay,
+		arrive["gemini-0"].Format("15:04:05"), d.Ended.Format("15:04:05"), d.Polls)
+	if d.Outcome != rotate.DrainQuiet || d.LastOK.IsZero() {
+		t.Fatalf("slot gemini-0: drain %+v, want quiet after seeing the late call", d)
+	}
+	if earliest := call.Add(quiet + delay); d.Ended.Before(earliest) {
+		t.Errorf("slot gemini-0 passed at %s, before the late-reported call (%s) + quiet + delay = %s", d.Ended.Format("15:04:05"), call.Format("15:04:05"), earliest.Format("15:04:05"))
+	}
+}
+
+// TestDrainFleetDeadlineJoinsRead (item 5): gates whose drain timeouts
+// fall within one poll interval end on one shared read (at the latest of
+// their deadlines, at most a poll interval after each), not each on a
+// read of its own at its deadline. 4 slots 15 s apart whose old keys are
+// called throughout: the project reads at the first start, once a minute
+// to the first deadline (11 reads) and once more for the other three
+// (12), where a read per deadline made 14.
+func TestDrainFleetDeadlineJoinsRead(t *testing.T) {
+	t.Parallel()
+	const drain, poll = 10 * time.Minute, time.Minute
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, drain)
+	drains, arrive := g.gateFleet(4, 15*time.Second, gateStart.Add(time.Hour))
+	if drains == nil {
+		return
+	}
+	for name, d := range drains {
+		deadline := arrive[name].Add(drain)
+		if d.Outcome != rotate.DrainInUse || d.Ended.Before(deadline) || d.Ended.After(deadline.Add(poll)) {
+			t.Errorf("slot %s: %s at %s, want in use at its drain timeout (%s) or within a poll interval after it",
+				name, d.Outcome, d.Ended.Format("15:04:05"), deadline.Format("15:04:05"))
+		}
+	}
+	if calls := g.srv.Calls("monitoring.ListTimeSeries"); calls != 12 {
+		t.Errorf("ListTimeSeries calls = %d, want 12 (11 polls to the first deadline, one shared by the other three)", calls)
+	}
+}
+
+// TestDrainFleetNoTimeoutChecksOnce: a gate with no drain timeout checks
+// once, at its start, even when another gate of its project read
+// Monitoring moments before (that read could not end it, so taking it
+// first would only add a poll).
+func TestDrainFleetNoTimeoutChecksOnce(t *testing.T) {
+	t.Parallel()
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, 0)
+	drains, arrive := g.gateFleet(4, 15*time.Second, gateStart.Add(time.Hour))
+	if drains == nil {
+		return
+	}
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainInUse || d.Polls != 1 || !d.Ended.Equal(arrive[name]) {
+			t.Errorf("slot %s: %s after %d poll(s) at %s, want in use after one, at its start %s", name, d.Outcome, d.Polls, d.Ended.Format("15:04:05"), arrive[name].Format("15:04:05"))
+		}
+	}
+	if calls := g.srv.Calls("monitoring.ListTimeSeries"); calls != len(drains) {
+		t.Errorf("ListTimeSeries calls = %d, want one at each gate's start (%d)", calls, len(drains))
+	}
 }
 
 // TestDrainFleetNoUsageDelay: with no usage delay a gate's own read at its

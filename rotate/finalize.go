@@ -344,7 +344,8 @@ func (f *finalizing) checkQuiet(ctx context.Context, fin *Finalized, k *apikeys.
 	var read *drainRead
 	err := errors.New("the key's uid is unknown")
 	if k.Uid != "" {
-		read, err = f.drainCounts(ctx, f.slot.Project, f.now(), drainWindow(f.UsageDelay, f.slot.QuietPeriod))
+		now := f.now()
+		read, err = f.awaitRead(ctx, f.slot.Project, &drainWant{from: now, due: now, by: now, window: drainWindow(f.UsageDelay, f.slot.QuietPeriod)})
 		if err != nil && !errors.Is(err, errNoMonitoring) {
 			return fmt.Errorf("slot %s: %w", f.slot.Name, err)
 		}

@@ -113,6 +113,14 @@ func fleetScale() scaled {
 //	            most 30 KB); see fleetRun.PerRotation
 //	obj-B/rot   the figure reported before: peak heap objects (garbage
 //	            included) and stacks, baseline included, per rotation
+//	cpu-ms/rot  the rotator's CPU time (user and system) per rotation
+//	burst-s     when the last rotation had its new key (CreateKey's
+//	            operation done): the end of the first burst of calls, all
+//	            rotations starting at once
+//	burst-cpu-ms/rot
+//	            the rotator's CPU time until then, per rotation
+//	burst-allocs/rot
+//	            the heap objects it allocated until then, per rotation
 //
 // 100x100 (10,000 rotations) runs its own time scale,
 // KEYROTATE_FLEET_BIG_SCALE (default 1: real time, a minute a minute; the
@@ -126,13 +134,16 @@ func fleetScale() scaled {
 func BenchmarkFleet(b *testing.B) {
 	for _, c := range []struct {
 		projects, slots int
-		big             bool
-	}{{20, 25, false}, {4, 150, false}, {100, 100, true}} {
+		big, mid        bool
+	}{{20, 25, false, false}, {4, 150, false, false}, {100, 10, false, true}, {100, 100, true, false}} {
 		b.Run(fmt.Sprintf("%dx%d", c.projects, c.slots), func(b *testing.B) {
 			s := fleetScale()
 			if c.big {
 				skipUnlessBig(b)
 				s = fleetBigScale()
+			}
+			if c.mid {
+				skipUnlessMid(b)
 			}
 			n := c.projects * c.slots
 			for range b.N {
@@ -148,7 +159,7 @@ func BenchmarkFleet(b *testing.B) {
 					m      fleetRun
 				}{{what: "first rotation", lookup: true}, {what: "next run"}}
 				runs[0].m = runFleet(b, fe, s, n, rotate.Options{Force: true})
-				if c.big {
+				if c.big || c.mid {
 					runs = runs[:1]
 				} else {
 					time.Sleep(s.d(fleetQuotaWindow))
@@ -181,7 +192,8 @@ func BenchmarkFleet(b *testing.B) {
 					ratio := r.m.Wall.Seconds() / bound.Seconds()
 					what := r.what
 					if r.m.Gated {
-						what += fmt.Sprintf(" with the gate (usage delay %s added to the bound)", s.d(fleetUsageDelay))
+						what += fmt.Sprintf(" with the gate (usage delay %s added to the bound; %.1f Monitoring reads a project)",
+							s.d(fleetUsageDelay), float64(r.m.apiCalls(gcp.Monitoring))/float64(c.projects))
 					}
 					b.Logf("%s: %d slots, wall %s, bound %s (critical path %s, quota windows %s from %s into a window), ratio %.2f; old bound %.2fs, ratio %.2f",
 						what, n, r.m.Wall.Round(time.Millisecond), bound.Round(time.Millisecond), critical.Round(time.Millisecond), windows.Round(time.Millisecond),
@@ -200,8 +212,12 @@ func BenchmarkFleet(b *testing.B) {
 				b.ReportMetric(first.Bound.Seconds(), "bound-s")
 				b.ReportMetric(first.Wall.Seconds()/first.Bound.Seconds(), "ratio")
 				b.ReportMetric(first.CallsPerRotation, "calls/rot")
+				b.ReportMetric(first.CPU.Seconds()*1e3/float64(n), "cpu-ms/rot")
+				b.ReportMetric(first.BurstCPU.Seconds()*1e3/float64(n), "burst-cpu-ms/rot")
+				b.ReportMetric(first.Burst.Seconds(), "burst-s")
+				b.ReportMetric(float64(first.BurstAllocs)/float64(n), "burst-allocs/rot")
 				b.ReportMetric(first.ProbesPerRotation, "probes/rot")
-				if !c.big {
+				if len(runs) > 1 {
 					next := runs[1].m
 					b.ReportMetric(next.Wall.Seconds()/next.Bound.Seconds(), "next-ratio")
 					b.ReportMetric(next.CallsPerRotation, "next-calls/rot")
@@ -215,10 +231,13 @@ func BenchmarkFleet(b *testing.B) {
 				}
 				for _, r := range runs {
 					m := r.m
-					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s",
+					b.Logf("  %-14s wall %s, ratio %.2f, %.2f calls/rotation (%.2f management + %.2f probes; by method %s), %d 429s, %d quota waits (%s; %s), live heap %.1f MB above a %.1f MB baseline at peak (+%s; %.0f bytes a rotation in flight, %.0f of them stacks; with garbage %.0f), CPU %s (%s until every rotation had its new key, at +%s)",
 						r.what, m.Wall.Round(time.Millisecond), m.Wall.Seconds()/m.Bound.Seconds(), m.CallsPerRotation, m.CallsPerRotation-m.ProbesPerRotation, m.ProbesPerRotation, m.PerMethod(),
 						m.Throttled, m.Waits, m.Waited.Round(time.Millisecond), m.waitsByKind(), float64(m.Peak-min(m.Peak, m.Base))/(1<<20), float64(m.Base)/(1<<20), m.PeakAfter.Round(time.Millisecond), m.PerRotation(), m.StacksPerRotation,
-						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond))
+						float64(m.PeakObjects)/float64(n), m.CPU.Round(time.Millisecond), m.BurstCPU.Round(time.Millisecond), m.Burst.Round(time.Millisecond))
+					if m.Gated {
+						b.Logf("  %-14s %s", "", m.gateSpread())
+					}
 				}
 			}
 		})
@@ -232,6 +251,19 @@ func BenchmarkFleet(b *testing.B) {
 func skipUnlessBig(b *testing.B) {
 	if os.Getenv("KEYROTATE_FLEET_BIG") != "1" {
 		b.Skip("the 10,000-rotation fleet takes minutes: set KEYROTATE_FLEET_BIG=1 to run it")
+	}
+}
+
+// skipUnlessMid skips the 100x10 case unless KEYROTATE_FLEET_MID=1: the
+// 100x100 case's many projects at a tenth of its slots (the first rotation
+// only, as 100x100), a mid-size run
+// whose rotator CPU a rotation (cpu-ms/rot; with
+// KEYROTATE_FLEET_GC_EVERY=1h, without the heap sampler's forced GCs) and
+// CPU profile stand for the big case's first burst, on a machine where
+// the big case cannot run.
+func skipUnlessMid(b *testing.B) {
+	if os.Getenv("KEYROTATE_FLEET_MID") != "1" {
+		b.Skip("the 100x10 fleet is a profiling case: set KEYROTATE_FLEET_MID=1 to run it")
 	}
 }
 
@@ -308,7 +340,22 @@ type fleetRun struct {
 	Throttled, Waits                    int64
 	WaitsByKind                         map[string]gcp.PaceWaits
 	CallsPerRotation, ProbesPerRotation float64
-	Gated                               bool // with the drain gate (fleetGate)
+	// SeenMean and SeenMax are how long after its wait began a new key
+	// was seen working (Result.Propagation), on average and at most.
+	SeenMean, SeenMax time.Duration
+	Gated             bool // with the drain gate (fleetGate)
+	// GateStarts and GatePasses are when the gates started and passed,
+	// from the run's start, sorted (Gated); GatePeak is the peak of the
+	// live heap and stacks sampled after the first gate passed (the
+	// deletes that follow the passes), like Peak, and GateParked the last
+	// sample before it (every rotation parked in its gate).
+	GateStarts, GatePasses []time.Duration
+	GatePeak, GateParked   uint64
+	// Burst is when the last rotation had its new key, and BurstCPU the
+	// rotator's CPU time until then: the first burst of calls, which the
+	// rotations make before their probes (createdKeys).
+	Burst, BurstCPU time.Duration
+	BurstAllocs     uint64 // the heap objects allocated until then
 	// Calls are the calls made, by method (gcp.Meter.Calls).
 	Calls map[string]int64
 }
@@ -322,11 +369,7 @@ func (m fleetRun) PerRotation() float64 {
 // PerMethod words the calls per rotation of each API ("apikeys 5.00,
 // monitoring 0.01, ...").
 func (m fleetRun) PerMethod() string {
-	by := map[string]int64{}
-	for method, n := range m.Calls {
-		api, _, _ := strings.Cut(method, ".")
-		by[api] += n
-	}
+	by := m.callsByAPI()
 	apis := slices.Sorted(maps.Keys(by))
 	var parts []string
 	for _, api := range apis {
@@ -334,6 +377,19 @@ func (m fleetRun) PerMethod() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// callsByAPI sums Calls by API ("apikeys", "monitoring", ...).
+func (m fleetRun) callsByAPI() map[string]int64 {
+	by := map[string]int64{}
+	for method, n := range m.Calls {
+		api, _, _ := strings.Cut(method, ".")
+		by[api] += n
+	}
+	return by
+}
+
+// apiCalls is the calls made to api (gcp.Monitoring, ...).
+func (m fleetRun) apiCalls(api string) int64 { return m.callsByAPI()[api] }
 
 func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Options) fleetRun {
 	return runFleetParallel(b, fe, s, n, n, opts)
@@ -343,14 +399,16 @@ func runFleet(b *testing.B, fe *fleetEmulator, s scaled, n int, opts rotate.Opti
 // measures the run.
 func runFleetParallel(tb testing.TB, fe *fleetEmulator, s scaled, n, parallel int, opts rotate.Options) fleetRun {
 	tb.Helper()
-	return runFleetShard(tb, fe, s, 0, 1, parallel, opts)
+	return runFleetShard(tb, fe, s, 0, 1, parallel, opts, objectsEvery())
 }
 
 // runFleetShard rotates shard index of count of fe's slots (rotate.Shard,
 // as `keyrotate rotate --shard index/count` takes them), parallel at a
 // time, paced with the process's share of the quotas (gcp.Quota.Share, as
-// cmd/keyrotate paces a shard), and measures the run.
-func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options) fleetRun {
+// cmd/keyrotate paces a shard) and probing as one of count
+// (Rotator.Shards), and measures the run: the heap objects with garbage
+// (PeakObjects) every objects (0: not at all).
+func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, parallel int, opts rotate.Options, objects time.Duration) fleetRun {
 	tb.Helper()
 	quotas := map[string]gcp.Quota{}
 	for api, q := range gcp.DefaultQuotas {
@@ -358,21 +416,27 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	}
 	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, s.d(fleetQuotaWindow))}
 	r, g := fe.rotator(tb, meter, s)
+	r.Shards = count // as cmd/keyrotate sets it from --shard
 	var slots []*rotate.Slot
 	for _, sl := range fe.slots(g, s) {
 		if rotate.Shard(sl.Name, count) == index {
 			slots = append(slots, sl)
 		}
 	}
+	burst := &createdKeys{profile: burstProfile(tb, opts)}
+	burst.left.Store(int64(len(slots)))
+	r.Events = burst.event
 	gated := fleetGate(tb)
 	if gated {
 		withGate(r, slots, s)
 	}
 	n := len(slots)
 	var (
-		mu     sync.Mutex
-		probes int64
-		failed []error
+		mu            sync.Mutex
+		probes        int64
+		seen, seenMax time.Duration
+		failed        []error
+		gateTimes     [][2]time.Time // each gate's start and pass
 	)
 	f := &rotate.Fleet{Rotator: r, Parallel: parallel, Done: func(o rotate.Outcome) {
 		mu.Lock()
@@ -382,10 +446,14 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 			return
 		}
 		probes += int64(o.Result.Probes)
+		seen += o.Result.Propagation
+		seenMax = max(seenMax, o.Result.Propagation)
 		if gated {
 			if err := gatePassed(o); err != nil {
 				failed = append(failed, err)
+				return
 			}
+			gateTimes = append(gateTimes, [2]time.Time{o.Result.Drain.Started, o.Result.Drain.Ended})
 		}
 	}}
 	base := heapBaseline()
@@ -393,16 +461,31 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	if n > 2000 {
 		every = 2 * time.Second
 	}
-	peak := watchHeap(gcEvery(every))
+	peak := watchHeap(gcEvery(every), objects)
 	profiled := heapProfileAt(tb, s.d(fleetPropagation)/2)
-	cpu0 := cpuTime()
+	cpu0, allocs0 := cpuTime(), heapAllocs()
 	start := time.Now()
 	f.Run(context.Background(), slots, opts)
 	m := fleetRun{Start: start, Wall: time.Since(start), CPU: cpuTime() - cpu0, Slots: n, Gated: gated}
+	if burst.left.Load() == 0 {
+		m.BurstCPU, m.Burst, m.BurstAllocs = burst.cpu-cpu0, burst.at.Sub(start), burst.allocs-allocs0
+	}
 	profiled()
 	h := peak()
 	m.Base, m.Peak, m.PeakObjects, m.PeakAfter = base.Live, h.Live, h.Objects, h.At.Sub(start)
 	m.StacksPerRotation = float64(h.Stacks-min(h.Stacks, base.Stacks)) / float64(n)
+	if len(gateTimes) > 0 {
+		firstPass := gateTimes[0][1]
+		for _, g := range gateTimes {
+			m.GateStarts, m.GatePasses = append(m.GateStarts, g[0].Sub(start)), append(m.GatePasses, g[1].Sub(start))
+			if g[1].Before(firstPass) {
+				firstPass = g[1]
+			}
+		}
+		slices.Sort(m.GateStarts)
+		slices.Sort(m.GatePasses)
+		m.GatePeak, m.GateParked = peakSince(h.Series, firstPass)
+	}
 	if len(failed) > 0 {
 		tb.Fatalf("%d of %d rotations failed, first: %v", len(failed), n, failed[0])
 	}
@@ -411,8 +494,25 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	m.Waits, m.Waited = meter.Pacer.Waits()
 	m.WaitsByKind = meter.Pacer.WaitsByKind()
 	m.ProbesPerRotation = float64(probes) / float64(n)
+	m.SeenMean, m.SeenMax = seen/time.Duration(n), seenMax
 	m.CallsPerRotation = float64(calls) / float64(n)
 	return m
+}
+
+// gateSpread words the gates' figures: when they started and passed
+// (first, median, last), the heap a rotation parked in its gate and the
+// peak after the first passed.
+func (m fleetRun) gateSpread() string {
+	if len(m.GatePasses) == 0 {
+		return "no gate passed"
+	}
+	spread := func(ds []time.Duration) string {
+		r := func(d time.Duration) string { return "+" + d.Round(10*time.Millisecond).String() }
+		return r(ds[0]) + "/" + r(ds[len(ds)/2]) + "/" + r(ds[len(ds)-1])
+	}
+	perRot := func(b uint64) float64 { return float64(b-min(b, m.Base)) / float64(m.Slots) }
+	return fmt.Sprintf("gates started %s (first/median/last), passed %s; %.0f bytes a rotation parked in the gates before the first pass, peak %.0f after it",
+		spread(m.GateStarts), spread(m.GatePasses), perRot(m.GateParked), perRot(m.GatePeak))
 }
 
 // waitsByKind says which quotas the calls waited for.
@@ -441,6 +541,27 @@ type heapSample struct {
 	// Live then.
 	At     time.Time
 	Stacks uint64
+	// Series is every full-GC sample's Live, in time order.
+	Series []heapPoint
+}
+
+// heapPoint is one sample of heapSample.Live.
+type heapPoint struct {
+	At   time.Time
+	Live uint64
+}
+
+// peakSince is the largest Live in series sampled at or after t, and the
+// last Live sampled before t.
+func peakSince(series []heapPoint, t time.Time) (peak, before uint64) {
+	for _, h := range series {
+		if h.At.Before(t) {
+			before = h.Live
+		} else {
+			peak = max(peak, h.Live)
+		}
+	}
+	return peak, before
 }
 
 // liveHeap runs a full GC and returns the live heap and stacks.
@@ -468,21 +589,35 @@ func gcEvery(def time.Duration) time.Duration {
 	return def
 }
 
+// objectsEvery is how often watchHeap reads the heap objects with garbage
+// (KEYROTATE_FLEET_OBJECTS_EVERY, default 1ms).
+func objectsEvery() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("KEYROTATE_FLEET_OBJECTS_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return time.Millisecond
+}
+
 // watchHeap samples the heap until the returned function is called, which
 // returns the peaks: the live heap after a full GC every gc, and the heap
-// objects with garbage every millisecond.
-func watchHeap(gc time.Duration) func() heapSample {
+// objects with garbage every objects (0: never).
+func watchHeap(gc, objects time.Duration) func() heapSample {
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
 	var (
 		peakLive, peakObjects, peakStacks atomic.Uint64
 		peakAt                            atomic.Int64
+		series                            []heapPoint // only the goroutine writes it, until done
 	)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
+		var tick <-chan time.Time // nil: never
+		if objects > 0 {
+			t := time.NewTicker(objects)
+			defer t.Stop()
+			tick = t.C
+		}
 		g := time.NewTicker(gc)
 		defer g.Stop()
 		for {
@@ -494,19 +629,21 @@ func watchHeap(gc time.Duration) func() heapSample {
 			case <-stop:
 				return
 			case <-g.C:
-				if h, st := liveHeap(); h+st > peakLive.Load() {
+				h, st := liveHeap()
+				series = append(series, heapPoint{time.Now(), h + st})
+				if h+st > peakLive.Load() {
 					peakLive.Store(h + st)
 					peakStacks.Store(st)
 					peakAt.Store(time.Now().UnixNano())
 				}
-			case <-t.C:
+			case <-tick:
 			}
 		}
 	}()
 	return func() heapSample {
 		close(stop)
 		<-done
-		return heapSample{Live: peakLive.Load(), Objects: peakObjects.Load(), At: time.Unix(0, peakAt.Load()), Stacks: peakStacks.Load()}
+		return heapSample{Live: peakLive.Load(), Objects: peakObjects.Load(), At: time.Unix(0, peakAt.Load()), Stacks: peakStacks.Load(), Series: series}
 	}
 }
 
@@ -534,21 +671,27 @@ func heapProfileAt(tb testing.TB, d time.Duration) func() {
 			_ = pprof.Lookup("goroutine").WriteTo(g, 1)
 			g.Close()
 		}
-		f, err := os.Create(file)
-		if err != nil {
-			tb.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-			tb.Error(err)
-		}
+		writeProfile(tb, "heap", file)
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		tb.Logf("heap profile at +%s in %s (goroutines in %[2]s.goroutine): live heap %.1f MB, stacks %.1f MB, %d goroutines",
 			d, file, float64(ms.HeapAlloc)/(1<<20), float64(ms.StackInuse)/(1<<20), runtime.NumGoroutine())
 	}()
 	return func() { <-done }
+}
+
+// writeProfile writes the runtime's profile name ("heap", "allocs") to
+// file.
+func writeProfile(tb testing.TB, name, file string) {
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		tb.Error(err)
+	}
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
@@ -568,4 +711,62 @@ type sleepFirst struct {
 func (p *sleepFirst) Probe(ctx context.Context, key secret.Key) error {
 	time.Sleep(p.d)
 	return p.Prober.Probe(ctx, key)
+}
+
+// createdKeys notes when every rotation of a run has its new key (left
+// reaches 0: as many StepCreate events as rotations), and the process's
+// CPU time then: the end of the first burst of calls, before the probes.
+type createdKeys struct {
+	left    atomic.Int64
+	at      time.Time
+	cpu     time.Duration
+	allocs  uint64 // heap objects allocated so far (heapAllocs)
+	profile func() // stops the burst's CPU profile (burstProfile)
+}
+
+func (c *createdKeys) event(e rotate.Event) {
+	if e.Step == rotate.StepCreate && c.left.Add(-1) == 0 {
+		c.at, c.cpu, c.allocs = time.Now(), cpuTime(), heapAllocs()
+		c.profile()
+	}
+}
+
+// heapAllocs is the number of heap objects the process allocated so far.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// burstProfile starts, when KEYROTATE_FLEET_BURST_CPUPROFILE names a file,
+// a CPU profile of a first rotation's burst (the first run of the
+// process; not with -test.cpuprofile), and returns the function that
+// stops it. KEYROTATE_FLEET_BURST_MEMPROFILE instead names the file of a
+// profile of every allocation until the burst's end.
+func burstProfile(tb testing.TB, opts rotate.Options) func() {
+	if opts.Again {
+		return func() {}
+	}
+	if file := os.Getenv("KEYROTATE_FLEET_BURST_MEMPROFILE"); file != "" {
+		// The objects allocated until the burst's end (every one
+		// sampled), for pprof -sample_index=alloc_objects.
+		runtime.MemProfileRate = 1
+		return func() { writeProfile(tb, "allocs", file) }
+	}
+	file := os.Getenv("KEYROTATE_FLEET_BURST_CPUPROFILE")
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		tb.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

@@ -503,6 +503,97 @@ func TestFleetStackPerParkedRotation(t *testing.T) {
 	t.Logf("%d rotations in flight: %d bytes of stacks each", n, got)
 }
 
+// TestFleetStackPerParkedGate: a rotation waiting in the drain gate holds
+// a stack of 8 KiB too (TestFleetStackPerParkedRotation's rule): the
+// frames under the gate's sleep (Fleet.one, Rotate, rotate, drive,
+// retire, retireQuiet, drainOld, awaitRead, sleepUntil) must stay under
+// about 3.2 KiB. They were 4.2 (drainOld's own 1.1 KiB), and every gate of
+// a fleet held 16 KiB for the usage delay at least.
+func TestFleetStackPerParkedGate(t *testing.T) {
+	if raceBuild {
+		t.Skip("the race detector's instrumentation deepens every frame")
+	}
+	const n = 80
+	stacks := func() int64 { _, st := liveHeap(); return int64(st) }
+	got := minParked(t, n, stacks, true) / n
+	if got > 14<<10 {
+		t.Errorf("a rotation in the drain gate holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", got, 14<<10)
+	}
+	t.Logf("%d rotations in the drain gate: %d bytes of stacks each", n, got)
+}
+
+// minParked rotates n slots at once (the new keys take 1.5s to work) and
+// returns the least that measure grew by, from before the run (the
+// clients made, one rotation done in each project) to a sample while all
+// n are in flight; with gated (the drain gate on, its times scaled as the
+// fleet benchmark's by 60: a usage delay of 2s) it samples only while all
+// n wait in the gate. (minInFlight, for the rotations waiting for their
+// keys, no longer samples this way: see there.)
+func minParked(t *testing.T, n int, measure func() int64, gated bool) int64 {
+	t.Helper()
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + 1, Propagation: 1500 * time.Millisecond})
+	r, g := fe.rotator(t, &gcp.Meter{}, 60)
+	slots := fe.slots(g, 60)
+	var gates sync.Map // slots whose gate started
+	var inGate atomic.Int32
+	if gated {
+		withGate(r, slots, 60)
+		r.Events = func(e rotate.Event) {
+			if e.Drain == nil {
+				return
+			}
+			if _, seen := gates.LoadOrStore(e.Slot, true); !seen {
+				inGate.Add(1)
+			}
+		}
+	}
+	// First one rotation in each project, alone: what the process builds
+	// once (connections, message descriptors, compiled patterns, JSON
+	// encoders) is not what a rotation in flight holds.
+	warm := &rotate.Fleet{Rotator: r, Parallel: 2, Done: func(o rotate.Outcome) {
+		if o.Err != nil {
+			t.Errorf("%s: %v", o.Slot.Name, o.Err)
+		}
+	}}
+	warm.Run(context.Background(), []*rotate.Slot{slots[0], slots[n/2+1]}, rotate.Options{Force: true})
+	slots = append(slots[1:n/2+1], slots[n/2+2:]...)
+	base := measure()
+	sample := func() int64 { return measure() - base }
+	done := make(chan struct{})
+	var started atomic.Int32
+	var finished atomic.Bool // a rotation ended: fewer than n in flight
+	go func() {
+		defer close(done)
+		f := &rotate.Fleet{Rotator: r, Parallel: n, Start: func(*rotate.Slot) { started.Add(1) }, Done: func(o rotate.Outcome) {
+			finished.Store(true)
+			if o.Err != nil {
+				t.Errorf("%s: %v", o.Slot.Name, o.Err)
+			}
+		}}
+		f.Run(context.Background(), slots, rotate.Options{Force: true})
+	}()
+	got := int64(-1)
+	for tick := time.NewTicker(20 * time.Millisecond); ; {
+		<-tick.C
+		if int(started.Load()) < n || gated && int(inGate.Load()) < n {
+			continue
+		}
+		v := sample()
+		if finished.Load() {
+			tick.Stop()
+			break
+		}
+		if got < 0 || v < got {
+			got = v
+		}
+	}
+	<-done
+	if got < 0 {
+		t.Fatal("no sample with every rotation in flight")
+	}
+	return got
+}
+
 // minInFlight measures what n rotations hold while each waits for its new
 // key to work: the least that measure grew by, from before the run (the
 // clients made, one rotation of each project started and stopped) to a

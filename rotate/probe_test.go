@@ -198,6 +198,14 @@ type probed struct {
 // probes, in slot order.
 func (pf *probeFleet) run(t *testing.T) map[string][]probed {
 	t.Helper()
+	return pf.runShards(t, 1)
+}
+
+// runShards is run split over n Rotators (Shards n) sharing the emulator
+// and the clock, each rotating its shard of the slots (rotate.Shard), as n
+// processes of `keyrotate rotate --shard i/n` do.
+func (pf *probeFleet) runShards(t *testing.T, n int) map[string][]probed {
+	t.Helper()
 	// A bound in real time: a schedule that does not sleep through the
 	// Rotator's clock never sees a key work, and the run fails here.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -205,10 +213,26 @@ func (pf *probeFleet) run(t *testing.T) map[string][]probed {
 	var (
 		mu       sync.Mutex
 		outcomes = map[string]rotate.Outcome{}
+		wg       sync.WaitGroup
 	)
-	f := &rotate.Fleet{Rotator: pf.r, Parallel: len(pf.slots),
-		Done: func(o rotate.Outcome) { mu.Lock(); outcomes[o.Slot.Name] = o; mu.Unlock() }}
-	f.Run(ctx, pf.slots, rotate.Options{Force: true})
+	for i := range n {
+		r := pf.r
+		if n > 1 {
+			r = &rotate.Rotator{Keys: pf.r.Keys, Lookup: pf.r.Lookup, Secrets: pf.r.Secrets,
+				Now: pf.r.Now, Sleep: pf.r.Sleep, Events: pf.r.Events, PollInterval: pf.r.PollInterval, Retry: pf.r.Retry,
+				Shards: n}
+		}
+		var slots []*rotate.Slot
+		for _, s := range pf.slots {
+			if rotate.Shard(s.Name, n) == i {
+				slots = append(slots, s)
+			}
+		}
+		f := &rotate.Fleet{Rotator: r, Parallel: len(slots),
+			Done: func(o rotate.Outcome) { mu.Lock(); outcomes[o.Slot.Name] = o; mu.Unlock() }}
+		wg.Go(func() { f.Run(ctx, slots, rotate.Options{Force: true}) })
+	}
+	wg.Wait()
 	out := map[string][]probed{}
 	for _, s := range pf.slots {
 		o := outcomes[s.Name]
@@ -286,6 +310,48 @@ func TestProbeFleetSeesKeysWorkAtOnce(t *testing.T) {
 			t.Errorf("%s: %d probes, want at most %d", project, total, limit)
 		}
 		t.Logf("%s: %d probes for %d keys", project, total, len(keys))
+	}
+}
+
+// TestProbeShardsShareTheFloor: the same fleet as
+// TestProbeFleetSeesKeysWorkAtOnce (2 projects × 24 keys made together,
+// working 45.5s later) split over 4 processes (Rotator.Shards = 4), each
+// leading its own probes of each project. A project sees about one probe
+// per probeFloor from all 4 together, as from one process: at most keys +
+// ⌈propagation / probeFloor⌉ + 3 × 4 (the leaders' first probes follow
+// the lone backoff, 2s ± 50% growing, until it passes 4 × probeFloor).
+// Before, each shard's leader probed once per probeFloor (or per backoff
+// interval ÷ its 6 waiting keys): 140 probes a project here, where one
+// process makes about 70. Every key is still seen working at most 4 ×
+// probeFloor after it works.
+func TestProbeShardsShareTheFloor(t *testing.T) {
+	const (
+		projects, slots, shards = 2, 24, 4
+		propagation             = 45500 * time.Millisecond
+		floor                   = rotate.DefaultProbeInterval / 2
+	)
+	pf := newProbeFleet(t, projects, slots, propagation)
+	per := map[[2]string]int{}
+	for _, s := range pf.slots {
+		per[[2]string{s.Project, fmt.Sprint(rotate.Shard(s.Name, shards))}]++
+	}
+	for k, n := range per {
+		if n < 2 || len(per) != projects*shards {
+			t.Fatalf("project %s has %d keys in shard %s (%d pairs): the test wants a leader and a follower in each", k[0], n, k[1], len(per))
+		}
+	}
+	for project, keys := range pf.runShards(t, shards) {
+		var total int
+		for _, k := range keys {
+			total += len(k.probes)
+			if seen := k.seen(); seen < propagation || seen > propagation+shards*floor {
+				t.Errorf("%s %s: seen working %s after it was made (%d probes), want from %s to %s", project, k.slot, seen, len(k.probes), propagation, propagation+shards*floor)
+			}
+		}
+		if limit := slots + int((propagation+floor-1)/floor) + 3*shards; total > limit {
+			t.Errorf("%s: %d probes from %d shards, want at most %d (about one per %s in all)", project, total, shards, limit, floor)
+		}
+		t.Logf("%s: %d probes for %d keys in %d shards", project, total, len(keys), shards)
 	}
 }
 

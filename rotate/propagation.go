@@ -26,9 +26,14 @@ import (
 // every key's when a shorter delay is learned (once per project, as a
 // rule). Thousands of keys waiting in a project are not all woken each
 // time one of them is done.
+//
+// Across projects, only the shortest delay seen in any of them is kept
+// (fleet): a sharded run's leaders probe sparsely until their key nears
+// that age (see probeAt).
 type propagation struct {
-	mu sync.Mutex
-	by map[string]*learned
+	mu    sync.Mutex
+	by    map[string]*learned
+	fleet time.Duration // the shortest delay seen in any project (0: none yet)
 }
 
 type learned struct {
@@ -96,6 +101,7 @@ func (p *propagation) leave(project string, w *waiter) {
 // projectWait is what the next probe of a waiting key depends on.
 type projectWait struct {
 	delay   time.Duration // the shortest delay seen in the project (0: none yet)
+	fleet   time.Duration // the shortest delay seen in any project (0: none yet)
 	leads   bool          // the key leads the project's probes
 	waiting int           // how many keys of the project wait
 }
@@ -109,7 +115,7 @@ func (p *propagation) get(project string, w *waiter) projectWait {
 
 func (p *propagation) getLocked(project string, w *waiter) projectWait {
 	l := p.learnedLocked(project)
-	return projectWait{delay: l.delay, leads: len(l.waiting) > 0 && l.waiting[0] == w, waiting: len(l.waiting)}
+	return projectWait{delay: l.delay, fleet: p.fleet, leads: len(l.waiting) > 0 && l.waiting[0] == w, waiting: len(l.waiting)}
 }
 
 // sleep returns what w's next probe depends on, and registers wake to be
@@ -129,8 +135,10 @@ func (p *propagation) awake(w *waiter) {
 }
 
 // observe records that a key of project worked d after it was made; a
-// shorter delay than known wakes the keys waiting.
-func (p *propagation) observe(project string, d time.Duration) {
+// shorter delay than known wakes the keys waiting. With others (a sharded
+// run, whose leaders' schedule depends on the fleet's delay), a shorter
+// delay than any project's wakes the other projects' leaders too.
+func (p *propagation) observe(project string, d time.Duration, others bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l := p.learnedLocked(project)
@@ -138,6 +146,16 @@ func (p *propagation) observe(project string, d time.Duration) {
 		l.delay = d
 		for _, w := range l.waiting {
 			w.notify()
+		}
+	}
+	if p.fleet == 0 || d < p.fleet {
+		p.fleet = d
+		if others {
+			for name, o := range p.by {
+				if name != project && len(o.waiting) > 0 {
+					o.waiting[0].notify()
+				}
+			}
 		}
 	}
 }

@@ -47,7 +47,7 @@ func TestPropagationLeader(t *testing.T) {
 	}
 	e := p.join("p1", t0.Add(2*time.Second))
 	bWoken, eWoken := sleeping("p1", b), sleeping("p1", e)
-	p.observe("p1", 50*time.Second)
+	p.observe("p1", 50*time.Second, false)
 	if d := p.get("p1", b).delay; d != 50*time.Second {
 		t.Fatalf("delay = %s", d)
 	}
@@ -55,7 +55,7 @@ func TestPropagationLeader(t *testing.T) {
 		t.Fatal("a learned delay did not wake the project's waiters, or woke another project's")
 	}
 	bWoken = sleeping("p1", b)
-	p.observe("p1", 70*time.Second) // longer: not news
+	p.observe("p1", 70*time.Second, false) // longer: not news
 	if bWoken() {
 		t.Fatal("a longer delay woke the waiters")
 	}

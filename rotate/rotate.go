@@ -135,6 +135,15 @@ type Rotator struct {
 	// probes of a new key (defaults DefaultProbeInterval and
 	// DefaultProbeMaxInterval).
 	ProbeInterval, ProbeMaxInterval time.Duration
+	// Shards is how many processes rotate slots of the same projects at
+	// once, this one included (a job split with rotate.Shard, each
+	// process paced with its share of the quotas); 0 or 1: this process
+	// alone. Each process leads its own probes of a project's new keys, so
+	// n of them probe it n times as often as one: the probes of a
+	// project's waiting keys are spaced n times further apart, until a key
+	// nears the age at which keys of this run's projects were seen to
+	// work (see probeAt).
+	Shards int
 	// Retry is how API calls are retried; the zero value is gcp.DefaultRetry.
 	Retry gcp.RetryPolicy
 	// CleanupTimeout bounds what a run does after it stopped (its context
@@ -168,7 +177,7 @@ type Rotator struct {
 	// to the same instant, not once each).
 	Sleep func(ctx context.Context, until time.Time) error
 
-	// drain holds the drain gate's latest read per project (drain.go).
+	// drain schedules the drain gates' reads per project (drain.go).
 	drain drainPoller
 	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
 	// Monitoring's answer on who calls with a leaked key (zero:
@@ -368,8 +377,13 @@ func (r *Rotator) log() *slog.Logger {
 	if r.Log != nil {
 		return r.Log
 	}
-	return slog.New(slog.DiscardHandler)
+	return discardLog
 }
+
+// discardLog is the log of a Rotator without one: one for all, as a
+// rotation asks for its log at each step and call (a new Logger each time
+// was a heap object each: TestRotatorLogAllocs).
+var discardLog = slog.New(slog.DiscardHandler)
 
 func (r *Rotator) event(slot string, step Step, format string, args ...any) {
 	r.eventThen(slot, step, Next{}, format, args...)
@@ -1096,7 +1110,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		err := st.slot.Prober.Probe(ctx, st.newStr)
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
-			st.prop.observe(st.slot.Project, st.now().Sub(made))
+			st.prop.observe(st.slot.Project, st.now().Sub(made), st.Shards > 1)
 			st.event(st.slot.Name, StepVerify, "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
@@ -1185,6 +1199,19 @@ func (st *run) waitProbe(ctx context.Context, w *waiter, made, next time.Time, i
 //   - Once keys of the project are known to work at some age, a key not
 //     probed since reaching that age probes exactly then, earlier or later
 //     than otherwise.
+//   - In a run that is one of n processes rotating slots of the same
+//     projects (Rotator.Shards), each leads its own probes of a project:
+//     the leader's floor and the followers' combined pace are n times
+//     probeFloor (sharedFloor), so that the project sees about one probe
+//     per probeFloor from all n, as from one process. A key would then be
+//     seen working up to n × probeFloor late, and the slowest of n shards
+//     sets the job's end: so once a key of any project of the run has been
+//     seen working at some age d, a leader probes every probeFloor again
+//     from age d − n × probeFloor on (that key worked no earlier, having
+//     been probed n × probeFloor apart). Keys of one run, made within
+//     seconds of each other in every project, work at about the same age;
+//     where they do not, a key is seen no later than n × probeFloor after
+//     it works.
 //
 // One probe a second per project, from the leader, is little for the
 // Gemini API: the probe is one cheap call (verify.Gemini: countTokens of
@@ -1200,14 +1227,22 @@ func (st *run) waitProbe(ctx context.Context, w *waiter, made, next time.Time, i
 // fewer probes than those keys, each probed alone, would make.
 func (st *run) probeAt(pw projectWait, wasLeader bool, made, probed, next time.Time, interval time.Duration) time.Time {
 	at := next
-	floor := st.probeFloor()
+	floor, shared := st.probeFloor(), st.sharedFloor()
 	switch {
 	case pw.leads && !wasLeader:
 		at = st.now()
 	case pw.leads && pw.waiting > 1 && interval > 0:
-		at = earlier(next, probed.Add(max(floor, interval/time.Duration(pw.waiting))))
+		step := interval / time.Duration(pw.waiting)
+		at = probed.Add(max(shared, step))
+		// Sharded: keys of the run's projects were seen working at
+		// pw.fleet, up to shared late; from shared before that age on,
+		// this key may work at any probe: back to one per probeFloor.
+		if dense := made.Add(pw.fleet - shared); shared > floor && pw.fleet > 0 && at.After(dense) {
+			at = later(dense, probed.Add(max(floor, step)))
+		}
+		at = earlier(next, at)
 	case !pw.leads:
-		every := max(followerEvery*orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval), time.Duration(pw.waiting)*floor)
+		every := max(followerEvery*orDefault(st.ProbeMaxInterval, DefaultProbeMaxInterval), time.Duration(pw.waiting)*shared)
 		at = later(next, probed.Add(every))
 	}
 	if learned := made.Add(pw.delay); pw.delay > 0 && learned.After(probed) {
@@ -1222,6 +1257,14 @@ func (st *run) probeAt(pw projectWait, wasLeader bool, made, probed, next time.T
 // ProbeInterval, as a time-scaled run sets it.
 func (st *run) probeFloor() time.Duration {
 	return time.Duration(float64(orDefault(st.ProbeInterval, DefaultProbeInterval)) * (1 - backoff.DefaultRandomizationFactor))
+}
+
+// sharedFloor is probeFloor times the processes probing the same
+// projects (Rotator.Shards): each leads its own probes of a project, so
+// that n of them, each probing once per sharedFloor, probe a project about
+// once per probeFloor in all, as one process does.
+func (st *run) sharedFloor() time.Duration {
+	return st.probeFloor() * time.Duration(max(1, st.Shards))
 }
 
 // followerEvery is how many of the longest backoff intervals a key waits

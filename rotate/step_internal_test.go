@@ -1,6 +1,9 @@
 package rotate
 
-import "testing"
+import (
+	"log/slog"
+	"testing"
+)
 
 // The step names are output (the CLI's step column, logs) and their
 // values must not change; the rotation's steps run in this order.
@@ -59,3 +62,16 @@ func TestFinalizeActions(t *testing.T) {
 		}
 	}
 }
+
+// TestRotatorLogAllocs: a Rotator without a Log hands out the one discard
+// logger; it made a new one, a heap object, each time a rotation asked
+// (each step, each call's retry policy: about 3 a rotation).
+func TestRotatorLogAllocs(t *testing.T) {
+	r := &Rotator{}
+	if got := testing.AllocsPerRun(100, func() { logSink = r.log() }); got != 0 {
+		t.Errorf("Rotator.log allocated %.0f objects, want 0", got)
+	}
+}
+
+// logSink keeps what TestRotatorLogAllocs gets, as a rotation keeps it.
+var logSink *slog.Logger

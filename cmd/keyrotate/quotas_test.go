@@ -1,7 +1,11 @@
 package main
 
 import (
+	"flag"
+	"io"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -25,6 +29,19 @@ func TestQuotasFromConfig(t *testing.T) {
 	}
 	if gcp.DefaultQuotas["apikeys"].Writes != 120 {
 		t.Errorf("quotas changed the package defaults: %+v", gcp.DefaultQuotas)
+	}
+}
+
+// TestRotatorKnowsItsShards: a shard's Rotator knows how many processes
+// share its projects (rotate.Rotator.Shards), to space its probes of their
+// new keys; one process alone is 1.
+func TestRotatorKnowsItsShards(t *testing.T) {
+	for _, sh := range []shard{{0, 1, ""}, {1, 4, "--shard"}} {
+		c := cli.NewContext(&cli.App{ErrWriter: io.Discard}, flag.NewFlagSet("rotate", flag.ContinueOnError), nil)
+		j := &job{cfg: &config.Config{}, shard: sh, clients: &clients{}, out: &printer{}, meter: &gcp.Meter{}}
+		if got := j.rotator(c).Shards; got != sh.count {
+			t.Errorf("shard %s: Rotator.Shards = %d, want %d", sh, got, sh.count)
+		}
 	}
 }
 

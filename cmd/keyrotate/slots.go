@@ -170,6 +170,9 @@ func (j *job) rotator(c *cli.Context) *rotate.Rotator {
 		Events:         processOf(c).events(j.out.event),
 		CleanupTimeout: j.budget.cleanup,
 		RunID:          runID(c), // one id in the records, leases, logs and report
+		// The other shards of the job probe the same projects' new keys:
+		// each probes them n times less often.
+		Shards: j.shard.count,
 		// Retries are logged (info, warn after 30s) and shown on a
 		// terminal; a refused emulator address fails at once.
 		Retry: gcp.RetryPolicy{OnRetry: j.out.retrying, Permanent: j.hosts.refusedEmulator},

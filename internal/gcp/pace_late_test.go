@@ -120,19 +120,19 @@ func TestPacerWaitsForAnswer(t *testing.T) {
 	}
 	went := make(chan time.Time, 1)
 	go func() {
-		answered, err := p.wait(ctx, APIKeys, "p", true)
+		call, err := p.wait(ctx, APIKeys, "p", true)
 		if err != nil {
 			t.Error(err)
 		}
 		went <- time.Now()
-		answered()
+		call.answered()
 	}()
 	select {
 	case at := <-went:
 		t.Fatalf("the second call went at %s while the first was in flight", at)
 	case <-time.After(5 * window):
 	}
-	first()
+	first.answered()
 	answeredAt := time.Now()
 	if gap := (<-went).Sub(answeredAt); gap < window {
 		t.Errorf("the second call went %s after the first's answer, want at least the window %s", gap, window)
@@ -157,7 +157,7 @@ func TestPacerFailedWaitFreesItsPlace(t *testing.T) {
 	if _, err := p.wait(cancelled, APIKeys, "p", false); err == nil {
 		t.Fatal("a wait with its context done returned nil")
 	}
-	first()
+	first.answered()
 	ctx, stop := context.WithTimeout(context.Background(), 2*time.Second)
 	defer stop()
 	if _, err := p.wait(ctx, APIKeys, "p", false); err != nil {

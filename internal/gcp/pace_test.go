@@ -21,11 +21,11 @@ func TestPacerBurstThenWindow(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	for range 5 {
-		answered, err := p.wait(ctx, APIKeys, "p1", true)
+		call, err := p.wait(ctx, APIKeys, "p1", true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		answered()
+		call.answered()
 	}
 	if d := time.Since(start); d > window/3 {
 		t.Fatalf("a burst within the quota waited %s", d)
@@ -69,7 +69,7 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	start := time.Now()
 	for range calls {
 		wg.Go(func() {
-			answered, err := p.wait(context.Background(), APIKeys, "p", true)
+			call, err := p.wait(context.Background(), APIKeys, "p", true)
 			if err != nil {
 				t.Error(err)
 				return
@@ -77,7 +77,7 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 			mu.Lock()
 			times = append(times, time.Now())
 			mu.Unlock()
-			answered()
+			call.answered()
 		})
 	}
 	wg.Wait()
@@ -194,8 +194,8 @@ func TestPacerWindowMargin(t *testing.T) {
 
 func TestPacerContextCancel(t *testing.T) {
 	p := NewPacer(map[string]Quota{APIKeys: {Writes: 1}}, time.Hour)
-	answered, _ := p.wait(context.Background(), APIKeys, "p", true)
-	answered()
+	call, _ := p.wait(context.Background(), APIKeys, "p", true)
+	call.answered()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := p.wait(ctx, APIKeys, "p", true); err == nil {
