@@ -541,7 +541,7 @@ func (st *run) drainEvent(d *Drain, v gateVerdict, deadline time.Time) {
 // drain timeout, it is kept for finalize; Monitoring unable to answer, the
 // slot's usage policy decides (required keeps it; best-effort falls back
 // to the grace period). It returns the index entry of a kept key.
-func (st *run) retireQuiet(ctx context.Context, old *apikeys.V2Key) (*pendingKey, error) {
+func (st *run) retireQuiet(ctx context.Context, old *runKey) (*pendingKey, error) {
 	if old.Uid == "" {
 		// Without the key's uid no credential_id can be matched: counting
 		// nothing would read as quiet.
@@ -555,7 +555,7 @@ func (st *run) retireQuiet(ctx context.Context, old *apikeys.V2Key) (*pendingKey
 }
 
 // retireDrained acts on what the drain gate saw of old (retireQuiet).
-func (st *run) retireDrained(ctx context.Context, old *apikeys.V2Key, d *Drain) (*pendingKey, error) {
+func (st *run) retireDrained(ctx context.Context, old *runKey, d *Drain) (*pendingKey, error) {
 	st.res.Drain = d
 	switch d.Outcome {
 	case DrainQuiet:
@@ -595,7 +595,7 @@ func (st *run) retireDrained(ctx context.Context, old *apikeys.V2Key, d *Drain) 
 // unknown: it annotates the key with the time it was kept (delete-after:
 // from then on finalize deletes it once the settled-window rule holds) and
 // why, and returns the entry that indexes it on the secret.
-func (st *run) keepInUse(ctx context.Context, old *apikeys.V2Key, d *Drain, reason string) (*pendingKey, error) {
+func (st *run) keepInUse(ctx context.Context, old *runKey, d *Drain, reason string) (*pendingKey, error) {
 	// Whole seconds, rounded up: the rule's start is never earlier than
 	// the keep.
 	kept := st.now().Add(time.Second - 1).Truncate(time.Second)

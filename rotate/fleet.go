@@ -47,20 +47,33 @@ type Outcome struct {
 // one project's quota does not hold up the others.
 func (f *Fleet) Run(ctx context.Context, slots []*Slot, opts Options) {
 	n := max(f.Parallel, 1)
-	work := make(chan *Slot)
+	w := &fleetWork{f: f, ctx: f.Rotator.withSharedAPIs(ctx), opts: opts, slots: make(chan *Slot)}
 	var wg sync.WaitGroup
 	for range min(n, len(slots)) {
-		wg.Go(func() {
-			for s := range work {
-				f.one(ctx, s, opts)
-			}
-		})
+		wg.Go(w.loop)
 	}
 	for _, s := range Interleave(slots) {
-		work <- s
+		w.slots <- s
 	}
-	close(work)
+	close(w.slots)
 	wg.Wait()
+}
+
+// fleetWork is what a Run's workers share: each worker's goroutine starts
+// from a method value of it (16 bytes), not a closure holding the Fleet,
+// the context and the Options (112 bytes; a worker per rotation in flight:
+// TestFleetHeapPerRotation).
+type fleetWork struct {
+	f     *Fleet
+	ctx   context.Context
+	opts  Options
+	slots chan *Slot
+}
+
+func (w *fleetWork) loop() {
+	for s := range w.slots {
+		w.f.one(w.ctx, s, w.opts)
+	}
 }
 
 // one rotates s and hands its outcome to Done. Its frame, as Rotate's,

@@ -326,7 +326,7 @@ type lease struct {
 	lost context.CancelCauseFunc
 
 	mu  sync.Mutex
-	sec *secretmanagerpb.Secret // as last written by us
+	sec secretView // as last written by us
 	rec Record
 
 	renewal *renewal // keepAlive's; nil when not renewing
@@ -471,27 +471,36 @@ func newLease(api *gcp.Secrets, sec *secretmanagerpb.Secret, next func(old *Reco
 //go:noinline
 func heldError(rec *Record) error { return &HeldError{Record: *rec} }
 
-// leaseView is what a lease keeps of its secret between writes: the name
+// secretView is what a lease keeps of its secret between writes: the name
 // and etag (the compare-and-swap), the annotations but the record (write
 // and clear rebuild it from l.rec) and the version aliases (clear's set
 // reads them). The whole secret, kept for the whole rotation, held the
-// record's JSON twice over and its replication and times besides
+// record's JSON twice over and its replication and times besides; a
+// secretmanagerpb.Secret of these four fields alone was 208 bytes
 // (TestFleetHeapPerRotation).
-func leaseView(sec *secretmanagerpb.Secret) *secretmanagerpb.Secret {
-	if sec == nil {
-		return nil
-	}
-	v := &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), VersionAliases: sec.GetVersionAliases()}
+type secretView struct {
+	name, etag  string
+	aliases     map[string]int64
+	annotations map[string]string
+}
+
+func leaseView(sec *secretmanagerpb.Secret) secretView {
+	v := secretView{name: sec.GetName(), etag: sec.GetEtag(), aliases: sec.GetVersionAliases()}
 	for k, val := range sec.GetAnnotations() {
 		if k == recordAnnotation {
 			continue
 		}
-		if v.Annotations == nil {
-			v.Annotations = map[string]string{}
+		if v.annotations == nil {
+			v.annotations = map[string]string{}
 		}
-		v.Annotations[k] = val
+		v.annotations[k] = val
 	}
 	return v
+}
+
+// secret returns the view as a Secret, for clear's set.
+func (v secretView) secret() *secretmanagerpb.Secret {
+	return &secretmanagerpb.Secret{Name: v.name, Etag: v.etag, VersionAliases: v.aliases, Annotations: v.annotations}
 }
 
 // write stores l.rec with a compare-and-swap. Call with l.mu held or before
@@ -502,11 +511,11 @@ func (l *lease) write(ctx context.Context) error {
 		return err
 	}
 	ann := map[string]string{}
-	for k, v := range l.sec.GetAnnotations() {
+	for k, v := range l.sec.annotations {
 		ann[k] = v
 	}
 	ann[recordAnnotation] = string(b)
-	out, err := l.api.Update(ctx, &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}, "annotations")
+	out, err := l.api.Update(ctx, &secretmanagerpb.Secret{Name: l.sec.name, Etag: l.sec.etag, Annotations: ann}, "annotations")
 	if err != nil {
 		return err
 	}
@@ -536,7 +545,7 @@ func (l *lease) update(ctx context.Context, f func(*Record)) error {
 
 // refresh re-reads the secret and checks the record is still ours.
 func (l *lease) refresh(ctx context.Context) error {
-	sec, err := l.api.Get(ctx, l.sec.GetName())
+	sec, err := l.api.Get(ctx, l.sec.name)
 	if err != nil {
 		return err
 	}
@@ -626,14 +635,14 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 	defer l.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		ann := map[string]string{}
-		for k, v := range l.sec.GetAnnotations() {
+		for k, v := range l.sec.annotations {
 			if k != recordAnnotation {
 				ann[k] = v
 			}
 		}
-		next := &secretmanagerpb.Secret{Name: l.sec.GetName(), Etag: l.sec.GetEtag(), Annotations: ann}
+		next := &secretmanagerpb.Secret{Name: l.sec.name, Etag: l.sec.etag, Annotations: ann}
 		if set != nil {
-			set(l.sec, next)
+			set(l.sec.secret(), next)
 		}
 		out, err := l.api.Update(ctx, next, append([]string{"annotations"}, mask...)...)
 		if err == nil {

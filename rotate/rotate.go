@@ -398,6 +398,33 @@ func (r *Rotator) eventThen(slot string, step Step, next Next, format string, ar
 	}
 }
 
+// sharedAPIs are the API wrappers the rotations of one Fleet run share
+// (Fleet.Run puts them in its context): a rotation holds its pair for its
+// whole run, 240 bytes each, the same for every rotation of the Rotator
+// (TestFleetHeapPerRotation).
+type sharedAPIs struct {
+	r  *Rotator
+	ka *gcp.Keys
+	sa *gcp.Secrets
+}
+
+type sharedAPIsKey struct{}
+
+// withSharedAPIs returns ctx carrying r's API wrappers, for the rotations
+// run under it to share.
+func (r *Rotator) withSharedAPIs(ctx context.Context) context.Context {
+	ka, sa := r.apis()
+	return context.WithValue(ctx, sharedAPIsKey{}, &sharedAPIs{r: r, ka: ka, sa: sa})
+}
+
+// apisFor returns the API wrappers ctx carries for r, else new ones.
+func (r *Rotator) apisFor(ctx context.Context) (*gcp.Keys, *gcp.Secrets) {
+	if s, ok := ctx.Value(sharedAPIsKey{}).(*sharedAPIs); ok && s.r == r {
+		return s.ka, s.sa
+	}
+	return r.apis()
+}
+
 func (r *Rotator) apis() (*gcp.Keys, *gcp.Secrets) {
 	retry := r.Retry
 	if retry.Log == nil {
@@ -543,7 +570,7 @@ func (r *Rotator) rotate(ctx context.Context, slot *Slot, opts Options) (*Result
 //
 //go:noinline
 func (r *Rotator) begin(ctx context.Context, slot *Slot, opts Options, pre *preflight, finalized []Finalized) (*run, *Result, error) {
-	ka, sa := r.apis()
+	ka, sa := r.apisFor(ctx)
 	res := &Result{Slot: slot.Name, Kind: KindRotate, OldKey: KeyRef{Name: pre.oldName, Fingerprint: pre.oldKey.Fingerprint()}, Finalized: finalized}
 	if pre.old != nil {
 		res.madeBy = pre.old.Annotations[annRotation]
@@ -571,11 +598,12 @@ func (r *Rotator) begin(ctx context.Context, slot *Slot, opts Options, pre *pref
 //go:noinline
 func (r *Rotator) newRun(slot *Slot, opts Options, pre *preflight, l *lease, res *Result, ka *gcp.Keys, sa *gcp.Secrets, grace time.Duration) *run {
 	st := &run{Rotator: r, kind: KindRotate, slot: slot, pre: pre, lease: l, res: res, ka: ka, sa: sa, grace: grace,
-		mode: retireMode(slot, opts, grace), from: keyRef(pre.old)}
+		mode: retireMode(slot, opts, grace), from: oldKeyRef(pre.old)}
 	// The lease holds the secret as it now stands; the preflight's copy
 	// and the record parsed from it are done with.
 	pre.sec, pre.rec = nil, nil
-	st.rec = l.record()
+	rec := l.record()
+	st.rec, st.undeleted = newRunRecord(rec), rec.Undeleted
 	st.fromVersion = st.rec.OldVersion
 	if res.Resumed && grace > 0 && opts.Retire == "" {
 		st.mode = RetireGrace // the rotation was started with a grace period
@@ -809,7 +837,7 @@ type run struct {
 	slot  *Slot
 	pre   *preflight
 	lease *lease
-	rec   Record
+	rec   runRecord
 	res   *Result
 	ka    *gcp.Keys
 	sa    *gcp.Secrets
@@ -820,28 +848,66 @@ type run struct {
 
 	// from is the key being retired (nil when it never existed), and
 	// fromVersion the secret version that holds it.
-	from        *apikeys.V2Key
+	from        *runKey
 	fromVersion string
 
 	mayHaveCreated bool // a CreateKey was sent, in this run or an earlier one
 	undone         bool // the new key was removed again and the lock cleared
+	undeleted      bool // the record's Undeleted: this run or the one it resumes undeleted the new key
 
-	newKey  *apikeys.V2Key
+	newKey  *runKey
 	newStr  secret.Key
 	version string
 }
 
-// keyRef is what a run keeps of a key past its create step: its name,
-// uid, etag, display name and times. A key as read carries its
-// restrictions, binding and annotations too, a kilobyte or more, which at
-// 10,000 rotations in flight is worth dropping once copied
-// (TestFleetHeapPerRotation). nil stays nil.
-func keyRef(k *apikeys.V2Key) *apikeys.V2Key {
+// runRecord is what a run keeps of its rotation record as the lock left
+// it: the fields its steps read. The lease holds the whole record, and
+// writes it; a second whole copy (400 bytes, its holder and times among
+// them) was the largest part of a run (TestFleetHeapPerRotation).
+type runRecord struct {
+	ID, Phase                 string
+	OldKey, OldVersion, OldFP string
+	NewKeyID, NewKey, NewFP   string
+	CreateOp                  string
+	Aborted                   *Record
+}
+
+func newRunRecord(r Record) runRecord {
+	return runRecord{ID: r.ID, Phase: r.Phase, OldKey: r.OldKey, OldVersion: r.OldVersion, OldFP: r.OldFP,
+		NewKeyID: r.NewKeyID, NewKey: r.NewKey, NewFP: r.NewFP, CreateOp: r.CreateOp, Aborted: r.Aborted}
+}
+
+// runKey is what a run keeps of a key past its create step: its name,
+// uid, etag and times, and, of the key it retires, its annotations
+// (oldKeyRef). A key as read (apikeys.V2Key, 224 bytes) carries its
+// display name, restrictions, binding and annotations too, a kilobyte or
+// more, which at 10,000 rotations in flight is worth dropping once copied
+// (TestFleetHeapPerRotation).
+type runKey struct {
+	Name, Uid, Etag, CreateTime, DeleteTime string
+	Annotations                             map[string]string
+}
+
+// keyRef returns what a run keeps of k; nil stays nil.
+func keyRef(k *apikeys.V2Key) *runKey {
 	if k == nil {
 		return nil
 	}
-	return &apikeys.V2Key{Name: k.Name, Uid: k.Uid, Etag: k.Etag, DisplayName: k.DisplayName,
-		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, DeleteTime: k.DeleteTime}
+	return &runKey{Name: k.Name, Uid: k.Uid, Etag: k.Etag, CreateTime: k.CreateTime, DeleteTime: k.DeleteTime}
+}
+
+// oldKeyRef is what a run keeps of the key it retires: keyRef and the
+// key's annotations. A key kept for finalize is annotated with an
+// UpdateKey whose mask, "annotations", replaces the whole map, so the run
+// sends the annotations the key had (its owner's, the rotation's that made
+// it) with its own; and a delete-after an earlier attempt wrote is kept
+// (keepOld). nil stays nil.
+func oldKeyRef(k *apikeys.V2Key) *runKey {
+	ref := keyRef(k)
+	if ref != nil {
+		ref.Annotations = k.Annotations
+	}
+	return ref
 }
 
 // steps are a rotation's steps past the lock. An abort or a rollback
@@ -880,9 +946,9 @@ func (st *run) create(ctx context.Context) error {
 	st.newStr = secret.New(key.KeyString)
 	key.KeyString = ""
 	st.newKey = keyRef(key)
-	if st.pre.old != nil {
-		st.pre.old = keyRef(st.pre.old) // its restrictions and binding are copied
-	}
+	// Its restrictions and binding are copied: the old key as read is done
+	// with; from keeps what retiring it takes.
+	st.pre.old = nil
 	if st.newStr.IsZero() {
 		k, err := st.ka.KeyString(ctx, key.Name)
 		if err != nil {
@@ -1382,7 +1448,7 @@ func (st *run) retire(ctx context.Context) error {
 // keepOld keeps the old key for the grace period: it annotates the key
 // with its deletion time (unless an earlier attempt did) and returns the
 // entry that indexes it on the secret for a later finalize.
-func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, error) {
+func (st *run) keepOld(ctx context.Context, old *runKey) (*pendingKey, error) {
 	// Whole seconds (the annotation's precision), rounded up: never
 	// less grace than asked for.
 	after := st.now().Add(st.grace + time.Second - 1).Truncate(time.Second)
@@ -1402,7 +1468,7 @@ func (st *run) keepOld(ctx context.Context, old *apikeys.V2Key) (*pendingKey, er
 
 // keptAnnotations are the old key's annotations once kept for finalize
 // until after: the slot, the time, its successor and its secret version.
-func (st *run) keptAnnotations(old *apikeys.V2Key, after time.Time) map[string]string {
+func (st *run) keptAnnotations(old *runKey, after time.Time) map[string]string {
 	ann := map[string]string{}
 	for k, v := range old.Annotations {
 		ann[k] = v
@@ -1418,7 +1484,7 @@ func (st *run) keptAnnotations(old *apikeys.V2Key, after time.Time) map[string]s
 
 // deleteOld deletes the old key once no local target holds it, before and
 // after the delete (see recheck).
-func (st *run) deleteOld(ctx context.Context, old *apikeys.V2Key) error {
+func (st *run) deleteOld(ctx context.Context, old *runKey) error {
 	if err := st.recheck(ctx); err != nil {
 		return err
 	}

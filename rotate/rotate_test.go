@@ -594,6 +594,33 @@ func TestGraceKeepsOldKey(t *testing.T) {
 	}
 }
 
+// TestKeptOldKeyKeepsItsAnnotations: an old key kept for its grace period
+// keeps the annotations it had (its owner's, and those of the rotation
+// that made it) beside keyrotate's delete-after: UpdateKey with the mask
+// "annotations" replaces the whole map, so the run must send what the key
+// held. It sent only its own once the run kept no more of the old key
+// than its name, uid, etag and times (keyRef, for the heap a fleet's
+// rotation holds).
+func TestKeptOldKeyKeepsItsAnnotations(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(k *apikeys.V2Key, _ *rotate.Slot) {
+		k.Annotations = map[string]string{"team": "payments"}
+	})
+	g := 24 * time.Hour
+	if _, err := w.rotate(rotate.Options{Grace: &g}); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := w.srv.Key(w.oldName)
+	for k, want := range map[string]string{"team": "payments"} {
+		if got := old.Annotations[k]; got != want {
+			t.Errorf("kept old key's annotation %s = %q, want %q (annotations %v)", k, got, want, old.Annotations)
+		}
+	}
+	if old.Annotations["keyrotate.delete-after"] == "" {
+		t.Errorf("kept old key has no delete-after: %v", old.Annotations)
+	}
+}
+
 func TestLiveLeaseStopsSecondRun(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

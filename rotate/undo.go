@@ -50,12 +50,14 @@ func (r *Rotator) Abort(ctx context.Context, slot *Slot) (*Result, error) {
 		return nil, err
 	}
 	r.event(slot.Name, StepLock, "aborting rotation %s: putting %s back in place", rec.ID, rec.NewKey)
-	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
+	st := &run{Rotator: r, kind: KindAbort, slot: slot, pre: pre, lease: l, rec: newRunRecord(rec), undeleted: rec.Undeleted, res: res, ka: ka, sa: sa,
 		fromVersion: rec.OldVersion}
-	if st.from, err = ka.Get(ctx, rec.OldKey); err != nil && !errors.Is(err, ErrKeyNotFound) {
+	from, err := ka.Get(ctx, rec.OldKey)
+	if err != nil && !errors.Is(err, ErrKeyNotFound) {
 		st.mayHaveCreated = true
 		return nil, st.fail(ctx, err)
 	}
+	st.from = oldKeyRef(from)
 	if st.from != nil && st.from.DeleteTime == "" && res.OldKey.Fingerprint == "" {
 		// The rotation stopped before its read-back recorded the new
 		// key's fingerprint: read it, so that the result names the key
@@ -124,8 +126,8 @@ func (r *Rotator) Rollback(ctx context.Context, slot *Slot, opts RollbackOptions
 		return nil, err
 	}
 	r.event(slot.Name, StepLock, "rolling back to %s (rollback %s)", rec.NewKey, rec.ID)
-	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: rec, res: res, ka: ka, sa: sa,
-		from: pre.old, fromVersion: rec.OldVersion}
+	st := &run{Rotator: r, kind: KindRollback, slot: slot, pre: pre, lease: l, rec: newRunRecord(rec), undeleted: rec.Undeleted, res: res, ka: ka, sa: sa,
+		from: oldKeyRef(pre.old), fromVersion: rec.OldVersion}
 	return st.drive(ctx)
 }
 
@@ -159,13 +161,13 @@ func (st *run) adopt(ctx context.Context) error {
 		if err := st.lease.update(ctx, func(r *Record) { r.Undeleted = true }); err != nil {
 			return err
 		}
-		st.rec.Undeleted = true
+		st.undeleted = true
 		if key, err = st.ka.Undelete(ctx, name); err != nil {
 			return err
 		}
 		st.event(st.slot.Name, StepObtain, "undeleted key %s", name)
 	}
-	st.newKey = key
+	st.newKey = keyRef(key)
 	if st.newStr, err = st.ka.KeyString(ctx, name); err != nil {
 		return err
 	}
@@ -180,7 +182,7 @@ func (st *run) adopt(ctx context.Context) error {
 // nothing was distributed, so put things back as they were.
 func (st *run) undoVerifyFailed(ctx context.Context, cause error) error {
 	name := st.newKey.Name
-	if st.rec.Undeleted {
+	if st.undeleted {
 		if err := st.ka.Delete(ctx, name, ""); err != nil && !errors.Is(err, ErrKeyNotFound) {
 			return fmt.Errorf("key %s does not work (%w); deleting it again: %w", name, cause, err)
 		}

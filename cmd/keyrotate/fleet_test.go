@@ -1042,7 +1042,7 @@ func (fw *fleetWorld) withQuotas(t *testing.T, writes int) {
 // keyrotate's pacer counts in real minutes (the emulator can scale time,
 // the CLI cannot), so a run that needs more than one minute's quota waits
 // about a minute. The test does not wait that long: the runs that need to
-// wait are cut short by --timeout (5s), which is enough to see what matters —
+// wait are cut short by --timeout (30s), which is enough to see what matters —
 // that they waited for quota instead of calling (quota_waits, no 429),
 // and that the config's number is what they paced at (the same run with a
 // quota above the emulator's limit is answered 429). Each emulator runs
@@ -1050,6 +1050,10 @@ func (fw *fleetWorld) withQuotas(t *testing.T, writes int) {
 // cannot roll over during a run and admit calls it should have refused,
 // and a refused call's RetryInfo always asks for a minute (more than the
 // run has left: it is not retried, and its retry does not wait for quota).
+// The time limit is the time the rotations have to reach their third
+// write: under -race on a loaded 2-core machine (CI) a run with 5s did
+// not reach it (0 quota waits, exit 4 at the limit). A run that reaches it
+// ends there: answered 429, or waiting for quota until the limit.
 func TestFleetQuotaNo429(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -1069,10 +1073,10 @@ func TestFleetQuotaNo429(t *testing.T) {
 		// 4 writes under a quota of 2 that the config states: the third
 		// write waits for the next minute instead of being refused; the
 		// run stops there, safely (exit 4: both keys work).
-		{name: "paced at the config's quota", limit: 2, config: 2, slots: 2, timeout: "5s", wantCode: 4, wantWaits: true},
+		{name: "paced at the config's quota", limit: 2, config: 2, slots: 2, timeout: "30s", wantCode: 4, wantWaits: true},
 		// The same with a config that overstates the quota: the third
 		// write is sent and refused.
-		{name: "config above the project's quota", limit: 2, config: 4, slots: 2, timeout: "5s", wantCode: 4, wantThrottled: true},
+		{name: "config above the project's quota", limit: 2, config: 4, slots: 2, timeout: "30s", wantCode: 4, wantThrottled: true},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			t.Parallel()
