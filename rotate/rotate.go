@@ -826,8 +826,33 @@ func (st *run) fail(ctx context.Context, err error) error {
 			st.log().Warn("could not release the lease; the next run takes it over when it expires", "slot", slot.Name, "error", rerr)
 		}
 		return withNext(fmt.Errorf("%w: slot %s, %s %s: %w", ErrStoppedPartWay, slot.Name, st.kind, st.rec.ID, err),
-			"both keys still work and every target holds one of them", Next{Action: NextResume, Slot: slot.Name, Kind: st.kind})
+			st.stoppedState(bg), Next{Action: NextResume, Slot: slot.Name, Kind: st.kind})
 	}
+}
+
+// stoppedState says what works after a run stopped past its create step:
+// both keys, unless the old key's delete was sent and the key is deleted
+// (read again when the delete's answer was lost or refused).
+func (st *run) stoppedState(ctx context.Context) string {
+	both := "both keys still work and every target holds one of them"
+	if st.from == nil || !st.deleteSent {
+		return both
+	}
+	gone := "is deleted"
+	if st.res.Retired != "deleted" {
+		k, err := st.ka.Get(ctx, st.from.Name)
+		switch {
+		case err == nil && k.DeleteTime == "":
+			return both
+		case err != nil && !errors.Is(err, ErrKeyNotFound):
+			gone = "may be deleted (its delete was sent)"
+		}
+	}
+	stays := st.rec.NewKey
+	if st.newKey != nil {
+		stays = st.newKey.Name
+	}
+	return fmt.Sprintf("key %s %s, undelete restores it for 30 days; key %s works and every target holds it", st.from.Name, gone, stays)
 }
 
 // run is the state of one rotation past the lock.
@@ -855,9 +880,12 @@ type run struct {
 	undone         bool // the new key was removed again and the lock cleared
 	undeleted      bool // the record's Undeleted: this run or the one it resumes undeleted the new key
 
-	newKey  *runKey
-	newStr  secret.Key
-	version string
+	newKey *runKey
+	// deleteSent: the old key's delete was sent (deleteOld); a stop
+	// after it cannot say that both keys work.
+	deleteSent bool
+	newStr     secret.Key
+	version    string
 }
 
 // runRecord is what a run keeps of its rotation record as the lock left
@@ -1488,6 +1516,7 @@ func (st *run) deleteOld(ctx context.Context, old *runKey) error {
 	if err := st.recheck(ctx); err != nil {
 		return err
 	}
+	st.deleteSent = true
 	if err := st.ka.Delete(ctx, old.Name, old.Etag); err != nil && !errors.Is(err, ErrKeyNotFound) {
 		return err
 	}

@@ -704,6 +704,15 @@ func faultAtEachMutatingCall(t *testing.T, code codes.Code) {
 			if tc.wantErr == nil && (errors.Is(err, rotate.ErrStoppedPartWay) || errors.Is(err, rotate.ErrVerifyFailed)) {
 				t.Errorf("Rotate error = %v, want a plain failure (nothing changed)", err)
 			}
+			// The hint of a stop part-way says what is true: both
+			// keys work only while the old one is not deleted.
+			var ne *rotate.NextError
+			if errors.As(err, &ne) {
+				k, _ := w.srv.Key(w.oldName)
+				if deleted := k.DeleteTime != ""; deleted == strings.Contains(ne.Safe, "both keys still work") {
+					t.Errorf("old key deleted: %v; the stop's hint says %q", deleted, ne.Safe)
+				}
+			}
 			if tc.wantErr == nil {
 				if len(w.liveKeys()) != 1 || w.envValue() != w.oldKey {
 					t.Errorf("a failure before any change left changes behind")
