@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -224,18 +223,9 @@ func TestDoctorGolden(t *testing.T) {
 	}
 }
 
-// closedAddr returns a loopback host:port where nothing listens: a port
-// that was just free, closed again.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+// closedAddr returns a loopback host:port where nothing listens, for the
+// rest of t (emutest.DeadAddr).
+func closedAddr(t *testing.T) string { return emutest.DeadAddr(t) }
 
 // origDir is the package directory, where the goldens are, whatever the
 // working directory of a test.

@@ -594,9 +594,4 @@ func checkCanary(t *testing.T, rep *doctor.Report, secrets []string) {
 }
 
 // deadAddr returns a loopback address where nothing listens.
-func deadAddr(t *testing.T) string {
-	srv := emutest.Start(t, emulator.Options{})
-	addr := srv.GeminiAddr
-	srv.Close()
-	return addr
-}
+func deadAddr(t *testing.T) string { return emutest.DeadAddr(t) }

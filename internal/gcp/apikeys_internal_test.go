@@ -2,7 +2,6 @@ package gcp
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,18 +11,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keyrotate/keyrotate/internal/emutest"
+
 	"github.com/keyrotate/keyrotate/internal/secret"
 )
 
 // TestLookupErrorHidesKey: a transport error of LookupKey must not repeat
 // the key string it carries.
 func TestLookupErrorHidesKey(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now: connection refused
+	addr := emutest.DeadAddr(t) // connection refused
 	lookupc, err := apikeysapi.NewClient(context.Background(), option.WithEndpoint(addr), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	if err != nil {
