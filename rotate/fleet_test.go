@@ -497,16 +497,7 @@ func TestFleetHeapPerRotation(t *testing.T) {
 // Counted on the fewest bytes of stacks seen while all are in flight,
 // each sample after a full GC.
 func TestFleetStackPerParkedRotation(t *testing.T) {
-	if raceBuild {
-		t.Skip("the race detector's instrumentation deepens every frame")
-	}
-	const n = 80
-	stacks := func() int64 { _, st := liveHeap(); return int64(st) }
-	got := minInFlight(t, n, stacks) / n
-	if got > 14<<10 {
-		t.Errorf("a rotation in flight holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", got, 14<<10)
-	}
-	t.Logf("%d rotations in flight: %d bytes of stacks each", n, got)
+	parkedStacks(t, "parked in the propagation wait", minInFlight)
 }
 
 // TestFleetStackPerParkedGate: a rotation waiting in the drain gate holds
@@ -516,41 +507,44 @@ func TestFleetStackPerParkedRotation(t *testing.T) {
 // about 3.2 KiB. They were 4.2 (drainOld's own 1.1 KiB), and every gate of
 // a fleet held 16 KiB for the usage delay at least.
 func TestFleetStackPerParkedGate(t *testing.T) {
+	parkedStacks(t, "parked in the drain gate", minInGate)
+}
+
+// parkedStacks checks that 80 rotations parked where (sampled by least)
+// hold at most 14 KiB of stacks each: 8 KiB for the goroutine of each, and
+// room for the runtime's own.
+func parkedStacks(t *testing.T, where string, least func(t *testing.T, n int, measure func() int64) int64) {
 	if raceBuild {
 		t.Skip("the race detector's instrumentation deepens every frame")
 	}
 	const n = 80
-	stacks := func() int64 { _, st := liveHeap(); return int64(st) }
-	got := minParked(t, n, stacks, true) / n
+	got := least(t, n, func() int64 { _, st := liveHeap(); return int64(st) }) / n
 	if got > 14<<10 {
-		t.Errorf("a rotation in the drain gate holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", got, 14<<10)
+		t.Errorf("a rotation %s holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", where, got, 14<<10)
 	}
-	t.Logf("%d rotations in the drain gate: %d bytes of stacks each", n, got)
+	t.Logf("%d rotations %s: %d bytes of stacks each", n, where, got)
 }
 
-// minParked rotates n slots at once (the new keys take 1.5s to work) and
-// returns the least that measure grew by, from before the run (the
-// clients made, one rotation done in each project) to a sample while all
-// n are in flight; with gated (the drain gate on, its times scaled as the
-// fleet benchmark's by 60: a usage delay of 2s) it samples only while all
-// n wait in the gate. (minInFlight, for the rotations waiting for their
-// keys, no longer samples this way: see there.)
-func minParked(t *testing.T, n int, measure func() int64, gated bool) int64 {
+// minInGate rotates n slots at once through the drain gate (the new keys
+// take 1.5s to work; the gate's times scaled as the fleet benchmark's by
+// 60: a usage delay of 2s) and returns the least that measure grew by, from
+// before the run (the clients made, one rotation done in each project) to a
+// sample while all n wait in the gate. (minInFlight, for the rotations
+// waiting for their keys, samples one started at a time: see there.)
+func minInGate(t *testing.T, n int, measure func() int64) int64 {
 	t.Helper()
 	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + 1, Propagation: 1500 * time.Millisecond})
 	r, g := fe.rotator(t, &gcp.Meter{}, 60)
 	slots := fe.slots(g, 60)
 	var gates sync.Map // slots whose gate started
 	var inGate atomic.Int32
-	if gated {
-		withGate(r, slots, 60)
-		r.Events = func(e rotate.Event) {
-			if e.Drain == nil {
-				return
-			}
-			if _, seen := gates.LoadOrStore(e.Slot, true); !seen {
-				inGate.Add(1)
-			}
+	withGate(r, slots, 60)
+	r.Events = func(e rotate.Event) {
+		if e.Drain == nil {
+			return
+		}
+		if _, seen := gates.LoadOrStore(e.Slot, true); !seen {
+			inGate.Add(1)
 		}
 	}
 	// First one rotation in each project, alone: what the process builds
@@ -581,7 +575,7 @@ func minParked(t *testing.T, n int, measure func() int64, gated bool) int64 {
 	got := int64(-1)
 	for tick := time.NewTicker(20 * time.Millisecond); ; {
 		<-tick.C
-		if int(started.Load()) < n || gated && int(inGate.Load()) < n {
+		if int(started.Load()) < n || int(inGate.Load()) < n {
 			continue
 		}
 		v := sample()
