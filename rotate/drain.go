@@ -269,15 +269,7 @@ type drainWant struct {
 func (dp *drainPoller) project(project string) *drainProject {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
-	if dp.by == nil {
-		dp.by = map[string]*drainProject{}
-	}
-	p := dp.by[project]
-	if p == nil {
-		p = &drainProject{}
-		dp.by[project] = p
-	}
-	return p
+	return entry(&dp.by, project)
 }
 
 // serves reports whether the latest read will do for w.

@@ -160,14 +160,18 @@ func (p *propagation) observe(project string, d time.Duration, others bool) {
 	}
 }
 
-func (p *propagation) learnedLocked(project string) *learned {
-	if p.by == nil {
-		p.by = map[string]*learned{}
+func (p *propagation) learnedLocked(project string) *learned { return entry(&p.by, project) }
+
+// entry returns (*m)[k], made (with *m) when missing: the per-project
+// state the rotations of a Rotator share. Call with m's lock held.
+func entry[V any](m *map[string]*V, k string) *V {
+	if *m == nil {
+		*m = map[string]*V{}
 	}
-	l := p.by[project]
-	if l == nil {
-		l = &learned{}
-		p.by[project] = l
+	v := (*m)[k]
+	if v == nil {
+		v = new(V)
+		(*m)[k] = v
 	}
-	return l
+	return v
 }
