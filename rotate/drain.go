@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/api/apikeys/v2"
@@ -543,8 +544,90 @@ func (st *run) retireQuiet(ctx context.Context, old *runKey) (*pendingKey, error
 	if err != nil {
 		return nil, err
 	}
+	// The gate has ended: wait for a turn to retire (retireLimit), parked
+	// here, on the frames of the gate's sleep and fewer (a waiting
+	// rotation holds an 8 KiB stack: TestFleetStackPerWaitingTurn). The
+	// targets are read again after the wait, immediately before the
+	// delete (deleteOld), as without it.
+	if err := st.retiring.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("wait for a turn to retire old key %s: %w", old.Name, err)
+	}
+	st.turn = true
 	return st.retireDrained(ctx, old, d)
 }
+
+// endTurn gives back the run's turn to retire, if it holds one.
+func (st *run) endTurn() {
+	if st.turn {
+		st.turn = false
+		st.retiring.release()
+	}
+}
+
+// defaultRetiring is how many rotations of a Rotator may retire at once
+// once past their drain gate (retireLimit).
+//
+// A rotation's retire work (the targets read again, DeleteKey and its
+// operation, the version disable, the unlock) is a few calls made one
+// after another: about one call in flight a rotation. In the fleet
+// benchmark with the gate (100 projects × 100 slots, 2 cores, the
+// emulator beside the rotator) that work is CPU-bound at about 7,400
+// calls a second, so at its 100 ms a call about 740 calls in flight keep
+// the CPU busy; 2,000 keep it busy up to about 270 ms a call (Google's
+// own latency, or a slower machine), and more would add only waiting
+// calls. What they hold is the reason for a limit at all: the gates of a
+// project pass on one shared read, and the fleet's passes come
+// together, so about 7,000 rotations were retiring at once there, each
+// with its call's buffers, HTTP/2 stream goroutine and a stack grown
+// for the call, 37 KB a rotation in flight on average where 30 was the
+// goal; a rotation waiting for its turn holds its state (about 5 KB) and
+// an 8 KiB stack.
+const defaultRetiring = 2000
+
+// retireLimit bounds the rotations of a Rotator that are past their drain
+// gate and retiring at once (defaultRetiring, or max when set). It is
+// taken only there: before the gate a rotation's calls are paced by the
+// quotas, and a gate waits on its project's shared reads. A rotation
+// waiting for a turn still holds its lease, which its timer keeps
+// renewing (lease.keepAlive) from outside the wait; a lease lost cancels
+// the run's context, which ends the wait. Turns go in the order asked
+// (a channel's waiting senders are served first in, first out).
+type retireLimit struct {
+	once sync.Once
+	// max is the limit; 0 is defaultRetiring. Set before the first
+	// rotation.
+	max int
+	sem chan struct{}
+	// waiting counts the rotations waiting for a turn.
+	waiting atomic.Int32
+}
+
+// acquire waits for a turn, or until ctx ends.
+func (l *retireLimit) acquire(ctx context.Context) error {
+	l.once.Do(func() {
+		n := l.max
+		if n <= 0 {
+			n = defaultRetiring
+		}
+		l.sem = make(chan struct{}, n)
+	})
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// release gives a turn back.
+func (l *retireLimit) release() { <-l.sem }
 
 // retireDrained acts on what the drain gate saw of old (retireQuiet).
 func (st *run) retireDrained(ctx context.Context, old *runKey, d *Drain) (*pendingKey, error) {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/api/apikeys/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -61,6 +62,10 @@ type gateWorld struct {
 	// sleeps until its time to start the gate.
 	oldKeys map[string]string
 	atGate  func(slot string, arrive time.Time)
+	// onEvent, if set, is told of every event of a fleet's slots, and
+	// fleetCtx, if set, is the fleet's context.
+	onEvent  func(rotate.Event)
+	fleetCtx context.Context
 }
 
 // newGateWorld starts a world whose emulator reports calls monDelay late,
@@ -448,6 +453,9 @@ func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (
 	}
 	// The world's event buffer is not for concurrent slots.
 	g.r.Events = func(e rotate.Event) {
+		if g.onEvent != nil {
+			g.onEvent(e)
+		}
 		if e.Step == rotate.StepReadback {
 			if g.atGate != nil {
 				g.atGate(e.Slot, arrive[e.Slot])
@@ -478,7 +486,11 @@ func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (
 			fails.Add(1)
 		}
 	}}
-	f.Run(context.Background(), slots, rotate.Options{Force: true})
+	ctx := context.Background()
+	if g.fleetCtx != nil {
+		ctx = g.fleetCtx
+	}
+	f.Run(ctx, slots, rotate.Options{Force: true})
 	if fails.Load() > 0 {
 		return nil, arrive
 	}
@@ -715,6 +727,117 @@ func TestDrainStopsWithContext(t *testing.T) {
 	}
 	if g.oldAPIKey().DeleteTime != "" {
 		t.Error("old key deleted by a stopped run")
+	}
+	g.invariant()
+}
+
+// TestDrainFleetTakesTurnsToRetire (item 5): the gates of a project pass
+// together on one shared read, and then no more than the Rotator's limit
+// of them retire at once (from the gate's verdict through the delete, the
+// version disable and the unlock); the others wait for a turn, and every
+// old key is still deleted. 30 slots reach the gate at the same instant,
+// with a limit of 3: all 30 retired at once before the limit.
+func TestDrainFleetTakesTurnsToRetire(t *testing.T) {
+	t.Parallel()
+	const n, limit = 30, 3
+	g := newGateWorld(t, 0, 2*time.Minute, 5*time.Minute, time.Hour)
+	rotate.SetRetireLimit(g.r, limit)
+	// A turn not given back would leave the last rotations waiting.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g.fleetCtx = ctx
+	var (
+		mu                     sync.Mutex
+		retiring, most, waited int
+	)
+	g.onEvent = func(e rotate.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case e.Step == rotate.StepRetire && strings.Contains(e.Message, " is quiet: "):
+			retiring++
+			most = max(most, retiring)
+			if rotate.RetireWaiting(g.r) > 0 {
+				waited++
+			}
+		case e.Step == rotate.StepDone:
+			retiring--
+		}
+	}
+	drains, _ := g.gateFleet(n, 0, time.Time{})
+	if drains == nil {
+		return
+	}
+	for name, d := range drains {
+		if d.Outcome != rotate.DrainQuiet {
+			t.Errorf("slot %s: drain %+v, want quiet", name, d)
+		}
+	}
+	for slot, key := range g.oldKeys {
+		if k, ok := g.srv.Key(key); !ok || k.DeleteTime == "" {
+			t.Errorf("slot %s: old key %s not deleted", slot, key)
+		}
+	}
+	t.Logf("%d gates passed together; at most %d retired at once (limit %d); %d began while others waited", n, most, limit, waited)
+	if most > limit {
+		t.Errorf("%d rotations retired at once, want at most %d", most, limit)
+	}
+	if most < limit || waited == 0 {
+		t.Errorf("at most %d retired at once and %d began while others waited: the gates did not pass together, the test shows nothing", most, waited)
+	}
+	if taken := rotate.RetireTurnsTaken(g.r); taken != 0 {
+		t.Errorf("%d turns to retire still taken after the run", taken)
+	}
+}
+
+// TestDrainTurnGivenBack: a rotation gives its turn to retire back
+// however its retire ends, and one stopped while it waits for a turn
+// stops part-way, safely. With a limit of 1: a rotation stopped while
+// the only turn is held elsewhere (the old key not deleted, both keys
+// work), one whose DeleteKey fails, and then the run that resumes the
+// rotation and deletes the old key: a turn kept by either would make it
+// wait for ever.
+func TestDrainTurnGivenBack(t *testing.T) {
+	t.Parallel()
+	g := newGateWorld(t, 0, 0, 5*time.Minute, time.Hour)
+	rotate.SetRetireLimit(g.r, 1)
+	give := rotate.HoldRetireTurns(g.r, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for rotate.RetireWaiting(g.r) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	if _, err := g.r.Rotate(ctx, g.slot, rotate.Options{Force: true}); !errors.Is(err, rotate.ErrStoppedPartWay) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Rotate stopped while waiting for a turn = %v, want ErrStoppedPartWay and context.Canceled", err)
+	}
+	if g.oldAPIKey().DeleteTime != "" {
+		t.Error("old key deleted by a run stopped before its turn")
+	}
+	g.invariant()
+	give()
+	if taken := rotate.RetireTurnsTaken(g.r); taken != 0 {
+		t.Fatalf("%d turns taken after the stopped run, want 0", taken)
+	}
+
+	g.srv.Fail("apikeys.DeleteKey", fake.Next, fake.Fault{Code: codes.PermissionDenied, Message: "injected"})
+	if _, err := g.r.Rotate(context.Background(), g.slot, rotate.Options{Force: true}); !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate with DeleteKey failing = %v, want ErrStoppedPartWay", err)
+	}
+	if taken := rotate.RetireTurnsTaken(g.r); taken != 0 {
+		t.Fatalf("%d turns taken after the failed delete, want 0", taken)
+	}
+	g.invariant()
+
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := g.r.Rotate(ctx, g.slot, rotate.Options{Force: true})
+	if err != nil || res.Retired != "deleted" {
+		t.Fatalf("resumed Rotate = %+v, %v; want the old key deleted", res, err)
+	}
+	if g.oldAPIKey().DeleteTime == "" {
+		t.Error("old key not deleted by the resumed run")
 	}
 	g.invariant()
 }

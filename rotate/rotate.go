@@ -179,6 +179,9 @@ type Rotator struct {
 
 	// drain schedules the drain gates' reads per project (drain.go).
 	drain drainPoller
+	// retiring bounds the rotations past their drain gate that retire at
+	// once (drain.go).
+	retiring retireLimit
 	// LeakUsageTimeout bounds how long FindLeak waits for Cloud
 	// Monitoring's answer on who calls with a leaked key (zero:
 	// DefaultLeakUsageTimeout); past it the leak is answered without.
@@ -884,8 +887,11 @@ type run struct {
 	// deleteSent: the old key's delete was sent (deleteOld); a stop
 	// after it cannot say that both keys work.
 	deleteSent bool
-	newStr     secret.Key
-	version    string
+	// turn: the run holds a turn to retire past its drain gate
+	// (Rotator.retiring), given back when retire returns.
+	turn    bool
+	newStr  secret.Key
+	version string
 }
 
 // runRecord is what a run keeps of its rotation record as the lock left
@@ -1444,6 +1450,10 @@ func (st *run) retire(ctx context.Context) error {
 	case old == nil || old.DeleteTime != "":
 		st.res.Retired = "deleted"
 	case st.kind == KindRotate && st.mode == RetireQuiet:
+		// retireQuiet takes a turn once its gate has ended; the turn is
+		// held through the delete, the version disable and the unlock,
+		// and given back however retire returns.
+		defer st.endTurn()
 		var err error
 		if pend, err = st.retireQuiet(ctx, old); err != nil {
 			return err
