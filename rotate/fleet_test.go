@@ -510,6 +510,15 @@ func TestFleetStackPerParkedGate(t *testing.T) {
 	parkedStacks(t, "parked in the drain gate", minInGate)
 }
 
+// TestFleetStackPerWaitingTurn: a rotation past its drain gate waiting for
+// a turn to retire (the Rotator's limit on rotations retiring at once)
+// holds a stack of 8 KiB too (TestFleetStackPerParkedRotation's rule):
+// it waits in retireQuiet, on the frames under the gate's sleep and fewer.
+// Thousands wait so in a gated fleet whose passes come together.
+func TestFleetStackPerWaitingTurn(t *testing.T) {
+	parkedStacks(t, "waiting for a turn to retire", minWaitingTurn)
+}
+
 // parkedStacks checks that 80 rotations parked where (sampled by least)
 // hold at most 14 KiB of stacks each: 8 KiB for the goroutine of each, and
 // room for the runtime's own.
@@ -590,6 +599,59 @@ func minInGate(t *testing.T, n int, measure func() int64) int64 {
 	<-done
 	if got < 0 {
 		t.Fatal("no sample with every rotation in flight")
+	}
+	return got
+}
+
+// minWaitingTurn rotates n slots at once through the drain gate (as
+// minInGate) with the Rotator's only turn to retire held, and returns the
+// least that measure grew by, from before the run to a sample while all n
+// have passed their gates and wait for the turn; then it gives the turn
+// back, and every old key must be deleted.
+func minWaitingTurn(t *testing.T, n int, measure func() int64) int64 {
+	t.Helper()
+	fe := startFleetEmulator(t, fleetSpec{Projects: 2, SlotsPerProject: n/2 + 1, Propagation: 200 * time.Millisecond})
+	r, g := fe.rotator(t, &gcp.Meter{}, 60)
+	slots := fe.slots(g, 60)
+	withGate(r, slots, 60)
+	rotate.SetRetireLimit(r, 1)
+	done := func(o rotate.Outcome) {
+		if o.Err != nil {
+			t.Errorf("%s: %v", o.Slot.Name, o.Err)
+		} else if err := gatePassed(o); err != nil || o.Result.Retired != "deleted" {
+			t.Errorf("%s: retired %q, gate: %v; want deleted after a passing gate", o.Slot.Name, o.Result.Retired, err)
+		}
+	}
+	// First one rotation in each project, alone (minInGate).
+	warm := &rotate.Fleet{Rotator: r, Parallel: 2, Done: done}
+	warm.Run(context.Background(), []*rotate.Slot{slots[0], slots[n/2+1]}, rotate.Options{Force: true})
+	slots = append(slots[1:n/2+1], slots[n/2+2:]...)
+	base := measure()
+	give := rotate.HoldRetireTurns(r, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		f := &rotate.Fleet{Rotator: r, Parallel: n, Done: done}
+		f.Run(ctx, slots, rotate.Options{Force: true})
+	})
+	got := int64(-1)
+	tick := time.NewTicker(20 * time.Millisecond)
+	for taken := 0; taken < 10 && ctx.Err() == nil; {
+		<-tick.C
+		if rotate.RetireWaiting(r) < n {
+			continue
+		}
+		if v := measure() - base; got < 0 || v < got {
+			got = v
+		}
+		taken++
+	}
+	tick.Stop()
+	give()
+	wg.Wait()
+	if got < 0 {
+		t.Fatalf("no sample with all %d rotations waiting for a turn within 2 minutes (%d waited)", n, rotate.RetireWaiting(r))
 	}
 	return got
 }
