@@ -63,6 +63,16 @@ func fleetGate(tb testing.TB) bool {
 	return os.Getenv("KEYROTATE_FLEET_GATE") == "1"
 }
 
+// fleetRetiring is the Rotator's limit on the rotations retiring at once
+// past their gate in the gated runs (KEYROTATE_FLEET_RETIRING; unset or
+// 0: the default, 2,000, which binds only in fleets larger than that):
+// 100 shows at 20 × 25 what 2,000 does at 100 × 100, a fifth of the
+// fleet.
+func fleetRetiring() int {
+	n, _ := strconv.Atoi(os.Getenv("KEYROTATE_FLEET_RETIRING"))
+	return n
+}
+
 // gatePassed fails a rotation whose old key was not deleted by a passing
 // gate (the fleet's old keys are never called).
 func gatePassed(o rotate.Outcome) error {
@@ -440,6 +450,7 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	gated := fleetGate(tb)
 	if gated {
 		withGate(r, slots, s)
+		rotate.SetRetireLimit(r, fleetRetiring())
 	}
 	n := len(slots)
 	var (
