@@ -1,6 +1,7 @@
 package gcp
 
 import (
+	"container/heap"
 	"context"
 	"sync"
 )
@@ -9,36 +10,42 @@ import (
 // otherwise (Meter.InFlight). A fleet's first burst is bound by CPU, not
 // by the network: keyrotate spends about 170 µs of CPU a call, so 2 cores
 // complete some 10,000 calls a second at most, and at Google's 100 to 300
-// ms a call about 1,000 to 3,000 calls in flight keep them busy. More
-// only queue at the cores, each holding its request, its HTTP/2 stream
-// and a transport goroutine meanwhile.
+// ms a call 1,000 to 3,000 calls in flight keep them busy. More only
+// queue at the cores, each holding its request, its HTTP/2 stream and a
+// transport goroutine meanwhile.
 const DefaultInFlight = 2000
 
 // inFlight bounds the calls a Meter lets go at once, and chooses which
-// waiting call goes next: a call that starts a rotation before one that
-// continues it (see urgentMethods). A fleet run starts every rotation
-// together; until its new key is made, a rotation's clock has not
-// started (the key takes a minute or more to work), while the calls
-// after it can wait for the others' starts at no cost to the run's end.
+// waiting call goes next when a place frees:
 //
-// Within a lane, calls go in the order they came (a bound that let later
-// calls overtake could starve a rotation until its context ends).
+//   - first a call that starts a rotation (up to its CreateKey; see
+//     urgentMethods) before one that continues it: until its new key is
+//     made, a rotation's clock has not started (the key takes a minute or
+//     more to work), while the calls after it can wait for the others'
+//     starts at no cost to the run's end;
+//   - then the call of the slot that has made the most calls: rotations
+//     under way go on before others start, so that the new keys are made
+//     one after another through the burst, not all at its end, and work
+//     one after another a minute later;
+//   - then the call that came first.
+//
+// No call waits for ever: a rotation's calls before its CreateKey are few,
+// so the urgent lane empties, and a slot's count only grows while its
+// calls go.
 type inFlight struct {
-	mu    sync.Mutex
-	free  int
-	lanes [2]queue // urgent, then the rest
-}
-
-// queue is a FIFO of waiters, from head on.
-type queue struct {
-	w    []*waiter
-	head int
+	mu      sync.Mutex
+	free    int
+	seq     uint64
+	waiting waiters
 }
 
 // waiter is a call waiting for a place: ready is closed when it has one.
 type waiter struct {
-	ready chan struct{}
-	gone  bool // its caller stopped waiting (under inFlight.mu)
+	ready  chan struct{}
+	urgent bool
+	made   int64  // calls its slot had made
+	seq    uint64 // arrival
+	index  int    // in the heap; -1 once out of it
 }
 
 func newInFlight(n int) *inFlight {
@@ -61,72 +68,77 @@ func (l *inFlight) acquire(ctx context.Context, urgent bool) error {
 		l.mu.Unlock()
 		return nil
 	}
-	w := &waiter{ready: make(chan struct{})}
-	lane := 1
-	if urgent {
-		lane = 0
+	w := &waiter{ready: make(chan struct{}), urgent: urgent, seq: l.seq}
+	l.seq++
+	if c, ok := ctx.Value(slotCallsKey{}).(*SlotCalls); ok {
+		w.made = c.Calls.Load()
 	}
-	l.lanes[lane].w = append(l.lanes[lane].w, w)
+	heap.Push(&l.waiting, w)
 	l.mu.Unlock()
 	select {
 	case <-w.ready:
 		return nil
 	case <-ctx.Done():
 		l.mu.Lock()
-		select {
-		case <-w.ready:
+		if w.index < 0 {
 			// Handed a place as ctx ended: pass it on.
 			l.mu.Unlock()
 			l.release()
-		default:
-			w.gone = true
+		} else {
+			heap.Remove(&l.waiting, w.index)
 			l.mu.Unlock()
 		}
 		return ctx.Err()
 	}
 }
 
-// release frees a place: to the first waiter of the first lane that has
-// one, or to the pool.
+// release frees a place: to the first waiter, or to the pool.
 func (l *inFlight) release() {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range l.lanes {
-		if w := l.lanes[i].pop(); w != nil {
-			close(w.ready)
-			return
-		}
+	if len(l.waiting) == 0 {
+		l.free++
+		return
 	}
-	l.free++
+	close(heap.Pop(&l.waiting).(*waiter).ready)
 }
 
-// pop removes and returns the first waiter still waiting; nil if none.
-func (q *queue) pop() *waiter {
-	for q.head < len(q.w) {
-		w := q.w[q.head]
-		q.w[q.head] = nil
-		q.head++
-		if !w.gone {
-			q.compact()
-			return w
-		}
-	}
-	q.compact()
-	return nil
-}
+// waiters is a heap of waiting calls, the next to go first
+// (container/heap).
+type waiters []*waiter
 
-// compact drops the served part of the queue once it is most of it, so
-// that the queue's memory follows the waiters, not the calls ever made.
-func (q *queue) compact() {
+func (h waiters) Len() int { return len(h) }
+
+func (h waiters) Less(i, j int) bool {
+	a, b := h[i], h[j]
 	switch {
-	case q.head == len(q.w):
-		q.w, q.head = q.w[:0], 0
-	case q.head > 1024 && q.head > len(q.w)/2:
-		n := copy(q.w, q.w[q.head:])
-		clear(q.w[n:])
-		q.w, q.head = q.w[:n], 0
+	case a.urgent != b.urgent:
+		return a.urgent
+	case a.made != b.made:
+		return a.made > b.made
 	}
+	return a.seq < b.seq
+}
+
+func (h waiters) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+
+func (h *waiters) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+
+func (h *waiters) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	w.index = -1
+	*h = old[:len(old)-1]
+	return w
 }

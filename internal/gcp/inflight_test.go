@@ -63,8 +63,8 @@ func TestMeterBoundsCallsInFlight(t *testing.T) {
 }
 
 // TestInFlightUrgentFirst: when a place frees, the calls that start a
-// rotation go before those that continue one, and within a lane calls go
-// in the order they came.
+// rotation go before those that continue one; then the call of the slot
+// that has made the most calls; then the call that came first.
 func TestInFlightUrgentFirst(t *testing.T) {
 	l := newInFlight(1)
 	ctx := context.Background()
@@ -78,10 +78,12 @@ func TestInFlightUrgentFirst(t *testing.T) {
 	)
 	started := make(chan struct{})
 	queued := 0
-	wait := func(name string, urgent bool) {
+	wait := func(name string, urgent bool, made int64) {
 		wg.Go(func() {
 			started <- struct{}{}
-			if err := l.acquire(ctx, urgent); err != nil {
+			c := new(SlotCalls)
+			c.Calls.Store(made)
+			if err := l.acquire(WithSlotCalls(ctx, c), urgent); err != nil {
 				t.Error(err)
 				return
 			}
@@ -94,21 +96,23 @@ func TestInFlightUrgentFirst(t *testing.T) {
 		queued++
 		waitQueued(t, l, queued)
 	}
-	wait("op1", false)
-	wait("create1", true)
-	wait("op2", false)
-	wait("create2", true)
+	wait("op1", false, 6)
+	wait("get1", true, 0)
+	wait("op2", false, 6)
+	wait("get2", true, 0)
+	wait("disable", false, 9)
+	wait("lookup", true, 2)
 	l.release()
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	if got, want := strings.Join(order, " "), "create1 create2 op1 op2"; got != want {
+	if got, want := strings.Join(order, " "), "lookup get1 get2 disable op1 op2"; got != want {
 		t.Errorf("calls went in the order %q, want %q", got, want)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.free != 1 {
-		t.Errorf("%d places free at the end, want 1", l.free)
+	if l.free != 1 || len(l.waiting) != 0 {
+		t.Errorf("%d places free and %d waiting at the end, want 1 and 0", l.free, len(l.waiting))
 	}
 }
 
@@ -117,10 +121,7 @@ func waitQueued(t *testing.T, l *inFlight, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
 		l.mu.Lock()
-		queued := 0
-		for _, q := range l.lanes {
-			queued += len(q.w) - q.head
-		}
+		queued := len(l.waiting)
 		l.mu.Unlock()
 		if queued == n {
 			return
