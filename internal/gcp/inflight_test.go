@@ -12,6 +12,8 @@ import (
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestMeterBoundsCallsInFlight: a Meter lets at most InFlight calls go at
@@ -180,5 +182,40 @@ func TestInFlightCancel(t *testing.T) {
 	defer l.mu.Unlock()
 	if l.free != 2 {
 		t.Errorf("after cancels racing releases, %d places free, want 2", l.free)
+	}
+}
+
+// TestMeterWaitEndsWithContext: a call whose context ends while it waits
+// for a place is not sent, and fails as gRPC fails a call whose context
+// ended (DEADLINE_EXCEEDED), so that the retry and the hints treat it so.
+func TestMeterWaitEndsWithContext(t *testing.T) {
+	m := &Meter{InFlight: 1}
+	unary := m.UnaryInterceptor(SecretManager)
+	hold, held := make(chan struct{}), make(chan struct{})
+	var sent atomic.Int32
+	invoke := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+		if sent.Add(1) == 1 {
+			close(held)
+			<-hold
+		}
+		return nil
+	}
+	const method = "/google.cloud.secretmanager.v1.SecretManagerService/GetSecret"
+	req := &secretmanagerpb.GetSecretRequest{Name: "projects/p/secrets/s"}
+	done := make(chan error)
+	go func() { done <- unary(context.Background(), method, req, nil, nil, invoke) }()
+	<-held
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := unary(ctx, method, req, nil, nil, invoke)
+	if status.Code(err) != codes.DeadlineExceeded || sent.Load() != 1 {
+		t.Errorf("a call whose deadline passed while it waited: %v (code %s), %d calls sent; want DeadlineExceeded and 1", err, status.Code(err), sent.Load())
+	}
+	close(hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := unary(context.Background(), method, req, nil, nil, invoke); err != nil || sent.Load() != 2 {
+		t.Errorf("the next call: %v, %d sent; want it sent", err, sent.Load())
 	}
 }

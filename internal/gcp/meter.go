@@ -261,7 +261,8 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 		}
 		l := m.inFlight()
 		if err := l.acquire(ctx, urgentMethods[gm.counted]); err != nil {
-			return err
+			// As gRPC itself answers a call whose context ended.
+			return status.FromContextError(err).Err()
 		}
 		err := invoker(ctx, fullMethod, req, reply, cc, opts...)
 		l.release()
