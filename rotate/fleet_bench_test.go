@@ -436,6 +436,9 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 		quotas[api] = q.Share(count)
 	}
 	meter := &gcp.Meter{Pacer: gcp.NewPacer(quotas, s.d(fleetQuotaWindow))}
+	if v, err := strconv.Atoi(os.Getenv("KEYROTATE_FLEET_INFLIGHT")); err == nil {
+		meter.InFlight = v
+	}
 	r, g := fe.rotator(tb, meter, s)
 	r.Shards = count // as cmd/keyrotate sets it from --shard
 	var slots []*rotate.Slot

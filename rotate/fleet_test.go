@@ -1038,3 +1038,58 @@ func TestFleetUnderOneQuotaProject(t *testing.T) {
 		})
 	}
 }
+
+// TestFleetMakesKeysThroughTheBurst: when a fleet's calls are at the
+// Meter's bound on calls in flight, rotations under way go on before
+// others start, so most new keys are made (and start their minute of
+// propagation) before the last rotations make their first call, not at
+// the end of a burst in which every rotation makes each call in step.
+// Unbounded, not one CreateKey came before the last GetSecret.
+func TestFleetMakesKeysThroughTheBurst(t *testing.T) {
+	const projects, perProject, bound = 4, 50, 16
+	n := projects * perProject
+	fe := startFleetEmulator(t, fleetSpec{Projects: projects, SlotsPerProject: perProject,
+		Propagation: 200 * time.Millisecond, Latency: 10 * time.Millisecond})
+	meter := &gcp.Meter{InFlight: bound}
+	r, g := fe.rotator(t, meter, 600)
+	f := &rotate.Fleet{Rotator: r, Parallel: n, Done: func(o rotate.Outcome) {
+		if o.Err != nil {
+			t.Errorf("%s: %v", o.Slot.Name, o.Err)
+		}
+	}}
+	// The CreateKeys made by the time the GetSecrets reach n (every
+	// rotation has started), sampled every millisecond: calls take 20ms.
+	creates := make(chan int64, 1)
+	stop := make(chan struct{})
+	go func() {
+		for tick := time.NewTicker(time.Millisecond); ; {
+			select {
+			case <-stop:
+				tick.Stop()
+				creates <- -1
+				return
+			case <-tick.C:
+			}
+			calls := meter.Calls()
+			if calls["secretmanager.GetSecret"] >= int64(n) {
+				tick.Stop()
+				creates <- calls["apikeys.CreateKey"]
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f.Run(ctx, fe.slots(g, 600), rotate.Options{Force: true})
+	close(stop)
+	got := <-creates
+	if got < int64(n/2) {
+		t.Errorf("%d of %d new keys were made when the last rotation made its first call (GetSecret), want at least %d", got, n, n/2)
+	}
+	t.Logf("%d of %d new keys made when the last rotation started", got, n)
+	// The rotations still share one key list a project: all of them
+	// start their preflight at once, before their first call.
+	if lists := meter.Calls()["apikeys.ListKeys"]; lists != projects {
+		t.Errorf("%d ListKeys for %d projects, want one each", lists, projects)
+	}
+}

@@ -24,6 +24,12 @@ type Meter struct {
 	// budget, whatever project they act on. "": each call draws on the
 	// budget of its slot's project, or of the project it names.
 	QuotaProject string
+	// InFlight bounds the calls let go at once, all APIs together (see
+	// inFlight): 0 is DefaultInFlight, less than 0 no bound.
+	InFlight int
+
+	limitOnce sync.Once
+	limit     *inFlight
 
 	mu        sync.Mutex
 	calls     map[string]int64 // by method, e.g. "apikeys.CreateKey"
@@ -56,6 +62,18 @@ func (m *Meter) Total() (calls, throttled int64) {
 		calls += v
 	}
 	return calls, m.throttled
+}
+
+// inFlight returns the bound on calls in flight (nil: none).
+func (m *Meter) inFlight() *inFlight {
+	m.limitOnce.Do(func() {
+		n := m.InFlight
+		if n == 0 {
+			n = DefaultInFlight
+		}
+		m.limit = newInFlight(n)
+	})
+	return m.limit
 }
 
 func (m *Meter) count(ctx context.Context, method string, throttled bool) {
@@ -146,9 +164,27 @@ func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		defer call.answered()
 	}
+	l := t.m.inFlight()
+	if err := l.acquire(ctx, urgentMethods[method]); err != nil {
+		return nil, err
+	}
 	resp, err := t.base.RoundTrip(req)
+	l.release()
 	t.m.count(ctx, method, err == nil && resp.StatusCode == http.StatusTooManyRequests)
 	return resp, err
+}
+
+// urgentMethods are the calls a rotation makes up to its CreateKey (and
+// that it may make again later: the lease's renewals and its release,
+// the read-back's Access): they go before the other waiting calls when
+// the calls in flight are at their bound (see inFlight).
+var urgentMethods = map[string]bool{
+	"secretmanager.GetSecret":           true,
+	"secretmanager.AccessSecretVersion": true,
+	"secretmanager.UpdateSecret":        true,
+	"apikeys.LookupKey":                 true,
+	"apikeys.ListKeys":                  true,
+	"apikeys.CreateKey":                 true,
 }
 
 // restMethod names a REST request the way the API's RPC is named
@@ -223,7 +259,13 @@ func (m *Meter) UnaryInterceptor(api string) grpc.UnaryClientInterceptor {
 			}
 			defer call.answered()
 		}
+		l := m.inFlight()
+		if err := l.acquire(ctx, urgentMethods[gm.counted]); err != nil {
+			// As gRPC itself answers a call whose context ended.
+			return status.FromContextError(err).Err()
+		}
 		err := invoker(ctx, fullMethod, req, reply, cc, opts...)
+		l.release()
 		m.count(ctx, gm.counted, status.Code(err) == codes.ResourceExhausted)
 		return err
 	}

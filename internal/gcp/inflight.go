@@ -1,0 +1,144 @@
+package gcp
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+)
+
+// DefaultInFlight is how many calls a Meter lets go at once unless told
+// otherwise (Meter.InFlight). A fleet's first burst is bound by CPU, not
+// by the network: keyrotate spends about 170 µs of CPU a call, so 2 cores
+// complete some 10,000 calls a second at most, and at Google's 100 to 300
+// ms a call 1,000 to 3,000 calls in flight keep them busy. More only
+// queue at the cores, each holding its request, its HTTP/2 stream and a
+// transport goroutine meanwhile.
+const DefaultInFlight = 2000
+
+// inFlight bounds the calls a Meter lets go at once, and chooses which
+// waiting call goes next when a place frees:
+//
+//   - first a call that starts a rotation (up to its CreateKey; see
+//     urgentMethods) before one that continues it: until its new key is
+//     made, a rotation's clock has not started (the key takes a minute or
+//     more to work), while the calls after it can wait for the others'
+//     starts at no cost to the run's end;
+//   - then the call of the slot that has made the most calls: rotations
+//     under way go on before others start, so that the new keys are made
+//     one after another through the burst, not all at its end, and work
+//     one after another a minute later;
+//   - then the call that came first.
+//
+// No call waits for ever: a rotation's calls before its CreateKey are few,
+// so the urgent lane empties, and a slot's count only grows while its
+// calls go.
+type inFlight struct {
+	mu      sync.Mutex
+	free    int
+	seq     uint64
+	waiting waiters
+}
+
+// waiter is a call waiting for a place: ready is closed when it has one.
+type waiter struct {
+	ready  chan struct{}
+	urgent bool
+	made   int64  // calls its slot had made
+	seq    uint64 // arrival
+	index  int    // in the heap; -1 once out of it
+}
+
+func newInFlight(n int) *inFlight {
+	if n <= 0 {
+		return nil
+	}
+	return &inFlight{free: n}
+}
+
+// acquire waits for a place, or ctx's end. A nil *inFlight bounds nothing.
+func (l *inFlight) acquire(ctx context.Context, urgent bool) error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	if l.free > 0 {
+		// Places are free only while no one waits (release hands a
+		// place to a waiter before it frees one).
+		l.free--
+		l.mu.Unlock()
+		return nil
+	}
+	w := &waiter{ready: make(chan struct{}), urgent: urgent, seq: l.seq}
+	l.seq++
+	if c, ok := ctx.Value(slotCallsKey{}).(*SlotCalls); ok {
+		w.made = c.Calls.Load()
+	}
+	heap.Push(&l.waiting, w)
+	l.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		if w.index < 0 {
+			// Handed a place as ctx ended: pass it on.
+			l.mu.Unlock()
+			l.release()
+		} else {
+			heap.Remove(&l.waiting, w.index)
+			l.mu.Unlock()
+		}
+		return ctx.Err()
+	}
+}
+
+// release frees a place: to the first waiter, or to the pool.
+func (l *inFlight) release() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.waiting) == 0 {
+		l.free++
+		return
+	}
+	close(heap.Pop(&l.waiting).(*waiter).ready)
+}
+
+// waiters is a heap of waiting calls, the next to go first
+// (container/heap).
+type waiters []*waiter
+
+func (h waiters) Len() int { return len(h) }
+
+func (h waiters) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	switch {
+	case a.urgent != b.urgent:
+		return a.urgent
+	case a.made != b.made:
+		return a.made > b.made
+	}
+	return a.seq < b.seq
+}
+
+func (h waiters) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+
+func (h *waiters) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+
+func (h *waiters) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	w.index = -1
+	*h = old[:len(old)-1]
+	return w
+}
