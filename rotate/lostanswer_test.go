@@ -247,10 +247,7 @@ func TestLostAnswerOfRelease(t *testing.T) {
 	}
 	w.invariant()
 	w.srv.ClearFaults()
-	res, err := w.rotate(rotate.Options{})
-	if err != nil || !res.Resumed {
-		t.Fatalf("Rotate after the stop = %+v, %v; want the rotation resumed", res, err)
-	}
+	w.resumes("the stop")
 	w.rotatedOnce()
 }
 
@@ -279,9 +276,15 @@ func TestLostAnswerOfRestore(t *testing.T) {
 	if !strings.Contains(rec, `"phase":"distributed"`) || strings.Contains(rec, `"kind":"abort"`) {
 		t.Errorf("record after the failed abort = %s, want the rotation's, released", rec)
 	}
+	w.resumes("the failed abort")
+}
+
+// resumes runs a rotation that must resume the one left after what.
+func (w *world) resumes(after string) {
+	w.t.Helper()
 	res, err := w.rotate(rotate.Options{})
 	if err != nil || !res.Resumed {
-		t.Fatalf("Rotate after the failed abort = %v, %+v; want the rotation resumed", err, res)
+		w.t.Fatalf("Rotate after %s = %+v, %v; want the rotation resumed", after, res, err)
 	}
 }
 
