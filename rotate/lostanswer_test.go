@@ -402,3 +402,30 @@ func withRecord(w *world, rec *rotate.Record) map[string]string {
 	ann[recordAnn] = string(b)
 	return ann
 }
+
+// TestReleaseMeetsAnotherRun: a release refused because another run took
+// the record over leaves that run's record alone (and says the lease was
+// not released) rather than taking the refusal for its own landed write.
+func TestReleaseMeetsAnotherRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	var plain *secretmanager.Client
+	var once sync.Once
+	la := &lostAnswers{before: func(req *secretmanagerpb.UpdateSecretRequest) {
+		if rec := sentRecord(t, req); rec != nil && rec.Holder.Run == "" {
+			once.Do(func() { w.writeAs(plain, withRecord(w, thiefRecord(w)), nil) })
+		}
+	}}
+	plain = w.loseAnswers(la)
+	w.srv.Fail("apikeys.DeleteKey", 1, fake.Fault{Code: codes.PermissionDenied})
+	if _, err := w.rotate(rotate.Options{}); !errors.Is(err, rotate.ErrStoppedPartWay) {
+		t.Fatalf("Rotate with a fault at DeleteKey = %v, want ErrStoppedPartWay", err)
+	}
+	if rec := w.record(); rec == nil || rec.Holder.Run != "thief" {
+		t.Errorf("record after the stop = %+v, want the other run's left alone", rec)
+	}
+	if !strings.Contains(w.logs.String(), "could not release") || !strings.Contains(w.logs.String(), "taken over") {
+		t.Errorf("the run did not say its lease was taken over before its release:\n%s", w.logs)
+	}
+	w.invariant()
+}
