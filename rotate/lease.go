@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -523,24 +524,66 @@ func (l *lease) write(ctx context.Context) error {
 	return nil
 }
 
-// update changes the record with f and writes it. A compare-and-swap
-// mismatch means somebody else wrote the secret: when the record there is
-// still ours (an unrelated change, such as a label), retry on top of it;
-// otherwise the lease was lost.
+// update changes the record with f and writes it (see put). The record's
+// expiry stays the one the secret is known to hold when the write fails:
+// clear judges by it whether its lease was still live.
 func (l *lease) update(ctx context.Context, f func(*Record)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f(&l.rec)
+	held := l.rec.Expires
 	l.rec.Expires = l.now().Add(l.ttl)
+	err := l.put(ctx, l.rec.ID, l.rec.Holder.Run)
+	if err != nil {
+		l.rec.Expires = held
+	}
+	return err
+}
+
+// casRefused reports whether a write failed its compare-and-swap on the
+// secret's etag: somebody wrote the secret since the lease last read it —
+// perhaps this lease itself, in a write that landed though its answer was
+// lost (a per-call timeout, a reset connection), which gcp.Secrets.Update
+// then retried with the old etag.
+func casRefused(err error) bool {
+	return isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)
+}
+
+// put writes l.rec in place of the record that id and run held. When the
+// compare-and-swap is refused it reads the secret again: a record that is
+// byte for byte the one it sent is its own write, landed though its answer
+// was lost (the record names the rotation, the holder and an expiry to the
+// nanosecond: no other run writes those bytes); the record of id and run
+// still there means an unrelated change (a label): write again on top of
+// it; anything else means the lease was lost. Call with l.mu held.
+func (l *lease) put(ctx context.Context, id, run string) error {
 	for attempt := 0; ; attempt++ {
 		err := l.write(ctx)
-		if !(isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)) || attempt >= 3 {
+		if !casRefused(err) || attempt >= 3 {
 			return err
 		}
-		if err := l.refresh(ctx); err != nil {
+		sec, err := l.api.Get(ctx, l.sec.name)
+		if err != nil {
+			return err
+		}
+		if l.landed(sec) {
+			l.sec = leaseView(sec)
+			return nil
+		}
+		if err := l.own(sec, id, run); err != nil {
 			return err
 		}
 	}
+}
+
+// landed reports whether sec holds l.rec exactly as write sends it.
+func (l *lease) landed(sec *secretmanagerpb.Secret) bool {
+	raw, ok := sec.GetAnnotations()[recordAnnotation]
+	if !ok {
+		return false
+	}
+	b, err := json.Marshal(l.rec)
+	return err == nil && raw == string(b)
 }
 
 // refresh re-reads the secret and checks the record is still ours.
@@ -549,11 +592,17 @@ func (l *lease) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return l.own(sec, l.rec.ID, l.rec.Holder.Run)
+}
+
+// own checks that sec's record is still the one of id held by run, and
+// takes sec as the base of the next write; otherwise the lease was lost.
+func (l *lease) own(sec *secretmanagerpb.Secret, id, run string) error {
 	cur, err := parseRecord(sec)
 	if err != nil {
 		return err
 	}
-	if cur == nil || cur.ID != l.rec.ID || cur.Holder.Run != l.rec.Holder.Run {
+	if cur == nil || cur.ID != id || cur.Holder.Run != run {
 		if l.lost != nil {
 			l.lost(errLeaseLost)
 		}
@@ -621,9 +670,10 @@ func (l *lease) release(ctx context.Context) error {
 	l.stopRenewal()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	id, run := l.rec.ID, l.rec.Holder.Run
 	l.rec.Holder = Holder{}
 	l.rec.Expires = l.now()
-	return l.write(ctx)
+	return l.put(ctx, id, run)
 }
 
 // clear removes the record, and sets extra secret fields in the same write
@@ -649,13 +699,50 @@ func (l *lease) clear(ctx context.Context, set func(cur, next *secretmanagerpb.S
 			l.sec = leaseView(out)
 			return nil
 		}
-		if !(isCode(err, codes.FailedPrecondition) || isCode(err, codes.Aborted)) || attempt >= 3 {
+		if !casRefused(err) || attempt >= 3 {
 			return err
 		}
-		if err := l.refresh(ctx); err != nil {
+		sec, err := l.api.Get(ctx, l.sec.name)
+		if err != nil {
+			return err
+		}
+		if l.cleared(sec, next, mask) {
+			l.sec = leaseView(sec)
+			return nil
+		}
+		if err := l.own(sec, l.rec.ID, l.rec.Holder.Run); err != nil {
 			return err
 		}
 	}
+}
+
+// cleared reports whether sec, read after clear's write of sent was
+// refused, is that write landed though its answer was lost. With the
+// record gone, nothing on the secret names who removed it, so it takes
+// all of these: no record; every field the write set (mask) as it sent
+// it; and this lease still live after the read, by its last expiry known
+// to be on the secret. A live lease is taken over by no other run
+// (canTakeOver: this process is alive), so nobody else can have cleared
+// the record; a run that took over an expired one may have finished and
+// cleared it, even to the same fields, and then the lease was lost.
+func (l *lease) cleared(sec, sent *secretmanagerpb.Secret, mask []string) bool {
+	if _, ok := sec.GetAnnotations()[recordAnnotation]; ok {
+		return false
+	}
+	if !maps.Equal(sec.GetAnnotations(), sent.GetAnnotations()) {
+		return false
+	}
+	for _, p := range mask {
+		switch p {
+		case "version_aliases":
+			if !maps.Equal(sec.GetVersionAliases(), sent.GetVersionAliases()) {
+				return false
+			}
+		default:
+			return false // a field this cannot compare proves nothing
+		}
+	}
+	return l.now().Before(l.rec.Expires)
 }
 
 // restore puts rec back as the slot's record, released, and stops renewal:
@@ -664,8 +751,9 @@ func (l *lease) restore(ctx context.Context, rec Record) error {
 	l.stopRenewal()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	id, run := l.rec.ID, l.rec.Holder.Run
 	rec.Holder = Holder{}
 	rec.Expires = l.now()
 	l.rec = rec
-	return l.write(ctx)
+	return l.put(ctx, id, run)
 }
