@@ -59,11 +59,25 @@ import (
 
 // keyLists is what the rotations of one Rotator share of their projects'
 // key lists. The zero value is ready.
+//
+// Retention. A list serves the rotations that were reading when it was
+// sent (its readers), and keeps only the keys one of them that has not
+// read yet may take: the key each reader asked for (its id, once it asks),
+// and, while some reader has not asked yet, the keys it may ask for — a
+// key keyrotate made for a slot (keyrotate.slot) only while that slot's
+// reader has not asked, a key without it (made before keyrotate) while
+// any reader has not asked. The rest are dropped as the pages arrive and
+// as the readers ask: a shard (Rotator.Shards) lists every key of its
+// projects and takes only its own slots' keys. A key is dropped when taken
+// and the list when its last reader's preflight has read, not at the
+// project's last preflight. This decides only what is kept; which key a
+// rotation takes is matched by the name it asks for, as before, and a key
+// dropped is read with GetKey as a key not listed is.
 type keyLists struct {
 	mu sync.Mutex
-	// reading counts the rotations of each project (Slot.Project) between
+	// reading holds the rotations of each project (Slot.Project) between
 	// the start of their preflight and their read of the current key.
-	reading map[string]int
+	reading map[string]map[*keyRead]struct{}
 	// gen counts the lists started per project; a rotation's mark is the
 	// count when its preflight started.
 	gen map[string]uint64
@@ -76,6 +90,18 @@ type keyLists struct {
 	failed map[string]bool
 }
 
+// keyRead is one rotation's preflight from its start to its read of the
+// current key.
+type keyRead struct {
+	l             *keyLists
+	project, slot string
+	mark          uint64
+	asked         bool   // it asked for its key (get)
+	id            string // the key id it asked for ("" for a name not of a key)
+	lists         []*keyList
+	ended         bool
+}
+
 // keyList is one ListKeys of a project, in flight until done is closed.
 type keyList struct {
 	gen  uint64
@@ -84,54 +110,136 @@ type keyList struct {
 	ok     bool
 	number string                    // the project's number, as the listed names carry it
 	keys   map[string]*apikeys.V2Key // by key id
+	// Under keyLists.mu: the readers still reading; the key ids the
+	// readers that asked want; the slots of the readers that did not ask
+	// yet, and how many they are.
+	readers int
+	wanted  map[string]int
+	unasked map[string]int
+	waiting int
 }
 
 // begin marks the start of a preflight of a project's slot: it returns the
-// rotation's mark and the function that ends its reading.
-func (l *keyLists) begin(project string) (mark uint64, end func()) {
+// rotation's read, whose end marks the end of its reading.
+func (l *keyLists) begin(project, slot string) *keyRead {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.reading == nil {
-		l.reading, l.gen = map[string]int{}, map[string]uint64{}
+		l.reading, l.gen = map[string]map[*keyRead]struct{}{}, map[string]uint64{}
 		l.last, l.pages, l.failed = map[string]*keyList{}, map[string]int{}, map[string]bool{}
 	}
-	l.reading[project]++
-	var once sync.Once
-	return l.gen[project], func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if l.reading[project]--; l.reading[project] <= 0 {
-				// No rotation that may use the project's list is left:
-				// any later one starts after it (its mark is the list's
-				// generation or more). Drop it, and the keys no rotation
-				// took.
-				delete(l.reading, project)
-				delete(l.last, project)
-			}
-		})
+	r := &keyRead{l: l, project: project, slot: slot, mark: l.gen[project]}
+	if l.reading[project] == nil {
+		l.reading[project] = map[*keyRead]struct{}{}
+	}
+	l.reading[project][r] = struct{}{}
+	return r
+}
+
+// end ends r's reading; later calls do nothing.
+func (r *keyRead) end() {
+	l := r.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r.ended {
+		return
+	}
+	r.ended = true
+	delete(l.reading[r.project], r)
+	for _, list := range r.lists {
+		list.readers--
+		if r.asked {
+			list.wanted[r.id]--
+		} else {
+			list.unasked[r.slot]--
+			list.waiting--
+		}
+		list.prune()
+		if list.readers <= 0 && l.last[r.project] == list {
+			// No rotation that may use it is left: any later one
+			// started after it was sent (its mark is the list's
+			// generation or more).
+			delete(l.last, r.project)
+		}
+	}
+	r.lists = nil
+	if len(l.reading[r.project]) == 0 {
+		delete(l.reading, r.project)
+		delete(l.last, r.project)
+	}
+}
+
+// ask records, under l.mu, the key r asks for.
+func (r *keyRead) ask(name string) {
+	if r.asked {
+		return
+	}
+	r.asked = true
+	if _, id, ok := splitKeyName(name); ok {
+		r.id = id
+	}
+	for _, list := range r.lists {
+		list.unasked[r.slot]--
+		list.waiting--
+		list.wanted[r.id]++
+		list.prune()
+	}
+}
+
+// keeps reports whether a reader of list that has not read yet may take k
+// (id its key id).
+func (list *keyList) keeps(id string, k *apikeys.V2Key) bool {
+	if list.wanted[id] > 0 {
+		return true
+	}
+	if list.waiting <= 0 {
+		return false
+	}
+	slot, made := k.Annotations[annSlot]
+	return !made || list.unasked[slot] > 0
+}
+
+// prune drops, under keyLists.mu, the keys of an answered list that no
+// reader may take.
+func (list *keyList) prune() {
+	for id, k := range list.keys {
+		if !list.keeps(id, k) {
+			delete(list.keys, id)
+		}
 	}
 }
 
 // get returns the key name (projects/P/locations/global/keys/K, P the
-// project's id or number) from a list of project sent after mark, or false
-// when the rotation is to read it with GetKey: no list is due, the list
-// failed, or the key is not in it. A key is handed out once. err is the
-// list's error, returned only to the rotation that sent it.
-func (l *keyLists) get(ctx context.Context, ka *gcp.Keys, project string, mark uint64, name string) (_ *apikeys.V2Key, ok bool, err error) {
+// project's id or number) from a list of r's project sent after r's mark,
+// or false when the rotation is to read it with GetKey: no list is due,
+// the list failed, or the key is not in it. A key is handed out once. err
+// is the list's error, returned only to the rotation that sent it.
+func (l *keyLists) get(ctx context.Context, ka *gcp.Keys, r *keyRead, name string) (_ *apikeys.V2Key, ok bool, err error) {
+	project := r.project
 	l.mu.Lock()
 	if l.reading == nil || l.failed[project] {
 		l.mu.Unlock()
 		return nil, false, nil
 	}
+	r.ask(name)
 	list := l.last[project]
-	if list == nil || list.gen <= mark {
-		if l.reading[project] < max(2, l.pages[project]) {
+	if list == nil || list.gen <= r.mark {
+		if len(l.reading[project]) < max(2, l.pages[project]) {
 			l.mu.Unlock()
 			return nil, false, nil
 		}
 		l.gen[project]++
-		list = &keyList{gen: l.gen[project], done: make(chan struct{})}
+		list = &keyList{gen: l.gen[project], done: make(chan struct{}), wanted: map[string]int{}, unasked: map[string]int{}}
+		for o := range l.reading[project] {
+			list.readers++
+			if o.asked {
+				list.wanted[o.id]++
+			} else {
+				list.unasked[o.slot]++
+				list.waiting++
+			}
+			o.lists = append(o.lists, list)
+		}
 		l.last[project] = list
 		l.mu.Unlock()
 		if err := l.fill(ctx, ka, project, list); err != nil {
@@ -159,7 +267,8 @@ func (l *keyLists) get(ctx context.Context, ka *gcp.Keys, project string, mark u
 	return k, k != nil, nil
 }
 
-// fill lists project's keys into list and closes its done.
+// fill lists project's keys into list, keeping those its readers may take,
+// and closes its done.
 func (l *keyLists) fill(ctx context.Context, ka *gcp.Keys, project string, list *keyList) error {
 	keys, err := ka.List(ctx, "projects/"+project+"/locations/global", false)
 	l.mu.Lock()
@@ -172,23 +281,25 @@ func (l *keyLists) fill(ctx context.Context, ka *gcp.Keys, project string, list 
 		return err
 	}
 	list.ok = true
-	list.keys = make(map[string]*apikeys.V2Key, len(keys))
+	list.keys = map[string]*apikeys.V2Key{}
 	for _, k := range keys {
 		p, id, ok := splitKeyName(k.Name)
 		if !ok {
 			continue
 		}
 		list.number = p
-		list.keys[id] = k
+		if list.keeps(id, k) {
+			list.keys[id] = k
+		}
 	}
 	l.pages[project] = max(1, (len(keys)+gcp.ListPageSize-1)/gcp.ListPageSize)
 	return nil
 }
 
-// readKey reads the key name for a preflight of slot whose mark is mark:
+// readKey reads the key name for a preflight of slot (read its reading):
 // from its project's shared list when there is one, else with GetKey.
-func (r *Rotator) readKey(ctx context.Context, ka *gcp.Keys, slot *Slot, mark uint64, name string) (*apikeys.V2Key, error) {
-	k, ok, err := r.keyLists.get(ctx, ka, slot.Project, mark, name)
+func (r *Rotator) readKey(ctx context.Context, ka *gcp.Keys, slot *Slot, read *keyRead, name string) (*apikeys.V2Key, error) {
+	k, ok, err := r.keyLists.get(ctx, ka, read, name)
 	if err != nil {
 		r.log().Warn("listing the project's keys failed; each rotation reads its key with GetKey (one API Keys read each)",
 			"project", slot.Project, "error", err.Error())

@@ -2,8 +2,11 @@ package rotate
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +21,14 @@ import (
 // with status code when it is not 200), counting the requests.
 func listServer(t *testing.T, code int) (*gcp.Keys, *atomic.Int32) {
 	t.Helper()
+	return listServerOf(t, code, `{"name":"projects/42/locations/global/keys/k1","etag":"e1","displayName":"one"},`+
+		`{"name":"projects/42/locations/global/keys/k2","etag":"e2"}`)
+}
+
+// listServerOf is listServer answering with keys, the JSON objects of the
+// keys' list.
+func listServerOf(t *testing.T, code int, keys string) (*gcp.Keys, *atomic.Int32) {
+	t.Helper()
 	var n atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
@@ -30,8 +41,7 @@ func listServer(t *testing.T, code int) (*gcp.Keys, *atomic.Int32) {
 			w.Write([]byte(`{"error":{"code":403,"message":"Permission 'apikeys.keys.list' denied","status":"PERMISSION_DENIED"}}`))
 			return
 		}
-		w.Write([]byte(`{"keys":[{"name":"projects/42/locations/global/keys/k1","etag":"e1","displayName":"one"},` +
-			`{"name":"projects/42/locations/global/keys/k2","etag":"e2"}]}`))
+		w.Write([]byte(`{"keys":[` + keys + `]}`))
 	}))
 	t.Cleanup(srv.Close)
 	svc, err := apikeys.NewService(context.Background(), option.WithEndpoint(srv.URL+"/"), option.WithHTTPClient(srv.Client()))
@@ -49,30 +59,33 @@ func TestKeyListsRule(t *testing.T) {
 	var l keyLists
 
 	// Alone in its project: no list.
-	m, end := l.begin("p")
-	if _, ok, _ := l.get(ctx, ka, "p", m, "projects/p/locations/global/keys/k1"); ok || lists.Load() != 0 {
+	m := l.begin("p", "")
+	end := m.end
+	if _, ok, _ := l.get(ctx, ka, m, "projects/p/locations/global/keys/k1"); ok || lists.Load() != 0 {
 		t.Fatalf("a rotation alone in its project used a list (%d sent)", lists.Load())
 	}
 	end()
 
 	// Two together: one list, each takes its key once, by the project's
 	// id or number.
-	m1, end1 := l.begin("p")
-	m2, end2 := l.begin("p")
-	k, ok, err := l.get(ctx, ka, "p", m1, "projects/p/locations/global/keys/k1")
+	m1 := l.begin("p", "")
+	end1 := m1.end
+	m2 := l.begin("p", "")
+	end2 := m2.end
+	k, ok, err := l.get(ctx, ka, m1, "projects/p/locations/global/keys/k1")
 	if !ok || err != nil || k.Etag != "e1" || k.DisplayName != "one" {
 		t.Fatalf("first get = %+v, %v, %v", k, ok, err)
 	}
-	if k, ok, _ := l.get(ctx, ka, "p", m2, "projects/42/locations/global/keys/k2"); !ok || k.Etag != "e2" {
+	if k, ok, _ := l.get(ctx, ka, m2, "projects/42/locations/global/keys/k2"); !ok || k.Etag != "e2" {
 		t.Fatalf("second get = %+v, %v", k, ok)
 	}
-	if _, ok, _ := l.get(ctx, ka, "p", m2, "projects/42/locations/global/keys/k1"); ok {
+	if _, ok, _ := l.get(ctx, ka, m2, "projects/42/locations/global/keys/k1"); ok {
 		t.Error("k1 handed out twice")
 	}
-	if _, ok, _ := l.get(ctx, ka, "p", m2, "projects/other/locations/global/keys/k2"); ok {
+	if _, ok, _ := l.get(ctx, ka, m2, "projects/other/locations/global/keys/k2"); ok {
 		t.Error("a key of another project found in p's list")
 	}
-	if _, ok, _ := l.get(ctx, ka, "p", m2, "projects/p/locations/global/keys/k3"); ok {
+	if _, ok, _ := l.get(ctx, ka, m2, "projects/p/locations/global/keys/k3"); ok {
 		t.Error("a key not listed found")
 	}
 	if n := lists.Load(); n != 1 {
@@ -81,8 +94,9 @@ func TestKeyListsRule(t *testing.T) {
 
 	// A rotation that starts after the list was sent lists again, with
 	// another; it does not take the first list.
-	m3, end3 := l.begin("p")
-	if _, ok, _ := l.get(ctx, ka, "p", m3, "projects/p/locations/global/keys/k1"); !ok {
+	m3 := l.begin("p", "")
+	end3 := m3.end
+	if _, ok, _ := l.get(ctx, ka, m3, "projects/p/locations/global/keys/k1"); !ok {
 		t.Error("a later rotation, with two reading, found no key")
 	}
 	if n := lists.Load(); n != 2 {
@@ -91,8 +105,8 @@ func TestKeyListsRule(t *testing.T) {
 	end1()
 	end2()
 	end2() // once only
-	if l.reading["p"] != 1 || l.last["p"] == nil {
-		t.Errorf("reading %d, list %v: want 1 reading and its list kept", l.reading["p"], l.last["p"])
+	if len(l.reading["p"]) != 1 || l.last["p"] == nil {
+		t.Errorf("reading %d, list %v: want 1 reading and its list kept", len(l.reading["p"]), l.last["p"])
 	}
 	end3()
 	if len(l.reading) != 0 || len(l.last) != 0 {
@@ -107,10 +121,12 @@ func TestKeyListsFailure(t *testing.T) {
 	ka, lists := listServer(t, http.StatusForbidden)
 	var l keyLists
 	for range 3 {
-		m1, end1 := l.begin("p")
-		m2, end2 := l.begin("p")
-		_, ok1, _ := l.get(ctx, ka, "p", m1, "projects/p/locations/global/keys/k1")
-		_, ok2, err2 := l.get(ctx, ka, "p", m2, "projects/p/locations/global/keys/k2")
+		m1 := l.begin("p", "")
+		end1 := m1.end
+		m2 := l.begin("p", "")
+		end2 := m2.end
+		_, ok1, _ := l.get(ctx, ka, m1, "projects/p/locations/global/keys/k1")
+		_, ok2, err2 := l.get(ctx, ka, m2, "projects/p/locations/global/keys/k2")
 		if ok1 || ok2 || err2 != nil {
 			t.Fatalf("denied list: got keys %v %v, second err %v", ok1, ok2, err2)
 		}
@@ -124,10 +140,116 @@ func TestKeyListsFailure(t *testing.T) {
 		t.Errorf("%d lists sent, want 1", n)
 	}
 	// Another project still lists.
-	m1, _ := l.begin("q")
-	l.begin("q")
-	l.get(ctx, ka, "q", m1, "projects/q/locations/global/keys/k1")
+	m1 := l.begin("q", "")
+	l.begin("q", "")
+	l.get(ctx, ka, m1, "projects/q/locations/global/keys/k1")
 	if n := lists.Load(); n != 2 {
 		t.Errorf("%d lists sent, want 2: project q's list", n)
 	}
+}
+
+// TestKeyListsKeepOnlyOwnKeys: a shard's rotations list every key of their
+// project and keep only those their own slots may take: the keys its
+// readers asked for and, while some reader has not asked yet, the keys
+// made for its slot (keyrotate.slot) or made without keyrotate. Another
+// shard's keys are dropped as the list arrives; a key dropped is read with
+// GetKey, as a key not listed is; the list goes once its own readers read,
+// though later rotations of the project still read.
+func TestKeyListsKeepOnlyOwnKeys(t *testing.T) {
+	ctx := context.Background()
+	key := func(id, slot string) string {
+		ann := ""
+		if slot != "" {
+			ann = `,"annotations":{"keyrotate.slot":"` + slot + `","team":"x"}`
+		}
+		return `{"name":"projects/42/locations/global/keys/` + id + `","etag":"e-` + id + `"` + ann + `}`
+	}
+	name := func(id string) string { return "projects/p/locations/global/keys/" + id }
+	ids := func(list *keyList) []string {
+		return slices.Sorted(maps.Keys(list.keys))
+	}
+
+	t.Run("made by keyrotate", func(t *testing.T) {
+		// This shard rotates slots a and b; c, d and e are other shards'.
+		ka, _ := listServerOf(t, http.StatusOK, strings.Join([]string{
+			key("ka", "a"), key("kb", "b"), key("kc", "c"), key("kd", "d"), key("ke", "e"), key("old", ""),
+		}, ","))
+		var l keyLists
+		a, b := l.begin("p", "a"), l.begin("p", "b")
+		if k, ok, err := l.get(ctx, ka, a, name("ka")); !ok || err != nil || k.Etag != "e-ka" {
+			t.Fatalf("a's get = %+v, %v, %v", k, ok, err)
+		}
+		list := l.last["p"]
+		if got, want := ids(list), []string{"kb", "old"}; !slices.Equal(got, want) {
+			t.Errorf("kept after a took its key: %v, want %v (b's key, and one made without keyrotate while b has not asked)", got, want)
+		}
+		if k, ok, _ := l.get(ctx, ka, b, name("kb")); !ok || k.Etag != "e-kb" || k.Annotations["team"] != "x" {
+			t.Fatalf("b's get = %+v, %v", k, ok)
+		}
+		if got := ids(list); len(got) != 0 {
+			t.Errorf("kept after every reader took its key: %v, want none", got)
+		}
+		c := l.begin("p", "c") // after the list: lists again, not kept by it
+		a.end()
+		b.end()
+		if l.last["p"] == list {
+			t.Error("the list outlived its readers, kept for a rotation that began after it")
+		}
+		c.end()
+	})
+
+	t.Run("made before keyrotate", func(t *testing.T) {
+		ka, lists := listServerOf(t, http.StatusOK, strings.Join([]string{
+			key("k1", ""), key("k2", ""), key("k3", ""), key("k4", ""), key("k5", ""),
+		}, ","))
+		var l keyLists
+		a, b, c := l.begin("p", "a"), l.begin("p", "b"), l.begin("p", "c")
+		if _, ok, _ := l.get(ctx, ka, a, name("k1")); !ok {
+			t.Fatal("a found no key")
+		}
+		list := l.last["p"]
+		if got, want := ids(list), []string{"k2", "k3", "k4", "k5"}; !slices.Equal(got, want) {
+			t.Errorf("kept while b and c have not asked: %v, want %v", got, want)
+		}
+		if _, ok, _ := l.get(ctx, ka, b, name("k2")); !ok {
+			t.Fatal("b found no key")
+		}
+		// c asks for a key another shard's slot would take: it is still
+		// there while c has not asked, and c takes it by its name.
+		if k, ok, _ := l.get(ctx, ka, c, "projects/42/locations/global/keys/k4"); !ok || k.Etag != "e-k4" {
+			t.Fatalf("c's get = %+v, %v", k, ok)
+		}
+		if got := ids(list); len(got) != 0 {
+			t.Errorf("kept after every reader asked: %v, want none (other shards' keys)", got)
+		}
+		a.end()
+		b.end()
+		c.end()
+		if n := lists.Load(); n != 1 {
+			t.Errorf("%d lists sent, want 1", n)
+		}
+	})
+
+	t.Run("dropped key read with GetKey", func(t *testing.T) {
+		// b's secret holds a key made for slot c (another shard's): by the
+		// time the list arrives b asked for it and it is kept; a key made
+		// for c that no reader asked for is not.
+		ka, _ := listServerOf(t, http.StatusOK, strings.Join([]string{key("ka", "a"), key("kc", "c"), key("kc2", "c")}, ","))
+		var l keyLists
+		a, b := l.begin("p", "a"), l.begin("p", "b")
+		b.l.mu.Lock()
+		b.ask(name("kc"))
+		b.l.mu.Unlock()
+		if _, ok, _ := l.get(ctx, ka, a, name("ka")); !ok {
+			t.Fatal("a found no key")
+		}
+		if _, ok, _ := l.get(ctx, ka, b, name("kc")); !ok {
+			t.Error("b did not find the key it asked for before the list arrived")
+		}
+		if _, ok, _ := l.get(ctx, ka, b, name("kc2")); ok {
+			t.Error("a key no reader asked for was kept")
+		}
+		a.end()
+		b.end()
+	})
 }

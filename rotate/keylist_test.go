@@ -338,3 +338,36 @@ func TestListKeysCarriesNoKeyString(t *testing.T) {
 		t.Errorf("ListKeys answered %d keys with etags, want 5: %s", n, body)
 	}
 }
+
+// TestFleetShardKeyList: a shard (a Rotator given some of a project's
+// slots, Rotator.Shards 2) keeps only its own slots' keys of the list, and
+// still reads every key from it: one ListKeys and no GetKey a run, on the
+// first rotation (keys made before keyrotate) and on the next run (keys
+// keyrotate made, the other shard's among them).
+func TestFleetShardKeyList(t *testing.T) {
+	t.Parallel()
+	kf := newKeyFleet(t, 8, 3)
+	shards := make([][]*rotate.Slot, 2)
+	for _, s := range kf.slots {
+		i := rotate.Shard(s.Name, 2)
+		shards[i] = append(shards[i], s)
+	}
+	for run, opts := range []rotate.Options{{Force: true}, {Force: true, Again: true}} {
+		for i, slots := range shards {
+			if len(slots) < 2 {
+				t.Fatalf("shard %d has %d slots, want at least 2 to share a list", i, len(slots))
+			}
+			kf.srv.ResetCalls()
+			r := kf.rotator()
+			r.Shards = 2
+			for _, o := range kf.run(r, slots, opts) {
+				if o.Err != nil || !o.Result.Rotated {
+					t.Fatalf("run %d, shard %d, %s: rotated %v, %v", run, i, o.Slot.Name, o.Result != nil && o.Result.Rotated, o.Err)
+				}
+			}
+			if got := kf.reads(); got.List != 1 || got.Get != 0 {
+				t.Errorf("run %d, shard %d: reads = %+v, want 1 ListKeys and no GetKey", run, i, got)
+			}
+		}
+	}
+}

@@ -51,8 +51,8 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 	p := &preflight{}
 	// From here to its key read, the rotation may share its project's
 	// key list with the Rotator's other rotations (keylist.go).
-	mark, read := r.keyLists.begin(slot.Project)
-	defer read()
+	read := r.keyLists.begin(slot.Project, slot.Name)
+	defer read.end()
 	if err := p.readSecret(ctx, sa, slot); err != nil {
 		return nil, err
 	}
@@ -60,12 +60,12 @@ func (r *Rotator) preflight(ctx context.Context, slot *Slot) (*preflight, error)
 		return nil, err
 	}
 	get := func(ctx context.Context, name string) (*apikeys.V2Key, error) {
-		return r.readKey(ctx, ka, slot, mark, name)
+		return r.readKey(ctx, ka, slot, read, name)
 	}
 	if err := p.readCurrent(ctx, ka, get, slot); err != nil {
 		return nil, err
 	}
-	read()
+	read.end()
 	for _, t := range slot.Targets {
 		k, err := t.Read(ctx)
 		if err != nil && !errors.Is(err, ErrUnreadable) {
