@@ -6,14 +6,15 @@ import (
 	"sync"
 )
 
-// DefaultInFlight is how many calls a Meter lets go at once unless told
-// otherwise (Meter.InFlight). A fleet's first burst is bound by CPU, not
-// by the network: keyrotate spends about 170 µs of CPU a call, so 2 cores
-// complete some 10,000 calls a second at most, and at Google's 100 to 300
-// ms a call 1,000 to 3,000 calls in flight keep them busy. More only
-// queue at the cores, each holding its request, its HTTP/2 stream and a
-// transport goroutine meanwhile.
-const DefaultInFlight = 2000
+// InFlightPerCPU is how many calls a Meter lets go at once for each CPU
+// the process may use (GOMAXPROCS), unless told otherwise
+// (Meter.InFlight). A fleet's first burst is bound by CPU, not by the
+// network: keyrotate spends 150 to 200 µs of CPU a call, so a CPU
+// completes some 5,000 to 6,000 calls a second at most, and at Google's
+// 50 to 200 ms a call 300 to 1,200 calls in flight keep it busy. More
+// only queue at the CPU, each holding its request, its HTTP/2 stream and
+// a transport goroutine meanwhile.
+const InFlightPerCPU = 1000
 
 // inFlight bounds the calls a Meter lets go at once, and chooses which
 // waiting call goes next when a place frees:

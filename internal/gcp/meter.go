@@ -3,6 +3,7 @@ package gcp
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,8 @@ type Meter struct {
 	// budget of its slot's project, or of the project it names.
 	QuotaProject string
 	// InFlight bounds the calls let go at once, all APIs together (see
-	// inFlight): 0 is DefaultInFlight, less than 0 no bound.
+	// inFlight): 0 is InFlightPerCPU for each CPU the process may use,
+	// less than 0 no bound.
 	InFlight int
 
 	limitOnce sync.Once
@@ -69,7 +71,7 @@ func (m *Meter) inFlight() *inFlight {
 	m.limitOnce.Do(func() {
 		n := m.InFlight
 		if n == 0 {
-			n = DefaultInFlight
+			n = InFlightPerCPU * runtime.GOMAXPROCS(0)
 		}
 		m.limit = newInFlight(n)
 	})
