@@ -1,7 +1,6 @@
 package rotate_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyrotate/keyrotate/internal/childtest"
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
@@ -175,53 +175,32 @@ func fleetChild(specJSON string) error {
 // fleetEmulator is a running child.
 type fleetEmulator struct {
 	fleetSeeded
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
-	tb    testing.TB
+	child   *childtest.Child
+	stopped bool
+	tb      testing.TB
 }
 
 func startFleetEmulator(tb testing.TB, spec fleetSpec) *fleetEmulator {
 	tb.Helper()
 	js, _ := json.Marshal(spec)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fleetChildEnv+"="+string(js))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	fe := &fleetEmulator{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), tb: tb}
+	fe := &fleetEmulator{tb: tb}
+	fe.child = childtest.Start(tb, fleetChildEnv+"="+string(js), &fe.fleetSeeded)
 	tb.Cleanup(func() { fe.stop() })
-	line, err := fe.out.ReadBytes('\n')
-	if err != nil {
-		tb.Fatalf("fleet emulator: %v", err)
-	}
-	if err := json.Unmarshal(line, &fe.fleetSeeded); err != nil {
-		tb.Fatal(err)
-	}
 	return fe
 }
 
 // stop ends the child and returns its counters.
 func (fe *fleetEmulator) stop() fleetStats {
 	var st fleetStats
-	if fe.stdin == nil {
+	if fe.stopped {
 		return st
 	}
-	fe.stdin.Close()
-	fe.stdin = nil
-	if line, err := fe.out.ReadBytes('\n'); err == nil {
+	fe.stopped = true
+	fe.child.Stdin.Close()
+	if line, err := fe.child.Out.ReadBytes('\n'); err == nil {
 		_ = json.Unmarshal(line, &st)
 	}
-	_ = fe.cmd.Wait()
+	_ = fe.child.Wait()
 	for _, v := range st.Violations {
 		fe.tb.Errorf("request broke the published API definition: %s", v)
 	}
