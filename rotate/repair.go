@@ -98,7 +98,7 @@ func (r *Rotator) Repair(ctx context.Context, slot *Slot) (*Result, error) {
 	defer cancel(nil)
 	l.keepAlive(runCtx, cancel)
 	err = r.repair(runCtx, slot, pre, drifted, secretDrifted, res)
-	bg, stop := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.CleanupTimeout, DefaultCleanupTimeout))
+	bg, stop := cleanupContext(ctx, r.CleanupTimeout)
 	defer stop()
 	if cerr := l.clear(bg, nil); cerr != nil && err == nil {
 		err = fmt.Errorf("clear the lock: %w", cerr)

@@ -148,8 +148,11 @@ type Rotator struct {
 	Retry gcp.RetryPolicy
 	// CleanupTimeout bounds what a run does after it stopped (its context
 	// ended, or a step failed): releasing its lease or clearing its lock.
-	// That runs on a context of its own, for the run's may have ended; a
-	// caller with a deadline for the whole process keeps this within it.
+	// That runs on a context of its own, for the run's may have ended. It
+	// ends CleanupTimeout after it began and, when the run's context has
+	// a deadline, at the latest CleanupTimeout past that deadline, however
+	// late the run noticed it: a caller with a deadline for the whole
+	// process gives the run's context a deadline that much before its own.
 	// Zero is DefaultCleanupTimeout.
 	CleanupTimeout time.Duration
 
@@ -803,7 +806,7 @@ func (st *run) fail(ctx context.Context, err error) error {
 	// begins, not before: on a loaded machine the event came tens of
 	// milliseconds after the limit had started.
 	cleanup := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), orDefault(st.CleanupTimeout, DefaultCleanupTimeout))
+		return cleanupContext(ctx, st.CleanupTimeout)
 	}
 	l, slot := st.lease, st.slot
 	switch {
@@ -1658,6 +1661,23 @@ func human(d time.Duration) string {
 		return strings.TrimSuffix(d.String(), "0s")
 	}
 	return d.String()
+}
+
+// cleanupContext is the context of what a run does after it stopped
+// (releasing its lease, clearing its lock): not ended with ctx, which may
+// have ended, but by timeout (zero: DefaultCleanupTimeout) from now and,
+// when ctx has a deadline, by timeout past that deadline. A run that sees
+// its deadline late (a loaded machine, a slow event sink) still ends its
+// cleanup within its share, so that a caller who budgets its whole process
+// as the deadline plus the cleanup's share has the rest of its time left
+// (cmd/keyrotate's --timeout: the report, then the process's own end).
+func cleanupContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	timeout = orDefault(timeout, DefaultCleanupTimeout)
+	end := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Add(timeout).Before(end) {
+		end = d.Add(timeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -1,8 +1,10 @@
 package targets
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,28 +140,41 @@ func reloadingCompose(t *testing.T, timeout time.Duration) *Compose {
 // never exits. The reload ends at its timeout (plus the grace for the
 // pipes, on a loaded machine), the whole process group is dead, and the
 // error says what happened on one line.
+//
+// Docker must have started its child before the timeout for the test to
+// see that child killed; a reload that timed out before (a loaded
+// machine: see TestExecTimeout) runs again with twice the timeout.
 func TestComposeReloadTimeout(t *testing.T) {
 	pidFile := hangingDocker(t)
-	c := reloadingCompose(t, 300*time.Millisecond)
-	start := time.Now()
-	err := c.Write(context.Background(), secret.New(newKey))
-	took := time.Since(start)
-	if err == nil {
-		t.Fatal("Write with a reload that never ends succeeded")
-	}
-	if took > 5*time.Second {
-		t.Errorf("Write took %s with a reload timeout of 300ms", took)
+	for timeout := 300 * time.Millisecond; ; timeout *= 2 {
+		c := reloadingCompose(t, timeout)
+		start := time.Now()
+		err := c.Write(context.Background(), secret.New(newKey))
+		took := time.Since(start)
+		if err == nil {
+			t.Fatal("Write with a reload that never ends succeeded")
+		}
+		if took > timeout+5*time.Second {
+			t.Errorf("Write took %s with a reload timeout of %s", took, timeout)
+		}
+		if want := fmt.Sprintf("did not finish within %s; its process group was killed", timeout); !strings.Contains(err.Error(), want) {
+			t.Errorf("error = %v, want it to name the timeout and the kill (%q)", err, want)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("error spans several lines: %q", err)
+		}
+		if h := errhint.Of(err); !strings.Contains(h, "timeout") {
+			t.Errorf("hint = %q, want one about the timeout", h)
+		}
+		if b, _ := os.ReadFile(pidFile); len(bytes.TrimSpace(b)) > 0 {
+			break
+		}
+		if timeout >= 5*time.Second {
+			t.Fatalf("docker never started its child before the reload's timeout (%s)", timeout)
+		}
+		t.Logf("docker had not started its child within %s; again with twice the timeout", timeout)
 	}
 	dies(t, grandchildPID(t, pidFile), "docker's child")
-	if !strings.Contains(err.Error(), "did not finish within 300ms; its process group was killed") {
-		t.Errorf("error = %v, want it to name the timeout and the kill", err)
-	}
-	if strings.Contains(err.Error(), "\n") {
-		t.Errorf("error spans several lines: %q", err)
-	}
-	if h := errhint.Of(err); !strings.Contains(h, "timeout") {
-		t.Errorf("hint = %q, want one about the timeout", h)
-	}
 }
 
 // TestComposeReloadCancelled: a signal (ctx done) ends the reload at once

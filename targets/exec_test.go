@@ -166,6 +166,14 @@ printf 'no newline at the end: %s' "$k" >&2
 	}
 }
 
+// TestExecTimeout: a command that outlives its timeout is killed with
+// everything it started (its process group), and the error names the
+// timeout. The command must have started its background child before the
+// timeout for the test to see that child killed: on a loaded machine (CI's
+// two lanes of tests) a 300ms timeout once came before the shell had
+// written the child's pid, and the test failed reading it. So a run whose
+// command had not got that far is run again with twice the timeout (a
+// measured fact, the pid file, decides, not an assumed start-up time).
 func TestExecTimeout(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
@@ -173,22 +181,33 @@ func TestExecTimeout(t *testing.T) {
 	// whole process group ends it.
 	cmd := script(t, dir, "slow", `sleep 30 & echo $! > "$PIDFILE"; wait`+"\n")
 	t.Setenv("PIDFILE", pidFile)
-	x := NewExec([]string{cmd}, ExecOptions{Timeout: 300 * time.Millisecond, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
-	start := time.Now()
-	err := x.Write(context.Background(), secret.New(newKey))
-	if err == nil {
-		t.Fatal("Write of a command that sleeps past the timeout succeeded")
+	var pidText []byte
+	for timeout := 300 * time.Millisecond; ; timeout *= 2 {
+		x := NewExec([]string{cmd}, ExecOptions{Timeout: timeout, Env: []string{"PIDFILE"}, Log: slog.New(slog.DiscardHandler)})
+		start := time.Now()
+		err := x.Write(context.Background(), secret.New(newKey))
+		if err == nil {
+			t.Fatal("Write of a command that sleeps past the timeout succeeded")
+		}
+		if d := time.Since(start); d > timeout+10*time.Second {
+			t.Errorf("Write took %s with a timeout of %s", d, timeout)
+		}
+		if want := fmt.Sprintf("did not finish within %s", timeout); !strings.Contains(err.Error(), want) {
+			t.Errorf("error = %v, want it to name the timeout (%q)", err, want)
+		}
+		if h := errhint.Of(err); !strings.Contains(h, "timeout") {
+			t.Errorf("hint = %q, want one about the timeout", h)
+		}
+		var rerr error
+		if pidText, rerr = os.ReadFile(pidFile); rerr == nil && len(bytes.TrimSpace(pidText)) > 0 {
+			break
+		}
+		if timeout >= 5*time.Second {
+			t.Fatalf("the command never started its background child before its timeout (%s): %v", timeout, rerr)
+		}
+		t.Logf("the command had not started its background child within %s; again with twice the timeout", timeout)
 	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("Write took %s with a timeout of 300ms", d)
-	}
-	if !strings.Contains(err.Error(), "did not finish within 300ms") {
-		t.Errorf("error = %v, want it to name the timeout", err)
-	}
-	if h := errhint.Of(err); !strings.Contains(h, "timeout") {
-		t.Errorf("hint = %q, want one about the timeout", h)
-	}
-	pid, perr := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(pidText)))
 	if perr != nil {
 		t.Fatal(perr)
 	}

@@ -196,9 +196,11 @@ func (p *process) say(level slog.Level, msg, hint string) {
 
 // budget is how a run spends its --timeout, counted from the process's
 // start: the steps until work; then the cleanup of a run that stopped
-// (releasing leases), at most cleanup; then the webhook post, at most
-// notify; then the report, in the margin before the deadline, where the
-// process ends whatever it is doing.
+// (releasing leases), at most cleanup, and done by work + cleanup however
+// late a step noticed work (the run's context has work as its deadline,
+// and rotate ends a cleanup at the latest CleanupTimeout past it); then the
+// webhook post, at most notify; then the report, in the margin before the
+// deadline, where the process ends whatever it is doing.
 type budget struct {
 	deadline time.Time
 	work     time.Time

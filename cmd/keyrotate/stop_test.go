@@ -139,8 +139,10 @@ func waitOutput(t *testing.T, c *child, want string, within time.Duration) {
 }
 
 // TestStopWhenAPIGone: with every API call hanging after the lock,
-//   - --timeout 3s ends the whole process within 3s plus slack (it used to
-//     take 33s: the lease release had its own 30s);
+//   - --timeout 20s ends the whole process within 20s plus slack (with 3s
+//     it used to take 33s: the lease release had its own 30s), having
+//     reported the stop: the cleanup ends in its share, 4s after the
+//     steps' deadline, leaving 1s for the report;
 //   - a SIGTERM ends it within the cleanup's share (5s) plus slack (it took
 //     30s), saying what it waits for;
 //   - a second SIGINT while the lease is being released ends it at once,
@@ -150,7 +152,13 @@ func waitOutput(t *testing.T, c *child, want string, within time.Duration) {
 // next run resumes the rotation and ends as an uninterrupted one.
 func TestStopWhenAPIGone(t *testing.T) {
 	t.Parallel()
-	const timeout = 3 * time.Second
+	// 20s, not 3s: the child must reach its lock before the steps'
+	// deadline, which comes a fifth and a tenth of --timeout before the
+	// process's (the cleanup's share and the report's margin). Under
+	// -race at load 35-40, 8 of 32 children with 3s (the deadline 2.1s
+	// after the process's start) and 1 of 16 with 10s (7s) were still
+	// in their preflight then, and ended exit 1 with no call hung.
+	const timeout = 20 * time.Second
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -158,7 +166,7 @@ func TestStopWhenAPIGone(t *testing.T) {
 		within time.Duration
 		say    []string // on stderr
 	}{{
-		name:   "--timeout 3s",
+		name:   "--timeout " + timeout.String(),
 		args:   []string{"--timeout", timeout.String()},
 		stop:   func(*testing.T, *child) time.Time { return time.Time{} },
 		within: timeout + 6*time.Second,

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -25,6 +24,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/keyrotate/keyrotate/internal/childtest"
 )
 
 // loopbackChildEnv, set, makes this test binary the emulator process of
@@ -106,15 +107,14 @@ func loopbackChild() error {
 // loopbackEmulator is the running child.
 type loopbackEmulator struct {
 	loopbackWorld
-	stdin io.WriteCloser
-	out   *bufio.Reader
+	child *childtest.Child
 }
 
 func (e *loopbackEmulator) cpu(b *testing.B) time.Duration {
-	if _, err := io.WriteString(e.stdin, "cpu\n"); err != nil {
+	if _, err := io.WriteString(e.child.Stdin, "cpu\n"); err != nil {
 		b.Fatal(err)
 	}
-	line, err := e.out.ReadString('\n')
+	line, err := e.child.Out.ReadString('\n')
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -133,29 +133,8 @@ func (e *loopbackEmulator) cpu(b *testing.B) time.Duration {
 // per call: the emulator's whole cost of a call, its transports' work
 // (HTTP/2 and gRPC framing, goroutines, stacks, syscalls) included.
 func BenchmarkLoopbackCalls(b *testing.B) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), loopbackChildEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	e := &loopbackEmulator{stdin: stdin, out: bufio.NewReader(stdout)}
-	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, err := e.out.ReadBytes('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := json.Unmarshal(line, &e.loopbackWorld); err != nil {
-		b.Fatal(err)
-	}
+	e := &loopbackEmulator{}
+	e.child = childtest.Start(b, loopbackChildEnv+"=1", &e.loopbackWorld)
 	n := len(e.Keys)
 	ctx := context.Background()
 	grpcOpts := func(addr string) []option.ClientOption {
