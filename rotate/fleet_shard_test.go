@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyrotate/keyrotate/internal/emulator"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/rotate"
 )
 
@@ -136,6 +137,17 @@ func shardProcs(n int) string {
 	return strconv.Itoa(max(1, runtime.NumCPU()/n))
 }
 
+// shardInFlight is the bound on calls in flight of each of n shard
+// processes (gcp.Meter.InFlight): gcp.InFlightPerCPU for its share of this
+// machine's CPUs, as a task of its own would have for its CPU limit
+// (shardProcs). GOMAXPROCS is a whole number, so 4 shards on 2 cores run
+// at 1 each, twice their share; the bound can be exact, and at twice the
+// share (800 each here) a shard held 35.5 KB a rotation at its peak
+// against 28.0-29.6 KB at its share.
+func shardInFlight(n int) string {
+	return strconv.Itoa(max(1, gcp.InFlightPerCPU*runtime.NumCPU()/n))
+}
+
 // runFleetShards runs projects × slots as shards processes at scale s and
 // reports as BenchmarkFleetShards says; targets holds it to issue 14's
 // targets (the 100x100 case).
@@ -185,6 +197,9 @@ func runFleetShards(b *testing.B, projects, slots, shards int, s scaled, targets
 				c.cmd.Env = append(c.cmd.Env, fmt.Sprintf("KEYROTATE_FLEET_HEAPPROFILE=%s.shard%d", f, i))
 			}
 			c.cmd.Env = append(c.cmd.Env, "GOMAXPROCS="+shardProcs(shards))
+			if os.Getenv("KEYROTATE_FLEET_INFLIGHT") == "" {
+				c.cmd.Env = append(c.cmd.Env, "KEYROTATE_FLEET_INFLIGHT="+shardInFlight(shards))
+			}
 			if f := os.Getenv("KEYROTATE_FLEET_SHARD_CPUPROFILE"); f != "" {
 				c.cmd.Args = append(c.cmd.Args, fmt.Sprintf("-test.cpuprofile=%s.shard%d", f, i))
 			}

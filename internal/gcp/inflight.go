@@ -10,14 +10,20 @@ import (
 // the process may use (GOMAXPROCS), unless told otherwise
 // (Meter.InFlight). A fleet's first burst is bound by CPU, not by the
 // network: keyrotate spends 150 to 200 µs of CPU a call, so a CPU
-// completes some 5,000 to 6,000 calls a second at most, and at 50 to 100
+// completes some 5,000 to 6,000 calls a second at most, and at 50 to 150
 // ms a call (Secret Manager's and the API Keys API's usual answers) 250
-// to 600 calls in flight keep it busy. More only queue at the CPU, each
+// to 900 calls in flight keep it busy. More only queue at the CPU, each
 // holding its request, its HTTP/2 stream and a transport goroutine
-// meanwhile: in 4 shard processes of 2,500 rotations each, 1,000 calls in
-// flight a process held 35.5 KB a rotation at the peak, 500 held 29.6 KB,
-// and none 39.1 KB (BenchmarkFleetShards, 100 × 100 on 2 CPUs).
-const InFlightPerCPU = 500
+// meanwhile. Measured with 100 × 100 on 2 CPUs (BenchmarkFleet,
+// BenchmarkFleetShards), a bound of 2,000 to none left the run's wall
+// time as it was (1.16-1.17 × the bound) and 1,000 to 800 made it longer
+// (1.18-1.22): the emulator answers in 100 ms, so 800 calls in flight
+// carry 8,000 calls a second, about what the 2 CPUs serve. Memory went
+// the other way: 29.8 KB a rotation in flight at the peak with no bound,
+// 27.0 KB at 2,000, 24.5 KB at 800; and in 4 shard processes of 2,500
+// rotations, 39.1 KB with no bound, 35.5 KB at 1,000 a shard, 28.0-29.6
+// KB at 400.
+const InFlightPerCPU = 800
 
 // inFlight bounds the calls a Meter lets go at once, and chooses which
 // waiting call goes next when a place frees:
