@@ -586,15 +586,6 @@ func (l *lease) landed(sec *secretmanagerpb.Secret) bool {
 	return err == nil && raw == string(b)
 }
 
-// refresh re-reads the secret and checks the record is still ours.
-func (l *lease) refresh(ctx context.Context) error {
-	sec, err := l.api.Get(ctx, l.sec.name)
-	if err != nil {
-		return err
-	}
-	return l.own(sec, l.rec.ID, l.rec.Holder.Run)
-}
-
 // own checks that sec's record is still the one of id held by run, and
 // takes sec as the base of the next write; otherwise the lease was lost.
 func (l *lease) own(sec *secretmanagerpb.Secret, id, run string) error {
