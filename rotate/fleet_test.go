@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,17 +146,11 @@ func fleetChild(specJSON string) error {
 	}
 	// KEYROTATE_FLEET_EMU_CPUPROFILE names a file for the emulator's CPU
 	// profile while it serves (the parent's is go test -cpuprofile).
-	if file := os.Getenv("KEYROTATE_FLEET_EMU_CPUPROFILE"); file != "" {
-		f, err := os.Create(file)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+	stopProfile, err := childtest.ProfileCPU("KEYROTATE_FLEET_EMU_CPUPROFILE")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	enc := json.NewEncoder(os.Stdout)
 	seeded := cpuTime()
 	if err := enc.Encode(out); err != nil {

@@ -117,6 +117,12 @@ type keyList struct {
 	wanted  map[string]int
 	unasked map[string]int
 	waiting int
+	// bySlot indexes the kept keys keyrotate made by their slot
+	// (keyrotate.slot); swept: the keys no reader asked for are gone
+	// (waiting reached 0). So a reader's ask or end checks only the keys
+	// it may change (prune), not the whole list.
+	bySlot map[string][]string
+	swept  bool
 }
 
 // begin marks the start of a preflight of a project's slot: it returns the
@@ -154,7 +160,7 @@ func (r *keyRead) end() {
 			list.unasked[r.slot]--
 			list.waiting--
 		}
-		list.prune()
+		list.prune(r.id, r.slot)
 		if list.readers <= 0 && l.last[r.project] == list {
 			// No rotation that may use it is left: any later one
 			// started after it was sent (its mark is the list's
@@ -182,7 +188,7 @@ func (r *keyRead) ask(name string) {
 		list.unasked[r.slot]--
 		list.waiting--
 		list.wanted[r.id]++
-		list.prune()
+		list.prune("", r.slot)
 	}
 }
 
@@ -200,12 +206,31 @@ func (list *keyList) keeps(id string, k *apikeys.V2Key) bool {
 }
 
 // prune drops, under keyLists.mu, the keys of an answered list that no
-// reader may take.
-func (list *keyList) prune() {
-	for id, k := range list.keys {
-		if !list.keeps(id, k) {
-			delete(list.keys, id)
+// reader may take any more after a reader's ask or end changed the counts
+// of key id and of slot: only those keys can have changed (keeps), and
+// every key no reader asked for once no reader is left to ask.
+func (list *keyList) prune(id, slot string) {
+	if list.waiting <= 0 && !list.swept {
+		list.swept = true
+		for id, k := range list.keys {
+			list.drop(id, k)
 		}
+		return
+	}
+	if k, ok := list.keys[id]; ok {
+		list.drop(id, k)
+	}
+	for _, id := range list.bySlot[slot] {
+		if k, ok := list.keys[id]; ok {
+			list.drop(id, k)
+		}
+	}
+}
+
+// drop removes k (id its key id) unless a reader may still take it.
+func (list *keyList) drop(id string, k *apikeys.V2Key) {
+	if !list.keeps(id, k) {
+		delete(list.keys, id)
 	}
 }
 
@@ -288,10 +313,18 @@ func (l *keyLists) fill(ctx context.Context, ka *gcp.Keys, project string, list 
 			continue
 		}
 		list.number = p
-		if list.keeps(id, k) {
-			list.keys[id] = k
+		if !list.keeps(id, k) {
+			continue
+		}
+		list.keys[id] = k
+		if slot, made := k.Annotations[annSlot]; made {
+			if list.bySlot == nil {
+				list.bySlot = map[string][]string{}
+			}
+			list.bySlot[slot] = append(list.bySlot[slot], id)
 		}
 	}
+	list.swept = list.waiting <= 0
 	l.pages[project] = max(1, (len(keys)+gcp.ListPageSize-1)/gcp.ListPageSize)
 	return nil
 }

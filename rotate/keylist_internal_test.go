@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -27,7 +28,7 @@ func listServer(t *testing.T, code int) (*gcp.Keys, *atomic.Int32) {
 
 // listServerOf is listServer answering with keys, the JSON objects of the
 // keys' list.
-func listServerOf(t *testing.T, code int, keys string) (*gcp.Keys, *atomic.Int32) {
+func listServerOf(t testing.TB, code int, keys string) (*gcp.Keys, *atomic.Int32) {
 	t.Helper()
 	var n atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -198,6 +199,33 @@ func TestKeyListsKeepOnlyOwnKeys(t *testing.T) {
 		c.end()
 	})
 
+	t.Run("a slot's other keys go when it asks", func(t *testing.T) {
+		// b's slot also has an older key keyrotate made (kb-old, say in
+		// its grace period): kept while b has not asked, dropped as b
+		// asks for kb, while c has still not asked.
+		ka, _ := listServerOf(t, http.StatusOK, strings.Join([]string{
+			key("ka", "a"), key("kb", "b"), key("kb-old", "b"), key("kc", "c"), key("old", ""),
+		}, ","))
+		var l keyLists
+		a, b, c := l.begin("p", "a"), l.begin("p", "b"), l.begin("p", "c")
+		if _, ok, _ := l.get(ctx, ka, a, name("ka")); !ok {
+			t.Fatal("a found no key")
+		}
+		list := l.last["p"]
+		if got, want := ids(list), []string{"kb", "kb-old", "kc", "old"}; !slices.Equal(got, want) {
+			t.Errorf("kept after a took its key: %v, want %v", got, want)
+		}
+		if _, ok, _ := l.get(ctx, ka, b, name("kb")); !ok {
+			t.Fatal("b found no key")
+		}
+		if got, want := ids(list), []string{"kc", "old"}; !slices.Equal(got, want) {
+			t.Errorf("kept after b took its key: %v, want %v (c's, and one made without keyrotate while c has not asked)", got, want)
+		}
+		a.end()
+		b.end()
+		c.end()
+	})
+
 	t.Run("made before keyrotate", func(t *testing.T) {
 		ka, lists := listServerOf(t, http.StatusOK, strings.Join([]string{
 			key("k1", ""), key("k2", ""), key("k3", ""), key("k4", ""), key("k5", ""),
@@ -252,4 +280,31 @@ func TestKeyListsKeepOnlyOwnKeys(t *testing.T) {
 		a.end()
 		b.end()
 	})
+}
+
+// BenchmarkKeyListAsks: a shard's 500 rotations of one project read their
+// keys from one list of 2,000 keys (theirs, and three other shards'):
+// each ask and end checks only the keys it may change, not the whole
+// list.
+func BenchmarkKeyListAsks(b *testing.B) {
+	const readers, shards = 500, 4
+	var keys []string
+	for i := range readers * shards {
+		keys = append(keys, fmt.Sprintf(`{"name":"projects/42/locations/global/keys/k%d","etag":"e","annotations":{"keyrotate.slot":"s%d"}}`, i, i))
+	}
+	ka, _ := listServerOf(b, http.StatusOK, strings.Join(keys, ","))
+	ctx := context.Background()
+	for b.Loop() {
+		var l keyLists
+		reads := make([]*keyRead, readers)
+		for i := range reads {
+			reads[i] = l.begin("p", fmt.Sprintf("s%d", i*shards))
+		}
+		for i, r := range reads {
+			if _, ok, err := l.get(ctx, ka, r, fmt.Sprintf("projects/p/locations/global/keys/k%d", i*shards)); !ok || err != nil {
+				b.Fatalf("reader %d: %v, %v", i, ok, err)
+			}
+			r.end()
+		}
+	}
 }

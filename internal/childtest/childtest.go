@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -79,4 +80,26 @@ func (c *Child) Wait() error {
 		c.err = c.cmd.Wait()
 	})
 	return c.err
+}
+
+// ProfileCPU starts, in a child, a CPU profile written to the file that
+// the environment variable name names (none when it is unset or empty),
+// and returns what stops it and closes the file.
+func ProfileCPU(name string) (stop func(), err error) {
+	file := os.Getenv(name)
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

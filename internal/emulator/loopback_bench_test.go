@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -83,17 +82,11 @@ func loopbackChild() error {
 	}
 	// KEYROTATE_EMULATOR_BENCH_CPUPROFILE names a file for the child's
 	// CPU profile while it serves.
-	if file := os.Getenv("KEYROTATE_EMULATOR_BENCH_CPUPROFILE"); file != "" {
-		f, err := os.Create(file)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+	stopProfile, err := childtest.ProfileCPU("KEYROTATE_EMULATOR_BENCH_CPUPROFILE")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	if err := json.NewEncoder(os.Stdout).Encode(w); err != nil {
 		return err
 	}
