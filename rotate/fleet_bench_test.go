@@ -450,6 +450,11 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	burst := &createdKeys{profile: burstProfile(tb, opts)}
 	burst.left.Store(int64(len(slots)))
 	r.Events = burst.event
+	tl := newTimeline()
+	late := lateProfile(tb)
+	if tl != nil {
+		r.Events = func(e rotate.Event) { burst.event(e); tl.event(e) }
+	}
 	gated := fleetGate(tb)
 	if gated {
 		withGate(r, slots, s)
@@ -495,7 +500,9 @@ func runFleetShard(tb testing.TB, fe *fleetEmulator, s scaled, index, count, par
 	if burst.left.Load() == 0 {
 		m.BurstCPU, m.Burst, m.BurstAllocs = burst.cpu-cpu0, burst.at.Sub(start), burst.allocs-allocs0
 	}
+	late()
 	profiled()
+	tl.report(tb, start)
 	h := peak()
 	m.Base, m.Peak, m.PeakObjects, m.PeakAfter = base.Live, h.Live, h.Objects, h.At.Sub(start)
 	m.StacksPerRotation = float64(h.Stacks-min(h.Stacks, base.Stacks)) / float64(n)

@@ -270,8 +270,10 @@ func (p probed) seen() time.Duration {
 // TestProbeFleetSeesKeysWorkAtOnce: 12 keys of each of 2 projects, made
 // together, start to work 45.5s later. The first key of each project to
 // wait (the leader) is probed once a second — probeFloor, half of
-// ProbeInterval — with no randomization, since 11 keys wait for it; the
-// others probe once, when they are as old as the leader's key was. So
+// ProbeInterval — with no randomization, since 11 keys wait for it, each
+// project's leader out of step with the other's by its phase; once one
+// leader sees its key working, the other probes when its key is as old;
+// the others probe once, when they are as old as the leader's key was. So
 // every key of the project is seen working at most probeFloor after it
 // works (before: up to a backoff interval, 10s ± 50%, late), and the
 // project makes at most keys + ⌈propagation / probeFloor⌉ + 1 probes
@@ -283,6 +285,7 @@ func TestProbeFleetSeesKeysWorkAtOnce(t *testing.T) {
 		floor           = rotate.DefaultProbeInterval / 2
 	)
 	pf := newProbeFleet(t, projects, slots, propagation)
+	phases, seenBy := map[string]time.Duration{}, map[string]time.Duration{}
 	for project, keys := range pf.run(t) {
 		var total int
 		leaders := 0
@@ -295,13 +298,28 @@ func TestProbeFleetSeesKeysWorkAtOnce(t *testing.T) {
 				continue
 			}
 			leaders++
-			// The leader: probed at once, then every probeFloor exactly.
+			// The leader: probed at once, then after probeFloor plus the
+			// project's phase (less than probeFloor), then every
+			// probeFloor exactly, but for its last probe, which comes
+			// sooner when a key of the other project was seen working
+			// first: when this key is as old as that one was.
+			var gaps []time.Duration
 			for i := 1; i < len(k.probes); i++ {
-				if gap := k.probes[i].at.Sub(k.probes[i-1].at); gap != floor {
-					t.Errorf("%s %s: probe %d came %s after the one before, want %s", project, k.slot, i+1, gap, floor)
-					break
+				gaps = append(gaps, k.probes[i].at.Sub(k.probes[i-1].at))
+			}
+			phases[project] = gaps[0] - floor
+			seenBy[project] = k.seen()
+			for i, gap := range gaps {
+				switch {
+				case i == 0 && (gap < floor || gap >= 2*floor):
+					t.Errorf("%s %s: probe 2 came %s after the first, want probeFloor plus a phase: from %s to %s", project, k.slot, gap, floor, 2*floor)
+				case i > 0 && i < len(gaps)-1 && gap != floor:
+					t.Errorf("%s %s: probe %d came %s after the one before, want %s", project, k.slot, i+2, gap, floor)
+				case i > 0 && i == len(gaps)-1 && gap > floor:
+					t.Errorf("%s %s: last probe came %s after the one before, want at most %s", project, k.slot, gap, floor)
 				}
 			}
+			t.Logf("%s leader %s: seen working %s after it was made; gaps %v", project, k.slot, k.seen(), gaps)
 		}
 		if leaders != 1 {
 			t.Errorf("%s: %d keys probed more than once, want 1 (the leader)", project, leaders)
@@ -310,6 +328,17 @@ func TestProbeFleetSeesKeysWorkAtOnce(t *testing.T) {
 			t.Errorf("%s: %d probes, want at most %d", project, total, limit)
 		}
 		t.Logf("%s: %d probes for %d keys", project, total, len(keys))
+	}
+	// Out of step: the leaders' phases differ. The leader that saw its key
+	// working second probed it at the age the first had seen: the keys,
+	// made together, work at the same age, so both projects saw them
+	// working as late as the sooner of the two schedules, not each its
+	// own.
+	if phases["probe-p0"] == phases["probe-p1"] {
+		t.Errorf("both leaders probe in step (phase %s)", phases["probe-p0"])
+	}
+	if seenBy["probe-p0"] != seenBy["probe-p1"] {
+		t.Errorf("the leaders saw their keys working at %s and %s after they were made; want the same age", seenBy["probe-p0"], seenBy["probe-p1"])
 	}
 }
 

@@ -135,10 +135,10 @@ func (p *propagation) awake(w *waiter) {
 }
 
 // observe records that a key of project worked d after it was made; a
-// shorter delay than known wakes the keys waiting. With others (a sharded
-// run, whose leaders' schedule depends on the fleet's delay), a shorter
-// delay than any project's wakes the other projects' leaders too.
-func (p *propagation) observe(project string, d time.Duration, others bool) {
+// shorter delay than known wakes the keys waiting. A shorter delay than
+// any project's wakes the other projects' leaders too: their schedule
+// depends on the fleet's delay (probeAt).
+func (p *propagation) observe(project string, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l := p.learnedLocked(project)
@@ -150,11 +150,9 @@ func (p *propagation) observe(project string, d time.Duration, others bool) {
 	}
 	if p.fleet == 0 || d < p.fleet {
 		p.fleet = d
-		if others {
-			for name, o := range p.by {
-				if name != project && len(o.waiting) > 0 {
-					o.waiting[0].notify()
-				}
+		for name, o := range p.by {
+			if name != project && len(o.waiting) > 0 {
+				o.waiting[0].notify()
 			}
 		}
 	}

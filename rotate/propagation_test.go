@@ -46,22 +46,31 @@ func TestPropagationLeader(t *testing.T) {
 		t.Fatal("the lead did not pass on")
 	}
 	e := p.join("p1", t0.Add(2*time.Second))
+	g := p.join("p2", t0.Add(3*time.Second)) // follows c
 	bWoken, eWoken := sleeping("p1", b), sleeping("p1", e)
-	p.observe("p1", 50*time.Second, false)
+	gWoken := sleeping("p2", g)
+	p.observe("p1", 50*time.Second)
 	if d := p.get("p1", b).delay; d != 50*time.Second {
 		t.Fatalf("delay = %s", d)
 	}
-	if !bWoken() || !eWoken() || cWoken() {
-		t.Fatal("a learned delay did not wake the project's waiters, or woke another project's")
+	if !bWoken() || !eWoken() {
+		t.Fatal("a learned delay did not wake the project's waiters")
 	}
-	bWoken = sleeping("p1", b)
-	p.observe("p1", 70*time.Second, false) // longer: not news
-	if bWoken() {
-		t.Fatal("a longer delay woke the waiters")
+	// The run's shortest delay changed: the other project's leader is
+	// told (probeAt: it probes when its key is that old), not its
+	// followers, who wait for their leader.
+	if !cWoken() || gWoken() {
+		t.Fatalf("a shorter delay than any project's woke the other project's leader %v (want true), follower %v (want false)", cWoken(), gWoken())
 	}
-	if d := p.get("p2", c).delay; d != 0 {
-		t.Fatalf("projects share what they learned: %s", d)
+	if pw := p.get("p2", c); pw.fleet != 50*time.Second || pw.delay != 0 {
+		t.Fatalf("the other project sees delay %s, fleet %s; want 0 and 50s", pw.delay, pw.fleet)
 	}
+	bWoken, cWoken = sleeping("p1", b), sleeping("p2", c)
+	p.observe("p1", 70*time.Second) // longer: not news
+	if bWoken() || cWoken() {
+		t.Fatal("a longer delay woke a key")
+	}
+	p.leave("p2", g)
 	// A key made before the leader, slower to start waiting, takes the
 	// lead, and the leader it demotes is told.
 	cWoken = sleeping("p2", c)

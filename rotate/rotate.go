@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -1147,7 +1148,7 @@ func (st *run) verifyLive(ctx context.Context) error {
 		err := st.slot.Prober.Probe(ctx, st.newStr)
 		if err == nil {
 			st.res.Propagation = st.now().Sub(start)
-			st.prop.observe(st.slot.Project, st.now().Sub(made), st.Shards > 1)
+			st.prop.observe(st.slot.Project, st.now().Sub(made))
 			st.event(st.slot.Name, StepVerify, "key %s works (after %d probe(s), %s)", st.newKey.Name, wait.Attempt, st.res.Propagation.Round(time.Millisecond))
 			return nil
 		}
@@ -1228,7 +1229,14 @@ func (st *run) waitProbe(ctx context.Context, w *waiter, made, next time.Time, i
 //     key works (a 10s interval ± 50%) would make the whole project see its
 //     keys work that much late: now at most probeFloor (1s) late. The
 //     project then makes no more probes than its keys, each probed alone,
-//     would, and at most one per probeFloor.
+//     would, and at most one per probeFloor. Its first such gap is longer
+//     by the project's phase (projectPhase), so that the leaders of a
+//     fleet's projects probe out of step.
+//   - Until its project has seen a key work, a leader also probes when its
+//     key is as old as a key of another project of the run was when it
+//     was seen working (pw.fleet), if that comes first: with the leaders
+//     out of step, some project sees a key work soon after it does, and
+//     then every project does, not each up to probeFloor late.
 //   - A key that takes the lead probes at once.
 //   - The other keys probe at most every followerEvery longest intervals
 //     (a minute), and no more often, all together, than one per
@@ -1270,7 +1278,15 @@ func (st *run) probeAt(pw projectWait, wasLeader bool, made, probed, next time.T
 		at = st.now()
 	case pw.leads && pw.waiting > 1 && interval > 0:
 		step := interval / time.Duration(pw.waiting)
-		at = probed.Add(max(shared, step))
+		gap := max(shared, step)
+		at = probed.Add(gap)
+		if interval == orDefault(st.ProbeInterval, DefaultProbeInterval) {
+			// The first gap of the leader's steady probes: shifted by
+			// the project's phase, so that leaders of projects whose
+			// keys were made together do not probe in step (see
+			// projectPhase).
+			at = at.Add(projectPhase(st.slot.Project, gap))
+		}
 		// Sharded: keys of the run's projects were seen working at
 		// pw.fleet, up to shared late; from shared before that age on,
 		// this key may work at any probe: back to one per probeFloor.
@@ -1284,8 +1300,35 @@ func (st *run) probeAt(pw projectWait, wasLeader bool, made, probed, next time.T
 	}
 	if learned := made.Add(pw.delay); pw.delay > 0 && learned.After(probed) {
 		at = learned
+	} else if seen := made.Add(pw.fleet); pw.leads && pw.delay == 0 && pw.fleet > 0 && seen.After(probed) {
+		// Nothing learned in the project yet, but a key of another
+		// project of the run worked at pw.fleet: keys of one run, made
+		// within seconds of each other, work at about the same age, so
+		// the leader probes when its key reaches that age, if its own
+		// schedule does not come sooner. Its success tells the project.
+		at = earlier(at, seen)
 	}
 	return at
+}
+
+// projectPhase is where in its gap between probes the leader of a
+// project's waiting keys probes: a fraction of gap fixed by the project's
+// name. In a fleet, the keys of every project are made within a second or
+// two, and their leaders would probe in step, each probeFloor: the first
+// key seen working anywhere would be seen up to probeFloor late, and
+// every project at once. Out of step, one of n projects' leaders probes
+// within about probeFloor ÷ n of any moment, and what it sees working
+// (propagation.fleet) tells the other projects' leaders when to probe.
+func projectPhase(project string, gap time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(project))
+	// FNV-1a's last bytes barely reach its high bits ("p0" and "p1"
+	// differ by 2^-24 of gap): mixed by splitmix64's finalizer.
+	x := h.Sum64()
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	x ^= x >> 31
+	return time.Duration(float64(gap) * (float64(x>>11) / (1 << 53)))
 }
 
 // probeFloor is the shortest interval between two probes of a key that
