@@ -1236,7 +1236,9 @@ func (st *run) waitProbe(ctx context.Context, w *waiter, made, next time.Time, i
 //     key is as old as a key of another project of the run was when it
 //     was seen working (pw.fleet), if that comes first: with the leaders
 //     out of step, some project sees a key work soon after it does, and
-//     then every project does, not each up to probeFloor late.
+//     then every project does, not each up to probeFloor late. That probe
+//     may come sooner than probeFloor after the one before: once each time
+//     the run learns a shorter delay, a few times a run.
 //   - A key that takes the lead probes at once.
 //   - The other keys probe at most every followerEvery longest intervals
 //     (a minute), and no more often, all together, than one per

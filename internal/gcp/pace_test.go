@@ -61,11 +61,10 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 		calls  = 45
 	)
 	p := NewPacer(map[string]Quota{APIKeys: {Writes: n}}, window)
-	type went struct{ at, answered time.Time }
 	var (
-		mu  sync.Mutex
-		got []went
-		wg  sync.WaitGroup
+		mu    sync.Mutex
+		times []time.Time // when each call went; each is answered at once
+		wg    sync.WaitGroup
 	)
 	for range calls {
 		wg.Go(func() {
@@ -74,11 +73,10 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			at := time.Now()
-			answered := time.Now()
+			went := time.Now()
 			call.answered()
 			mu.Lock()
-			got = append(got, went{at, answered})
+			times = append(times, went)
 			mu.Unlock()
 		})
 	}
@@ -87,9 +85,9 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	// scheduling (more under -race) blurs them by a few ms either way;
 	// TestCallLogReserve checks the reserved times exactly.
 	const blur = 20 * time.Millisecond
-	slices.SortFunc(got, func(a, b went) int { return a.at.Compare(b.at) })
-	for i := n; i < len(got); i++ {
-		if gap := got[i].at.Sub(got[i-n].at); gap < window-blur {
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	for i := n; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-n]); gap < window-blur {
 			t.Fatalf("calls %d and %d went %s apart: %d calls within the %s window", i-n, i, gap, n+1, window)
 		}
 	}
@@ -103,11 +101,11 @@ func TestPacerNeverExceedsWindow(t *testing.T) {
 	// answers themselves came late.
 	const slack = window / 4
 	due := window + window/60
-	for i := n; i < len(got); i++ {
-		limit := later(got[i-1].at, got[i-n].answered.Add(due)).Add(slack)
-		if got[i].at.After(limit) {
+	for i := n; i < len(times); i++ {
+		limit := later(times[i-1], times[i-n].Add(due)).Add(slack)
+		if times[i].After(limit) {
 			t.Errorf("call %d went %s after the answer of call %d, %s after call %d went; want at most %s and at most %s after that",
-				i, got[i].at.Sub(got[i-n].answered), i-n, got[i].at.Sub(got[i-1].at), i-1, due, slack)
+				i, times[i].Sub(times[i-n]), i-n, times[i].Sub(times[i-1]), i-1, due, slack)
 		}
 	}
 }
