@@ -332,6 +332,28 @@ type runResult struct {
 	err error
 }
 
+// rotateBehind starts a forced rotation of the world's slot in the
+// background and returns what waits for its result: the test fails when
+// the run has not returned 10s after the wait began (what says after
+// what, for the message).
+func (w *world) rotateBehind() (wait func(what string) runResult) {
+	done := make(chan runResult, 1)
+	go func() {
+		res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
+		done <- runResult{res, err}
+	}()
+	return func(what string) runResult {
+		w.t.Helper()
+		select {
+		case got := <-done:
+			return got
+		case <-time.After(10 * time.Second):
+			w.t.Fatalf("the run did not return %s", what)
+			return runResult{}
+		}
+	}
+}
+
 // checkOneWinner checks that exactly one of the runs rotated (a fresh
 // rotation, not a takeover of another's) and that every other run stopped
 // at the lock with ErrRotationInProgress, having changed nothing.
@@ -557,11 +579,7 @@ func TestLeaseRenewal(t *testing.T) {
 	// The blocked call outlives three TTLs.
 	w.r.Retry.CallTimeout, w.r.Retry.MaxElapsed = 30*time.Second, 30*time.Second
 	started, _, release := blockCall(t, w, "secretmanager.AddSecretVersion")
-	done := make(chan runResult, 1)
-	go func() {
-		res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
-		done <- runResult{res, err}
-	}()
+	wait := w.rotateBehind()
 	waitFor(t, started, "the run to reach AddSecretVersion")
 	blockedAt := time.Now()
 	rec0 := w.record()
@@ -605,12 +623,7 @@ func TestLeaseRenewal(t *testing.T) {
 	}
 
 	release()
-	var first runResult
-	select {
-	case first = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("first run did not finish after release")
-	}
+	first := wait("after release")
 	if first.err != nil || !first.res.Rotated || first.res.Resumed {
 		t.Fatalf("first run = %+v, %v; want rotated, not resumed", first.res, first.err)
 	}
@@ -642,11 +655,7 @@ func TestLostLease(t *testing.T) {
 			w := newWorld(t)
 			w.slot.LeaseTTL = tc.ttl
 			started, cancelled, release := blockCall(t, w, tc.method)
-			done := make(chan runResult, 1)
-			go func() {
-				res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
-				done <- runResult{res, err}
-			}()
+			wait := w.rotateBehind()
 			waitFor(t, started, "the run to reach "+tc.method)
 			mine := w.record()
 			if mine == nil {
@@ -660,12 +669,7 @@ func TestLostLease(t *testing.T) {
 				waitFor(t, cancelled, "the renewal to notice the lost lease and stop the run")
 			}
 			release()
-			var got runResult
-			select {
-			case got = <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("run did not return after its lease was lost")
-			}
+			got := wait("after its lease was lost")
 			w.noLeaks(got.res, got.err)
 			if !errors.Is(got.err, rotate.ErrRotationInProgress) && !errors.Is(got.err, rotate.ErrStoppedPartWay) {
 				t.Fatalf("Rotate after losing its lease = %+v, %v; want ErrRotationInProgress or ErrStoppedPartWay", got.res, got.err)

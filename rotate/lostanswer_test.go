@@ -114,15 +114,8 @@ func (w *world) writeAs(c *secretmanager.Client, ann map[string]string, aliases 
 		sec.VersionAliases = aliases
 		mask = append(mask, "version_aliases")
 	}
-	for {
-		_, err := c.UpdateSecret(context.Background(), &secretmanagerpb.UpdateSecretRequest{Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: mask}})
-		if status.Code(err) != codes.ResourceExhausted {
-			if err != nil {
-				w.t.Errorf("write as another run: %v", err)
-			}
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := updateSecretWith(c, &secretmanagerpb.UpdateSecretRequest{Secret: sec, UpdateMask: &fieldmaskpb.FieldMask{Paths: mask}}); err != nil {
+		w.t.Errorf("write as another run: %v", err)
 	}
 }
 
@@ -184,11 +177,7 @@ func TestLostAnswerOfRenewal(t *testing.T) {
 	la := &lostAnswers{lose: func(*secretmanagerpb.UpdateSecretRequest) bool { return armed.Load() }}
 	w.loseAnswers(la)
 	started, _, release := blockCall(t, w, "secretmanager.AddSecretVersion")
-	done := make(chan runResult, 1)
-	go func() {
-		res, err := w.r.Rotate(context.Background(), w.slot, rotate.Options{Force: true})
-		done <- runResult{res, err}
-	}()
+	wait := w.rotateBehind()
 	waitFor(t, started, "the run to reach AddSecretVersion")
 	armed.Store(true) // the run is blocked: its next writes are renewals
 	deadline := time.Now().Add(10 * time.Second)
@@ -207,12 +196,7 @@ func TestLostAnswerOfRenewal(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	release()
-	var got runResult
-	select {
-	case got = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not finish after release")
-	}
+	got := wait("after release")
 	w.noLeaks(got.res, got.err)
 	if got.err != nil || !got.res.Rotated {
 		t.Fatalf("Rotate with a renewal's answer lost = %+v, %v; want rotated", got.res, got.err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/api/apikeys/v2"
@@ -127,11 +128,17 @@ func newWorldOn(t testing.TB, eo emulator.Options, opts ...worldOpt) *world {
 }
 
 // updateSecret writes the slot's secret as a test (another writer) does,
-// waiting out Secret Manager's per-secret write rate, which the product's
-// own writes keep and a test's direct writes do not.
+// through the rotator's client (updateSecretWith).
 func (w *world) updateSecret(req *secretmanagerpb.UpdateSecretRequest) error {
+	return updateSecretWith(w.r.Secrets, req)
+}
+
+// updateSecretWith writes a secret through c, waiting out Secret Manager's
+// per-secret write rate, which the product's own writes keep and a test's
+// direct writes do not.
+func updateSecretWith(c *secretmanager.Client, req *secretmanagerpb.UpdateSecretRequest) error {
 	for {
-		_, err := w.r.Secrets.UpdateSecret(context.Background(), req)
+		_, err := c.UpdateSecret(context.Background(), req)
 		if status.Code(err) != codes.ResourceExhausted {
 			return err
 		}

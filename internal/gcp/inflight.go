@@ -9,10 +9,11 @@ import (
 // InFlightPerCPU is how many calls a Meter lets go at once for each CPU
 // the process may use (GOMAXPROCS), unless told otherwise
 // (Meter.InFlight). A fleet's first burst is bound by CPU, not by the
-// network: keyrotate spends 150 to 200 µs of CPU a call, so a CPU
-// completes some 5,000 to 6,000 calls a second at most, and at 50 to 150
-// ms a call (Secret Manager's and the API Keys API's usual answers) 250
-// to 900 calls in flight keep it busy. More only queue at the CPU, each
+// network: keyrotate spends 100 to 200 µs of CPU a call (100 to 125 in
+// the 100 × 100 fleet's bursts at the last measure, 150 to 200 in earlier
+// ones), so a CPU completes some 5,000 to 10,000 calls a second at
+// most, and at 50 to 150 ms a call (Secret Manager's and the API Keys
+// API's usual answers) 250 to 1,500 calls in flight keep it busy. More only queue at the CPU, each
 // holding its request, its HTTP/2 stream and a transport goroutine
 // meanwhile. Measured with 100 × 100 on 2 CPUs (BenchmarkFleet,
 // BenchmarkFleetShards), a bound of 2,000 to none left the run's wall
