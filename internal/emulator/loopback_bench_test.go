@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,6 +31,27 @@ import (
 // loopbackChildEnv, set, makes this test binary the emulator process of
 // BenchmarkLoopbackCalls (TestMain).
 const loopbackChildEnv = "KEYROTATE_EMULATOR_BENCH_CHILD"
+
+// loopbackLoad is the load BenchmarkLoopbackCalls puts on the emulator:
+// the latency of its answers (KEYROTATE_EMULATOR_BENCH_LATENCY, a
+// duration; none unless set) and the calls in flight
+// (KEYROTATE_EMULATOR_BENCH_INFLIGHT; 64 unless set). The fleet
+// benchmark's load is 100ms and 1600 (gcp.InFlightPerCPU on 2 CPUs). The
+// child reads them too, from the environment it inherits.
+func loopbackLoad() (latency time.Duration, inFlight int, err error) {
+	inFlight = 64
+	if v := os.Getenv("KEYROTATE_EMULATOR_BENCH_LATENCY"); v != "" {
+		if latency, err = time.ParseDuration(v); err != nil || latency < 0 {
+			return 0, 0, fmt.Errorf("KEYROTATE_EMULATOR_BENCH_LATENCY=%q: want a duration such as 100ms", v)
+		}
+	}
+	if v := os.Getenv("KEYROTATE_EMULATOR_BENCH_INFLIGHT"); v != "" {
+		if inFlight, err = strconv.Atoi(v); err != nil || inFlight < 1 {
+			return 0, 0, fmt.Errorf("KEYROTATE_EMULATOR_BENCH_INFLIGHT=%q: want a whole number of calls, at least 1", v)
+		}
+	}
+	return latency, inFlight, nil
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(loopbackChildEnv) == "1" {
@@ -60,13 +82,19 @@ func processCPU() time.Duration {
 // then answers each line on stdin with its CPU time so far in
 // nanoseconds, until stdin closes.
 func loopbackChild() error {
-	s, err := Start(Options{NoSecretWriteLimits: true})
+	latency, inFlight, err := loopbackLoad()
+	if err != nil {
+		return err
+	}
+	s, err := Start(Options{NoSecretWriteLimits: true, Latency: latency})
 	if err != nil {
 		return err
 	}
 	s.AddProject(testProject, testNumber)
 	w := loopbackWorld{APIKeys: s.APIKeysAddr, SecretManager: s.SecretManagerAddr, Gemini: s.GeminiAddr}
-	for i := range 1000 {
+	// A secret for each call in flight at least: UpdateSecret's etags
+	// are each goroutine's own.
+	for i := range max(1000, inFlight) {
 		_, ks, err := s.SeedKey(testProject, fmt.Sprintf("k-%d", i), nil)
 		if err != nil {
 			return err
@@ -121,11 +149,20 @@ func (e *loopbackEmulator) cpu(b *testing.B) time.Duration {
 // BenchmarkLoopbackCalls makes a rotation's calls as the rotator makes
 // them, through Google's clients over loopback connections (gRPC for
 // Secret Manager and LookupKey, cleartext HTTP/2 REST for the rest of API
-// Keys and for Gemini), 64 at a time, to an emulator in a child process,
-// as the fleet benchmark runs it. emu-cpu-µs/op is the child's CPU time
-// per call: the emulator's whole cost of a call, its transports' work
-// (HTTP/2 and gRPC framing, goroutines, stacks, syscalls) included.
+// Keys and for Gemini), 64 at a time (or as loopbackLoad says), to an
+// emulator in a child process, as the fleet benchmark runs it.
+// emu-cpu-µs/op is the child's CPU time per call: the emulator's whole
+// cost of a call, its transports' work (HTTP/2 and gRPC framing,
+// goroutines, stacks, syscalls) included. client-cpu-µs/op is this
+// process's: Google's clients and their transports, with none of
+// keyrotate's own work (pacing, retries, the rotation), so that at the
+// fleet's load the two together are the floor of what a fleet's call
+// can cost on this machine.
 func BenchmarkLoopbackCalls(b *testing.B) {
+	_, inFlight, err := loopbackLoad()
+	if err != nil {
+		b.Fatal(err)
+	}
 	e := &loopbackEmulator{}
 	e.child = childtest.Start(b, loopbackChildEnv+"=1", &e.loopbackWorld)
 	n := len(e.Keys)
@@ -207,8 +244,9 @@ func BenchmarkLoopbackCalls(b *testing.B) {
 	}
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {
-			b.SetParallelism(32)
-			cpu := e.cpu(b)
+			// RunParallel starts parallelism × GOMAXPROCS goroutines.
+			b.SetParallelism(max(1, inFlight/runtime.GOMAXPROCS(0)))
+			cpu, own := e.cpu(b), processCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				i := int(next.Add(1)) % n
 				etag := ""
@@ -219,6 +257,7 @@ func BenchmarkLoopbackCalls(b *testing.B) {
 					}
 				}
 			})
+			b.ReportMetric(float64((processCPU()-own).Nanoseconds())/1e3/float64(b.N), "client-cpu-µs/op")
 			b.ReportMetric(float64((e.cpu(b)-cpu).Nanoseconds())/1e3/float64(b.N), "emu-cpu-µs/op")
 		})
 	}
