@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyrotate/keyrotate/internal/childtest"
 	"github.com/keyrotate/keyrotate/internal/emulator"
 	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
@@ -785,20 +786,9 @@ func burstProfile(tb testing.TB, opts rotate.Options) func() {
 		runtime.MemProfileRate = 1
 		return func() { writeProfile(tb, "allocs", file) }
 	}
-	file := os.Getenv("KEYROTATE_FLEET_BURST_CPUPROFILE")
-	if file == "" {
-		return func() {}
-	}
-	f, err := os.Create(file)
+	stop, err := childtest.ProfileCPU("KEYROTATE_FLEET_BURST_CPUPROFILE")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		tb.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
+	return stop
 }

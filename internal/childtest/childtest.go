@@ -82,9 +82,10 @@ func (c *Child) Wait() error {
 	return c.err
 }
 
-// ProfileCPU starts, in a child, a CPU profile written to the file that
-// the environment variable name names (none when it is unset or empty),
-// and returns what stops it and closes the file.
+// ProfileCPU starts a CPU profile written to the file that the
+// environment variable name names (none when it is unset or empty), and
+// returns what stops it and closes the file: for a child, whose profile
+// go test's -cpuprofile does not cover, or for a part of a run.
 func ProfileCPU(name string) (stop func(), err error) {
 	file := os.Getenv(name)
 	if file == "" {

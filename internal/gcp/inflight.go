@@ -13,9 +13,9 @@ import (
 // the 100 × 100 fleet's bursts at the last measure, 150 to 200 in earlier
 // ones), so a CPU completes some 5,000 to 10,000 calls a second at
 // most, and at 50 to 150 ms a call (Secret Manager's and the API Keys
-// API's usual answers) 250 to 1,500 calls in flight keep it busy. More only queue at the CPU, each
-// holding its request, its HTTP/2 stream and a transport goroutine
-// meanwhile. Measured with 100 × 100 on 2 CPUs (BenchmarkFleet,
+// API's usual answers) 250 to 1,500 calls in flight keep it busy. More
+// only queue at the CPU, each holding its request, its HTTP/2 stream and
+// a transport goroutine meanwhile. Measured with 100 × 100 on 2 CPUs (BenchmarkFleet,
 // BenchmarkFleetShards), a bound of 2,000 to none left the run's wall
 // time as it was (1.16-1.17 × the bound) and 1,000 to 800 made it longer
 // (1.18-1.22): the emulator answers in 100 ms, so 800 calls in flight
