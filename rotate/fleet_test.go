@@ -576,6 +576,9 @@ func TestFleetGoroutinePerRotation(t *testing.T) {
 	if got > n+n/8 {
 		t.Errorf("%d goroutines more than before the run with %d rotations in flight, want at most %d", got, n, n+n/8)
 	}
+	if got < n {
+		t.Errorf("%d goroutines more than before the run with %d rotations in flight: each has its own, so the baseline held goroutines that ended since", got, n)
+	}
 	t.Logf("%d rotations in flight: %d goroutines more than before", n, got)
 }
 
@@ -595,6 +598,11 @@ func TestFleetHeapPerRotation(t *testing.T) {
 	got := minInFlight(t, n, live) / n
 	if got > 5<<10 {
 		t.Errorf("a rotation in flight holds %d bytes of live heap, want at most %d", got, 5<<10)
+	}
+	// Its slot's record, keys and timers at least: less is a baseline
+	// that held what ended since.
+	if got < 1<<10 {
+		t.Errorf("a rotation in flight holds %d bytes of live heap, below the 1 KiB it cannot do without: the baseline held garbage or goroutines that ended since", got)
 	}
 	t.Logf("%d rotations in flight: %d bytes of live heap each", n, got)
 }
@@ -632,7 +640,7 @@ func TestFleetStackPerWaitingTurn(t *testing.T) {
 
 // parkedStacks checks that 80 rotations parked where (sampled by least)
 // hold at most 14 KiB of stacks each: 8 KiB for the goroutine of each, and
-// room for the runtime's own.
+// room for the runtime's own; and at least the 2 KiB of a goroutine.
 func parkedStacks(t *testing.T, where string, least func(t *testing.T, n int, measure func() int64) int64) {
 	if raceBuild {
 		t.Skip("the race detector's instrumentation deepens every frame")
@@ -641,6 +649,11 @@ func parkedStacks(t *testing.T, where string, least func(t *testing.T, n int, me
 	got := least(t, n, func() int64 { _, st := liveHeap(); return int64(st) }) / n
 	if got > 14<<10 {
 		t.Errorf("a rotation %s holds %d bytes of stacks, want at most %d (8 KiB for its goroutine)", where, got, 14<<10)
+	}
+	// A goroutine's stack is never smaller than 2 KiB: less is a
+	// baseline that held stacks of goroutines that ended since.
+	if got < 2<<10 {
+		t.Errorf("a rotation %s holds %d bytes of stacks, below a goroutine's smallest stack (2 KiB): the baseline held stacks that ended since", where, got)
 	}
 	t.Logf("%d rotations %s: %d bytes of stacks each", n, where, got)
 }
@@ -677,8 +690,7 @@ func minInGate(t *testing.T, n int, measure func() int64) int64 {
 	}}
 	warm.Run(context.Background(), []*rotate.Slot{slots[0], slots[n/2+1]}, rotate.Options{Force: true})
 	slots = append(slots[1:n/2+1], slots[n/2+2:]...)
-	base := measure()
-	sample := func() int64 { return measure() - base }
+	before := lowest(measure)
 	done := make(chan struct{})
 	var started atomic.Int32
 	var finished atomic.Bool // a rotation ended: fewer than n in flight
@@ -698,7 +710,7 @@ func minInGate(t *testing.T, n int, measure func() int64) int64 {
 		if int(started.Load()) < n || int(inGate.Load()) < n {
 			continue
 		}
-		v := sample()
+		v := measure()
 		if finished.Load() {
 			tick.Stop()
 			break
@@ -709,7 +721,7 @@ func minInGate(t *testing.T, n int, measure func() int64) int64 {
 	if !got.ok {
 		t.Fatal("no sample with every rotation in flight")
 	}
-	return got.v
+	return got.v - min(before, lowest(measure))
 }
 
 // minWaitingTurn rotates n slots at once through the drain gate (as
@@ -735,7 +747,7 @@ func minWaitingTurn(t *testing.T, n int, measure func() int64) int64 {
 	warm := &rotate.Fleet{Rotator: r, Parallel: 2, Done: done}
 	warm.Run(context.Background(), []*rotate.Slot{slots[0], slots[n/2+1]}, rotate.Options{Force: true})
 	slots = append(slots[1:n/2+1], slots[n/2+2:]...)
-	base := measure()
+	before := lowest(measure)
 	give := rotate.HoldRetireTurns(r, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -751,7 +763,7 @@ func minWaitingTurn(t *testing.T, n int, measure func() int64) int64 {
 		if rotate.RetireWaiting(r) < n {
 			continue
 		}
-		got.add(measure() - base)
+		got.add(measure())
 		taken++
 	}
 	tick.Stop()
@@ -760,7 +772,7 @@ func minWaitingTurn(t *testing.T, n int, measure func() int64) int64 {
 	if !got.ok {
 		t.Fatalf("no sample with all %d rotations waiting for a turn within 2 minutes (%d waited)", n, rotate.RetireWaiting(r))
 	}
-	return got.v
+	return got.v - min(before, lowest(measure))
 }
 
 // minInFlight measures what n rotations hold while each waits for its new
@@ -815,30 +827,34 @@ func minInFlight(t *testing.T, n int, measure func() int64) int64 {
 		v := measure()
 		return v, w.waiting() == want && prober.inFlight.Load() == 0 && w.steps.Load() == steps && prober.started.Load() == probes
 	}
-	base := int64(-1)
-	for range 3 {
-		if v, ok := still(0); ok && (base < 0 || v < base) {
-			base = v
+	// The baseline is the least measure before the run and after it:
+	// one taken while goroutines of the warm-up still wound down would
+	// count them against the rotations.
+	var base least
+	baseline := func() {
+		for range 3 {
+			if v, ok := still(0); ok {
+				base.add(v)
+			}
 		}
 	}
-	if base < 0 {
+	if baseline(); !base.ok {
 		t.Fatal("no measure before the run")
 	}
 	var got least
 	w.runStopped(t, r, slots, func() bool {
 		v, ok := still(n)
 		if ok {
-			got.add(v - base)
+			got.add(v)
 		}
 		return ok
 	})
-	return got.v // runStopped fails the test without 10 samples
+	baseline()
+	return got.v - base.v // runStopped fails the test without 10 samples
 }
 
-// least keeps the least of the samples added. A sample is a growth over a
-// baseline and may be below zero (the baseline held stacks of goroutines
-// that ended since, on a loaded machine): ok, not the sign, says whether
-// there was one.
+// least keeps the least of the samples added; ok says whether there was
+// one.
 type least struct {
 	v  int64
 	ok bool
@@ -848,6 +864,23 @@ func (l *least) add(v int64) {
 	if !l.ok || v < l.v {
 		l.v, l.ok = v, true
 	}
+}
+
+// lowest is the least of three measures 50ms apart: the baseline a growth
+// is counted from, taken before a run and again after it (each measure
+// after a full GC: liveHeap). A single one may hold goroutines that were
+// ending, and a growth counted from it would come out low, even below
+// zero, and pass any upper limit: the limits' tests also check the growth
+// against a floor (see parkedStacks).
+func lowest(measure func() int64) int64 {
+	var l least
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		l.add(measure())
+	}
+	return l.v
 }
 
 // waitWatch follows, from a Rotator's events, which rotations wait for
