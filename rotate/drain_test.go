@@ -417,6 +417,11 @@ func TestDrainUsagePolicy(t *testing.T) {
 func (g *gateWorld) gateFleet(n int, stagger time.Duration, calling time.Time) (drains map[string]*rotate.Drain, arrive map[string]time.Time) {
 	t := g.t
 	t.Helper()
+	// n rotations at once, under the race detector and beside other
+	// tests on 2 cores: a call can wait more than the world's 5 s for a
+	// CPU (a clean-clone CI run: LookupKey of 2 of 100 preflights). Its
+	// per-call timeout is not what these tests are about.
+	g.r.Retry.CallTimeout, g.r.Retry.MaxElapsed = 30*time.Second, 30*time.Second
 	g.slot.Targets = nil
 	slots := []*rotate.Slot{g.slot}
 	g.oldKeys = map[string]string{g.slot.Name: g.oldName}
