@@ -867,11 +867,11 @@ func (l *least) add(v int64) {
 }
 
 // lowest is the least of three measures 50ms apart: the baseline a growth
-// is counted from, taken before a run and again after it (each measure
-// after a full GC: liveHeap). A single one may hold goroutines that were
-// ending, and a growth counted from it would come out low, even below
-// zero, and pass any upper limit: the limits' tests also check the growth
-// against a floor (see parkedStacks).
+// is counted from, taken before a run and again after it (a measure of
+// stacks or heap runs a full GC first: liveHeap). A single one may hold
+// goroutines that were ending, and a growth counted from it would come
+// out low, even below zero, and pass any upper limit: the limits' tests
+// also check the growth against a floor (see parkedStacks).
 func lowest(measure func() int64) int64 {
 	var l least
 	for i := range 3 {
