@@ -185,7 +185,32 @@ func newFaultWorld(t *testing.T, c faultCell) *world {
 	return w
 }
 
+// runFaultCell runs one cell of the fault matrix and returns its outcome
+// for the matrix's table. An outage until the deadline is first tried
+// with a 4s deadline: the run must reach the faulted call and see the
+// outage before it. On a loaded machine (-race, other tests beside) a
+// late call (UpdateKey, after Secret Manager's write pacing) was once
+// sent 67ms before the deadline and got no answer at all: that run saw
+// no outage to name, and says so ("no answer after 1 attempt"). The cell
+// is then run again, in a new world, with twice the deadline (up to
+// 16s); what it asserts stays as it is.
 func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code) string {
+	deadline := 4 * time.Second
+	for {
+		outcome, late := runFaultCellWithin(t, c, kase, i, code, deadline)
+		if !late {
+			return outcome
+		}
+		t.Logf("the run reached %s only as its %s deadline fell, and had no answer from it: again with %s", c.method, deadline, 2*deadline)
+		deadline *= 2
+	}
+}
+
+// runFaultCellWithin is runFaultCell with deadline for the outage until
+// the deadline. It reports late, and checks nothing but the invariant and
+// leaks, when that run had no answer from the faulted call and deadline
+// may grow (under 16s).
+func runFaultCellWithin(t *testing.T, c faultCell, kase string, i int, code codes.Code, deadline time.Duration) (outcome string, late bool) {
 	w := newFaultWorld(t, c)
 	w.srv.SetStateCodes(code)
 	var opts rotate.Options
@@ -215,9 +240,10 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 			// late one (DeleteKey, UpdateKey, DisableSecretVersion)
 			// comes after Secret Manager's write rate has paced the
 			// rotation for over a second, and under -race on a loaded
-			// machine 1.5s was not always enough to get there.
+			// machine 1.5s was not always enough to get there (nor,
+			// once, 4s: see runFaultCell).
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, 4*time.Second)
+			ctx, cancel = context.WithTimeout(ctx, deadline)
 			defer cancel()
 			// The outage ends as the run's cleanup (the release of the
 			// lease) begins, its stop event: the cleanup reaches the API,
@@ -254,6 +280,12 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 	w.noLeaks(res, err)
 	got := classOf(err)
 	w.srv.ClearFaults()
+	if kase == "transient-until-deadline" && c.method != "gemini.CountTokens" {
+		if err != nil && deadline < 16*time.Second && strings.Contains(err.Error(), "no answer after") && !strings.Contains(err.Error(), "injected outage") {
+			w.checkInvariant()
+			return "", true
+		}
+	}
 	// With the Gemini API disabled no key works: check the invariant with
 	// it on again (the disabled API changed no target).
 	w.srv.SetServiceEnabled(project, "generativelanguage.googleapis.com", true)
@@ -261,7 +293,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 		t.Errorf("first Rotate: class %s, want %s; error: %v", got, want, err)
 	}
 	w.checkInvariant()
-	outcome := got
+	outcome = got
 	if err != nil {
 		msg := err.Error()
 		if !strings.Contains(msg, c.resource) {
@@ -299,7 +331,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 	}
 	if err == nil {
 		w.checkOneNewKey(c, 1)
-		return outcome
+		return outcome, false
 	}
 
 	// A second run without faults finishes with exactly one new key.
@@ -313,7 +345,7 @@ func runFaultCell(t *testing.T, c faultCell, kase string, i int, code codes.Code
 	}
 	w.checkInvariant()
 	w.checkOneNewKey(c, 2)
-	return outcome + "; rerun ok"
+	return outcome + "; rerun ok", false
 }
 
 // checkInvariant is world.invariant for a secret that may have no version.
