@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyrotate/keyrotate/internal/emulator/fake"
 	"github.com/keyrotate/keyrotate/internal/errhint"
+	"github.com/keyrotate/keyrotate/internal/gcp"
 	"github.com/keyrotate/keyrotate/internal/secret"
 	"github.com/keyrotate/keyrotate/rotate"
 	"github.com/keyrotate/keyrotate/targets"
@@ -420,19 +421,16 @@ func TestCreateThrottledIsUnsure(t *testing.T) {
 	w.r.Retry = fastRetry
 	w.srv.Fail("apikeys.CreateKey", fake.Next, fake.Fault{Code: codes.ResourceExhausted, RetryDelay: 10 * time.Millisecond, Times: fake.Always})
 	// The run gives up (its context ends, as on a deadline or a signal)
-	// once CreateKey has been refused three times: not at a fixed time,
-	// which a loaded -race run once reached still locking the slot.
+	// at CreateKey's third retry: not at a fixed time, which a loaded
+	// -race run once reached still locking the slot.
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	go func() {
-		for tick := time.NewTicker(5 * time.Millisecond); ctx.Err() == nil; <-tick.C {
-			if w.srv.Calls("apikeys.CreateKey") >= 3 {
-				cancel(errors.New("the run gave up"))
-			}
+	w.r.Retry.OnRetry = func(r gcp.Retrying) {
+		if r.Call == "apikeys.keys.create" && r.Attempt >= 3 {
+			cancel(errors.New("the run gave up"))
 		}
-	}()
+	}
 	res, err := w.r.Rotate(ctx, w.slot, rotate.Options{Force: true})
-	cancel(nil)
 	w.noLeaks(res, err)
 	if !errors.Is(err, rotate.ErrStoppedPartWay) {
 		t.Fatalf("Rotate = %+v, %v; want ErrStoppedPartWay (the key may exist)", res, err)
